@@ -59,7 +59,7 @@ class ResourceExhausted(FabricError):
 
 
 class FailedPrecondition(FabricError):
-    """The system is not in a state where the operation can be done (e.g. missing kernel feature)."""
+    """The system cannot do this in its present state (e.g. a kernel feature is missing)."""
 
     code = grpc.StatusCode.FAILED_PRECONDITION
 
@@ -77,6 +77,6 @@ class DeadlineExceeded(FabricError):
 
 
 class DataplaneError(FabricError):
-    """Programming the kernel (links, addresses, routes, WireGuard) failed; nothing was left behind."""
+    """Programming the kernel (links, addresses, routes, WireGuard) failed, nothing left behind."""
 
     code = grpc.StatusCode.INTERNAL

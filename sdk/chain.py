@@ -1,0 +1,104 @@
+"""Chain core shared by the NetworkService and registry APIs.
+
+A chain is a tuple of elements ending in a tail. A call enters the chain through a *cursor*
+(:class:`Cursor`): ``cursor.request(x)`` hands ``x`` to the element at the cursor's position
+together with a cursor one step further on, which the element calls to continue. An element may
+act before and after that call, replace the argument, or not continue at all.
+
+Every call carries one :class:`CallContext` through the whole chain: the deadline, the peer,
+per-connection metadata and the logger. With ``trace=True`` the cursor logs each element's entry,
+exit, duration and error at debug level, so no element needs its own tracing code.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, Self, TypeVar
+
+import structlog
+
+from sdk.errors import DeadlineExceeded
+
+E = TypeVar("E")
+T = TypeVar("T")
+
+
+@dataclass
+class CallContext:
+    """What travels with one call through a chain.
+
+    ``deadline`` is a ``time.monotonic()`` instant or None; ``peer`` names the caller as the
+    transport saw it (a SPIFFE ID once mTLS is on, else the transport address); ``metadata`` is the
+    per-connection store filled by the metadata element; ``values`` is free space for elements that
+    must hand something to a later element in the same call.
+    """
+
+    deadline: float | None = None
+    peer: str = ""
+    trace: bool = False
+    metadata: dict[str, Any] = field(default_factory=dict)
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def remaining(self) -> float | None:
+        """Seconds left before the deadline (None when there is none); raises when it passed."""
+        if self.deadline is None:
+            return None
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise DeadlineExceeded("the request's deadline passed before the fabric finished it")
+        return left
+
+    @classmethod
+    def with_timeout(cls, seconds: float | None, **kwargs: Any) -> CallContext:
+        """A context whose deadline is ``seconds`` from now (None: no deadline)."""
+        deadline = None if seconds is None else time.monotonic() + seconds
+        return cls(deadline=deadline, **kwargs)
+
+
+_log = structlog.get_logger("sdk.chain")
+
+
+class Cursor(Generic[E]):
+    """A position in a chain; API-specific subclasses add one method per chain operation."""
+
+    __slots__ = ("_elements", "_index", "ctx")
+
+    def __init__(self, elements: tuple[E, ...], index: int, ctx: CallContext) -> None:
+        self._elements = elements
+        self._index = index
+        self.ctx = ctx
+
+    def _step(self) -> tuple[E, Self]:
+        """The element at this position and a cursor at the next one."""
+        following: Self = type(self)(self._elements, self._index + 1, self.ctx)
+        return self._elements[self._index], following
+
+    async def _call(self, method: str, arg: Any) -> Any:
+        element, following = self._step()
+        bound: Callable[[Any, Any], Awaitable[Any]] = getattr(element, method)
+        if not self.ctx.trace:
+            return await bound(arg, following)
+        name = type(element).__name__
+        start = time.perf_counter()
+        _log.debug("chain.enter", element=name, op=method)
+        try:
+            result = await bound(arg, following)
+        except Exception as exc:
+            _log.debug("chain.error", element=name, op=method, error=str(exc))
+            raise
+        _log.debug("chain.exit", element=name, op=method,
+                   seconds=round(time.perf_counter() - start, 6))
+        return result
+
+
+def elements_of(*parts: E | tuple[E, ...] | list[E]) -> tuple[E, ...]:
+    """Flatten elements and nested sequences of elements into one tuple (for chain builders)."""
+    flat: list[E] = []
+    for part in parts:
+        if isinstance(part, (tuple, list)):
+            flat.extend(part)
+        else:
+            flat.append(part)
+    return tuple(flat)
