@@ -1,0 +1,77 @@
+"""``python -m registry``: run a registry until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+import structlog
+
+from registry.app import Registry
+from registry.settings import PREFIX, RegistrySettings
+from registry.store import default_store_url, open_store
+from sdk import log, settings
+from sdk.errors import FabricError
+from sdk.grpcutil import parse_address
+
+
+def _parser() -> argparse.ArgumentParser:
+    epilog = "environment:\n" + "\n".join(
+        f"  {name:<28} {text} (default: {default})"
+        for name, default, text in settings.describe(RegistrySettings, PREFIX)
+    )
+    parser = argparse.ArgumentParser(
+        prog="python -m registry",
+        description="Serve NSM's registry API (network services and endpoints).",
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--listen", action="append", help="unix:///path.sock or tcp://host:port")
+    parser.add_argument("--store", help="sqlite:///path.db or memory://")
+    parser.add_argument("--state-dir", help="directory of the default SQLite store")
+    parser.add_argument("--insecure", action="store_true", default=None,
+                        help="allow plain-text TCP (development only: no mTLS yet)")
+    parser.add_argument("--default-ttl", type=float, help="endpoint registration lifetime (s)")
+    parser.add_argument("--log-level", help="debug, info, warning or error")
+    parser.add_argument("--trace", action="store_true", default=None, help="trace chain elements")
+    return parser
+
+
+async def run(config: RegistrySettings) -> None:
+    """Serve until a termination signal arrives, then stop gracefully."""
+    addresses = [parse_address(url, "listen") for url in config.listen]
+    store = open_store(config.store or default_store_url(Path(config.state_dir)))
+    registry = Registry(store, config.default_ttl, config.max_ttl, config.trace)
+    if config.insecure and any(a.scheme == "tcp" for a in addresses):
+        structlog.get_logger("registry").warning(
+            "SERVING PLAIN-TEXT TCP WITHOUT mTLS: development only, anyone on the network can "
+            "read and change the registry"
+        )
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    try:
+        await registry.start(addresses, config.insecure)
+        await stopping.wait()
+    finally:
+        await registry.stop(config.grace)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = settings.load(RegistrySettings, PREFIX, vars(args))
+        log.configure(config.log_level)
+        asyncio.run(run(config))
+    except FabricError as exc:
+        print(f"registry: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

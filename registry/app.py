@@ -1,0 +1,110 @@
+"""The registry process: assembles the registry chains and serves them over gRPC.
+
+Chains (one per record kind), in order:
+``Validate → [Expire] → Watch → Persist`` — validation rejects bad input before anything is
+stored; ``Expire`` (endpoints only) sets expiration times and, as a background task, unregisters
+expired endpoints through the same chain so watchers see them deleted; ``Watch`` fans changes out;
+``Persist`` keeps the records (cached in memory, written through to the store).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from api.proto import registry_pb2
+from api.proto.registry_pb2 import NetworkService, NetworkServiceEndpoint
+from sdk.grpcutil import ListenAddress, serve, stop
+from sdk.registry.core import RegistryChain
+from sdk.registry.expire import Expire
+from sdk.registry.kinds import ENDPOINT, SERVICE
+from sdk.registry.persist import Persist
+from sdk.registry.server import add_registry
+from sdk.registry.store import Store
+from sdk.registry.validate import Validate
+from sdk.registry.watch import Watch
+
+_log = structlog.get_logger("registry")
+
+SERVICE_NAMES = tuple(
+    registry_pb2.DESCRIPTOR.services_by_name[name].full_name
+    for name in ("NetworkServiceRegistry", "NetworkServiceEndpointRegistry")
+)
+
+
+class Registry:
+    """A registry over one store: its two chains, and the server once started."""
+
+    def __init__(
+        self,
+        store: Store,
+        default_ttl: float = 60.0,
+        max_ttl: float = 3600.0,
+        trace: bool = False,
+    ) -> None:
+        self.store = store
+        self.service_records = Persist(SERVICE, store)
+        self.endpoint_records = Persist(ENDPOINT, store)
+        self.service_watch = Watch(SERVICE)
+        self.endpoint_watch = Watch(ENDPOINT)
+        self.expire: Expire[NetworkServiceEndpoint] = Expire(default_ttl, max_ttl)
+        self.services: RegistryChain[NetworkService] = RegistryChain(
+            [Validate(SERVICE), self.service_watch, self.service_records], trace
+        )
+        self.endpoints: RegistryChain[NetworkServiceEndpoint] = RegistryChain(
+            [Validate(ENDPOINT), self.expire, self.endpoint_watch, self.endpoint_records], trace
+        )
+        self.addresses: list[ListenAddress] = []
+        self._server: grpc.aio.Server | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def start(self, addresses: list[ListenAddress], insecure_tcp: bool = False) -> None:
+        """Load stored records, start expiry, serve on ``addresses`` with health and reflection."""
+        loaded = await self.service_records.load(), await self.endpoint_records.load()
+        self._sweeper = asyncio.create_task(
+            self.expire.sweep(self.endpoint_records, self.endpoints), name="registry-expiry"
+        )
+        server = grpc.aio.server()
+        add_registry(server, self.services, self.endpoints)
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        for name in ("", *SERVICE_NAMES):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        try:
+            self.addresses = await serve(server, addresses, insecure_tcp)
+        except BaseException:
+            await self._stop_sweeper()
+            raise
+        self._server = server
+        _log.info(
+            "registry serving",
+            listen=[a.url if a.scheme == "unix" else f"tcp://{a.target}" for a in self.addresses],
+            services=loaded[0],
+            endpoints=loaded[1],
+        )
+
+    async def _stop_sweeper(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+
+    async def stop(self, grace: float = 2.0) -> None:
+        """End watch streams, stop serving, remove socket files, close the store. Idempotent."""
+        self.service_watch.end_all()
+        self.endpoint_watch.end_all()
+        await self._stop_sweeper()
+        if self._server is not None:
+            await stop(self._server, self.addresses, grace)
+            self._server = None
+        await self.store.close()
+        _log.info("registry stopped")

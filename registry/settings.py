@@ -1,0 +1,27 @@
+"""Settings of the registry process (environment prefix ``VWIRE_REGISTRY_``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sdk.settings import setting
+
+PREFIX = "VWIRE_REGISTRY_"
+
+
+@dataclass(frozen=True)
+class RegistrySettings:
+    listen: list[str] = setting(
+        ["unix:///var/run/vwire/registry.sock"],
+        "addresses to serve on, comma-separated: unix:///path.sock or tcp://host:port",
+    )
+    store: str = setting(
+        "", "record store: sqlite:///path.db or memory:// (default: registry.db in state_dir)"
+    )
+    state_dir: str = setting("/var/lib/vwire", "directory for the default SQLite store")
+    insecure: bool = setting(False, "allow plain-text TCP listeners (development only)")
+    default_ttl: float = setting(60.0, "seconds an endpoint registration lives unless refreshed")
+    max_ttl: float = setting(3600.0, "longest expiration an endpoint may ask for, in seconds")
+    grace: float = setting(2.0, "seconds open calls get to finish on shutdown")
+    log_level: str = setting("info", "debug, info, warning or error")
+    trace: bool = setting(False, "log every chain element's entry and exit (debug level)")

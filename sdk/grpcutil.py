@@ -1,0 +1,188 @@
+"""The gRPC edge: listen addresses, error ↔ status mapping, call contexts, server lifecycle.
+
+Servers turn :class:`sdk.errors.FabricError` into the status its class names, with the message
+unchanged; any other exception becomes INTERNAL with a generic message (the traceback goes to the
+log, never to the caller). Clients turn a failed call back into the matching ``FabricError`` so
+chains see one exception tree whether an element is local or remote.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar, cast
+from urllib.parse import urlsplit
+
+import grpc
+import structlog
+
+from sdk import errors
+from sdk.chain import CallContext
+
+_log = structlog.get_logger("sdk.grpc")
+
+U = TypeVar("U", bound=Callable[..., Awaitable[Any]])
+S = TypeVar("S", bound=Callable[..., AsyncIterator[Any]])
+
+_BY_CODE: dict[grpc.StatusCode, type[errors.FabricError]] = {
+    cls.code: cls
+    for cls in (
+        errors.NotFound,
+        errors.AlreadyExists,
+        errors.PermissionDenied,
+        errors.Unauthenticated,
+        errors.ResourceExhausted,
+        errors.FailedPrecondition,
+        errors.Unavailable,
+        errors.DeadlineExceeded,
+        errors.DataplaneError,
+    )
+}
+
+
+@dataclass(frozen=True)
+class ListenAddress:
+    """A parsed ``unix:///path`` or ``tcp://host:port`` address."""
+
+    url: str
+    scheme: str
+    path: str = ""
+    host: str = ""
+    port: int = 0
+
+    @property
+    def target(self) -> str:
+        """The address in gRPC's own syntax (for both servers and channels)."""
+        if self.scheme == "unix":
+            return f"unix://{self.path}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+def parse_address(url: str, field: str = "address") -> ListenAddress:
+    """Parse ``unix:///abs/path`` or ``tcp://host:port``; raise InvalidArgument naming ``field``."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        if not parts.path.startswith("/") or parts.netloc:
+            raise errors.InvalidArgument(field, f"{url!r}: use unix:///absolute/path.sock")
+        return ListenAddress(url, "unix", path=parts.path)
+    if parts.scheme == "tcp":
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        if not parts.hostname or port is None:
+            raise errors.InvalidArgument(field, f"{url!r}: use tcp://host:port (port 0 = any)")
+        return ListenAddress(url, "tcp", host=parts.hostname, port=port)
+    raise errors.InvalidArgument(
+        field, f"{url!r} has unknown scheme {parts.scheme!r}: use unix:///path or tcp://host:port"
+    )
+
+
+def call_context(context: grpc.aio.ServicerContext[Any, Any]) -> CallContext:
+    """A chain CallContext carrying the RPC's deadline and peer."""
+    remaining = context.time_remaining()
+    return CallContext.with_timeout(remaining, peer=context.peer() or "")
+
+
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: Exception) -> None:
+    if isinstance(exc, errors.FabricError):
+        await context.abort(exc.code, str(exc))
+    _log.exception("internal error", error=str(exc))
+    await context.abort(grpc.StatusCode.INTERNAL, "internal error: see the server's log")
+
+
+def unary_edge(method: U) -> U:
+    """Decorate a unary servicer method: fabric errors become their gRPC status."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            return await method(self, request, context)
+        except Exception as exc:
+            await _abort(context, exc)
+            raise  # unreachable: abort raises
+
+    return cast(U, wrapper)
+
+
+def stream_edge(method: S) -> S:
+    """Decorate a server-streaming servicer method the same way."""
+
+    @functools.wraps(method)
+    async def wrapper(
+        self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Any]:
+        try:
+            async for item in method(self, request, context):
+                yield item
+        except Exception as exc:
+            await _abort(context, exc)
+
+    return cast(S, wrapper)
+
+
+def fabric_error(exc: grpc.aio.AioRpcError) -> errors.FabricError:
+    """The FabricError matching a failed call's status (client side)."""
+    code = exc.code()
+    detail = exc.details() or code.name
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        field, _, problem = detail.partition(": ")
+        return errors.InvalidArgument(field, problem) if problem else errors.InvalidArgument(
+            "request", detail
+        )
+    if code == grpc.StatusCode.CANCELLED:
+        return errors.Unavailable(f"call cancelled: {detail}")
+    return _BY_CODE.get(code, errors.FabricError)(detail)
+
+
+async def serve(
+    server: grpc.aio.Server, addresses: list[ListenAddress], insecure_tcp: bool
+) -> list[ListenAddress]:
+    """Bind every address and start ``server``; returns the addresses with actual TCP ports.
+
+    Unix sockets get their parent directory created, a stale socket file replaced and mode 0660.
+    TCP needs ``insecure_tcp`` until mTLS exists (the caller says so loudly).
+    """
+    if not insecure_tcp and (tcp := [a for a in addresses if a.scheme == "tcp"]):
+        raise errors.FailedPrecondition(
+            f"{tcp[0].url}: TCP listeners need mTLS, which is not available yet; "
+            "pass --insecure to serve plain TCP for development"
+        )
+    bound: list[ListenAddress] = []
+    try:
+        for address in addresses:
+            if address.scheme == "unix":
+                Path(address.path).parent.mkdir(parents=True, exist_ok=True)
+                Path(address.path).unlink(missing_ok=True)
+                bound.append(address)
+                if not server.add_insecure_port(address.target):
+                    raise errors.Unavailable(f"{address.url}: cannot bind the socket")
+            else:
+                port = server.add_insecure_port(address.target)
+                bound.append(ListenAddress(address.url, "tcp", host=address.host, port=port))
+        await server.start()
+        for address in bound:
+            if address.scheme == "unix":
+                os.chmod(address.path, 0o660)
+    except BaseException:
+        await stop(server, bound, 0)
+        raise
+    return bound
+
+
+async def stop(server: grpc.aio.Server, addresses: list[ListenAddress], grace: float) -> None:
+    """Stop ``server`` (streams end within ``grace`` seconds) and remove its socket files."""
+    await server.stop(grace)
+    for address in addresses:
+        if address.scheme == "unix":
+            Path(address.path).unlink(missing_ok=True)
+
+
+def channel(address: ListenAddress | str) -> grpc.aio.Channel:
+    """An insecure channel to a unix or tcp address (mTLS comes with the security work)."""
+    parsed = parse_address(address) if isinstance(address, str) else address
+    return grpc.aio.insecure_channel(parsed.target)

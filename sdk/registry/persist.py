@@ -1,0 +1,137 @@
+"""Registry element ``Persist``: the authoritative record set, cached in memory, written through
+to a :class:`sdk.registry.store.Store`.
+
+Contract: ``register`` writes the record to the store and only then to the cache, so a record the
+caller saw accepted survives a restart of a persistent store; for expiring kinds it keeps the
+first ``initial_registration_time`` across refreshes. ``find`` yields the current records that
+match the template (read-only objects: consumers must copy before changing them), using the
+name and service-name indexes to avoid scanning. ``unregister`` of an unknown name raises
+:class:`sdk.errors.NotFound`; the removed record is left in ``ctx.values["unregistered"]`` for
+elements in front (the watch element announces it). Call :meth:`load` once before serving.
+Place it last, in front of the tail.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Iterable
+from typing import Generic, TypeVar
+
+from api.proto.registry_pb2 import NetworkService, NetworkServiceEndpoint
+from sdk.errors import NotFound
+from sdk.registry.core import Event, Query, RegistryCursor, RegistryElement
+from sdk.registry.kinds import RecordKind
+from sdk.registry.store import Store, StoredRecord
+
+M = TypeVar("M", NetworkService, NetworkServiceEndpoint)
+
+UNREGISTERED = "unregistered"
+
+
+def expiry_of(record: NetworkService | NetworkServiceEndpoint) -> float | None:
+    """The Unix time a record expires at, or None when it carries no expiration."""
+    if isinstance(record, NetworkServiceEndpoint) and record.HasField("expiration_time"):
+        return record.expiration_time.ToNanoseconds() / 1e9
+    return None
+
+
+class Persist(RegistryElement[M], Generic[M]):
+    """See the module docstring."""
+
+    def __init__(self, kind: RecordKind[M], store: Store) -> None:
+        self.kind: RecordKind[M] = kind
+        self.store = store
+        self._records: dict[str, M] = {}
+        self._by_service: defaultdict[str, set[str]] = defaultdict(set)
+        self._expiries: list[tuple[float, str]] = []
+
+    async def load(self, now: float | None = None) -> int:
+        """Fill the cache from the store with the records not expired at ``now``; returns count."""
+        stored = await self.store.load(self.kind.key, time.time() if now is None else now)
+        for item in stored:
+            self._remember(self.kind.parse(item.data))
+        return len(stored)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def get(self, name: str) -> M | None:
+        """The current record of that name (read-only), or None."""
+        return self._records.get(name)
+
+    def _services(self, record: M) -> Iterable[str]:
+        return record.network_service_names if isinstance(record, NetworkServiceEndpoint) else ()
+
+    def _remember(self, record: M) -> None:
+        self._forget(record.name)
+        self._records[record.name] = record
+        for service in self._services(record):
+            self._by_service[service].add(record.name)
+        expires = expiry_of(record)
+        if expires is not None:
+            heapq.heappush(self._expiries, (expires, record.name))
+
+    def _forget(self, name: str) -> M | None:
+        old = self._records.pop(name, None)
+        if old is not None:
+            for service in self._services(old):
+                names = self._by_service[service]
+                names.discard(name)
+                if not names:
+                    del self._by_service[service]
+        return old
+
+    def next_expiry(self) -> float | None:
+        """The earliest expiry instant among current records, or None."""
+        while self._expiries:
+            at, name = self._expiries[0]
+            current = self._records.get(name)
+            if current is not None and expiry_of(current) == at:
+                return at
+            heapq.heappop(self._expiries)  # stale entry: refreshed or removed since
+        return None
+
+    def expired(self, now: float) -> list[M]:
+        """Current records whose expiry is at or before ``now``."""
+        return [
+            record for record in self._records.values()
+            if (at := expiry_of(record)) is not None and at <= now
+        ]
+
+    async def register(self, record: M, next: RegistryCursor[M]) -> M:
+        old = self._records.get(record.name)
+        if isinstance(record, NetworkServiceEndpoint):
+            if isinstance(old, NetworkServiceEndpoint) and old.initial_registration_time.seconds:
+                record.initial_registration_time.CopyFrom(old.initial_registration_time)
+            elif not record.HasField("initial_registration_time"):
+                record.initial_registration_time.GetCurrentTime()
+        stored = StoredRecord(
+            self.kind.key, record.name, record.SerializeToString(), expiry_of(record)
+        )
+        await self.store.put(stored)
+        kept = self.kind.copy(record)
+        self._remember(kept)
+        return await next.register(self.kind.copy(kept))
+
+    async def find(self, query: Query[M], next: RegistryCursor[M]) -> AsyncIterator[Event[M]]:
+        template = query.template
+        names: Iterable[str]
+        if template.name:
+            names = (template.name,)
+        elif services := list(self._services(template)):
+            names = set.intersection(*(self._by_service.get(s, set()) for s in services))
+        else:
+            names = list(self._records)
+        for name in names:
+            record = self._records.get(name)
+            if record is not None and self.kind.matches(template, record):
+                yield Event(record)
+
+    async def unregister(self, record: M, next: RegistryCursor[M]) -> None:
+        if record.name not in self._records:
+            raise NotFound(f"{self.kind.title} {record.name!r} is not registered")
+        await self.store.delete(self.kind.key, record.name)
+        next.ctx.values[UNREGISTERED] = self._forget(record.name)
+        await next.unregister(record)

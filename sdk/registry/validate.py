@@ -1,0 +1,159 @@
+"""Registry element ``Validate``: rejects malformed records before anything is stored.
+
+Contract: on register and unregister the record is checked against the rules below; a violation
+raises :class:`sdk.errors.InvalidArgument` naming the field and the rule, and the call goes no
+further, so nothing is stored or announced. Find passes through (an empty template is valid).
+It normalises one thing: a NetworkService with no payload gets NSM's default payload ``IP``.
+Place it first in a registry server chain, after tracing/auth.
+
+Rules: names are DNS-1123 subdomains (lower-case letters, digits, ``-`` and ``.``, starting and
+ending with a letter or digit, at most 253 characters); endpoint URLs are ``unix:///path`` or
+``tcp://host:port``; a payload is ``IP`` or ``ETHERNET``; label keys and values follow Kubernetes'
+label syntax; counts of names, labels and matches are bounded.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Generic, TypeVar
+from urllib.parse import urlsplit
+
+from api.proto.registry_pb2 import NetworkService, NetworkServiceEndpoint
+from sdk.errors import InvalidArgument
+from sdk.registry.core import RegistryCursor, RegistryElement
+from sdk.registry.kinds import RecordKind
+
+M = TypeVar("M", NetworkService, NetworkServiceEndpoint)
+
+MAX_NAME = 253
+MAX_LABEL_KEY = 63
+MAX_LABEL_VALUE = 63
+MAX_LABELS = 64
+MAX_SERVICES = 32
+MAX_MATCHES = 64
+MAX_URL = 1024
+PAYLOADS = ("IP", "ETHERNET")
+URL_SCHEMES = ("unix", "tcp")
+
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$")
+_LABEL_KEY = re.compile(
+    r"^([a-z0-9]([a-z0-9.-]*[a-z0-9])?/)?[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$"
+)
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?)?$")
+
+
+def check_name(field: str, value: str) -> None:
+    """Raise InvalidArgument unless ``value`` is a non-empty DNS-1123 subdomain."""
+    if not value:
+        raise InvalidArgument(field, "must not be empty")
+    if len(value) > MAX_NAME:
+        raise InvalidArgument(field, f"must be at most {MAX_NAME} characters (got {len(value)})")
+    if not _NAME.match(value):
+        raise InvalidArgument(
+            field,
+            f"{value!r} is not a valid name: use lower-case letters, digits, '-' and '.', "
+            "starting and ending with a letter or digit",
+        )
+
+
+def check_labels(field: str, labels: Mapping[str, str]) -> None:
+    """Raise InvalidArgument unless ``labels`` follow Kubernetes label syntax and size limits."""
+    if len(labels) > MAX_LABELS:
+        raise InvalidArgument(field, f"at most {MAX_LABELS} labels (got {len(labels)})")
+    for key, value in labels.items():
+        name = key.rsplit("/", 1)[-1]
+        if not key or len(name) > MAX_LABEL_KEY or len(key) > MAX_NAME or not _LABEL_KEY.match(key):
+            raise InvalidArgument(
+                f"{field}[{key!r}]",
+                "label keys are [prefix/]name: name at most 63 letters, digits, '-', '_', '.', "
+                "starting and ending with a letter or digit",
+            )
+        if len(value) > MAX_LABEL_VALUE or not _LABEL_VALUE.match(value):
+            raise InvalidArgument(
+                f"{field}[{key!r}]",
+                "label values are at most 63 letters, digits, '-', '_', '.', "
+                "starting and ending with a letter or digit (or empty)",
+            )
+
+
+def check_url(field: str, url: str) -> None:
+    """Raise InvalidArgument unless ``url`` is ``unix:///path`` or ``tcp://host:port``."""
+    if not url:
+        raise InvalidArgument(field, "must not be empty: give unix:///path or tcp://host:port")
+    if len(url) > MAX_URL:
+        raise InvalidArgument(field, f"must be at most {MAX_URL} characters")
+    parts = urlsplit(url)
+    if parts.scheme not in URL_SCHEMES:
+        raise InvalidArgument(
+            field, f"unknown scheme {parts.scheme!r} in {url!r}: use unix:///path or tcp://host:port"
+        )
+    if parts.scheme == "unix" and not parts.path.startswith("/"):
+        raise InvalidArgument(field, f"{url!r} needs an absolute socket path: unix:///path/to.sock")
+    if parts.scheme == "tcp":
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        if not parts.hostname or port is None:
+            raise InvalidArgument(field, f"{url!r} needs a host and a port: tcp://host:port")
+
+
+def _check_count(field: str, items: Iterable[object], limit: int) -> None:
+    count = sum(1 for _ in items)
+    if count > limit:
+        raise InvalidArgument(field, f"at most {limit} entries (got {count})")
+
+
+def validate_service(ns: NetworkService) -> None:
+    """Check a NetworkService record; fills in the default payload."""
+    check_name("name", ns.name)
+    if not ns.payload:
+        ns.payload = "IP"
+    if ns.payload not in PAYLOADS:
+        raise InvalidArgument("payload", f"unknown payload {ns.payload!r}: use one of {PAYLOADS}")
+    _check_count("matches", ns.matches, MAX_MATCHES)
+    for i, match in enumerate(ns.matches):
+        check_labels(f"matches[{i}].source_selector", match.source_selector)
+        check_labels(f"matches[{i}].metadata.labels", match.metadata.labels)
+        for j, route in enumerate(match.routes):
+            check_labels(f"matches[{i}].routes[{j}].destination_selector",
+                         route.destination_selector)
+
+
+def validate_endpoint(nse: NetworkServiceEndpoint) -> None:
+    """Check a NetworkServiceEndpoint record."""
+    check_name("name", nse.name)
+    check_url("url", nse.url)
+    _check_count("network_service_names", nse.network_service_names, MAX_SERVICES)
+    for i, service in enumerate(nse.network_service_names):
+        check_name(f"network_service_names[{i}]", service)
+    for service, labels in nse.network_service_labels.items():
+        if service not in nse.network_service_names:
+            raise InvalidArgument(
+                f"network_service_labels[{service!r}]",
+                "labels are given for a service the endpoint does not list in "
+                "network_service_names: add it there or remove the labels",
+            )
+        check_labels(f"network_service_labels[{service!r}]", labels.labels)
+
+
+class Validate(RegistryElement[M], Generic[M]):
+    """See the module docstring."""
+
+    def __init__(self, kind: RecordKind[M]) -> None:
+        self.kind: RecordKind[M] = kind
+
+    def _check(self, record: M) -> None:
+        if isinstance(record, NetworkService):
+            validate_service(record)
+        else:
+            validate_endpoint(record)
+
+    async def register(self, record: M, next: RegistryCursor[M]) -> M:
+        self._check(record)
+        return await next.register(record)
+
+    async def unregister(self, record: M, next: RegistryCursor[M]) -> None:
+        check_name("name", record.name)
+        await next.unregister(record)
