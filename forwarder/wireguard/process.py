@@ -1,0 +1,189 @@
+"""One wireguard-go daemon: start it in a namespace, wait for its UAPI socket, stop it.
+
+Contract:
+- :meth:`WgGoProcess.start` runs ``wireguard-go -f IFNAME`` inside the underlay namespace
+  (``nsenter --net=PATH``, which execs in place: the pid we hold is the daemon's), then polls for
+  the UAPI socket with a deadline (no blind sleeps). If the daemon exits or the deadline passes
+  it is killed and :class:`DataplaneError` carries the tail of its output.
+- :meth:`WgGoProcess.stop` sends SIGTERM, waits ``stop_timeout``, then SIGKILL; afterwards a stale
+  socket (SIGKILL leaves one; connecting gives ECONNREFUSED) is unlinked. Idempotent.
+- :func:`clear_stale_socket` unlinks a socket nobody listens on and reports a live one.
+- The daemon's output is read continuously (a full pipe would block it) and logged at debug;
+  the last lines are kept for error reports. It never contains keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+from collections import deque
+from pathlib import Path
+
+import structlog
+
+from sdk.errors import DataplaneError
+
+from .netns import netns_argv
+from .uapi import SOCKET_DIR, socket_path
+
+log = structlog.get_logger()
+
+WIREGUARD_GO = "wireguard-go"
+_POLL_FIRST = 0.002
+_POLL_MAX = 0.05
+_BANNER = ("\u250c", "\u2502", "\u2514")  # wireguard-go's boxed "kernel has WireGuard" notice
+
+
+def clear_stale_socket(path: Path) -> bool:
+    """Unlink ``path`` if it is a socket nobody listens on; True if nothing is (now) there.
+
+    Returns False when a live daemon answers on it.
+    """
+    if not path.exists():
+        return True
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(str(path))
+    except (ConnectionRefusedError, FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        log.info("wireguard_stale_socket_removed", socket=str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return False
+
+
+class WgGoProcess:
+    """A wireguard-go daemon for ``ifname`` whose TUN is made in ``netns``."""
+
+    def __init__(
+        self,
+        ifname: str,
+        netns: str | None,
+        *,
+        binary: str = WIREGUARD_GO,
+        socket_dir: Path = SOCKET_DIR,
+        start_timeout: float = 5.0,
+        stop_timeout: float = 3.0,
+    ) -> None:
+        self.ifname = ifname
+        self.netns = netns
+        self.binary = binary
+        self.socket = socket_path(ifname, socket_dir)
+        self.start_timeout = start_timeout
+        self.stop_timeout = stop_timeout
+        self.output: deque[str] = deque(maxlen=20)
+        self._proc: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.returncode if self._proc else None
+
+    def output_tail(self) -> str:
+        return " | ".join(self.output)
+
+    async def start(self) -> float:
+        """Spawn the daemon and wait for its socket; returns seconds until the socket appeared."""
+        env = dict(os.environ, LOG_LEVEL="error", WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD="1")
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                *netns_argv(self.netns),
+                self.binary,
+                "-f",
+                self.ifname,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise DataplaneError(f"cannot run {self.binary} for {self.ifname}: {exc}") from None
+        self._reader = asyncio.create_task(self._read_output(), name=f"wg-output-{self.ifname}")
+        try:
+            await self._wait_for_socket(started + self.start_timeout)
+        except BaseException:
+            await self.stop()
+            raise
+        elapsed = loop.time() - started
+        log.info(
+            "wireguard_go_started",
+            ifname=self.ifname,
+            pid=self.pid,
+            netns=self.netns,
+            socket_ms=round(elapsed * 1000, 1),
+        )
+        return elapsed
+
+    async def _wait_for_socket(self, deadline: float) -> None:
+        assert self._proc is not None
+        loop = asyncio.get_running_loop()
+        delay = _POLL_FIRST
+        while not self.socket.exists():
+            if self._proc.returncode is not None:
+                await self._drain_output()
+                raise DataplaneError(
+                    f"wireguard-go for {self.ifname} exited with {self._proc.returncode} before "
+                    f"opening its UAPI socket: {self.output_tail() or 'no output'}"
+                )
+            if loop.time() >= deadline:
+                raise DataplaneError(
+                    f"wireguard-go for {self.ifname} did not open {self.socket} within "
+                    f"{self.start_timeout} s: {self.output_tail() or 'no output'}"
+                )
+            await asyncio.sleep(delay)  # bounded poll for a file another process creates
+            delay = min(delay * 2, _POLL_MAX)
+
+    async def _read_output(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        while line := await self._proc.stdout.readline():
+            text = line.decode("utf-8", "replace").rstrip()
+            if text and not text.startswith(_BANNER):
+                self.output.append(text)
+                log.debug("wireguard_go_output", ifname=self.ifname, line=text)
+
+    async def _drain_output(self) -> None:
+        if self._reader is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._reader), 1.0)
+
+    async def wait(self) -> int:
+        """Wait until the daemon exits; its return code."""
+        assert self._proc is not None
+        code = await self._proc.wait()
+        await self._drain_output()
+        return code
+
+    async def stop(self) -> None:
+        """SIGTERM, then SIGKILL after ``stop_timeout``; unlink a stale socket. Idempotent."""
+        proc = self._proc
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), self.stop_timeout)
+            except TimeoutError:
+                log.warning("wireguard_go_kill", ifname=self.ifname, pid=proc.pid)
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+            self._reader = None
+        clear_stale_socket(self.socket)

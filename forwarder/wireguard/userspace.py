@@ -1,0 +1,302 @@
+"""The wireguard-go backend: one supervised daemon per interface, configured over UAPI.
+
+Contract:
+- ``create`` starts ``wireguard-go -f IFNAME`` in the underlay namespace (so its UDP socket and
+  its TUN are born there), sets key and port over UAPI and returns the actual port. On any
+  failure the daemon is stopped: nothing is left behind.
+- ``move`` moves the TUN link with rtnetlink; the daemon and its UDP socket stay in the underlay
+  (the "namespace trick"; measured to keep carrying traffic, see the privileged tests).
+- ``set_peer``/``remove_peer`` change one peer at a time (never ``replace_peers``); the desired
+  configuration (key, actual port, peers, current namespace of the link) is remembered.
+- Supervision: a task per interface waits on its daemon. An unexpected exit is logged and
+  published as a :class:`WgProcessEvent` to every subscriber (``exited``), the stale socket is
+  unlinked and the daemon restarted with key, port and peers re-applied and the link moved back
+  to its namespace (``restarted``); addresses, routes and link state are the subscriber's to
+  restore. After ``RestartPolicy.max_attempts`` failed attempts it gives up (``restart_failed``).
+- ``delete`` is idempotent: stops the daemon (SIGTERM, SIGKILL after a timeout), awaits its
+  supervisor, unlinks a stale socket. ``close`` deletes every interface this backend made.
+- Interface names are global (the socket directory is shared by all namespaces).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from sdk.errors import AlreadyExists, DataplaneError, FabricError, NotFound
+
+from . import links
+from .keys import PrivateKey, parse_private_key, parse_public_key
+from .model import (
+    WgPeer,
+    WgPeerStats,
+    WgProcessEvent,
+    validate_ifname,
+    validate_peer,
+    validate_port,
+)
+from .netns import check_netns
+from .process import WIREGUARD_GO, WgGoProcess, clear_stale_socket
+from .uapi import (
+    SOCKET_DIR,
+    UapiClient,
+    device_lines,
+    peer_lines,
+    removal_lines,
+    socket_path,
+)
+
+log = structlog.get_logger()
+
+EventCallback = Callable[[WgProcessEvent], None]
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """How hard the supervisor tries: attempt n (from 0) waits ``backoff * 2**(n-1)`` (0 first)."""
+
+    max_attempts: int = 3
+    backoff: float = 0.2
+
+
+@dataclass(eq=False)
+class _Device:
+    ifname: str
+    underlay: str | None
+    private_key: PrivateKey
+    listen_port: int
+    process: WgGoProcess
+    netns: str | None  # where the TUN link is now
+    peers: dict[str, WgPeer] = field(default_factory=dict)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    stopping: bool = False
+    supervisor: asyncio.Task[None] | None = None
+
+
+class UserspaceBackend:
+    """:class:`WireGuardBackend` on wireguard-go."""
+
+    kind = "wireguard-go"
+
+    def __init__(
+        self,
+        *,
+        binary: str = WIREGUARD_GO,
+        socket_dir: Path = SOCKET_DIR,
+        restart: RestartPolicy | None = None,
+        start_timeout: float = 5.0,
+        stop_timeout: float = 3.0,
+    ) -> None:
+        self.binary = binary
+        self.socket_dir = socket_dir
+        self.restart = restart or RestartPolicy()
+        self.start_timeout = start_timeout
+        self.stop_timeout = stop_timeout
+        self._devices: dict[str, _Device] = {}
+        self._subscribers: list[EventCallback] = []
+
+    # ---- events ---------------------------------------------------------------------------
+
+    def subscribe(self, callback: EventCallback) -> Callable[[], None]:
+        """Call ``callback`` for every process event; returns the unsubscribe function."""
+        self._subscribers.append(callback)
+        return lambda: self._subscribers.remove(callback)
+
+    def _publish(self, event: WgProcessEvent) -> None:
+        for callback in list(self._subscribers):
+            try:
+                callback(event)
+            except Exception:
+                log.exception("wireguard_event_callback_failed", ifname=event.ifname)
+
+    # ---- the backend interface ------------------------------------------------------------
+
+    async def create(
+        self, ifname: str, underlay_netns: str | None, private_key: str, listen_port: int
+    ) -> int:
+        validate_ifname(ifname)
+        key = parse_private_key(private_key)
+        validate_port(listen_port, "listen_port", allow_zero=True)
+        if underlay_netns is not None:
+            check_netns(underlay_netns, "underlay_netns")
+        if ifname in self._devices:
+            raise AlreadyExists(f"ifname: wireguard interface {ifname} already exists")
+        if not clear_stale_socket(socket_path(ifname, self.socket_dir)):
+            raise AlreadyExists(
+                f"ifname: a wireguard-go for {ifname} is already running (names are global "
+                "across namespaces): pick another name"
+            )
+        process = self._process(ifname, underlay_netns)
+        await process.start()
+        try:
+            port = await self._configure(ifname, key, listen_port, [])
+        except BaseException:
+            await process.stop()
+            raise
+        device = _Device(ifname, underlay_netns, key, port, process, underlay_netns)
+        self._devices[ifname] = device
+        device.supervisor = asyncio.create_task(
+            self._supervise(device), name=f"wg-supervisor-{ifname}"
+        )
+        log.info("wireguard_created", ifname=ifname, backend=self.kind, listen_port=port)
+        return port
+
+    async def move(self, ifname: str, underlay_netns: str | None, target_netns: str) -> None:
+        """Move the TUN; the recorded state, not ``underlay_netns``, says where it is now."""
+        device = self._device(ifname)
+        check_netns(target_netns, "target_netns")
+        async with device.lock:
+            if device.netns == target_netns:
+                return
+            await links.move_link(ifname, device.netns, target_netns)
+            device.netns = target_netns
+        log.info("wireguard_moved", ifname=ifname, netns=target_netns)
+
+    async def set_peer(self, ifname: str, peer: WgPeer) -> None:
+        peer = validate_peer(peer)
+        device = self._device(ifname)
+        async with device.lock:
+            await self._client(ifname).set(peer_lines(peer))
+            device.peers[peer.public_key] = peer
+        log.info("wireguard_peer_set", ifname=ifname, peer=peer.public_key)
+
+    async def remove_peer(self, ifname: str, public_key: str) -> None:
+        public_key = parse_public_key(public_key)
+        device = self._device(ifname)
+        async with device.lock:
+            await self._client(ifname).set(removal_lines(public_key))
+            device.peers.pop(public_key, None)
+        log.info("wireguard_peer_removed", ifname=ifname, peer=public_key)
+
+    async def stats(self, ifname: str) -> list[WgPeerStats]:
+        self._device(ifname)
+        state = await self._client(ifname).get()
+        return [peer.stats() for peer in state.peers]
+
+    async def delete(self, ifname: str) -> None:
+        validate_ifname(ifname)
+        device = self._devices.get(ifname)
+        if device is not None:
+            device.stopping = True
+            async with device.lock:
+                await device.process.stop()
+                if device.supervisor is not None:
+                    await device.supervisor
+                self._devices.pop(ifname, None)
+            log.info("wireguard_deleted", ifname=ifname)
+        if not clear_stale_socket(socket_path(ifname, self.socket_dir)):
+            log.warning("wireguard_delete_foreign_daemon", ifname=ifname)
+
+    # ---- extras ---------------------------------------------------------------------------
+
+    def interfaces(self) -> list[str]:
+        """Names of the interfaces this backend runs."""
+        return sorted(self._devices)
+
+    def pid(self, ifname: str) -> int | None:
+        """The daemon's pid (None while it is not running)."""
+        return self._device(ifname).process.pid
+
+    async def close(self) -> None:
+        """Delete every interface this backend made."""
+        for ifname in list(self._devices):
+            await self.delete(ifname)
+
+    # ---- internals ------------------------------------------------------------------------
+
+    def _device(self, ifname: str) -> _Device:
+        validate_ifname(ifname)
+        try:
+            return self._devices[ifname]
+        except KeyError:
+            raise NotFound(
+                f"wireguard interface {ifname} is not managed by this forwarder"
+            ) from None
+
+    def _client(self, ifname: str) -> UapiClient:
+        return UapiClient(ifname, self.socket_dir)
+
+    def _process(self, ifname: str, netns: str | None) -> WgGoProcess:
+        return WgGoProcess(
+            ifname,
+            netns,
+            binary=self.binary,
+            socket_dir=self.socket_dir,
+            start_timeout=self.start_timeout,
+            stop_timeout=self.stop_timeout,
+        )
+
+    async def _configure(
+        self, ifname: str, key: PrivateKey, listen_port: int, peers: list[WgPeer]
+    ) -> int:
+        """Apply device settings and peers in one set; return the port actually bound."""
+        lines = device_lines(key, listen_port)
+        for peer in peers:
+            lines.extend(peer_lines(peer))
+        client = self._client(ifname)
+        await client.set(lines)
+        return (await client.get()).listen_port
+
+    async def _supervise(self, device: _Device) -> None:
+        while not device.stopping:
+            code = await device.process.wait()
+            if device.stopping:
+                return
+            detail = device.process.output_tail()
+            log.warning(
+                "wireguard_go_exited",
+                ifname=device.ifname,
+                pid=device.process.pid,
+                returncode=code,
+                output=detail,
+            )
+            self._publish(WgProcessEvent(device.ifname, "exited", code, detail))
+            clear_stale_socket(device.process.socket)
+            async with device.lock:
+                if device.stopping:
+                    return
+                error = await self._restart(device)
+            if error is not None:
+                log.error("wireguard_go_restart_failed", ifname=device.ifname, error=error)
+                self._publish(WgProcessEvent(device.ifname, "restart_failed", code, error))
+                return
+            log.info("wireguard_go_restarted", ifname=device.ifname, pid=device.process.pid)
+            self._publish(WgProcessEvent(device.ifname, "restarted", code))
+
+    async def _restart(self, device: _Device) -> str | None:
+        """Bring the daemon back with its configuration; the last error, or None on success."""
+        error = "no attempt made"
+        for attempt in range(self.restart.max_attempts):
+            if device.stopping:
+                return "interface is being deleted"
+            if attempt:
+                await asyncio.sleep(self.restart.backoff * 2 ** (attempt - 1))  # backoff
+            process = self._process(device.ifname, device.underlay)
+            try:
+                await process.start()
+                device.process = process
+                await self._configure(
+                    device.ifname,
+                    device.private_key,
+                    device.listen_port,
+                    list(device.peers.values()),
+                )
+                if device.netns != device.underlay and device.netns is not None:
+                    await links.move_link(device.ifname, device.underlay, device.netns)
+                return None
+            except FabricError as exc:
+                error = str(exc)
+                log.warning(
+                    "wireguard_go_restart_attempt_failed",
+                    ifname=device.ifname,
+                    attempt=attempt + 1,
+                    error=error,
+                )
+                with contextlib.suppress(DataplaneError):
+                    await process.stop()
+        return error
