@@ -1,0 +1,1 @@
+"""The registry process: stores NetworkService and NetworkServiceEndpoint records."""
