@@ -48,8 +48,11 @@ class Persist(RegistryElement[M], Generic[M]):
         self._expiries: list[tuple[float, str]] = []
 
     async def load(self, now: float | None = None) -> int:
-        """Fill the cache from the store with the records not expired at ``now``; returns count."""
-        stored = await self.store.load(self.kind.key, time.time() if now is None else now)
+        """Fill the cache from the store with the records not expired at ``now`` (purging the
+        expired ones from the store); returns how many were loaded."""
+        now = time.time() if now is None else now
+        await self.store.purge_expired(now)
+        stored = await self.store.load(self.kind.key, now)
         for item in stored:
             self._remember(self.kind.parse(item.data))
         return len(stored)

@@ -27,7 +27,8 @@ class Store(Protocol):
     """Persistent record storage. All methods are safe to call concurrently from one event loop.
 
     Contract: ``put`` inserts or replaces atomically; ``delete`` returns whether a record existed;
-    ``load`` returns every record of a kind that has not expired at ``now``; nothing a ``put``
+    ``load`` returns every record of a kind that has not expired at ``now``; ``purge_expired``
+removes the rest (e.g. what expired while the registry was down); nothing a ``put``
     returned from may be lost by a restart of a persistent backend.
     """
 
@@ -36,5 +37,9 @@ class Store(Protocol):
     async def delete(self, kind: str, name: str) -> bool: ...
 
     async def load(self, kind: str, now: float) -> list[StoredRecord]: ...
+
+    async def purge_expired(self, now: float) -> int:
+        """Delete records expired at ``now`` (of every kind); returns how many."""
+        ...
 
     async def close(self) -> None: ...
