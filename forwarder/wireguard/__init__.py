@@ -1,10 +1,10 @@
 """WireGuard backends for the forwarder: the kernel module or wireguard-go, chosen automatically.
 
 Modules, one job each: :mod:`.keys` (X25519 keys, redacted private keys), :mod:`.model` (the
-interface and its values), :mod:`.uapi` (our UAPI client), :mod:`.netns` (setns without forking),
-:mod:`.links` (rtnetlink link operations), :mod:`.process` (one wireguard-go daemon),
-:mod:`.userspace` (the supervised wireguard-go backend), :mod:`.kernel` (the kernel backend),
-:mod:`.detect` (choice and status).
+interface and its values), :mod:`.uapi` (our UAPI client), :mod:`.netns` (namespace paths,
+generic-netlink sockets), :mod:`.process` (one wireguard-go daemon), :mod:`.userspace` (the
+supervised wireguard-go backend), :mod:`.kernel` (the kernel backend), :mod:`.detect` (choice
+and status). Links are moved and deleted through the kernel port (:mod:`forwarder.kernel`).
 """
 
 from .detect import BackendInfo, describe, detect_backend

@@ -6,7 +6,8 @@ Contract:
   port, and returns the port the kernel reports. A failure deletes the link again.
 - WireGuard generic netlink finds a device by name in the namespace of the netlink socket, so
   the backend remembers where each link is (underlay until ``move``, then the target).
-- Netlink sockets are made with setns() in a throwaway thread (:mod:`.netns`), never by forking.
+- Netlink sockets are made with setns() in a throwaway thread, never by forking; moving and
+  deleting links goes through the kernel port (:mod:`forwarder.kernel`).
 - Netlink errors become :class:`DataplaneError` with the code; the private key only reaches
   pyroute2's request, never a message. :func:`kernel_wireguard_available` is the detector:
   ``pyroute2.WireGuard()`` raises ``NetlinkError`` where the module is missing.
@@ -16,24 +17,24 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
-import socket
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import structlog
-from pyroute2 import WireGuard
-from pyroute2.netlink import NETLINK_GENERIC
+from pyroute2 import AsyncIPRoute, WireGuard
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.generic.wireguard import AsyncWireGuard
 
+from forwarder.kernel import KernelPort, Netns, real_kernel
+from forwarder.kernel.netns import netlink_socket_in
 from sdk.errors import AlreadyExists, DataplaneError, NotFound
 
-from . import links
 from .keys import parse_private_key, parse_public_key
 from .model import WgPeer, WgPeerStats, validate_ifname, validate_peer, validate_port
-from .netns import check_netns, socket_in_netns
+from .netns import check_netns, genl_socket_in
 
 log = structlog.get_logger()
 
@@ -54,13 +55,25 @@ async def kernel_wireguard_available() -> bool:
 
 @asynccontextmanager
 async def _genl(netns: str | None) -> AsyncIterator[AsyncWireGuard]:
-    sock = await socket_in_netns(netns, socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_GENERIC)
+    sock = await genl_socket_in(netns)
     wg = AsyncWireGuard(use_socket=sock)
     try:
         await wg.setup_endpoint()
         yield wg
     finally:
         wg.close()
+        sock.close()
+
+
+async def _add_wireguard_link(ifname: str, netns: Netns) -> None:
+    sock = await netlink_socket_in(netns)
+    ipr = AsyncIPRoute(use_socket=sock)
+    try:
+        await ipr.link("add", ifname=ifname, kind="wireguard")
+    except NetlinkError as exc:
+        raise _netlink_error(f"creating wireguard link {ifname}", exc) from None
+    finally:
+        ipr.close()
         sock.close()
 
 
@@ -111,8 +124,9 @@ class KernelBackend:
 
     kind = "kernel"
 
-    def __init__(self) -> None:
-        self._netns: dict[str, str | None] = {}  # ifname -> namespace the link is in now
+    def __init__(self, kernel: KernelPort | None = None) -> None:
+        self.kernel = kernel or real_kernel()
+        self._netns: dict[str, Netns] = {}  # ifname -> namespace the link is in now
 
     async def create(
         self, ifname: str, underlay_netns: str | None, private_key: str, listen_port: int
@@ -124,16 +138,16 @@ class KernelBackend:
             check_netns(underlay_netns, "underlay_netns")
         if ifname in self._netns:
             raise AlreadyExists(f"ifname: wireguard interface {ifname} already exists")
-        await links.add_link(ifname, "wireguard", underlay_netns)
+        await _add_wireguard_link(ifname, underlay_netns)
         try:
             async with _genl(underlay_netns) as wg:
                 await wg.set(ifname, private_key=key.reveal(), listen_port=listen_port)
                 port, _ = parse_info([m async for m in await wg.info(ifname)])
         except NetlinkError as exc:
-            await links.delete_link(ifname, underlay_netns)
+            await self._delete_link(ifname, underlay_netns)
             raise _netlink_error(f"configuring wireguard {ifname}", exc) from None
         except BaseException:
-            await links.delete_link(ifname, underlay_netns)
+            await self._delete_link(ifname, underlay_netns)
             raise
         self._netns[ifname] = underlay_netns
         log.info("wireguard_created", ifname=ifname, backend=self.kind, listen_port=port)
@@ -144,7 +158,7 @@ class KernelBackend:
         check_netns(target_netns, "target_netns")
         if source == target_netns:
             return
-        await links.move_link(ifname, source, target_netns)
+        await self.kernel.move_link(source, ifname, target_netns)
         self._netns[ifname] = target_netns
         log.info("wireguard_moved", ifname=ifname, netns=target_netns)
 
@@ -169,10 +183,14 @@ class KernelBackend:
 
     async def delete(self, ifname: str) -> None:
         validate_ifname(ifname)
-        await links.delete_link(ifname, self._netns.pop(ifname, None))
+        await self._delete_link(ifname, self._netns.pop(ifname, None))
         log.info("wireguard_deleted", ifname=ifname)
 
-    def _where(self, ifname: str) -> str | None:
+    async def _delete_link(self, ifname: str, netns: Netns) -> None:
+        with contextlib.suppress(NotFound):  # already gone (or its namespace is)
+            await self.kernel.delete_link(netns, ifname)
+
+    def _where(self, ifname: str) -> Netns:
         validate_ifname(ifname)
         try:
             return self._netns[ifname]

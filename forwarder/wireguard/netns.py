@@ -1,82 +1,34 @@
-"""Network-namespace plumbing without forking: sockets made by ``setns()`` in a throwaway thread.
+"""Namespace helpers the WireGuard backends need beyond :mod:`forwarder.kernel.netns`.
 
 Contract:
-- :func:`socket_in_netns` returns a socket created inside the namespace at ``path`` (None = the
-  current one). Only a dedicated short-lived thread ever calls ``setns()``, so no other thread
-  of the process (asyncio loop, gRPC) changes namespace, and nothing forks (forking a gRPC
-  process crashes it, see NOTES.md).
+- :func:`check_netns` validates a namespace path with the kernel layer's ``open_netns`` (NotFound
+  for a missing file, InvalidArgument for a file that is not a network namespace).
 - :func:`netns_argv` is the argv prefix that runs a program inside a namespace (``nsenter``
   execs in place, so the child's pid is the program's pid).
-- A missing namespace file raises :class:`sdk.errors.NotFound` naming the path.
+- :func:`genl_socket_in` makes a NETLINK_GENERIC socket inside a namespace with ``setns()`` in a
+  throwaway thread (never a fork: forking a gRPC process crashes it, see NOTES.md). It exists
+  because ``forwarder.kernel.netns.netlink_socket_in`` only makes NETLINK_ROUTE sockets.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ctypes
-import ctypes.util
 import os
 import socket
 import threading
 
-from sdk.errors import NotFound
+from forwarder.kernel.netns import CLONE_NEWNET, open_netns
+from sdk.errors import DataplaneError
 
-CLONE_NEWNET = 0x40000000
-
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+_libc = ctypes.CDLL(None, use_errno=True)
+NETLINK_GENERIC = 16
 
 
 def check_netns(path: str, field: str = "netns") -> str:
-    """Fail with NotFound unless ``path`` names an existing namespace file."""
-    if not os.path.exists(path):
-        raise NotFound(f"{field}: network namespace {path} does not exist")
+    """``path`` if it names an existing network namespace, else NotFound/InvalidArgument."""
+    os.close(open_netns(path, field))
     return path
-
-
-def open_netns(path: str, field: str = "netns") -> int:
-    """An O_RDONLY fd of the namespace file (caller closes it)."""
-    try:
-        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise NotFound(f"{field}: network namespace {path} does not exist") from None
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns: {os.strerror(err)}")
-
-
-def _socket_in_thread(path: str, family: int, kind: int, proto: int) -> socket.socket:
-    fd = open_netns(path)
-    result: list[socket.socket] = []
-    failure: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            _setns(fd)
-            result.append(socket.socket(family, kind, proto))
-        except BaseException as exc:  # reported to the caller below
-            failure.append(exc)
-
-    try:
-        thread = threading.Thread(target=target, name="netns-socket", daemon=True)
-        thread.start()
-        thread.join()
-    finally:
-        os.close(fd)
-    if failure:
-        raise failure[0]
-    return result[0]
-
-
-async def socket_in_netns(
-    path: str | None, family: int, kind: int, proto: int = 0
-) -> socket.socket:
-    """A socket created in the namespace at ``path`` (None = the current namespace)."""
-    if path is None:
-        return socket.socket(family, kind, proto)
-    return await asyncio.to_thread(_socket_in_thread, path, family, kind, proto)
 
 
 def netns_argv(path: str | None) -> list[str]:
@@ -84,3 +36,41 @@ def netns_argv(path: str | None) -> list[str]:
     if path is None:
         return []
     return ["nsenter", f"--net={check_netns(path)}", "--"]
+
+
+def _genl_socket() -> socket.socket:
+    return socket.socket(
+        socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, NETLINK_GENERIC
+    )
+
+
+def _genl_socket_in_thread(path: str) -> socket.socket:
+    fd = open_netns(path)
+    made: list[socket.socket] = []
+    failed: list[OSError] = []
+
+    def in_thread() -> None:  # setns() switches only this thread, which ends right away
+        try:
+            if _libc.setns(fd, CLONE_NEWNET) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, os.strerror(err))
+            made.append(_genl_socket())
+        except OSError as exc:
+            failed.append(exc)
+
+    try:
+        thread = threading.Thread(target=in_thread, name="netns-genl-socket", daemon=True)
+        thread.start()
+        thread.join()
+    finally:
+        os.close(fd)
+    if failed:
+        raise DataplaneError(f"cannot enter network namespace {path}: {failed[0]}")
+    return made[0]
+
+
+async def genl_socket_in(path: str | None) -> socket.socket:
+    """A NETLINK_GENERIC socket in the namespace at ``path`` (None = the current namespace)."""
+    if path is None:
+        return _genl_socket()
+    return await asyncio.to_thread(_genl_socket_in_thread, path)

@@ -4,8 +4,9 @@ Contract:
 - ``create`` starts ``wireguard-go -f IFNAME`` in the underlay namespace (so its UDP socket and
   its TUN are born there), sets key and port over UAPI and returns the actual port. On any
   failure the daemon is stopped: nothing is left behind.
-- ``move`` moves the TUN link with rtnetlink; the daemon and its UDP socket stay in the underlay
-  (the "namespace trick"; measured to keep carrying traffic, see the privileged tests).
+- ``move`` moves the TUN link through the kernel port (:mod:`forwarder.kernel`); the daemon
+  and its UDP socket stay in the underlay (the "namespace trick"; measured to keep carrying
+  traffic, see the privileged tests).
 - ``set_peer``/``remove_peer`` change one peer at a time (never ``replace_peers``); the desired
   configuration (key, actual port, peers, current namespace of the link) is remembered.
 - Supervision: a task per interface waits on its daemon. An unexpected exit is logged and
@@ -28,9 +29,9 @@ from pathlib import Path
 
 import structlog
 
+from forwarder.kernel import KernelPort, real_kernel
 from sdk.errors import AlreadyExists, DataplaneError, FabricError, NotFound
 
-from . import links
 from .keys import PrivateKey, parse_private_key, parse_public_key
 from .model import (
     WgPeer,
@@ -89,12 +90,14 @@ class UserspaceBackend:
         binary: str = WIREGUARD_GO,
         socket_dir: Path = SOCKET_DIR,
         restart: RestartPolicy | None = None,
+        kernel: KernelPort | None = None,
         start_timeout: float = 5.0,
         stop_timeout: float = 3.0,
     ) -> None:
         self.binary = binary
         self.socket_dir = socket_dir
         self.restart = restart or RestartPolicy()
+        self.kernel = kernel or real_kernel()
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
         self._devices: dict[str, _Device] = {}
@@ -153,7 +156,7 @@ class UserspaceBackend:
         async with device.lock:
             if device.netns == target_netns:
                 return
-            await links.move_link(ifname, device.netns, target_netns)
+            await self.kernel.move_link(device.netns, ifname, target_netns)
             device.netns = target_netns
         log.info("wireguard_moved", ifname=ifname, netns=target_netns)
 
@@ -287,7 +290,7 @@ class UserspaceBackend:
                     list(device.peers.values()),
                 )
                 if device.netns != device.underlay and device.netns is not None:
-                    await links.move_link(device.ifname, device.underlay, device.netns)
+                    await self.kernel.move_link(device.underlay, device.ifname, device.netns)
                 return None
             except FabricError as exc:
                 error = str(exc)
