@@ -42,6 +42,7 @@ _RTPROT_KERNEL = 2
 _RTN_UNICAST = 1
 _RTNH_F_ONLINK = 0x4
 _NUD_PERMANENT = 0x80
+_RT_SCOPE_LINK = 253
 _SYSTEM_TABLES = frozenset({0, 253, 254, 255})
 
 
@@ -261,6 +262,8 @@ class NetlinkKernel:
             spec: dict[str, Any] = {"dst": route.dst, "oif": index, "table": route.table}
             if route.gateway is not None:
                 spec["gateway"] = route.gateway
+            else:
+                spec["scope"] = _RT_SCOPE_LINK  # like `ip route add X dev Y`
             if route.onlink:
                 spec["flags"] = _RTNH_F_ONLINK
             with _netlink_errors(what):

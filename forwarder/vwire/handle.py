@@ -1,0 +1,86 @@
+"""The handle of a programmed vWire side: close it, read its counters.
+
+A :class:`VWire` is returned by ``program_local``/``program_remote`` (and ``adopt``). Its
+:class:`~forwarder.vwire.undo.UndoLog` holds what must be removed; ``close`` unwinds it and is
+idempotent. ``metrics`` reads the counters of every interface as strings for a PathSegment's
+``metrics`` map: ``<role>_rx_bytes``, ``<role>_tx_bytes``, ``<role>_rx_packets``,
+``<role>_tx_packets`` per end, ``mtu``, plus whatever the remote side adds (WireGuard handshake).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from forwarder.kernel import KernelPort, Netns
+
+from .undo import UndoLog
+
+ExtraMetrics = Callable[[], Awaitable[dict[str, str]]]
+
+
+@dataclass(frozen=True)
+class End:
+    """One interface of a vWire: its role (client, endpoint, wireguard), namespace and name."""
+
+    role: str
+    netns: Netns
+    ifname: str
+
+
+class VWire:
+    """A programmed vWire side (see module docstring)."""
+
+    def __init__(
+        self,
+        kernel: KernelPort,
+        connection_id: str,
+        mtu: int,
+        ends: tuple[End, ...],
+        *,
+        listen_port: int | None = None,
+        extra_metrics: ExtraMetrics | None = None,
+    ) -> None:
+        self.kernel = kernel
+        self.connection_id = connection_id
+        self.mtu = mtu
+        self.ends = ends
+        self.listen_port = listen_port  # WireGuard UDP port (remote sides only)
+        self.undo = UndoLog()
+        self._extra_metrics = extra_metrics
+
+    @property
+    def closed(self) -> bool:
+        """True once everything created was removed."""
+        return len(self.undo) == 0
+
+    async def close(self) -> None:
+        """Remove everything this vWire created; safe to call again (retries what failed)."""
+        await self.undo.unwind()
+
+    async def metrics(self) -> dict[str, str]:
+        """Counters of every end (and the tunnel), as strings."""
+        result = {"mtu": str(self.mtu)}
+        for end in self.ends:
+            stats = await self.kernel.link_stats(end.netns, end.ifname)
+            result[f"{end.role}_rx_bytes"] = str(stats.rx_bytes)
+            result[f"{end.role}_tx_bytes"] = str(stats.tx_bytes)
+            result[f"{end.role}_rx_packets"] = str(stats.rx_packets)
+            result[f"{end.role}_tx_packets"] = str(stats.tx_packets)
+        if self._extra_metrics is not None:
+            result.update(await self._extra_metrics())
+        return result
+
+
+async def program_or_rollback(vwire: VWire, steps: Callable[[], Awaitable[None]]) -> VWire:
+    """Run ``steps`` (which push their undo actions on ``vwire.undo``); on any failure (or
+    cancellation) unwind what was done and re-raise, so nothing half-applied is left."""
+    try:
+        await steps()
+    except BaseException as err:
+        try:
+            await vwire.close()
+        except Exception as cleanup:  # report both: the cause and what could not be undone
+            err.add_note(f"rollback incomplete: {cleanup}")
+        raise
+    return vwire

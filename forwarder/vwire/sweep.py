@@ -1,0 +1,99 @@
+"""Find, remove or adopt what a previous (crashed) forwarder run left behind.
+
+Everything the data plane creates carries the ``vwire:`` marker (:mod:`forwarder.vwire.naming`),
+so at start the forwarder can list marked interfaces in its own and every other visible
+namespace (:func:`find_leftovers`), then either remove them (:func:`sweep`, which keeps the
+connection ids it is told to keep) or rebuild a handle to manage them again (:func:`adopt`).
+Removing an interface removes its addresses, routes and neighbours; a WireGuard interface is
+deleted through the backend first (stops wireguard-go, removes its stale control socket).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from contextlib import suppress
+from dataclasses import dataclass
+from functools import partial
+
+from forwarder.kernel import KernelPort, Netns
+from forwarder.wireguard import WireGuardBackend
+from sdk.errors import FailedPrecondition, NotFound
+
+from .handle import End, VWire
+from .naming import parse_marker
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """One marked interface: where it is, whose it is, and its WireGuard name if it is one."""
+
+    netns: Netns
+    ifname: str
+    connection_id: str
+    wg_name: str | None
+    mtu: int
+
+
+async def find_leftovers(
+    kernel: KernelPort, namespaces: Collection[Netns] | None = None
+) -> list[Leftover]:
+    """Every interface carrying the vWire marker in ``namespaces`` (default: the forwarder's own
+    and every other namespace visible to it)."""
+    found = []
+    if namespaces is None:
+        namespaces = [None, *await kernel.list_namespaces()]
+    for netns in namespaces:
+        try:
+            links = await kernel.list_links(netns, alias_prefix="vwire:")
+        except NotFound:  # the namespace vanished while we looked
+            continue
+        for link in links:
+            mark = parse_marker(link.alias)
+            if mark is not None:
+                found.append(Leftover(netns, link.name, mark.connection_id, mark.wg_name, link.mtu))
+    return found
+
+
+async def _remove(kernel: KernelPort, backend: WireGuardBackend | None, item: Leftover) -> None:
+    if item.wg_name is not None:
+        if backend is None:
+            raise FailedPrecondition(
+                f"sweep: {item.ifname} is a WireGuard interface: pass the WireGuard backend"
+            )
+        await backend.delete(item.wg_name)
+    with suppress(NotFound):  # gone with its veth peer or with the WireGuard process
+        await kernel.delete_link(item.netns, item.ifname)
+
+
+async def sweep(
+    kernel: KernelPort,
+    backend: WireGuardBackend | None = None,
+    keep: Collection[str] = (),
+    namespaces: Collection[Netns] | None = None,
+) -> list[Leftover]:
+    """Remove every leftover (in ``namespaces``, default all) whose connection id is not in
+    ``keep``; return what was removed."""
+    removed = []
+    for item in await find_leftovers(kernel, namespaces):
+        if item.connection_id not in keep:
+            await _remove(kernel, backend, item)
+            removed.append(item)
+    return removed
+
+
+def adopt(
+    kernel: KernelPort,
+    leftovers: Collection[Leftover],
+    connection_id: str,
+    backend: WireGuardBackend | None = None,
+) -> VWire:
+    """A handle for the leftovers of ``connection_id``: its ``close`` removes them, its
+    ``metrics`` reads them (interface counters only). NotFound if there are none."""
+    mine = [item for item in leftovers if item.connection_id == connection_id]
+    if not mine:
+        raise NotFound(f"connection_id: no leftover interfaces of connection {connection_id}")
+    ends = tuple(End(item.ifname, item.netns, item.ifname) for item in mine)
+    vwire = VWire(kernel, connection_id, min(item.mtu for item in mine), ends)
+    for item in mine:
+        vwire.undo.push(f"remove {item.ifname}", partial(_remove, kernel, backend, item))
+    return vwire
