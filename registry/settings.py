@@ -16,7 +16,9 @@ class RegistrySettings:
         "addresses to serve on, comma-separated: unix:///path.sock or tcp://host:port",
     )
     store: str = setting(
-        "", "record store: sqlite:///path.db or memory:// (default: registry.db in state_dir)"
+        "",
+        "record store: sqlite:////abs/path.db (four slashes; three = relative) or memory:// "
+        "(default: registry.db in state_dir)",
     )
     state_dir: str = setting("/var/lib/vwire", "directory for the default SQLite store")
     insecure: bool = setting(False, "allow plain-text TCP listeners (development only)")

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: static checks (ruff, mypy, generated protobuf code up to date) and
+# every test (unit, integration, privileged: real namespaces and WireGuard need root).
+# Sets the machine up first (idempotent). Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+
+step() { printf '\n==> %s\n' "$*"; }
+step "ruff (lint and format)"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check . >/dev/null || { .venv/bin/ruff format --check .; exit 1; }
+step "mypy (strict)"
+.venv/bin/mypy .
+step "generated protobuf code"
+.venv/bin/python -m api.generate --check
+step "pytest"
+.venv/bin/python -m pytest -p no:cacheprovider "$@"

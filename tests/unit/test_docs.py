@@ -1,0 +1,27 @@
+"""The README documents every setting and keeps the two-command quick start."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from registry.settings import PREFIX, RegistrySettings
+from sdk import settings
+
+ROOT = Path(__file__).resolve().parents[2]
+README = (ROOT / "README.md").read_text()
+
+
+def test_every_registry_setting_is_in_the_readme() -> None:
+    for variable, _, _ in settings.describe(RegistrySettings, PREFIX):
+        assert f"`{variable}`" in README, f"{variable} is missing from README.md"
+
+
+def test_quick_start_is_two_commands_that_exist_and_ci_calls_the_test_command() -> None:
+    block = README.split("## Quick start", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    commands = [line.split("#")[0].strip() for line in block.strip().splitlines()]
+    assert len(commands) == 2
+    for command in commands:
+        script = re.fullmatch(r"bash (\S+)", command)
+        assert script and (ROOT / script.group(1)).is_file(), command
+    assert commands[1] in (ROOT / ".ci" / "run").read_text()
