@@ -299,7 +299,13 @@ async def test_sigkill_without_restart_possible_is_reported_and_socket_removed(
     sock = SOCKET_DIR / f"{ifname}.sock"
     events: list[WgProcessEvent] = []
     failed = asyncio.Event()
-    be.subscribe(lambda e: (events.append(e), failed.set() if e.kind == "restart_failed" else None))
+
+    def on_event(event: WgProcessEvent) -> None:
+        events.append(event)
+        if event.kind == "restart_failed":
+            failed.set()
+
+    be.subscribe(on_event)
     try:
         await be.create(ifname, netns_path(doomed), generate_keypair()[0], 0)
         pid = be.pid(ifname)
