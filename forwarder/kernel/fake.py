@@ -187,8 +187,10 @@ class FakeKernel:
         ns, peer_ns = self._space(netns), self._space(peer_netns)
         self._check_name(name)
         self._check_name(peer_name)
-        if name in ns.links or peer_name in peer_ns.links or (
-            netns == peer_netns and name == peer_name
+        if (
+            name in ns.links
+            or peer_name in peer_ns.links
+            or (netns == peer_netns and name == peer_name)
         ):
             raise AlreadyExists(f"create veth {name}/{peer_name}: File exists (errno 17)")
         self.add_link(netns, name, "veth")
@@ -364,4 +366,3 @@ class FakeKernel:
         if not found:
             raise NotFound(f"delete neighbour {neighbour.ip}: No such file or directory (errno 2)")
         ns.neighbours.remove(found[0])
-

@@ -145,4 +145,3 @@ async def _wireguard_metrics(
                 "wireguard_last_handshake_age_seconds": age,
             }
     return {"wireguard_last_handshake_age_seconds": "never"}
-

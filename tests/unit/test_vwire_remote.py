@@ -1,0 +1,250 @@
+"""Remote (WireGuard) vWire programming on the fake kernel with a fake WireGuard backend."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from forwarder.kernel import FakeKernel, Netns, Route
+from forwarder.vwire import (
+    Attachment,
+    RemoteVWireSpec,
+    RouteSpec,
+    WireGuardPeerSpec,
+    adopt,
+    find_leftovers,
+    program_remote,
+    sweep,
+)
+from forwarder.wireguard import WgPeer, WgPeerStats, generate_keypair
+from sdk.errors import DataplaneError, FailedPrecondition, InvalidArgument, NotFound
+
+NODE, WORKLOAD = "/var/run/netns/node", "/var/run/netns/workload"
+PRIVATE, _ = generate_keypair()
+_, PEER_PUBLIC = generate_keypair()
+
+
+class FakeWireGuard:
+    """Stands in for a WireGuardBackend: a "tun" link in the fake kernel plus remembered peers."""
+
+    kind = "fake"
+
+    def __init__(self, kernel: FakeKernel) -> None:
+        self.kernel = kernel
+        self.where: dict[str, Netns] = {}
+        self.peers: dict[str, dict[str, WgPeer]] = {}
+        self.fail: str | None = None
+
+    def _maybe_fail(self, step: str) -> None:
+        if self.fail == step:
+            raise DataplaneError(f"injected failure in wireguard {step}")
+
+    async def create(
+        self, ifname: str, underlay_netns: str | None, private_key: str, listen_port: int
+    ) -> int:
+        self._maybe_fail("create")
+        self.kernel.add_link(underlay_netns, ifname, "tun", mtu=1420)
+        self.where[ifname] = underlay_netns
+        self.peers[ifname] = {}
+        return listen_port or 51999
+
+    async def move(self, ifname: str, underlay_netns: str | None, target_netns: str) -> None:
+        self._maybe_fail("move")
+        await self.kernel.move_link(self.where[ifname], ifname, target_netns)
+        self.where[ifname] = target_netns
+
+    async def set_peer(self, ifname: str, peer: WgPeer) -> None:
+        self._maybe_fail("set_peer")
+        self.peers[ifname][peer.public_key] = peer
+
+    async def remove_peer(self, ifname: str, public_key: str) -> None:
+        self.peers[ifname].pop(public_key, None)
+
+    async def stats(self, ifname: str) -> list[WgPeerStats]:
+        return [WgPeerStats(k, 5, 6, time.time() - 3) for k in self.peers[ifname]]
+
+    async def delete(self, ifname: str) -> None:
+        # Like stopping wireguard-go: the TUN goes away whatever it is called now.
+        if ifname not in self.where:
+            return
+        netns = self.where.pop(ifname)
+        self.peers.pop(ifname, None)
+        for link in await self.kernel.list_links(netns):
+            if link.name == ifname or (link.alias or "").endswith(f"wg={ifname}"):
+                await self.kernel.delete_link(netns, link.name)
+
+
+@pytest.fixture
+def kernel() -> FakeKernel:
+    k = FakeKernel()
+    k.add_netns(NODE)
+    k.add_netns(WORKLOAD)
+    k.add_link(NODE, "eth0", "veth", up=True, mtu=1500)
+    return k
+
+
+@pytest.fixture
+def backend(kernel: FakeKernel) -> FakeWireGuard:
+    return FakeWireGuard(kernel)
+
+
+def spec(**changes: object) -> RemoteVWireSpec:
+    base: dict[str, object] = {
+        "connection_id": "conn-r",
+        "workload": Attachment(
+            WORKLOAD, "nsm0", ("10.0.0.1/32", "fd00::1/128"), (RouteSpec("10.5.0.0/16"),)
+        ),
+        "peer": WireGuardPeerSpec(
+            PEER_PUBLIC, ("192.0.2.2", 51820), ("10.0.0.2/32", "fd00::2/128"), keepalive=25
+        ),
+        "private_key": PRIVATE,
+        "underlay_ifname": "eth0",
+        "underlay_netns": NODE,
+    }
+    base.update(changes)
+    return RemoteVWireSpec(**base)  # type: ignore[arg-type]
+
+
+async def test_programs_wireguard_into_the_workload(
+    kernel: FakeKernel, backend: FakeWireGuard
+) -> None:
+    vwire = await program_remote(kernel, backend, spec())
+    assert vwire.mtu == 1440 and vwire.listen_port == 51999
+    link = await kernel.get_link(WORKLOAD, "nsm0")
+    assert (link.kind, link.up, link.mtu) == ("tun", True, 1440)
+    assert link.alias is not None and link.alias.startswith("vwire:conn-r wg=vw")
+    assert await kernel.list_addresses(WORKLOAD, "nsm0") == ["10.0.0.1/32", "fd00::1/128"]
+    assert set(await kernel.list_routes(WORKLOAD)) == {
+        Route("10.0.0.2/32", "nsm0"),
+        Route("fd00::2/128", "nsm0"),
+        Route("10.5.0.0/16", "nsm0"),
+    }
+    (peers,) = backend.peers.values()
+    peer = peers[PEER_PUBLIC]
+    assert peer.allowed_ips == ("10.0.0.2/32", "fd00::2/128", "10.5.0.0/16")
+    assert (peer.endpoint, peer.keepalive) == (("192.0.2.2", 51820), 25)
+    assert [x.name for x in await kernel.list_links(NODE)] == ["lo", "eth0"]
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "underlay_mtu", "requested", "expected"),
+    [
+        (("192.0.2.2", 51820), 1500, None, 1440),
+        (("2001:db8::2", 51820), 1500, None, 1420),
+        (None, 1500, None, 1420),
+        (("192.0.2.2", 51820), 9000, 1400, 1400),
+    ],
+)
+async def test_mtu_is_underlay_minus_overhead(
+    kernel: FakeKernel,
+    backend: FakeWireGuard,
+    endpoint: tuple[str, int] | None,
+    underlay_mtu: int,
+    requested: int | None,
+    expected: int,
+) -> None:
+    await kernel.set_link(NODE, "eth0", mtu=underlay_mtu)
+    peer = WireGuardPeerSpec(PEER_PUBLIC, endpoint, ("10.0.0.2/32",))
+    vwire = await program_remote(kernel, backend, spec(peer=peer, mtu=requested))
+    assert vwire.mtu == expected
+    assert (await kernel.get_link(WORKLOAD, "nsm0")).mtu == expected
+
+
+async def test_underlay_too_small_for_ipv6_is_refused(
+    kernel: FakeKernel, backend: FakeWireGuard
+) -> None:
+    await kernel.set_link(NODE, "eth0", mtu=1330)
+    with pytest.raises(FailedPrecondition, match="underlay MTU"):
+        await program_remote(kernel, backend, spec())
+    assert backend.where == {}
+
+
+async def test_close_removes_everything(kernel: FakeKernel, backend: FakeWireGuard) -> None:
+    before = kernel.snapshot()
+    vwire = await program_remote(kernel, backend, spec())
+    await vwire.close()
+    await vwire.close()
+    assert kernel.snapshot() == before
+    assert backend.where == {}
+
+
+@pytest.mark.parametrize("step", ["create", "set_peer", "move"])
+async def test_backend_failure_leaves_nothing(
+    kernel: FakeKernel, backend: FakeWireGuard, step: str
+) -> None:
+    before = kernel.snapshot()
+    backend.fail = step
+    with pytest.raises(DataplaneError, match="injected"):
+        await program_remote(kernel, backend, spec())
+    assert kernel.snapshot() == before
+    assert backend.where == {}
+
+
+@pytest.mark.parametrize(("method", "nth"), [("set_link", 1), ("add_address", 2), ("add_route", 3)])
+async def test_kernel_failure_leaves_nothing(
+    kernel: FakeKernel, backend: FakeWireGuard, method: str, nth: int
+) -> None:
+    before = kernel.snapshot()
+    kernel.fail_on(method, nth=nth)
+    with pytest.raises(DataplaneError, match="injected"):
+        await program_remote(kernel, backend, spec())
+    assert kernel.snapshot() == before
+    assert backend.where == {}
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"private_key": "short"}, "private_key"),
+        ({"peer": WireGuardPeerSpec("bad", None, ())}, "peer.public_key"),
+        ({"peer": WireGuardPeerSpec(PEER_PUBLIC, ("nohost", 1), ())}, "peer.endpoint"),
+        ({"peer": WireGuardPeerSpec(PEER_PUBLIC, None, ("10.0.0.2",))}, "peer.addresses[0]"),
+        ({"underlay_ifname": "bad/name"}, "underlay_ifname"),
+        ({"listen_port": 70000}, "listen_port"),
+        ({"workload": Attachment(WORKLOAD, "with space")}, "workload.ifname"),
+    ],
+)
+async def test_invalid_input_creates_nothing(
+    kernel: FakeKernel, backend: FakeWireGuard, changes: dict[str, object], field: str
+) -> None:
+    before = kernel.snapshot()
+    with pytest.raises(InvalidArgument) as caught:
+        await program_remote(kernel, backend, spec(**changes))
+    assert caught.value.field == field
+    assert kernel.snapshot() == before and backend.where == {}
+
+
+async def test_missing_underlay_interface_is_not_found(
+    kernel: FakeKernel, backend: FakeWireGuard
+) -> None:
+    with pytest.raises(NotFound, match="underlay_ifname"):
+        await program_remote(kernel, backend, spec(underlay_ifname="eth9"))
+
+
+async def test_metrics_include_handshake_age(kernel: FakeKernel, backend: FakeWireGuard) -> None:
+    vwire = await program_remote(kernel, backend, spec())
+    metrics = await vwire.metrics()
+    assert metrics["wireguard_rx_bytes"] == "5"
+    assert 2 <= int(metrics["wireguard_last_handshake_age_seconds"]) <= 60
+    assert metrics["workload_rx_bytes"] == "0"
+
+
+async def test_sweep_and_adopt_wireguard_leftovers(
+    kernel: FakeKernel, backend: FakeWireGuard
+) -> None:
+    before = kernel.snapshot()
+    await program_remote(kernel, backend, spec())
+    leftovers = await find_leftovers(kernel)
+    (item,) = leftovers
+    assert (item.netns, item.ifname, item.connection_id) == (WORKLOAD, "nsm0", "conn-r")
+    assert item.wg_name is not None and item.wg_name in backend.where
+    with pytest.raises(FailedPrecondition, match="backend"):
+        await sweep(kernel)
+    adopted = adopt(kernel, leftovers, "conn-r", backend)
+    assert adopted.mtu == 1440
+    await adopted.close()
+    assert kernel.snapshot() == before and backend.where == {}
+    await program_remote(kernel, backend, spec())
+    assert [x.connection_id for x in await sweep(kernel, backend)] == ["conn-r"]
+    assert kernel.snapshot() == before and backend.where == {}
