@@ -1,0 +1,1 @@
+"""Benchmarks: each prints its figures with ratios against a peer measured in the same run."""

@@ -1,0 +1,101 @@
+"""Helpers shared by the benchmarks: percentiles, a result table and JSON output.
+
+A benchmark collects :class:`Metric` values (name, value, unit, optional goal) and hands them to
+:func:`report`, which prints a readable table (metric, value, goal, ok?) or one JSON object.
+Goals are upper bounds (``value < goal``) unless ``higher_is_better`` is set.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+def percentile(samples: Sequence[float], pct: float) -> float:
+    """The ``pct`` percentile (0..100) of ``samples`` by the nearest-rank method."""
+    if not samples:
+        raise ValueError("percentile of no samples")
+    ordered = sorted(samples)
+    rank = max(1, math.ceil(pct / 100 * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def ms(seconds: float) -> float:
+    """Seconds → milliseconds, rounded for display."""
+    return round(seconds * 1000, 3)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One measured figure and, optionally, the goal it is held to."""
+
+    name: str
+    value: float
+    unit: str = ""
+    goal: float | None = None
+    higher_is_better: bool = False
+
+    @property
+    def ok(self) -> bool | None:
+        """Whether the goal is met (None when there is no goal)."""
+        if self.goal is None:
+            return None
+        return self.value > self.goal if self.higher_is_better else self.value < self.goal
+
+    def goal_text(self) -> str:
+        if self.goal is None:
+            return ""
+        return f"{'>' if self.higher_is_better else '<'} {self.goal:g} {self.unit}".rstrip()
+
+
+class Deadline:
+    """A wall-clock budget for a whole benchmark: loops check it besides their counts."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds
+
+    def left(self) -> float:
+        return self.end - time.monotonic()
+
+    def expired(self) -> bool:
+        return self.left() <= 0
+
+
+def table(metrics: Sequence[Metric]) -> str:
+    """A plain-text table: metric, value, goal, ok?"""
+    rows = [("metric", "value", "goal", "ok?")]
+    for m in metrics:
+        ok = "" if m.ok is None else ("yes" if m.ok else "NO")
+        rows.append((m.name, f"{m.value:,.3f} {m.unit}".rstrip(), m.goal_text(), ok))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = []
+    for i, row in enumerate(rows):
+        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def as_json(metrics: Sequence[Metric], config: dict[str, Any]) -> str:
+    """One JSON object: every metric by name, plus ``config``, ``goals`` and overall ``ok``."""
+    out: dict[str, Any] = {m.name: m.value for m in metrics}
+    goals = {
+        m.name: {"goal": m.goal, "unit": m.unit, "ok": m.ok} for m in metrics if m.goal is not None
+    }
+    out["goals"] = goals
+    out["ok"] = all(g["ok"] for g in goals.values())
+    out["config"] = config
+    return json.dumps(out, indent=2, sort_keys=False)
+
+
+def report(metrics: Sequence[Metric], config: dict[str, Any], json_output: bool) -> str:
+    """The benchmark's output, as a table or as JSON."""
+    if json_output:
+        return as_json(metrics, config)
+    header = ", ".join(f"{k}={v}" for k, v in config.items())
+    return f"{header}\n\n{table(metrics)}"
