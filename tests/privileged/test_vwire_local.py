@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -277,5 +277,3 @@ async def test_sweep_removes_what_a_crashed_run_left(netns: Callable[[str], str]
     again: VWire = await program_local(kernel, local_spec("conn-crashed", client, endpoint))
     await again.close()
 
-
-Waiter = Callable[[], Awaitable[None]]
