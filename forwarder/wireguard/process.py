@@ -2,9 +2,10 @@
 
 Contract:
 - :meth:`WgGoProcess.start` runs ``wireguard-go -f IFNAME`` inside the underlay namespace
-  (``nsenter --net=PATH``, which execs in place: the pid we hold is the daemon's), then polls for
-  the UAPI socket with a deadline (no blind sleeps). If the daemon exits or the deadline passes
-  it is killed and :class:`DataplaneError` carries the tail of its output.
+  (``nsenter --net=PATH``, which execs in place: the pid we hold is the daemon's), then polls
+  until the UAPI socket accepts connections, with a deadline (no blind sleeps; the file exists
+  a moment before it listens). If the daemon exits or the deadline passes it is killed and
+  :class:`DataplaneError` carries the tail of its output.
 - :meth:`WgGoProcess.stop` sends SIGTERM, waits ``stop_timeout``, then SIGKILL; afterwards a stale
   socket (SIGKILL leaves one; connecting gives ECONNREFUSED) is unlinked. Idempotent.
 - :func:`clear_stale_socket` unlinks a socket nobody listens on and reports a live one.
@@ -58,6 +59,20 @@ def clear_stale_socket(path: Path) -> bool:
     finally:
         probe.close()
     return False
+
+
+def _accepts(path: Path) -> bool:
+    """Whether a daemon listens on ``path``. The file appears at bind(), before listen(): in
+    between, connect() is refused, so existence alone is not readiness."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(str(path))
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
 
 
 class WgGoProcess:
@@ -133,7 +148,7 @@ class WgGoProcess:
         assert self._proc is not None
         loop = asyncio.get_running_loop()
         delay = _POLL_FIRST
-        while not self.socket.exists():
+        while not _accepts(self.socket):
             if self._proc.returncode is not None:
                 await self._drain_output()
                 raise DataplaneError(
@@ -145,7 +160,7 @@ class WgGoProcess:
                     f"wireguard-go for {self.ifname} did not open {self.socket} within "
                     f"{self.start_timeout} s: {self.output_tail() or 'no output'}"
                 )
-            await asyncio.sleep(delay)  # bounded poll for a file another process creates
+            await asyncio.sleep(delay)  # bounded poll for a socket another process opens
             delay = min(delay * 2, _POLL_MAX)
 
     async def _read_output(self) -> None:

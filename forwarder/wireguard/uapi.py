@@ -19,6 +19,7 @@ Contract:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno as errno_mod
 import ipaddress
 import os
@@ -26,7 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sdk.errors import DataplaneError, NotFound, Unavailable
+from sdk.errors import DataplaneError, InvalidArgument, NotFound, Unavailable
 
 from .keys import PrivateKey, b64_to_hex, hex_to_b64
 from .model import WgPeer, WgPeerStats
@@ -204,7 +205,7 @@ class UapiClient:
             raise UapiError(self.ifname, "get", err)
         try:
             return parse_device(pairs)
-        except (ValueError, DataplaneError) as exc:
+        except (ValueError, InvalidArgument) as exc:
             raise DataplaneError(f"wireguard-go get on {self.ifname}: bad reply: {exc}") from None
 
     async def _exchange(self, request: bytes, operation: str) -> tuple[list[tuple[str, str]], int]:
@@ -219,7 +220,8 @@ class UapiClient:
                     reply = await reader.readuntil(b"\n\n")
                 finally:
                     writer.close()
-                    await writer.wait_closed()
+                    with contextlib.suppress(OSError):  # the daemon may hang up first
+                        await writer.wait_closed()
         except FileNotFoundError:
             raise NotFound(
                 f"wireguard interface {self.ifname}: no UAPI socket at {self.path}"

@@ -101,6 +101,7 @@ class UserspaceBackend:
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
         self._devices: dict[str, _Device] = {}
+        self._creating: set[str] = set()
         self._subscribers: list[EventCallback] = []
 
     # ---- events ---------------------------------------------------------------------------
@@ -127,20 +128,24 @@ class UserspaceBackend:
         validate_port(listen_port, "listen_port", allow_zero=True)
         if underlay_netns is not None:
             check_netns(underlay_netns, "underlay_netns")
-        if ifname in self._devices:
+        if ifname in self._devices or ifname in self._creating:
             raise AlreadyExists(f"ifname: wireguard interface {ifname} already exists")
         if not clear_stale_socket(socket_path(ifname, self.socket_dir)):
             raise AlreadyExists(
                 f"ifname: a wireguard-go for {ifname} is already running (names are global "
                 "across namespaces): pick another name"
             )
-        process = self._process(ifname, underlay_netns)
-        await process.start()
+        self._creating.add(ifname)  # reserved until registered or failed
         try:
-            port = await self._configure(ifname, key, listen_port, [])
-        except BaseException:
-            await process.stop()
-            raise
+            process = self._process(ifname, underlay_netns)
+            await process.start()
+            try:
+                port = await self._configure(ifname, key, listen_port, [])
+            except BaseException:
+                await process.stop()
+                raise
+        finally:
+            self._creating.discard(ifname)
         device = _Device(ifname, underlay_netns, key, port, process, underlay_netns)
         self._devices[ifname] = device
         device.supervisor = asyncio.create_task(
@@ -243,9 +248,29 @@ class UserspaceBackend:
             lines.extend(peer_lines(peer))
         client = self._client(ifname)
         await client.set(lines)
-        return (await client.get()).listen_port
+        # The daemon binds its UDP socket only once it sees its TUN come up (an asynchronous
+        # netlink event shortly after start); until then a requested port 0 reads back as 0.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.start_timeout
+        delay = 0.002
+        while (port := (await client.get()).listen_port) == 0:
+            if loop.time() >= deadline:
+                raise DataplaneError(
+                    f"wireguard-go for {ifname} did not bind a UDP port within "
+                    f"{self.start_timeout} s"
+                )
+            await asyncio.sleep(delay)  # bounded poll for the daemon's own bind
+            delay = min(delay * 2, 0.05)
+        return port
 
     async def _supervise(self, device: _Device) -> None:
+        try:
+            await self._watch(device)
+        except Exception as exc:  # a bug here must not die silently in a task
+            log.exception("wireguard_supervisor_failed", ifname=device.ifname)
+            self._publish(WgProcessEvent(device.ifname, "restart_failed", None, repr(exc)))
+
+    async def _watch(self, device: _Device) -> None:
         while not device.stopping:
             code = await device.process.wait()
             if device.stopping:

@@ -62,15 +62,21 @@ sys.exit(1)
 """
 
 
+def in_ns(netns: str | None, *cmd: str) -> list[str]:
+    """Argv running ``cmd`` in ``netns`` with a plain setns (nsenter), no mount namespace."""
+    return ["nsenter", f"--net={netns_path(netns)}", "--", *cmd] if netns else list(cmd)
+
+
 async def ping(netns: str, dst: str, within: float = 5.0) -> bool:
-    proc = await asyncio.to_thread(
-        run, sys.executable, "-c", PING, dst, str(within), netns=netns, check=False
-    )
+    """True on an echo reply within ``within`` seconds, False on none; any other failure raises."""
+    argv = in_ns(netns, sys.executable, "-c", PING, dst, str(within))
+    proc = await asyncio.to_thread(run, *argv, check=False)
+    assert proc.returncode in (0, 1), f"ping helper failed: {proc.stderr}"
     return proc.returncode == 0
 
 
 async def sh(*cmd: str, netns: str | None = None) -> str:
-    return (await asyncio.to_thread(run, *cmd, netns=netns)).stdout
+    return (await asyncio.to_thread(run, *in_ns(netns, *cmd))).stdout
 
 
 def wg_name() -> str:
@@ -120,9 +126,9 @@ def underlay(netns: Callable[[str], str]) -> tuple[str, str]:
     va, vb = f"v{secrets.token_hex(3)}", f"v{secrets.token_hex(3)}"
     run("ip", "link", "add", va, "netns", a, "type", "veth", "peer", vb, "netns", b)
     for ns, dev, last in ((a, va, 1), (b, vb, 2)):
-        run("ip", "addr", "add", f"192.0.2.{last}/24", "dev", dev, netns=ns)
-        run("ip", "addr", "add", f"fd00:0:1::{last}/64", "dev", dev, "nodad", netns=ns)
-        run("ip", "link", "set", dev, "up", netns=ns)
+        run(*in_ns(ns, "ip", "addr", "add", f"192.0.2.{last}/24", "dev", dev))
+        run(*in_ns(ns, "ip", "addr", "add", f"fd00:0:1::{last}/64", "dev", dev, "nodad"))
+        run(*in_ns(ns, "ip", "link", "set", dev, "up"))
     return a, b
 
 
@@ -252,6 +258,14 @@ async def test_name_clash_is_refused_and_leaves_nothing(
         await backend.create(a.ifname, netns_path(underlay[1]), generate_keypair()[0], 0)
     with pytest.raises(NotFound):
         await backend.create(wg_name(), "/var/run/netns/vwt-missing", generate_keypair()[0], 0)
+    # Two concurrent creates of one name: exactly one wins, the loser leaves nothing behind.
+    name = wg_name()
+    results = await asyncio.gather(
+        *(backend.create(name, netns_path(ns), generate_keypair()[0], 0) for ns in underlay),
+        return_exceptions=True,
+    )
+    assert sorted(type(r).__name__ for r in results) == ["AlreadyExists", "int"]
+    assert backend.interfaces() == sorted([a.ifname, name])
 
 
 async def test_sigkill_is_reported_restarted_and_reconfigured(
