@@ -359,6 +359,13 @@ async def test_namespace_trick_move_keeps_traffic_flowing(
     assert not await ping(overlay, b.underlay4, within=0.5)
     [stats] = await backend.stats(a.ifname)
     assert stats.last_handshake is not None and stats.rx_bytes > 0
+    # Link down/up in the overlay: wireguard-go only sees it through its 1 s write() probe
+    # (its netlink listener stayed in the underlay), and still rebinds the same underlay port.
+    await sh("ip", "link", "set", a.ifname, "down", netns=overlay)
+    assert not await ping(overlay, b.overlay4, within=0.3)
+    await sh("ip", "link", "set", a.ifname, "up", netns=overlay)
+    assert await ping(overlay, b.overlay4)
+    assert f":{a.port} " in await sh("ss", "-Hulpn", netns=a.ns)
     with pytest.raises(NotFound):
         await backend.move(a.ifname, None, "/var/run/netns/vwt-missing")
 
