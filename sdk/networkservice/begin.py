@@ -9,7 +9,6 @@ per-connection state after the last call for an id leaves. Place it first in a s
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -18,6 +17,7 @@ import structlog
 from api.proto.connection_pb2 import Connection
 from api.proto.networkservice_pb2 import NetworkServiceRequest
 from sdk.errors import InvalidArgument
+from sdk.keyedlock import KeyedLock
 from sdk.networkservice.core import NetworkServiceElement, NSCursor
 
 
@@ -25,27 +25,18 @@ class Begin(NetworkServiceElement):
     """See the module docstring."""
 
     def __init__(self) -> None:
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._serial = KeyedLock()
 
     @property
     def active(self) -> int:
         """How many connection ids have a call inside the chain or waiting for one."""
-        return len(self._locks)
+        return len(self._serial)
 
     @asynccontextmanager
     async def _serialised(self, conn_id: str) -> AsyncIterator[None]:
-        lock, users = self._locks.get(conn_id, (asyncio.Lock(), 0))
-        self._locks[conn_id] = (lock, users + 1)
-        try:
-            async with lock:
-                with structlog.contextvars.bound_contextvars(connection_id=conn_id):
-                    yield
-        finally:
-            lock, users = self._locks[conn_id]
-            if users == 1:
-                del self._locks[conn_id]
-            else:
-                self._locks[conn_id] = (lock, users - 1)
+        async with self._serial(conn_id):
+            with structlog.contextvars.bound_contextvars(connection_id=conn_id):
+                yield
 
     async def request(self, request: NetworkServiceRequest, next: NSCursor) -> Connection:
         conn_id = request.connection.id

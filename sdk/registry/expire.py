@@ -3,7 +3,9 @@
 Contract of the element (for kinds that expire): on register, a record without
 ``expiration_time`` gets ``now + default_ttl``; one whose expiration is in the past is rejected
 with :class:`sdk.errors.InvalidArgument`; one beyond ``now + max_ttl`` is capped there.
-Re-registering the same name refreshes its expiration. Other kinds pass through untouched.
+A valid expiration is kept exactly as sent. Re-registering the same name refreshes its
+expiration (send a new time or none: the stored time sent back again is not extended). Other
+kinds pass through untouched.
 Place it after validation and in front of ``Watch``/``Persist``.
 
 :meth:`Expire.sweep` is the matching background task: it sleeps until the earliest expiry that
@@ -61,8 +63,9 @@ class Expire(RegistryElement[M], Generic[M]):
                     f"is {now - asked:.1f} s in the past: leave it empty for the default "
                     f"({self.default_ttl:g} s) or give a future time",
                 )
-            until = min(asked if asked is not None else now + self.default_ttl, now + self.max_ttl)
-            record.expiration_time.FromNanoseconds(int(until * 1e9))
+            if asked is None or asked > now + self.max_ttl:
+                until = now + (self.default_ttl if asked is None else self.max_ttl)
+                record.expiration_time.FromNanoseconds(round(until * 1e9))
             self._changed.set()
         return await next.register(record)
 
@@ -77,8 +80,16 @@ class Expire(RegistryElement[M], Generic[M]):
                     await asyncio.wait_for(self._changed.wait(), timeout)
                 continue
             for record in persist.expired(self.clock()):
+                current = persist.get(record.name)
+                expires = None if current is None else expiry_of(current)
+                if expires is None or expires > self.clock():
+                    continue  # refreshed (or removed) while this batch was being swept
                 try:
-                    await chain.unregister(record)
+                    await chain.unregister(current)  # type: ignore[arg-type]
                     _log.info("registration expired", name=record.name)
                 except NotFound:
                     pass
+                except Exception as exc:  # keep sweeping: one failure must not stop expiry
+                    _log.error("removing an expired registration failed", name=record.name,
+                               error=str(exc))
+                    await asyncio.sleep(0.1)  # back off before the next round, not a sync wait

@@ -7,8 +7,9 @@ first ``initial_registration_time`` across refreshes. ``find`` yields the curren
 match the template (read-only objects: consumers must copy before changing them), using the
 name and service-name indexes to avoid scanning. ``unregister`` of an unknown name raises
 :class:`sdk.errors.NotFound`; the removed record is left in ``ctx.values["unregistered"]`` for
-elements in front (the watch element announces it). Call :meth:`load` once before serving.
-Place it last, in front of the tail.
+elements in front (the watch element announces it). Writes of one name are serialised, so the store
+and the cache always change together. Call :meth:`load` once before serving. Place it last, in
+front of the tail.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Generic, TypeVar
 
 from api.proto.registry_pb2 import NetworkService, NetworkServiceEndpoint
 from sdk.errors import NotFound
+from sdk.keyedlock import KeyedLock
 from sdk.registry.core import Event, Query, RegistryCursor, RegistryElement
 from sdk.registry.kinds import RecordKind
 from sdk.registry.store import Store, StoredRecord
@@ -46,6 +48,7 @@ class Persist(RegistryElement[M], Generic[M]):
         self._records: dict[str, M] = {}
         self._by_service: defaultdict[str, set[str]] = defaultdict(set)
         self._expiries: list[tuple[float, str]] = []
+        self._writing = KeyedLock()  # per name: store and cache change together
 
     async def load(self, now: float | None = None) -> int:
         """Fill the cache from the store with the records not expired at ``now`` (purging the
@@ -104,6 +107,11 @@ class Persist(RegistryElement[M], Generic[M]):
         ]
 
     async def register(self, record: M, next: RegistryCursor[M]) -> M:
+        async with self._writing(record.name):
+            kept = await self._write(record)
+        return await next.register(self.kind.copy(kept))
+
+    async def _write(self, record: M) -> M:
         old = self._records.get(record.name)
         if isinstance(record, NetworkServiceEndpoint):
             if isinstance(old, NetworkServiceEndpoint) and old.initial_registration_time.seconds:
@@ -116,7 +124,7 @@ class Persist(RegistryElement[M], Generic[M]):
         await self.store.put(stored)
         kept = self.kind.copy(record)
         self._remember(kept)
-        return await next.register(self.kind.copy(kept))
+        return kept
 
     async def find(self, query: Query[M], next: RegistryCursor[M]) -> AsyncIterator[Event[M]]:
         template = query.template
@@ -133,8 +141,9 @@ class Persist(RegistryElement[M], Generic[M]):
                 yield Event(record)
 
     async def unregister(self, record: M, next: RegistryCursor[M]) -> None:
-        if record.name not in self._records:
-            raise NotFound(f"{self.kind.title} {record.name!r} is not registered")
-        await self.store.delete(self.kind.key, record.name)
-        next.ctx.values[UNREGISTERED] = self._forget(record.name)
+        async with self._writing(record.name):
+            if record.name not in self._records:
+                raise NotFound(f"{self.kind.title} {record.name!r} is not registered")
+            await self.store.delete(self.kind.key, record.name)
+            next.ctx.values[UNREGISTERED] = self._forget(record.name)
         await next.unregister(record)

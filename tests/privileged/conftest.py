@@ -1,8 +1,9 @@
 """Fixtures for privileged tests: real network namespaces that are always removed.
 
-Every namespace a test makes gets the prefix ``vwt-`` plus a short random tag, so a leftover from
-a crashed run is recognisable; the session removes any such leftovers at start and end, and each
-fixture removes its own namespaces at teardown whether the test passed or failed.
+Every namespace a test makes is named ``vwt-<pid>-<role>-<tag>``: the prefix makes a leftover
+recognisable, the pid says which test run made it. The session removes its own namespaces at
+the end and leftovers of runs whose process is gone at the start (never those of a run still
+going), and each fixture removes its namespaces at teardown whether the test passed or failed.
 """
 
 from __future__ import annotations
@@ -19,16 +20,24 @@ import pytest
 NETNS_PREFIX = "vwt-"
 
 
-def run(*cmd: str, netns: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+def run(
+    *cmd: str, netns: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     """Run a command (inside ``netns`` when given), returning its captured output."""
     full = ["ip", "netns", "exec", netns, *cmd] if netns else list(cmd)
     return subprocess.run(full, check=check, capture_output=True, text=True, timeout=60)
 
 
+def _owner_gone(name: str) -> bool:
+    pid = name.removeprefix(NETNS_PREFIX).split("-", 1)[0]
+    return not pid.isdigit() or not Path(f"/proc/{pid}").exists() or int(pid) == os.getpid()
+
+
 def _remove_leftovers() -> None:
+    """Remove test namespaces of this run and of runs that are no longer alive."""
     listing = run("ip", "netns", "list", check=False).stdout.split()
     for name in listing:
-        if name.startswith(NETNS_PREFIX):
+        if name.startswith(NETNS_PREFIX) and _owner_gone(name):
             run("ip", "netns", "del", name, check=False)
 
 
@@ -54,7 +63,7 @@ def netns() -> Iterator[Callable[[str], str]]:
     made: list[str] = []
 
     def make(role: str) -> str:
-        name = f"{NETNS_PREFIX}{role[:6]}-{secrets.token_hex(3)}"
+        name = f"{NETNS_PREFIX}{os.getpid()}-{role[:6]}-{secrets.token_hex(3)}"
         run("ip", "netns", "add", name)
         run("ip", "link", "set", "lo", "up", netns=name)
         made.append(name)

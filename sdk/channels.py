@@ -1,0 +1,49 @@
+"""A pool of gRPC channels keyed by URL, so every hop reuses one channel per peer.
+
+Contract: ``get(url)`` returns the same channel for the same URL until it is ``drop``-ped (e.g.
+after the peer was found dead) or the pool is closed; ``close`` closes every channel. Channel
+credentials come from one factory, so switching the whole process to mTLS is one argument.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import grpc
+
+from sdk.grpcutil import ListenAddress, parse_address
+
+ChannelFactory = Callable[[ListenAddress], grpc.aio.Channel]
+
+
+def insecure_factory(address: ListenAddress) -> grpc.aio.Channel:
+    """Plain channels (unix sockets; TCP only in development until mTLS is configured)."""
+    return grpc.aio.insecure_channel(address.target)
+
+
+class ChannelPool:
+    """See the module docstring."""
+
+    def __init__(self, factory: ChannelFactory = insecure_factory) -> None:
+        self._factory = factory
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    def get(self, url: str) -> grpc.aio.Channel:
+        """The channel to ``url`` (``unix:///path`` or ``tcp://host:port``), made on first use."""
+        channel = self._channels.get(url)
+        if channel is None:
+            channel = self._factory(parse_address(url, "url"))
+            self._channels[url] = channel
+        return channel
+
+    async def drop(self, url: str) -> None:
+        """Close and forget the channel to ``url`` (the next ``get`` makes a new one)."""
+        channel = self._channels.pop(url, None)
+        if channel is not None:
+            await channel.close()
+
+    async def close(self) -> None:
+        """Close every channel."""
+        channels, self._channels = list(self._channels.values()), {}
+        for channel in channels:
+            await channel.close()
