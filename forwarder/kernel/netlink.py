@@ -31,8 +31,9 @@ from sdk.errors import (
     InvalidArgument,
     NotFound,
 )
+from sdk.netns import open_netns
 
-from .netns import find_namespaces, netlink_socket_in, open_netns, own_netns_id, resolve_ref
+from .netns import find_namespaces, netlink_socket_in, own_netns_id, resolve_ref
 from .nsref import parse_ns_ref
 from .port import MAIN_TABLE, Link, LinkStats, Neighbour, Netns, Route, Rule
 

@@ -1,63 +1,23 @@
 """Namespace files and fork-free netlink sockets inside them (no pyroute2 here).
 
-* :func:`open_netns` opens a namespace file and checks that it really is a network namespace;
-  it never creates anything (a typo gives ``NotFound``, not a new namespace).
-* :func:`netlink_socket_in` creates an ``AF_NETLINK`` socket that belongs to a namespace by
-  calling ``setns()`` in a dedicated, short-lived thread (a socket stays bound to the namespace it
-  was created in). No process is forked, which keeps it safe in processes that run grpcio.
+* :func:`open_netns` (from :mod:`sdk.netns`) opens a namespace file and checks that it really is
+  a network namespace; it never creates anything (a typo gives ``NotFound``).
+* :func:`netlink_socket_in` creates an ``AF_NETLINK`` socket that belongs to a namespace with
+  :func:`sdk.netns.socket_in` (``setns()`` in a short-lived thread, no fork: safe with grpcio).
 * :func:`find_namespaces` lists the namespace files visible to the forwarder, once each.
 """
 
 from __future__ import annotations
 
-import asyncio
-import ctypes
-import fcntl
 import glob
 import os
 import socket
-import threading
 from collections.abc import Callable
 
-from sdk.errors import DataplaneError, InvalidArgument, NotFound
+from sdk.errors import NotFound
+from sdk.netns import open_netns, socket_in
 
 from .nsref import NAMED_NETNS_DIR, InodeRef, PathRef
-
-CLONE_NEWNET = 0x40000000
-_NS_GET_NSTYPE = 0xB703  # ioctl on a namespace fd: returns its CLONE_NEW* type
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def open_netns(path: str, field: str = "netns") -> int:
-    """Open a network-namespace file read-only; the caller closes the returned fd.
-
-    Raises ``NotFound`` when the file does not exist and ``InvalidArgument`` naming ``field`` when
-    it is not a network namespace.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise NotFound(
-            f"{field}: network namespace {path} does not exist (create it or pass an existing "
-            "/var/run/netns/NAME or /proc/PID/ns/net)"
-        ) from None
-    except OSError as err:
-        raise InvalidArgument(field, f"cannot open {path}: {err.strerror}") from None
-    try:
-        kind = fcntl.ioctl(fd, _NS_GET_NSTYPE)
-    except OSError:
-        kind = -1
-    if kind != CLONE_NEWNET:
-        os.close(fd)
-        raise InvalidArgument(field, f"{path} is not a network namespace file")
-    return fd
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, os.strerror(errno))
 
 
 def _new_netlink_socket() -> socket.socket:
@@ -68,38 +28,7 @@ def _new_netlink_socket() -> socket.socket:
 
 async def netlink_socket_in(path: str | None) -> socket.socket:
     """A NETLINK_ROUTE socket in the namespace at ``path`` (``None``: the current namespace)."""
-    if path is None:
-        return _new_netlink_socket()
-    fd = open_netns(path)
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[socket.socket] = loop.create_future()
-
-    def deliver(result: socket.socket | None, error: BaseException | None) -> None:
-        if done.cancelled():
-            if result is not None:
-                result.close()
-        elif error is not None:
-            done.set_exception(error)
-        else:
-            done.set_result(result)  # type: ignore[arg-type]
-
-    def in_thread() -> None:
-        # setns() only switches this thread, which ends right after making the socket.
-        try:
-            _setns(fd)
-            sock = _new_netlink_socket()
-        except OSError as err:
-            loop.call_soon_threadsafe(
-                deliver, None, DataplaneError(f"cannot enter network namespace {path}: {err}")
-            )
-        else:
-            loop.call_soon_threadsafe(deliver, sock, None)
-
-    try:
-        threading.Thread(target=in_thread, name="netns-socket", daemon=True).start()
-        return await done
-    finally:
-        os.close(fd)
+    return await socket_in(path, _new_netlink_socket)
 
 
 def _ns_id(path: str) -> tuple[int, int] | None:

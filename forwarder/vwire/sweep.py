@@ -70,11 +70,16 @@ async def sweep(
     backend: WireGuardBackend | None = None,
     keep: Collection[str] = (),
     namespaces: Collection[Netns] | None = None,
+    owner: str | None = None,
 ) -> list[Leftover]:
     """Remove every leftover (in ``namespaces``, default all) whose connection id is not in
-    ``keep``; return what was removed."""
+    ``keep`` and, when ``owner`` is given, starts with ``<owner>/`` (a forwarder prefixes its
+    connection ids with its name, so forwarders sharing namespaces never remove each other's
+    vWires); return what was removed."""
     removed = []
     for item in await find_leftovers(kernel, namespaces):
+        if owner is not None and not item.connection_id.startswith(f"{owner}/"):
+            continue
         if item.connection_id not in keep:
             await _remove(kernel, backend, item)
             removed.append(item)

@@ -1,0 +1,135 @@
+"""The forwarder process: its NetworkService chain, registration with nsmgr, start-up sweep.
+
+Chain: ``UpdatePath → Begin → Metadata → Timeout → SetExpiry → Xconnect → Connect(nsmgr)``.
+On start the forwarder detects the WireGuard backend and the underlay, removes the vWires a
+previous run of the same forwarder left behind, serves on its unix socket, and registers itself
+with nsmgr (as an endpoint of the reserved service ``forwarder``) every few seconds, so a
+restarted nsmgr learns about it again quickly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from api.proto.registry_pb2 import NetworkServiceEndpoint
+from forwarder.kernel import KernelPort
+from forwarder.ports import PortPool, parse_range
+from forwarder.settings import ForwarderSettings
+from forwarder.underlay import detect_underlay
+from forwarder.vwire import sweep
+from forwarder.wireguard import WireGuardBackend, describe
+from forwarder.xconnect import Node, Xconnect
+from sdk.channels import ChannelPool
+from sdk.errors import FabricError
+from sdk.grpcutil import ListenAddress, parse_address, serve, stop
+from sdk.networkservice.begin import Begin
+from sdk.networkservice.client import Connect
+from sdk.networkservice.core import NetworkServiceChain
+from sdk.networkservice.expiry import SetExpiry
+from sdk.networkservice.metadata import Metadata
+from sdk.networkservice.server import add_network_service
+from sdk.networkservice.timeout import Timeout
+from sdk.networkservice.updatepath import UpdatePath
+from sdk.registry.client import RemoteRegistry
+from sdk.registry.core import RegistryChain
+from sdk.registry.kinds import ENDPOINT
+
+FORWARDER_SERVICE = "forwarder"
+_log = structlog.get_logger("forwarder")
+
+
+class Forwarder:
+    """One forwarder: build with settings, ``start()``, ``stop()``."""
+
+    def __init__(
+        self, config: ForwarderSettings, kernel: KernelPort, backend: WireGuardBackend
+    ) -> None:
+        self.config = config
+        self.name = config.name or f"forwarder-{socket.gethostname()}"
+        self.kernel = kernel
+        self.backend = backend
+        self.pool = ChannelPool()
+        self.address: ListenAddress = parse_address(config.listen, "listen")
+        self.timeout = Timeout()
+        self.chain: NetworkServiceChain | None = None
+        self._server: grpc.aio.Server | None = None
+        self._registration: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        interface, ip = await detect_underlay(
+            self.kernel, self.config.underlay_interface, self.config.underlay_ip
+        )
+        node = Node(self.name, ip, interface)
+        removed = await sweep(self.kernel, self.backend, owner=self.name)
+        info = await describe(self.backend)
+        _log.info("forwarder starting", name=self.name, wireguard=info.kind,
+                  wireguard_version=info.version, underlay=interface, underlay_ip=ip,
+                  swept=len(removed))
+        xconnect = Xconnect(self.kernel, self.backend, node, PortPool(parse_range(
+            self.config.port_range)))
+        self.chain = NetworkServiceChain(
+            [
+                UpdatePath(self.name),
+                Begin(),
+                Metadata(),
+                self.timeout,
+                SetExpiry(self.config.token_lifetime),
+                xconnect,
+                Connect(self.pool, self.config.nsmgr),
+            ],
+            trace=self.config.trace,
+        )
+        self.timeout.bind(self.chain.run_close)
+        server = grpc.aio.server()
+        add_network_service(server, self.chain)
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+        await serve(server, [self.address], insecure_tcp=False)
+        self._server = server
+        self._registration = asyncio.create_task(self._register_forever(), name="registration")
+
+    def _record(self) -> NetworkServiceEndpoint:
+        return NetworkServiceEndpoint(
+            name=self.name, network_service_names=[FORWARDER_SERVICE], url=self.address.url
+        )
+
+    async def _register_forever(self) -> None:
+        registry = RegistryChain([RemoteRegistry(ENDPOINT, self.pool.get(self.config.nsmgr))])
+        registered = False
+        while True:
+            try:
+                await registry.register(self._record())
+                if not registered:
+                    _log.info("registered with nsmgr", nsmgr=self.config.nsmgr)
+                registered = True
+            except FabricError as exc:
+                if registered:
+                    _log.warning("registration with nsmgr failed", error=str(exc))
+                registered = False
+            await asyncio.sleep(self.config.register_interval if registered else 0.2)
+
+    async def stop(self, grace: float = 1.0) -> None:
+        """Unregister, stop serving, close every vWire this forwarder made."""
+        if self._registration is not None:
+            self._registration.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._registration
+            with contextlib.suppress(FabricError):
+                registry = RegistryChain(
+                    [RemoteRegistry(ENDPOINT, self.pool.get(self.config.nsmgr))]
+                )
+                await asyncio.wait_for(registry.unregister(self._record()), 1.0)
+        if self._server is not None:
+            await stop(self._server, [self.address], grace)
+            self._server = None
+        await self.timeout.stop()
+        await sweep(self.kernel, self.backend, owner=self.name)
+        await self.pool.close()
+        _log.info("forwarder stopped", name=self.name)

@@ -1,0 +1,26 @@
+"""Settings of the forwarder process (environment prefix ``VWIRE_FORWARDER_``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sdk.settings import setting
+
+PREFIX = "VWIRE_FORWARDER_"
+
+
+@dataclass(frozen=True)
+class ForwarderSettings:
+    name: str = setting("", "this forwarder's name (default: forwarder-<hostname>)")
+    listen: str = setting("unix:///var/run/vwire/forwarder.sock", "where nsmgr reaches it")
+    nsmgr: str = setting("unix:///var/run/vwire/nsmgr.sock", "this node's nsmgr")
+    underlay_interface: str = setting(
+        "", "interface carrying tunnels to other nodes (default: the default route's interface)"
+    )
+    underlay_ip: str = setting("", "this node's tunnel address (default: that interface's first)")
+    port_range: str = setting("51820-52819", "UDP ports for WireGuard tunnels, first-last")
+    wireguard: str = setting("auto", "WireGuard backend: auto, kernel or wireguard-go")
+    token_lifetime: float = setting(60.0, "seconds this hop's path segment stays valid")
+    register_interval: float = setting(2.0, "seconds between registrations with nsmgr")
+    log_level: str = setting("info", "debug, info, warning or error")
+    trace: bool = setting(False, "log every chain element's entry and exit (debug level)")

@@ -1,0 +1,275 @@
+"""Element ``Xconnect``: turns negotiated connections into vWires on this node.
+
+Contract, per request (place it after ``Metadata``/``Timeout``, in front of ``Connect`` to nsmgr):
+
+* **client side** — the caller offers a KERNEL mechanism (the client's namespace and interface
+  name): the request goes on offering KERNEL (if the endpoint is on this node) and WIREGUARD
+  (if not) with this node's address, a tunnel port and a fresh public key. On the way back,
+  the mechanism the far side chose decides: KERNEL → a local veth cross-connect into the
+  endpoint's namespace; WIREGUARD → this node's end of a tunnel, in the client's namespace.
+  The caller gets its KERNEL mechanism back.
+* **endpoint side** — the caller offers WIREGUARD (another node's forwarder): the request goes
+  on offering KERNEL to the endpoint; on the way back the tunnel's end is made in the
+  endpoint's namespace and the caller gets WIREGUARD with this node's address, port and key.
+* The vWire's MTU goes into ``context.MTU``; its counters into this hop's path segment
+  ``metrics``. A refresh that changes nothing keeps the vWire; one that changes it rebuilds it.
+* If programming fails, the rest of the path is closed again and the error raised: nothing is
+  left half-applied. Close removes the vWire (and frees the port) after closing downstream, even
+  when downstream fails. Private keys stay in this process's memory only.
+
+Connection ids given to the data plane are ``<forwarder name>/<segment id>``, which is how a
+restarted forwarder recognises (and sweeps) only its own leftovers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from api.mechanisms.kernel import KernelMechanism, is_kernel
+from api.mechanisms.wireguard import WireguardMechanism, is_wireguard
+from api.proto.connection_pb2 import Connection
+from api.proto.connectioncontext_pb2 import IPContext
+from api.proto.networkservice_pb2 import NetworkServiceRequest
+from forwarder.kernel import KernelPort
+from forwarder.ports import PortPool
+from forwarder.vwire import (
+    Attachment,
+    LocalVWireSpec,
+    NeighbourSpec,
+    RemoteVWireSpec,
+    RouteSpec,
+    VWire,
+    WireGuardPeerSpec,
+    program_local,
+    program_remote,
+)
+from forwarder.wireguard import WireGuardBackend, generate_keypair
+from sdk.errors import FabricError, InvalidArgument
+from sdk.networkservice.core import NetworkServiceElement, NSCursor
+
+_log = structlog.get_logger("forwarder.xconnect")
+
+VWIRE, SPEC, KEYS, CLIENT_MECH = "vwire", "spec", "keys", "client_mechanism"
+
+
+@dataclass(frozen=True)
+class Node:
+    """Where this node's tunnels live: underlay address and interface (namespace None = own)."""
+
+    name: str
+    underlay_ip: str
+    underlay_interface: str
+    underlay_netns: str | None = None
+
+
+def _routes(routes: Any) -> tuple[RouteSpec, ...]:
+    return tuple(RouteSpec(r.prefix, r.nextHop) for r in routes)
+
+
+def client_attachment(mech: KernelMechanism, ip: IPContext) -> Attachment:
+    """The client's end: its namespace and interface, ``src`` addresses and routes."""
+    return Attachment(
+        netns=mech.netns_url,
+        ifname=mech.interface or None,
+        addresses=tuple(ip.src_ip_addrs),
+        routes=_routes(ip.src_routes),
+        neighbours=tuple(NeighbourSpec(n.ip, n.hardware_address) for n in ip.ip_neighbors),
+    )
+
+
+def endpoint_attachment(mech: KernelMechanism, ip: IPContext) -> Attachment:
+    """The endpoint's end: its namespace and interface, ``dst`` addresses and routes."""
+    return Attachment(
+        netns=mech.netns_url,
+        ifname=mech.interface or None,
+        addresses=tuple(ip.dst_ip_addrs),
+        routes=_routes(ip.dst_routes),
+    )
+
+
+def _offered(request: NetworkServiceRequest, test: Any, what: str) -> Any:
+    for mechanism in request.mechanism_preferences:
+        if test(mechanism):
+            return mechanism
+    raise InvalidArgument("mechanism_preferences", f"no {what} mechanism was offered")
+
+
+class Xconnect(NetworkServiceElement):
+    """See the module docstring."""
+
+    def __init__(
+        self, kernel: KernelPort, backend: WireGuardBackend, node: Node, ports: PortPool
+    ) -> None:
+        self.kernel = kernel
+        self.backend = backend
+        self.node = node
+        self.ports = ports
+
+    def _vwire_id(self, conn: Connection) -> str:
+        return f"{self.node.name}/{conn.id}"
+
+    def _keys(self, md: dict[str, Any]) -> tuple[str, str]:
+        if KEYS not in md:
+            md[KEYS] = generate_keypair()
+        keys: tuple[str, str] = md[KEYS]
+        return keys
+
+    async def request(self, request: NetworkServiceRequest, next: NSCursor) -> Connection:
+        md = next.ctx.metadata
+        if any(is_wireguard(m) for m in request.mechanism_preferences) and not any(
+            is_kernel(m) for m in request.mechanism_preferences
+        ):
+            return await self._endpoint_side(request, next, md)
+        return await self._client_side(request, next, md)
+
+    async def _client_side(
+        self, request: NetworkServiceRequest, next: NSCursor, md: dict[str, Any]
+    ) -> Connection:
+        client = KernelMechanism.parse(_offered(request, is_kernel, "KERNEL"))
+        if not client.netns_url:
+            raise InvalidArgument(
+                "mechanism_preferences[KERNEL].parameters[inodeURL]",
+                "the client must name its network namespace",
+            )
+        vid = self._vwire_id(request.connection)
+        _, public = self._keys(md)
+        port = self.ports.take(vid)
+        offer = WireguardMechanism(
+            src_ip=self.node.underlay_ip, src_port=port, src_public_key=public
+        )
+        del request.mechanism_preferences[:]
+        request.mechanism_preferences.extend([KernelMechanism().to_proto(), offer.to_proto()])
+        try:
+            reply = await next.request(request)
+        except BaseException:
+            if VWIRE not in md:
+                self.ports.give_back(vid)
+            raise
+        ip = reply.context.ip_context
+        if is_kernel(reply.mechanism):
+            self.ports.give_back(vid)
+            endpoint = KernelMechanism.parse(reply.mechanism)
+            spec: LocalVWireSpec | RemoteVWireSpec = LocalVWireSpec(
+                vid, client_attachment(client, ip), endpoint_attachment(endpoint, ip),
+                reply.context.MTU or None,
+            )
+        elif is_wireguard(reply.mechanism):
+            far = WireguardMechanism.parse(reply.mechanism)
+            spec = self._remote_spec(
+                vid, client_attachment(client, ip), far.dst_public_key, far.dst_ip, far.dst_port,
+                tuple(ip.dst_ip_addrs), port, md, far.mtu or reply.context.MTU or None,
+            )
+        else:
+            await self._close_quietly(reply, next)
+            raise InvalidArgument(
+                "mechanism", f"the far side chose {reply.mechanism.type!r}: not supported here"
+            )
+        vwire = await self._program(spec, reply, next, md)
+        reply.mechanism.CopyFrom(
+            KernelMechanism(client.netns_url, vwire.ends[0].ifname).to_proto()
+        )
+        return await self._report(reply, vwire)
+
+    async def _endpoint_side(
+        self, request: NetworkServiceRequest, next: NSCursor, md: dict[str, Any]
+    ) -> Connection:
+        near = WireguardMechanism.parse(_offered(request, is_wireguard, "WIREGUARD"))
+        if not near.src_public_key:
+            raise InvalidArgument(
+                "mechanism_preferences[WIREGUARD].parameters[src_public_key]",
+                "the client-side forwarder must send its public key",
+            )
+        vid = self._vwire_id(request.connection)
+        _, public = self._keys(md)
+        port = self.ports.take(vid)
+        del request.mechanism_preferences[:]
+        request.mechanism_preferences.append(KernelMechanism().to_proto())
+        try:
+            reply = await next.request(request)
+        except BaseException:
+            if VWIRE not in md:
+                self.ports.give_back(vid)
+            raise
+        if not is_kernel(reply.mechanism):
+            await self._close_quietly(reply, next)
+            raise InvalidArgument("mechanism", "the endpoint must accept a KERNEL mechanism")
+        ip = reply.context.ip_context
+        spec = self._remote_spec(
+            vid, endpoint_attachment(KernelMechanism.parse(reply.mechanism), ip),
+            near.src_public_key, near.src_ip, near.src_port, tuple(ip.src_ip_addrs), port, md,
+            reply.context.MTU or None,
+        )
+        vwire = await self._program(spec, reply, next, md)
+        answer = near.with_destination(self.node.underlay_ip, port, public, vwire.mtu)
+        reply.mechanism.CopyFrom(answer.to_proto())
+        return await self._report(reply, vwire)
+
+    def _remote_spec(
+        self, vid: str, workload: Attachment, peer_key: str, peer_ip: str, peer_port: int,
+        peer_addresses: tuple[str, ...], port: int, md: dict[str, Any], mtu: int | None,
+    ) -> RemoteVWireSpec:
+        private, _ = self._keys(md)
+        endpoint = (peer_ip, peer_port) if peer_ip and peer_port else None
+        return RemoteVWireSpec(
+            connection_id=vid,
+            workload=workload,
+            peer=WireGuardPeerSpec(peer_key, endpoint, peer_addresses, keepalive=25),
+            private_key=private,
+            underlay_ifname=self.node.underlay_interface,
+            underlay_netns=self.node.underlay_netns,
+            listen_port=port,
+            mtu=mtu,
+        )
+
+    async def _program(
+        self, spec: LocalVWireSpec | RemoteVWireSpec, reply: Connection, next: NSCursor,
+        md: dict[str, Any],
+    ) -> VWire:
+        current: VWire | None = md.get(VWIRE)
+        if current is not None and md.get(SPEC) == spec:
+            return current
+        if current is not None:
+            await current.close()
+            md.pop(VWIRE, None)
+        try:
+            if isinstance(spec, LocalVWireSpec):
+                vwire = await program_local(self.kernel, spec)
+            else:
+                vwire = await program_remote(self.kernel, self.backend, spec)
+        except BaseException:
+            await self._close_quietly(reply, next)
+            self.ports.give_back(spec.connection_id)
+            md.pop(SPEC, None)
+            raise
+        md[VWIRE], md[SPEC] = vwire, spec
+        _log.info("vwire programmed", kind=type(spec).__name__, mtu=vwire.mtu,
+                  interfaces=[e.ifname for e in vwire.ends])
+        return vwire
+
+    async def _report(self, reply: Connection, vwire: VWire) -> Connection:
+        reply.context.MTU = vwire.mtu
+        segment = reply.path.path_segments[reply.path.index]
+        segment.metrics.clear()
+        with contextlib.suppress(FabricError):
+            segment.metrics.update(await vwire.metrics())
+        return reply
+
+    async def _close_quietly(self, conn: Connection, next: NSCursor) -> None:
+        try:
+            await next.close(conn)
+        except FabricError as exc:
+            _log.warning("closing the rest of the path after a failure failed", error=str(exc))
+
+    async def close(self, conn: Connection, next: NSCursor) -> None:
+        md = next.ctx.metadata
+        try:
+            await next.close(conn)
+        finally:
+            vwire: VWire | None = md.pop(VWIRE, None)
+            if vwire is not None:
+                await vwire.close()
+            self.ports.give_back(self._vwire_id(conn))

@@ -1,0 +1,1 @@
+"""The node manager: front door for local clients and endpoints, relay between nodes."""

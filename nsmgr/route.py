@@ -1,0 +1,212 @@
+"""Element ``Route``: where nsmgr sends a request next — the heart of the node manager.
+
+Contract, for a request arriving at this nsmgr:
+
+* **from one of this node's forwarders** (the previous path segment is a registered forwarder):
+  the endpoint is already chosen. If it registered here, the request goes to the endpoint's own
+  URL with only LOCAL mechanism preferences; otherwise to the URL the registry has for it (the
+  remote node's nsmgr) with only REMOTE preferences.
+* **from a client or a remote nsmgr**: the client's own nsmgr (this hop is the first or second
+  segment of the path) chooses the endpoint (:class:`nsmgr.discover.EndpointChooser`) — on a
+  refresh it tries the one the connection has first — then a forwarder of this node;
+  the request goes to that forwarder. A refresh keeps the endpoint and forwarder it had, unless
+  one of them died or the client asked for ``RESELECT_REQUESTED``; then the old path is closed
+  (best effort) and a new one built, excluding what failed.
+* A failed attempt is recorded against the endpoint (circuit breaker) and, when this nsmgr chose
+  the endpoint, retried with another one, with bounded exponential back-off, within the deadline.
+
+The choice is kept in the connection's metadata so close follows the same path; nothing is kept
+for a request that failed. Place it last before ``Connect``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+
+from api.mechanisms import LOCAL, REMOTE, of_class
+from api.proto.connection_pb2 import DOWN, RESELECT_REQUESTED, UP, Connection
+from api.proto.networkservice_pb2 import NetworkServiceRequest
+from api.proto.registry_pb2 import NetworkServiceEndpoint
+from nsmgr.discover import EndpointChooser
+from nsmgr.endpoints import LocalEndpoints
+from nsmgr.forwarders import LocalForwarders
+from sdk.errors import FabricError, InvalidArgument, NotFound
+from sdk.networkservice.client import CLIENT_URL
+from sdk.networkservice.core import NetworkServiceElement, NSCursor
+from sdk.registry.core import Query, RegistryChain
+from sdk.select.backoff import delays
+
+_log = structlog.get_logger("nsmgr.route")
+
+ENDPOINT = "endpoint"
+FORWARDER = "forwarder"
+TARGET = "target"
+
+
+def previous_hop(conn: Connection) -> str:
+    """Name of the segment before this hop's, or '' at the first hop."""
+    index = conn.path.index
+    return conn.path.path_segments[index - 1].name if index > 0 else ""
+
+
+def truncate_after_self(conn: Connection) -> None:
+    """Drop the segments after this hop's, so the next hops get fresh ids."""
+    del conn.path.path_segments[conn.path.index + 1 :]
+
+
+class Route(NetworkServiceElement):
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        chooser: EndpointChooser,
+        endpoints_registry: RegistryChain[NetworkServiceEndpoint],
+        local_endpoints: LocalEndpoints,
+        forwarders: LocalForwarders,
+        attempts: int = 3,
+    ) -> None:
+        self.chooser = chooser
+        self.endpoints_registry = endpoints_registry
+        self.local_endpoints = local_endpoints
+        self.forwarders = forwarders
+        self.attempts = attempts
+        self.load: dict[str, int] = {}
+
+    async def _endpoint_url(self, name: str) -> str:
+        async for event in self.endpoints_registry.find(
+            Query(NetworkServiceEndpoint(name=name))
+        ):
+            return event.record.url
+        raise NotFound(f"network service endpoint {name!r} is not registered (any more)")
+
+    async def _outbound(self, request: NetworkServiceRequest, next: NSCursor) -> Connection:
+        conn = request.connection
+        name = conn.network_service_endpoint_name
+        if not name:
+            raise InvalidArgument(
+                "connection.network_service_endpoint_name",
+                "a forwarder's request must name the endpoint chosen for it",
+            )
+        local_url = self.local_endpoints.url(name)
+        target = local_url or await self._endpoint_url(name)
+        wanted = LOCAL if local_url else REMOTE
+        kept = of_class(list(request.mechanism_preferences), wanted)
+        if not kept:
+            raise InvalidArgument(
+                "mechanism_preferences",
+                f"the endpoint is {'local' if local_url else 'remote'} but no {wanted} "
+                "mechanism was offered",
+            )
+        del request.mechanism_preferences[:]
+        request.mechanism_preferences.extend(kept)
+        next.ctx.metadata[TARGET] = target
+        next.ctx.values[CLIENT_URL] = target
+        return await next.request(request)
+
+    def _usable(self, metadata: dict[str, object], conn: Connection) -> bool:
+        forwarder = metadata.get(FORWARDER)
+        return (
+            conn.state not in (RESELECT_REQUESTED, DOWN)
+            and isinstance(forwarder, str)
+            and self.forwarders.url(forwarder) is not None
+        )
+
+    async def _close_old_path(self, conn: Connection, next: NSCursor) -> None:
+        target = next.ctx.metadata.get(TARGET)
+        if not isinstance(target, str):
+            return
+        old = Connection()
+        old.CopyFrom(conn)
+        next.ctx.values[CLIENT_URL] = target
+        try:
+            await next.close(old)
+        except FabricError as exc:
+            _log.info("closing the old path failed (it may be gone)", error=str(exc))
+
+    async def _inbound(self, request: NetworkServiceRequest, next: NSCursor) -> Connection:
+        conn = request.connection
+        md = next.ctx.metadata
+        chose = conn.path.index <= 1  # this nsmgr serves the client: it owns the choice
+        excluded: set[str] = set()
+        if conn.state == RESELECT_REQUESTED and chose and conn.network_service_endpoint_name:
+            self.chooser.breaker.record_failure(conn.network_service_endpoint_name)
+            excluded.add(conn.network_service_endpoint_name)
+        if md and not self._usable(md, conn):
+            await self._close_old_path(conn, next)
+            md.pop(FORWARDER, None)
+            truncate_after_self(conn)
+        if excluded:
+            conn.network_service_endpoint_name = ""
+        if not chose and not conn.network_service_endpoint_name:
+            raise InvalidArgument(
+                "connection.network_service_endpoint_name",
+                "a request from another node must name the endpoint chosen for it",
+            )
+        pauses = list(delays(self.attempts, 0.05, 0.5))
+        last_error: FabricError | None = None
+        for attempt in range(self.attempts):
+            if chose and not conn.network_service_endpoint_name:
+                endpoint = await self.chooser.choose(
+                    conn.network_service, dict(conn.labels), excluded
+                )
+                conn.network_service_endpoint_name = endpoint.name
+            forwarder = md.get(FORWARDER)
+            url = self.forwarders.url(forwarder) if isinstance(forwarder, str) else None
+            if url is None:
+                forwarder, url = self.forwarders.pick()
+            next.ctx.values[CLIENT_URL] = url
+            conn.state = UP
+            try:
+                reply = await next.request(request)
+            except FabricError as exc:
+                last_error = exc
+                if not chose:
+                    raise
+                failed = conn.network_service_endpoint_name
+                self.chooser.breaker.record_failure(failed)
+                excluded.add(failed)
+                _log.warning("request failed, choosing another endpoint", endpoint=failed,
+                             attempt=attempt + 1, error=str(exc))
+                conn.network_service_endpoint_name = ""
+                truncate_after_self(conn)
+                remaining = next.ctx.remaining()
+                pause = pauses[attempt] if attempt < len(pauses) else 0.0
+                if attempt + 1 == self.attempts or (remaining is not None and remaining < pause):
+                    break
+                await asyncio.sleep(pause)  # back-off before the next attempt, not a sync wait
+                continue
+            if chose:
+                self.chooser.breaker.record_success(reply.network_service_endpoint_name)
+            if md.get(ENDPOINT) != reply.network_service_endpoint_name:
+                old = md.get(ENDPOINT)
+                if isinstance(old, str):
+                    self.load[old] = max(0, self.load.get(old, 1) - 1)
+                self.load[reply.network_service_endpoint_name] = (
+                    self.load.get(reply.network_service_endpoint_name, 0) + 1
+                )
+            md.update({
+                ENDPOINT: reply.network_service_endpoint_name,
+                FORWARDER: forwarder,
+                TARGET: url,
+            })
+            return reply
+        assert last_error is not None
+        raise last_error
+
+    async def request(self, request: NetworkServiceRequest, next: NSCursor) -> Connection:
+        if previous_hop(request.connection) in self.forwarders.names():
+            return await self._outbound(request, next)
+        return await self._inbound(request, next)
+
+    async def close(self, conn: Connection, next: NSCursor) -> None:
+        md = next.ctx.metadata
+        target = md.get(TARGET)
+        endpoint = md.get(ENDPOINT)
+        if isinstance(endpoint, str):
+            self.load[endpoint] = max(0, self.load.get(endpoint, 1) - 1)
+        if not isinstance(target, str):
+            return  # never routed (or already closed): nothing downstream to close
+        next.ctx.values[CLIENT_URL] = target
+        await next.close(conn)

@@ -1,0 +1,33 @@
+"""Settings of the nsmgr process (environment prefix ``VWIRE_NSMGR_``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sdk.settings import setting
+
+PREFIX = "VWIRE_NSMGR_"
+
+
+@dataclass(frozen=True)
+class NsmgrSettings:
+    name: str = setting("", "this node manager's name (default: nsmgr-<hostname>)")
+    listen: list[str] = setting(
+        ["unix:///var/run/vwire/nsmgr.sock"],
+        "addresses to serve on: a unix socket for local clients, endpoints and the forwarder, "
+        "and tcp://host:port for remote nsmgrs",
+    )
+    advertise: str = setting(
+        "", "URL remote nsmgrs reach this one at (tcp://ip:port); default: the first TCP listener"
+    )
+    registry: str = setting("unix:///var/run/vwire/registry.sock", "the registry's address")
+    insecure: bool = setting(False, "allow plain-text TCP between nodes (development only)")
+    token_lifetime: float = setting(
+        60.0, "seconds a path segment stays valid; clients refresh well before"
+    )
+    request_timeout: float = setting(15.0, "deadline for a request that carries none, seconds")
+    select_policy: str = setting(
+        "round-robin", "endpoint selection: round-robin, least-connections or weighted"
+    )
+    log_level: str = setting("info", "debug, info, warning or error")
+    trace: bool = setting(False, "log every chain element's entry and exit (debug level)")
