@@ -9,8 +9,6 @@ restarted nsmgr learns about it again quickly.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import socket
 
 import grpc
@@ -26,7 +24,6 @@ from forwarder.vwire import sweep
 from forwarder.wireguard import WireGuardBackend, describe
 from forwarder.xconnect import Node, Xconnect
 from sdk.channels import ChannelPool
-from sdk.errors import FabricError
 from sdk.grpcutil import ListenAddress, parse_address, serve, stop
 from sdk.networkservice.begin import Begin
 from sdk.networkservice.client import Connect
@@ -38,6 +35,7 @@ from sdk.networkservice.timeout import Timeout
 from sdk.networkservice.updatepath import UpdatePath
 from sdk.registry.client import RemoteRegistry
 from sdk.registry.core import RegistryChain
+from sdk.registry.keepalive import KeepRegistered
 from sdk.registry.kinds import ENDPOINT
 
 FORWARDER_SERVICE = "forwarder"
@@ -59,7 +57,7 @@ class Forwarder:
         self.timeout = Timeout()
         self.chain: NetworkServiceChain | None = None
         self._server: grpc.aio.Server | None = None
-        self._registration: asyncio.Task[None] | None = None
+        self._registration: KeepRegistered[NetworkServiceEndpoint] | None = None
 
     async def start(self) -> None:
         interface, ip = await detect_underlay(
@@ -93,39 +91,22 @@ class Forwarder:
         await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
         await serve(server, [self.address], insecure_tcp=False)
         self._server = server
-        self._registration = asyncio.create_task(self._register_forever(), name="registration")
+        self._registration = KeepRegistered(
+            RegistryChain([RemoteRegistry(ENDPOINT, self.pool.get(self.config.nsmgr))]),
+            self._record,
+            self.config.register_interval,
+        )
+        await self._registration.start(must_succeed=False)  # nsmgr may come up later
 
     def _record(self) -> NetworkServiceEndpoint:
         return NetworkServiceEndpoint(
             name=self.name, network_service_names=[FORWARDER_SERVICE], url=self.address.url
         )
 
-    async def _register_forever(self) -> None:
-        registry = RegistryChain([RemoteRegistry(ENDPOINT, self.pool.get(self.config.nsmgr))])
-        registered = False
-        while True:
-            try:
-                await registry.register(self._record())
-                if not registered:
-                    _log.info("registered with nsmgr", nsmgr=self.config.nsmgr)
-                registered = True
-            except FabricError as exc:
-                if registered:
-                    _log.warning("registration with nsmgr failed", error=str(exc))
-                registered = False
-            await asyncio.sleep(self.config.register_interval if registered else 0.2)
-
     async def stop(self, grace: float = 1.0) -> None:
         """Unregister, stop serving, close every vWire this forwarder made."""
         if self._registration is not None:
-            self._registration.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._registration
-            with contextlib.suppress(FabricError):
-                registry = RegistryChain(
-                    [RemoteRegistry(ENDPOINT, self.pool.get(self.config.nsmgr))]
-                )
-                await asyncio.wait_for(registry.unregister(self._record()), 1.0)
+            await self._registration.stop()
         if self._server is not None:
             await stop(self._server, [self.address], grace)
             self._server = None

@@ -1,0 +1,1 @@
+"""The reference client: requests network services and keeps them refreshed and healed."""

@@ -1,0 +1,1 @@
+"""The reference endpoint: provides network services with point-to-point IPAM."""
