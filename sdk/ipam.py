@@ -210,10 +210,15 @@ class PointToPointIpam:
 
     ``prefixes``: one IPv4 and/or one IPv6 prefix, e.g. ``["169.254.0.0/16", "fd00:60::/64"]``.
     ``reserved``: prefixes never handed out (e.g. a gateway). Bad configuration raises
-    InvalidArgument naming ``prefixes[i]`` / ``reserved[i]``.
+    InvalidArgument naming ``prefixes[i]`` / ``reserved[i]``; a single string
+    counts as a list of one.
     """
 
     def __init__(self, prefixes: Sequence[str], reserved: Sequence[str] = ()) -> None:
+        if isinstance(prefixes, str):
+            prefixes = [prefixes]
+        if isinstance(reserved, str):
+            reserved = [reserved]
         if not prefixes:
             raise InvalidArgument("prefixes", "configure at least one IPv4 or IPv6 prefix")
         reserved_networks = parse_prefixes("reserved", reserved)

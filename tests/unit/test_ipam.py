@@ -102,6 +102,12 @@ def test_refresh_with_new_exclusion_replaces_only_the_conflicting_address() -> N
     assert ipam.allocate("other") == Allocation(("10.60.0.4/32",), ("10.60.0.2/32",))
 
 
+def test_a_single_string_is_one_prefix() -> None:
+    ipam = PointToPointIpam("10.60.0.0/24", reserved="10.60.0.1/32")
+    assert ipam.prefixes == ("10.60.0.0/24",)
+    assert ipam.allocate("c").dst_addrs == ("10.60.0.2/32",)
+
+
 def test_reserved_prefixes() -> None:
     ipam = PointToPointIpam(["10.60.0.0/24"], reserved=["10.60.0.0/28", "fd00::/8"])
     assert ipam.allocate("c").dst_addrs == ("10.60.0.16/32",)
