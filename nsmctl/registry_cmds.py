@@ -1,0 +1,168 @@
+"""Registry commands: ``get``, ``describe``, ``apply`` and ``delete`` of services and endpoints.
+
+Every command is written once for both record kinds (see :mod:`nsmctl.kinds`); what differs in
+output lives in :mod:`nsmctl.render`, what differs in input in :mod:`nsmctl.manifest`.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from nsmctl import manifest, render
+from nsmctl.client import RegistryClient, not_found
+from nsmctl.context import (
+    CliError,
+    Options,
+    console,
+    emit,
+    options,
+    run,
+    run_until_signalled,
+)
+from nsmctl.kinds import CliKind, KindWord, parse_kind
+from nsmctl.render import Change, Output
+
+KindArg = Annotated[
+    KindWord,
+    typer.Argument(
+        metavar="KIND",
+        case_sensitive=False,
+        help="network services (ns) or endpoints (nse)",
+        show_default=False,
+    ),
+]
+NameArg = Annotated[str, typer.Argument(metavar="NAME", help="the record's name")]
+OutputOpt = Annotated[
+    Output,
+    typer.Option("--output", "-o", case_sensitive=False, help="output format"),
+]
+
+
+def _client(opts: Options) -> RegistryClient:
+    return RegistryClient(opts.registry, opts.timeout)
+
+
+def get(
+    ctx: typer.Context,
+    word: KindArg,
+    name: Annotated[
+        str | None, typer.Argument(metavar="NAME", help="only this record", show_default=False)
+    ] = None,
+    output: OutputOpt = Output.table,
+    watch: Annotated[
+        bool, typer.Option("--watch", "-w", help="after listing, stream every change (Ctrl-C ends)")
+    ] = False,
+) -> None:
+    """List network services or endpoints, or show one."""
+    opts, kind = options(ctx), parse_kind(word)
+    if watch:
+        if not run_until_signalled(_watch(opts, kind, name or "", output)):
+            raise CliError("the registry ended the watch (is it restarting?)")
+        return
+    records = run(_list(opts, kind, name or ""))
+    if name and not records:
+        raise not_found(kind, name)
+    if output is Output.table:
+        if records:
+            console().print(render.table(kind, records, time.time()))
+        else:
+            print(f"No {kind.title}s found.", file=sys.stderr)
+        return
+    data = [render.to_dict(record) for record in records]
+    emit(render.dump(data[0] if name else data, output).rstrip("\n"))
+
+
+async def _list(opts: Options, kind: CliKind[Any], name: str) -> list[Any]:
+    async with _client(opts) as client:
+        return await client.list(kind, name)
+
+
+async def _watch(opts: Options, kind: CliKind[Any], name: str, output: Output) -> None:
+    """Print every event until the stream ends; names seen decide ADDED vs MODIFIED."""
+    known: set[str] = set()
+    if output is Output.table:
+        emit(render.watch_header(kind))
+    async with _client(opts) as client:
+        async for event in client.watch(kind, name):
+            record_name = event.record.name
+            if event.deleted:
+                change = Change.deleted
+                known.discard(record_name)
+            else:
+                change = Change.modified if record_name in known else Change.added
+                known.add(record_name)
+            if output is Output.table:
+                emit(render.watch_line(kind, change, event.record, time.time()))
+            else:
+                emit(render.watch_event(change, event.record, output))
+
+
+def describe(ctx: typer.Context, word: KindArg, name: NameArg) -> None:
+    """Show every field of one network service or endpoint."""
+    kind = parse_kind(word)
+    record = run(_get(options(ctx), kind, name))
+    emit(render.describe(kind, record, time.time()))
+
+
+async def _get(opts: Options, kind: CliKind[Any], name: str) -> Any:
+    async with _client(opts) as client:
+        return await client.get(kind, name)
+
+
+def apply(
+    ctx: typer.Context,
+    filename: Annotated[
+        str,
+        typer.Option("--filename", "-f", metavar="FILE",
+                     help="YAML manifest with one or more records ('-' reads stdin)"),
+    ],
+) -> None:
+    """Create or replace the records of a YAML manifest (all validated before any is sent)."""
+    if filename == "-":
+        text, source = sys.stdin.read(), "<stdin>"
+    else:
+        try:
+            text, source = Path(filename).read_text(encoding="utf-8"), filename
+        except OSError as exc:
+            raise CliError(f"cannot read {filename}: {exc.strerror or exc}") from None
+    documents = manifest.load(text, source)
+    run(_apply(options(ctx), documents))
+
+
+async def _apply(opts: Options, documents: list[manifest.Document]) -> None:
+    async with _client(opts) as client:
+        for done, document in enumerate(documents):
+            ref = document.kind.ref(document.name)
+            try:
+                await client.register(document.kind, document.record)
+            except Exception as exc:
+                if done:
+                    exc.add_note(f"{done} of {len(documents)} records were applied before this")
+                exc.add_note(f"while applying {ref}")
+                raise
+            emit(f"{ref} applied")
+
+
+def delete(ctx: typer.Context, word: KindArg, name: NameArg) -> None:
+    """Remove a network service or endpoint from the registry."""
+    kind = parse_kind(word)
+    run(_delete(options(ctx), kind, name))
+    emit(f"{kind.ref(name)} deleted")
+
+
+async def _delete(opts: Options, kind: CliKind[Any], name: str) -> None:
+    async with _client(opts) as client:
+        await client.unregister(kind, name)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the registry commands to the root command."""
+    app.command(help=get.__doc__)(get)
+    app.command(help=describe.__doc__)(describe)
+    app.command(help=apply.__doc__)(apply)
+    app.command(help=delete.__doc__)(delete)
