@@ -141,9 +141,9 @@ async def _apply(opts: Options, documents: list[manifest.Document]) -> None:
             try:
                 await client.register(document.kind, document.record)
             except Exception as exc:
-                if done:
-                    exc.add_note(f"{done} of {len(documents)} records were applied before this")
                 exc.add_note(f"while applying {ref}")
+                if done:
+                    exc.add_note(f"{done} of {len(documents)} records were applied before it")
                 raise
             emit(f"{ref} applied")
 
