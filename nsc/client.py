@@ -144,6 +144,7 @@ class VWireClient:
                 await asyncio.sleep(pause)  # back-off between attempts
                 continue
             self.heals += 1
+            self._reselect, self._wake = False, asyncio.Event()  # losses seen meanwhile are healed
             _log.info("healed", seconds=round(time.monotonic() - start, 3))
             return
 
@@ -182,12 +183,14 @@ class VWireClient:
             await asyncio.sleep(0.2)  # pause before subscribing again
 
     async def _probe(self) -> None:
-        failures = 0
+        failures, heals = 0, self.heals
         while True:
-            await asyncio.sleep(self.probe_interval)
+            await asyncio.sleep(self.probe_interval)  # the probe period
             target = self._probe_target()
-            if target is None:
-                continue
+            if target is None or self._lock.locked():
+                continue  # not connected, or a request is under way
+            if heals != self.heals:
+                failures, heals = 0, self.heals  # count only failures since the last heal
             if await self._pinger.ping(target, wait=self.probe_interval):
                 failures = 0
                 continue

@@ -148,9 +148,7 @@ class Route(NetworkServiceElement):
         last_error: FabricError | None = None
         for attempt in range(self.attempts):
             if chose and not conn.network_service_endpoint_name:
-                endpoint = await self.chooser.choose(
-                    conn.network_service, dict(conn.labels), excluded
-                )
+                endpoint = await self._choose(conn, excluded)
                 conn.network_service_endpoint_name = endpoint.name
             forwarder = md.get(FORWARDER)
             url = self.forwarders.url(forwarder) if isinstance(forwarder, str) else None
@@ -194,6 +192,16 @@ class Route(NetworkServiceElement):
             return reply
         assert last_error is not None
         raise last_error
+
+    async def _choose(self, conn: Connection, excluded: set[str]) -> NetworkServiceEndpoint:
+        """An endpoint other than the excluded ones when there is one; otherwise (the failure
+        may not have been the endpoint's) any available one again."""
+        try:
+            return await self.chooser.choose(conn.network_service, dict(conn.labels), excluded)
+        except NotFound:
+            if not excluded:
+                raise
+            return await self.chooser.choose(conn.network_service, dict(conn.labels), set())
 
     async def request(self, request: NetworkServiceRequest, next: NSCursor) -> Connection:
         if previous_hop(request.connection) in self.forwarders.names():

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(wireguard-go wireguard-tools iperf3 iproute2 nftables tcpdump procps python3-venv python3-dev)
+APT_PACKAGES=(wireguard-go wireguard-tools iperf3 iproute2 iputils-ping nftables tcpdump procps python3-venv python3-dev)
 
 step() { printf '\n==> %s\n' "$*"; }
 

@@ -1,0 +1,86 @@
+"""``nsmctl lab up|status|down``: the local multi-node lab (see :mod:`lab`)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from lab import run as lab
+from nsmctl import connections
+from nsmctl.context import console, emit
+from nsmctl.render import Output, dump
+
+lab_app = typer.Typer(help="A multi-node fabric on this machine, in network namespaces.",
+                      no_args_is_help=True)
+
+
+def _progress(message: str) -> None:
+    emit(f"==> {message}")
+
+
+def _nodes_table(nodes: list[dict[str, Any]]) -> Table:
+    view = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("NODE", "NAMESPACE", "UNDERLAY", "NSMGR", "FORWARDER", "NSMGR SOCKET"):
+        view.add_column(column)
+    for node in nodes:
+        view.add_row(node["name"], node["netns"], node["underlay_ip"],
+                     "up" if node["nsmgr"] else "DOWN", "up" if node["forwarder"] else "DOWN",
+                     node["nsmgr_socket"])
+    return view
+
+
+def _show(status: dict[str, Any]) -> None:
+    out = console()
+    out.print(_nodes_table(status["nodes"]))
+    out.print()
+    out.print("client connections:")
+    out.print(connections.table(status["client"]))
+    for conn in status["client"]:
+        row = connections.summary(conn)
+        out.print(f"  path: {row['path']}")
+    targets = [lab.endpoint_address(c) for c in status["client"]]
+    if targets:
+        out.print()
+        out.print("try it:")
+        for target in targets:
+            out.print(f"  ip netns exec {status['client_netns']} ping -c3 {target}")
+
+
+@lab_app.command()
+def up(
+    nodes: Annotated[int, typer.Option("--nodes", min=1, max=16, help="how many nodes")] = 2,
+    services: Annotated[list[str] | None, typer.Option(
+        "--service", help="network service the endpoint provides (repeatable)")] = None,
+) -> None:
+    """Build the lab, wait until the client's vWire passes traffic, and show it."""
+    lab.up(lab.LabConfig(nodes=nodes, services=services or ["secure-db"]), _progress)
+    _show(lab.status())
+
+
+@lab_app.command()
+def status(
+    output: Annotated[Output, typer.Option("-o", "--output")] = Output.table,
+) -> None:
+    """Nodes (namespaces, sockets, processes) and connections of the running lab."""
+    current = lab.status()
+    if output is not Output.table:
+        emit(dump(current, output).rstrip("\n"))
+        return
+    if not current["nodes"]:
+        emit("the lab is down: start it with `nsmctl lab up`")
+        return
+    _show(current)
+
+
+@lab_app.command()
+def down() -> None:
+    """Remove every process, namespace and file the lab made."""
+    lab.down(_progress)
+    emit("the lab is down")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``lab`` command group to the root command."""
+    app.add_typer(lab_app, name="lab")
