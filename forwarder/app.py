@@ -57,6 +57,7 @@ class Forwarder:
         self.timeout = Timeout()
         self.chain: NetworkServiceChain | None = None
         self._server: grpc.aio.Server | None = None
+        self.dataplane: dict[str, str] = {}
         self._registration: KeepRegistered[NetworkServiceEndpoint] | None = None
 
     async def start(self) -> None:
@@ -66,6 +67,12 @@ class Forwarder:
         node = Node(self.name, ip, interface)
         removed = await sweep(self.kernel, self.backend, owner=self.name)
         info = await describe(self.backend)
+        self.dataplane = {
+            "wireguard": info.kind,
+            "wireguard-version": info.version.lstrip("v"),
+            "underlay-interface": interface,
+            "underlay-ip": ip.replace(":", "_"),  # label values may not contain ':'
+        }
         _log.info("forwarder starting", name=self.name, wireguard=info.kind,
                   wireguard_version=info.version, underlay=interface, underlay_ip=ip,
                   swept=len(removed))
@@ -99,9 +106,11 @@ class Forwarder:
         await self._registration.start(must_succeed=False)  # nsmgr may come up later
 
     def _record(self) -> NetworkServiceEndpoint:
-        return NetworkServiceEndpoint(
+        record = NetworkServiceEndpoint(
             name=self.name, network_service_names=[FORWARDER_SERVICE], url=self.address.url
         )
+        record.network_service_labels[FORWARDER_SERVICE].labels.update(self.dataplane)
+        return record
 
     async def stop(self, grace: float = 1.0) -> None:
         """Unregister, stop serving, close every vWire this forwarder made."""

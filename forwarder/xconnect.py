@@ -48,7 +48,7 @@ from forwarder.vwire import (
     program_remote,
 )
 from forwarder.wireguard import WireGuardBackend, generate_keypair
-from sdk.errors import FabricError, InvalidArgument
+from sdk.errors import FabricError, InvalidArgument, NotFound
 from sdk.networkservice.core import NetworkServiceElement, NSCursor
 
 _log = structlog.get_logger("forwarder.xconnect")
@@ -135,6 +135,12 @@ class Xconnect(NetworkServiceElement):
                 "mechanism_preferences[KERNEL].parameters[inodeURL]",
                 "the client must name its network namespace",
             )
+        try:  # fail before the rest of the path does any work for a client that is gone
+            await self.kernel.resolve_netns(client.netns_url)
+        except NotFound as exc:
+            raise InvalidArgument(
+                "mechanism_preferences[KERNEL].parameters[inodeURL]", str(exc)
+            ) from None
         vid = self._vwire_id(request.connection)
         _, public = self._keys(md)
         port = self.ports.take(vid)

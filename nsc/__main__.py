@@ -81,7 +81,12 @@ async def run(args: argparse.Namespace) -> None:
         for client in clients:
             await client.connect()
             keepers.append(asyncio.create_task(client.run(probe=not args.no_probe)))
-        await stopping.wait()
+        stop = asyncio.create_task(stopping.wait())
+        await asyncio.wait([stop, *keepers], return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        for task in keepers:
+            if task.done() and not task.cancelled() and (error := task.exception()) is not None:
+                raise error  # a keeper gave up (e.g. its namespace is gone): report it
     finally:
         for task in keepers:
             task.cancel()

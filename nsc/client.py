@@ -10,7 +10,8 @@ Contract:
   says the connection is DOWN or deleted, or the stream breaks) it re-requests the same
   connection with bounded exponential back-off; on data-plane loss (``probe_failures`` liveness
   pings in a row to the endpoint's address fail) it asks for ``RESELECT_REQUESTED``, so nsmgr picks
-  another endpoint or forwarder. ``on_change`` is called with every new version of the connection.
+  another endpoint or forwarder. A heal rejected as invalid (e.g. the client's namespace is gone)
+  ends :meth:`run` with that error. ``on_change`` is called with every new version.
 * :meth:`close` closes it (idempotent); cancelling :meth:`run` stops refreshing but does not close.
 """
 
@@ -40,7 +41,7 @@ from api.proto.networkservice_pb2 import NetworkServiceRequest
 from nsc.probe import Pinger
 from sdk.chain import CallContext
 from sdk.channels import ChannelPool
-from sdk.errors import FabricError
+from sdk.errors import FabricError, InvalidArgument
 from sdk.networkservice.client import Connect
 from sdk.networkservice.core import NetworkServiceChain
 from sdk.networkservice.expiry import SetExpiry
@@ -139,6 +140,8 @@ class VWireClient:
         for attempt, pause in enumerate(delays(1_000_000, 0.05, 1.0)):
             try:
                 await self._send(RESELECT_REQUESTED if reselect and attempt == 0 else UP)
+            except InvalidArgument:
+                raise  # e.g. the namespace is gone: retrying cannot help, give up
             except FabricError as exc:
                 _log.info("heal attempt failed", attempt=attempt + 1, error=str(exc))
                 await asyncio.sleep(pause)  # back-off between attempts

@@ -61,6 +61,20 @@ def summary(conn: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
+def per_client(connections: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """One entry per end-to-end connection: a node's nsmgr sees a connection once per hop it
+    plays (towards its forwarder, then towards the next node); keep the hop nearest the client."""
+    best: dict[str, Mapping[str, Any]] = {}
+    for conn in connections:
+        segments = conn.get("path", {}).get("path_segments", [])
+        key = segments[0].get("id", "") if segments else str(conn.get("id", ""))
+        index = int(conn.get("path", {}).get("index", 0))
+        kept = best.get(key)
+        if kept is None or index < int(kept.get("path", {}).get("index", 0)):
+            best[key] = conn
+    return list(best.values())
+
+
 def table(connections: Iterable[Mapping[str, Any]]) -> Table:
     """A rich table of connections (ids shortened to 8 characters)."""
     view = Table(box=None, pad_edge=False, header_style="bold")

@@ -1,7 +1,8 @@
 """The forwarders of this node, as they registered themselves with nsmgr.
 
 Forwarders register through nsmgr's endpoint registry API as endpoints of the reserved service
-``forwarder``; :class:`LocalForwarders` (a registry element) keeps those registrations here and
+``forwarder`` (their labels for it describe their data plane: WireGuard kind and version,
+underlay); :class:`LocalForwarders` (a registry element) keeps those registrations here and
 does not pass them on to the domain registry. Contract: a forwarder is usable from its
 registration until it unregisters, its registration expires, or it is marked dead; ``pick``
 rotates over usable forwarders and skips excluded ones.
@@ -31,6 +32,7 @@ class LocalForwarders(RegistryElement[NetworkServiceEndpoint]):
         self.ttl = ttl
         self.clock = clock
         self._urls: dict[str, str] = {}
+        self._records: dict[str, NetworkServiceEndpoint] = {}
         self._expires: dict[str, float] = {}
         self._turn = itertools.count()
         self.on_change: Callable[[str, str | None], None] | None = None
@@ -60,6 +62,7 @@ class LocalForwarders(RegistryElement[NetworkServiceEndpoint]):
     def remove(self, name: str) -> None:
         """Forget a forwarder (unregistered or found dead)."""
         self._urls.pop(name, None)
+        self._records.pop(name, None)
         self._expires.pop(name, None)
         if self.on_change:
             self.on_change(name, None)
@@ -71,6 +74,7 @@ class LocalForwarders(RegistryElement[NetworkServiceEndpoint]):
             return await next.register(record)
         known = self._urls.get(record.name)
         self._urls[record.name] = record.url
+        self._records[record.name] = record
         self._expires[record.name] = self.clock() + self.ttl
         if self.on_change and known != record.url:
             self.on_change(record.name, record.url)
@@ -91,9 +95,7 @@ class LocalForwarders(RegistryElement[NetworkServiceEndpoint]):
     ) -> AsyncIterator[Event[NetworkServiceEndpoint]]:
         if FORWARDER_SERVICE in query.template.network_service_names:
             for name in self._live():
-                yield Event(NetworkServiceEndpoint(
-                    name=name, network_service_names=[FORWARDER_SERVICE], url=self._urls[name]
-                ))
+                yield Event(self._records[name])
             return
         async for event in next.find(query):
             yield event

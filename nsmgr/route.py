@@ -13,7 +13,8 @@ Contract, for a request arriving at this nsmgr:
   one of them died or the client asked for ``RESELECT_REQUESTED``; then the old path is closed
   (best effort) and a new one built, excluding what failed.
 * A failed attempt is recorded against the endpoint (circuit breaker) and, when this nsmgr chose
-  the endpoint, retried with another one, with bounded exponential back-off, within the deadline.
+  the endpoint, retried with another one (not when the request itself was at fault: invalid or
+  not permitted), with bounded exponential back-off, within the deadline.
 
 The choice is kept in the connection's metadata so close follows the same path; nothing is kept
 for a request that failed. Place it last before ``Connect``.
@@ -32,13 +33,21 @@ from api.proto.registry_pb2 import NetworkServiceEndpoint
 from nsmgr.discover import EndpointChooser
 from nsmgr.endpoints import LocalEndpoints
 from nsmgr.forwarders import LocalForwarders
-from sdk.errors import FabricError, InvalidArgument, NotFound
+from sdk.errors import (
+    FabricError,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+)
 from sdk.networkservice.client import CLIENT_URL
 from sdk.networkservice.core import NetworkServiceElement, NSCursor
 from sdk.registry.core import Query, RegistryChain
 from sdk.select.backoff import delays
 
 _log = structlog.get_logger("nsmgr.route")
+
+CLIENT_FAULTS = (InvalidArgument, PermissionDenied, Unauthenticated)
 
 ENDPOINT = "endpoint"
 FORWARDER = "forwarder"
@@ -160,8 +169,8 @@ class Route(NetworkServiceElement):
                 reply = await next.request(request)
             except FabricError as exc:
                 last_error = exc
-                if not chose:
-                    raise
+                if not chose or isinstance(exc, CLIENT_FAULTS):
+                    raise  # another endpoint would not help; nor is this one to blame
                 failed = conn.network_service_endpoint_name
                 self.chooser.breaker.record_failure(failed)
                 excluded.add(failed)

@@ -1,41 +1,18 @@
 #!/usr/bin/env bash
-# Quick start, step 1: set the machine up, then run the fabric's main job.
-# Until the multi-node lab exists, the main job is the registry demo: start a registry on the
-# embedded SQLite store, register a sample network service and endpoint with nsmctl, list and
-# describe them, and stop the registry cleanly. Idempotent: run it as often as you like.
+# Quick start, step 1: set the machine up, then run the fabric's main job, the local multi-node
+# lab: two simulated nodes (network namespaces joined by an underlay), each with its own nsmgr
+# and forwarder, one registry, an endpoint on the last node and a client on the first. It waits
+# until the client's encrypted vWire passes traffic, shows it, and proves it with a ping.
+# Idempotent: running it again reports the lab that is already up. Remove it with
+# `.venv/bin/nsmctl lab down`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 
-step() { printf '\n==> %s\n' "$*"; }
-workdir=$(mktemp -d /tmp/vwire-demo.XXXXXX)
-socket="$workdir/registry.sock"
-export NSMCTL_REGISTRY="unix://$socket"
-registry_pid=""
-cleanup() {
-  if [ -n "$registry_pid" ] && kill -0 "$registry_pid" 2>/dev/null; then
-    kill -TERM "$registry_pid"; wait "$registry_pid" || true
-  fi
-  rm -rf "$workdir"
-}
-trap cleanup EXIT
-
-step "starting a registry on $NSMCTL_REGISTRY (store: sqlite in $workdir)"
-.venv/bin/python -m registry --listen "unix://$socket" --state-dir "$workdir" --log-level warning &
-registry_pid=$!
-for _ in $(seq 100); do [ -S "$socket" ] && break; sleep 0.05; done
-[ -S "$socket" ] || { echo "error: the registry did not start" >&2; exit 1; }
-
-step "nsmctl apply -f docs/examples/secure-db.yaml"
-.venv/bin/nsmctl apply -f docs/examples/secure-db.yaml
-step "nsmctl get ns"
-.venv/bin/nsmctl get ns
-step "nsmctl get nse"
-.venv/bin/nsmctl get nse
-step "nsmctl describe nse $(.venv/bin/nsmctl get nse -o json | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)[0]["name"])')"
-.venv/bin/nsmctl describe nse "$(.venv/bin/nsmctl get nse -o json | .venv/bin/python -c 'import json,sys; print(json.load(sys.stdin)[0]["name"])')"
-
-step "stopping the registry (SIGTERM)"
-kill -TERM "$registry_pid"; wait "$registry_pid"; registry_pid=""
-[ ! -e "$socket" ] || { echo "error: the registry left its socket behind" >&2; exit 1; }
-step "done: the registry stopped cleanly and removed its socket"
+printf '\n==> nsmctl lab up\n'
+.venv/bin/nsmctl lab up
+target=$(.venv/bin/nsmctl lab status -o json | .venv/bin/python -c \
+  'import json,sys; from lab.run import endpoint_address; print(endpoint_address(json.load(sys.stdin)["client"][0]))')
+printf '\n==> ip netns exec vwl-n1-nsc ping -c3 %s   (client on n1 -> endpoint on n2, over WireGuard)\n' "$target"
+ip netns exec vwl-n1-nsc ping -c3 -i 0.2 "$target"
+printf '\n==> the lab stays up: try `.venv/bin/nsmctl lab status`; remove it with `.venv/bin/nsmctl lab down`\n'

@@ -3,9 +3,10 @@
 Contract: the target is ``url`` when given, else ``ctx.values[CLIENT_URL]`` set by an element in
 front (discover/select/route); a request without a target raises
 :class:`sdk.errors.FailedPrecondition`. The call carries the remaining deadline (propagated hop
-by hop); the remote's answer is returned as is; a failed call raises the
-:class:`sdk.errors.FabricError` matching its status. Close goes to the same kind of target.
-Channels come from a :class:`sdk.channels.ChannelPool`. Terminal: place it last.
+by hop); the remote's answer is returned with the path index and id put back to this hop's; a
+failed call raises the :class:`sdk.errors.FabricError` matching its status. Close goes to the
+same kind of target. Channels come from a :class:`sdk.channels.ChannelPool`. Terminal: place it
+last.
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ class Connect(NetworkServiceElement):
             conn: Connection = await stub.Request(request, timeout=next.ctx.remaining())
         except grpc.aio.AioRpcError as exc:
             raise fabric_error(exc) from None
+        # The answer comes back pointing at the next hop's segment; seen from this hop it is
+        # this hop's connection again.
+        conn.path.index = request.connection.path.index
+        conn.id = request.connection.id
         return conn
 
     async def close(self, conn: Connection, next: NSCursor) -> None:
