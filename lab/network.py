@@ -1,8 +1,9 @@
-"""The lab's namespaces and underlay, made and removed with iproute2.
+"""A fabric's namespaces and underlay, made and removed with iproute2.
 
-:func:`build` creates the underlay namespace with a bridge, one namespace per node joined to the
-bridge by a veth (``ul0`` inside the node, with the node's underlay address), and the workload
-namespaces. :func:`teardown` removes every ``vwl-`` namespace. Both are idempotent.
+:func:`build` creates the underlay namespace with a bridge and one namespace per node joined to
+the bridge by a veth (``ul0`` inside the node, with the node's underlay address).
+:func:`add_netns` makes a workload namespace. :func:`teardown` removes every namespace of the
+topology. All are idempotent where it matters (a namespace that exists is an error only for add).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Sequence
 
-from lab.topology import PREFIX, UNDERLAY_BRIDGE, UNDERLAY_NET, UNDERLAY_NS, Node
+from lab.topology import UNDERLAY_BRIDGE, Node, Topology
 from sdk.errors import FailedPrecondition
 
 
@@ -23,42 +24,48 @@ def ip(*args: str, netns: str | None = None, check: bool = True) -> str:
     return done.stdout
 
 
-def namespaces() -> list[str]:
-    """The lab's namespaces that exist now."""
+def namespaces(topology: Topology) -> list[str]:
+    """The topology's namespaces that exist now."""
     return [
         line.split()[0]
         for line in ip("netns", "list").splitlines()
-        if line.split() and line.split()[0].startswith(PREFIX)
+        if line.split() and line.split()[0].startswith(topology.prefix)
     ]
 
 
-def _add_netns(name: str) -> None:
+def add_netns(name: str) -> None:
+    """Create a namespace with its loopback up."""
     ip("netns", "add", name)
     ip("link", "set", "lo", "up", netns=name)
 
 
-def build(node_list: Sequence[Node], workloads: Sequence[tuple[Node, str]]) -> None:
-    """Create the underlay, the nodes and the workload namespaces (see the module docstring)."""
-    _add_netns(UNDERLAY_NS)
-    ip("link", "add", UNDERLAY_BRIDGE, "type", "bridge", netns=UNDERLAY_NS)
-    ip("link", "set", UNDERLAY_BRIDGE, "up", netns=UNDERLAY_NS)
+def build(topology: Topology, node_list: Sequence[Node]) -> None:
+    """Create the underlay and the node namespaces (see the module docstring)."""
+    underlay = topology.underlay_netns
+    add_netns(underlay)
+    ip("link", "add", UNDERLAY_BRIDGE, "type", "bridge", netns=underlay)
+    ip("link", "set", UNDERLAY_BRIDGE, "up", netns=underlay)
     for node in node_list:
-        _add_netns(node.netns)
+        add_netns(node.netns)
         ip("link", "add", "ul0", "netns", node.netns, "type", "veth", "peer", "name", node.name,
-           "netns", UNDERLAY_NS)
-        ip("link", "set", node.name, "master", UNDERLAY_BRIDGE, "up", netns=UNDERLAY_NS)
+           "netns", underlay)
+        ip("link", "set", node.name, "master", UNDERLAY_BRIDGE, "up", netns=underlay)
         ip("addr", "add", f"{node.underlay_ip}/24", "dev", "ul0", netns=node.netns)
         ip("link", "set", "ul0", "up", netns=node.netns)
-    for node, role in workloads:
-        _add_netns(node.workload_netns(role))
 
 
-def teardown() -> list[str]:
-    """Delete every lab namespace; returns their names."""
-    removed = namespaces()
+def vwire_links(netns: str) -> list[str]:
+    """Lines of ``ip -d link`` in ``netns`` for interfaces a vWire owns (alias ``vwire:...``)."""
+    return [
+        line.strip()
+        for line in ip("-o", "-d", "link", "show", netns=netns, check=False).splitlines()
+        if "alias vwire:" in line
+    ]
+
+
+def teardown(topology: Topology) -> list[str]:
+    """Delete every namespace of the topology; returns their names."""
+    removed = namespaces(topology)
     for name in removed:
         ip("netns", "del", name, check=False)
     return removed
-
-
-__all__ = ["UNDERLAY_NET", "build", "ip", "namespaces", "teardown"]

@@ -1,13 +1,17 @@
-"""The lab's processes: started detached, logged to files, stopped by their pid files.
+"""A fabric's processes: started detached, logged to files, found again by their pid files.
 
-Every process gets ``<STATE_DIR>/<name>.pid`` and ``<name>.log``. :func:`stop_all` sends SIGTERM
-to every recorded process, waits a bounded time, then SIGKILLs what is left, and finally kills
-any ``wireguard-go`` still running inside a lab namespace (e.g. after a forwarder was killed).
+:class:`Processes` keeps, per process name, ``<state_dir>/<name>.pid``, ``<name>.cmd`` (its
+command, so :meth:`Processes.restart` can start it again), ``<name>.log`` (stderr) and
+``<name>.out`` (stdout). Every process leads its own session, so signalling its group reaches
+its children too. :meth:`Processes.stop_all` sends SIGTERM to every recorded process, waits a
+bounded time, SIGKILLs what is left, then kills any ``wireguard-go`` still running inside the
+topology's namespaces (e.g. after a forwarder was killed) and unlinks its stale UAPI socket.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -16,115 +20,157 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from lab.topology import PREFIX, STATE_DIR
-
-
-def start(name: str, args: Sequence[str], netns: str | None = None) -> int:
-    """Start ``python -m <args>`` (inside ``netns``) in the background; returns its pid."""
-    STATE_DIR.mkdir(parents=True, exist_ok=True)
-    prefix = ["ip", "netns", "exec", netns] if netns else []
-    with open(STATE_DIR / f"{name}.log", "ab") as log:
-        process = subprocess.Popen(
-            [*prefix, sys.executable, "-m", *args],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-    (STATE_DIR / f"{name}.pid").write_text(str(process.pid))
-    return process.pid
-
-
-def pid_of(name: str) -> int | None:
-    """The pid of a running lab process, or None."""
-    try:
-        pid = int((STATE_DIR / f"{name}.pid").read_text())
-    except (OSError, ValueError):
-        return None
-    return pid if alive(pid) else None
+from forwarder.wireguard.process import clear_stale_socket
+from forwarder.wireguard.uapi import socket_path
+from lab.topology import Topology, netns_path
+from sdk.errors import NotFound
 
 
 def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie does not count)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    stat = Path(f"/proc/{pid}/stat")
-    return not (stat.exists() and stat.read_text().split(")")[-1].split()[0] == "Z")
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
 
 
-def recorded() -> list[str]:
-    """Names of every process the lab recorded (running or not)."""
-    if not STATE_DIR.exists():
-        return []
-    return sorted(p.stem for p in STATE_DIR.glob("*.pid"))
-
-
-def _wait_gone(pids: Sequence[int], seconds: float) -> list[int]:
+def wait_gone(pids: Sequence[int], seconds: float) -> list[int]:
+    """Wait (bounded) until none of ``pids`` runs; returns those still running."""
     deadline = time.monotonic() + seconds
     left = [p for p in pids if alive(p)]
     while left and time.monotonic() < deadline:
-        time.sleep(0.05)  # polling for process exit, bounded by the deadline
+        time.sleep(0.02)  # polling for process exit, bounded by the deadline
         left = [p for p in left if alive(p)]
     return left
 
 
-def stop(name: str, grace: float = 5.0) -> None:
-    """Stop one lab process (SIGTERM, then SIGKILL after ``grace``)."""
-    pid = pid_of(name)
-    if pid is not None:
-        _signal([pid], signal.SIGTERM)
-        _signal(_wait_gone([pid], grace), signal.SIGKILL)
-        _wait_gone([pid], 2.0)
-    (STATE_DIR / f"{name}.pid").unlink(missing_ok=True)
-
-
-def _signal(pids: Sequence[int], sig: signal.Signals) -> None:
+def signal_groups(pids: Sequence[int], sig: signal.Signals) -> None:
+    """Send ``sig`` to the process group each pid leads."""
     for pid in pids:
-        with contextlib.suppress(ProcessLookupError):  # the process leads its own session:
-            os.killpg(pid, sig)  # signalling the group reaches its children too
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, sig)
 
 
-def _lab_netns_inodes() -> set[int]:
-    inodes = set()
-    for path in Path("/var/run/netns").glob(f"{PREFIX}*"):
+class Processes:
+    """The processes of one topology (see the module docstring)."""
+
+    def __init__(self, topology: Topology) -> None:
+        self.topology = topology
+        self.dir = topology.state_dir
+
+    def _file(self, name: str, suffix: str) -> Path:
+        return self.dir / f"{name}.{suffix}"
+
+    def log(self, name: str) -> Path:
+        return self._file(name, "log")
+
+    def out(self, name: str) -> Path:
+        return self._file(name, "out")
+
+    def start(self, name: str, args: Sequence[str], netns: str | None = None) -> int:
+        """Start ``python -m <args>`` (inside ``netns``) in the background; returns its pid."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._file(name, "cmd").write_text(json.dumps({"args": list(args), "netns": netns}))
+        prefix = ["ip", "netns", "exec", netns] if netns else []
+        with open(self.log(name), "ab") as log, open(self.out(name), "ab") as out:
+            process = subprocess.Popen(
+                [*prefix, sys.executable, "-m", *args],
+                stdout=out,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        self._file(name, "pid").write_text(str(process.pid))
+        return process.pid
+
+    def restart(self, name: str) -> int:
+        """Start a recorded process again with the same command (it must not be running)."""
         try:
-            inodes.add(path.stat().st_ino)
-        except OSError:
-            continue
-    return inodes
+            command = json.loads(self._file(name, "cmd").read_text())
+        except (OSError, ValueError):
+            raise NotFound(f"process {name!r} was never started in {self.dir}") from None
+        self.stop(name)
+        return self.start(name, command["args"], command["netns"])
 
-
-def stray_wireguard() -> list[int]:
-    """Pids of wireguard-go processes running inside lab namespaces."""
-    inodes = _lab_netns_inodes()
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
+    def pid_of(self, name: str) -> int | None:
+        """The pid of a running process, or None."""
         try:
-            if (proc / "comm").read_text().strip() != "wireguard-go":
+            pid = int(self._file(name, "pid").read_text())
+        except (OSError, ValueError):
+            return None
+        return pid if alive(pid) else None
+
+    def recorded(self) -> list[str]:
+        """Names of every process recorded (running or not)."""
+        if not self.dir.exists():
+            return []
+        return sorted(p.stem for p in self.dir.glob("*.pid"))
+
+    def kill(self, name: str, sig: signal.Signals = signal.SIGKILL, wait: float = 5.0) -> int:
+        """Send ``sig`` to a running process's group and wait (bounded) for it to end; returns
+        its pid. NotFound if it does not run."""
+        pid = self.pid_of(name)
+        if pid is None:
+            raise NotFound(f"process {name!r} is not running")
+        signal_groups([pid], sig)
+        wait_gone([pid], wait)
+        return pid
+
+    def stop(self, name: str, grace: float = 5.0) -> None:
+        """Stop one process (SIGTERM, then SIGKILL after ``grace``); forget its pid."""
+        pid = self.pid_of(name)
+        if pid is not None:
+            signal_groups([pid], signal.SIGTERM)
+            signal_groups(wait_gone([pid], grace), signal.SIGKILL)
+            wait_gone([pid], 2.0)
+        self._file(name, "pid").unlink(missing_ok=True)
+
+    def stop_all(self, grace: float = 5.0) -> None:
+        """Stop every recorded process, then any stray wireguard-go in the namespaces."""
+        pids = [pid for name in self.recorded() if (pid := self.pid_of(name)) is not None]
+        signal_groups(pids, signal.SIGTERM)
+        signal_groups(wait_gone(pids, grace), signal.SIGKILL)
+        wait_gone(pids, 2.0)
+        for name in self.recorded():
+            self._file(name, "pid").unlink(missing_ok=True)
+        self.kill_stray_wireguard()
+
+    def stray_wireguard(self) -> dict[int, str]:
+        """wireguard-go processes running inside the topology's namespaces: pid → interface."""
+        inodes = set()
+        for path in Path(netns_path("")).glob(f"{self.topology.prefix}*"):
+            with contextlib.suppress(OSError):
+                inodes.add(path.stat().st_ino)
+        found: dict[int, str] = {}
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
                 continue
-            if (proc / "ns" / "net").stat().st_ino in inodes:
-                found.append(int(proc.name))
-        except OSError:
-            continue
-    return found
+            try:
+                if (proc / "comm").read_text().strip() != "wireguard-go":
+                    continue
+                if (proc / "ns" / "net").stat().st_ino in inodes:
+                    argv = (proc / "cmdline").read_bytes().split(b"\0")
+                    found[int(proc.name)] = argv[-2].decode() if len(argv) > 1 else ""
+            except OSError:
+                continue
+        return found
 
-
-def stop_all(grace: float = 5.0) -> None:
-    """Stop every recorded lab process, then any stray wireguard-go in lab namespaces."""
-    pids = [pid for name in recorded() if (pid := pid_of(name)) is not None]
-    _signal(pids, signal.SIGTERM)
-    _signal(_wait_gone(pids, grace), signal.SIGKILL)
-    _wait_gone(pids, 2.0)
-    for name in recorded():
-        (STATE_DIR / f"{name}.pid").unlink(missing_ok=True)
-    strays = stray_wireguard()
-    for pid in strays:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    _wait_gone(strays, 2.0)
+    def kill_stray_wireguard(self) -> list[int]:
+        """SIGKILL :meth:`stray_wireguard` and unlink their UAPI sockets; returns the pids."""
+        strays = self.stray_wireguard()
+        for pid in strays:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        wait_gone(list(strays), 2.0)
+        for ifname in strays.values():
+            if ifname:
+                clear_stale_socket(socket_path(ifname))
+        return list(strays)

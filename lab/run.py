@@ -1,9 +1,11 @@
-"""Bring the lab up, report on it, take it down.
+"""The user's lab (``nsmctl lab up|status|down``), built with :class:`lab.fabric.Fabric`.
 
 :func:`up` is safe to run twice: a lab whose processes all run is reported as it is; anything
-partial is taken down first. It waits (bounded) until the client's vWire passes traffic.
+partial is taken down first. It builds N nodes, one endpoint per service on the last node and
+one client on the first, and waits (bounded) until the client's vWires pass traffic.
 :func:`down` removes every process, namespace and file the lab made. :func:`status` reads the
-connections from every node's nsmgr (its monitor stream's initial state).
+connections from every node's nsmgr (its monitor stream's initial state). The topology is
+:data:`lab.topology.DEFAULT` unless one is given.
 """
 
 from __future__ import annotations
@@ -11,29 +13,24 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from google.protobuf import json_format
+from lab import network, observe
+from lab.fabric import Client, Fabric
+from lab.observe import endpoint_address, wait_for
+from lab.processes import Processes
+from lab.topology import DEFAULT, Topology
+from sdk.errors import FailedPrecondition, InvalidArgument
 
-from api.proto import connection_pb2_grpc
-from api.proto.connection_pb2 import MonitorScopeSelector
-from lab import network, processes
-from lab.topology import REGISTRY_SOCKET, STATE_DIR, Node, nodes
-from nsc.probe import Pinger
-from sdk.errors import FailedPrecondition, InvalidArgument, Unavailable
-from sdk.grpcutil import channel
-
-CONFIG = STATE_DIR / "lab.json"
-CLIENT_STATE = STATE_DIR / "nsc.json"
 FAILED_LOGS = Path("/tmp/vwire-lab-logs")
-IPV4_PREFIX = "10.60.0.0/16"
-IPV6_PREFIX = "fd00:60::/64"
+CLIENT = "nsc"
 
 Progress = Callable[[str], None]
+
+__all__ = ["LabConfig", "client_connections", "down", "endpoint_address", "ping", "status", "up"]
 
 
 @dataclass
@@ -42,35 +39,35 @@ class LabConfig:
     services: list[str] = field(default_factory=lambda: ["secure-db"])
 
 
-def _wait(what: str, ready: Callable[[], bool], seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while not ready():
-        if time.monotonic() > deadline:
-            raise Unavailable(f"the lab's {what} did not become ready within {seconds:g} s: "
-                              f"see the logs in {STATE_DIR}")
-        time.sleep(0.05)  # polling a bounded readiness check
+def _config_file(topology: Topology) -> Path:
+    return topology.state_dir / "lab.json"
 
 
-def _process_names(config: LabConfig) -> list[str]:
+def _process_names(config: LabConfig, fabric: Fabric) -> list[str]:
     names = ["registry"]
-    for node in nodes(config.nodes):
-        names += [f"{node.name}-nsmgr", f"{node.name}-forwarder"]
-    names += [f"nse-{service}" for service in config.services] + ["nsc"]
-    return names
+    for node in fabric.nodes:
+        names += [node.nsmgr_process, node.forwarder_process]
+    return names + [_endpoint_name(s, fabric) for s in config.services] + [CLIENT]
 
 
-def running(config: LabConfig) -> bool:
-    return all(processes.pid_of(name) is not None for name in _process_names(config))
+def _endpoint_name(service: str, fabric: Fabric) -> str:
+    return f"nse-{service}-{fabric.nodes[-1].name}"
 
 
-def load_config() -> LabConfig | None:
+def running(config: LabConfig, topology: Topology = DEFAULT) -> bool:
+    fabric = Fabric(topology, config.nodes)
+    return all(fabric.processes.pid_of(n) is not None for n in _process_names(config, fabric))
+
+
+def load_config(topology: Topology = DEFAULT) -> LabConfig | None:
     try:
-        return LabConfig(**json.loads(CONFIG.read_text()))
+        return LabConfig(**json.loads(_config_file(topology).read_text()))
     except (OSError, ValueError, TypeError):
         return None
 
 
-def up(config: LabConfig, progress: Progress = lambda _m: None) -> None:
+def up(config: LabConfig, progress: Progress = lambda _m: None,
+       topology: Topology = DEFAULT) -> None:
     """Build the lab (see the module docstring)."""
     if config.nodes < 1 or config.nodes > 16:
         raise InvalidArgument("nodes", f"must be 1-16 (got {config.nodes})")
@@ -79,152 +76,94 @@ def up(config: LabConfig, progress: Progress = lambda _m: None) -> None:
     for tool in ("ip", "wireguard-go"):
         if shutil.which(tool) is None:
             raise FailedPrecondition(f"{tool} is missing: run scripts/setup.sh first")
-    current = load_config()
-    if current == config and running(config):
+    if load_config(topology) == config and running(config, topology):
         progress("the lab is already up")
         return
-    down(progress)
-    node_list = nodes(config.nodes)
-    first, last = node_list[0], node_list[-1]
-    progress(f"creating {config.nodes} node namespaces joined by an underlay bridge")
-    network.build(node_list, [(first, "nsc"), *[(last, f"nse{i}") for i, _ in
-                                                 enumerate(config.services)]])
-    STATE_DIR.mkdir(parents=True, exist_ok=True)
-    CONFIG.write_text(json.dumps(asdict(config)))
+    down(progress, topology)
+    fabric = Fabric(topology, config.nodes)
     try:
-        _start_processes(config, node_list, progress)
+        asyncio.run(_build(fabric, config, progress))
     except BaseException as exc:
         shutil.rmtree(FAILED_LOGS, ignore_errors=True)
-        shutil.copytree(STATE_DIR, FAILED_LOGS, ignore=shutil.ignore_patterns("*.sock"))
+        fabric.save_logs(FAILED_LOGS)
         exc.add_note(f"the lab's logs are kept in {FAILED_LOGS}")
-        down(progress)
+        down(progress, topology)
         raise
 
 
-def _start_processes(config: LabConfig, node_list: list[Node], progress: Progress) -> None:
-    first, last = node_list[0], node_list[-1]
-    progress("starting the registry")
-    processes.start("registry", ["registry", "--listen", f"unix://{REGISTRY_SOCKET}",
-                                 "--store", "memory://"])
-    _wait("registry", REGISTRY_SOCKET.exists, 15)
-    for node in node_list:
-        progress(f"starting nsmgr and forwarder on {node.name} ({node.underlay_ip})")
-        node.dir.mkdir(parents=True, exist_ok=True)
-        processes.start(f"{node.name}-nsmgr", [
-            "nsmgr", "--name", f"nsmgr-{node.name}",
-            "--listen", f"unix://{node.nsmgr_socket}", "--listen", node.nsmgr_tcp,
-            "--insecure", "--registry", f"unix://{REGISTRY_SOCKET}",
-        ], netns=node.netns)
-        processes.start(f"{node.name}-forwarder", [
-            "forwarder", "--name", f"forwarder-{node.name}",
-            "--listen", f"unix://{node.forwarder_socket}", "--nsmgr", f"unix://{node.nsmgr_socket}",
-            "--underlay-interface", "ul0",
-        ], netns=node.netns)
-    for node in node_list:
-        _wait(f"{node.name} nsmgr", node.nsmgr_socket.exists, 20)
-        _wait(f"{node.name} forwarder", node.forwarder_socket.exists, 20)
-    for i, service in enumerate(config.services):
+async def _build(fabric: Fabric, config: LabConfig, progress: Progress) -> None:
+    first, last = fabric.nodes[0], fabric.nodes[-1]
+    progress(f"creating {config.nodes} node namespaces joined by an underlay bridge; starting "
+             "the registry, and nsmgr and forwarder on every node")
+    await fabric.up()
+    _config_file(fabric.topology).write_text(json.dumps(asdict(config)))
+    for service in config.services:
         progress(f"starting endpoint for {service} on {last.name}")
-        processes.start(f"nse-{service}", [
-            "nse", "--name", f"nse-{service}-{last.name}", "--service", service,
-            "--label", "lab=vwire", "--listen", f"unix://{last.dir / f'nse-{service}.sock'}",
-            "--nsmgr", f"unix://{last.nsmgr_socket}",
-            "--netns", f"/var/run/netns/{last.workload_netns(f'nse{i}')}",
-            "--cidr", IPV4_PREFIX, "--cidr", IPV6_PREFIX,
-        ], netns=last.workload_netns(f"nse{i}"))
-        _wait(f"endpoint {service}", (last.dir / f"nse-{service}.sock").exists, 20)
+        await fabric.add_endpoint(_endpoint_name(service, fabric), [service], last.index,
+                                  labels={"lab": "vwire"})
     progress(f"connecting a client on {first.name} to {', '.join(config.services)}")
     urls = [f"kernel://{service}/nsm{i}" for i, service in enumerate(config.services)]
-    processes.start("nsc", [
-        "nsc", *urls, "--name", f"nsc-{first.name}", "--nsmgr", f"unix://{first.nsmgr_socket}",
-        "--netns", f"/var/run/netns/{first.workload_netns('nsc')}",
-        "--state-file", str(CLIENT_STATE),
-    ], netns=first.workload_netns("nsc"))
-    _wait("client", lambda: len(client_connections()) == len(config.services), 60)
+    client = await fabric.add_client(CLIENT, first.index, urls)
     progress("checking that the vWires pass traffic")
-    client_netns = first.workload_netns("nsc")
-    for conn in client_connections():
+    for conn in client.connections():
         target = endpoint_address(conn)
 
-        def passes(address: str = target) -> bool:
-            return ping(client_netns, address)
+        async def passes(address: str = target) -> bool:
+            return await observe.ping(client.netns, address)
 
-        _wait(f"vWire to {conn.get('network_service')}", passes, 15)
+        await wait_for(f"vWire to {conn.get('network_service')}", passes, 15)
 
 
-def client_connections() -> list[dict[str, Any]]:
+def _client(topology: Topology) -> Client | None:
+    config = load_config(topology)
+    if config is None:
+        return None
+    fabric = Fabric(topology, config.nodes)
+    first = fabric.nodes[0]
+    return Client(CLIENT, f"{CLIENT}-{first.name}", first, first.workload_netns(CLIENT), (),
+                  topology.state_dir / f"{CLIENT}.json", fabric.processes.out(CLIENT))
+
+
+def client_connections(topology: Topology = DEFAULT) -> list[dict[str, Any]]:
     """The client's connections as it last reported them (JSON dicts), or []."""
-    try:
-        connections: list[dict[str, Any]] = json.loads(CLIENT_STATE.read_text())["connections"]
-    except (OSError, ValueError, KeyError):
-        return []
-    return connections
-
-
-def endpoint_address(conn: dict[str, Any]) -> str:
-    """The endpoint's first address of a connection (JSON dict)."""
-    addrs = conn.get("context", {}).get("ip_context", {}).get("dst_ip_addrs", [])
-    return str(addrs[0]).split("/")[0] if addrs else ""
+    client = _client(topology)
+    return client.connections() if client else []
 
 
 def ping(netns: str, address: str) -> bool:
-    """One ICMP echo from inside ``netns`` (a lab namespace) to ``address``, answered in 1 s."""
-    if not address:
-        return False
-
-    async def once() -> bool:
-        pinger = Pinger(f"/var/run/netns/{netns}")
-        try:
-            return await pinger.ping(address, wait=1.0)
-        finally:
-            pinger.close()
-
-    return asyncio.run(once())
+    """One ICMP echo from inside ``netns`` to ``address``, answered within 1 s (sync)."""
+    return asyncio.run(observe.ping(netns, address))
 
 
-def down(progress: Progress = lambda _m: None) -> None:
+def down(progress: Progress = lambda _m: None, topology: Topology = DEFAULT) -> None:
     """Remove everything the lab made (idempotent)."""
-    if processes.recorded() or network.namespaces():
+    if Processes(topology).recorded() or network.namespaces(topology):
         progress("stopping the lab's processes")
-    processes.stop_all()
-    removed = network.teardown()
+    removed = Fabric(topology).down()
     if removed:
         progress(f"removed {len(removed)} namespaces")
-    shutil.rmtree(STATE_DIR, ignore_errors=True)
 
 
-async def _node_connections(node: Node) -> list[dict[str, Any]]:
-    async with channel(f"unix://{node.nsmgr_socket}") as ch:
-        stub = connection_pb2_grpc.MonitorConnectionStub(ch)
-        stream = stub.MonitorConnections(MonitorScopeSelector(), timeout=5)
-        async for event in stream:
-            stream.cancel()
-            return [
-                json_format.MessageToDict(conn, preserving_proto_field_name=True)
-                for conn in event.connections.values()
-            ]
-    return []
-
-
-def status() -> dict[str, Any]:
+def status(topology: Topology = DEFAULT) -> dict[str, Any]:
     """Nodes (namespaces, sockets, process states) and the connections each nsmgr knows."""
-    config = load_config()
+    config = load_config(topology)
     if config is None:
         return {"up": False, "nodes": [], "connections": []}
-    node_list = nodes(config.nodes)
+    fabric = Fabric(topology, config.nodes)
 
     async def gather() -> list[list[dict[str, Any]]]:
         results = []
-        for node in node_list:
+        for node in fabric.nodes:
             try:
-                results.append(await _node_connections(node))
+                results.append(await observe.monitor_connections(node.nsmgr_socket))
             except Exception:
                 results.append([])
         return results
 
     per_node = asyncio.run(gather())
+    pid_of = fabric.processes.pid_of
     return {
-        "up": running(config),
+        "up": running(config, topology),
         "nodes": [
             {
                 "name": node.name,
@@ -232,16 +171,16 @@ def status() -> dict[str, Any]:
                 "underlay_ip": node.underlay_ip,
                 "nsmgr_socket": str(node.nsmgr_socket),
                 "forwarder_socket": str(node.forwarder_socket),
-                "nsmgr": processes.pid_of(f"{node.name}-nsmgr") is not None,
-                "forwarder": processes.pid_of(f"{node.name}-forwarder") is not None,
+                "nsmgr": pid_of(node.nsmgr_process) is not None,
+                "forwarder": pid_of(node.forwarder_process) is not None,
             }
-            for node in node_list
+            for node in fabric.nodes
         ],
         "connections": [
             {"node": node.name, **conn}
-            for node, conns in zip(node_list, per_node, strict=True)
+            for node, conns in zip(fabric.nodes, per_node, strict=True)
             for conn in conns
         ],
-        "client": client_connections(),
-        "client_netns": node_list[0].workload_netns("nsc"),
+        "client": client_connections(topology),
+        "client_netns": fabric.nodes[0].workload_netns(CLIENT),
     }

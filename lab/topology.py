@@ -1,27 +1,74 @@
-"""Names and addresses of everything the lab makes, derived from the node count alone.
+"""Names and addresses of everything a fabric makes, derived from a :class:`Topology`.
 
-Everything the lab creates starts with ``vwl-`` (namespaces) or lives under :data:`STATE_DIR`
-(sockets, logs, pid files), so ``lab down`` finds all of it even after a crash.
+A topology is a name prefix (every namespace it makes starts with it) and a state directory
+(sockets, logs, pid files, client state). Two topologies with different prefixes and state
+directories never clash, so tests and benchmarks build their own fabrics next to a user's lab.
+
+The user's lab (``nsmctl lab``) uses :data:`DEFAULT`: prefix ``vwl-`` and ``/var/run/vwire-lab``,
+overridable with ``VWIRE_LAB_PREFIX`` and ``VWIRE_LAB_STATE_DIR`` (the e2e test of the CLI does).
+Inside a fabric everything else (underlay subnet, ports) lives in the fabric's own namespaces, so
+it may be the same in every fabric.
 """
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-PREFIX = "vwl-"
-STATE_DIR = Path("/var/run/vwire-lab")
-UNDERLAY_NS = f"{PREFIX}ul"
+from sdk.errors import InvalidArgument
+
 UNDERLAY_BRIDGE = "br0"
 UNDERLAY_NET = "10.250.0"
 NSMGR_PORT = 5001
-REGISTRY_SOCKET = STATE_DIR / "registry.sock"
+_PREFIX_RE = re.compile(r"^[a-z][a-z0-9-]{1,30}-$")
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Where one fabric's namespaces and files live (see the module docstring)."""
+
+    prefix: str = "vwl-"
+    state_dir: Path = Path("/var/run/vwire-lab")
+
+    def __post_init__(self) -> None:
+        if not _PREFIX_RE.match(self.prefix):
+            raise InvalidArgument(
+                "prefix", f"{self.prefix!r}: use 2-31 lower-case letters, digits or '-', "
+                "ending with '-' (e.g. 'vwl-')"
+            )
+        if not self.state_dir.is_absolute():
+            raise InvalidArgument("state_dir", f"{self.state_dir}: use an absolute path")
+
+    @classmethod
+    def from_env(cls) -> Topology:
+        """The user's lab topology, with ``VWIRE_LAB_PREFIX``/``VWIRE_LAB_STATE_DIR`` applied."""
+        return cls(
+            prefix=os.environ.get("VWIRE_LAB_PREFIX", cls.prefix),
+            state_dir=Path(os.environ.get("VWIRE_LAB_STATE_DIR", str(cls.state_dir))),
+        )
+
+    @property
+    def underlay_netns(self) -> str:
+        return f"{self.prefix}ul"
+
+    @property
+    def registry_socket(self) -> Path:
+        return self.state_dir / "registry.sock"
+
+    def node(self, index: int) -> Node:
+        return Node(self, index)
+
+    def nodes(self, count: int) -> list[Node]:
+        return [Node(self, i) for i in range(1, count + 1)]
 
 
 @dataclass(frozen=True)
 class Node:
-    """One simulated node."""
+    """One simulated node of a topology."""
 
+    topology: Topology
     index: int
 
     @property
@@ -30,7 +77,7 @@ class Node:
 
     @property
     def netns(self) -> str:
-        return f"{PREFIX}{self.name}"
+        return f"{self.topology.prefix}{self.name}"
 
     @property
     def underlay_ip(self) -> str:
@@ -38,7 +85,7 @@ class Node:
 
     @property
     def dir(self) -> Path:
-        return STATE_DIR / self.name
+        return self.topology.state_dir / self.name
 
     @property
     def nsmgr_socket(self) -> Path:
@@ -52,9 +99,21 @@ class Node:
     def nsmgr_tcp(self) -> str:
         return f"tcp://{self.underlay_ip}:{NSMGR_PORT}"
 
+    @property
+    def nsmgr_process(self) -> str:
+        return f"{self.name}-nsmgr"
+
+    @property
+    def forwarder_process(self) -> str:
+        return f"{self.name}-forwarder"
+
     def workload_netns(self, role: str) -> str:
-        return f"{PREFIX}{self.name}-{role}"
+        return f"{self.topology.prefix}{self.name}-{role}"
 
 
-def nodes(count: int) -> list[Node]:
-    return [Node(i) for i in range(1, count + 1)]
+def netns_path(name: str) -> str:
+    """The file of a named network namespace."""
+    return f"/var/run/netns/{name}"
+
+
+DEFAULT = Topology.from_env()

@@ -1,0 +1,323 @@
+"""The fabric harness: N nodes with their own namespaces and processes, for the lab, tests, benches.
+
+Use::
+
+    fabric = Fabric(Topology("vwe-1234-", Path("/var/run/vwire-e2e/1234")), nodes=2)
+    try:
+        await fabric.up()                                  # underlay, registry, nsmgr+forwarder
+        await fabric.add_endpoint("nse-a", ["db"], node=2, labels={"v": "1"})
+        client = await fabric.add_client("nsc", node=1, urls=["kernel://db/nsm0"])
+        conn = client.connections()[0]
+        assert await ping(client.netns, endpoint_address(conn))
+        fabric.kill("nse-a"); ...; await fabric.restart("n1-forwarder")
+    finally:
+        fabric.down()                                      # always: processes, wg-go, namespaces
+
+Every wait is a poll with a deadline (:func:`lab.observe.wait_for`); nothing sleeps to
+synchronise. :meth:`Fabric.down` is synchronous and idempotent, so it can run in any finalizer,
+and removes the processes, stray ``wireguard-go`` (and their UAPI sockets), the topology's
+namespaces and its state directory.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from api.proto.registry_pb2 import NetworkService, NetworkServiceEndpoint
+from lab import network
+from lab.observe import accepts, monitor_connections, registered, wait_for
+from lab.processes import Processes
+from lab.topology import Node, Topology, netns_path
+from sdk.chain import CallContext
+from sdk.errors import FabricError, InvalidArgument
+from sdk.grpcutil import channel
+from sdk.registry.client import RemoteRegistry
+from sdk.registry.core import RegistryChain
+from sdk.registry.kinds import SERVICE
+
+DEFAULT_CIDRS = ("10.60.0.0/16", "fd00:60::/64")
+FORWARDER_SERVICE = "forwarder"  # nsmgr answers finds for this service with its forwarders
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A reference endpoint (``python -m nse``) running in its own namespace on a node."""
+
+    name: str
+    node: Node
+    services: tuple[str, ...]
+    netns: str
+    socket: Path
+
+
+@dataclass(frozen=True)
+class Client:
+    """A reference client (``python -m nsc``) running in its own namespace on a node."""
+
+    process: str
+    name: str
+    node: Node
+    netns: str
+    urls: tuple[str, ...]
+    state_file: Path
+    out_file: Path
+
+    def connections(self) -> list[dict[str, Any]]:
+        """The client's connections as it last reported them (JSON dicts), or []."""
+        try:
+            found: list[dict[str, Any]] = json.loads(self.state_file.read_text())["connections"]
+        except (OSError, ValueError, KeyError):
+            return []
+        return found
+
+    def connection(self, service: str | None = None) -> dict[str, Any]:
+        """The connection to ``service`` (default: the only one); {} if there is none."""
+        for conn in self.connections():
+            if service is None or conn.get("network_service") == service:
+                return conn
+        return {}
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every connection version the client printed on stdout, in order."""
+        try:
+            lines = self.out_file.read_text().splitlines()
+        except OSError:
+            return []
+        return [json.loads(line) for line in lines if line.startswith("{")]
+
+
+class Fabric:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        topology: Topology,
+        nodes: int = 2,
+        *,
+        token_lifetime: float | None = None,
+        select_policy: str | None = None,
+        log_level: str = "info",
+        ready_timeout: float = 30.0,
+    ) -> None:
+        if not 1 <= nodes <= 16:
+            raise InvalidArgument("nodes", f"must be 1-16 (got {nodes})")
+        self.topology = topology
+        self.nodes = topology.nodes(nodes)
+        self.processes = Processes(topology)
+        self.token_lifetime = token_lifetime
+        self.select_policy = select_policy
+        self.log_level = log_level
+        self.ready_timeout = ready_timeout
+        self.endpoints: dict[str, Endpoint] = {}
+        self.clients: dict[str, Client] = {}
+
+    @property
+    def registry_url(self) -> str:
+        return f"unix://{self.topology.registry_socket}"
+
+    def node(self, index: int) -> Node:
+        """Node ``index`` (1-based)."""
+        if not 1 <= index <= len(self.nodes):
+            raise InvalidArgument("node", f"{index} is not a node (1-{len(self.nodes)})")
+        return self.nodes[index - 1]
+
+    # -- bring-up -------------------------------------------------------------------------------
+
+    async def up(self) -> None:
+        """Namespaces and underlay, the registry, and nsmgr + forwarder on every node (ready)."""
+        self.down()
+        self.topology.state_dir.mkdir(parents=True, exist_ok=True)
+        network.build(self.topology, self.nodes)
+        self.processes.start("registry", [
+            "registry", "--listen", self.registry_url, "--store", "memory://",
+            "--log-level", self.log_level,
+        ])
+        await self._wait_socket("registry", self.topology.registry_socket)
+        for node in self.nodes:
+            node.dir.mkdir(parents=True, exist_ok=True)
+            self._start_nsmgr(node)
+            self._start_forwarder(node)
+        for node in self.nodes:
+            await self._wait_node(node)
+
+    def _lifetime_args(self) -> list[str]:
+        if self.token_lifetime is None:
+            return []
+        return ["--token-lifetime", str(self.token_lifetime)]
+
+    def _start_nsmgr(self, node: Node) -> None:
+        policy = ["--select-policy", self.select_policy] if self.select_policy else []
+        self.processes.start(node.nsmgr_process, [
+            "nsmgr", "--name", f"nsmgr-{node.name}",
+            "--listen", f"unix://{node.nsmgr_socket}", "--listen", node.nsmgr_tcp,
+            "--insecure", "--registry", self.registry_url, "--log-level", self.log_level,
+            *self._lifetime_args(), *policy,
+        ], netns=node.netns)
+
+    def _start_forwarder(self, node: Node) -> None:
+        self.processes.start(node.forwarder_process, [
+            "forwarder", "--name", f"forwarder-{node.name}",
+            "--listen", f"unix://{node.forwarder_socket}", "--nsmgr", f"unix://{node.nsmgr_socket}",
+            "--underlay-interface", "ul0", "--log-level", self.log_level, *self._lifetime_args(),
+        ], netns=node.netns)
+
+    async def _wait_socket(self, process: str, path: Path) -> None:
+        async def ready() -> bool:
+            if self.processes.pid_of(process) is None:
+                raise FabricError(f"{process} exited: see {self.processes.log(process)}")
+            return accepts(path)
+
+        await wait_for(f"{process} listening on {path}", ready, self.ready_timeout)
+
+    async def _wait_node(self, node: Node) -> None:
+        await self._wait_socket(node.nsmgr_process, node.nsmgr_socket)
+        await self._wait_socket(node.forwarder_process, node.forwarder_socket)
+
+        async def forwarder_registered() -> bool:
+            return await registered(
+                f"unix://{node.nsmgr_socket}",
+                NetworkServiceEndpoint(name=f"forwarder-{node.name}",
+                                       network_service_names=[FORWARDER_SERVICE]),
+            )
+
+        await wait_for(f"forwarder-{node.name} registered with its nsmgr", forwarder_registered,
+                       self.ready_timeout)
+
+    async def add_endpoint(
+        self,
+        name: str,
+        services: Sequence[str],
+        node: int,
+        *,
+        labels: Mapping[str, str] | None = None,
+        cidrs: Sequence[str] = DEFAULT_CIDRS,
+        netns_role: str | None = None,
+    ) -> Endpoint:
+        """Start a reference endpoint on ``node`` and wait until the registry has it."""
+        where = self.node(node)
+        netns = where.workload_netns(netns_role or name)
+        network.add_netns(netns)
+        endpoint = Endpoint(name, where, tuple(services), netns, where.dir / f"{name}.sock")
+        args = ["nse", "--name", name, "--listen", f"unix://{endpoint.socket}",
+                "--nsmgr", f"unix://{where.nsmgr_socket}", "--netns", netns_path(netns),
+                "--log-level", self.log_level]
+        args += [arg for s in services for arg in ("--service", s)]
+        args += [arg for k, v in (labels or {}).items() for arg in ("--label", f"{k}={v}")]
+        args += [arg for c in cidrs for arg in ("--cidr", c)]
+        self.processes.start(name, args, netns=netns)
+        self.endpoints[name] = endpoint
+        await self.wait_endpoint(name)
+        return endpoint
+
+    async def wait_endpoint(self, name: str) -> None:
+        """Wait until endpoint ``name`` serves and is registered."""
+        endpoint = self.endpoints[name]
+        await self._wait_socket(name, endpoint.socket)
+
+        async def known() -> bool:
+            return await registered(self.registry_url, NetworkServiceEndpoint(name=name))
+
+        await wait_for(f"endpoint {name} registered", known, self.ready_timeout)
+
+    async def add_client(
+        self,
+        process: str,
+        node: int,
+        urls: Sequence[str],
+        *,
+        lifetime: float | None = None,
+        wait: bool = True,
+        extra: Sequence[str] = (),
+    ) -> Client:
+        """Start a reference client on ``node`` in namespace ``<node>-<process>``; with ``wait``
+        wait until it reports one connection per URL."""
+        where = self.node(node)
+        netns = where.workload_netns(process)
+        network.add_netns(netns)
+        client = Client(process, f"{process}-{where.name}", where, netns, tuple(urls),
+                        self.topology.state_dir / f"{process}.json",
+                        self.processes.out(process))
+        args = ["nsc", *urls, "--name", client.name, "--nsmgr", f"unix://{where.nsmgr_socket}",
+                "--netns", netns_path(netns), "--state-file", str(client.state_file),
+                "--log-level", self.log_level, *extra]
+        if lifetime is not None:
+            args += ["--lifetime", str(lifetime)]
+        self.processes.start(process, args, netns=netns)
+        self.clients[process] = client
+        if wait:
+            await self.wait_client(process)
+        return client
+
+    async def wait_client(self, process: str) -> None:
+        """Wait until a client reports one connection per URL."""
+        client = self.clients[process]
+
+        async def connected() -> bool:
+            if self.processes.pid_of(process) is None:
+                raise FabricError(f"client {process} exited: see {self.processes.log(process)}")
+            return len(client.connections()) == len(client.urls)
+
+        await wait_for(f"client {process} connected", connected, self.ready_timeout)
+
+    async def register_service(self, service: NetworkService) -> None:
+        """Create or replace a NetworkService record in the registry (e.g. with matches)."""
+        async with channel(self.registry_url) as ch:
+            chain: RegistryChain[NetworkService] = RegistryChain([RemoteRegistry(SERVICE, ch)])
+            await chain.register(service, CallContext.with_timeout(5.0))
+
+    # -- faults ---------------------------------------------------------------------------------
+
+    def kill(self, process: str) -> int:
+        """SIGKILL a process (and its group); returns its pid once it is gone."""
+        return self.processes.kill(process)
+
+    async def restart(self, process: str) -> None:
+        """Start a process again with its command and wait until it is ready."""
+        self.processes.restart(process)
+        for node in self.nodes:
+            if process == node.nsmgr_process:
+                await self._wait_socket(process, node.nsmgr_socket)
+                return
+            if process == node.forwarder_process:
+                await self._wait_node(node)
+                return
+        if process in self.endpoints:
+            await self.wait_endpoint(process)
+        elif process in self.clients:
+            await self.wait_client(process)
+
+    # -- inspection -----------------------------------------------------------------------------
+
+    async def nsmgr_connections(self) -> dict[str, list[dict[str, Any]]]:
+        """Per node name, the connections its nsmgr's monitor shows."""
+        return {n.name: await monitor_connections(n.nsmgr_socket) for n in self.nodes}
+
+    def vwire_links(self) -> dict[str, list[str]]:
+        """Per namespace of the fabric, the vWire interfaces in it (only non-empty ones)."""
+        found = {ns: network.vwire_links(ns) for ns in network.namespaces(self.topology)}
+        return {ns: links for ns, links in found.items() if links}
+
+    def wireguard_processes(self) -> dict[int, str]:
+        """wireguard-go daemons running in the fabric's namespaces: pid → interface."""
+        return self.processes.stray_wireguard()
+
+    # -- teardown -------------------------------------------------------------------------------
+
+    def save_logs(self, dest: Path) -> None:
+        """Copy the logs and outputs (not sockets) to ``dest``."""
+        if self.topology.state_dir.exists():
+            shutil.copytree(self.topology.state_dir, dest, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("*.sock"))
+
+    def down(self, grace: float = 5.0) -> list[str]:
+        """Remove every process, wireguard-go, namespace and file of the fabric (idempotent);
+        returns the namespaces removed."""
+        self.processes.stop_all(grace)
+        removed = network.teardown(self.topology)
+        shutil.rmtree(self.topology.state_dir, ignore_errors=True)
+        return removed
