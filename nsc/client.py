@@ -139,7 +139,9 @@ class VWireClient:
         start = time.monotonic()
         for attempt, pause in enumerate(delays(1_000_000, 0.05, 1.0)):
             try:
-                await self._send(RESELECT_REQUESTED if reselect and attempt == 0 else UP)
+                # DOWN asks nsmgr to rebuild the path (same endpoint if it still works);
+                # RESELECT_REQUESTED also asks for another endpoint.
+                await self._send(RESELECT_REQUESTED if reselect and attempt == 0 else DOWN)
             except InvalidArgument:
                 raise  # e.g. the namespace is gone: retrying cannot help, give up
             except FabricError as exc:

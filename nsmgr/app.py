@@ -10,6 +10,8 @@ Liveness: every local forwarder and endpoint is watched through its gRPC connect
 (:mod:`nsmgr.watchdog`). A dead forwarder is dropped and its connections are announced DOWN on
 the monitor stream (clients heal by re-requesting); a dead endpoint is unregistered and its
 connections are closed here, so the data plane they used is removed and clients reselect.
+Losses on other nodes are followed through their nsmgrs' monitor streams
+(:mod:`nsmgr.upstream`) and announced DOWN here, so clients heal at once.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from nsmgr.endpoints import LocalEndpoints
 from nsmgr.forwarders import LocalForwarders
 from nsmgr.route import Route
 from nsmgr.settings import NsmgrSettings
+from nsmgr.upstream import RemoteLossWatch
 from nsmgr.watchdog import PeerWatch
 from sdk.channels import ChannelPool
 from sdk.errors import FabricError, InvalidArgument
@@ -58,12 +61,11 @@ class Nsmgr:
         self.config = config
         self.name = config.name or f"nsmgr-{socket.gethostname()}"
         self.addresses = [parse_address(url, "listen") for url in config.listen]
-        tcp = [a for a in self.addresses if a.scheme == "tcp"]
-        self.advertise = config.advertise or (f"tcp://{tcp[0].target}" if tcp else "")
-        if not self.advertise:
+        if not config.advertise and not any(a.scheme == "tcp" for a in self.addresses):
             raise InvalidArgument(
                 "advertise", "give a TCP listener or an advertised URL for other nodes to use"
             )
+        self.advertise = config.advertise  # else the first TCP listener, once bound
         self.pool = ChannelPool()
         registry_channel = self.pool.get(config.registry)
         self.services_upstream: RegistryChain[NetworkService] = RegistryChain(
@@ -116,16 +118,20 @@ class Nsmgr:
         )
         self.timeout.bind(self.chain.run_close)
         self.watch = PeerWatch(self.pool)
+        self.remote_losses = RemoteLossWatch(self.pool, self.monitor)
+        self.route.on_remote = self.remote_losses.follow
         self.forwarders.on_change = self._forwarder_changed
         self.local_endpoints.on_change = self._endpoint_changed
         self._server: grpc.aio.Server | None = None
         self.bound: list[ListenAddress] = []
 
     def _forwarder_changed(self, name: str, url: str | None) -> None:
-        if url is None:
-            self.watch.unwatch(f"forwarder/{name}")
-        else:
+        if url is not None:
             self.watch.watch(f"forwarder/{name}", url, self._peer_died)
+            return
+        self.watch.unwatch(f"forwarder/{name}")  # unregistered or dead: its vWires are gone
+        down = self.monitor.mark_down(lambda c: any(s.name == name for s in c.path.path_segments))
+        _log.warning("forwarder gone", forwarder=name, connections_down=len(down))
 
     def _endpoint_changed(self, name: str, url: str | None) -> None:
         if url is None:
@@ -136,11 +142,7 @@ class Nsmgr:
     def _peer_died(self, key: str) -> None:
         kind, _, name = key.partition("/")
         if kind == "forwarder":
-            self.forwarders.remove(name)
-            down = self.monitor.mark_down(
-                lambda c: any(s.name == name for s in c.path.path_segments)
-            )
-            _log.warning("forwarder died", forwarder=name, connections_down=len(down))
+            self.forwarders.remove(name)  # announces its connections DOWN (_forwarder_changed)
             return
         self.local_endpoints.forget(name)
         self.breaker.record_failure(name)
@@ -176,12 +178,16 @@ class Nsmgr:
         await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
         self.bound = await serve(server, self.addresses, self.config.insecure)
         self._server = server
+        if not self.advertise:
+            self.advertise = next(f"tcp://{a.target}" for a in self.bound if a.scheme == "tcp")
+        self.local_endpoints.advertise_url = self.advertise
         _log.info("nsmgr serving", name=self.name, advertise=self.advertise,
                   listen=[a.url for a in self.bound], registry=self.config.registry)
 
     async def stop(self, grace: float = 1.0) -> None:
         self.monitor.end_all()
         await self.watch.close()
+        await self.remote_losses.close()
         await self.timeout.stop()
         if self._server is not None:
             await stop(self._server, self.bound, grace)

@@ -23,6 +23,7 @@ for a request that failed. Place it last before ``Connect``.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import structlog
 
@@ -82,6 +83,7 @@ class Route(NetworkServiceElement):
         self.forwarders = forwarders
         self.attempts = attempts
         self.load: dict[str, int] = {}
+        self.on_remote: Callable[[str], None] | None = None  # told of every remote nsmgr used
 
     async def _endpoint_url(self, name: str) -> str:
         async for event in self.endpoints_registry.find(
@@ -112,7 +114,10 @@ class Route(NetworkServiceElement):
         request.mechanism_preferences.extend(kept)
         next.ctx.metadata[TARGET] = target
         next.ctx.values[CLIENT_URL] = target
-        return await next.request(request)
+        reply = await next.request(request)
+        if not local_url and self.on_remote is not None:
+            self.on_remote(target)
+        return reply
 
     def _usable(self, metadata: dict[str, object], conn: Connection) -> bool:
         forwarder = metadata.get(FORWARDER)
@@ -124,8 +129,8 @@ class Route(NetworkServiceElement):
 
     async def _close_old_path(self, conn: Connection, next: NSCursor) -> None:
         target = next.ctx.metadata.get(TARGET)
-        if not isinstance(target, str):
-            return
+        if not isinstance(target, str) or len(conn.path.path_segments) <= conn.path.index + 1:
+            return  # nothing was built downstream
         old = Connection()
         old.CopyFrom(conn)
         next.ctx.values[CLIENT_URL] = target
@@ -142,19 +147,15 @@ class Route(NetworkServiceElement):
         if conn.state == RESELECT_REQUESTED and chose and conn.network_service_endpoint_name:
             self.chooser.breaker.record_failure(conn.network_service_endpoint_name)
             excluded.add(conn.network_service_endpoint_name)
-        if md and not self._usable(md, conn):
-            await self._close_old_path(conn, next)
-            md.pop(FORWARDER, None)
-            truncate_after_self(conn)
-        if excluded:
             conn.network_service_endpoint_name = ""
+        if md and not self._usable(md, conn):
+            await self._rebuild(conn, next)
         if not chose and not conn.network_service_endpoint_name:
             raise InvalidArgument(
                 "connection.network_service_endpoint_name",
                 "a request from another node must name the endpoint chosen for it",
             )
         pauses = list(delays(self.attempts, 0.05, 0.5))
-        last_error: FabricError | None = None
         for attempt in range(self.attempts):
             if chose and not conn.network_service_endpoint_name:
                 endpoint = await self._choose(conn, excluded)
@@ -168,7 +169,6 @@ class Route(NetworkServiceElement):
             try:
                 reply = await next.request(request)
             except FabricError as exc:
-                last_error = exc
                 if not chose or isinstance(exc, CLIENT_FAULTS):
                     raise  # another endpoint would not help; nor is this one to blame
                 failed = conn.network_service_endpoint_name
@@ -176,31 +176,40 @@ class Route(NetworkServiceElement):
                 excluded.add(failed)
                 _log.warning("request failed, choosing another endpoint", endpoint=failed,
                              attempt=attempt + 1, error=str(exc))
+                await self._rebuild(conn, next)
                 conn.network_service_endpoint_name = ""
-                truncate_after_self(conn)
                 remaining = next.ctx.remaining()
-                pause = pauses[attempt] if attempt < len(pauses) else 0.0
+                pause = pauses[attempt]
                 if attempt + 1 == self.attempts or (remaining is not None and remaining < pause):
-                    break
+                    raise
                 await asyncio.sleep(pause)  # back-off before the next attempt, not a sync wait
                 continue
             if chose:
                 self.chooser.breaker.record_success(reply.network_service_endpoint_name)
-            if md.get(ENDPOINT) != reply.network_service_endpoint_name:
-                old = md.get(ENDPOINT)
-                if isinstance(old, str):
-                    self.load[old] = max(0, self.load.get(old, 1) - 1)
-                self.load[reply.network_service_endpoint_name] = (
-                    self.load.get(reply.network_service_endpoint_name, 0) + 1
-                )
+            self._count(md.get(ENDPOINT), reply.network_service_endpoint_name)
             md.update({
                 ENDPOINT: reply.network_service_endpoint_name,
                 FORWARDER: forwarder,
                 TARGET: url,
             })
             return reply
-        assert last_error is not None
-        raise last_error
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _count(self, old: object, new: str) -> None:
+        """Keep the per-endpoint connection counts (least-connections) up to date."""
+        if old == new:
+            return
+        if isinstance(old, str):
+            self.load[old] = max(0, self.load.get(old, 1) - 1)
+        self.load[new] = self.load.get(new, 0) + 1
+
+    async def _rebuild(self, conn: Connection, next: NSCursor) -> None:
+        """Close what this connection had downstream (best effort) and forget the path after
+        this hop, so the next attempt builds a fresh one with new ids."""
+        await self._close_old_path(conn, next)
+        next.ctx.metadata.pop(TARGET, None)
+        next.ctx.metadata.pop(FORWARDER, None)
+        truncate_after_self(conn)
 
     async def _choose(self, conn: Connection, excluded: set[str]) -> NetworkServiceEndpoint:
         """An endpoint other than the excluded ones when there is one; otherwise (the failure

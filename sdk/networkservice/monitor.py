@@ -3,7 +3,8 @@
 Contract of the element: after each successful request it records the connection as returned
 at this hop and announces it (``UPDATE``); after a close it announces ``DELETE``. ``mark_down``
 lets the process announce that connections lost a downstream component (state ``DOWN``), so
-clients heal without waiting for their own checks. Place it right after ``UpdatePath``/``Timeout``.
+clients heal without waiting for their own checks; connections being closed are left alone.
+Place it right after ``UpdatePath``/``Timeout``.
 
 The service streams, per ``MonitorConnections(selector)`` call: first ``INITIAL_STATE_TRANSFER``
 with every matching connection, then ``UPDATE``/``DELETE`` events as they happen. A connection
@@ -47,6 +48,7 @@ class Monitor(NetworkServiceElement):
 
     def __init__(self) -> None:
         self.connections: dict[str, Connection] = {}
+        self._closing: set[str] = set()
         self._subscribers: set[asyncio.Queue[ConnectionEvent | None]] = set()
 
     def _publish(self, kind: ConnectionEventType.ValueType, conn: Connection) -> None:
@@ -64,9 +66,11 @@ class Monitor(NetworkServiceElement):
         return conn
 
     async def close(self, conn: Connection, next: NSCursor) -> None:
+        self._closing.add(conn.id)
         try:
             await next.close(conn)
         finally:
+            self._closing.discard(conn.id)
             gone = self.connections.pop(conn.id, None)
             self._publish(DELETE, gone or conn)
 
@@ -74,7 +78,7 @@ class Monitor(NetworkServiceElement):
         """Announce state DOWN for every connection ``affected`` selects; returns their ids."""
         ids = []
         for conn in self.connections.values():
-            if affected(conn) and conn.state != DOWN:
+            if conn.id not in self._closing and affected(conn) and conn.state != DOWN:
                 conn.state = DOWN
                 self._publish(UPDATE, conn)
                 ids.append(conn.id)

@@ -1,0 +1,64 @@
+"""An in-memory WireGuard backend for tests, on top of :class:`forwarder.kernel.FakeKernel`.
+
+:class:`FakeWireGuard` implements :class:`forwarder.wireguard.WireGuardBackend`: an interface is a
+``tun`` link in the fake kernel, peers are remembered, stats report a recent handshake, and
+``fail`` names a step (create, move, set_peer) that raises ``DataplaneError`` to test rollback.
+"""
+
+from __future__ import annotations
+
+import time
+
+from forwarder.kernel import FakeKernel, Netns
+from forwarder.wireguard.model import WgPeer, WgPeerStats
+from sdk.errors import DataplaneError
+
+
+class FakeWireGuard:
+    """Stands in for a WireGuardBackend: a "tun" link in the fake kernel plus remembered peers."""
+
+    kind = "fake"
+
+    def __init__(self, kernel: FakeKernel) -> None:
+        self.kernel = kernel
+        self.where: dict[str, Netns] = {}
+        self.peers: dict[str, dict[str, WgPeer]] = {}
+        self.fail: str | None = None
+
+    def _maybe_fail(self, step: str) -> None:
+        if self.fail == step:
+            raise DataplaneError(f"injected failure in wireguard {step}")
+
+    async def create(
+        self, ifname: str, underlay_netns: str | None, private_key: str, listen_port: int
+    ) -> int:
+        self._maybe_fail("create")
+        self.kernel.add_link(underlay_netns, ifname, "tun", mtu=1420)
+        self.where[ifname] = underlay_netns
+        self.peers[ifname] = {}
+        return listen_port or 51999
+
+    async def move(self, ifname: str, underlay_netns: str | None, target_netns: str) -> None:
+        self._maybe_fail("move")
+        await self.kernel.move_link(self.where[ifname], ifname, target_netns)
+        self.where[ifname] = target_netns
+
+    async def set_peer(self, ifname: str, peer: WgPeer) -> None:
+        self._maybe_fail("set_peer")
+        self.peers[ifname][peer.public_key] = peer
+
+    async def remove_peer(self, ifname: str, public_key: str) -> None:
+        self.peers[ifname].pop(public_key, None)
+
+    async def stats(self, ifname: str) -> list[WgPeerStats]:
+        return [WgPeerStats(k, 5, 6, time.time() - 3) for k in self.peers[ifname]]
+
+    async def delete(self, ifname: str) -> None:
+        # Like stopping wireguard-go: the TUN goes away whatever it is called now.
+        if ifname not in self.where:
+            return
+        netns = self.where.pop(ifname)
+        self.peers.pop(ifname, None)
+        for link in await self.kernel.list_links(netns):
+            if link.name == ifname or (link.alias or "").endswith(f"wg={ifname}"):
+                await self.kernel.delete_link(netns, link.name)
