@@ -21,6 +21,7 @@ import structlog
 
 from sdk import errors
 from sdk.chain import CallContext
+from sdk.security.peer import peer_spiffe_id
 
 _log = structlog.get_logger("sdk.grpc")
 
@@ -83,9 +84,12 @@ def parse_address(url: str, field: str = "address") -> ListenAddress:
 
 
 def call_context(context: grpc.aio.ServicerContext[Any, Any]) -> CallContext:
-    """A chain CallContext carrying the RPC's deadline and peer."""
+    """A chain CallContext carrying the RPC's deadline and peer (the SPIFFE ID of an mTLS
+    caller, else the transport address)."""
     remaining = context.time_remaining()
-    return CallContext.with_timeout(remaining, peer=context.peer() or "")
+    return CallContext.with_timeout(
+        remaining, peer=peer_spiffe_id(context) or context.peer() or ""
+    )
 
 
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: Exception) -> None:
@@ -140,16 +144,22 @@ def fabric_error(exc: grpc.aio.AioRpcError) -> errors.FabricError:
 
 
 async def serve(
-    server: grpc.aio.Server, addresses: list[ListenAddress], insecure_tcp: bool
+    server: grpc.aio.Server,
+    addresses: list[ListenAddress],
+    insecure_tcp: bool,
+    credentials: grpc.ServerCredentials | None = None,
 ) -> list[ListenAddress]:
     """Bind every address and start ``server``; returns the addresses with actual TCP ports.
 
     Unix sockets get their parent directory created, a stale socket file replaced and mode 0660.
-    TCP needs ``insecure_tcp`` until mTLS exists (the caller says so loudly).
+    TCP uses ``credentials`` (mTLS, see :func:`sdk.security.tls.server_credentials`) when given,
+    else needs ``insecure_tcp`` (the caller says so loudly).
     """
-    if not insecure_tcp and (tcp := [a for a in addresses if a.scheme == "tcp"]):
+    if credentials is None and not insecure_tcp and (
+        tcp := [a for a in addresses if a.scheme == "tcp"]
+    ):
         raise errors.FailedPrecondition(
-            f"{tcp[0].url}: TCP listeners need mTLS, which is not available yet; "
+            f"{tcp[0].url}: TCP listeners need mTLS credentials; "
             "pass --insecure to serve plain TCP for development"
         )
     bound: list[ListenAddress] = []
@@ -161,6 +171,9 @@ async def serve(
                 bound.append(address)
                 if not server.add_insecure_port(address.target):
                     raise errors.Unavailable(f"{address.url}: cannot bind the socket")
+            elif credentials is not None:
+                port = server.add_secure_port(address.target, credentials)
+                bound.append(ListenAddress(address.url, "tcp", host=address.host, port=port))
             else:
                 port = server.add_insecure_port(address.target)
                 bound.append(ListenAddress(address.url, "tcp", host=address.host, port=port))
