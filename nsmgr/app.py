@@ -1,7 +1,7 @@
 """The nsmgr process: assembles its chains and serves them on a unix socket and on TCP.
 
-NetworkService chain: ``UpdatePath → Begin → Metadata → Timeout → Monitor → SetExpiry → Route →
-Connect``. Registry chains (for local endpoints, forwarders and NSM clients):
+NetworkService chain: ``DefaultDeadline → UpdatePath → Begin → Metadata → Timeout → Monitor →
+SetExpiry → Route → Connect``. Registry chains (for local endpoints, forwarders and NSM clients):
 ``Validate → LocalForwarders → LocalEndpoints → RemoteRegistry`` for endpoints,
 ``Validate → RemoteRegistry`` for services. Also served: ``connection.MonitorConnection`` and
 gRPC health.
@@ -38,6 +38,7 @@ from sdk.grpcutil import ListenAddress, parse_address, serve, stop
 from sdk.networkservice.begin import Begin
 from sdk.networkservice.client import Connect
 from sdk.networkservice.core import NetworkServiceChain
+from sdk.networkservice.deadline import DefaultDeadline
 from sdk.networkservice.expiry import SetExpiry
 from sdk.networkservice.metadata import Metadata
 from sdk.networkservice.monitor import Monitor, add_monitor
@@ -105,6 +106,7 @@ class Nsmgr:
         self.timeout = Timeout()
         self.chain = NetworkServiceChain(
             [
+                DefaultDeadline(config.request_timeout),
                 UpdatePath(self.name),
                 Begin(),
                 Metadata(),

@@ -5,15 +5,29 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from registry.settings import PREFIX, RegistrySettings
+import pytest
+
+from forwarder.settings import PREFIX as FORWARDER
+from forwarder.settings import ForwarderSettings
+from nse.settings import PREFIX as NSE
+from nse.settings import NseSettings
+from nsmgr.settings import PREFIX as NSMGR
+from nsmgr.settings import NsmgrSettings
+from registry.settings import PREFIX as REGISTRY
+from registry.settings import RegistrySettings
 from sdk import settings
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
 
 
-def test_every_registry_setting_is_in_the_readme() -> None:
-    for variable, _, _ in settings.describe(RegistrySettings, PREFIX):
+@pytest.mark.parametrize(
+    ("cls", "prefix"),
+    [(RegistrySettings, REGISTRY), (NsmgrSettings, NSMGR), (ForwarderSettings, FORWARDER),
+     (NseSettings, NSE)],
+)
+def test_every_setting_is_in_the_readme(cls: type, prefix: str) -> None:
+    for variable, _, _ in settings.describe(cls, prefix):
         assert f"`{variable}`" in README, f"{variable} is missing from README.md"
 
 
