@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import tempfile
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
 from api.proto.connection_pb2 import Connection
 from api.proto.registry_pb2 import Destination, Match, NetworkService
+from nsc.client import VWireClient
 from sdk.errors import NotFound
 from tests.integration.fabric import Fabric, FakeNode
 
@@ -26,6 +27,16 @@ async def fabric() -> AsyncIterator[Fabric]:
             yield fab
         finally:
             await fab.stop()
+
+
+async def changes(client: VWireClient, done: Callable[[], Awaitable[bool]]) -> None:
+    """Wait (bounded) until ``done()`` holds; re-check whenever the client's connection changes."""
+    changed = asyncio.Event()
+    client.on_change = lambda _conn: changed.set()
+    async with asyncio.timeout(WAIT):
+        while not await done():
+            await changed.wait()
+            changed.clear()
 
 
 def hops(conn: Connection) -> list[str]:
@@ -96,10 +107,13 @@ async def test_refresh_keeps_the_connection_past_several_lifetimes() -> None:
             first = await client.connect()
             keeper = asyncio.create_task(client.run(probe=False))
             versions: list[Connection] = []
-            client.on_change = versions.append
-            async with asyncio.timeout(WAIT):
-                while len(versions) < 6:  # a refresh every lifetime/3: > 2 lifetimes
-                    await asyncio.sleep(0.05)
+
+            async def six_refreshes() -> bool:  # a refresh every lifetime/3: > 2 lifetimes
+                if client.connection is not None and client.connection not in versions[-1:]:
+                    versions.append(client.connection)
+                return len(versions) > 6
+
+            await changes(client, six_refreshes)
             keeper.cancel()
             await asyncio.gather(keeper, return_exceptions=True)
             assert {v.id for v in versions} == {first.id}
@@ -120,9 +134,11 @@ async def test_reselect_moves_the_connection_to_another_endpoint(fabric: Fabric)
     keeper = asyncio.create_task(client.run(probe=False))
     try:
         client.heal_now(reselect=True)
-        async with asyncio.timeout(WAIT):
-            while client.heals == 0:
-                await asyncio.sleep(0.02)
+
+        async def healed() -> bool:
+            return client.heals > 0
+
+        await changes(client, healed)
         assert client.connection is not None
         assert client.connection.network_service_endpoint_name != (
             first.network_service_endpoint_name
@@ -148,9 +164,11 @@ async def test_endpoint_death_heals_to_another_endpoint(fabric: Fabric) -> None:
     try:
         await doomed.stop()
         fabric.endpoints.remove(doomed)
-        async with asyncio.timeout(WAIT):
-            while client.connection.network_service_endpoint_name != "nse-spare":
-                await asyncio.sleep(0.02)
+        async def moved() -> bool:
+            return (client.connection is not None
+                    and client.connection.network_service_endpoint_name == "nse-spare")
+
+        await changes(client, moved)
         assert await links(n2, "/var/run/netns/n2-nse-doomed") == []
     finally:
         keeper.cancel()
@@ -196,9 +214,10 @@ async def test_forwarder_restart_heals_the_connection(fabric: Fabric) -> None:
         await n1.forwarder.stop()  # removes its vWires, like a crash followed by the start sweep
         assert await links(n1, client.mechanism.netns_url) == []
         await n1.start_forwarder()
-        async with asyncio.timeout(WAIT):
-            while client.heals == 0 or await links(n1, client.mechanism.netns_url) != ["nsm0"]:
-                await asyncio.sleep(0.02)
+        async def rebuilt() -> bool:
+            return client.heals > 0 and await links(n1, client.mechanism.netns_url) == ["nsm0"]
+
+        await changes(client, rebuilt)
         assert client.connection is not None
         assert client.connection.network_service_endpoint_name == "nse-b"
         assert client.connection.path.path_segments[0].id == first.path.path_segments[0].id
