@@ -79,8 +79,8 @@ def main() -> int:
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         generate(Path(tmp))
-        for stale in _generated_names(PROTO_DIR):
-            (PROTO_DIR / stale).unlink()
+        for old in _generated_names(PROTO_DIR):
+            (PROTO_DIR / old).unlink()
         for path in (Path(tmp) / "api" / "proto").iterdir():
             shutil.copy2(path, PROTO_DIR / path.name)
             print(f"wrote api/proto/{path.name}")

@@ -7,9 +7,8 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 
 step() { printf '\n==> %s\n' "$*"; }
-step "ruff (lint and format)"
+step "ruff"
 .venv/bin/ruff check .
-.venv/bin/ruff format --check . >/dev/null || { .venv/bin/ruff format --check .; exit 1; }
 step "mypy (strict)"
 .venv/bin/mypy .
 step "generated protobuf code"
