@@ -3,26 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import signal
 import sys
 
 from nse.app import Endpoint
 from nse.settings import PREFIX, NseSettings
-from sdk import log, settings
-from sdk.errors import FabricError
+from sdk import service
 
 
 def _parser() -> argparse.ArgumentParser:
-    epilog = "environment:\n" + "\n".join(
-        f"  {name:<28} {text} (default: {default})"
-        for name, default, text in settings.describe(NseSettings, PREFIX)
-    )
-    parser = argparse.ArgumentParser(
-        prog="python -m nse",
-        description="Provide network services: point-to-point addresses over vWires.",
-        epilog=epilog,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = service.parser(
+        "python -m nse", "Provide network services: point-to-point addresses over vWires.",
+        NseSettings, PREFIX,
     )
     parser.add_argument("--name")
     parser.add_argument("--service", dest="services", action="append", help="repeatable")
@@ -42,27 +33,11 @@ def _parser() -> argparse.ArgumentParser:
 
 async def run(config: NseSettings) -> None:
     endpoint = Endpoint(config)
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
-    await endpoint.start()
-    try:
-        await stopping.wait()
-    finally:
-        await endpoint.stop()
+    await service.until_signalled(endpoint.start, endpoint.stop)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        config = settings.load(NseSettings, PREFIX, vars(args))
-        log.configure(config.log_level)
-        asyncio.run(run(config))
-    except FabricError as exc:
-        print(f"nse: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return service.main("nse", _parser(), NseSettings, PREFIX, run, argv)
 
 
 if __name__ == "__main__":

@@ -3,28 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import signal
 import sys
 
 import structlog
 
 from nsmgr.app import Nsmgr
 from nsmgr.settings import PREFIX, NsmgrSettings
-from sdk import log, settings
-from sdk.errors import FabricError
+from sdk import service
 
 
 def _parser() -> argparse.ArgumentParser:
-    epilog = "environment:\n" + "\n".join(
-        f"  {name:<32} {text} (default: {default})"
-        for name, default, text in settings.describe(NsmgrSettings, PREFIX)
-    )
-    parser = argparse.ArgumentParser(
-        prog="python -m nsmgr",
-        description="Negotiate network service connections for this node.",
-        epilog=epilog,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = service.parser(
+        "python -m nsmgr", "Negotiate network service connections for this node.",
+        NsmgrSettings, PREFIX,
     )
     parser.add_argument("--name")
     parser.add_argument("--listen", action="append", help="unix:///path.sock or tcp://host:port")
@@ -46,27 +37,11 @@ async def run(config: NsmgrSettings) -> None:
         structlog.get_logger("nsmgr").warning(
             "SERVING PLAIN-TEXT TCP BETWEEN NODES WITHOUT mTLS: development only"
         )
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
-    try:
-        await nsmgr.start()
-        await stopping.wait()
-    finally:
-        await nsmgr.stop()
+    await service.until_signalled(nsmgr.start, nsmgr.stop)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        config = settings.load(NsmgrSettings, PREFIX, vars(args))
-        log.configure(config.log_level)
-        asyncio.run(run(config))
-    except FabricError as exc:
-        print(f"nsmgr: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return service.main("nsmgr", _parser(), NsmgrSettings, PREFIX, run, argv)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import signal
 import sys
 from pathlib import Path
 
@@ -13,21 +11,14 @@ import structlog
 from registry.app import Registry
 from registry.settings import PREFIX, RegistrySettings
 from registry.store import default_store_url, open_store
-from sdk import log, settings
-from sdk.errors import FabricError
+from sdk import service
 from sdk.grpcutil import parse_address
 
 
 def _parser() -> argparse.ArgumentParser:
-    epilog = "environment:\n" + "\n".join(
-        f"  {name:<28} {text} (default: {default})"
-        for name, default, text in settings.describe(RegistrySettings, PREFIX)
-    )
-    parser = argparse.ArgumentParser(
-        prog="python -m registry",
-        description="Serve NSM's registry API (network services and endpoints).",
-        epilog=epilog,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = service.parser(
+        "python -m registry", "Serve NSM's registry API (network services and endpoints).",
+        RegistrySettings, PREFIX,
     )
     parser.add_argument("--listen", action="append", help="unix:///path.sock or tcp://host:port")
     parser.add_argument("--store", help="sqlite:///path.db or memory://")
@@ -50,27 +41,13 @@ async def run(config: RegistrySettings) -> None:
             "SERVING PLAIN-TEXT TCP WITHOUT mTLS: development only, anyone on the network can "
             "read and change the registry"
         )
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
-    try:
-        await registry.start(addresses, config.insecure)
-        await stopping.wait()
-    finally:
-        await registry.stop(config.grace)
+    await service.until_signalled(
+        lambda: registry.start(addresses, config.insecure), lambda: registry.stop(config.grace)
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        config = settings.load(RegistrySettings, PREFIX, vars(args))
-        log.configure(config.log_level)
-        asyncio.run(run(config))
-    except FabricError as exc:
-        print(f"registry: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return service.main("registry", _parser(), RegistrySettings, PREFIX, run, argv)
 
 
 if __name__ == "__main__":

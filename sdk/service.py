@@ -1,0 +1,69 @@
+"""What every server binary shares: its ``--help``, running until a signal, reporting errors.
+
+* :func:`parser` makes the argument parser whose epilog lists the binary's environment variables.
+* :func:`until_signalled` starts a service, waits for SIGTERM or SIGINT, and stops it — also when
+  starting failed half way, so nothing is left behind.
+* :func:`main` loads the settings (environment, then flags), configures logging, runs the service
+  and turns a :class:`sdk.errors.FabricError` into one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+from sdk import log, settings
+from sdk.errors import FabricError
+
+S = TypeVar("S")
+
+
+def parser(prog: str, description: str, cls: type[Any], prefix: str) -> argparse.ArgumentParser:
+    """An argument parser whose epilog documents ``cls``'s environment variables."""
+    epilog = "environment:\n" + "\n".join(
+        f"  {name:<36} {text} (default: {default})"
+        for name, default, text in settings.describe(cls, prefix)
+    )
+    return argparse.ArgumentParser(
+        prog=prog, description=description, epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+async def until_signalled(
+    start: Callable[[], Awaitable[None]], stop: Callable[[], Awaitable[None]]
+) -> None:
+    """Start, serve until SIGTERM/SIGINT, stop (stop runs even if start failed)."""
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    try:
+        await start()
+        await stopping.wait()
+    finally:
+        await stop()
+
+
+def main(
+    name: str,
+    args: argparse.ArgumentParser,
+    cls: type[S],
+    prefix: str,
+    run: Callable[[S], Coroutine[Any, Any, None]],
+    argv: list[str] | None = None,
+) -> int:
+    """Parse ``argv``, load ``cls`` settings, run ``run(settings)``; returns the exit code."""
+    flags = vars(args.parse_args(argv))
+    try:
+        config = settings.load(cls, prefix, flags)
+        log.configure(getattr(config, "log_level", "info"))
+        asyncio.run(run(config))
+    except FabricError as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 2
+    return 0
