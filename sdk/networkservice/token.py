@@ -1,0 +1,152 @@
+"""Elements ``SignPathSegment`` and ``VerifyPath``: each hop signs its path segment, every hop
+checks the chain of signatures before it.
+
+``SignPathSegment(source, audience=None, lifetime=600)``
+    On request, signs the segment at ``path.index`` (this hop's: place it after ``UpdatePath``)
+    with this process's SVID: subject = own SPIFFE ID, audience = the next hop's SPIFFE ID
+    (``audience`` when given, else ``ctx.values[NEXT_HOP_ID]`` set by the element that chose the
+    next hop), bound to the segment's id and to the previous segment's token. Sets the segment's
+    ``token`` and ``expires`` (= min(lifetime, SVID expiry): the time by which the connection must
+    be refreshed). Without an audience it raises :class:`sdk.errors.FailedPrecondition`. Close
+    passes through.
+
+``VerifyPath(source, trust_unix_peers=True)``
+    On request, before anything else of the hop runs (place it before ``UpdatePath`` in a
+    server), verifies segments ``0..path.index``: every token valid (signed by an SVID of the
+    bundle, subject = that certificate's ID, not expired, bound to its segment's id and to the
+    previous token), each audience is the next segment's subject, the last audience is this
+    hop's own SPIFFE ID, and the last subject is the TLS peer (``ctx.peer``). A caller without a
+    SPIFFE ID (Unix socket) is accepted as the last subject when ``trust_unix_peers`` (local
+    workloads prove themselves with the token alone; the socket's file mode guards who may
+    connect); in-process calls (empty peer) always are. On success ``ctx.values[CLIENT_ID]`` is
+    the first subject (the client the request started from) and ``ctx.values[PATH_IDS]`` all
+    subjects. Close runs the same checks but accepts expired tokens, so a connection can always
+    be closed by the hop that holds it. Failures raise ``Unauthenticated``/``PermissionDenied``
+    with the reason (and are counted as ``kind="token"`` denials); nothing behind it runs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from api.proto.connection_pb2 import Connection
+from api.proto.networkservice_pb2 import NetworkServiceRequest
+from sdk.errors import FabricError, FailedPrecondition, PermissionDenied, Unauthenticated
+from sdk.networkservice.core import NetworkServiceElement, NSCursor
+from sdk.security import audit, token
+from sdk.security.peer import identity_of
+from sdk.security.source import SvidSource
+
+NEXT_HOP_ID = "next_hop_spiffe_id"
+CLIENT_ID = "client_spiffe_id"
+PATH_IDS = "path_spiffe_ids"
+
+Clock = Callable[[], float]
+
+
+class SignPathSegment(NetworkServiceElement):
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        source: SvidSource,
+        audience: str | None = None,
+        lifetime: float = token.DEFAULT_LIFETIME,
+        clock: Clock = time.time,
+    ) -> None:
+        self.source = source
+        self.audience = audience
+        self.lifetime = lifetime
+        self.clock = clock
+
+    async def request(self, request: NetworkServiceRequest, next: NSCursor) -> Connection:
+        audience = self.audience or next.ctx.values.get(NEXT_HOP_ID)
+        if not audience:
+            raise FailedPrecondition(
+                "cannot sign the path segment: the next hop's SPIFFE ID is unknown (set "
+                f"ctx.values[{NEXT_HOP_ID!r}] where the next hop is chosen)"
+            )
+        path = request.connection.path
+        if path.index >= len(path.path_segments):
+            raise FailedPrecondition("no path segment of this hop to sign: place after UpdatePath")
+        segment = path.path_segments[path.index]
+        previous = path.path_segments[path.index - 1].token if path.index > 0 else ""
+        material = self.source.current()
+        segment.token, expires = token.sign(
+            material.svid, audience, segment.id, previous, self.lifetime, self.clock()
+        )
+        segment.expires.FromSeconds(int(expires))
+        return await next.request(request)
+
+
+class VerifyPath(NetworkServiceElement):
+    """See the module docstring."""
+
+    def __init__(
+        self, source: SvidSource, trust_unix_peers: bool = True, clock: Clock = time.time
+    ) -> None:
+        self.source = source
+        self.trust_unix_peers = trust_unix_peers
+        self.clock = clock
+
+    def _verify(self, conn: Connection, peer: str, allow_expired: bool) -> list[str]:
+        segments = conn.path.path_segments
+        index = conn.path.index
+        if not segments or index >= len(segments):
+            raise Unauthenticated(
+                "the request carries no signed path: the client must sign its path segment"
+            )
+        material = self.source.current()
+        now = self.clock()
+        subjects: list[str] = []
+        previous: token.Claims | None = None
+        for i in range(index + 1):
+            segment = segments[i]
+            claims = token.verify(
+                segment.token, material.bundle, now,
+                segment_id=segment.id,
+                previous_token=segments[i - 1].token if i else "",
+                allow_expired=allow_expired,
+            )
+            if previous is not None and previous.audience != claims.subject:
+                raise PermissionDenied(
+                    f"path segment {i} is signed by {claims.subject} but segment {i - 1} was "
+                    f"handed to {previous.audience}: broken chain",
+                )
+            subjects.append(claims.subject)
+            previous = claims
+        assert previous is not None
+        own = str(material.spiffe_id)
+        if previous.audience != own:
+            raise PermissionDenied(
+                f"path token of {previous.subject} is for {previous.audience}, not {own}"
+            )
+        caller = identity_of(peer)
+        if caller is not None and caller != previous.subject:
+            raise PermissionDenied(
+                f"the last path segment is signed by {previous.subject} but the call comes from "
+                f"{caller}",
+            )
+        if caller is None and peer and not self.trust_unix_peers:
+            raise Unauthenticated(
+                f"caller {peer!r} has no SPIFFE ID: connect over mTLS"
+            )
+        return subjects
+
+    def _check(self, conn: Connection, next: NSCursor, allow_expired: bool) -> None:
+        try:
+            subjects = self._verify(conn, next.ctx.peer, allow_expired)
+        except FabricError as exc:
+            audit.record("token", str(exc), peer=next.ctx.peer)
+            raise
+        next.ctx.values[CLIENT_ID] = subjects[0]
+        next.ctx.values[PATH_IDS] = subjects
+
+    async def request(self, request: NetworkServiceRequest, next: NSCursor) -> Connection:
+        self._check(request.connection, next, allow_expired=False)
+        return await next.request(request)
+
+    async def close(self, conn: Connection, next: NSCursor) -> None:
+        self._check(conn, next, allow_expired=True)
+        await next.close(conn)
