@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from nsmctl import lab_cmds, node_cmds, registry_cmds
+from nsmctl import ca_cmds, lab_cmds, node_cmds, policy_cmds, registry_cmds
 from nsmctl.context import DEFAULT_REGISTRY, DEFAULT_TIMEOUT, CliError, Options
 from sdk.errors import FabricError, InvalidArgument
 from sdk.grpcutil import parse_address
@@ -102,6 +102,8 @@ def root(
 registry_cmds.register(app)
 lab_cmds.register(app)
 node_cmds.register(app)
+ca_cmds.register(app)
+policy_cmds.register(app)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,86 @@
+"""``nsmctl ca``: create the built-in CA of a trust domain and issue SVIDs from it.
+
+``ca init --trust-domain D --dir DIR`` creates the root (key mode 0600) and bundle;
+``ca issue --spiffe-id spiffe://D/KIND/NAME [--dns NAME]... [--ttl 1h] --out DIR`` writes
+``svid.crt``, ``svid.key`` (0600) and ``bundle.pem`` into DIR (atomically, so a running process
+reading DIR with a file SVID source picks the new SVID up). Output never shows key material.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from nsmctl.context import CliError
+from sdk.errors import InvalidArgument
+from sdk.security.ca import CertificateAuthority
+from sdk.security.svid import write_svid
+
+DEFAULT_CA_DIR = "/var/lib/vwire/ca"
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+ca_app = typer.Typer(help="The built-in certificate authority: init, issue SVIDs.",
+                     no_args_is_help=True)
+
+
+def parse_duration(text: str) -> float:
+    """``90s``, ``30m``, ``1h``, ``7d`` or plain seconds → seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
+    if not match:
+        raise typer.BadParameter(f"{text!r} is not a duration: use e.g. 90s, 30m, 1h, 7d")
+    return float(match.group(1)) * _UNITS[match.group(2) or "s"]
+
+
+def _when(stamp: float) -> str:
+    return dt.datetime.fromtimestamp(stamp, tz=dt.UTC).isoformat(timespec="seconds")
+
+
+@ca_app.command("init")
+def init(
+    trust_domain: Annotated[str, typer.Option("--trust-domain", help="e.g. example.org")],
+    directory: Annotated[Path, typer.Option("--dir", help="where the CA's files go")] = Path(
+        DEFAULT_CA_DIR
+    ),
+) -> None:
+    """Create a CA (EC P-256 root) for a trust domain in DIR."""
+    try:
+        ca = CertificateAuthority.init(directory, trust_domain)
+    except InvalidArgument as exc:
+        raise CliError(f"--trust-domain: {exc.problem}") from None
+    typer.echo(f"created CA for trust domain {ca.trust_domain} in {directory}")
+    typer.echo(f"root valid until {_when(ca.root.not_valid_after_utc.timestamp())}")
+    typer.echo(f"bundle (distribute to every node): {directory / 'bundle.pem'}")
+
+
+@ca_app.command("issue")
+def issue(
+    spiffe_id: Annotated[str, typer.Option("--spiffe-id", help="spiffe://<td>/<kind>/<name>")],
+    out: Annotated[Path, typer.Option("--out", help="directory for svid.crt/svid.key/bundle.pem")],
+    dns: Annotated[list[str] | None, typer.Option("--dns", help="DNS SAN (servers); repeatable")]
+    = None,
+    ttl: Annotated[str, typer.Option("--ttl", help="lifetime: 90s, 30m, 1h, 7d")] = "1h",
+    directory: Annotated[Path, typer.Option("--dir", help="the CA's directory")] = Path(
+        DEFAULT_CA_DIR
+    ),
+) -> None:
+    """Issue an X.509 SVID signed by the CA in --dir and write it to --out."""
+    seconds = parse_duration(ttl)
+    ca = CertificateAuthority.load(directory)
+    try:
+        svid = ca.issue(spiffe_id, dns or (), seconds)
+    except InvalidArgument as exc:
+        flag = {"spiffe_id": "--spiffe-id", "dns": "--dns", "ttl": "--ttl"}.get(exc.field)
+        raise CliError(f"{flag or exc.field}: {exc.problem}") from None
+    write_svid(out, svid, ca.bundle)
+    typer.echo(f"issued {svid.spiffe_id} (serial {svid.serial:x}) valid until "
+               f"{_when(svid.not_after)}")
+    typer.echo(f"wrote {out / 'svid.crt'}, {out / 'svid.key'} (mode 0600), {out / 'bundle.pem'}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``ca`` command group to the root command."""
+    app.add_typer(ca_app, name="ca")
