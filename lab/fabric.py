@@ -188,6 +188,12 @@ class Fabric:
         await wait_for(f"forwarder-{node.name} registered with its nsmgr", forwarder_registered,
                        self.ready_timeout)
 
+    def add_workload_netns(self, node: int, role: str) -> str:
+        """Create namespace ``<prefix><node>-<role>`` (removed by :meth:`down`); returns it."""
+        name = self.node(node).workload_netns(role)
+        network.add_netns(name)
+        return name
+
     async def add_endpoint(
         self,
         name: str,
@@ -200,8 +206,7 @@ class Fabric:
     ) -> Endpoint:
         """Start a reference endpoint on ``node`` and wait until the registry has it."""
         where = self.node(node)
-        netns = where.workload_netns(netns_role or name)
-        network.add_netns(netns)
+        netns = self.add_workload_netns(node, netns_role or name)
         endpoint = Endpoint(name, where, tuple(services), netns, where.dir / f"{name}.sock")
         args = ["nse", "--name", name, "--listen", f"unix://{endpoint.socket}",
                 "--nsmgr", f"unix://{where.nsmgr_socket}", "--netns", netns_path(netns),
@@ -237,8 +242,7 @@ class Fabric:
         """Start a reference client on ``node`` in namespace ``<node>-<process>``; with ``wait``
         wait until it reports one connection per URL."""
         where = self.node(node)
-        netns = where.workload_netns(process)
-        network.add_netns(netns)
+        netns = self.add_workload_netns(node, process)
         client = Client(process, f"{process}-{where.name}", where, netns, tuple(urls),
                         self.topology.state_dir / f"{process}.json",
                         self.processes.out(process))

@@ -10,6 +10,7 @@ topology's namespaces (e.g. after a forwarder was killed) and unlinks its stale 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -174,3 +175,25 @@ class Processes:
             if ifname:
                 clear_stale_socket(socket_path(ifname))
         return list(strays)
+
+
+async def run_module(
+    args: Sequence[str], *, stdin: str | None = None, timeout: float = 30.0,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m <args>`` to completion (killed after ``timeout``); its captured output."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", *args,
+        stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, **(env or {})},
+    )
+    try:
+        async with asyncio.timeout(timeout):
+            out, err = await process.communicate(stdin.encode() if stdin is not None else None)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
+    assert process.returncode is not None
+    return subprocess.CompletedProcess(list(args), process.returncode, out.decode(), err.decode())
