@@ -283,6 +283,11 @@ class Fabric:
     async def restart(self, process: str) -> None:
         """Start a process again with its command and wait until it is ready."""
         self.processes.restart(process)
+        await self.wait_ready(process)
+
+    async def wait_ready(self, process: str) -> None:
+        """Wait until a (re)started process is ready: listening, and registered where that
+        applies (forwarders with their nsmgr, endpoints with the registry); clients connected."""
         for node in self.nodes:
             if process == node.nsmgr_process:
                 await self._wait_socket(process, node.nsmgr_socket)
@@ -290,7 +295,9 @@ class Fabric:
             if process == node.forwarder_process:
                 await self._wait_node(node)
                 return
-        if process in self.endpoints:
+        if process == "registry":
+            await self._wait_socket(process, self.topology.registry_socket)
+        elif process in self.endpoints:
             await self.wait_endpoint(process)
         elif process in self.clients:
             await self.wait_client(process)

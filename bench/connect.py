@@ -1,0 +1,314 @@
+"""Connection benchmark: remote setup latency and heal times on a real fabric, against a raw peer.
+
+Run (root): ``python -m bench.connect [--sequential 100] [--concurrent 50] [--heal-trials 5]
+[--json]``.
+
+Builds a 3-node fabric with :class:`lab.fabric.Fabric` (its own namespaces ``vwb<pid>-...``,
+removed at the end whatever happens): endpoint ``nse-setup`` on n2 for the setup measurements,
+and ``--heal-trials`` + 1 endpoints ``nse-<i>`` on n2 and n3 for the heal trials. (The heal
+endpoints share one address pool on purpose: a connection healed to another endpoint keeps the
+old endpoint's addresses in its IP context, see docs/lab.md, "Known issues"; with equal pools
+they coincide.) It measures:
+
+- **setup latency** of remote connections (WireGuard, n1 → n2/n3): ``--sequential`` requests one
+  after the other, then ``--concurrent`` requests at once, each by an in-process
+  :class:`nsc.client.VWireClient` in one client namespace with distinct interface names (time
+  from Request sent to the reply, i.e. both sides programmed); every connection is closed;
+- the **peer**, in the same run: the same data plane made by hand without any negotiation — per
+  side a ``wireguard-go`` started in the node namespace (waiting for its UAPI socket), configured
+  with ``wg set`` (key, port, peer, endpoint, allowed IPs), moved into a workload namespace,
+  addressed and brought up with ``ip``; both sides, one after the other, as the two forwarders
+  do. ``setup_p50_vs_raw_wireguard_go`` is the ratio of the two medians: what negotiation
+  (7 gRPC hops, IPAM, tokens, monitor) and the forwarder's own bookkeeping add;
+- **heal** of a reference client process (``python -m nsc``): ``--heal-trials`` endpoint deaths
+  (SIGKILL the endpoint in use; one never killed takes over, so trials do not depend on the
+  circuit breaker's back-off for endpoints killed earlier) and as many forwarder restarts
+  (SIGKILL n1's forwarder, start it again at once), each timed to the first ping answered over
+  the rebuilt connection (:func:`lab.heal.measure_heal`); every trial's time is printed.
+
+Goals: setup p50 < 100 ms and p99 < 300 ms (sequential, remote); heal < 1 s (endpoint) and < 2 s
+(forwarder), held by the worst trial. Every loop is bounded by its count and ``--max-seconds``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import functools
+import os
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from bench.common import Deadline, Metric, ms, percentile, report
+from forwarder.wireguard.keys import generate_keypair
+from forwarder.wireguard.uapi import socket_path
+from lab.clients import InProcessClients
+from lab.fabric import Client, Fabric
+from lab.heal import measure_heal
+from lab.observe import accepts, wait_for
+from lab.topology import Node, Topology, netns_path
+from sdk import log
+
+SERVICE = "bench"
+SETUP_P50_GOAL_MS, SETUP_P99_GOAL_MS = 100.0, 300.0
+ENDPOINT_HEAL_GOAL_MS, FORWARDER_HEAL_GOAL_MS = 1000.0, 2000.0
+PEER_TRIALS = 20
+PEER_PORT = 41000
+SETUP_SERVICE = "bench-setup"
+SETUP_CIDRS = ("10.64.0.0/16", "fd00:64::/64")
+FAILED_LOGS = Path("/tmp/vwire-bench-logs")
+
+
+@dataclass
+class Config:
+    sequential: int = 100
+    concurrent: int = 50
+    heal_trials: int = 5
+    max_seconds: float = 300.0
+
+
+@dataclass
+class Results:
+    sequential: list[float] = field(default_factory=list)
+    concurrent: list[float] = field(default_factory=list)
+    concurrent_wall: float = 0.0
+    peer: list[float] = field(default_factory=list)
+    endpoint_heals: list[float] = field(default_factory=list)
+    forwarder_heals: list[float] = field(default_factory=list)
+
+
+# -- the vWire setup measurements -----------------------------------------------------------------
+
+
+async def measure_setup(fabric: Fabric, config: Config, results: Results,
+                        deadline: Deadline) -> None:
+    """Sequential, then concurrent, remote connections from an in-process client on n1."""
+    netns = fabric.add_workload_netns(1, "bclient")
+    async with InProcessClients(fabric.node(1).nsmgr_socket, netns_path(netns),
+                                "bench-client") as clients:
+        for i in range(config.sequential):
+            if deadline.expired():
+                break
+            client, seconds = await clients.connect(SETUP_SERVICE, f"seq{i}")
+            results.sequential.append(seconds)
+            await clients.close(client)
+        if deadline.expired():
+            return
+        start = time.monotonic()
+        made = await asyncio.gather(
+            *(clients.connect(SETUP_SERVICE, f"con{i}") for i in range(config.concurrent))
+        )
+        results.concurrent_wall = time.monotonic() - start
+        results.concurrent = [seconds for _, seconds in made]
+
+
+# -- the peer: the same remote data plane by hand --------------------------------------------------
+
+
+async def _run(*argv: str) -> None:
+    process = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+    async with asyncio.timeout(10):
+        _, err = await process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(f"`{' '.join(argv)}` failed: {err.decode().strip()}")
+
+
+class RawWireGuardSide:
+    """One side of a hand-made tunnel: wireguard-go in ``node``'s namespace, its interface moved
+    to ``workload``."""
+
+    def __init__(self, node: Node, workload: str, ifname: str, keydir: Path) -> None:
+        self.node, self.workload, self.ifname = node, workload, ifname
+        self.private, self.public = generate_keypair()
+        self.keyfile = keydir / f"{ifname}.key"
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        self.process = await asyncio.create_subprocess_exec(
+            "ip", "netns", "exec", self.node.netns, "wireguard-go", "-f", self.ifname,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        sock = socket_path(self.ifname)
+
+        async def up() -> bool:
+            return accepts(sock)
+
+        await wait_for(f"wireguard-go {self.ifname}", up, 5.0, every=0.002)
+
+    async def configure(self, peer: RawWireGuardSide, address: str, peer_address: str) -> None:
+        self.keyfile.write_text(self.private)
+        self.keyfile.chmod(0o600)
+        await _run("wg", "set", self.ifname, "listen-port", str(PEER_PORT + self.node.index),
+                   "private-key", str(self.keyfile), "peer", peer.public,
+                   "endpoint", f"{peer.node.underlay_ip}:{PEER_PORT + peer.node.index}",
+                   "allowed-ips", f"{peer_address}/32")
+        await _run("ip", "-n", self.node.netns, "link", "set", self.ifname, "netns",
+                   self.workload)
+        await _run("ip", "-n", self.workload, "addr", "add", f"{address}/32", "peer",
+                   f"{peer_address}/32", "dev", self.ifname)
+        await _run("ip", "-n", self.workload, "link", "set", self.ifname, "mtu", "1420", "up")
+
+    async def stop(self) -> None:
+        self.keyfile.unlink(missing_ok=True)
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            async with asyncio.timeout(5):
+                await self.process.wait()
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            await self.process.wait()
+
+
+async def measure_peer(fabric: Fabric, results: Results, deadline: Deadline) -> None:
+    """Hand-made wireguard-go tunnels n1 ↔ n2, timed like a vWire setup, then removed."""
+    left, right = fabric.node(1), fabric.node(2)
+    workloads = (fabric.add_workload_netns(1, "pclient"), fabric.add_workload_netns(2, "pserver"))
+    tag = os.getpid() % 100000
+    for i in range(PEER_TRIALS):
+        if deadline.expired():
+            break
+        a = RawWireGuardSide(left, workloads[0], f"wbp{tag}{i:03d}a", fabric.topology.state_dir)
+        b = RawWireGuardSide(right, workloads[1], f"wbp{tag}{i:03d}b", fabric.topology.state_dir)
+        try:
+            start = time.monotonic()
+            for side, peer, mine, theirs in ((b, a, "10.71.0.1", "10.71.0.2"),
+                                             (a, b, "10.71.0.2", "10.71.0.1")):
+                await side.start()
+                await side.configure(peer, mine, theirs)
+            results.peer.append(time.monotonic() - start)
+        finally:
+            await a.stop()
+            await b.stop()
+
+
+# -- heal trials ---------------------------------------------------------------------------------
+
+
+async def measure_heals(fabric: Fabric, config: Config, results: Results,
+                        deadline: Deadline) -> None:
+    """Endpoint deaths, then forwarder restarts, on a reference client process."""
+    client: Client = await fabric.add_client("nsc", 1, [f"kernel://{SERVICE}/nsm0"])
+    for _ in range(config.heal_trials):
+        if deadline.expired():
+            return
+        victim = client.connection()["network_service_endpoint_name"]
+        heal = await measure_heal(client, functools.partial(fabric.kill, victim))
+        results.endpoint_heals.append(heal.seconds)
+    forwarder = fabric.node(1).forwarder_process
+
+    def restart() -> None:
+        fabric.kill(forwarder)
+        fabric.processes.restart(forwarder)
+
+    for _ in range(config.heal_trials):
+        if deadline.expired():
+            return
+        heal = await measure_heal(client, restart)
+        results.forwarder_heals.append(heal.seconds)
+        await fabric.wait_ready(forwarder)
+
+
+# -- driver --------------------------------------------------------------------------------------
+
+
+async def measure(config: Config, topology: Topology) -> Results:
+    results = Results()
+    deadline = Deadline(config.max_seconds)
+    fabric = Fabric(topology, 3, log_level="warning")
+    try:
+        await fabric.up()
+        await fabric.add_endpoint("nse-setup", [SETUP_SERVICE], 2, cidrs=SETUP_CIDRS)
+        for i in range(config.heal_trials + 1):  # one to start on, one more per death
+            await fabric.add_endpoint(f"nse-{i}", [SERVICE], 2 + i % 2)
+        await measure_setup(fabric, config, results, deadline)
+        await measure_peer(fabric, results, deadline)
+        await measure_heals(fabric, config, results, deadline)
+    except BaseException as exc:
+        shutil.rmtree(FAILED_LOGS, ignore_errors=True)
+        fabric.save_logs(FAILED_LOGS)
+        exc.add_note(f"the fabric's logs are kept in {FAILED_LOGS}")
+        raise
+    finally:
+        fabric.down(grace=3.0)
+    return results
+
+
+def _dist(name: str, samples: Sequence[float], p50_goal: float | None = None,
+          p99_goal: float | None = None, max_goal: float | None = None) -> list[Metric]:
+    if not samples:
+        return [Metric(f"{name}_p50", float("nan"), "ms", p50_goal)]
+    out = [Metric(f"{name}_p50", ms(percentile(samples, 50)), "ms", p50_goal),
+           Metric(f"{name}_p99", ms(percentile(samples, 99)), "ms", p99_goal)]
+    if max_goal is not None:
+        out.append(Metric(f"{name}_max", ms(max(samples)), "ms", max_goal))
+    return out
+
+
+def metrics_of(results: Results) -> list[Metric]:
+    out = [
+        *_dist("setup_sequential", results.sequential, SETUP_P50_GOAL_MS, SETUP_P99_GOAL_MS),
+        *_dist("setup_concurrent", results.concurrent),
+        Metric("setup_concurrent_wall", ms(results.concurrent_wall), "ms"),
+        *_dist("raw_wireguard_go_setup", results.peer),
+    ]
+    if results.sequential and results.peer:
+        out.append(Metric("setup_p50_vs_raw_wireguard_go",
+                          round(percentile(results.sequential, 50) / percentile(results.peer, 50),
+                                2), "x"))
+    out += _dist("heal_endpoint_death", results.endpoint_heals, max_goal=ENDPOINT_HEAL_GOAL_MS)
+    out += _dist("heal_forwarder_restart", results.forwarder_heals,
+                 max_goal=FORWARDER_HEAL_GOAL_MS)
+    return out
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench.connect", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    defaults = Config()
+    parser.add_argument("--sequential", type=int, default=defaults.sequential)
+    parser.add_argument("--concurrent", type=int, default=defaults.concurrent)
+    parser.add_argument("--heal-trials", type=int, default=defaults.heal_trials)
+    parser.add_argument("--max-seconds", type=float, default=defaults.max_seconds,
+                        help="wall-clock budget; phases stop early when it runs out")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = vars(parser.parse_args(argv))
+    json_output = args.pop("json")
+    config = Config(**args)
+    if min(config.sequential, config.concurrent, config.heal_trials) < 1:
+        parser.error("--sequential, --concurrent and --heal-trials must be at least 1")
+    if config.concurrent > 64:
+        parser.error("--concurrent must be at most 64 (one channel, bounded in-flight calls)")
+    if os.geteuid() != 0:
+        parser.error("needs root (network namespaces, wireguard-go)")
+    log.configure("warning", json=True)
+    pid = os.getpid()
+    topology = Topology(f"vwb{pid}-", Path(f"/var/run/vwire-bench/{pid}"))
+    results = asyncio.run(measure(config, topology))
+    info = {**asdict(config), "nodes": 3, "samples_sequential": len(results.sequential),
+            "samples_peer": len(results.peer), "wireguard": "wireguard-go (userspace)",
+            "heal_endpoint_death_ms": [ms(s) for s in results.endpoint_heals],
+            "heal_forwarder_restart_ms": [ms(s) for s in results.forwarder_heals]}
+    print(report(metrics_of(results), info, json_output))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
