@@ -8,6 +8,8 @@ Goals: endpoint death < 1 s, forwarder restart < 2 s. The tests assert the goals
 
 from __future__ import annotations
 
+from ipaddress import ip_interface, ip_network
+
 import pytest
 
 from lab.heal import measure_heal
@@ -21,8 +23,9 @@ async def test_endpoint_death_heals_to_another_endpoint(
     make_fabric: MakeFabric, record_property: pytest.RecordProperty
 ) -> None:
     fabric = await make_fabric(nodes=3)
-    await fabric.add_endpoint("nse-a", ["db"], node=2)
-    await fabric.add_endpoint("nse-b", ["db"], node=3)
+    pools = {"nse-a": ("10.60.0.0/16", "fd00:60::/64"), "nse-b": ("10.64.0.0/16", "fd00:64::/64")}
+    for name, node in (("nse-a", 2), ("nse-b", 3)):
+        await fabric.add_endpoint(name, ["db"], node=node, cidrs=pools[name])
     client = await fabric.add_client("nsc", node=1, urls=["kernel://db/nsm0"])
     victim = client.connection()["network_service_endpoint_name"]
     survivor = {"nse-a": "nse-b", "nse-b": "nse-a"}[victim]
@@ -34,6 +37,14 @@ async def test_endpoint_death_heals_to_another_endpoint(
     assert heal.after["network_service_endpoint_name"] == survivor
     assert heal.after["id"] == heal.before["id"], "healing keeps the client's connection id"
     assert heal.seconds < ENDPOINT_GOAL * MARGIN, f"heal took {heal.seconds:.3f} s"
+    survivor_pools = [ip_network(p) for p in pools[survivor]]
+    context = heal.after["context"]["ip_context"]
+    stale = [a for key in ("src_ip_addrs", "dst_ip_addrs") for a in context.get(key, [])
+             if not any(ip_interface(a).ip in pool for pool in survivor_pools)]
+    assert not stale, (
+        f"after healing to {survivor} the connection still carries {victim}'s addresses {stale} "
+        f"(IP context {context}): a connection moved to another endpoint must drop the old "
+        "endpoint's addresses and routes")
 
 
 @pytest.mark.parametrize("node", [1, 2], ids=["client-node", "endpoint-node"])
