@@ -243,6 +243,8 @@ async def measure(config: Config, topology: Topology) -> Results:
         raise
     finally:
         fabric.down(grace=3.0)
+        with contextlib.suppress(OSError):
+            topology.state_dir.parent.rmdir()  # only when no other run uses it
     return results
 
 

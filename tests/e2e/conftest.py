@@ -10,6 +10,7 @@ session also removes what runs that died left behind (their pid is gone).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
@@ -59,6 +60,8 @@ def _e2e_session() -> Iterator[None]:
     _remove_dead_runs()
     yield
     _remove_dead_runs()
+    with contextlib.suppress(OSError):
+        STATE_ROOT.rmdir()  # only when no other run uses it
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
