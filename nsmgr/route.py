@@ -13,8 +13,9 @@ Contract, for a request arriving at this nsmgr:
   one of them died or the client asked for ``RESELECT_REQUESTED``; then the old path is closed
   (best effort) and a new one built, excluding what failed.
 * A failed attempt is recorded against the endpoint (circuit breaker) and, when this nsmgr chose
-  the endpoint, retried with another one (not when the request itself was at fault: invalid or
-  not permitted), with bounded exponential back-off, within the deadline.
+  the endpoint, retried with another one (not when the request itself was at fault: invalid, not
+  permitted, or clashing with the client's namespace), with bounded exponential back-off, within
+  the deadline. A connection moved to another endpoint starts from fresh addresses.
 
 The choice is kept in the connection's metadata so close follows the same path; nothing is kept
 for a request that failed. Place it last before ``Connect``.
@@ -35,6 +36,7 @@ from nsmgr.discover import EndpointChooser
 from nsmgr.endpoints import LocalEndpoints
 from nsmgr.forwarders import LocalForwarders
 from sdk.errors import (
+    AlreadyExists,
     FabricError,
     InvalidArgument,
     NotFound,
@@ -48,7 +50,9 @@ from sdk.select.backoff import delays
 
 _log = structlog.get_logger("nsmgr.route")
 
-CLIENT_FAULTS = (InvalidArgument, PermissionDenied, Unauthenticated)
+# Errors another endpoint would not cure: the request is invalid or not permitted, or it clashes
+# with what already exists in the client's own namespace.
+CLIENT_FAULTS = (InvalidArgument, PermissionDenied, Unauthenticated, AlreadyExists)
 
 ENDPOINT = "endpoint"
 FORWARDER = "forwarder"
@@ -59,6 +63,13 @@ def previous_hop(conn: Connection) -> str:
     """Name of the segment before this hop's, or '' at the first hop."""
     index = conn.path.index
     return conn.path.path_segments[index - 1].name if index > 0 else ""
+
+
+def forget_addresses(conn: Connection) -> None:
+    """Drop the addresses and routes another endpoint assigned (keep the client's constraints)."""
+    ip = conn.context.ip_context
+    for field in ("src_ip_addrs", "dst_ip_addrs", "src_routes", "dst_routes"):
+        ip.ClearField(field)  # type: ignore[arg-type]
 
 
 def truncate_after_self(conn: Connection) -> None:
@@ -143,6 +154,7 @@ class Route(NetworkServiceElement):
         conn = request.connection
         md = next.ctx.metadata
         chose = conn.path.index <= 1  # this nsmgr serves the client: it owns the choice
+        previous = conn.network_service_endpoint_name
         excluded: set[str] = set()
         if conn.state == RESELECT_REQUESTED and chose and conn.network_service_endpoint_name:
             self.chooser.breaker.record_failure(conn.network_service_endpoint_name)
@@ -160,6 +172,8 @@ class Route(NetworkServiceElement):
             if chose and not conn.network_service_endpoint_name:
                 endpoint = await self._choose(conn, excluded)
                 conn.network_service_endpoint_name = endpoint.name
+                if endpoint.name != previous:
+                    forget_addresses(conn)  # the new endpoint's IPAM assigns its own
             forwarder = md.get(FORWARDER)
             url = self.forwarders.url(forwarder) if isinstance(forwarder, str) else None
             if url is None:
