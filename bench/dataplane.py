@@ -1,0 +1,500 @@
+"""Data-plane benchmark: vWire throughput and setup time against hand-made peers, in one run.
+
+Run (root): ``python -m bench.dataplane [--json] [--seconds N] [--rounds R] [--connections C]``.
+
+Topology (namespaces ``vwd<pid>-...``, removed at the end whatever happens): two node namespaces
+``n1``/``n2`` joined by an underlay veth (10.99.0.1 <-> 10.99.0.2, MTU 1500), a client namespace
+``c1`` on node 1 and an endpoint namespace ``e2`` on node 2 for remote vWires, and a client
+``lc`` and endpoint ``le`` on node 1 for the local vWire.
+
+Rows (single-stream ``iperf3 -J`` for ``--seconds``; the server is ``iperf3 -s -1`` on the
+receiving side):
+
+- ``veth``: raw veth between the two node namespaces (the underlay itself);
+- ``wireguard_go``: a tunnel n1 <-> n2 made by hand the way a person would: ``wireguard-go -f``,
+  ``wg set`` (key, port, peer, endpoint, allowed IPs), ``ip addr``, ``ip link set up``, leaving
+  wireguard-go's default MTU (1420);
+- ``wireguard_go_same_mtu``: the same hand-made tunnel with the MTU the fabric computes
+  (underlay 1500 - 60 = 1440), so the comparison with the fabric differs in nothing but the
+  fabric;
+- ``remote_vwire``: the fabric's remote vWire c1 <-> e2: :func:`program_remote` on both sides
+  (namespace trick) through :func:`real_kernel` and :func:`detect_backend`;
+- ``local_vwire``: the fabric's local vWire lc <-> le (:func:`program_local`);
+- ``kernel_wireguard`` and ``nebula``: optional peers, skipped with a note when the host lacks
+  them (the kernel module; the ``nebula`` binary — the Nebula row is not implemented yet).
+
+Every row is measured ``--rounds`` times, interleaved, and its best round is kept (tunnels are
+CPU-bound on two cores, so the best round is the least disturbed one). Ratios:
+``remote_vs_wireguard_go`` (goal >= 0.95; the same-MTU hand tunnel is the reference, see
+``remote_vs_wireguard_go_default_mtu`` for the default-MTU one) and ``local_vs_veth``
+(goal >= 0.90). Setup time: ``--connections`` remote vWires (both sides programmed, one after
+the other, as the two forwarders do) and as many local ones, p50/p99, each closed before the
+next. Every loop is bounded by its count and by ``--max-seconds``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.common import Deadline, Metric, ms, percentile, report
+from forwarder.kernel import KernelPort, real_kernel
+from forwarder.vwire import (
+    Attachment,
+    LocalVWireSpec,
+    RemoteVWireSpec,
+    VWire,
+    WireGuardPeerSpec,
+    program_local,
+    program_remote,
+)
+from forwarder.wireguard import WireGuardBackend, detect_backend, generate_keypair
+from forwarder.wireguard.kernel import kernel_wireguard_available
+from forwarder.wireguard.uapi import socket_path
+from lab.observe import accepts, wait_for
+from sdk import log
+
+PREFIX = "vwd"
+NETNS_DIR = Path("/var/run/netns")
+UNDERLAY = {"n1": ("ua", "10.99.0.1"), "n2": ("ub", "10.99.0.2")}
+HAND_TUNNEL = ("10.77.0.1", "10.77.0.2")
+REMOTE_ADDRS = ("172.16.0.1", "172.16.0.2")
+LOCAL_ADDRS = ("172.17.0.1", "172.17.0.2")
+HAND_PORTS = (41820, 41821)
+FABRIC_PORTS = (51820, 51821)
+SETUP_PORT_BASE = 52000
+WG_OVERHEAD_IPV4 = 60
+REMOTE_GOAL, LOCAL_GOAL = 0.95, 0.90
+
+
+@dataclass
+class Config:
+    seconds: float = 4.0
+    rounds: int = 3
+    connections: int = 50
+    max_seconds: float = 300.0
+
+
+@dataclass
+class Results:
+    rounds: dict[str, list[float]] = field(default_factory=dict)  # row -> Gbit/s per round
+    skipped: dict[str, str] = field(default_factory=dict)  # row -> why
+    mtus: dict[str, int] = field(default_factory=dict)
+    remote_setup: list[float] = field(default_factory=list)
+    local_setup: list[float] = field(default_factory=list)
+    backend: str = ""
+
+    def best(self, row: str) -> float:
+        return max(self.rounds[row])
+
+
+# ---- processes and namespaces -------------------------------------------------------------
+
+
+async def sh(*cmd: str, netns: str | None = None, timeout: float = 30.0, stdin: bytes = b"") -> str:
+    """Run a command (in ``netns`` when given) to completion; its stdout, or RuntimeError."""
+    argv = ["ip", "netns", "exec", netns, *cmd] if netns else list(cmd)
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, start_new_session=True,
+    )
+    try:
+        async with asyncio.timeout(timeout):
+            out, err = await proc.communicate(stdin)
+    except TimeoutError:
+        await kill(proc)
+        raise RuntimeError(f"`{' '.join(argv)}` took longer than {timeout} s") from None
+    if proc.returncode != 0:
+        raise RuntimeError(f"`{' '.join(argv)}` failed ({proc.returncode}): {err.decode().strip()}")
+    return out.decode()
+
+
+async def kill(proc: asyncio.subprocess.Process, grace: float = 3.0) -> None:
+    """Stop ``proc``'s process group: SIGTERM, SIGKILL after ``grace`` seconds."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                await proc.wait()
+
+
+@dataclass(frozen=True)
+class Topo:
+    """Namespace names by role (n1, n2, c1, e2, lc, le)."""
+
+    names: dict[str, str]
+
+    def __getitem__(self, role: str) -> str:
+        return self.names[role]
+
+    def path(self, role: str) -> str:
+        return str(NETNS_DIR / self.names[role])
+
+
+def remove_stale_namespaces() -> None:
+    """Delete ``vwd<pid>-*`` namespaces of earlier runs whose process is gone."""
+    for entry in NETNS_DIR.glob(f"{PREFIX}*-*") if NETNS_DIR.exists() else ():
+        pid = entry.name.removeprefix(PREFIX).split("-", 1)[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            subprocess.run(["ip", "netns", "del", entry.name], capture_output=True, timeout=30)
+
+
+async def build() -> Topo:
+    """Create the namespaces and the underlay (see module docstring)."""
+    topo = Topo({role: f"{PREFIX}{os.getpid()}-{role}" for role in ("n1", "n2", "c1", "e2",
+                                                                    "lc", "le")})
+    for name in topo.names.values():
+        await sh("ip", "netns", "add", name)
+        await sh("ip", "-n", name, "link", "set", "lo", "up")
+    ua, ub = UNDERLAY["n1"][0], UNDERLAY["n2"][0]
+    await sh("ip", "-n", topo["n1"], "link", "add", ua, "type", "veth", "peer", "name", ub,
+             "netns", topo["n2"])
+    for role, (dev, ip) in UNDERLAY.items():
+        await sh("ip", "netns", "exec", topo[role], "sysctl", "-qw",
+                 f"net.ipv6.conf.{dev}.disable_ipv6=1")
+        await sh("ip", "-n", topo[role], "addr", "add", f"{ip}/24", "dev", dev)
+        await sh("ip", "-n", topo[role], "link", "set", dev, "up")
+    return topo
+
+
+async def teardown(topo: Topo) -> None:
+    """Delete every namespace of ``topo`` (errors ignored: best effort, all of them)."""
+    for name in topo.names.values():
+        with contextlib.suppress(RuntimeError):
+            await sh("ip", "netns", "del", name)
+
+
+# ---- iperf3 ---------------------------------------------------------------------------------
+
+
+async def iperf(server_ns: str, client_ns: str, address: str, seconds: float) -> float:
+    """Single-stream TCP throughput client -> server (Gbit/s, as received)."""
+    server = await asyncio.create_subprocess_exec(
+        "ip", "netns", "exec", server_ns, "iperf3", "-s", "-1", "-B", address, "--forceflush",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        assert server.stdout is not None
+        async with asyncio.timeout(5):
+            while b"listening" not in (line := await server.stdout.readline()):
+                if not line:
+                    raise RuntimeError(f"iperf3 server on {address} exited before listening")
+        out = await sh("iperf3", "-c", address, "-t", f"{seconds:g}", "-J", netns=client_ns,
+                       timeout=seconds + 20)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5):
+                await server.wait()
+    finally:
+        await kill(server)
+    result: dict[str, Any] = json.loads(out)
+    return float(result["end"]["sum_received"]["bits_per_second"]) / 1e9
+
+
+# ---- peers made by hand ----------------------------------------------------------------------
+
+
+class HandTunnel:
+    """A WireGuard tunnel n1 <-> n2 configured by hand with ``wg`` and ``ip``.
+
+    ``kind`` is ``wireguard-go`` (a daemon per side, ``wireguard-go -f``) or ``kernel``
+    (``ip link add ... type wireguard``). ``mtu`` None leaves the default (1420).
+    """
+
+    def __init__(self, topo: Topo, kind: str, mtu: int | None, keydir: Path) -> None:
+        self.topo, self.kind, self.mtu, self.keydir = topo, kind, mtu, keydir
+        tag = f"{os.getpid() % 100000}"
+        self.ifnames = (f"wgh{tag}a", f"wgh{tag}b")
+        self.daemons: list[asyncio.subprocess.Process] = []
+
+    async def start(self) -> None:
+        keys = [generate_keypair(), generate_keypair()]
+        for i, role in enumerate(("n1", "n2")):
+            ns, ifname = self.topo[role], self.ifnames[i]
+            if self.kind == "kernel":
+                await sh("ip", "-n", ns, "link", "add", ifname, "type", "wireguard")
+            else:
+                self.daemons.append(await asyncio.create_subprocess_exec(
+                    "ip", "netns", "exec", ns, "wireguard-go", "-f", ifname,
+                    stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+                    start_new_session=True,
+                ))
+                sock = socket_path(ifname)
+
+                async def up(sock: Path = sock) -> bool:
+                    return accepts(sock)
+
+                await wait_for(f"wireguard-go {ifname}", up, 5.0, every=0.005)
+            keyfile = self.keydir / f"{ifname}.key"
+            keyfile.write_text(keys[i][0])
+            other = 1 - i
+            peer_ip = UNDERLAY["n2" if i == 0 else "n1"][1]
+            await sh("wg", "set", ifname, "listen-port", str(HAND_PORTS[i]),
+                     "private-key", str(keyfile), "peer", keys[other][1],
+                     "endpoint", f"{peer_ip}:{HAND_PORTS[other]}",
+                     "allowed-ips", f"{HAND_TUNNEL[other]}/32", netns=ns)
+            await sh("ip", "-n", ns, "addr", "add", f"{HAND_TUNNEL[i]}/24", "dev", ifname)
+            if self.mtu is not None:
+                await sh("ip", "-n", ns, "link", "set", ifname, "mtu", str(self.mtu))
+            await sh("ip", "-n", ns, "link", "set", ifname, "up")
+
+    async def link_mtu(self) -> int:
+        out = await sh("cat", f"/sys/class/net/{self.ifnames[0]}/mtu", netns=self.topo["n1"])
+        return int(out)
+
+    async def stop(self) -> None:
+        for daemon in self.daemons:
+            await kill(daemon)
+        if self.kind == "kernel":
+            for role, ifname in zip(("n1", "n2"), self.ifnames, strict=True):
+                with contextlib.suppress(RuntimeError):
+                    await sh("ip", "-n", self.topo[role], "link", "del", ifname)
+        for ifname in self.ifnames:
+            (self.keydir / f"{ifname}.key").unlink(missing_ok=True)
+
+
+# ---- the fabric's vWires -----------------------------------------------------------------------
+
+
+def remote_specs(topo: Topo, cid: str, ports: tuple[int, int], named: bool = True
+                 ) -> tuple[RemoteVWireSpec, RemoteVWireSpec]:
+    """Both sides of one remote vWire c1 (node 1) <-> e2 (node 2), fresh keys."""
+    priv_a, pub_a = generate_keypair()
+    priv_b, pub_b = generate_keypair()
+    a, b = (f"{ip}/32" for ip in REMOTE_ADDRS)
+    (ua, ip_a), (ub, ip_b) = UNDERLAY["n1"], UNDERLAY["n2"]
+    client = RemoteVWireSpec(
+        connection_id=cid,
+        workload=Attachment(topo.path("c1"), "nsm0" if named else None, (a,)),
+        peer=WireGuardPeerSpec(pub_b, (ip_b, ports[1]), (b,)),
+        private_key=priv_a, underlay_ifname=ua, underlay_netns=topo.path("n1"),
+        listen_port=ports[0],
+    )
+    endpoint = RemoteVWireSpec(
+        connection_id=cid,
+        workload=Attachment(topo.path("e2"), "nse0" if named else None, (b,)),
+        peer=WireGuardPeerSpec(pub_a, (ip_a, ports[0]), (a,)),
+        private_key=priv_b, underlay_ifname=ub, underlay_netns=topo.path("n2"),
+        listen_port=ports[1],
+    )
+    return client, endpoint
+
+
+def local_spec(topo: Topo, cid: str, named: bool = True) -> LocalVWireSpec:
+    """A local vWire lc <-> le on node 1."""
+    a, b = (f"{ip}/24" for ip in LOCAL_ADDRS)
+    return LocalVWireSpec(
+        cid,
+        Attachment(topo.path("lc"), "nsm0" if named else None, (a,)),
+        Attachment(topo.path("le"), "nse0" if named else None, (b,)),
+    )
+
+
+async def program_both(kernel: KernelPort, backend: WireGuardBackend,
+                       specs: Sequence[RemoteVWireSpec]) -> list[VWire]:
+    """Program the sides one after the other; on failure close what was made and re-raise."""
+    done: list[VWire] = []
+    try:
+        for spec in specs:
+            done.append(await program_remote(kernel, backend, spec))
+    except BaseException:
+        await close_all(done)
+        raise
+    return done
+
+
+async def close_all(vwires: Sequence[VWire]) -> None:
+    for vwire in vwires:
+        await vwire.close()
+
+
+# ---- measurements --------------------------------------------------------------------------------
+
+Row = Callable[[], Awaitable[float]]
+
+
+async def measure_throughput(topo: Topo, kernel: KernelPort, backend: WireGuardBackend,
+                             config: Config, results: Results, deadline: Deadline) -> None:
+    """Set up every row once, then measure all rows ``config.rounds`` times, interleaved."""
+    underlay_mtu = int(await sh("cat", "/sys/class/net/ua/mtu", netns=topo["n1"]))
+    fabric_mtu = underlay_mtu - WG_OVERHEAD_IPV4
+    kernel_wg = await kernel_wireguard_available()
+    with tempfile.TemporaryDirectory(prefix="vwd-keys-") as keydir:
+        rows: dict[str, Row] = {}
+        cleanups: list[Callable[[], Awaitable[None]]] = []
+
+        try:
+            rows["veth"] = lambda: iperf(topo["n2"], topo["n1"], UNDERLAY["n2"][1],
+                                         config.seconds)
+            # Hand-made tunnels share interface names and ports: one at a time, so each row
+            # sets its tunnel up, measures and removes it.
+            hand: dict[str, tuple[str, int | None]] = {
+                "wireguard_go": ("wireguard-go", None),
+                "wireguard_go_same_mtu": ("wireguard-go", fabric_mtu),
+            }
+            if kernel_wg:
+                hand["kernel_wireguard"] = ("kernel", None)
+            else:
+                results.skipped["kernel_wireguard"] = "the kernel has no WireGuard module"
+            for row, (kind, mtu) in hand.items():
+                rows[row] = _hand_row(topo, kind, mtu, Path(keydir), config, results, row)
+            if shutil.which("nebula") is None:
+                results.skipped["nebula"] = "nebula binary not installed (apt-get install nebula)"
+            else:
+                results.skipped["nebula"] = "nebula row not implemented yet"
+            sides = await program_both(kernel, backend,
+                                       remote_specs(topo, "bench-remote", FABRIC_PORTS))
+            cleanups.append(lambda: close_all(sides))
+            results.mtus["remote_vwire"] = sides[0].mtu
+            rows["remote_vwire"] = lambda: iperf(topo["e2"], topo["c1"], REMOTE_ADDRS[1],
+                                                 config.seconds)
+            local = await program_local(kernel, local_spec(topo, "bench-local"))
+            cleanups.append(local.close)
+            results.mtus["local_vwire"] = local.mtu
+            results.mtus["veth"] = underlay_mtu
+            rows["local_vwire"] = lambda: iperf(topo["le"], topo["lc"], LOCAL_ADDRS[1],
+                                                config.seconds)
+            for _ in range(config.rounds):
+                for row, measure in rows.items():
+                    if deadline.left() < config.seconds + 20:
+                        raise TimeoutError("--max-seconds reached during throughput rounds")
+                    results.rounds.setdefault(row, []).append(round(await measure(), 3))
+        finally:
+            for cleanup in reversed(cleanups):
+                await cleanup()
+
+
+def _hand_row(topo: Topo, kind: str, mtu: int | None, keydir: Path, config: Config,
+              results: Results, row: str) -> Row:
+    async def measure() -> float:
+        tunnel = HandTunnel(topo, kind, mtu, keydir)
+        try:
+            await tunnel.start()
+            results.mtus[row] = await tunnel.link_mtu()
+            return await iperf(topo["n2"], topo["n1"], HAND_TUNNEL[1], config.seconds)
+        finally:
+            await tunnel.stop()
+
+    return measure
+
+
+async def measure_setup(topo: Topo, kernel: KernelPort, backend: WireGuardBackend,
+                        config: Config, results: Results, deadline: Deadline) -> None:
+    """Time ``config.connections`` remote vWires (both sides) and as many local ones."""
+    for i in range(config.connections):
+        if deadline.expired():
+            raise TimeoutError("--max-seconds reached during setup timing")
+        ports = (SETUP_PORT_BASE + 2 * i, SETUP_PORT_BASE + 2 * i + 1)
+        specs = remote_specs(topo, f"bench-setup-r{i}", ports, named=False)
+        start = time.perf_counter()
+        sides = await program_both(kernel, backend, specs)
+        results.remote_setup.append(time.perf_counter() - start)
+        await close_all(sides)
+    for i in range(config.connections):
+        if deadline.expired():
+            raise TimeoutError("--max-seconds reached during setup timing")
+        start = time.perf_counter()
+        local = await program_local(kernel, local_spec(topo, f"bench-setup-l{i}", named=False))
+        results.local_setup.append(time.perf_counter() - start)
+        await local.close()
+
+
+async def measure(config: Config) -> Results:
+    """Build the topology, run every measurement, always tear everything down."""
+    deadline = Deadline(config.max_seconds)
+    results = Results()
+    remove_stale_namespaces()
+    kernel = real_kernel()
+    backend = await detect_backend()
+    topo = Topo({})
+    try:
+        topo = await build()
+        await measure_throughput(topo, kernel, backend, config, results, deadline)
+        await measure_setup(topo, kernel, backend, config, results, deadline)
+    finally:
+        close = getattr(backend, "close", None)
+        if close is not None:
+            await close()
+        await teardown(topo)
+    results.backend = backend.kind
+    return results
+
+
+# ---- output ----------------------------------------------------------------------------------
+
+
+def metrics_of(results: Results) -> list[Metric]:
+    out = [Metric(f"{row}_gbps", results.best(row), "Gbit/s") for row in results.rounds]
+    remote, hand = results.best("remote_vwire"), results.best("wireguard_go_same_mtu")
+    out.append(Metric("remote_vs_wireguard_go", round(remote / hand, 3), "x", REMOTE_GOAL,
+                      higher_is_better=True))
+    out.append(Metric("remote_vs_wireguard_go_default_mtu",
+                      round(remote / results.best("wireguard_go"), 3), "x"))
+    out.append(Metric("local_vs_veth", round(results.best("local_vwire") / results.best("veth"),
+                                             3), "x", LOCAL_GOAL, higher_is_better=True))
+    if "kernel_wireguard" in results.rounds:
+        out.append(Metric("remote_vs_kernel_wireguard",
+                          round(remote / results.best("kernel_wireguard"), 3), "x"))
+    for name, samples in (("remote", results.remote_setup), ("local", results.local_setup)):
+        if samples:
+            out.append(Metric(f"{name}_setup_p50_ms", ms(percentile(samples, 50)), "ms"))
+            out.append(Metric(f"{name}_setup_p99_ms", ms(percentile(samples, 99)), "ms"))
+    return out
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench.dataplane", description=__doc__.split(
+        "\n\n")[0])
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--seconds", type=float, default=Config.seconds, help="iperf3 run length")
+    p.add_argument("--rounds", type=int, default=Config.rounds, help="rounds of every row")
+    p.add_argument("--connections", type=int, default=Config.connections,
+                   help="vWires timed for setup p50/p99")
+    p.add_argument("--max-seconds", type=float, default=Config.max_seconds,
+                   help="wall-clock budget of the whole run")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        parser.error("needs root (network namespaces, wireguard-go)")
+    for tool in ("ip", "iperf3", "wg"):
+        if shutil.which(tool) is None:
+            parser.error(f"{tool} is missing (apt-get install iproute2 iperf3 wireguard-tools)")
+    if not 1 <= args.seconds <= 60 or not 1 <= args.rounds <= 10 or args.connections < 1:
+        parser.error("--seconds 1..60, --rounds 1..10, --connections >= 1")
+    config = Config(args.seconds, args.rounds, args.connections, args.max_seconds)
+    log.configure("warning", json=True)  # keep the data plane's info lines out of the output
+    results = asyncio.run(measure(config))
+    info: dict[str, Any] = {
+        "backend": results.backend, "seconds": config.seconds, "rounds": config.rounds,
+        "connections": config.connections,
+        "best_of_rounds": results.rounds, "mtu": results.mtus, "notes": results.skipped,
+    }
+    print(report(metrics_of(results), info, args.json))
+    if not args.json:
+        for row, why in results.skipped.items():
+            print(f"note: {row}: {why}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
