@@ -4,7 +4,9 @@ Chain: ``UpdatePath → Begin → Metadata → Timeout → SetExpiry → Xconnec
 On start the forwarder detects the WireGuard backend and the underlay, removes the vWires a
 previous run of the same forwarder left behind, serves on its unix socket, and registers itself
 with nsmgr (as an endpoint of the reserved service ``forwarder``) every few seconds, so a
-restarted nsmgr learns about it again quickly.
+restarted nsmgr learns about it again quickly. With the wireguard-go backend, a
+:class:`forwarder.restart.RestartRecovery` restores the vWires of a daemon that was restarted
+(addresses, routes, MTU, link up) and sets aside those whose daemon could not be restarted.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from api.proto.registry_pb2 import NetworkServiceEndpoint
 from forwarder.kernel import KernelPort
 from forwarder.ports import PortPool, parse_range
+from forwarder.restart import LiveVWires, RestartRecovery
 from forwarder.settings import ForwarderSettings
 from forwarder.underlay import detect_underlay
 from forwarder.vwire import sweep
-from forwarder.wireguard import WireGuardBackend, describe
+from forwarder.wireguard import UserspaceBackend, WireGuardBackend, describe
 from forwarder.xconnect import Node, Xconnect
 from sdk.channels import ChannelPool
 from sdk.grpcutil import ListenAddress, parse_address, serve, stop
@@ -59,6 +62,7 @@ class Forwarder:
         self._server: grpc.aio.Server | None = None
         self.dataplane: dict[str, str] = {}
         self._registration: KeepRegistered[NetworkServiceEndpoint] | None = None
+        self.recovery: RestartRecovery | None = None
 
     async def start(self) -> None:
         interface, ip = await detect_underlay(
@@ -76,8 +80,13 @@ class Forwarder:
         _log.info("forwarder starting", name=self.name, wireguard=info.kind,
                   wireguard_version=info.version, underlay=interface, underlay_ip=ip,
                   swept=len(removed))
+        live: LiveVWires | None = None
+        if isinstance(self.backend, UserspaceBackend):  # only wireguard-go daemons restart
+            live = LiveVWires()
+            self.recovery = RestartRecovery(self.kernel, live)
+            self.recovery.attach(self.backend)
         xconnect = Xconnect(self.kernel, self.backend, node, PortPool(parse_range(
-            self.config.port_range)))
+            self.config.port_range)), live)
         self.chain = NetworkServiceChain(
             [
                 UpdatePath(self.name),
@@ -120,6 +129,9 @@ class Forwarder:
             await stop(self._server, [self.address], grace)
             self._server = None
         await self.timeout.stop()
+        if self.recovery is not None:
+            await self.recovery.close()
+            self.recovery = None
         await sweep(self.kernel, self.backend, owner=self.name)
         await self.pool.close()
         _log.info("forwarder stopped", name=self.name)

@@ -16,6 +16,12 @@ Contract, per request (place it after ``Metadata``/``Timeout``, in front of ``Co
 * If programming fails, the rest of the path is closed again and the error raised: nothing is
   left half-applied. Close removes the vWire (and frees the port) after closing downstream, even
   when downstream fails. Private keys stay in this process's memory only.
+* With a :class:`forwarder.restart.LiveVWires` registry (``live``), every remote vWire is
+  registered while it is programmed (so :class:`forwarder.restart.RestartRecovery` can restore
+  it after a wireguard-go restart) and forgotten before it is closed or replaced. A vWire the
+  recovery reports lost (its daemon could not be restarted) is moved aside: the connection's
+  next request closes it and programs a new one from the same spec (same key and port, so the
+  far side's peer stays valid); a close removes it like a live one.
 
 Connection ids given to the data plane are ``<forwarder name>/<segment id>``, which is how a
 restarted forwarder recognises (and sweeps) only its own leftovers.
@@ -24,7 +30,7 @@ restarted forwarder recognises (and sweeps) only its own leftovers.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import structlog
@@ -36,6 +42,7 @@ from api.proto.connectioncontext_pb2 import IPContext
 from api.proto.networkservice_pb2 import NetworkServiceRequest
 from forwarder.kernel import KernelPort
 from forwarder.ports import PortPool
+from forwarder.restart import LiveVWire, LiveVWires, wireguard_name
 from forwarder.vwire import (
     Attachment,
     LocalVWireSpec,
@@ -54,6 +61,7 @@ from sdk.networkservice.core import NetworkServiceElement, NSCursor
 _log = structlog.get_logger("forwarder.xconnect")
 
 VWIRE, SPEC, KEYS, CLIENT_MECH = "vwire", "spec", "keys", "client_mechanism"
+LOST = "lost_vwire"
 
 
 @dataclass(frozen=True)
@@ -91,6 +99,20 @@ def endpoint_attachment(mech: KernelMechanism, ip: IPContext) -> Attachment:
     )
 
 
+def _unchanged(
+    previous: LocalVWireSpec | RemoteVWireSpec | None, spec: LocalVWireSpec | RemoteVWireSpec,
+    mtu: int,
+) -> bool:
+    """Whether ``spec`` asks for the vWire ``previous`` made (whose MTU came out as ``mtu``).
+
+    A refresh carries back the context MTU this element reported, so an MTU equal to the
+    vWire's own is no change (without this every refresh rebuilt the vWire).
+    """
+    if previous is None or type(previous) is not type(spec):
+        return False
+    return spec == previous or (spec.mtu == mtu and replace(spec, mtu=previous.mtu) == previous)
+
+
 def _offered(request: NetworkServiceRequest, test: Any, what: str) -> Any:
     for mechanism in request.mechanism_preferences:
         if test(mechanism):
@@ -102,12 +124,14 @@ class Xconnect(NetworkServiceElement):
     """See the module docstring."""
 
     def __init__(
-        self, kernel: KernelPort, backend: WireGuardBackend, node: Node, ports: PortPool
+        self, kernel: KernelPort, backend: WireGuardBackend, node: Node, ports: PortPool,
+        live: LiveVWires | None = None,
     ) -> None:
         self.kernel = kernel
         self.backend = backend
         self.node = node
         self.ports = ports
+        self.live = live
 
     def _vwire_id(self, conn: Connection) -> str:
         return f"{self.node.name}/{conn.id}"
@@ -236,12 +260,17 @@ class Xconnect(NetworkServiceElement):
         md: dict[str, Any],
     ) -> VWire:
         current: VWire | None = md.get(VWIRE)
-        if current is not None and md.get(SPEC) == spec:
+        if current is not None and _unchanged(md.get(SPEC), spec, current.mtu):
             return current
         if current is not None:
+            self._forget(current)
             await current.close()
             md.pop(VWIRE, None)
         try:
+            lost: VWire | None = md.get(LOST)
+            if lost is not None:  # its daemon is gone for good: remove it, then rebuild
+                await lost.close()
+                md.pop(LOST)
             if isinstance(spec, LocalVWireSpec):
                 vwire = await program_local(self.kernel, spec)
             else:
@@ -252,9 +281,37 @@ class Xconnect(NetworkServiceElement):
             md.pop(SPEC, None)
             raise
         md[VWIRE], md[SPEC] = vwire, spec
+        if isinstance(spec, RemoteVWireSpec):
+            await self._track(vwire, spec, md)
         _log.info("vwire programmed", kind=type(spec).__name__, mtu=vwire.mtu,
                   interfaces=[e.ifname for e in vwire.ends])
         return vwire
+
+    async def _track(self, vwire: VWire, spec: RemoteVWireSpec, md: dict[str, Any]) -> None:
+        """Register a remote vWire for restart recovery (best effort: never fails a request)."""
+        if self.live is None:
+            return
+        try:
+            wg_name = await wireguard_name(self.kernel, vwire)
+        except FabricError as exc:
+            wg_name = None
+            _log.warning("cannot read the vwire's wireguard name", error=str(exc))
+        if wg_name is None:
+            _log.warning("vwire not protected against wireguard-go restarts: no wireguard name",
+                         interface=vwire.ends[0].ifname)
+            return
+
+        def lost() -> None:
+            if md.get(VWIRE) is vwire:  # set aside; the next request or the close removes it
+                md.pop(VWIRE)
+                md.pop(SPEC, None)
+                md[LOST] = vwire
+
+        self.live.add(wg_name, LiveVWire(vwire, spec, lost))
+
+    def _forget(self, vwire: VWire) -> None:
+        if self.live is not None:
+            self.live.forget(vwire)
 
     async def _report(self, reply: Connection, vwire: VWire) -> Connection:
         reply.context.MTU = vwire.mtu
@@ -275,7 +332,9 @@ class Xconnect(NetworkServiceElement):
         try:
             await next.close(conn)
         finally:
-            vwire: VWire | None = md.pop(VWIRE, None)
-            if vwire is not None:
-                await vwire.close()
+            for key in (LOST, VWIRE):
+                vwire: VWire | None = md.pop(key, None)
+                if vwire is not None:
+                    self._forget(vwire)
+                    await vwire.close()
             self.ports.give_back(self._vwire_id(conn))
