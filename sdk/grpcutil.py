@@ -65,7 +65,10 @@ class ListenAddress:
 
 def parse_address(url: str, field: str = "address") -> ListenAddress:
     """Parse ``unix:///abs/path`` or ``tcp://host:port``; raise InvalidArgument naming ``field``."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. an unclosed '[' of an IPv6 host
+        raise errors.InvalidArgument(field, f"{url!r} is not a valid URL ({exc})") from None
     if parts.scheme == "unix":
         if not parts.path.startswith("/") or parts.netloc:
             raise errors.InvalidArgument(field, f"{url!r}: use unix:///absolute/path.sock")

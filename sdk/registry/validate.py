@@ -17,10 +17,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from typing import Generic, TypeVar
-from urllib.parse import urlsplit
+
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from api.proto.registry_pb2 import NetworkService, NetworkServiceEndpoint
 from sdk.errors import InvalidArgument
+from sdk.grpcutil import parse_address
 from sdk.registry.core import RegistryCursor, RegistryElement
 from sdk.registry.kinds import RecordKind
 
@@ -34,6 +36,7 @@ MAX_SERVICES = 32
 MAX_MATCHES = 64
 MAX_URL = 1024
 PAYLOADS = ("IP", "ETHERNET")
+MIN_SECONDS, MAX_SECONDS = -62_135_596_800, 253_402_300_799  # 0001-01-01 .. 9999-12-31
 URL_SCHEMES = ("unix", "tcp")
 
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$")
@@ -83,20 +86,7 @@ def check_url(field: str, url: str) -> None:
         raise InvalidArgument(field, "must not be empty: give unix:///path or tcp://host:port")
     if len(url) > MAX_URL:
         raise InvalidArgument(field, f"must be at most {MAX_URL} characters")
-    parts = urlsplit(url)
-    if parts.scheme not in URL_SCHEMES:
-        raise InvalidArgument(
-            field, f"unknown scheme {parts.scheme!r} in {url!r}: use unix:///path or tcp://host:port"
-        )
-    if parts.scheme == "unix" and not parts.path.startswith("/"):
-        raise InvalidArgument(field, f"{url!r} needs an absolute socket path: unix:///path/to.sock")
-    if parts.scheme == "tcp":
-        try:
-            port = parts.port
-        except ValueError:
-            port = None
-        if not parts.hostname or port is None:
-            raise InvalidArgument(field, f"{url!r} needs a host and a port: tcp://host:port")
+    parse_address(url, field)
 
 
 def _check_count(field: str, items: Iterable[object], limit: int) -> None:
@@ -121,10 +111,21 @@ def validate_service(ns: NetworkService) -> None:
                          route.destination_selector)
 
 
+def check_timestamp(field: str, stamp: Timestamp) -> None:
+    """Raise InvalidArgument unless ``stamp`` is within protobuf's Timestamp range."""
+    if not (0 <= stamp.nanos < 1_000_000_000 and MIN_SECONDS <= stamp.seconds <= MAX_SECONDS):
+        raise InvalidArgument(
+            field, "out of range: seconds must be within years 1-9999 and nanos in [0, 1e9)"
+        )
+
+
 def validate_endpoint(nse: NetworkServiceEndpoint) -> None:
     """Check a NetworkServiceEndpoint record."""
     check_name("name", nse.name)
     check_url("url", nse.url)
+    for field in ("expiration_time", "initial_registration_time"):
+        if nse.HasField(field):
+            check_timestamp(field, getattr(nse, field))
     _check_count("network_service_names", nse.network_service_names, MAX_SERVICES)
     for i, service in enumerate(nse.network_service_names):
         check_name(f"network_service_names[{i}]", service)
