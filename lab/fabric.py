@@ -39,8 +39,13 @@ from sdk.grpcutil import channel
 from sdk.registry.client import RemoteRegistry
 from sdk.registry.core import RegistryChain
 from sdk.registry.kinds import SERVICE
+from sdk.security.ca import CertificateAuthority
+from sdk.security.svid import write_svid
+from sdk.security.tls import server_name
 
 DEFAULT_CIDRS = ("10.60.0.0/16", "fd00:60::/64")
+TRUST_DOMAIN = "lab.vwire"
+SVID_TTL = 7 * 86_400.0  # a lab lives for days at most; files are not rotated
 FORWARDER_SERVICE = "forwarder"  # nsmgr answers finds for this service with its forwarders
 
 
@@ -133,6 +138,7 @@ class Fabric:
         self.down()
         self.topology.state_dir.mkdir(parents=True, exist_ok=True)
         network.build(self.topology, self.nodes)
+        self._issue_identities()
         self.processes.start("registry", [
             "registry", "--listen", self.registry_url, "--store", "memory://",
             "--log-level", self.log_level,
@@ -145,6 +151,15 @@ class Fabric:
         for node in self.nodes:
             await self._wait_node(node)
 
+    def _issue_identities(self) -> None:
+        """A throw-away trust domain for this fabric; every nsmgr gets an SVID (with the DNS name
+        TLS clients check), so nodes talk mTLS to each other."""
+        ca = CertificateAuthority.create(TRUST_DOMAIN)
+        for node in self.nodes:
+            svid = ca.issue(f"spiffe://{TRUST_DOMAIN}/nsmgr/{node.name}",
+                            [server_name(TRUST_DOMAIN)], ttl=SVID_TTL)
+            write_svid(node.dir / "svid", svid, ca.bundle)
+
     def _lifetime_args(self) -> list[str]:
         if self.token_lifetime is None:
             return []
@@ -155,7 +170,8 @@ class Fabric:
         self.processes.start(node.nsmgr_process, [
             "nsmgr", "--name", f"nsmgr-{node.name}",
             "--listen", f"unix://{node.nsmgr_socket}", "--listen", node.nsmgr_tcp,
-            "--insecure", "--registry", self.registry_url, "--log-level", self.log_level,
+            "--svid-dir", str(node.dir / "svid"), "--registry", self.registry_url,
+            "--log-level", self.log_level,
             *self._lifetime_args(), *policy,
         ], netns=node.netns)
 

@@ -23,6 +23,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--registry", help="the registry's address")
     parser.add_argument("--insecure", action="store_true", default=None,
                         help="plain-text TCP between nodes (development only: no mTLS yet)")
+    parser.add_argument("--svid-dir", help="SVID directory for mTLS between nodes")
+    parser.add_argument("--policy", help="authorization policy file (YAML)")
     parser.add_argument("--token-lifetime", type=float)
     parser.add_argument("--select-policy",
                         choices=["round-robin", "least-connections", "weighted"])

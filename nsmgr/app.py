@@ -1,7 +1,9 @@
 """The nsmgr process: assembles its chains and serves them on a unix socket and on TCP.
 
 NetworkService chain: ``DefaultDeadline → UpdatePath → Begin → Metadata → Timeout → Monitor →
-SetExpiry → Route → Connect``. Registry chains (for local endpoints, forwarders and NSM clients):
+When(first hop, Authorize) → SetExpiry → Route → Connect``. With an SVID directory, TCP (other
+nodes, a remote registry) is mTLS and pooled channels are renewed when the SVID rotates.
+Registry chains (for local endpoints, forwarders and NSM clients):
 ``Validate → LocalForwarders → LocalEndpoints → RemoteRegistry`` for endpoints,
 ``Validate → RemoteRegistry`` for services. Also served: ``connection.MonitorConnection`` and
 gRPC health.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from pathlib import Path
 
 import grpc
 import structlog
@@ -32,9 +35,10 @@ from nsmgr.route import Route
 from nsmgr.settings import NsmgrSettings
 from nsmgr.upstream import RemoteLossWatch
 from nsmgr.watchdog import PeerWatch
-from sdk.channels import ChannelPool
+from sdk.channels import ChannelPool, insecure_factory
 from sdk.errors import FabricError, InvalidArgument
 from sdk.grpcutil import ListenAddress, parse_address, serve, stop
+from sdk.networkservice.authorize import Authorize
 from sdk.networkservice.begin import Begin
 from sdk.networkservice.client import Connect
 from sdk.networkservice.core import NetworkServiceChain
@@ -45,11 +49,15 @@ from sdk.networkservice.monitor import Monitor, add_monitor
 from sdk.networkservice.server import add_network_service
 from sdk.networkservice.timeout import Timeout
 from sdk.networkservice.updatepath import UpdatePath
+from sdk.networkservice.when import When, first_hop
 from sdk.registry.client import RemoteRegistry
 from sdk.registry.core import RegistryChain
 from sdk.registry.kinds import ENDPOINT, SERVICE
 from sdk.registry.server import add_registry
 from sdk.registry.validate import Validate
+from sdk.security.policy import load_policy
+from sdk.security.source import FileSvidSource
+from sdk.security.tls import SecureChannelFactory, server_credentials
 from sdk.select.breaker import CircuitBreaker
 
 _log = structlog.get_logger("nsmgr")
@@ -67,7 +75,12 @@ class Nsmgr:
                 "advertise", "give a TCP listener or an advertised URL for other nodes to use"
             )
         self.advertise = config.advertise  # else the first TCP listener, once bound
-        self.pool = ChannelPool()
+        self.svids = FileSvidSource(Path(config.svid_dir)) if config.svid_dir else None
+        self.pool = ChannelPool(
+            SecureChannelFactory(self.svids) if self.svids else insecure_factory
+        )
+        if self.svids is not None:
+            self.svids.subscribe(lambda _material: self.pool.renew())
         registry_channel = self.pool.get(config.registry)
         self.services_upstream: RegistryChain[NetworkService] = RegistryChain(
             [RemoteRegistry(SERVICE, registry_channel)]
@@ -112,6 +125,7 @@ class Nsmgr:
                 Metadata(),
                 self.timeout,
                 self.monitor,
+                When(first_hop, Authorize(load_policy(config.policy or None))),
                 SetExpiry(config.token_lifetime),
                 self.route,
                 Connect(self.pool),
@@ -178,7 +192,8 @@ class Nsmgr:
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-        self.bound = await serve(server, self.addresses, self.config.insecure)
+        credentials = server_credentials(self.svids) if self.svids else None
+        self.bound = await serve(server, self.addresses, self.config.insecure, credentials)
         self._server = server
         if not self.advertise:
             self.advertise = next(f"tcp://{a.target}" for a in self.bound if a.scheme == "tcp")

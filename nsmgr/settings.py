@@ -22,6 +22,10 @@ class NsmgrSettings:
     )
     registry: str = setting("unix:///var/run/vwire/registry.sock", "the registry's address")
     insecure: bool = setting(False, "allow plain-text TCP between nodes (development only)")
+    svid_dir: str = setting(
+        "", "directory with svid.crt, svid.key and bundle.pem (nsmctl ca issue): mTLS between nodes"
+    )
+    policy: str = setting("", "authorization policy file (YAML); none: every client is allowed")
     token_lifetime: float = setting(
         60.0, "seconds a path segment stays valid; clients refresh well before"
     )

@@ -13,6 +13,9 @@ from registry.settings import PREFIX, RegistrySettings
 from registry.store import default_store_url, open_store
 from sdk import service
 from sdk.grpcutil import parse_address
+from sdk.security.policy import load_policy
+from sdk.security.source import FileSvidSource
+from sdk.security.tls import server_credentials
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -25,6 +28,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--state-dir", help="directory of the default SQLite store")
     parser.add_argument("--insecure", action="store_true", default=None,
                         help="allow plain-text TCP (development only: no mTLS yet)")
+    parser.add_argument("--svid-dir", help="SVID directory: TCP listeners use mTLS")
+    parser.add_argument("--policy", help="authorization policy file (YAML)")
     parser.add_argument("--default-ttl", type=float, help="endpoint registration lifetime (s)")
     parser.add_argument("--log-level", help="debug, info, warning or error")
     parser.add_argument("--trace", action="store_true", default=None, help="trace chain elements")
@@ -35,14 +40,18 @@ async def run(config: RegistrySettings) -> None:
     """Serve until a termination signal arrives, then stop gracefully."""
     addresses = [parse_address(url, "listen") for url in config.listen]
     store = open_store(config.store or default_store_url(Path(config.state_dir)))
-    registry = Registry(store, config.default_ttl, config.max_ttl, config.trace)
+    policy = load_policy(config.policy or None)
+    registry = Registry(store, config.default_ttl, config.max_ttl, config.trace, policy)
+    svids = FileSvidSource(Path(config.svid_dir)) if config.svid_dir else None
+    credentials = server_credentials(svids) if svids else None
     if config.insecure and any(a.scheme == "tcp" for a in addresses):
         structlog.get_logger("registry").warning(
             "SERVING PLAIN-TEXT TCP WITHOUT mTLS: development only, anyone on the network can "
             "read and change the registry"
         )
     await service.until_signalled(
-        lambda: registry.start(addresses, config.insecure), lambda: registry.stop(config.grace)
+        lambda: registry.start(addresses, config.insecure, credentials),
+        lambda: registry.stop(config.grace),
     )
 
 

@@ -1,10 +1,12 @@
 """The registry process: assembles the registry chains and serves them over gRPC.
 
 Chains (one per record kind), in order:
-``Validate → [Expire] → Watch → Persist`` — validation rejects bad input before anything is
-stored; ``Expire`` (endpoints only) sets expiration times and, as a background task, unregisters
-expired endpoints through the same chain so watchers see them deleted; ``Watch`` fans changes out;
-``Persist`` keeps the records (cached in memory, written through to the store).
+``Validate → AuthorizeRegistration → Ownership → [Expire] → Watch → Persist`` — validation rejects
+bad input before anything is stored; the policy says which endpoint identities may register which
+services, and only a record's owner may change or remove it; ``Expire`` (endpoints only) sets
+expiration times and, as a background task, unregisters expired endpoints through the same chain so
+watchers see them deleted; ``Watch`` fans changes out; ``Persist`` keeps the records (cached in
+memory, written through to the store).
 """
 
 from __future__ import annotations
@@ -23,11 +25,14 @@ from sdk.grpcutil import ListenAddress, serve, stop
 from sdk.registry.core import RegistryChain
 from sdk.registry.expire import Expire
 from sdk.registry.kinds import ENDPOINT, SERVICE
+from sdk.registry.ownership import Ownership
 from sdk.registry.persist import Persist
 from sdk.registry.server import add_registry
 from sdk.registry.store import Store
 from sdk.registry.validate import Validate
 from sdk.registry.watch import Watch
+from sdk.security.policy import ALLOW_ALL, PolicySource, StaticPolicy
+from sdk.security.registry_authorize import AuthorizeRegistration
 
 _log = structlog.get_logger("registry")
 
@@ -46,24 +51,46 @@ class Registry:
         default_ttl: float = 60.0,
         max_ttl: float = 3600.0,
         trace: bool = False,
+        policy: PolicySource | None = None,
     ) -> None:
         self.store = store
+        allowed = policy or StaticPolicy(ALLOW_ALL)
         self.service_records = Persist(SERVICE, store)
         self.endpoint_records = Persist(ENDPOINT, store)
         self.service_watch = Watch(SERVICE)
         self.endpoint_watch = Watch(ENDPOINT)
         self.expire: Expire[NetworkServiceEndpoint] = Expire(default_ttl, max_ttl)
         self.services: RegistryChain[NetworkService] = RegistryChain(
-            [Validate(SERVICE), self.service_watch, self.service_records], trace
+            [
+                Validate(SERVICE),
+                AuthorizeRegistration(allowed),
+                Ownership(SERVICE),
+                self.service_watch,
+                self.service_records,
+            ],
+            trace,
         )
         self.endpoints: RegistryChain[NetworkServiceEndpoint] = RegistryChain(
-            [Validate(ENDPOINT), self.expire, self.endpoint_watch, self.endpoint_records], trace
+            [
+                Validate(ENDPOINT),
+                AuthorizeRegistration(allowed),
+                Ownership(ENDPOINT),
+                self.expire,
+                self.endpoint_watch,
+                self.endpoint_records,
+            ],
+            trace,
         )
         self.addresses: list[ListenAddress] = []
         self._server: grpc.aio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
-    async def start(self, addresses: list[ListenAddress], insecure_tcp: bool = False) -> None:
+    async def start(
+        self,
+        addresses: list[ListenAddress],
+        insecure_tcp: bool = False,
+        credentials: grpc.ServerCredentials | None = None,
+    ) -> None:
         """Load stored records, start expiry, serve on ``addresses`` with health and reflection."""
         loaded = await self.service_records.load(), await self.endpoint_records.load()
         self._sweeper = asyncio.create_task(
@@ -79,7 +106,7 @@ class Registry:
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
         try:
-            self.addresses = await serve(server, addresses, insecure_tcp)
+            self.addresses = await serve(server, addresses, insecure_tcp, credentials)
         except BaseException:
             await self._stop_sweeper()
             raise

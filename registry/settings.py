@@ -22,6 +22,8 @@ class RegistrySettings:
     )
     state_dir: str = setting("/var/lib/vwire", "directory for the default SQLite store")
     insecure: bool = setting(False, "allow plain-text TCP listeners (development only)")
+    svid_dir: str = setting("", "directory with svid.crt, svid.key, bundle.pem: mTLS on TCP")
+    policy: str = setting("", "authorization policy file (YAML): who may register what")
     default_ttl: float = setting(60.0, "seconds an endpoint registration lives unless refreshed")
     max_ttl: float = setting(3600.0, "longest expiration an endpoint may ask for, in seconds")
     grace: float = setting(2.0, "seconds open calls get to finish on shutdown")

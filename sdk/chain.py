@@ -13,7 +13,7 @@ exit, duration and error at debug level, so no element needs its own tracing cod
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Self, TypeVar
 
@@ -93,11 +93,11 @@ class Cursor(Generic[E]):
         return result
 
 
-def elements_of(*parts: E | tuple[E, ...] | list[E]) -> tuple[E, ...]:
+def elements_of(*parts: E | Sequence[E]) -> tuple[E, ...]:
     """Flatten elements and nested sequences of elements into one tuple (for chain builders)."""
     flat: list[E] = []
     for part in parts:
-        if isinstance(part, (tuple, list)):
+        if isinstance(part, Sequence):
             flat.extend(part)
         else:
             flat.append(part)

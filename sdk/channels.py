@@ -1,8 +1,9 @@
 """A pool of gRPC channels keyed by URL, so every hop reuses one channel per peer.
 
 Contract: ``get(url)`` returns the same channel for the same URL until it is ``drop``-ped (e.g.
-after the peer was found dead) or the pool is closed; ``close`` closes every channel. Channel
-credentials come from one factory, so switching the whole process to mTLS is one argument.
+after the peer was found dead), the pool is ``renew``-ed (new credentials) or closed; ``close``
+closes every channel. Channel credentials come from one factory, so switching the whole process
+to mTLS is one argument.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class ChannelPool:
     def __init__(self, factory: ChannelFactory = insecure_factory) -> None:
         self._factory = factory
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._retired: list[grpc.aio.Channel] = []
 
     def get(self, url: str) -> grpc.aio.Channel:
         """The channel to ``url`` (``unix:///path`` or ``tcp://host:port``), made on first use."""
@@ -42,8 +44,15 @@ class ChannelPool:
         if channel is not None:
             await channel.close()
 
+    def renew(self) -> None:
+        """Make new channels from now on (e.g. with a rotated certificate); calls already under
+        way finish on the old ones, which are closed with the pool. Safe from any thread."""
+        self._retired.extend(self._channels.values())
+        self._channels = {}
+
     async def close(self) -> None:
         """Close every channel."""
-        channels, self._channels = list(self._channels.values()), {}
+        channels = [*self._channels.values(), *self._retired]
+        self._channels, self._retired = {}, []
         for channel in channels:
             await channel.close()

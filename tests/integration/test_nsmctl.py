@@ -310,7 +310,7 @@ BAD_MANIFESTS = {
     ),
     "registry rule": (
         MANIFEST + "---\nkind: NetworkServiceEndpoint\nname: db-2\nurl: http://h\n",
-        "document 3 (NetworkServiceEndpoint 'db-2'): url: unknown scheme 'http'",
+        "document 3 (NetworkServiceEndpoint 'db-2'): url: 'http://h' has unknown scheme 'http'",
     ),
     "wrong type": (
         MANIFEST + "---\nkind: NetworkService\nname: x\nmatches: {}\n",
