@@ -36,6 +36,7 @@ class FakeNode:
     registry: str
     lifetime: float
     policy: str
+    authorization: str = ""
     kernel: FakeKernel = field(default_factory=FakeKernel)
     nsmgr: Nsmgr | None = None
     forwarder: Forwarder | None = None
@@ -51,7 +52,7 @@ class FakeNode:
         self.nsmgr = Nsmgr(NsmgrSettings(
             name=f"nsmgr-{self.name}", listen=[self.nsmgr_url, "tcp://127.0.0.1:0"],
             registry=self.registry, insecure=True, token_lifetime=self.lifetime,
-            select_policy=self.policy,
+            select_policy=self.policy, policy=self.authorization,
         ))
         await self.nsmgr.start()
         await self.start_forwarder()
@@ -82,8 +83,12 @@ class FakeNode:
 class Fabric:
     """A registry and nodes; endpoints and clients made through it are stopped by :meth:`stop`."""
 
-    def __init__(self, root: Path, lifetime: float = 30.0, policy: str = "round-robin") -> None:
+    def __init__(
+        self, root: Path, lifetime: float = 30.0, policy: str = "round-robin",
+        authorization: str = "",
+    ) -> None:
         self.root = root
+        self.authorization = authorization
         self.lifetime = lifetime
         self.policy = policy
         self.registry = Registry(open_store("memory://"), default_ttl=30.0)
@@ -97,7 +102,7 @@ class Fabric:
         await self.registry.start([parse_address(self.registry_url)])
         for i in range(1, nodes + 1):
             node = FakeNode(f"n{i}", self.root / f"n{i}", self.registry_url, self.lifetime,
-                            self.policy)
+                            self.policy, authorization=self.authorization)
             self.nodes.append(node)
             await node.start(i)
 

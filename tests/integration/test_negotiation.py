@@ -13,7 +13,7 @@ import pytest
 from api.proto.connection_pb2 import Connection
 from api.proto.registry_pb2 import Destination, Match, NetworkService
 from nsc.client import VWireClient
-from sdk.errors import NotFound
+from sdk.errors import NotFound, PermissionDenied
 from tests.integration.fabric import Fabric, FakeNode
 
 WAIT = 10.0
@@ -225,3 +225,25 @@ async def test_forwarder_restart_heals_the_connection(fabric: Fabric) -> None:
     finally:
         keeper.cancel()
         await asyncio.gather(keeper, return_exceptions=True)
+
+
+async def test_a_denied_service_request_is_permission_denied_and_programs_nothing() -> None:
+    with tempfile.TemporaryDirectory(dir="/tmp", prefix="vwn-") as root:
+        policy = Path(root) / "policy.yaml"
+        policy.write_text(
+            "version: 1\nrequests:\n  - rule: ops-only\n    services: [db]\n"
+            "    labels: {team: ops}\n"
+        )
+        fab = Fabric(Path(root), authorization=str(policy))
+        try:
+            await fab.start(1)
+            node = fab.nodes[0]
+            await fab.endpoint(node, "nse-a")
+            with pytest.raises(PermissionDenied, match="db"):
+                await fab.client(node, "web", labels={"team": "web"}).connect()
+            assert await links(node, "/var/run/netns/n1-web") == []
+            assert await links(node, "/var/run/netns/n1-nse-a") == []
+            allowed = await fab.client(node, "ops", labels={"team": "ops"}).connect()
+            assert allowed.network_service_endpoint_name == "nse-a"
+        finally:
+            await fab.stop()
