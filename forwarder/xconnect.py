@@ -37,7 +37,7 @@ import structlog
 
 from api.mechanisms.kernel import KernelMechanism, is_kernel
 from api.mechanisms.wireguard import WireguardMechanism, is_wireguard
-from api.proto.connection_pb2 import Connection
+from api.proto.connection_pb2 import Connection, Mechanism
 from api.proto.connectioncontext_pb2 import IPContext
 from api.proto.networkservice_pb2 import NetworkServiceRequest
 from forwarder.kernel import KernelPort
@@ -150,6 +150,20 @@ class Xconnect(NetworkServiceElement):
             return await self._endpoint_side(request, next, md)
         return await self._client_side(request, next, md)
 
+    async def _forward(
+        self, request: NetworkServiceRequest, next: NSCursor, md: dict[str, Any], vid: str,
+        offer: list[Mechanism],
+    ) -> Connection:
+        """Send the request on offering ``offer``; a first request that fails frees its port."""
+        del request.mechanism_preferences[:]
+        request.mechanism_preferences.extend(offer)
+        try:
+            return await next.request(request)
+        except BaseException:
+            if VWIRE not in md:
+                self.ports.give_back(vid)
+            raise
+
     async def _client_side(
         self, request: NetworkServiceRequest, next: NSCursor, md: dict[str, Any]
     ) -> Connection:
@@ -171,14 +185,9 @@ class Xconnect(NetworkServiceElement):
         offer = WireguardMechanism(
             src_ip=self.node.underlay_ip, src_port=port, src_public_key=public
         )
-        del request.mechanism_preferences[:]
-        request.mechanism_preferences.extend([KernelMechanism().to_proto(), offer.to_proto()])
-        try:
-            reply = await next.request(request)
-        except BaseException:
-            if VWIRE not in md:
-                self.ports.give_back(vid)
-            raise
+        reply = await self._forward(
+            request, next, md, vid, [KernelMechanism().to_proto(), offer.to_proto()]
+        )
         ip = reply.context.ip_context
         if is_kernel(reply.mechanism):
             self.ports.give_back(vid)
@@ -216,14 +225,7 @@ class Xconnect(NetworkServiceElement):
         vid = self._vwire_id(request.connection)
         _, public = self._keys(md)
         port = self.ports.take(vid)
-        del request.mechanism_preferences[:]
-        request.mechanism_preferences.append(KernelMechanism().to_proto())
-        try:
-            reply = await next.request(request)
-        except BaseException:
-            if VWIRE not in md:
-                self.ports.give_back(vid)
-            raise
+        reply = await self._forward(request, next, md, vid, [KernelMechanism().to_proto()])
         if not is_kernel(reply.mechanism):
             await self._close_quietly(reply, next)
             raise InvalidArgument("mechanism", "the endpoint must accept a KERNEL mechanism")
