@@ -137,7 +137,7 @@ class VWireClient:
         reselect, self._reselect = self._reselect, False
         _log.warning("healing", reason=reason, reselect=reselect)
         start = time.monotonic()
-        for attempt, pause in enumerate(delays(1_000_000, 0.05, 1.0)):
+        for attempt, pause in enumerate(delays(1_000_000, 0.05, 0.4)):
             try:
                 # DOWN asks nsmgr to rebuild the path (same endpoint if it still works);
                 # RESELECT_REQUESTED also asks for another endpoint.
