@@ -51,9 +51,10 @@ from forwarder.wireguard.uapi import socket_path
 from lab.clients import InProcessClients
 from lab.fabric import Client, Fabric
 from lab.heal import measure_heal
-from lab.observe import accepts, wait_for
+from lab.observe import wait_for
 from lab.topology import Node, Topology, netns_path
 from sdk import log
+from sdk.grpcutil import unix_socket_accepts
 
 SERVICE = "bench"
 SETUP_P50_GOAL_MS, SETUP_P99_GOAL_MS = 100.0, 300.0
@@ -140,7 +141,7 @@ class RawWireGuardSide:
         sock = socket_path(self.ifname)
 
         async def up() -> bool:
-            return accepts(sock)
+            return unix_socket_accepts(sock)
 
         await wait_for(f"wireguard-go {self.ifname}", up, 5.0, every=0.002)
 

@@ -64,8 +64,9 @@ from forwarder.vwire import (
 from forwarder.wireguard import WireGuardBackend, detect_backend, generate_keypair
 from forwarder.wireguard.kernel import kernel_wireguard_available
 from forwarder.wireguard.uapi import socket_path
-from lab.observe import accepts, wait_for
+from lab.observe import wait_for
 from sdk import log
+from sdk.grpcutil import unix_socket_accepts
 
 PREFIX = "vwd"
 NETNS_DIR = Path("/var/run/netns")
@@ -238,7 +239,7 @@ class HandTunnel:
                 sock = socket_path(ifname)
 
                 async def up(sock: Path = sock) -> bool:
-                    return accepts(sock)
+                    return unix_socket_accepts(sock)
 
                 await wait_for(f"wireguard-go {ifname}", up, 5.0, every=0.005)
             keyfile = self.keydir / f"{ifname}.key"

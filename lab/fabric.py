@@ -30,12 +30,12 @@ from typing import Any
 
 from api.proto.registry_pb2 import NetworkService, NetworkServiceEndpoint
 from lab import network
-from lab.observe import accepts, monitor_connections, registered, wait_for
+from lab.observe import monitor_connections, registered, wait_for
 from lab.processes import Processes
 from lab.topology import Node, Topology, netns_path
 from sdk.chain import CallContext
 from sdk.errors import FabricError, InvalidArgument
-from sdk.grpcutil import channel
+from sdk.grpcutil import channel, unix_socket_accepts
 from sdk.registry.client import RemoteRegistry
 from sdk.registry.core import RegistryChain
 from sdk.registry.kinds import SERVICE
@@ -186,7 +186,7 @@ class Fabric:
         async def ready() -> bool:
             if self.processes.pid_of(process) is None:
                 raise FabricError(f"{process} exited: see {self.processes.log(process)}")
-            return accepts(path)
+            return unix_socket_accepts(path)
 
         await wait_for(f"{process} listening on {path}", ready, self.ready_timeout)
 

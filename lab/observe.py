@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -54,19 +53,6 @@ async def wait_for(
             raise DeadlineExceeded(f"{what}: not within {seconds:g} s")
         await asyncio.sleep(every)  # polling a bounded condition, not synchronisation by time
     return time.monotonic() - start
-
-
-def accepts(path: Path) -> bool:
-    """Whether a Unix socket at ``path`` accepts connections (a stale file does not)."""
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.settimeout(1.0)
-        probe.connect(str(path))
-    except OSError:
-        return False
-    finally:
-        probe.close()
-    return True
 
 
 async def monitor_connections(nsmgr_socket: Path, timeout: float = 5.0) -> list[dict[str, Any]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,6 +197,21 @@ async def stop(server: grpc.aio.Server, addresses: list[ListenAddress], grace: f
     for address in addresses:
         if address.scheme == "unix":
             Path(address.path).unlink(missing_ok=True)
+
+
+def unix_socket_accepts(path: Path | str) -> bool:
+    """Whether a server listens on the Unix socket at ``path``. The file appears at bind(),
+    before listen(); in between (or after a crash) connect() is refused, so a file alone is not
+    readiness."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(str(path))
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
 
 
 def channel(address: ListenAddress | str) -> grpc.aio.Channel:

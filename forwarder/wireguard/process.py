@@ -26,6 +26,7 @@ from pathlib import Path
 import structlog
 
 from sdk.errors import DataplaneError
+from sdk.grpcutil import unix_socket_accepts
 
 from .netns import netns_argv
 from .uapi import SOCKET_DIR, socket_path
@@ -59,20 +60,6 @@ def clear_stale_socket(path: Path) -> bool:
     finally:
         probe.close()
     return False
-
-
-def _accepts(path: Path) -> bool:
-    """Whether a daemon listens on ``path``. The file appears at bind(), before listen(): in
-    between, connect() is refused, so existence alone is not readiness."""
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.settimeout(1.0)
-        probe.connect(str(path))
-    except OSError:
-        return False
-    finally:
-        probe.close()
-    return True
 
 
 class WgGoProcess:
@@ -148,7 +135,7 @@ class WgGoProcess:
         assert self._proc is not None
         loop = asyncio.get_running_loop()
         delay = _POLL_FIRST
-        while not _accepts(self.socket):
+        while not unix_socket_accepts(self.socket):
             if self._proc.returncode is not None:
                 await self._drain_output()
                 raise DataplaneError(
