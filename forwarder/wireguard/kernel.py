@@ -32,8 +32,14 @@ from forwarder.kernel import KernelPort, Netns, real_kernel
 from forwarder.kernel.netns import netlink_socket_in
 from sdk.errors import AlreadyExists, DataplaneError, NotFound
 
-from .keys import parse_private_key, parse_public_key
-from .model import WgPeer, WgPeerStats, validate_ifname, validate_peer, validate_port
+from .keys import parse_public_key
+from .model import (
+    WgPeer,
+    WgPeerStats,
+    validate_create,
+    validate_ifname,
+    validate_peer,
+)
 from .netns import check_netns, genl_socket_in
 
 log = structlog.get_logger()
@@ -131,11 +137,7 @@ class KernelBackend:
     async def create(
         self, ifname: str, underlay_netns: str | None, private_key: str, listen_port: int
     ) -> int:
-        validate_ifname(ifname)
-        key = parse_private_key(private_key)
-        validate_port(listen_port, "listen_port", allow_zero=True)
-        if underlay_netns is not None:
-            check_netns(underlay_netns, "underlay_netns")
+        key = validate_create(ifname, underlay_netns, private_key, listen_port)
         if ifname in self._netns:
             raise AlreadyExists(f"ifname: wireguard interface {ifname} already exists")
         await _add_wireguard_link(ifname, underlay_netns)

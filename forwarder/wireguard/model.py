@@ -18,7 +18,8 @@ from typing import Literal, Protocol
 
 from sdk.errors import InvalidArgument
 
-from .keys import parse_public_key
+from .keys import PrivateKey, parse_private_key, parse_public_key
+from .netns import check_netns
 
 _IFNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
 
@@ -149,3 +150,16 @@ def validate_peer(peer: WgPeer) -> WgPeer:
             "peer.keepalive", f"must be seconds in 0..65535 or None (got {peer.keepalive!r})"
         )
     return replace(peer, public_key=public_key)
+
+
+def validate_create(
+    ifname: str, underlay_netns: str | None, private_key: str, listen_port: int
+) -> PrivateKey:
+    """Check the arguments of ``WireGuardBackend.create`` (InvalidArgument/NotFound naming the
+    field); returns the parsed private key."""
+    validate_ifname(ifname)
+    key = parse_private_key(private_key)
+    validate_port(listen_port, "listen_port", allow_zero=True)
+    if underlay_netns is not None:
+        check_netns(underlay_netns, "underlay_netns")
+    return key

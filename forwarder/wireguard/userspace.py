@@ -32,14 +32,14 @@ import structlog
 from forwarder.kernel import KernelPort, real_kernel
 from sdk.errors import AlreadyExists, DataplaneError, FabricError, NotFound
 
-from .keys import PrivateKey, parse_private_key, parse_public_key
+from .keys import PrivateKey, parse_public_key
 from .model import (
     WgPeer,
     WgPeerStats,
     WgProcessEvent,
+    validate_create,
     validate_ifname,
     validate_peer,
-    validate_port,
 )
 from .netns import check_netns
 from .process import WIREGUARD_GO, WgGoProcess, clear_stale_socket
@@ -123,11 +123,7 @@ class UserspaceBackend:
     async def create(
         self, ifname: str, underlay_netns: str | None, private_key: str, listen_port: int
     ) -> int:
-        validate_ifname(ifname)
-        key = parse_private_key(private_key)
-        validate_port(listen_port, "listen_port", allow_zero=True)
-        if underlay_netns is not None:
-            check_netns(underlay_netns, "underlay_netns")
+        key = validate_create(ifname, underlay_netns, private_key, listen_port)
         if ifname in self._devices or ifname in self._creating:
             raise AlreadyExists(f"ifname: wireguard interface {ifname} already exists")
         if not clear_stale_socket(socket_path(ifname, self.socket_dir)):
