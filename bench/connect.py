@@ -48,11 +48,10 @@ from pathlib import Path
 from bench.common import Deadline, Metric, ms, percentile, report
 from forwarder.wireguard.keys import generate_keypair
 from forwarder.wireguard.uapi import socket_path
-from lab.clients import InProcessClients
 from lab.fabric import Client, Fabric
 from lab.heal import measure_heal
 from lab.observe import wait_for
-from lab.topology import Node, Topology, netns_path
+from lab.topology import Node, Topology
 from sdk import log
 from sdk.grpcutil import unix_socket_accepts
 
@@ -91,8 +90,7 @@ async def measure_setup(fabric: Fabric, config: Config, results: Results,
                         deadline: Deadline) -> None:
     """Sequential, then concurrent, remote connections from an in-process client on n1."""
     netns = fabric.add_workload_netns(1, "bclient")
-    async with InProcessClients(fabric.node(1).nsmgr_socket, netns_path(netns),
-                                "bench-client") as clients:
+    async with fabric.in_process_clients(1, netns, "bench-client") as clients:
         for i in range(config.sequential):
             if deadline.expired():
                 break

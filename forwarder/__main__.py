@@ -25,6 +25,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--underlay-ip")
     parser.add_argument("--port-range", help="first-last UDP ports for tunnels")
     parser.add_argument("--wireguard", choices=["auto", "kernel", "wireguard-go"])
+    parser.add_argument("--svid-dir", help="SVID directory (nsmctl ca issue): path tokens")
     parser.add_argument("--token-lifetime", type=float)
     parser.add_argument("--log-level")
     parser.add_argument("--trace", action="store_true", default=None)

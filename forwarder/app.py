@@ -1,6 +1,9 @@
 """The forwarder process: its NetworkService chain, registration with nsmgr, start-up sweep.
 
-Chain: ``UpdatePath → Begin → Metadata → Timeout → SetExpiry → Xconnect → Connect(nsmgr)``.
+Chain: ``[VerifyPath] → UpdatePath → Begin → Metadata → Timeout → SetExpiry → Xconnect →
+[SignPathSegment] → Connect(nsmgr)``; the bracketed elements run with an SVID directory: then
+requests must carry a valid signed path, and this hop signs its segment for its nsmgr, whose
+SPIFFE ID it learns from the registration reply (``path_ids[-1]``).
 On start the forwarder detects the WireGuard backend and the underlay, removes the vWires a
 previous run of the same forwarder left behind, serves on its unix socket, and registers itself
 with nsmgr (as an endpoint of the reserved service ``forwarder``) every few seconds, so a
@@ -12,6 +15,7 @@ restarted nsmgr learns about it again quickly. With the wireguard-go backend, a
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import grpc
 import structlog
@@ -35,11 +39,14 @@ from sdk.networkservice.expiry import SetExpiry
 from sdk.networkservice.metadata import Metadata
 from sdk.networkservice.server import add_network_service
 from sdk.networkservice.timeout import Timeout
+from sdk.networkservice.token import SignPathSegment, VerifyPath
 from sdk.networkservice.updatepath import UpdatePath
 from sdk.registry.client import RemoteRegistry
 from sdk.registry.core import RegistryChain
 from sdk.registry.keepalive import KeepRegistered
 from sdk.registry.kinds import ENDPOINT
+from sdk.registry.pathids import last_id
+from sdk.security.source import FileSvidSource
 
 FORWARDER_SERVICE = "forwarder"
 _log = structlog.get_logger("forwarder")
@@ -56,6 +63,7 @@ class Forwarder:
         self.kernel = kernel
         self.backend = backend
         self.pool = ChannelPool()
+        self.svids = FileSvidSource(Path(config.svid_dir)) if config.svid_dir else None
         self.address: ListenAddress = parse_address(config.listen, "listen")
         self.timeout = Timeout()
         self.chain: NetworkServiceChain | None = None
@@ -87,14 +95,21 @@ class Forwarder:
             self.recovery.attach(self.backend)
         xconnect = Xconnect(self.kernel, self.backend, node, PortPool(parse_range(
             self.config.port_range)), live)
+        verify = [VerifyPath(self.svids)] if self.svids else []
+        sign = (
+            [SignPathSegment(self.svids, self._nsmgr_id, self.config.token_lifetime)]
+            if self.svids else []
+        )
         self.chain = NetworkServiceChain(
             [
+                *verify,
                 UpdatePath(self.name),
                 Begin(),
                 Metadata(),
                 self.timeout,
                 SetExpiry(self.config.token_lifetime),
                 xconnect,
+                *sign,
                 Connect(self.pool, self.config.nsmgr),
             ],
             trace=self.config.trace,
@@ -114,10 +129,17 @@ class Forwarder:
         )
         await self._registration.start(must_succeed=False)  # nsmgr may come up later
 
+    def _nsmgr_id(self) -> str:
+        """The SPIFFE ID of this node's nsmgr, from the last registration reply ('' before)."""
+        registered = self._registration.registered if self._registration else None
+        return last_id(registered) if registered is not None else ""
+
     def _record(self) -> NetworkServiceEndpoint:
         record = NetworkServiceEndpoint(
             name=self.name, network_service_names=[FORWARDER_SERVICE], url=self.address.url
         )
+        if self.svids is not None:
+            record.path_ids.append(str(self.svids.current().spiffe_id))
         record.network_service_labels[FORWARDER_SERVICE].labels.update(self.dataplane)
         return record
 

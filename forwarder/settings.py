@@ -20,6 +20,9 @@ class ForwarderSettings:
     underlay_ip: str = setting("", "this node's tunnel address (default: that interface's first)")
     port_range: str = setting("51820-52819", "UDP ports for WireGuard tunnels, first-last")
     wireguard: str = setting("auto", "WireGuard backend: auto, kernel or wireguard-go")
+    svid_dir: str = setting(
+        "", "directory with svid.crt, svid.key and bundle.pem: sign and verify path tokens"
+    )
     token_lifetime: float = setting(60.0, "seconds this hop's path segment stays valid")
     register_interval: float = setting(2.0, "seconds between registrations with nsmgr")
     log_level: str = setting("info", "debug, info, warning or error")

@@ -4,7 +4,8 @@
 for one namespace, sharing a channel pool, and closes them all in :meth:`aclose` (use it as an
 ``async with``). Tests and benchmarks use it for many connections without a process each; the
 refresh/heal loop (``VWireClient.run``) is not started: these connections live only as long as
-their lifetime (default 60 s).
+their lifetime (default 60 s). With ``svid_dir`` and ``nsmgr_id`` they sign their path segments
+(what an nsmgr with an SVID requires; see :meth:`lab.fabric.Fabric.identity`).
 """
 
 from __future__ import annotations
@@ -17,18 +18,22 @@ from typing import Self
 
 from nsc.client import VWireClient
 from sdk.channels import ChannelPool
+from sdk.security.source import FileSvidSource
 
 
 class InProcessClients:
     """See the module docstring."""
 
     def __init__(self, nsmgr_socket: Path, netns_path: str, name: str,
-                 request_timeout: float = 15.0) -> None:
+                 request_timeout: float = 15.0, svid_dir: Path | None = None,
+                 nsmgr_id: str = "") -> None:
         self.nsmgr = f"unix://{nsmgr_socket}"
         self.netns_path = netns_path
         self.name = name
         self.request_timeout = request_timeout
         self.pool = ChannelPool()
+        self.svids = FileSvidSource(svid_dir) if svid_dir is not None else None
+        self.nsmgr_id = nsmgr_id
         self.open: list[VWireClient] = []
 
     async def connect(self, service: str, interface: str,
@@ -38,7 +43,7 @@ class InProcessClients:
         client = VWireClient(
             name=self.name, nsmgr=self.nsmgr, pool=self.pool, netns_url=self.netns_path,
             network_service=service, interface=interface, labels=labels,
-            request_timeout=self.request_timeout,
+            request_timeout=self.request_timeout, svids=self.svids, nsmgr_id=self.nsmgr_id,
         )
         start = time.monotonic()
         await client.connect()

@@ -17,6 +17,13 @@ Every wait is a poll with a deadline (:func:`lab.observe.wait_for`); nothing sle
 synchronise. :meth:`Fabric.down` is synchronous and idempotent, so it can run in any finalizer,
 and removes the processes, stray ``wireguard-go`` (and their UAPI sockets), the topology's
 namespaces and its state directory.
+
+Identities: the fabric is its own trust domain (:data:`TRUST_DOMAIN`), with a CA kept in
+``<state>/ca`` (so ``nsmctl ca issue --dir <state>/ca`` works against a running lab). Every
+process gets an SVID ``spiffe://lab.vwire/<kind>/<name>`` (kinds ``nsmgr``, ``forwarder``,
+``nse``, ``nsc``) in ``<state>/identities/<kind>/<name>``: nodes talk mTLS to each other and every
+request carries a signed path. :meth:`Fabric.rotate_identities` re-issues all of them in place
+(the processes pick the new files up without a restart).
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from typing import Any
 
 from api.proto.registry_pb2 import NetworkService, NetworkServiceEndpoint
 from lab import network
+from lab.clients import InProcessClients
 from lab.observe import monitor_connections, registered, wait_for
 from lab.processes import Processes
 from lab.topology import Node, Topology, netns_path
@@ -45,7 +53,7 @@ from sdk.security.tls import server_name
 
 DEFAULT_CIDRS = ("10.60.0.0/16", "fd00:60::/64")
 TRUST_DOMAIN = "lab.vwire"
-SVID_TTL = 7 * 86_400.0  # a lab lives for days at most; files are not rotated
+SVID_TTL = 7 * 86_400.0  # a lab lives for days at most; rotate_identities() renews early
 FORWARDER_SERVICE = "forwarder"  # nsmgr answers finds for this service with its forwarders
 
 
@@ -120,6 +128,8 @@ class Fabric:
         self.ready_timeout = ready_timeout
         self.endpoints: dict[str, Endpoint] = {}
         self.clients: dict[str, Client] = {}
+        self.ca: CertificateAuthority | None = None
+        self.identities: dict[Path, str] = {}  # SVID directory → SPIFFE ID
 
     @property
     def registry_url(self) -> str:
@@ -152,13 +162,33 @@ class Fabric:
             await self._wait_node(node)
 
     def _issue_identities(self) -> None:
-        """A throw-away trust domain for this fabric; every nsmgr gets an SVID (with the DNS name
-        TLS clients check), so nodes talk mTLS to each other."""
-        ca = CertificateAuthority.create(TRUST_DOMAIN)
-        for node in self.nodes:
-            svid = ca.issue(f"spiffe://{TRUST_DOMAIN}/nsmgr/{node.name}",
-                            [server_name(TRUST_DOMAIN)], ttl=SVID_TTL)
-            write_svid(node.dir / "svid", svid, ca.bundle)
+        """A throw-away trust domain for this fabric (see the module docstring)."""
+        self.ca = CertificateAuthority.init(self.topology.state_dir / "ca", TRUST_DOMAIN)
+        self.identities = {}
+
+    @staticmethod
+    def spiffe_id(kind: str, name: str) -> str:
+        """The SPIFFE ID the fabric gives process ``name`` of ``kind``."""
+        return f"spiffe://{TRUST_DOMAIN}/{kind}/{name}"
+
+    def identity(self, kind: str, name: str, ttl: float = SVID_TTL) -> Path:
+        """Issue (or re-issue) the SVID of process ``name`` of ``kind``; returns its directory.
+        Every SVID carries the fabric's server DNS name, so any process may serve mTLS."""
+        if self.ca is None:
+            self.ca = CertificateAuthority.load(self.topology.state_dir / "ca")
+        directory = self.topology.state_dir / "identities" / kind / name
+        spiffe_id = self.spiffe_id(kind, name)
+        write_svid(directory, self.ca.issue(spiffe_id, [server_name(TRUST_DOMAIN)], ttl=ttl),
+                   self.ca.bundle)
+        self.identities[directory] = spiffe_id
+        return directory
+
+    def rotate_identities(self, ttl: float = SVID_TTL) -> int:
+        """Re-issue every SVID this fabric issued, in place; returns how many."""
+        for spiffe_id in list(self.identities.values()):
+            kind, name = spiffe_id.removeprefix(f"spiffe://{TRUST_DOMAIN}/").split("/", 1)
+            self.identity(kind, name, ttl)
+        return len(self.identities)
 
     def _lifetime_args(self) -> list[str]:
         if self.token_lifetime is None:
@@ -170,7 +200,8 @@ class Fabric:
         self.processes.start(node.nsmgr_process, [
             "nsmgr", "--name", f"nsmgr-{node.name}",
             "--listen", f"unix://{node.nsmgr_socket}", "--listen", node.nsmgr_tcp,
-            "--svid-dir", str(node.dir / "svid"), "--registry", self.registry_url,
+            "--svid-dir", str(self.identity("nsmgr", f"nsmgr-{node.name}")),
+            "--registry", self.registry_url,
             "--log-level", self.log_level,
             *self._lifetime_args(), *policy,
         ], netns=node.netns)
@@ -180,6 +211,7 @@ class Fabric:
             "forwarder", "--name", f"forwarder-{node.name}",
             "--listen", f"unix://{node.forwarder_socket}", "--nsmgr", f"unix://{node.nsmgr_socket}",
             "--underlay-interface", "ul0", "--log-level", self.log_level, *self._lifetime_args(),
+            "--svid-dir", str(self.identity("forwarder", f"forwarder-{node.name}")),
         ], netns=node.netns)
 
     async def _wait_socket(self, process: str, path: Path) -> None:
@@ -226,7 +258,7 @@ class Fabric:
         endpoint = Endpoint(name, where, tuple(services), netns, where.dir / f"{name}.sock")
         args = ["nse", "--name", name, "--listen", f"unix://{endpoint.socket}",
                 "--nsmgr", f"unix://{where.nsmgr_socket}", "--netns", netns_path(netns),
-                "--log-level", self.log_level]
+                "--log-level", self.log_level, "--svid-dir", str(self.identity("nse", name))]
         args += [arg for s in services for arg in ("--service", s)]
         args += [arg for k, v in (labels or {}).items() for arg in ("--label", f"{k}={v}")]
         args += [arg for c in cidrs for arg in ("--cidr", c)]
@@ -264,7 +296,8 @@ class Fabric:
                         self.processes.out(process))
         args = ["nsc", *urls, "--name", client.name, "--nsmgr", f"unix://{where.nsmgr_socket}",
                 "--netns", netns_path(netns), "--state-file", str(client.state_file),
-                "--log-level", self.log_level, *extra]
+                "--log-level", self.log_level, *self.client_identity_args(node, client.name),
+                *extra]
         if lifetime is not None:
             args += ["--lifetime", str(lifetime)]
         self.processes.start(process, args, netns=netns)
@@ -272,6 +305,20 @@ class Fabric:
         if wait:
             await self.wait_client(process)
         return client
+
+    def nsmgr_id(self, node: int) -> str:
+        """The SPIFFE ID of node ``node``'s nsmgr (the audience of its clients' tokens)."""
+        return self.spiffe_id("nsmgr", f"nsmgr-{self.node(node).name}")
+
+    def in_process_clients(self, node: int, netns: str, name: str) -> InProcessClients:
+        """Clients made in this process (:class:`lab.clients.InProcessClients`) for namespace
+        ``netns`` through node ``node``'s nsmgr, with an identity of their own."""
+        return InProcessClients(self.node(node).nsmgr_socket, netns_path(netns), name,
+                                svid_dir=self.identity("nsc", name), nsmgr_id=self.nsmgr_id(node))
+
+    def client_identity_args(self, node: int, name: str) -> list[str]:
+        """``python -m nsc`` flags giving client ``name`` on ``node`` its identity."""
+        return ["--svid-dir", str(self.identity("nsc", name)), "--nsmgr-id", self.nsmgr_id(node)]
 
     async def wait_client(self, process: str) -> None:
         """Wait until a client reports one connection per URL."""

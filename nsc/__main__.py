@@ -24,6 +24,7 @@ from sdk import log
 from sdk.channels import ChannelPool
 from sdk.errors import FabricError
 from sdk.nsmurl import parse
+from sdk.security.source import FileSvidSource
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -40,6 +41,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--lifetime", type=float, default=60.0, help="token lifetime, seconds")
     parser.add_argument("--timeout", type=float, default=15.0, help="request deadline, seconds")
     parser.add_argument("--no-probe", action="store_true", help="no data-plane liveness pings")
+    parser.add_argument("--svid-dir", default=os.environ.get("VWIRE_NSC_SVID_DIR", ""),
+                        help="this workload's SVID directory: sign path tokens")
+    parser.add_argument("--nsmgr-id", default=os.environ.get("VWIRE_NSC_NSMGR_ID", ""),
+                        help="SPIFFE ID of the node's nsmgr (needed with --svid-dir)")
     parser.add_argument("--state-file", help="write the connections as JSON here")
     parser.add_argument("--log-level", default="info")
     return parser
@@ -62,6 +67,7 @@ async def run(args: argparse.Namespace) -> None:
     netns = args.netns or f"/proc/{os.getpid()}/ns/net"
     state_file = Path(args.state_file) if args.state_file else None
     latest: dict[str, dict[str, object]] = {}
+    svids = FileSvidSource(Path(args.svid_dir)) if args.svid_dir else None
     pool = ChannelPool()
     clients = [
         VWireClient(
@@ -69,6 +75,7 @@ async def run(args: argparse.Namespace) -> None:
             network_service=url.network_service, interface=url.interface or "",
             labels=url.labels, lifetime=args.lifetime, request_timeout=args.timeout,
             on_change=lambda c: _emit("connected", c, state_file, latest),
+            svids=svids, nsmgr_id=args.nsmgr_id,
         )
         for url in urls
     ]

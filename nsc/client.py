@@ -13,6 +13,9 @@ Contract:
   another endpoint or forwarder. A heal rejected as invalid (e.g. the client's namespace is gone)
   ends :meth:`run` with that error. ``on_change`` is called with every new version.
 * :meth:`close` closes it (idempotent); cancelling :meth:`run` stops refreshing but does not close.
+* With ``svids`` (this workload's SVID source) it signs its path segment for ``nsmgr_id`` (the
+  SPIFFE ID of the node's nsmgr, required then): what an nsmgr with an SVID insists on. The
+  segment then expires with the token (at the latest with the SVID), which drives the refresh.
 """
 
 from __future__ import annotations
@@ -45,7 +48,9 @@ from sdk.errors import FabricError, InvalidArgument
 from sdk.networkservice.client import Connect
 from sdk.networkservice.core import NetworkServiceChain
 from sdk.networkservice.expiry import SetExpiry
+from sdk.networkservice.token import SignPathSegment
 from sdk.networkservice.updatepath import UpdatePath
+from sdk.security.source import SvidSource
 from sdk.select.backoff import delays
 
 _log = structlog.get_logger("nsc")
@@ -69,7 +74,14 @@ class VWireClient:
         probe_interval: float = 0.2,
         probe_failures: int = 3,
         on_change: Callable[[Connection], None] | None = None,
+        svids: SvidSource | None = None,
+        nsmgr_id: str = "",
     ) -> None:
+        if svids is not None and not nsmgr_id:
+            raise InvalidArgument(
+                "nsmgr_id", "signing path tokens needs the SPIFFE ID of the node's nsmgr "
+                "(e.g. spiffe://<trust-domain>/nsmgr/<node>)"
+            )
         self.name = name
         self.nsmgr = nsmgr
         self.pool = pool
@@ -81,8 +93,9 @@ class VWireClient:
         self.probe_interval = probe_interval
         self.probe_failures = probe_failures
         self.on_change = on_change
+        sign = [SignPathSegment(svids, nsmgr_id, lifetime)] if svids is not None else []
         self.chain = NetworkServiceChain(
-            [UpdatePath(name), SetExpiry(lifetime), Connect(pool, nsmgr)]
+            [UpdatePath(name), SetExpiry(lifetime), *sign, Connect(pool, nsmgr)]
         )
         self.connection: Connection | None = None
         self.heals = 0

@@ -27,6 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--dns-search", action="append")
     parser.add_argument("--command", help="run this while serving")
     parser.add_argument("--register-interval", type=float)
+    parser.add_argument("--svid-dir", help="SVID directory (nsmctl ca issue): verify path tokens")
     parser.add_argument("--log-level")
     return parser
 

@@ -1,6 +1,8 @@
 """The reference endpoint process.
 
-Chain: ``UpdatePath → Begin → Metadata → Timeout → Monitor → Ipam → AcceptKernel``. It serves
+Chain: ``[VerifyPath] → UpdatePath → Begin → Metadata → Timeout → Monitor → Ipam → AcceptKernel``
+(with an SVID directory, every request must carry a valid signed path ending with this endpoint's
+SPIFFE ID, which it registers in ``path_ids``). It serves
 ``networkservice.NetworkService`` (and monitoring) on its unix socket, registers itself with the
 node's nsmgr for its services and labels (refreshed; the nsmgr rewrites the URL so other nodes
 reach it through the nsmgr), registers each service it provides if the registry does not know it
@@ -15,6 +17,7 @@ import contextlib
 import os
 import shlex
 import socket
+from pathlib import Path
 
 import grpc
 import structlog
@@ -34,11 +37,13 @@ from sdk.networkservice.metadata import Metadata
 from sdk.networkservice.monitor import Monitor, add_monitor
 from sdk.networkservice.server import add_network_service
 from sdk.networkservice.timeout import Timeout
+from sdk.networkservice.token import VerifyPath
 from sdk.networkservice.updatepath import UpdatePath
 from sdk.registry.client import RemoteRegistry
 from sdk.registry.core import Query, RegistryChain
 from sdk.registry.keepalive import KeepRegistered
 from sdk.registry.kinds import ENDPOINT, SERVICE
+from sdk.security.source import FileSvidSource
 
 _log = structlog.get_logger("nse")
 
@@ -76,7 +81,9 @@ class Endpoint:
         )
         self.timeout = Timeout()
         self.monitor = Monitor()
+        self.svids = FileSvidSource(Path(config.svid_dir)) if config.svid_dir else None
         self.chain = NetworkServiceChain([
+            *([VerifyPath(self.svids)] if self.svids else []),
             UpdatePath(self.name),
             Begin(),
             Metadata(),
@@ -103,6 +110,8 @@ class Endpoint:
         )
         for service in self.config.services:
             nse.network_service_labels[service].CopyFrom(NetworkServiceLabels(labels=self.labels))
+        if self.svids is not None:
+            nse.path_ids.append(str(self.svids.current().spiffe_id))
         return nse
 
     async def _ensure_services(self) -> None:

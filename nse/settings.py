@@ -24,5 +24,8 @@ class NseSettings:
     dns_servers: list[str] = setting([], "DNS servers given to clients")
     dns_search: list[str] = setting([], "DNS search domains given to clients")
     command: str = setting("", "a command to run while serving (e.g. 'iperf3 -s')")
+    svid_dir: str = setting(
+        "", "directory with svid.crt, svid.key and bundle.pem: requests must carry signed paths"
+    )
     register_interval: float = setting(10.0, "seconds between registration refreshes")
     log_level: str = setting("info", "debug, info, warning or error")

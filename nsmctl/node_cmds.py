@@ -69,10 +69,19 @@ def connect(
     url: Annotated[str, typer.Argument(help="NSM URL, e.g. kernel://secure-db/nsm0?app=web")],
     netns: Annotated[str, typer.Option("--netns", help="namespace name or path to connect")],
     nsmgr: NsmgrOpt = DEFAULT_NSMGR,
+    svid_dir: Annotated[str, typer.Option(
+        "--svid-dir", help="the client's SVID directory: sign path tokens (nsmgr with an SVID "
+        "requires them)")] = "",
+    nsmgr_id: Annotated[str, typer.Option(
+        "--nsmgr-id", help="SPIFFE ID of the node's nsmgr (with --svid-dir)")] = "",
     output: OutputOpt = Output.table,
 ) -> None:
     """Connect a network namespace to a network service and keep it connected."""
     parse(url)  # a bad URL fails here, with the part that is wrong
+    if bool(svid_dir) != bool(nsmgr_id):
+        raise CliError("give --svid-dir and --nsmgr-id together (the token is signed with the "
+                       "client's SVID for the nsmgr's SPIFFE ID)")
+    identity = ["--svid-dir", svid_dir, "--nsmgr-id", nsmgr_id] if svid_dir else []
     path = _netns_path(netns)
     CLIENTS_DIR.mkdir(parents=True, exist_ok=True)
     state = CLIENTS_DIR / f"{time.time_ns()}.json"
@@ -80,7 +89,7 @@ def connect(
     with open(log, "wb") as sink:
         process = subprocess.Popen(
             [sys.executable, "-m", "nsc", url, "--nsmgr", nsmgr, "--netns", path,
-             "--state-file", str(state), "--timeout", str(options(ctx).timeout)],
+             "--state-file", str(state), "--timeout", str(options(ctx).timeout), *identity],
             stdout=subprocess.DEVNULL, stderr=sink, stdin=subprocess.DEVNULL,
             start_new_session=True,
         )

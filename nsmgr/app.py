@@ -1,10 +1,13 @@
 """The nsmgr process: assembles its chains and serves them on a unix socket and on TCP.
 
-NetworkService chain: ``DefaultDeadline → UpdatePath → Begin → Metadata → Timeout → Monitor →
-When(first hop, Authorize) → SetExpiry → Route → Connect``. With an SVID directory, TCP (other
-nodes, a remote registry) is mTLS and pooled channels are renewed when the SVID rotates.
-Registry chains (for local endpoints, forwarders and NSM clients):
-``Validate → LocalForwarders → LocalEndpoints → RemoteRegistry`` for endpoints,
+NetworkService chain: ``DefaultDeadline → [VerifyPath] → UpdatePath → Begin → Metadata → Timeout
+→ Monitor → When(first hop, Authorize) → SetExpiry → Route → [SignPathSegment] → Connect``.
+With an SVID directory, TCP (other nodes, a remote registry) is mTLS, pooled channels are renewed
+when the SVID rotates, and path tokens are required: every request must carry a valid signed
+path (clients, forwarders and endpoints need SVIDs too), and this hop signs its own segment for
+the next hop Route chose. Registry chains (for local endpoints, forwarders and NSM clients):
+``Validate → RecordPathIds → LocalForwarders → LocalEndpoints → RemoteRegistry`` for endpoints
+(``RecordPathIds`` appends this nsmgr's SPIFFE ID, so registrants and other nodes learn it),
 ``Validate → RemoteRegistry`` for services. Also served: ``connection.MonitorConnection`` and
 gRPC health.
 
@@ -48,11 +51,13 @@ from sdk.networkservice.metadata import Metadata
 from sdk.networkservice.monitor import Monitor, add_monitor
 from sdk.networkservice.server import add_network_service
 from sdk.networkservice.timeout import Timeout
+from sdk.networkservice.token import SignPathSegment, VerifyPath
 from sdk.networkservice.updatepath import UpdatePath
 from sdk.networkservice.when import When, first_hop
 from sdk.registry.client import RemoteRegistry
 from sdk.registry.core import RegistryChain
 from sdk.registry.kinds import ENDPOINT, SERVICE
+from sdk.registry.pathids import RecordPathIds
 from sdk.registry.server import add_registry
 from sdk.registry.validate import Validate
 from sdk.security.policy import load_policy
@@ -96,6 +101,7 @@ class Nsmgr:
         self.endpoints: RegistryChain[NetworkServiceEndpoint] = RegistryChain(
             [
                 Validate(ENDPOINT),
+                RecordPathIds(self.svids),
                 self.forwarders,
                 self.local_endpoints,
                 RemoteRegistry(ENDPOINT, registry_channel),
@@ -117,9 +123,12 @@ class Nsmgr:
         )
         self.monitor = Monitor()
         self.timeout = Timeout()
+        verify = [VerifyPath(self.svids)] if self.svids else []
+        sign = [SignPathSegment(self.svids, lifetime=config.token_lifetime)] if self.svids else []
         self.chain = NetworkServiceChain(
             [
                 DefaultDeadline(config.request_timeout),
+                *verify,
                 UpdatePath(self.name),
                 Begin(),
                 Metadata(),
@@ -128,6 +137,7 @@ class Nsmgr:
                 When(first_hop, Authorize(load_policy(config.policy or None))),
                 SetExpiry(config.token_lifetime),
                 self.route,
+                *sign,
                 Connect(self.pool),
             ],
             trace=config.trace,

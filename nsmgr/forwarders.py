@@ -5,7 +5,8 @@ Forwarders register through nsmgr's endpoint registry API as endpoints of the re
 underlay); :class:`LocalForwarders` (a registry element) keeps those registrations here and
 does not pass them on to the domain registry. Contract: a forwarder is usable from its
 registration until it unregisters, its registration expires, or it is marked dead; ``pick``
-rotates over usable forwarders and skips excluded ones.
+rotates over usable forwarders and skips excluded ones; ``spiffe_id`` is the identity a
+forwarder registered with (``path_ids`` entry before this nsmgr's own).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from api.proto.registry_pb2 import NetworkServiceEndpoint
 from sdk.errors import NotFound
 from sdk.registry.core import Event, Query, RegistryCursor, RegistryElement
+from sdk.registry.pathids import registrant_id
 
 FORWARDER_SERVICE = "forwarder"
 
@@ -44,6 +46,11 @@ class LocalForwarders(RegistryElement[NetworkServiceEndpoint]):
     def url(self, name: str) -> str | None:
         """The URL of a usable forwarder, or None."""
         return self._urls.get(name) if name in self._live() else None
+
+    def spiffe_id(self, name: str) -> str:
+        """The SPIFFE ID the forwarder registered with ('' when it has none)."""
+        record = self._records.get(name)
+        return registrant_id(record) if record is not None else ""
 
     def names(self) -> set[str]:
         """Names of every forwarder that ever registered and was not removed."""

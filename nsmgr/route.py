@@ -15,10 +15,14 @@ Contract, for a request arriving at this nsmgr:
 * A failed attempt is recorded against the endpoint (circuit breaker) and, when this nsmgr chose
   the endpoint, retried with another one (not when the request itself was at fault: invalid, not
   permitted, or clashing with the client's namespace), with bounded exponential back-off, within
-  the deadline. A connection moved to another endpoint starts from fresh addresses.
+  the deadline; when no endpoint is left to try, the last attempt's error is raised. A
+  connection moved to another endpoint starts from fresh addresses.
 
 The choice is kept in the connection's metadata so close follows the same path; nothing is kept
-for a request that failed. Place it last before ``Connect``.
+for a request that failed. With every choice of the next hop, its SPIFFE ID (as it registered:
+a forwarder's or local endpoint's own entry in ``path_ids``, a remote endpoint's last one — the
+nsmgr that proxied it) goes into ``ctx.values[NEXT_HOP_ID]`` for ``SignPathSegment``. Place it
+last before ``SignPathSegment``/``Connect``.
 """
 
 from __future__ import annotations
@@ -45,7 +49,9 @@ from sdk.errors import (
 )
 from sdk.networkservice.client import CLIENT_URL
 from sdk.networkservice.core import NetworkServiceElement, NSCursor
+from sdk.networkservice.token import NEXT_HOP_ID
 from sdk.registry.core import Query, RegistryChain
+from sdk.registry.pathids import last_id
 from sdk.select.backoff import delays
 
 _log = structlog.get_logger("nsmgr.route")
@@ -96,11 +102,11 @@ class Route(NetworkServiceElement):
         self.load: dict[str, int] = {}
         self.on_remote: Callable[[str], None] | None = None  # told of every remote nsmgr used
 
-    async def _endpoint_url(self, name: str) -> str:
+    async def _registered(self, name: str) -> NetworkServiceEndpoint:
         async for event in self.endpoints_registry.find(
             Query(NetworkServiceEndpoint(name=name))
         ):
-            return event.record.url
+            return event.record
         raise NotFound(f"network service endpoint {name!r} is not registered (any more)")
 
     async def _outbound(self, request: NetworkServiceRequest, next: NSCursor) -> Connection:
@@ -112,7 +118,11 @@ class Route(NetworkServiceElement):
                 "a forwarder's request must name the endpoint chosen for it",
             )
         local_url = self.local_endpoints.url(name)
-        target = local_url or await self._endpoint_url(name)
+        if local_url:
+            target, identity = local_url, self.local_endpoints.spiffe_id(name)
+        else:
+            record = await self._registered(name)
+            target, identity = record.url, last_id(record)
         wanted = LOCAL if local_url else REMOTE
         kept = of_class(list(request.mechanism_preferences), wanted)
         if not kept:
@@ -125,6 +135,7 @@ class Route(NetworkServiceElement):
         request.mechanism_preferences.extend(kept)
         next.ctx.metadata[TARGET] = target
         next.ctx.values[CLIENT_URL] = target
+        next.ctx.values[NEXT_HOP_ID] = identity
         reply = await next.request(request)
         if not local_url and self.on_remote is not None:
             self.on_remote(target)
@@ -168,9 +179,15 @@ class Route(NetworkServiceElement):
                 "a request from another node must name the endpoint chosen for it",
             )
         pauses = list(delays(self.attempts, 0.05, 0.5))
+        failure: FabricError | None = None
         for attempt in range(self.attempts):
             if chose and not conn.network_service_endpoint_name:
-                endpoint = await self._choose(conn, excluded)
+                try:
+                    endpoint = await self._choose(conn, excluded)
+                except NotFound:
+                    if failure is None:
+                        raise
+                    raise failure from None  # why the endpoints we tried failed says more
                 conn.network_service_endpoint_name = endpoint.name
                 if endpoint.name != previous:
                     forget_addresses(conn)  # the new endpoint's IPAM assigns its own
@@ -179,12 +196,14 @@ class Route(NetworkServiceElement):
             if url is None:
                 forwarder, url = self.forwarders.pick()
             next.ctx.values[CLIENT_URL] = url
+            next.ctx.values[NEXT_HOP_ID] = self.forwarders.spiffe_id(str(forwarder))
             conn.state = UP
             try:
                 reply = await next.request(request)
             except FabricError as exc:
                 if not chose or isinstance(exc, CLIENT_FAULTS):
                     raise  # another endpoint would not help; nor is this one to blame
+                failure = exc
                 failed = conn.network_service_endpoint_name
                 self.chooser.breaker.record_failure(failed)
                 excluded.add(failed)

@@ -1,8 +1,10 @@
 """The registry process: assembles the registry chains and serves them over gRPC.
 
 Chains (one per record kind), in order:
-``Validate → AuthorizeRegistration → Ownership → [Expire] → Watch → Persist`` — validation rejects
-bad input before anything is stored; the policy says which endpoint identities may register which
+``Validate → [RecordPathIds] → AuthorizeRegistration → Ownership → [Expire] → Watch → Persist`` —
+validation rejects bad input before anything is stored; an endpoint's ``path_ids`` must end with
+the identity of the registrar that calls over mTLS (:mod:`sdk.registry.pathids`); the policy
+says which endpoint identities may register which
 services, and only a record's owner may change or remove it; ``Expire`` (endpoints only) sets
 expiration times and, as a background task, unregisters expired endpoints through the same chain so
 watchers see them deleted; ``Watch`` fans changes out; ``Persist`` keeps the records (cached in
@@ -26,6 +28,7 @@ from sdk.registry.core import RegistryChain
 from sdk.registry.expire import Expire
 from sdk.registry.kinds import ENDPOINT, SERVICE
 from sdk.registry.ownership import Ownership
+from sdk.registry.pathids import RecordPathIds
 from sdk.registry.persist import Persist
 from sdk.registry.server import add_registry
 from sdk.registry.store import Store
@@ -73,6 +76,7 @@ class Registry:
         self.endpoints: RegistryChain[NetworkServiceEndpoint] = RegistryChain(
             [
                 Validate(ENDPOINT),
+                RecordPathIds(),
                 AuthorizeRegistration(allowed),
                 Ownership(ENDPOINT),
                 self.expire,

@@ -4,8 +4,9 @@ checks the chain of signatures before it.
 ``SignPathSegment(source, audience=None, lifetime=600)``
     On request, signs the segment at ``path.index`` (this hop's: place it after ``UpdatePath``)
     with this process's SVID: subject = own SPIFFE ID, audience = the next hop's SPIFFE ID
-    (``audience`` when given, else ``ctx.values[NEXT_HOP_ID]`` set by the element that chose the
-    next hop), bound to the segment's id and to the previous segment's token. Sets the segment's
+    (``audience`` when given — a string, or a function asked at each request — else
+    ``ctx.values[NEXT_HOP_ID]`` set by the element that chose the next hop), bound to the
+    segment's id and to the previous segment's token. Sets the segment's
     ``token`` and ``expires`` (= min(lifetime, SVID expiry): the time by which the connection must
     be refreshed). Without an audience it raises :class:`sdk.errors.FailedPrecondition`. Close
     passes through.
@@ -20,8 +21,11 @@ checks the chain of signatures before it.
     workloads prove themselves with the token alone; the socket's file mode guards who may
     connect); in-process calls (empty peer) always are. On success ``ctx.values[CLIENT_ID]`` is
     the first subject (the client the request started from) and ``ctx.values[PATH_IDS]`` all
-    subjects. Close runs the same checks but accepts expired tokens, so a connection can always
-    be closed by the hop that holds it. Failures raise ``Unauthenticated``/``PermissionDenied``
+    subjects. Close runs the same checks but accepts expired tokens and does not insist on the
+    binding to the previous token (an upstream hop may have re-signed since this hop's segment
+    was signed, e.g. when nsmgr closes an old path during a refresh), so a connection can always
+    be closed by the hop that holds it; a close made inside this process (empty peer: a timeout,
+    a dead endpoint) is not checked. Failures raise ``Unauthenticated``/``PermissionDenied``
     with the reason (and are counted as ``kind="token"`` denials); nothing behind it runs.
 """
 
@@ -43,6 +47,7 @@ CLIENT_ID = "client_spiffe_id"
 PATH_IDS = "path_spiffe_ids"
 
 Clock = Callable[[], float]
+Audience = str | Callable[[], str] | None
 
 
 class SignPathSegment(NetworkServiceElement):
@@ -51,7 +56,7 @@ class SignPathSegment(NetworkServiceElement):
     def __init__(
         self,
         source: SvidSource,
-        audience: str | None = None,
+        audience: Audience = None,
         lifetime: float = token.DEFAULT_LIFETIME,
         clock: Clock = time.time,
     ) -> None:
@@ -61,10 +66,12 @@ class SignPathSegment(NetworkServiceElement):
         self.clock = clock
 
     async def request(self, request: NetworkServiceRequest, next: NSCursor) -> Connection:
-        audience = self.audience or next.ctx.values.get(NEXT_HOP_ID)
+        given = self.audience() if callable(self.audience) else self.audience
+        audience = given or next.ctx.values.get(NEXT_HOP_ID)
         if not audience:
             raise FailedPrecondition(
-                "cannot sign the path segment: the next hop's SPIFFE ID is unknown (set "
+                "cannot sign the path segment: the next hop's SPIFFE ID is unknown (it must "
+                "register with its SPIFFE ID in path_ids, i.e. run with an SVID; in code, set "
                 f"ctx.values[{NEXT_HOP_ID!r}] where the next hop is chosen)"
             )
         path = request.connection.path
@@ -90,7 +97,7 @@ class VerifyPath(NetworkServiceElement):
         self.trust_unix_peers = trust_unix_peers
         self.clock = clock
 
-    def _verify(self, conn: Connection, peer: str, allow_expired: bool) -> list[str]:
+    def _verify(self, conn: Connection, peer: str, closing: bool) -> list[str]:
         segments = conn.path.path_segments
         index = conn.path.index
         if not segments or index >= len(segments):
@@ -103,11 +110,16 @@ class VerifyPath(NetworkServiceElement):
         previous: token.Claims | None = None
         for i in range(index + 1):
             segment = segments[i]
+            if not segment.token:
+                raise Unauthenticated(
+                    f"path segment {i} ({segment.name or 'unnamed'}) is not signed: this hop "
+                    "requires path tokens, so every hop before it needs an SVID (--svid-dir)"
+                )
             claims = token.verify(
                 segment.token, material.bundle, now,
                 segment_id=segment.id,
-                previous_token=segments[i - 1].token if i else "",
-                allow_expired=allow_expired,
+                previous_token=None if closing else (segments[i - 1].token if i else ""),
+                allow_expired=closing,
             )
             if previous is not None and previous.audience != claims.subject:
                 raise PermissionDenied(
@@ -134,9 +146,9 @@ class VerifyPath(NetworkServiceElement):
             )
         return subjects
 
-    def _check(self, conn: Connection, next: NSCursor, allow_expired: bool) -> None:
+    def _check(self, conn: Connection, next: NSCursor, closing: bool) -> None:
         try:
-            subjects = self._verify(conn, next.ctx.peer, allow_expired)
+            subjects = self._verify(conn, next.ctx.peer, closing)
         except FabricError as exc:
             audit.record("token", str(exc), peer=next.ctx.peer)
             raise
@@ -144,9 +156,10 @@ class VerifyPath(NetworkServiceElement):
         next.ctx.values[PATH_IDS] = subjects
 
     async def request(self, request: NetworkServiceRequest, next: NSCursor) -> Connection:
-        self._check(request.connection, next, allow_expired=False)
+        self._check(request.connection, next, closing=False)
         return await next.request(request)
 
     async def close(self, conn: Connection, next: NSCursor) -> None:
-        self._check(conn, next, allow_expired=True)
+        if next.ctx.peer:  # else closed by this process itself (timeout, heal)
+            self._check(conn, next, closing=True)
         await next.close(conn)

@@ -5,7 +5,8 @@ fails and ``must_succeed``, so a process with a bad record fails fast; otherwise
 retrying), then refreshes in a background task; while the
 registry (or nsmgr) is unreachable it retries every ``retry`` seconds and logs the loss and the
 recovery once each. :meth:`stop` cancels the task and unregisters (best effort, bounded by
-``timeout``).
+``timeout``). ``registered`` is the registry's latest reply (e.g. with the registrar's SPIFFE ID
+appended to ``path_ids``), None before the first success.
 """
 
 from __future__ import annotations
@@ -43,9 +44,12 @@ class KeepRegistered(Generic[M]):
         self.retry = retry
         self.timeout = timeout
         self._task: asyncio.Task[None] | None = None
+        self.registered: M | None = None
 
     async def _register(self) -> None:
-        await self.chain.register(self.record(), CallContext.with_timeout(self.timeout))
+        self.registered = await self.chain.register(
+            self.record(), CallContext.with_timeout(self.timeout)
+        )
 
     async def start(self, must_succeed: bool = True) -> None:
         healthy = True

@@ -94,7 +94,8 @@ class _Publisher:
             material = Material(svid, bundle, self.generation + 1)
             self._material = material
             listeners = list(self._listeners)
-        _log.info("svid rotated", spiffe_id=str(svid.spiffe_id), serial=f"{svid.serial:x}",
+        event = "svid loaded" if material.generation == 1 else "svid rotated"
+        _log.info(event, spiffe_id=str(svid.spiffe_id), serial=f"{svid.serial:x}",
                   not_after=svid.not_after, generation=material.generation)
         for listener in listeners:
             try:

@@ -27,6 +27,7 @@ async def test_unknown_service_is_not_found_naming_it(make_fabric: MakeFabric) -
     done = await run_module([
         "nsc", "kernel://no-such-service/nsm0", "--nsmgr", f"unix://{fabric.node(1).nsmgr_socket}",
         "--netns", netns_path(netns), "--timeout", "5",
+        *fabric.client_identity_args(1, "nsc-unknown"),
     ], timeout=30)
     assert done.returncode != 0
     assert "'no-such-service'" in done.stderr and "not found" in done.stderr, done.stderr

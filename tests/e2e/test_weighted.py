@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from lab.clients import InProcessClients
 from lab.processes import run_module
-from lab.topology import netns_path
 from tests.e2e.conftest import MakeFabric
 
 CONNECTIONS = 60
@@ -36,8 +34,7 @@ async def test_weighted_routes_split_90_10(make_fabric: MakeFabric) -> None:
     netns = fabric.add_workload_netns(1, "wclient")
 
     chosen: Counter[str] = Counter()
-    async with InProcessClients(fabric.node(1).nsmgr_socket, netns_path(netns),
-                                "weighted-client") as clients:
+    async with fabric.in_process_clients(1, netns, "weighted-client") as clients:
         for i in range(CONNECTIONS):
             client, _ = await clients.connect("split", f"nsm{i}")
             assert client.connection is not None

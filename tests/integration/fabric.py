@@ -5,6 +5,8 @@ a real :class:`forwarder.app.Forwarder` whose kernel is a :class:`FakeKernel` an
 is a :class:`FakeWireGuard`; endpoints are real :class:`nse.app.Endpoint` servers and clients real
 :class:`nsc.client.VWireClient` objects. Only the kernel is simulated, so the whole negotiation —
 routing, selection, mechanisms, IPAM, refresh, heal, close — runs for real, fast and unprivileged.
+With ``identities=True`` every process gets an SVID of a test CA (``spiffe://test.vwire/<kind>/
+<name>``): nodes talk mTLS and every request carries a signed path.
 """
 
 from __future__ import annotations
@@ -27,6 +29,30 @@ from registry.store import open_store
 from sdk.channels import ChannelPool
 from sdk.errors import FabricError
 from sdk.grpcutil import parse_address
+from sdk.security.ca import CertificateAuthority
+from sdk.security.source import FileSvidSource
+from sdk.security.svid import write_svid
+from sdk.security.tls import server_name
+
+TRUST_DOMAIN = "test.vwire"
+
+
+class Identities:
+    """A test CA writing SVID directories under ``root``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.ca = CertificateAuthority.create(TRUST_DOMAIN)
+
+    @staticmethod
+    def spiffe_id(kind: str, name: str) -> str:
+        return f"spiffe://{TRUST_DOMAIN}/{kind}/{name}"
+
+    def issue(self, kind: str, name: str) -> str:
+        directory = self.root / "identities" / kind / name
+        svid = self.ca.issue(self.spiffe_id(kind, name), [server_name(TRUST_DOMAIN)])
+        write_svid(directory, svid, self.ca.bundle)
+        return str(directory)
 
 
 @dataclass
@@ -37,6 +63,7 @@ class FakeNode:
     lifetime: float
     policy: str
     authorization: str = ""
+    identities: Identities | None = None
     kernel: FakeKernel = field(default_factory=FakeKernel)
     nsmgr: Nsmgr | None = None
     forwarder: Forwarder | None = None
@@ -53,6 +80,7 @@ class FakeNode:
             name=f"nsmgr-{self.name}", listen=[self.nsmgr_url, "tcp://127.0.0.1:0"],
             registry=self.registry, insecure=True, token_lifetime=self.lifetime,
             select_policy=self.policy, policy=self.authorization,
+            svid_dir=self._svid_dir("nsmgr", f"nsmgr-{self.name}"),
         ))
         await self.nsmgr.start()
         await self.start_forwarder()
@@ -63,11 +91,15 @@ class FakeNode:
                 name=f"forwarder-{self.name}", listen=f"unix://{self.dir}/forwarder.sock",
                 nsmgr=self.nsmgr_url, underlay_interface="ul0", token_lifetime=self.lifetime,
                 register_interval=0.2,
+                svid_dir=self._svid_dir("forwarder", f"forwarder-{self.name}"),
             ),
             self.kernel,
             FakeWireGuard(self.kernel),
         )
         await self.forwarder.start()
+
+    def _svid_dir(self, kind: str, name: str) -> str:
+        return self.identities.issue(kind, name) if self.identities else ""
 
     def workload(self, name: str) -> str:
         """A fake namespace for a workload on this node; returns its path."""
@@ -85,9 +117,10 @@ class Fabric:
 
     def __init__(
         self, root: Path, lifetime: float = 30.0, policy: str = "round-robin",
-        authorization: str = "",
+        authorization: str = "", identities: bool = False,
     ) -> None:
         self.root = root
+        self.identities = Identities(root) if identities else None
         self.authorization = authorization
         self.lifetime = lifetime
         self.policy = policy
@@ -102,7 +135,8 @@ class Fabric:
         await self.registry.start([parse_address(self.registry_url)])
         for i in range(1, nodes + 1):
             node = FakeNode(f"n{i}", self.root / f"n{i}", self.registry_url, self.lifetime,
-                            self.policy, authorization=self.authorization)
+                            self.policy, authorization=self.authorization,
+                            identities=self.identities)
             self.nodes.append(node)
             await node.start(i)
 
@@ -113,6 +147,7 @@ class Fabric:
             listen=f"unix://{node.dir}/{name}.sock", nsmgr=node.nsmgr_url,
             netns=node.workload(name), cidr=["10.60.0.0/16", "fd00:60::/64"],
             register_interval=0.5,
+            svid_dir=self.identities.issue("nse", name) if self.identities else "",
         ))
         await endpoint.start()
         self.endpoints.append(endpoint)
@@ -124,6 +159,9 @@ class Fabric:
             name=name, nsmgr=node.nsmgr_url, pool=self.pool, netns_url=node.workload(name),
             network_service=service, interface="nsm0", labels=labels,
             lifetime=self.lifetime, request_timeout=5.0,
+            svids=FileSvidSource(Path(self.identities.issue("nsc", name)))
+            if self.identities else None,
+            nsmgr_id=Identities.spiffe_id("nsmgr", f"nsmgr-{node.name}"),
         )
         self.clients.append(client)
         return client

@@ -157,7 +157,7 @@ def _set(key: str, value: object) -> Callable[[dict[str, object]], None]:
         (lambda t: _with_part(t, 0, _set("x5c", ["bm90IGEgY2VydA=="])), Unauthenticated,
          "malformed certificate"),
         (lambda t: t.rsplit(".", 1)[0], Unauthenticated, "not a compact JWS"),
-        (lambda t: "", Unauthenticated, "missing"),
+        (lambda t: "", Unauthenticated, "is not signed"),
         (lambda t: "x" * (token.MAX_TOKEN + 1), Unauthenticated, "longer than"),
         (lambda t: "a.b.c", Unauthenticated, "not JSON|not base64url"),
     ],
