@@ -22,8 +22,9 @@ Identities: the fabric is its own trust domain (:data:`TRUST_DOMAIN`), with a CA
 ``<state>/ca`` (so ``nsmctl ca issue --dir <state>/ca`` works against a running lab). Every
 process gets an SVID ``spiffe://lab.vwire/<kind>/<name>`` (kinds ``nsmgr``, ``forwarder``,
 ``nse``, ``nsc``) in ``<state>/identities/<kind>/<name>``: nodes talk mTLS to each other and every
-request carries a signed path. :meth:`Fabric.rotate_identities` re-issues all of them in place
-(the processes pick the new files up without a restart).
+request carries a signed path. SVIDs live an hour; the process ``ca-agent`` (``nsmctl ca agent``)
+re-issues each at half its lifetime, and :meth:`Fabric.rotate_identities` re-issues all of them at
+once; the processes pick the new files up without a restart.
 """
 
 from __future__ import annotations
@@ -53,7 +54,9 @@ from sdk.security.tls import server_name
 
 DEFAULT_CIDRS = ("10.60.0.0/16", "fd00:60::/64")
 TRUST_DOMAIN = "lab.vwire"
-SVID_TTL = 7 * 86_400.0  # a lab lives for days at most; rotate_identities() renews early
+SVID_TTL = 3600.0  # renewed at half-life by the fabric's ``nsmctl ca agent`` process
+RENEW_INTERVAL = 60.0
+CA_AGENT = "ca-agent"
 FORWARDER_SERVICE = "forwarder"  # nsmgr answers finds for this service with its forwarders
 
 
@@ -154,6 +157,11 @@ class Fabric:
             "--log-level", self.log_level,
         ])
         await self._wait_socket("registry", self.topology.registry_socket)
+        self.processes.start(CA_AGENT, [
+            "nsmctl", "ca", "agent", "--dir", str(self.topology.state_dir / "ca"),
+            "--svids", str(self.identities_dir), "--ttl", f"{SVID_TTL:g}s",
+            "--interval", f"{RENEW_INTERVAL:g}s",
+        ])
         for node in self.nodes:
             node.dir.mkdir(parents=True, exist_ok=True)
             self._start_nsmgr(node)
@@ -165,6 +173,11 @@ class Fabric:
         """A throw-away trust domain for this fabric (see the module docstring)."""
         self.ca = CertificateAuthority.init(self.topology.state_dir / "ca", TRUST_DOMAIN)
         self.identities = {}
+        self.identities_dir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def identities_dir(self) -> Path:
+        return self.topology.state_dir / "identities"
 
     @staticmethod
     def spiffe_id(kind: str, name: str) -> str:
@@ -176,7 +189,7 @@ class Fabric:
         Every SVID carries the fabric's server DNS name, so any process may serve mTLS."""
         if self.ca is None:
             self.ca = CertificateAuthority.load(self.topology.state_dir / "ca")
-        directory = self.topology.state_dir / "identities" / kind / name
+        directory = self.identities_dir / kind / name
         spiffe_id = self.spiffe_id(kind, name)
         write_svid(directory, self.ca.issue(spiffe_id, [server_name(TRUST_DOMAIN)], ttl=ttl),
                    self.ca.bundle)

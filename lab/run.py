@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lab import network, observe
-from lab.fabric import Client, Fabric
+from lab.fabric import CA_AGENT, Client, Fabric
 from lab.observe import endpoint_address, wait_for
 from lab.processes import Processes
 from lab.topology import DEFAULT, Topology
@@ -44,7 +44,7 @@ def _config_file(topology: Topology) -> Path:
 
 
 def _process_names(config: LabConfig, fabric: Fabric) -> list[str]:
-    names = ["registry"]
+    names = ["registry", CA_AGENT]
     for node in fabric.nodes:
         names += [node.nsmgr_process, node.forwarder_process]
     return names + [_endpoint_name(s, fabric) for s in config.services] + [CLIENT]

@@ -3,11 +3,16 @@
 ``ca init --trust-domain D --dir DIR`` creates the root (key mode 0600) and bundle;
 ``ca issue --spiffe-id spiffe://D/KIND/NAME [--dns NAME]... [--ttl 1h] --out DIR`` writes
 ``svid.crt``, ``svid.key`` (0600) and ``bundle.pem`` into DIR (atomically, so a running process
-reading DIR with a file SVID source picks the new SVID up). Output never shows key material.
+reading DIR with a file SVID source picks the new SVID up);
+``ca agent --svids ROOT [--ttl 1h] [--interval 10s] [--once]`` keeps every SVID under ROOT
+renewed (:mod:`sdk.security.renew`): each is re-issued at half its lifetime or when the root
+changed, so processes never run on an expired SVID. Output never shows key material.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import re
 from pathlib import Path
@@ -18,6 +23,7 @@ import typer
 from nsmctl.context import CliError
 from sdk.errors import InvalidArgument
 from sdk.security.ca import CertificateAuthority
+from sdk.security.renew import Renewal, keep_renewed, renew_due
 from sdk.security.svid import write_svid
 
 DEFAULT_CA_DIR = "/var/lib/vwire/ca"
@@ -79,6 +85,38 @@ def issue(
     typer.echo(f"issued {svid.spiffe_id} (serial {svid.serial:x}) valid until "
                f"{_when(svid.not_after)}")
     typer.echo(f"wrote {out / 'svid.crt'}, {out / 'svid.key'} (mode 0600), {out / 'bundle.pem'}")
+
+
+def _report(renewal: Renewal) -> None:
+    typer.echo(f"renewed {renewal.spiffe_id} in {renewal.directory} until "
+               f"{_when(renewal.not_after)}")
+
+
+@ca_app.command("agent")
+def agent(
+    svids: Annotated[Path, typer.Option("--svids", help="directory tree holding SVID directories")],
+    ttl: Annotated[str, typer.Option("--ttl", help="lifetime of renewed SVIDs")] = "1h",
+    interval: Annotated[str, typer.Option("--interval", help="how often to check")] = "10s",
+    once: Annotated[bool, typer.Option("--once", help="check once and exit")] = False,
+    directory: Annotated[Path, typer.Option("--dir", help="the CA's directory")] = Path(
+        DEFAULT_CA_DIR
+    ),
+) -> None:
+    """Keep every SVID under --svids renewed from the CA (at half their lifetime)."""
+    seconds, every = parse_duration(ttl), parse_duration(interval)
+    if every <= 0 or seconds <= 2 * every:
+        raise CliError("--interval must be positive and under half of --ttl (renewals happen at "
+                       "half the lifetime, so a check must come before the SVID expires)")
+    ca = CertificateAuthority.load(directory)
+    if not svids.is_dir():
+        raise CliError(f"--svids: {svids} is not a directory")
+    if once:
+        for renewal in renew_due(ca, svids, seconds):
+            _report(renewal)
+        return
+    typer.echo(f"keeping the SVIDs under {svids} renewed (ttl {ttl}, checking every {interval})")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(keep_renewed(ca, svids, seconds, every, _report))
 
 
 def register(app: typer.Typer) -> None:

@@ -43,7 +43,7 @@ async def test_lab_up_status_down_leaves_nothing(lab_topology: Topology) -> None
     assert {c["node"] for c in status["connections"]} == {"n1", "n2"}
     processes = Processes(lab_topology)
     pids = [p for name in processes.recorded() if (p := processes.pid_of(name)) is not None]
-    assert len(pids) == 1 + 2 * 2 + 1 + 1  # registry, nsmgr+forwarder per node, nse, nsc
+    assert len(pids) == 2 + 2 * 2 + 1 + 1  # registry, ca-agent, nsmgr+forwarder per node, nse, nsc
     assert processes.stray_wireguard(), "the lab's remote vWire runs wireguard-go"
 
     await nsmctl("down")

@@ -62,6 +62,18 @@ async def test_every_hop_signs_its_segment_for_the_next(make_fabric: MakeFabric)
     segments = conn["path"]["path_segments"]
     assert all(c.segment_id == s["id"] for c, s in zip(claims, segments, strict=False))
     assert await ping(client.netns, endpoint_address(conn))
+    assert fabric.processes.pid_of("ca-agent") is not None, "the SVID renewal agent runs"
+
+    logs = "".join(p.read_text(errors="replace") for p in fabric.processes.dir.glob("*.log"))
+    logs += "".join(p.read_text(errors="replace") for p in fabric.processes.dir.glob("*.out")
+                    if p.stem != "nsc")  # the client prints its connection (with tokens) on purpose
+    assert "PRIVATE KEY" not in logs
+    for key_file in fabric.identities_dir.rglob("svid.key"):
+        body = "".join(key_file.read_text().splitlines()[1:-1])
+        assert body[:40] not in logs, f"key material of {key_file} is in a log"
+    for segment in segments:
+        if segment.get("token"):
+            assert segment["token"].split(".")[2] not in logs, "a token signature is in a log"
 
 
 async def test_unsigned_and_misaddressed_requests_are_refused(make_fabric: MakeFabric) -> None:
