@@ -9,7 +9,10 @@ Place it right after ``UpdatePath``/``Timeout``.
 The service streams, per ``MonitorConnections(selector)`` call: first ``INITIAL_STATE_TRANSFER``
 with every matching connection, then ``UPDATE``/``DELETE`` events as they happen. A connection
 matches when any of its path segment ids equals the id of a segment in the selector (NSM's
-semantics); an empty selector matches everything.
+semantics); an empty selector matches everything. A caller that connects over mTLS sees only the
+connections whose signed path names it (as a signer or an audience of a path token), so one
+node's nsmgr cannot watch another's unrelated connections; local callers (Unix socket, e.g.
+``nsmctl status``) see every connection.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from api.proto.connection_pb2 import (
 from api.proto.networkservice_pb2 import NetworkServiceRequest
 from sdk.grpcutil import stream_edge
 from sdk.networkservice.core import NetworkServiceElement, NSCursor
+from sdk.security.peer import peer_spiffe_id
+from sdk.security.token import path_identities
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -89,18 +94,24 @@ class Monitor(NetworkServiceElement):
         for queue in self._subscribers:
             queue.put_nowait(None)
 
-    async def events(self, selector: MonitorScopeSelector) -> AsyncIterator[ConnectionEvent]:
-        """The stream described in the module docstring."""
+    async def events(
+        self, selector: MonitorScopeSelector, visible: Callable[[Connection], bool] | None = None
+    ) -> AsyncIterator[ConnectionEvent]:
+        """The stream described in the module docstring, limited to ``visible`` connections."""
+
+        def wanted(conn: Connection) -> bool:
+            return _matches(selector, conn) and (visible is None or visible(conn))
+
         queue: asyncio.Queue[ConnectionEvent | None] = asyncio.Queue()
         self._subscribers.add(queue)
         try:
             initial = ConnectionEvent(type=INITIAL_STATE_TRANSFER)
             for conn_id, conn in self.connections.items():
-                if _matches(selector, conn):
+                if wanted(conn):
                     initial.connections[conn_id].CopyFrom(conn)
             yield initial
             while (event := await queue.get()) is not None:
-                matching = {k: v for k, v in event.connections.items() if _matches(selector, v)}
+                matching = {k: v for k, v in event.connections.items() if wanted(v)}
                 if matching:
                     out = ConnectionEvent(type=event.type)
                     for conn_id, conn in matching.items():
@@ -120,8 +131,15 @@ class MonitorServicer(connection_pb2_grpc.MonitorConnectionServicer):
     async def MonitorConnections(  # type: ignore[override]
         self, request: MonitorScopeSelector, context: Context
     ) -> AsyncIterator[ConnectionEvent]:
-        async for event in self.monitor.events(request):
+        caller = peer_spiffe_id(context)
+        visible = None if caller is None else (lambda conn: names(conn, caller))
+        async for event in self.monitor.events(request, visible):
             yield event
+
+
+def names(conn: Connection, identity: str) -> bool:
+    """Whether ``conn``'s path tokens name ``identity`` (see the module docstring)."""
+    return identity in path_identities(s.token for s in conn.path.path_segments)
 
 
 def add_monitor(server: grpc.aio.Server, monitor: Monitor) -> None:

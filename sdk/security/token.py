@@ -25,6 +25,7 @@ import hashlib
 import json
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,6 +80,22 @@ class Claims:
     previous: str
     issued_at: float
     expires_at: float
+
+
+def path_identities(tokens: Iterable[str]) -> set[str]:
+    """The subjects and audiences named by ``tokens`` — read, NOT verified: only for tokens this
+    process verified when they arrived (e.g. to scope who may watch a connection)."""
+    found: set[str] = set()
+    for text in tokens:
+        parts = text.split(".")
+        if len(parts) != 3 or len(text) > MAX_TOKEN:
+            continue
+        try:
+            claims = _json_object(parts[1], "claims")
+        except Unauthenticated:
+            continue
+        found.update(v for k in ("sub", "aud") if isinstance(v := claims.get(k), str) and v)
+    return found
 
 
 def sign(

@@ -10,17 +10,20 @@ from pathlib import Path
 
 import pytest
 
-from api.proto.connection_pb2 import Connection
+from api.proto import connection_pb2_grpc
+from api.proto.connection_pb2 import Connection, ConnectionEvent, MonitorScopeSelector
 from api.proto.registry_pb2 import NetworkServiceEndpoint
 from nsc.client import VWireClient
 from nse.app import Endpoint
 from nse.settings import NseSettings
 from sdk.chain import CallContext
 from sdk.errors import FailedPrecondition, PermissionDenied, Unauthenticated
+from sdk.grpcutil import channel
 from sdk.registry.core import RegistryChain
 from sdk.registry.pathids import RecordPathIds
 from sdk.security import token
-from sdk.security.source import CaSvidSource
+from sdk.security.source import CaSvidSource, FileSvidSource
+from sdk.security.tls import secure_channel
 from tests.integration.fabric import Fabric, FakeNode, Identities
 
 
@@ -137,3 +140,38 @@ async def test_a_registrar_may_only_append_its_own_identity() -> None:
     with pytest.raises(PermissionDenied, match=r"ends with spiffe://test\.vwire/nse/other but the "
                        r"caller is spiffe://test\.vwire/nse/db"):
         await chain.register(forged, CallContext(peer=caller))
+
+
+async def _monitored(address: str, svid_dir: Path | None) -> list[Connection]:
+    selector = MonitorScopeSelector()
+    if svid_dir is None:
+        async with channel(address) as ch:
+            stream = connection_pb2_grpc.MonitorConnectionStub(ch).MonitorConnections(
+                selector, timeout=5)
+            first = await stream.read()
+    else:
+        async with secure_channel(address, FileSvidSource(svid_dir)) as ch:
+            stream = connection_pb2_grpc.MonitorConnectionStub(ch).MonitorConnections(
+                selector, timeout=5)
+            first = await stream.read()
+    assert isinstance(first, ConnectionEvent)
+    return list(first.connections.values())
+
+
+async def test_remote_monitors_see_only_connections_whose_path_names_them(
+    fabric: Fabric,
+) -> None:
+    await fabric.start(3)
+    n1, n2, _ = fabric.nodes
+    await fabric.endpoint(n2, "nse-a")
+    conn = await fabric.client(n1, "c1").connect()
+    assert n2.nsmgr is not None and fabric.identities is not None
+    tcp = n2.nsmgr.advertise
+    ids = fabric.identities.root / "identities" / "nsmgr"
+
+    as_n1 = await _monitored(tcp, ids / "nsmgr-n1")
+    assert as_n1 and {c.network_service for c in as_n1} == {"db"}, "n1 is in the path"
+    assert await _monitored(tcp, ids / "nsmgr-n3") == [], "n3's nsmgr is not"
+    local = await _monitored(n2.nsmgr_url, None)
+    assert {c.id for c in local} == {c.id for c in as_n1}, "local callers see everything"
+    assert conn.network_service_endpoint_name == "nse-a"
