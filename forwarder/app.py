@@ -32,6 +32,7 @@ from forwarder.wireguard import UserspaceBackend, WireGuardBackend, describe
 from forwarder.xconnect import Node, Xconnect
 from sdk.channels import ChannelPool
 from sdk.grpcutil import ListenAddress, parse_address, serve, stop
+from sdk.limits import new_server
 from sdk.networkservice.begin import Begin
 from sdk.networkservice.client import Connect
 from sdk.networkservice.core import NetworkServiceChain
@@ -115,7 +116,7 @@ class Forwarder:
             trace=self.config.trace,
         )
         self.timeout.bind(self.chain.run_close)
-        server = grpc.aio.server()
+        server = new_server()
         add_network_service(server, self.chain)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -30,6 +30,7 @@ from sdk.channels import ChannelPool
 from sdk.errors import InvalidArgument
 from sdk.grpcutil import parse_address, serve, stop
 from sdk.ipam import PointToPointIpam
+from sdk.limits import new_server
 from sdk.networkservice.begin import Begin
 from sdk.networkservice.core import NetworkServiceChain
 from sdk.networkservice.ipam import Ipam
@@ -121,7 +122,7 @@ class Endpoint:
                 await self.services.register(NetworkService(name=service, payload="IP"))
 
     async def start(self) -> None:
-        server = grpc.aio.server()
+        server = new_server()
         add_network_service(server, self.chain)
         add_monitor(server, self.monitor)
         await serve(server, [self.listen], insecure_tcp=False)

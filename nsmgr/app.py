@@ -41,6 +41,7 @@ from nsmgr.watchdog import PeerWatch
 from sdk.channels import ChannelPool, insecure_factory
 from sdk.errors import FabricError, InvalidArgument
 from sdk.grpcutil import ListenAddress, parse_address, serve, stop
+from sdk.limits import new_server
 from sdk.networkservice.authorize import Authorize
 from sdk.networkservice.begin import Begin
 from sdk.networkservice.client import Connect
@@ -195,7 +196,7 @@ class Nsmgr:
             _log.info("unregistering a dead endpoint failed", error=str(exc))
 
     async def start(self) -> None:
-        server = grpc.aio.server()
+        server = new_server()
         add_network_service(server, self.chain)
         add_monitor(server, self.monitor)
         add_registry(server, self.services, self.endpoints)

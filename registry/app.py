@@ -24,6 +24,7 @@ from grpc_reflection.v1alpha import reflection
 from api.proto import registry_pb2
 from api.proto.registry_pb2 import NetworkService, NetworkServiceEndpoint
 from sdk.grpcutil import ListenAddress, serve, stop
+from sdk.limits import new_server
 from sdk.registry.core import RegistryChain
 from sdk.registry.expire import Expire
 from sdk.registry.kinds import ENDPOINT, SERVICE
@@ -100,7 +101,7 @@ class Registry:
         self._sweeper = asyncio.create_task(
             self.expire.sweep(self.endpoint_records, self.endpoints), name="registry-expiry"
         )
-        server = grpc.aio.server()
+        server = new_server()
         add_registry(server, self.services, self.endpoints)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -9,7 +9,9 @@ Place it first in a registry server chain, after tracing/auth.
 Rules: names are DNS-1123 subdomains (lower-case letters, digits, ``-`` and ``.``, starting and
 ending with a letter or digit, at most 253 characters); endpoint URLs are ``unix:///path`` or
 ``tcp://host:port``; a payload is ``IP`` or ``ETHERNET``; label keys and values follow Kubernetes'
-label syntax; counts of names, labels and matches are bounded.
+label syntax; counts of names, labels, matches, match routes and path IDs are bounded, and so
+are the lengths of path IDs (a SPIFFE ID's maximum). Messages over the server's receive size
+(:data:`sdk.limits.MAX_MESSAGE`) never reach this element: gRPC refuses them first.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from api.proto.registry_pb2 import NetworkService, NetworkServiceEndpoint
 from sdk.errors import InvalidArgument
 from sdk.grpcutil import parse_address
+from sdk.limits.shape import check_count
 from sdk.registry.core import RegistryCursor, RegistryElement
 from sdk.registry.kinds import RecordKind
 
@@ -35,6 +38,9 @@ MAX_LABELS = 64
 MAX_SERVICES = 32
 MAX_MATCHES = 64
 MAX_URL = 1024
+MAX_DESTINATIONS = 64  # routes of one match
+MAX_PATH_IDS = 32
+MAX_PATH_ID = 2048  # sdk.security.spiffe.MAX_LENGTH
 PAYLOADS = ("IP", "ETHERNET")
 MIN_SECONDS, MAX_SECONDS = -62_135_596_800, 253_402_300_799  # 0001-01-01 .. 9999-12-31
 URL_SCHEMES = ("unix", "tcp")
@@ -89,10 +95,15 @@ def check_url(field: str, url: str) -> None:
     parse_address(url, field)
 
 
-def _check_count(field: str, items: Iterable[object], limit: int) -> None:
-    count = sum(1 for _ in items)
-    if count > limit:
-        raise InvalidArgument(field, f"at most {limit} entries (got {count})")
+def check_path_ids(path_ids: Iterable[str]) -> None:
+    """Raise InvalidArgument if ``path_ids`` has too many or too long entries."""
+    ids = list(path_ids)
+    check_count("path_ids", ids, MAX_PATH_IDS)
+    for i, value in enumerate(ids):
+        if len(value) > MAX_PATH_ID:
+            raise InvalidArgument(
+                f"path_ids[{i}]", f"must be at most {MAX_PATH_ID} characters (got {len(value)})"
+            )
 
 
 def validate_service(ns: NetworkService) -> None:
@@ -102,8 +113,10 @@ def validate_service(ns: NetworkService) -> None:
         ns.payload = "IP"
     if ns.payload not in PAYLOADS:
         raise InvalidArgument("payload", f"unknown payload {ns.payload!r}: use one of {PAYLOADS}")
-    _check_count("matches", ns.matches, MAX_MATCHES)
+    check_count("matches", ns.matches, MAX_MATCHES)
+    check_path_ids(ns.path_ids)
     for i, match in enumerate(ns.matches):
+        check_count(f"matches[{i}].routes", match.routes, MAX_DESTINATIONS)
         check_labels(f"matches[{i}].source_selector", match.source_selector)
         check_labels(f"matches[{i}].metadata.labels", match.metadata.labels)
         for j, route in enumerate(match.routes):
@@ -126,7 +139,8 @@ def validate_endpoint(nse: NetworkServiceEndpoint) -> None:
     for field in ("expiration_time", "initial_registration_time"):
         if nse.HasField(field):
             check_timestamp(field, getattr(nse, field))
-    _check_count("network_service_names", nse.network_service_names, MAX_SERVICES)
+    check_count("network_service_names", nse.network_service_names, MAX_SERVICES)
+    check_path_ids(nse.path_ids)
     for i, service in enumerate(nse.network_service_names):
         check_name(f"network_service_names[{i}]", service)
     for service, labels in nse.network_service_labels.items():
