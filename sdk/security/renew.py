@@ -26,7 +26,14 @@ from cryptography import x509
 
 from sdk.errors import FabricError
 from sdk.security.ca import CertificateAuthority
-from sdk.security.svid import BUNDLE_FILE, CERT_FILE, load_certificates, spiffe_id_of, write_svid
+from sdk.security.svid import (
+    BUNDLE_FILE,
+    CERT_FILE,
+    dns_sans,
+    load_certificates,
+    spiffe_id_of,
+    write_svid,
+)
 
 _log = structlog.get_logger("sdk.security.renew")
 
@@ -40,14 +47,6 @@ class Renewal:
     directory: Path
     spiffe_id: str
     not_after: float
-
-
-def _dns_names(cert: x509.Certificate) -> list[str]:
-    try:
-        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-    except x509.ExtensionNotFound:
-        return []
-    return list(ext.value.get_values_for_type(x509.DNSName))
 
 
 def _due(cert: x509.Certificate, bundle_pem: bytes, ca: CertificateAuthority, now: float,
@@ -75,7 +74,7 @@ def renew_due(
             bundle_pem = bundle_file.read_bytes() if bundle_file.is_file() else b""
             if not _due(leaf, bundle_pem, ca, at, fraction):
                 continue
-            svid = ca.issue(spiffe_id_of(leaf), _dns_names(leaf), ttl, now=at)
+            svid = ca.issue(spiffe_id_of(leaf), dns_sans(leaf), ttl, now=at)
             write_svid(directory, svid, ca.bundle)
         except (OSError, FabricError) as exc:
             _log.warning("cannot renew the SVID", directory=str(directory), error=str(exc))

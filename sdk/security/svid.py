@@ -37,13 +37,23 @@ BUNDLE_FILE = "bundle.pem"
 PrivateKey = ec.EllipticCurvePrivateKey
 
 
-def uri_sans(cert: x509.Certificate) -> list[str]:
-    """The URI subject alternative names of ``cert`` (empty when it has none)."""
+def _sans(cert: x509.Certificate, kind: type[x509.DNSName | x509.UniformResourceIdentifier]
+          ) -> list[str]:
     try:
         ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
     except x509.ExtensionNotFound:
         return []
-    return list(ext.value.get_values_for_type(x509.UniformResourceIdentifier))
+    return list(ext.value.get_values_for_type(kind))
+
+
+def uri_sans(cert: x509.Certificate) -> list[str]:
+    """The URI subject alternative names of ``cert`` (empty when it has none)."""
+    return _sans(cert, x509.UniformResourceIdentifier)
+
+
+def dns_sans(cert: x509.Certificate) -> list[str]:
+    """The DNS subject alternative names of ``cert`` (empty when it has none)."""
+    return _sans(cert, x509.DNSName)
 
 
 def spiffe_id_of(cert: x509.Certificate) -> SpiffeId:

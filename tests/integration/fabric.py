@@ -12,8 +12,11 @@ With ``identities=True`` every process gets an SVID of a test CA (``spiffe://tes
 from __future__ import annotations
 
 import contextlib
+import tempfile
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from forwarder.app import Forwarder
 from forwarder.kernel import FakeKernel
@@ -176,3 +179,15 @@ class Fabric:
             await node.stop()
         await self.registry.stop(grace=0)
         await self.pool.close()
+
+
+@contextlib.asynccontextmanager
+async def temporary_fabric(prefix: str, **options: Any) -> AsyncIterator[Fabric]:
+    """A :class:`Fabric` in a fresh directory under /tmp (``prefix``...), stopped and removed at
+    the end; ``options`` go to its constructor."""
+    with tempfile.TemporaryDirectory(dir="/tmp", prefix=prefix) as root:
+        fab = Fabric(Path(root), **options)
+        try:
+            yield fab
+        finally:
+            await fab.stop()

@@ -14,19 +14,15 @@ from api.proto.connection_pb2 import Connection
 from api.proto.registry_pb2 import Destination, Match, NetworkService
 from nsc.client import VWireClient
 from sdk.errors import NotFound, PermissionDenied
-from tests.integration.fabric import Fabric, FakeNode
+from tests.integration.fabric import Fabric, FakeNode, temporary_fabric
 
 WAIT = 10.0
 
 
 @pytest.fixture
 async def fabric() -> AsyncIterator[Fabric]:
-    with tempfile.TemporaryDirectory(dir="/tmp", prefix="vwn-") as root:
-        fab = Fabric(Path(root))
-        try:
-            yield fab
-        finally:
-            await fab.stop()
+    async with temporary_fabric("vwn-") as fab:
+        yield fab
 
 
 async def changes(client: VWireClient, done: Callable[[], Awaitable[bool]]) -> None:

@@ -4,7 +4,6 @@ identities travel in registrations' ``path_ids``, and unsigned requests are refu
 from __future__ import annotations
 
 import itertools
-import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -24,17 +23,13 @@ from sdk.registry.pathids import RecordPathIds
 from sdk.security import token
 from sdk.security.source import CaSvidSource, FileSvidSource
 from sdk.security.tls import secure_channel
-from tests.integration.fabric import Fabric, FakeNode, Identities
+from tests.integration.fabric import Fabric, FakeNode, Identities, temporary_fabric
 
 
 @pytest.fixture
 async def fabric() -> AsyncIterator[Fabric]:
-    with tempfile.TemporaryDirectory(dir="/tmp", prefix="vwt-") as root:
-        fab = Fabric(Path(root), identities=True)
-        try:
-            yield fab
-        finally:
-            await fab.stop()
+    async with temporary_fabric("vwt-", identities=True) as fab:
+        yield fab
 
 
 def chain_of(conn: Connection, fabric: Fabric) -> list[tuple[str, str]]:
