@@ -5,8 +5,10 @@
 ``svid.crt``, ``svid.key`` (0600) and ``bundle.pem`` into DIR (atomically, so a running process
 reading DIR with a file SVID source picks the new SVID up);
 ``ca agent --svids ROOT [--ttl 1h] [--interval 10s] [--once]`` keeps every SVID under ROOT
-renewed (:mod:`sdk.security.renew`): each is re-issued at half its lifetime or when the root
-changed, so processes never run on an expired SVID. Output never shows key material.
+renewed (:mod:`sdk.security.renew`): each is re-issued at half its lifetime, and after
+``ca rotate-root`` first every bundle is updated, then (next pass) every SVID re-issued from the
+new root, so processes never run on an expired SVID nor meet a root they do not trust yet.
+Output never shows key material.
 """
 
 from __future__ import annotations
@@ -88,8 +90,27 @@ def issue(
 
 
 def _report(renewal: Renewal) -> None:
+    if renewal.what == "bundle":
+        typer.echo(f"updated the trust bundle of {renewal.spiffe_id} in {renewal.directory}")
+        return
     typer.echo(f"renewed {renewal.spiffe_id} in {renewal.directory} until "
                f"{_when(renewal.not_after)}")
+
+
+@ca_app.command("rotate-root")
+def rotate_root(
+    directory: Annotated[Path, typer.Option("--dir", help="the CA's directory")] = Path(
+        DEFAULT_CA_DIR
+    ),
+    root_ttl: Annotated[str, typer.Option("--root-ttl", help="lifetime of the new root")] = "3650d",
+) -> None:
+    """Make a new root; the bundle holds the new and the previous root until the next rotation.
+    A running ``ca agent`` then updates every bundle, and on its next pass re-issues the SVIDs."""
+    ca = CertificateAuthority.load(directory)
+    ca.rotate_root(parse_duration(root_ttl))
+    typer.echo(f"new root for {ca.trust_domain}, valid until "
+               f"{_when(ca.root.not_valid_after_utc.timestamp())}; the bundle holds "
+               f"{len(ca.bundle.roots)} roots: {directory / 'bundle.pem'}")
 
 
 @ca_app.command("agent")
@@ -107,7 +128,7 @@ def agent(
     if every <= 0 or seconds <= 2 * every:
         raise CliError("--interval must be positive and under half of --ttl (renewals happen at "
                        "half the lifetime, so a check must come before the SVID expires)")
-    ca = CertificateAuthority.load(directory)
+    ca = CertificateAuthority.load(directory)  # fails here, with the reason, when unusable
     if not svids.is_dir():
         raise CliError(f"--svids: {svids} is not a directory")
     if once:
@@ -116,7 +137,8 @@ def agent(
         return
     typer.echo(f"keeping the SVIDs under {svids} renewed (ttl {ttl}, checking every {interval})")
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(keep_renewed(ca, svids, seconds, every, _report))
+        asyncio.run(keep_renewed(lambda: CertificateAuthority.load(directory), svids, seconds,
+                                 every, _report))
 
 
 def register(app: typer.Typer) -> None:

@@ -5,12 +5,20 @@ and pick up new ones without a restart; this module is what writes the new ones,
 lab that uses the built-in CA (where SPIRE is used, its agent does this job).
 
 Contract of :func:`renew_due`: every directory under ``root`` (searched recursively) that holds
-an ``svid.crt`` is checked; it is re-issued from ``ca`` — same SPIFFE ID, same DNS names, lifetime
-``ttl`` — when its certificate has lived ``fraction`` (default half) of its lifetime, has expired,
-or its ``bundle.pem`` is not the CA's current bundle (the root was rotated). Files are replaced
-atomically (:func:`sdk.security.svid.write_svid`). A directory that cannot be read or renewed is
-logged and skipped; the others are still handled. Returns what was renewed, as
-:class:`Renewal` values. :func:`keep_renewed` runs it every ``interval`` seconds until cancelled.
+an ``svid.crt`` is checked, in two steps so that a root rotation never breaks a handshake or a
+path token:
+
+1. if its ``bundle.pem`` is not the CA's current bundle (the root was rotated), only the bundle
+   is replaced (it holds the new and the previous root, so the old SVID stays valid) — every
+   process learns to trust the new root before anyone presents it;
+2. otherwise the SVID is re-issued from ``ca`` — same SPIFFE ID, same DNS names, lifetime
+   ``ttl`` — when it has lived ``fraction`` (default half) of its lifetime, has expired, or was
+   not issued by the CA's current root (so after a rotation, the pass after the bundle update).
+
+Files are replaced atomically. A directory that cannot be read or renewed is logged and skipped;
+the others are still handled. Returns what was done, as :class:`Renewal` values.
+:func:`keep_renewed` runs it every ``interval`` seconds until cancelled (longer than the file
+sources' poll, one second), re-reading the CA each time.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from sdk.security.svid import (
     dns_sans,
     load_certificates,
     spiffe_id_of,
+    write_public,
     write_svid,
 )
 
@@ -47,13 +56,22 @@ class Renewal:
     directory: Path
     spiffe_id: str
     not_after: float
+    what: str = "svid"  # or "bundle": only the trust bundle was replaced
 
 
-def _due(cert: x509.Certificate, bundle_pem: bytes, ca: CertificateAuthority, now: float,
-         fraction: float) -> bool:
+def _issued_by(cert: x509.Certificate, root: x509.Certificate) -> bool:
+    try:
+        aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+        ski = root.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    except x509.ExtensionNotFound:
+        return False
+    return aki.key_identifier == ski.digest
+
+
+def _due(cert: x509.Certificate, ca: CertificateAuthority, now: float, fraction: float) -> bool:
     start = cert.not_valid_before_utc.timestamp()
     end = cert.not_valid_after_utc.timestamp()
-    return now >= start + fraction * (end - start) or bundle_pem != ca.bundle.pem()
+    return now >= start + fraction * (end - start) or not _issued_by(cert, ca.root)
 
 
 def renew_due(
@@ -72,7 +90,14 @@ def renew_due(
             leaf = load_certificates(cert_file.read_bytes(), str(cert_file))[0]
             bundle_file = directory / BUNDLE_FILE
             bundle_pem = bundle_file.read_bytes() if bundle_file.is_file() else b""
-            if not _due(leaf, bundle_pem, ca, at, fraction):
+            if bundle_pem != ca.bundle.pem():
+                write_public(bundle_file, ca.bundle.pem())
+                _log.info("trust bundle updated", directory=str(directory),
+                          roots=len(ca.bundle.roots))
+                renewed.append(Renewal(directory, str(spiffe_id_of(leaf)),
+                                       leaf.not_valid_after_utc.timestamp(), "bundle"))
+                continue
+            if not _due(leaf, ca, at, fraction):
                 continue
             svid = ca.issue(spiffe_id_of(leaf), dns_sans(leaf), ttl, now=at)
             write_svid(directory, svid, ca.bundle)
@@ -86,15 +111,22 @@ def renew_due(
 
 
 async def keep_renewed(
-    ca: CertificateAuthority,
+    load_ca: Callable[[], CertificateAuthority],
     root: Path,
     ttl: float,
     interval: float,
     on_renewal: Callable[[Renewal], None] | None = None,
 ) -> None:
-    """Run :func:`renew_due` now and every ``interval`` seconds until cancelled."""
+    """Run :func:`renew_due` now and every ``interval`` seconds until cancelled, with the CA
+    ``load_ca()`` gives at each pass (so a root rotated by another process is followed)."""
     while True:
-        for renewal in await asyncio.to_thread(renew_due, ca, root, ttl):
+        try:
+            ca = await asyncio.to_thread(load_ca)
+            done = await asyncio.to_thread(renew_due, ca, root, ttl)
+        except FabricError as exc:
+            _log.warning("cannot load the CA; retrying", error=str(exc))
+            done = []
+        for renewal in done:
             if on_renewal is not None:
                 on_renewal(renewal)
         await asyncio.sleep(interval)  # the renewal period

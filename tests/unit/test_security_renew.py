@@ -64,15 +64,28 @@ def test_svids_past_half_their_lifetime_are_reissued_with_the_same_names(
     assert renew_due(ca, root, TTL, now=later + 1) == [], "fresh ones are left alone"
 
 
-def test_a_rotated_root_renews_young_svids_with_the_new_bundle(
+def test_a_rotated_root_updates_bundles_first_then_reissues_from_the_new_root(
     setup: tuple[CertificateAuthority, Path, float],
 ) -> None:
     ca, root, now = setup
+    web = root / "nsc" / "web"
+    old_serial = read_svid(web)[0].serial
     ca.rotate_root(now=now)
-    renewed = renew_due(ca, root, TTL, now=now + 1)
-    assert len(renewed) == 2
-    _, bundle = read_svid(root / "nsc" / "web")
-    assert len(bundle.roots) == 2, "new and previous root are both trusted during the change"
+
+    first = renew_due(ca, root, TTL, now=now + 1)
+    assert [r.what for r in first] == ["bundle", "bundle"]
+    svid, bundle = read_svid(web)
+    assert svid.serial == old_serial, "the SVID stays until every process trusts the new root"
+    assert len(bundle.roots) == 2
+    assert str(bundle.verify(svid.chain, now=now + 1)) == f"spiffe://{TD}/nsc/web"
+
+    second = renew_due(ca, root, TTL, now=now + 2)
+    assert [r.what for r in second] == ["svid", "svid"]
+    svid, bundle = read_svid(web)
+    assert svid.serial != old_serial
+    assert svid.chain[-1].issuer == ca.root.subject
+    assert str(bundle.verify(svid.chain, now=now + 2)) == f"spiffe://{TD}/nsc/web"
+    assert renew_due(ca, root, TTL, now=now + 3) == []
 
 
 def test_an_unreadable_svid_is_skipped_and_the_rest_renewed(
@@ -96,3 +109,10 @@ def test_nsmctl_ca_agent_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "renewed" not in capsys.readouterr().out
     assert nsmctl([*base, "--ttl", "10s", "--interval", "10s"]) != 0
     assert "--interval must be positive and under half of --ttl" in capsys.readouterr().err
+
+    assert nsmctl(["ca", "rotate-root", "--dir", str(tmp_path / "ca")]) == 0
+    assert "the bundle holds 2 roots" in capsys.readouterr().out
+    assert nsmctl([*base, "--once"]) == 0
+    assert "updated the trust bundle of spiffe://example.org/nse/db" in capsys.readouterr().out
+    assert nsmctl([*base, "--once"]) == 0
+    assert "renewed spiffe://example.org/nse/db" in capsys.readouterr().out
