@@ -14,7 +14,9 @@ Contract:
   :class:`sdk.errors.Unauthenticated` (cannot tell who signed, or the proof is stale) or
   :class:`sdk.errors.PermissionDenied` (a valid token used where it does not belong: other
   audience, other connection segment, other previous token) with the reason. Token text never
-  appears in messages.
+  appears in messages. A signer chain that verified is remembered (per bundle object, while every
+  certificate involved is valid; at most 256), so the next token of the same SVID costs one
+  signature check; every token's signature and claims are always checked.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import hashlib
 import json
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -177,6 +180,51 @@ def _signer_chain(header: dict[str, Any]) -> list[x509.Certificate]:
     return chain
 
 
+@dataclass(frozen=True)
+class _Signer:
+    """A signer certificate chain already verified against ``bundle``, while it stays valid."""
+
+    bundle: TrustBundle
+    spiffe_id: str
+    key: ec.EllipticCurvePublicKey
+    valid_from: float
+    valid_until: float
+
+
+# The same few SVIDs sign every token a process sees: their chains are verified once per bundle
+# and validity window, keyed by the token's header text (which holds the x5c chain).
+_SIGNERS: OrderedDict[tuple[int, str], _Signer] = OrderedDict()
+_SIGNERS_KEPT = 256
+
+
+def _signer(
+    header_text: str, header: dict[str, Any], bundle: TrustBundle, claims: Claims, at: float
+) -> tuple[str, ec.EllipticCurvePublicKey]:
+    """The SPIFFE ID and public key of the token's signer, its chain verified at ``at``."""
+    key = (id(bundle), header_text)
+    known = _SIGNERS.get(key)
+    if known is not None and known.bundle is bundle and known.valid_from <= at < known.valid_until:
+        _SIGNERS.move_to_end(key)
+        return known.spiffe_id, known.key
+    chain = _signer_chain(header)
+    try:
+        signer = bundle.verify(chain, now=at)
+    except FabricError as exc:
+        raise Unauthenticated(f"path token of {claims.subject!r}: signer rejected: {exc}") from None
+    public = chain[0].public_key()
+    if not isinstance(public, ec.EllipticCurvePublicKey):
+        raise Unauthenticated("path token: the signer's key is not an EC key")
+    certificates = [*chain, *bundle.roots]
+    _SIGNERS[key] = _Signer(
+        bundle, str(signer), public,
+        max(c.not_valid_before_utc.timestamp() for c in certificates),
+        min(c.not_valid_after_utc.timestamp() for c in certificates),
+    )
+    if len(_SIGNERS) > _SIGNERS_KEPT:
+        _SIGNERS.popitem(last=False)
+    return str(signer), public
+
+
 def verify(
     token: str,
     bundle: TrustBundle,
@@ -202,12 +250,9 @@ def verify(
         raise Unauthenticated(f"path token: algorithm must be {ALG}")
     payload = _json_object(parts[1], "claims")
     claims = _claims(payload)
-    chain = _signer_chain(header)
-    try:
-        signer = bundle.verify(chain, now=claims.issued_at if allow_expired else at)
-    except FabricError as exc:
-        raise Unauthenticated(f"path token of {claims.subject!r}: signer rejected: {exc}") from None
-    if str(signer) != claims.subject:
+    signer, public = _signer(parts[0], header, bundle, claims,
+                             claims.issued_at if allow_expired else at)
+    if signer != claims.subject:
         raise Unauthenticated(
             f"path token: signed by {signer} but claims to be from {claims.subject!r}"
         )
@@ -218,9 +263,6 @@ def verify(
         int.from_bytes(signature[:_CURVE_BYTES], "big"),
         int.from_bytes(signature[_CURVE_BYTES:], "big"),
     )
-    public = chain[0].public_key()
-    if not isinstance(public, ec.EllipticCurvePublicKey):
-        raise Unauthenticated("path token: the signer's key is not an EC key")
     try:
         public.verify(der, f"{parts[0]}.{parts[1]}".encode("ascii"), ec.ECDSA(hashes.SHA256()))
     except InvalidSignature:
