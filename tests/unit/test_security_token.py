@@ -265,3 +265,17 @@ async def test_signing_needs_the_next_hops_identity(hops: Hops) -> None:
     chain = NetworkServiceChain([UpdatePath("nsc"), SignPathSegment(hops.nsc)])
     with pytest.raises(FailedPrecondition, match="next hop's SPIFFE ID is unknown"):
         await chain.run_request(NetworkServiceRequest(connection=Connection(id="c")))
+
+
+def test_a_remembered_signer_is_still_checked_against_bundle_and_time() -> None:
+    ca = CertificateAuthority.create(TD)
+    start = ca.root.not_valid_before_utc.timestamp() + 3600
+    svid = ca.issue(NSC, ttl=600, now=start)
+    signed, _ = token.sign(svid, NSMGR, "seg", now=start, lifetime=60)
+    assert token.verify(signed, ca.bundle, start + 1).subject == NSC  # the chain is remembered
+    foreign = CertificateAuthority.create(TD)  # same name, other root: the memory does not apply
+    with pytest.raises(Unauthenticated, match="signer rejected"):
+        token.verify(signed, foreign.bundle, start + 1)
+    with pytest.raises(Unauthenticated, match="signer rejected"):  # the SVID has expired since
+        token.verify(signed, ca.bundle, start + 601)
+    assert token.verify(signed, ca.bundle, start + 2).subject == NSC
