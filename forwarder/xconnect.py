@@ -53,6 +53,7 @@ from forwarder.vwire import (
     WireGuardPeerSpec,
     program_local,
     program_remote,
+    validate,
 )
 from forwarder.wireguard import WireGuardBackend, generate_keypair
 from sdk.errors import FabricError, InvalidArgument, NotFound
@@ -179,6 +180,12 @@ class Xconnect(NetworkServiceElement):
             raise InvalidArgument(
                 "mechanism_preferences[KERNEL].parameters[inodeURL]", str(exc)
             ) from None
+        except InvalidArgument as exc:
+            raise InvalidArgument(
+                "mechanism_preferences[KERNEL].parameters[inodeURL]", exc.problem
+            ) from None
+        if client.interface:  # likewise for a name the kernel would refuse at the very end
+            validate.ifname(client.interface, "mechanism_preferences[KERNEL].parameters[name]")
         vid = self._vwire_id(request.connection)
         _, public = self._keys(md)
         port = self.ports.take(vid)
@@ -197,15 +204,20 @@ class Xconnect(NetworkServiceElement):
                 reply.context.MTU or None,
             )
         elif is_wireguard(reply.mechanism):
-            far = WireguardMechanism.parse(reply.mechanism)
+            try:
+                far = WireguardMechanism.parse(reply.mechanism)
+            except InvalidArgument:
+                await self._abandon(reply, next, md, vid)
+                raise
             spec = self._remote_spec(
                 vid, client_attachment(client, ip), far.dst_public_key, far.dst_ip, far.dst_port,
                 tuple(ip.dst_ip_addrs), port, md, far.mtu or reply.context.MTU or None,
             )
         else:
-            await self._close_quietly(reply, next)
+            await self._abandon(reply, next, md, vid)
             raise InvalidArgument(
-                "mechanism", f"the far side chose {reply.mechanism.type!r}: not supported here"
+                "mechanism",
+                f"the far side chose {reply.mechanism.type[:40]!r}: not supported here",
             )
         vwire = await self._program(spec, reply, next, md)
         reply.mechanism.CopyFrom(
@@ -216,7 +228,9 @@ class Xconnect(NetworkServiceElement):
     async def _endpoint_side(
         self, request: NetworkServiceRequest, next: NSCursor, md: dict[str, Any]
     ) -> Connection:
-        near = WireguardMechanism.parse(_offered(request, is_wireguard, "WIREGUARD"))
+        near = WireguardMechanism.parse(
+            _offered(request, is_wireguard, "WIREGUARD"), "mechanism_preferences[WIREGUARD]"
+        )
         if not near.src_public_key:
             raise InvalidArgument(
                 "mechanism_preferences[WIREGUARD].parameters[src_public_key]",
@@ -227,7 +241,7 @@ class Xconnect(NetworkServiceElement):
         port = self.ports.take(vid)
         reply = await self._forward(request, next, md, vid, [KernelMechanism().to_proto()])
         if not is_kernel(reply.mechanism):
-            await self._close_quietly(reply, next)
+            await self._abandon(reply, next, md, vid)
             raise InvalidArgument("mechanism", "the endpoint must accept a KERNEL mechanism")
         ip = reply.context.ip_context
         spec = self._remote_spec(
@@ -322,6 +336,15 @@ class Xconnect(NetworkServiceElement):
         with contextlib.suppress(FabricError):
             segment.metrics.update(await vwire.metrics())
         return reply
+
+    async def _abandon(
+        self, reply: Connection, next: NSCursor, md: dict[str, Any], vid: str
+    ) -> None:
+        """The far side's answer cannot be used: close the rest of the path again and, on a first
+        request, free the tunnel port (as :meth:`_forward` does when the request fails)."""
+        await self._close_quietly(reply, next)
+        if VWIRE not in md:
+            self.ports.give_back(vid)
 
     async def _close_quietly(self, conn: Connection, next: NSCursor) -> None:
         try:

@@ -27,7 +27,9 @@ def _metrics(conn: Mapping[str, Any]) -> dict[str, str]:
 
 
 def _bytes(value: str | None) -> str:
-    if value is None or not value.isdigit():
+    # A metric is text another process wrote: only plain ASCII digits are a byte count
+    # (isdigit() alone accepts '²', which float() refuses).
+    if value is None or not (value.isascii() and value.isdigit()):
         return NONE
     size = float(value)
     for unit in ("B", "KiB", "MiB", "GiB"):

@@ -77,7 +77,7 @@ def _timestamp(value: object, path: str) -> Timestamp:
             stamp.FromJsonString(value)
         else:
             raise ValueError(_type_name(value))
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: outside years 1-9999 once in UTC
         raise _Problem(path, f"{value!s} is not an RFC 3339 time with a time zone: "
                              "write it like 2030-01-02T03:04:05Z") from None
     return stamp
@@ -227,6 +227,10 @@ def load(text: str, source: str) -> list[Document]:
         at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ManifestError(f"{source}: not valid YAML{at}: {problem}") from None
+    except (ValueError, OverflowError) as exc:  # a value PyYAML cannot build, e.g. 2030-02-30
+        raise ManifestError(f"{source}: not valid YAML: {exc}") from None
+    except RecursionError:
+        raise ManifestError(f"{source}: not valid YAML: nested too deeply") from None
     if not raw:
         raise ManifestError(f"{source}: no documents: expected kind: NetworkService or "
                             "NetworkServiceEndpoint records")

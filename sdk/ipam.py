@@ -16,7 +16,9 @@ from ``10.60.0.0/16`` is endpoint ``10.60.0.1/32``, client ``10.60.0.2/32``.
 * Same connection id → same pair (refresh), as long as the pair stays outside the request's
   excluded prefixes; an address that falls inside them is replaced (the rest is kept).
 * :meth:`PointToPointIpam.release` frees the pair; addresses are handed out lowest-free-first.
-* Full prefix → :class:`~sdk.errors.ResourceExhausted` naming the prefix; nothing is half-taken.
+* Full prefix → :class:`~sdk.errors.ResourceExhausted` naming the prefix; free addresses that the
+  request's ``excluded_prefixes`` all cover → :class:`~sdk.errors.InvalidArgument` naming that
+  field (the request's fault, not the endpoint's); either way nothing is half-taken.
 
 Free space is kept as sorted, disjoint intervals of integers, so an allocation costs a few
 bisections whatever the prefix size (a /64 is as cheap as a /30) and never rescans from the start.
@@ -337,7 +339,7 @@ class PointToPointIpam:
                     taken.append((pool, value))
                     pair.append(value)
                 record[version] = (pair[0], pair[1])
-        except ResourceExhausted:
+        except BaseException:
             for pool, value in taken:
                 pool.free.give(value)
             raise
@@ -350,6 +352,14 @@ class PointToPointIpam:
         if want is not None and not _excluded(want, ranges) and pool.free.take(want):
             return want
         value = pool.free.take_lowest(ranges)
+        if value is None and pool.free.count > 0:
+            # Free addresses exist, the request's exclusions cover them all: its fault, not a
+            # full prefix (and not a reason to think less of this endpoint).
+            raise InvalidArgument(
+                "ip_context.excluded_prefixes",
+                f"exclude every free address of {pool.network} ({pool.free.count} free): "
+                "exclude less, or ask an endpoint with another prefix",
+            )
         if value is None:
             excluding = f", the request excludes {len(ranges)} ranges of it" if ranges else ""
             raise ResourceExhausted(

@@ -3,7 +3,8 @@
 Parameters (NSM's names): ``src_ip``/``src_port``/``src_public_key`` — the client-side node's
 underlay address, UDP port and public key; ``dst_ip``/``dst_port``/``dst_public_key`` — the same
 for the endpoint-side node; ``MTU`` — the tunnel MTU the side that set it computed. Private keys
-never travel.
+never travel. Ports and MTU are decimal strings; :meth:`WireguardMechanism.parse` refuses any
+other non-empty value with ``InvalidArgument`` (it arrives from another node: it is input).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass, replace
 
 from api.mechanisms import REMOTE
 from api.proto.connection_pb2 import Mechanism
+from sdk.errors import InvalidArgument
 
 TYPE = "WIREGUARD"
 SRC_IP, SRC_PORT, SRC_PUBLIC_KEY = "src_ip", "src_port", "src_public_key"
@@ -32,12 +34,21 @@ class WireguardMechanism:
     mtu: int = 0
 
     @classmethod
-    def parse(cls, mechanism: Mechanism) -> WireguardMechanism:
+    def parse(cls, mechanism: Mechanism, field: str = "mechanism") -> WireguardMechanism:
+        """The typed view; a number parameter (port, MTU) that is present but not a decimal
+        number raises InvalidArgument naming ``<field>.parameters[<key>]``."""
         p = mechanism.parameters
 
         def number(key: str) -> int:
             value = p.get(key, "")
-            return int(value) if value.isdigit() else 0
+            if not value:
+                return 0
+            # isdigit() alone also accepts digits int() refuses, e.g. '²'
+            if not (value.isascii() and value.isdigit()) or len(value) > 10:
+                raise InvalidArgument(
+                    f"{field}.parameters[{key}]", f"must be a decimal number (got {value[:40]!r})"
+                )
+            return int(value)
 
         return cls(
             src_ip=p.get(SRC_IP, ""),

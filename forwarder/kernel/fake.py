@@ -160,7 +160,8 @@ class FakeKernel:
 
     @staticmethod
     def _check_name(name: str) -> None:
-        if not name or len(name) > _MAX_IFNAME or any(c in name for c in "/: \t\n"):
+        # Like the kernel: at most 15 bytes (not characters), no '/', ':', whitespace or NUL.
+        if not name or len(name.encode()) > _MAX_IFNAME or any(c in name for c in "/: \t\n\0"):
             raise InvalidArgument("ifname", f"the kernel rejected the name {name!r}")
 
     # -- namespaces ------------------------------------------------------------------------------

@@ -6,7 +6,10 @@ field) before anything exists. Route rules:
 
 * every address of the other end that none of this end's prefixes covers gets a host route on
   the vWire interface, so the other end is reachable even with /32 and /128 addresses;
-* a route with a next hop goes via that next hop (``onlink`` on point-to-point interfaces);
+* a route with a next hop goes via that next hop (``onlink`` on point-to-point interfaces); on a
+  veth the next hop must be reachable on the link — inside one of this end's prefixes or one of
+  the other end's addresses, and not this end's own address — else ``InvalidArgument`` (the
+  kernel would refuse it with "Network is unreachable" after the link was made);
 * a route with an empty next hop goes "via the other end": through the other end's first address
   of the same family on a veth, straight onto the device on a point-to-point (WireGuard) link;
 * routes equal to a connected prefix or to an already planned destination are dropped.
@@ -75,6 +78,8 @@ def plan_end(
             hop = validate.ip(spec.next_hop, f"{field}.next_hop")
             if ip_address(hop).version != version:
                 raise InvalidArgument(f"{field}.next_hop", f"{hop} is not of the family of {dst}")
+            if not point_to_point:
+                _check_reachable(hop, own, peer_addresses, f"{field}.next_hop")
             route = Route(dst=dst, dev=ifname, gateway=hop, onlink=point_to_point)
         elif point_to_point:
             route = Route(dst=dst, dev=ifname)
@@ -104,6 +109,23 @@ def plan_end(
         addresses=tuple(str(a) for a in own),
         routes=tuple(routes.values()),
         neighbours=neighbours,
+    )
+
+
+def _check_reachable(
+    hop: str, own: Sequence[AnyInterface], peer: Sequence[AnyInterface], field: str
+) -> None:
+    """InvalidArgument unless next hop ``hop`` is reachable on a veth end with addresses ``own``
+    whose other end has addresses ``peer`` (see the module docstring)."""
+    address = ip_address(hop)
+    if any(address == a.ip for a in own):
+        raise InvalidArgument(field, f"{hop} is this end's own address, not a next hop")
+    if any(address in a.network for a in own) or any(address == p.ip for p in peer):
+        return
+    raise InvalidArgument(
+        field,
+        f"{hop} is not reachable on the vWire: use an address inside this end's prefixes "
+        "or the other end's address, or leave it empty (= via the other end)",
     )
 
 

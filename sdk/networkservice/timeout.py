@@ -33,7 +33,9 @@ def caller_expiry(conn: Connection) -> float | None:
     segment = segments[max(conn.path.index - 1, 0)]
     if not segment.HasField("expires"):
         return None
-    return segment.expires.ToNanoseconds() / 1e9
+    # Plain arithmetic, not ToNanoseconds(): that raises on an invalid Timestamp, and this runs
+    # after the request succeeded (UpdatePath refuses invalid ones in requests).
+    return segment.expires.seconds + segment.expires.nanos / 1e9
 
 
 class Timeout(NetworkServiceElement):
@@ -92,6 +94,11 @@ class Timeout(NetworkServiceElement):
     async def close(self, conn: Connection, next: NSCursor) -> None:
         self._disarm(conn.id)
         await next.close(conn)
+
+    async def settle(self) -> None:
+        """Wait for the closes of expired connections already under way (timers stay armed)."""
+        while pending := [task for task in self._tasks if not task.done()]:
+            await asyncio.gather(*pending, return_exceptions=True)
 
     async def stop(self) -> None:
         """Disarm every timer and wait for closes already under way."""

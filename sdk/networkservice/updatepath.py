@@ -8,19 +8,30 @@ Contract: on request, the path segment at ``path.index`` belongs to this hop aft
   index moves onto it;
 - otherwise a new segment (``name``, new UUID) is appended after the current one.
 The connection's ``id`` is set to our segment's id while the request travels on, and the index is
-put back to our segment on the way back. Close moves the index onto our segment when the path
-has one (each hop closes its own id) and never adds a segment. Place it after ``Begin`` on
-clients, before ``Begin`` on servers.
+put back to our segment on the way back. Close moves the index onto our segment (each hop
+closes its own id) and never adds a segment; a close whose path has no segment of this hop ends
+here, successfully: this hop has no part in that connection (closing whatever id it carries
+would close another hop's connection, or meet this hop's own close further down the path and
+wait for it until the deadline). Place it after ``Begin`` on clients, before ``Begin`` on
+servers.
+
+A path whose index points past its segments, in which two segments carry the same id, or with
+an ``expires`` that is not a valid protobuf Timestamp is refused with ``InvalidArgument`` (request
+and close): every hop keys its state by its segment's id, so a repeated id would make a hop meet
+its own call again further down the path and wait for itself until the deadline; and an invalid
+Timestamp cannot be read (timeouts) nor shown (``nsmctl``, JSON) once stored.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 
-from api.proto.connection_pb2 import Connection
+from api.proto.connection_pb2 import Connection, PathSegment
 from api.proto.networkservice_pb2 import NetworkServiceRequest
 from sdk.errors import InvalidArgument
 from sdk.networkservice.core import NetworkServiceElement, NSCursor
+from sdk.registry.validate import check_timestamp
 
 
 def claim_segment(conn: Connection, name: str, create: bool = True) -> int | None:
@@ -28,6 +39,7 @@ def claim_segment(conn: Connection, name: str, create: bool = True) -> int | Non
     index, or None when the hop has no segment and ``create`` is false."""
     path = conn.path
     segments = path.path_segments
+    _check_segments(segments)
     if not segments:
         if not create:
             return None
@@ -51,6 +63,21 @@ def claim_segment(conn: Connection, name: str, create: bool = True) -> int | Non
     return path.index
 
 
+def _check_segments(segments: Sequence[PathSegment]) -> None:
+    first: dict[str, int] = {}
+    for i, segment in enumerate(segments):
+        if segment.HasField("expires"):
+            check_timestamp(f"connection.path.path_segments[{i}].expires", segment.expires)
+        if not segment.id:
+            continue
+        seen = first.setdefault(segment.id, i)
+        if seen != i:
+            raise InvalidArgument(
+                f"connection.path.path_segments[{i}].id",
+                f"repeats the id of segment {seen}: every segment needs an id of its own",
+            )
+
+
 class UpdatePath(NetworkServiceElement):
     """See the module docstring."""
 
@@ -68,5 +95,6 @@ class UpdatePath(NetworkServiceElement):
         return conn
 
     async def close(self, conn: Connection, next: NSCursor) -> None:
-        claim_segment(conn, self.name, create=False)
+        if claim_segment(conn, self.name, create=False) is None:
+            return  # this hop has no part in the connection: nothing of it to close here
         await next.close(conn)

@@ -87,11 +87,20 @@ def test_excluded_prefixes_are_never_handed_out_but_stay_usable_for_others() -> 
     assert ipam.allocate("c3", excluded=["10.60.0.0/23"]).dst_addrs == ("10.60.2.0/32",)
 
 
-def test_exclusion_covering_the_whole_prefix_exhausts() -> None:
+def test_exclusion_covering_every_free_address_is_the_requests_fault() -> None:
+    # InvalidArgument, not ResourceExhausted: the prefix is not full, and a request that excludes
+    # everything must not count against the endpoint (nsmgr's circuit breaker would eject it).
     ipam = PointToPointIpam(["10.60.0.0/16"])
-    with pytest.raises(ResourceExhausted, match="excludes 1 ranges"):
+    with pytest.raises(InvalidArgument, match=r"excluded_prefixes.*every free address"):
         ipam.allocate("c", excluded=["10.0.0.0/8"])
     assert ipam.free_addresses("10.60.0.0/16") == 65534
+
+
+def test_a_full_prefix_with_exclusions_is_still_exhausted() -> None:
+    ipam = PointToPointIpam(["192.168.1.0/30"])  # one pair
+    ipam.allocate("a")
+    with pytest.raises(ResourceExhausted, match="excludes 1 ranges"):
+        ipam.allocate("b", excluded=["192.168.1.0/31"])
 
 
 def test_refresh_with_new_exclusion_replaces_only_the_conflicting_address() -> None:
@@ -282,7 +291,7 @@ def test_random_sequences_keep_invariants(ops: list[tuple[str, int, list[int]]])
         before = live.get(conn)
         try:
             got = ipam.allocate(conn, excluded)
-        except ResourceExhausted:
+        except (ResourceExhausted, InvalidArgument):  # full, or everything free is excluded
             assert ipam.lookup(conn) == before  # unchanged on failure
             continue
         addresses = [ipaddress.ip_interface(a).ip for a in got.src_addrs + got.dst_addrs]
