@@ -154,6 +154,7 @@ class Nsmgr:
 
     def _forwarder_changed(self, name: str, url: str | None) -> None:
         if url is not None:
+            self.pool.forget(url)  # a restarted forwarder: no back-off left from its old socket
             self.watch.watch(f"forwarder/{name}", url, self._peer_died)
             return
         self.watch.unwatch(f"forwarder/{name}")  # unregistered or dead: its vWires are gone
@@ -164,6 +165,7 @@ class Nsmgr:
         if url is None:
             self.watch.unwatch(f"endpoint/{name}")
         else:
+            self.pool.forget(url)  # as for forwarders: a restarted endpoint is reached at once
             self.watch.watch(f"endpoint/{name}", url, self._peer_died)
 
     def _peer_died(self, key: str) -> None:

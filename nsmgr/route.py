@@ -11,12 +11,15 @@ Contract, for a request arriving at this nsmgr:
   refresh it tries the one the connection has first — then a forwarder of this node;
   the request goes to that forwarder. A refresh keeps the endpoint and forwarder it had, unless
   one of them died or the client asked for ``RESELECT_REQUESTED``; then the old path is closed
-  (best effort) and a new one built, excluding what failed.
+  (best effort) and a new one built, excluding what failed. The new path gets fresh
+  ids after this hop, except when the old one could not be closed (its forwarder is gone) and
+  the endpoint stays the same: then the hops that still hold the connection get the same ids
+  and update it in place rather than keep an orphan until it expires.
 * A failed attempt is recorded against the endpoint (circuit breaker) and, when this nsmgr chose
   the endpoint, retried with another one (not when the request itself was at fault: invalid, not
   permitted, or clashing with the client's namespace), with bounded exponential back-off, within
   the deadline; when no endpoint is left to try, the last attempt's error is raised. A
-  connection moved to another endpoint starts from fresh addresses.
+  connection moved to another endpoint starts from fresh addresses and fresh ids after this hop.
 
 The choice is kept in the connection's metadata so close follows the same path; nothing is kept
 for a request that failed. With every choice of the next hop, its SPIFFE ID (as it registered:
@@ -149,17 +152,25 @@ class Route(NetworkServiceElement):
             and self.forwarders.url(forwarder) is not None
         )
 
-    async def _close_old_path(self, conn: Connection, next: NSCursor) -> None:
+    async def _close_old_path(self, conn: Connection, next: NSCursor) -> bool:
+        """Close what was built downstream; False when that was not possible."""
+        if len(conn.path.path_segments) <= conn.path.index + 1:
+            return True  # nothing was built downstream
         target = next.ctx.metadata.get(TARGET)
-        if not isinstance(target, str) or len(conn.path.path_segments) <= conn.path.index + 1:
-            return  # nothing was built downstream
+        if not isinstance(target, str):
+            # Built by an earlier request of this nsmgr whose way is forgotten (its forwarder
+            # died): not closed. Never built by this nsmgr: nothing of ours to close.
+            return ENDPOINT not in next.ctx.metadata
         old = Connection()
         old.CopyFrom(conn)
         next.ctx.values[CLIENT_URL] = target
         try:
             await next.close(old)
         except FabricError as exc:
-            _log.info("closing the old path failed (it may be gone)", error=str(exc))
+            _log.info("closing the old path failed (it may be gone); the next hops keep their "
+                      "ids to update it in place", error=str(exc))
+            return False
+        return True
 
     async def _inbound(self, request: NetworkServiceRequest, next: NSCursor) -> Connection:
         conn = request.connection
@@ -191,6 +202,8 @@ class Route(NetworkServiceElement):
                 conn.network_service_endpoint_name = endpoint.name
                 if endpoint.name != previous:
                     forget_addresses(conn)  # the new endpoint's IPAM assigns its own
+                if md.get(ENDPOINT) not in (None, endpoint.name):
+                    truncate_after_self(conn)  # the hops towards another endpoint are new
             forwarder = md.get(FORWARDER)
             url = self.forwarders.url(forwarder) if isinstance(forwarder, str) else None
             if url is None:
@@ -237,12 +250,14 @@ class Route(NetworkServiceElement):
         self.load[new] = self.load.get(new, 0) + 1
 
     async def _rebuild(self, conn: Connection, next: NSCursor) -> None:
-        """Close what this connection had downstream (best effort) and forget the path after
-        this hop, so the next attempt builds a fresh one with new ids."""
-        await self._close_old_path(conn, next)
+        """Close what this connection had downstream (best effort) and forget the forwarder;
+        when the close went through, forget the path after this hop too, so the next attempt
+        builds a fresh one with new ids."""
+        closed = await self._close_old_path(conn, next)
         next.ctx.metadata.pop(TARGET, None)
         next.ctx.metadata.pop(FORWARDER, None)
-        truncate_after_self(conn)
+        if closed:
+            truncate_after_self(conn)
 
     async def _choose(self, conn: Connection, excluded: set[str]) -> NetworkServiceEndpoint:
         """An endpoint other than the excluded ones when there is one; otherwise (the failure

@@ -1,9 +1,9 @@
 """A pool of gRPC channels keyed by URL, so every hop reuses one channel per peer.
 
 Contract: ``get(url)`` returns the same channel for the same URL until it is ``drop``-ped (e.g.
-after the peer was found dead), the pool is ``renew``-ed (new credentials) or closed; ``close``
-closes every channel. Channel credentials come from one factory, so switching the whole process
-to mTLS is one argument.
+after the peer was found dead) or ``forget``-ten (the peer restarted), the pool is ``renew``-ed
+(new credentials) or closed; ``close`` closes every channel. Channel credentials come from one
+factory, so switching the whole process to mTLS is one argument.
 """
 
 from __future__ import annotations
@@ -43,6 +43,14 @@ class ChannelPool:
         channel = self._channels.pop(url, None)
         if channel is not None:
             await channel.close()
+
+    def forget(self, url: str) -> None:
+        """Make a new channel to ``url`` on the next ``get``: a peer that restarted is reached
+        at once rather than after the old channel's reconnect back-off. Calls under way finish
+        on the old channel, which is closed with the pool."""
+        channel = self._channels.pop(url, None)
+        if channel is not None:
+            self._retired.append(channel)
 
     def renew(self) -> None:
         """Make new channels from now on (e.g. with a rotated certificate); calls already under

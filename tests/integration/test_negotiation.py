@@ -198,7 +198,10 @@ async def test_weighted_split_follows_destination_weights() -> None:
             await fab.stop()
 
 
-async def test_forwarder_restart_heals_the_connection(fabric: Fabric) -> None:
+@pytest.mark.parametrize("down_for", [0.0, 0.6], ids=["at-once", "after-failed-heals"])
+async def test_forwarder_restart_heals_the_connection(fabric: Fabric, down_for: float) -> None:
+    """Whether the forwarder is back before the client's first heal attempt or only after a
+    few failed ones, the connection heals and the far side is updated, not duplicated."""
     await fabric.start(2)
     n1, n2 = fabric.nodes
     await fabric.endpoint(n2, "nse-b")
@@ -209,7 +212,9 @@ async def test_forwarder_restart_heals_the_connection(fabric: Fabric) -> None:
         assert n1.forwarder is not None
         await n1.forwarder.stop()  # removes its vWires, like a crash followed by the start sweep
         assert await links(n1, client.mechanism.netns_url) == []
+        await asyncio.sleep(down_for)
         await n1.start_forwarder()
+
         async def rebuilt() -> bool:
             return client.heals > 0 and await links(n1, client.mechanism.netns_url) == ["nsm0"]
 
