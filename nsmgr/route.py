@@ -11,7 +11,8 @@ Contract, for a request arriving at this nsmgr:
   refresh it tries the one the connection has first — then a forwarder of this node;
   the request goes to that forwarder. A refresh keeps the endpoint and forwarder it had, unless
   one of them died or the client asked for ``RESELECT_REQUESTED``; then the old path is closed
-  (best effort) and a new one built, excluding what failed. The new path gets fresh
+  (best effort) and a new one built, excluding what failed (a reselected endpoint is excluded
+  for that request only, not reported to the shared circuit breaker). The new path gets fresh
   ids after this hop, except when the old one could not be closed (its forwarder is gone) and
   the endpoint stays the same: then the hops that still hold the connection get the same ids
   and update it in place rather than keep an orphan until it expires.
@@ -179,7 +180,8 @@ class Route(NetworkServiceElement):
         previous = conn.network_service_endpoint_name
         excluded: set[str] = set()
         if conn.state == RESELECT_REQUESTED and chose and conn.network_service_endpoint_name:
-            self.chooser.breaker.record_failure(conn.network_service_endpoint_name)
+            # Another endpoint for this connection only: one client's word is no evidence
+            # against the endpoint (the breaker counts failures this nsmgr saw itself).
             excluded.add(conn.network_service_endpoint_name)
             conn.network_service_endpoint_name = ""
         if md and not self._usable(md, conn):
