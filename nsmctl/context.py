@@ -94,9 +94,10 @@ def _exit_now(signum: int, frame: object) -> None:
 
 
 def console() -> Console:
-    """A console on the current stdout; wide when not a terminal, so piped tables never wrap."""
+    """A console on the current stdout; wide when not a terminal, so piped tables never wrap.
+    Text is printed as it is: names from the fabric may hold ``[...]``, never read as markup."""
     wide = None if sys.stdout.isatty() else 100_000
-    return Console(file=sys.stdout, width=wide, highlight=False, soft_wrap=True)
+    return Console(file=sys.stdout, width=wide, highlight=False, soft_wrap=True, markup=False)
 
 
 def emit(line: str) -> None:
