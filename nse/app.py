@@ -37,6 +37,7 @@ from sdk.networkservice.ipam import Ipam
 from sdk.networkservice.metadata import Metadata
 from sdk.networkservice.monitor import Monitor, add_monitor
 from sdk.networkservice.server import add_network_service
+from sdk.networkservice.services import ServesOnly
 from sdk.networkservice.timeout import Timeout
 from sdk.networkservice.token import VerifyPath
 from sdk.networkservice.updatepath import UpdatePath
@@ -86,6 +87,7 @@ class Endpoint:
         self.chain = NetworkServiceChain([
             *([VerifyPath(self.svids)] if self.svids else []),
             UpdatePath(self.name),
+            ServesOnly(config.services),
             Begin(),
             Metadata(),
             self.timeout,

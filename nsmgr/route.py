@@ -3,12 +3,15 @@
 Contract, for a request arriving at this nsmgr:
 
 * **from one of this node's forwarders** (the previous path segment is a registered forwarder):
-  the endpoint is already chosen. If it registered here, the request goes to the endpoint's own
-  URL with only LOCAL mechanism preferences; otherwise to the URL the registry has for it (the
-  remote node's nsmgr) with only REMOTE preferences.
+  the endpoint is already chosen — by this nsmgr: the request must continue a connection this
+  nsmgr handed to that forwarder, for the same endpoint and service
+  (:class:`nsmgr.handovers.Handovers`), else it is refused. If the endpoint registered here,
+  the request goes to its own URL with only LOCAL mechanism preferences; otherwise to the URL
+  the registry has for it (the remote node's nsmgr) with only REMOTE preferences.
 * **from a client or a remote nsmgr**: the client's own nsmgr (this hop is the first or second
   segment of the path) chooses the endpoint (:class:`nsmgr.discover.EndpointChooser`) — on a
-  refresh it tries the one the connection has first — then a forwarder of this node;
+  refresh it tries the one the connection has first; an endpoint the client named itself must
+  be registered for the requested service — then a forwarder of this node;
   the request goes to that forwarder. A refresh keeps the endpoint and forwarder it had, unless
   one of them died or the client asked for ``RESELECT_REQUESTED``; then the old path is closed
   (best effort) and a new one built, excluding what failed (a reselected endpoint is excluded
@@ -43,6 +46,7 @@ from api.proto.registry_pb2 import NetworkServiceEndpoint
 from nsmgr.discover import EndpointChooser
 from nsmgr.endpoints import LocalEndpoints
 from nsmgr.forwarders import LocalForwarders
+from nsmgr.handovers import Handover, Handovers
 from sdk.errors import (
     AlreadyExists,
     FabricError,
@@ -53,7 +57,7 @@ from sdk.errors import (
 )
 from sdk.networkservice.client import CLIENT_URL
 from sdk.networkservice.core import NetworkServiceElement, NSCursor
-from sdk.networkservice.token import NEXT_HOP_ID
+from sdk.networkservice.token import NEXT_HOP_ID, PATH_IDS
 from sdk.registry.core import Query, RegistryChain
 from sdk.registry.pathids import last_id
 from sdk.select.backoff import delays
@@ -104,6 +108,7 @@ class Route(NetworkServiceElement):
         self.forwarders = forwarders
         self.attempts = attempts
         self.load: dict[str, int] = {}
+        self.handovers = Handovers()
         self.on_remote: Callable[[str], None] | None = None  # told of every remote nsmgr used
 
     async def _registered(self, name: str) -> NetworkServiceEndpoint:
@@ -115,12 +120,13 @@ class Route(NetworkServiceElement):
 
     async def _outbound(self, request: NetworkServiceRequest, next: NSCursor) -> Connection:
         conn = request.connection
+        signers = next.ctx.values.get(PATH_IDS)
+        forwarder = previous_hop(conn)
+        self.handovers.check(
+            conn, signers[-1] if isinstance(signers, list) and signers else "",
+            self.forwarders.spiffe_id(forwarder),
+        )
         name = conn.network_service_endpoint_name
-        if not name:
-            raise InvalidArgument(
-                "connection.network_service_endpoint_name",
-                "a forwarder's request must name the endpoint chosen for it",
-            )
         local_url = self.local_endpoints.url(name)
         if local_url:
             target, identity = local_url, self.local_endpoints.spiffe_id(name)
@@ -144,6 +150,20 @@ class Route(NetworkServiceElement):
         if not local_url and self.on_remote is not None:
             self.on_remote(target)
         return reply
+
+    async def _check_named(self, conn: Connection) -> None:
+        """An endpoint the client named itself must provide the service it asks for (else the
+        authorization of that service would admit it to another)."""
+        name, service = conn.network_service_endpoint_name, conn.network_service
+        record = await self._registered(name)
+        if service not in record.network_service_names:
+            provided = ", ".join(record.network_service_names) or "nothing"
+            raise InvalidArgument(
+                "connection.network_service_endpoint_name",
+                f"endpoint {name!r} does not provide network service {service!r} (it provides "
+                f"{provided}): name an endpoint of that service, or leave the field empty for "
+                "nsmgr to choose one",
+            )
 
     def _usable(self, metadata: dict[str, object], conn: Connection) -> bool:
         forwarder = metadata.get(FORWARDER)
@@ -184,6 +204,9 @@ class Route(NetworkServiceElement):
             # against the endpoint (the breaker counts failures this nsmgr saw itself).
             excluded.add(conn.network_service_endpoint_name)
             conn.network_service_endpoint_name = ""
+        named = conn.network_service_endpoint_name
+        if chose and named and md.get(ENDPOINT) != named:
+            await self._check_named(conn)
         if md and not self._usable(md, conn):
             await self._rebuild(conn, next)
         if not chose and not conn.network_service_endpoint_name:
@@ -213,9 +236,14 @@ class Route(NetworkServiceElement):
             next.ctx.values[CLIENT_URL] = url
             next.ctx.values[NEXT_HOP_ID] = self.forwarders.spiffe_id(str(forwarder))
             conn.state = UP
+            undo = self.handovers.hand(conn.path.path_segments[conn.path.index].id, Handover(
+                str(forwarder), conn.network_service_endpoint_name, conn.network_service))
             try:
                 reply = await next.request(request)
-            except FabricError as exc:
+            except BaseException as exc:
+                undo()
+                if not isinstance(exc, FabricError):
+                    raise
                 if not chose or isinstance(exc, CLIENT_FAULTS):
                     raise  # another endpoint would not help; nor is this one to blame
                 failure = exc
@@ -277,6 +305,7 @@ class Route(NetworkServiceElement):
         return await self._inbound(request, next)
 
     async def close(self, conn: Connection, next: NSCursor) -> None:
+        self.handovers.drop(conn.path.path_segments[conn.path.index].id)
         md = next.ctx.metadata
         target = md.get(TARGET)
         endpoint = md.get(ENDPOINT)
