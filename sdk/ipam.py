@@ -290,26 +290,32 @@ class PointToPointIpam:
         * Addresses inside one of this IPAM's prefixes that are free (e.g. a client refreshing
           after the endpoint restarted) are adopted as this connection's addresses; ones that
           are taken by another connection or excluded are replaced.
-        * Addresses outside this IPAM's prefixes (another IPAM in the chain, the client's own)
-          are kept, in order; this IPAM's addresses follow them.
-        * ``src_routes`` gets a host route to each endpoint address and ``dst_routes`` one to
-          each client address, unless already present; stale host routes into this IPAM's
-          prefixes (to addresses that are no longer this connection's) are removed.
+        * The client's side: addresses outside this IPAM's prefixes (the client's own) are
+          kept, in order, and this IPAM's addresses follow them; ``src_routes`` gets a host
+          route to each endpoint address unless already present, and stale host routes into
+          this IPAM's prefixes (to addresses that are no longer this connection's) are removed.
+        * The endpoint's side is installed in the endpoint's namespace, so it is this IPAM's
+          alone: ``dst_ip_addrs`` are exactly this connection's endpoint addresses and
+          ``dst_routes`` exactly host routes to its client addresses; whatever else a request
+          brings there (say, a default route that would pull the endpoint's traffic into the
+          client's tunnel) is dropped.
         """
         src = _parse_interfaces("ip_context.src_ip_addrs", ip_context.src_ip_addrs)
         dst = _parse_interfaces("ip_context.dst_ip_addrs", ip_context.dst_ip_addrs)
         excluded = parse_prefixes("ip_context.excluded_prefixes", ip_context.excluded_prefixes)
         src_routes = _parse_routes("ip_context.src_routes", ip_context.src_routes)
-        dst_routes = _parse_routes("ip_context.dst_routes", ip_context.dst_routes)
+        _parse_routes("ip_context.dst_routes", ip_context.dst_routes)  # bad: refused; else replaced
         wanted: dict[int, tuple[int | None, int | None]] = {
             pool.network.version: (_first_in(pool, dst), _first_in(pool, src))
             for pool in self._pools
         }
         allocation = self._assign(conn_id, excluded, wanted)
         _replace_addrs(ip_context.src_ip_addrs, src, allocation.src_addrs, self._pools)
-        _replace_addrs(ip_context.dst_ip_addrs, dst, allocation.dst_addrs, self._pools)
         _replace_routes(ip_context.src_routes, src_routes, allocation.dst_addrs, self._pools)
-        _replace_routes(ip_context.dst_routes, dst_routes, allocation.src_addrs, self._pools)
+        del ip_context.dst_ip_addrs[:]
+        ip_context.dst_ip_addrs.extend(allocation.dst_addrs)
+        del ip_context.dst_routes[:]
+        ip_context.dst_routes.extend(Route(prefix=addr) for addr in allocation.src_addrs)
         return allocation
 
     def _assign(

@@ -228,7 +228,24 @@ def test_fill_replaces_addresses_taken_by_another_connection_and_stale_routes() 
     assert list(ctx.src_ip_addrs) == ["10.60.0.4/32"]
     assert list(ctx.dst_ip_addrs) == ["10.60.0.3/32"]
     assert routes(ctx.src_routes) == ["10.60.0.3/32"]
-    assert routes(ctx.dst_routes) == ["10.60.0.0/16", "10.60.0.4/32"]  # non-host route kept
+    assert routes(ctx.dst_routes) == ["10.60.0.4/32"]
+
+
+def test_the_endpoint_side_is_the_endpoints_alone() -> None:
+    """What a client brings for the endpoint's namespace (an address of its choice, a default
+    route into its own tunnel) is dropped; the client's own side keeps what it brought."""
+    ipam = PointToPointIpam(["10.60.0.0/16"])
+    ctx = IPContext(
+        src_ip_addrs=["192.168.7.1/32"],
+        src_routes=[Route(prefix="172.16.0.0/12")],
+        dst_ip_addrs=["192.168.7.7/32"],
+        dst_routes=[Route(prefix="0.0.0.0/0"), Route(prefix="10.70.0.0/16")],
+    )
+    got = ipam.fill_ip_context(ctx, "c")
+    assert list(ctx.dst_ip_addrs) == list(got.dst_addrs) == ["10.60.0.1/32"]
+    assert routes(ctx.dst_routes) == ["10.60.0.2/32"]
+    assert list(ctx.src_ip_addrs) == ["192.168.7.1/32", "10.60.0.2/32"]
+    assert routes(ctx.src_routes) == ["172.16.0.0/12", "10.60.0.1/32"]
 
 
 def test_fill_honours_excluded_prefixes_from_the_request() -> None:
