@@ -604,25 +604,17 @@ def request_and_clean_up(served: ServedFabric, target: str, request: NetworkServ
     assert_clean(served, before)
 
 
-@settings(FUZZ, max_examples=EXAMPLES["request:nsmgr"])
-@given(request=requests("nsmgr"))
-def test_fuzz_nsmgr_request(served: ServedFabric, request: NetworkServiceRequest) -> None:
-    RAN["request:nsmgr"] += 1
-    request_and_clean_up(served, "nsmgr", request)
+@pytest.mark.parametrize("target", TARGETS)
+def test_fuzz_request(served: ServedFabric, target: str) -> None:
+    """Hostile requests to each server (``requests(target)``)."""
 
+    @settings(FUZZ, max_examples=EXAMPLES[f"request:{target}"])
+    @given(request=requests(target))
+    def example(request: NetworkServiceRequest) -> None:
+        RAN[f"request:{target}"] += 1
+        request_and_clean_up(served, target, request)
 
-@settings(FUZZ, max_examples=EXAMPLES["request:forwarder"])
-@given(request=requests("forwarder"))
-def test_fuzz_forwarder_request(served: ServedFabric, request: NetworkServiceRequest) -> None:
-    RAN["request:forwarder"] += 1
-    request_and_clean_up(served, "forwarder", request)
-
-
-@settings(FUZZ, max_examples=EXAMPLES["request:nse"])
-@given(request=requests("nse"))
-def test_fuzz_nse_request(served: ServedFabric, request: NetworkServiceRequest) -> None:
-    RAN["request:nse"] += 1
-    request_and_clean_up(served, "nse", request)
+    example()
 
 
 @settings(FUZZ, max_examples=EXAMPLES["wireguard_offer:forwarder"])

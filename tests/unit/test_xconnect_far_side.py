@@ -16,31 +16,12 @@ from forwarder.wireguard import generate_keypair
 from forwarder.wireguard.fake import FakeWireGuard
 from forwarder.xconnect import Node, Xconnect
 from sdk.errors import InvalidArgument
-from sdk.networkservice.core import NetworkServiceChain, NetworkServiceElement, NSCursor
+from sdk.networkservice.core import NetworkServiceChain
 from sdk.networkservice.metadata import Metadata
+from tests.unit.far_side import FarSide
 
 NODE, CLIENT = "/var/run/netns/node", "/var/run/netns/cli"
 _, PEER_PUBLIC = generate_keypair()
-
-
-class Answer(NetworkServiceElement):
-    """Answers every request with ``mechanism``; counts closes."""
-
-    def __init__(self, mechanism: Mechanism) -> None:
-        self.mechanism = mechanism
-        self.closes = 0
-
-    async def request(self, request: NetworkServiceRequest, next: NSCursor) -> Connection:
-        conn = Connection()
-        conn.CopyFrom(request.connection)
-        conn.mechanism.CopyFrom(self.mechanism)
-        conn.context.ip_context.src_ip_addrs.append("10.0.0.1/32")
-        conn.context.ip_context.dst_ip_addrs.append("10.0.0.2/32")
-        conn.path.path_segments.add(name="fwd", id=conn.id)
-        return conn
-
-    async def close(self, conn: Connection, next: NSCursor) -> None:
-        self.closes += 1
 
 
 def garbled_wireguard() -> Mechanism:
@@ -70,7 +51,7 @@ async def test_an_unusable_answer_is_refused_and_undone(
         kernel.add_netns(ns)
     kernel.add_link(NODE, "eth0", "veth", up=True)
     ports = PortPool(range(51820, 51822))
-    far = Answer(answer)
+    far = FarSide(answer, "10.0.0.1/32", "10.0.0.2/32")
     chain = NetworkServiceChain([
         Metadata(),
         Xconnect(kernel, FakeWireGuard(kernel), Node("fwd", "192.0.2.1", "eth0", NODE), ports),

@@ -29,8 +29,9 @@ from forwarder.vwire import (
 from forwarder.wireguard import WgProcessEvent, generate_keypair
 from forwarder.wireguard.fake import FakeWireGuard
 from forwarder.xconnect import LOST, VWIRE, Node, Xconnect, _unchanged
-from sdk.networkservice.core import NetworkServiceChain, NetworkServiceElement, NSCursor
+from sdk.networkservice.core import NetworkServiceChain
 from sdk.networkservice.metadata import Metadata
+from tests.unit.far_side import FarSide
 
 NODE, CLIENT, ENDPOINT = "/var/run/netns/node", "/var/run/netns/cli", "/var/run/netns/nse"
 PRIVATE, _ = generate_keypair()
@@ -132,28 +133,8 @@ async def test_restore_of_a_closed_vwire_is_dropped_quietly(kernel: FakeKernel) 
     await recovery.close()
 
 
-class FarSide(NetworkServiceElement):
-    """Answers KERNEL into the endpoint's namespace with addresses (local cross-connect)."""
-
-    def __init__(self) -> None:
-        self.closes = 0
-
-    async def request(self, request: NetworkServiceRequest, next: NSCursor) -> Connection:
-        conn = Connection()
-        conn.CopyFrom(request.connection)
-        conn.mechanism.CopyFrom(KernelMechanism(ENDPOINT, "nse0").to_proto())
-        if not conn.context.ip_context.src_ip_addrs:
-            conn.context.ip_context.src_ip_addrs.append("10.0.0.1/24")
-            conn.context.ip_context.dst_ip_addrs.append("10.0.0.2/24")
-        conn.path.path_segments.add(name="fwd", id=conn.id)
-        return conn
-
-    async def close(self, conn: Connection, next: NSCursor) -> None:
-        self.closes += 1
-
-
 async def test_local_refresh_keeps_the_vwire_and_close_removes_it(kernel: FakeKernel) -> None:
-    metadata, far = Metadata(), FarSide()
+    metadata, far = Metadata(), FarSide(KernelMechanism(ENDPOINT, "nse0").to_proto())
     xconnect = Xconnect(kernel, FakeWireGuard(kernel), Node("fwd", "192.0.2.1", "eth0", NODE),
                         PortPool(range(51820, 51830)), LiveVWires())
     chain = NetworkServiceChain([metadata, xconnect, far])
