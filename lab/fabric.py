@@ -91,6 +91,14 @@ class Client:
             return []
         return found
 
+    def heals(self, service: str | None = None) -> int:
+        """How many times the client healed its connection to ``service`` (default: all)."""
+        try:
+            counts: dict[str, int] = json.loads(self.state_file.read_text()).get("heals", {})
+        except (OSError, ValueError, AttributeError):
+            return 0
+        return sum(n for name, n in counts.items() if service is None or name == service)
+
     def connection(self, service: str | None = None) -> dict[str, Any]:
         """The connection to ``service`` (default: the only one); {} if there is none."""
         for conn in self.connections():

@@ -2,10 +2,10 @@
 
 :func:`measure_heal` records the client's connection, injects the fault (e.g. SIGKILL an endpoint,
 or SIGKILL and start again a forwarder — without waiting for it), then polls until the client
-reports a *rebuilt* connection (the ids of the path segments after its own changed: a refresh
-keeps them, a heal does not) **and** one ICMP echo over it to the endpoint's current address is
-answered. The heal time is from just before the fault to that reply. Polling is bounded by
-``timeout`` (DeadlineExceeded naming what was last seen).
+reports a *healed* connection (its heal count went up: a heal may rebuild the path with new ids
+or update the hops that still hold it in place) **and** one ICMP echo over it to the endpoint's
+current address is answered. The heal time is from just before the fault to that reply.
+Polling is bounded by ``timeout`` (DeadlineExceeded naming what was last seen).
 """
 
 from __future__ import annotations
@@ -41,14 +41,14 @@ async def measure_heal(
     before = client.connection(service)
     if not before:
         raise FailedPrecondition(f"client {client.process} has no connection to heal")
-    old_ids = path_ids(before)[1:]
+    heals = client.heals(service)
     seen: dict[str, Any] = {}
 
     async def healed() -> bool:
         conn = client.connection(service)
         seen.clear()
         seen.update(conn)
-        if not conn or path_ids(conn)[1:] == old_ids:
+        if not conn or client.heals(service) == heals:
             return False
         return await ping(client.netns, endpoint_address(conn), wait=ping_wait)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import signal
@@ -50,14 +51,18 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _emit(event: str, conn: Connection, state_file: Path | None,
-          latest: dict[str, dict[str, object]]) -> None:
+def _emit(client: VWireClient, state_file: Path | None, latest: dict[str, dict[str, object]],
+          heals: dict[str, int], conn: Connection) -> None:
+    """Print a new version of ``client``'s connection; rewrite the state file (every
+    connection's latest version, and how many times each was healed)."""
     doc = json_format.MessageToDict(conn, preserving_proto_field_name=True)
     latest[conn.network_service] = doc
-    print(json.dumps({"event": event, "connection": doc}), flush=True)
+    heals[conn.network_service] = client.heals
+    print(json.dumps({"event": "connected", "connection": doc}), flush=True)
     if state_file is not None:
         tmp = state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"pid": os.getpid(), "connections": list(latest.values())}))
+        tmp.write_text(json.dumps({"pid": os.getpid(), "connections": list(latest.values()),
+                                   "heals": heals}))
         tmp.replace(state_file)
 
 
@@ -67,6 +72,7 @@ async def run(args: argparse.Namespace) -> None:
     netns = args.netns or f"/proc/{os.getpid()}/ns/net"
     state_file = Path(args.state_file) if args.state_file else None
     latest: dict[str, dict[str, object]] = {}
+    heals: dict[str, int] = {}
     svids = FileSvidSource(Path(args.svid_dir)) if args.svid_dir else None
     pool = ChannelPool()
     clients = [
@@ -74,11 +80,12 @@ async def run(args: argparse.Namespace) -> None:
             name=name, nsmgr=args.nsmgr, pool=pool, netns_url=netns,
             network_service=url.network_service, interface=url.interface or "",
             labels=url.labels, lifetime=args.lifetime, request_timeout=args.timeout,
-            on_change=lambda c: _emit("connected", c, state_file, latest),
             svids=svids, nsmgr_id=args.nsmgr_id,
         )
         for url in urls
     ]
+    for client in clients:
+        client.on_change = functools.partial(_emit, client, state_file, latest, heals)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

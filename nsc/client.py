@@ -116,11 +116,12 @@ class VWireClient:
         request.mechanism_preferences.append(self.mechanism.to_proto())
         return request
 
-    async def _send(self, state: int = UP) -> Connection:
+    async def _send(self, state: int = UP, heal: bool = False) -> Connection:
         async with self._lock:
             ctx = CallContext.with_timeout(self.request_timeout)
             conn = await self.chain.run_request(self._request(state), ctx)
             self.connection = conn
+            self.heals += heal  # counted before on_change sees the healed version
         if self.on_change:
             self.on_change(conn)
         return conn
@@ -154,14 +155,14 @@ class VWireClient:
             try:
                 # DOWN asks nsmgr to rebuild the path (same endpoint if it still works);
                 # RESELECT_REQUESTED also asks for another endpoint.
-                await self._send(RESELECT_REQUESTED if reselect and attempt == 0 else DOWN)
+                await self._send(RESELECT_REQUESTED if reselect and attempt == 0 else DOWN,
+                                 heal=True)
             except InvalidArgument:
                 raise  # e.g. the namespace is gone: retrying cannot help, give up
             except FabricError as exc:
                 _log.info("heal attempt failed", attempt=attempt + 1, error=str(exc))
                 await asyncio.sleep(pause)  # back-off between attempts
                 continue
-            self.heals += 1
             self._reselect, self._wake = False, asyncio.Event()  # losses seen meanwhile are healed
             _log.info("healed", seconds=round(time.monotonic() - start, 3))
             return

@@ -1,6 +1,8 @@
 """Healing: an endpoint's death moves the client to another endpoint of the service on another
 node; a forwarder killed and started again is healed through. Heal time = from just before the
-fault to the first answered ping over the rebuilt connection (:func:`lab.heal.measure_heal`).
+fault to the first answered ping over the healed connection (:func:`lab.heal.measure_heal`).
+After a forwarder restart the endpoint keeps one vWire: the heal updates what the surviving hops
+hold instead of leaving an orphan behind until it expires.
 
 Goals: endpoint death < 1 s, forwarder restart < 2 s. The tests assert the goals with a margin
 (the machine has 2 cores and runs the whole fabric) and print the measured times.
@@ -12,6 +14,7 @@ from ipaddress import ip_interface, ip_network
 
 import pytest
 
+from lab import network
 from lab.heal import measure_heal
 from tests.e2e.conftest import MakeFabric
 
@@ -52,7 +55,7 @@ async def test_forwarder_restart_heals(
     make_fabric: MakeFabric, record_property: pytest.RecordProperty, node: int
 ) -> None:
     fabric = await make_fabric(nodes=2)
-    await fabric.add_endpoint("nse-a", ["db"], node=2)
+    endpoint = await fabric.add_endpoint("nse-a", ["db"], node=2)
     client = await fabric.add_client("nsc", node=1, urls=["kernel://db/nsm0"])
     forwarder = fabric.node(node).forwarder_process
 
@@ -66,3 +69,4 @@ async def test_forwarder_restart_heals(
     record_property("forwarder_heal_seconds", heal.seconds)
     assert heal.after["network_service_endpoint_name"] == "nse-a"
     assert heal.seconds < FORWARDER_GOAL * MARGIN, f"heal took {heal.seconds:.3f} s"
+    assert len(network.vwire_links(endpoint.netns)) == 1, network.vwire_links(endpoint.netns)
