@@ -28,6 +28,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--token-lifetime", type=float)
     parser.add_argument("--select-policy",
                         choices=["round-robin", "least-connections", "weighted"])
+    parser.add_argument("--max-in-flight-per-peer", type=int,
+                        help="unary calls one peer (all local callers together) may have open")
     parser.add_argument("--log-level")
     parser.add_argument("--trace", action="store_true", default=None)
     return parser

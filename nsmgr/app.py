@@ -41,7 +41,7 @@ from nsmgr.watchdog import PeerWatch
 from sdk.channels import ChannelPool, insecure_factory
 from sdk.errors import FabricError, InvalidArgument
 from sdk.grpcutil import ListenAddress, parse_address, serve, stop
-from sdk.limits import new_server
+from sdk.limits import InFlightLimit, limited_server
 from sdk.networkservice.authorize import Authorize
 from sdk.networkservice.begin import Begin
 from sdk.networkservice.client import Connect
@@ -73,7 +73,14 @@ class Nsmgr:
     """One node manager: build with settings, ``start()``, ``stop()``."""
 
     def __init__(self, config: NsmgrSettings) -> None:
+        if config.max_in_flight_per_peer < 1:
+            raise InvalidArgument(
+                "max_in_flight_per_peer",
+                f"must be at least 1 (got {config.max_in_flight_per_peer}): how many calls one "
+                "peer may have open at once",
+            )
         self.config = config
+        self.limit: InFlightLimit | None = None  # the server's, once started
         self.name = config.name or f"nsmgr-{socket.gethostname()}"
         self.addresses = [parse_address(url, "listen") for url in config.listen]
         if not config.advertise and not any(a.scheme == "tcp" for a in self.addresses):
@@ -198,7 +205,7 @@ class Nsmgr:
             _log.info("unregistering a dead endpoint failed", error=str(exc))
 
     async def start(self) -> None:
-        server = new_server()
+        server, self.limit = limited_server(self.config.max_in_flight_per_peer)
         add_network_service(server, self.chain)
         add_monitor(server, self.monitor)
         add_registry(server, self.services, self.endpoints)

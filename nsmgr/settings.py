@@ -33,5 +33,9 @@ class NsmgrSettings:
     select_policy: str = setting(
         "round-robin", "endpoint selection: round-robin, least-connections or weighted"
     )
+    max_in_flight_per_peer: int = setting(
+        256, "unary calls one peer may have open at once (all local callers share the unix "
+        "socket's budget: raise it for nodes with many workloads); more get RESOURCE_EXHAUSTED"
+    )
     log_level: str = setting("info", "debug, info, warning or error")
     trace: bool = setting(False, "log every chain element's entry and exit (debug level)")

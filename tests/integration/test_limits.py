@@ -12,6 +12,7 @@ never share a connection).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -22,11 +23,15 @@ import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+import nsmgr.__main__ as nsmgr_main
 from api.proto import connection_pb2_grpc, networkservice_pb2_grpc
 from api.proto.connection_pb2 import Connection, MonitorScopeSelector
 from api.proto.networkservice_pb2 import NetworkServiceRequest
 from api.proto.registry_pb2 import NetworkServiceLabels
-from sdk.errors import FailedPrecondition
+from nsmgr.app import Nsmgr
+from nsmgr.settings import NsmgrSettings
+from sdk import settings
+from sdk.errors import FailedPrecondition, InvalidArgument
 from sdk.grpcutil import ListenAddress, channel, parse_address, serve, stop
 from sdk.limits import MAX_MESSAGE, InFlightLimit, limited_server
 from sdk.limits.inflight import REFUSED
@@ -414,3 +419,20 @@ async def test_the_processes_servers_enforce_the_limits(tmp_path: Path) -> None:
         assert conn.network_service_endpoint_name == "nse-a"
     finally:
         await fab.stop()
+
+
+async def test_the_nsmgr_takes_its_budget_from_its_settings(tmp_path: Path) -> None:
+    """``--max-in-flight-per-peer`` (or VWIRE_NSMGR_MAX_IN_FLIGHT_PER_PEER) is the budget of the
+    nsmgr's server; a budget below 1 is refused before anything starts."""
+    args = nsmgr_main._parser().parse_args(["--max-in-flight-per-peer", "7"])
+    config = settings.load(NsmgrSettings, nsmgr_main.PREFIX, vars(args))
+    config = dataclasses.replace(config, listen=[f"unix://{tmp_path}/nsmgr.sock"],
+                                 advertise="tcp://127.0.0.1:1")
+    nsmgr = Nsmgr(config)
+    await nsmgr.start()
+    try:
+        assert nsmgr.limit is not None and nsmgr.limit.unary.limit == 7
+    finally:
+        await nsmgr.stop()
+    with pytest.raises(InvalidArgument, match="max_in_flight_per_peer: must be at least 1"):
+        Nsmgr(dataclasses.replace(config, max_in_flight_per_peer=0))
