@@ -5,10 +5,7 @@ Run (root): ``python -m bench.connect [--sequential 100] [--concurrent 50] [--he
 
 Builds a 3-node fabric with :class:`lab.fabric.Fabric` (its own namespaces ``vwb<pid>-...``,
 removed at the end whatever happens): endpoint ``nse-setup`` on n2 for the setup measurements,
-and ``--heal-trials`` + 1 endpoints ``nse-<i>`` on n2 and n3 for the heal trials. (The heal
-endpoints share one address pool on purpose: a connection healed to another endpoint keeps the
-old endpoint's addresses in its IP context, see docs/lab.md, "Known issues"; with equal pools
-they coincide.) It measures:
+and ``--heal-trials`` + 1 endpoints ``nse-<i>`` on n2 and n3 for the heal trials. It measures:
 
 - **setup latency** of remote connections (WireGuard, n1 → n2/n3): ``--sequential`` requests one
   after the other, then ``--concurrent`` requests at once, each by an in-process
@@ -24,7 +21,7 @@ they coincide.) It measures:
   (SIGKILL the endpoint in use; one never killed takes over, so trials do not depend on the
   circuit breaker's back-off for endpoints killed earlier) and as many forwarder restarts
   (SIGKILL n1's forwarder, start it again at once), each timed to the first ping answered over
-  the rebuilt connection (:func:`lab.heal.measure_heal`); every trial's time is printed.
+  the healed connection (:func:`lab.heal.measure_heal`); every trial's time is printed.
 
 Goals: setup p50 < 100 ms and p99 < 300 ms (sequential, remote); heal < 1 s (endpoint) and < 2 s
 (forwarder), held by the worst trial. Every loop is bounded by its count and ``--max-seconds``.
