@@ -388,6 +388,14 @@ class Fabric:
 
     # -- inspection -----------------------------------------------------------------------------
 
+    async def signed_connection(self, client: Client) -> dict[str, Any]:
+        """``client``'s connection as its nsmgr holds it, path tokens included (clients and
+        ``nsmctl`` show only their fingerprints); {} when the nsmgr has none."""
+        own = client.connection().get("id")
+        held = [conn for conn in await monitor_connections(client.node.nsmgr_socket)
+                if own and conn["path"]["path_segments"][0]["id"] == own]
+        return min(held, key=lambda conn: conn["path"].get("index", 0), default={})
+
     async def nsmgr_connections(self) -> dict[str, list[dict[str, Any]]]:
         """Per node name, the connections its nsmgr's monitor shows."""
         return {n.name: await monitor_connections(n.nsmgr_socket) for n in self.nodes}

@@ -24,6 +24,7 @@ from lab.observe import endpoint_address, wait_for
 from lab.processes import Processes
 from lab.topology import DEFAULT, Topology
 from sdk.errors import FailedPrecondition, InvalidArgument
+from sdk.security.redact import redact_tokens
 
 FAILED_LOGS = Path("/tmp/vwire-lab-logs")
 CLIENT = "nsc"
@@ -176,11 +177,11 @@ def status(topology: Topology = DEFAULT) -> dict[str, Any]:
             }
             for node in fabric.nodes
         ],
-        "connections": [
+        "connections": redact_tokens([
             {"node": node.name, **conn}
             for node, conns in zip(fabric.nodes, per_node, strict=True)
             for conn in conns
-        ],
+        ]),
         "client": client_connections(topology),
         "client_netns": fabric.nodes[0].workload_netns(CLIENT),
     }

@@ -25,6 +25,7 @@ from sdk import log
 from sdk.channels import ChannelPool
 from sdk.errors import FabricError
 from sdk.nsmurl import parse
+from sdk.security.redact import redact_tokens
 from sdk.security.source import FileSvidSource
 
 
@@ -55,7 +56,7 @@ def _emit(client: VWireClient, state_file: Path | None, latest: dict[str, dict[s
           heals: dict[str, int], conn: Connection) -> None:
     """Print a new version of ``client``'s connection; rewrite the state file (every
     connection's latest version, and how many times each was healed)."""
-    doc = json_format.MessageToDict(conn, preserving_proto_field_name=True)
+    doc = redact_tokens(json_format.MessageToDict(conn, preserving_proto_field_name=True))
     latest[conn.network_service] = doc
     heals[conn.network_service] = client.heals
     print(json.dumps({"event": "connected", "connection": doc}), flush=True)

@@ -37,6 +37,7 @@ from sdk.nsmurl import parse
 from sdk.registry.client import RemoteRegistry
 from sdk.registry.core import Query, RegistryChain
 from sdk.registry.kinds import ENDPOINT
+from sdk.security.redact import redact_tokens
 
 CLIENTS_DIR = Path("/var/run/vwire/clients")
 DEFAULT_NSMGR = "unix:///var/run/vwire/nsmgr.sock"
@@ -140,8 +141,8 @@ async def _node_state(nsmgr: str, timeout: float) -> dict[str, Any]:
         )
         conns: list[dict[str, Any]] = []
         async for event in stream:
-            conns = [json_format.MessageToDict(c, preserving_proto_field_name=True)
-                     for c in event.connections.values()]
+            conns = redact_tokens([json_format.MessageToDict(c, preserving_proto_field_name=True)
+                                   for c in event.connections.values()])
             stream.cancel()
             break
         registry = RegistryChain([RemoteRegistry(ENDPOINT, ch)])

@@ -41,6 +41,10 @@ async def test_lab_up_status_down_leaves_nothing(lab_topology: Topology) -> None
     assert len(status["client"]) == 1
     assert status["client"][0].get("state", "UP") == "UP"  # UP is the proto default: omitted
     assert {c["node"] for c in status["connections"]} == {"n1", "n2"}
+    shown = [s.get("token", "") for c in [*status["connections"], *status["client"]]
+             for s in c["path"]["path_segments"]]
+    assert any(shown) and all(t.startswith("sha256:") for t in shown if t), (
+        "the status shows path tokens' fingerprints, never the tokens")
     processes = Processes(lab_topology)
     pids = [p for name in processes.recorded() if (p := processes.pid_of(name)) is not None]
     assert len(pids) == 2 + 2 * 2 + 1 + 1  # registry, ca-agent, nsmgr+forwarder per node, nse, nsc

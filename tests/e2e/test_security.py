@@ -57,7 +57,7 @@ async def test_every_hop_signs_its_segment_for_the_next(make_fabric: MakeFabric)
     fabric = await make_fabric(nodes=2)
     await fabric.add_endpoint("nse-db", ["db"], node=2)
     client = await fabric.add_client("nsc", node=1, urls=["kernel://db/nsm0"])
-    conn = client.connection()
+    conn = await fabric.signed_connection(client)
     names = [s["name"] for s in conn["path"]["path_segments"]]
     claims = _claims(conn, fabric)
     assert len(claims) == len(names) - 1, "every hop but the endpoint signs"
@@ -70,9 +70,13 @@ async def test_every_hop_signs_its_segment_for_the_next(make_fabric: MakeFabric)
     assert await ping(client.netns, endpoint_address(conn))
     assert fabric.processes.pid_of("ca-agent") is not None, "the SVID renewal agent runs"
 
-    logs = "".join(p.read_text(errors="replace") for p in fabric.processes.dir.glob("*.log"))
-    logs += "".join(p.read_text(errors="replace") for p in fabric.processes.dir.glob("*.out")
-                    if p.stem != "nsc")  # the client prints its connection (with tokens) on purpose
+    shown = client.connection()["path"]["path_segments"]  # the client's report: fingerprints
+    assert [s.get("token", "") for s in shown] == [
+        "sha256:" + token.token_hash(s["token"])[:16] if s.get("token") else ""
+        for s in segments]
+    logs = "".join(p.read_text(errors="replace") for p in fabric.processes.dir.iterdir()
+                   if p.suffix in (".log", ".out"))  # every process's log and output
+    logs += client.state_file.read_text()
     assert "PRIVATE KEY" not in logs
     for key_file in fabric.identities_dir.rglob("svid.key"):
         body = "".join(key_file.read_text().splitlines()[1:-1])
@@ -112,7 +116,7 @@ async def _traffic_survives(fabric: Fabric, rotate: Callable[[], Awaitable[None]
     await fabric.add_endpoint("nse-db", ["db"], node=2)
     client = await fabric.add_client("nsc", node=1, urls=["kernel://db/nsm0"],
                                      lifetime=LIFETIME)
-    first = client.connection()
+    first, first_id = await fabric.signed_connection(client), client.connection()["id"]
     target = endpoint_address(first)
     await wait_for("first ping", lambda: ping(client.netns, target, wait=0.5), 10)
     before = [_signer_serial(s["token"]) for s in first["path"]["path_segments"][:-1]]
@@ -123,8 +127,8 @@ async def _traffic_survives(fabric: Fabric, rotate: Callable[[], Awaitable[None]
                for kind, name in [directory.relative_to(directory.parents[1]).parts]}
     assert len(rotated) >= 6
 
-    def signed_with_new_svids() -> bool:
-        conn = client.connection()
+    async def signed_with_new_svids() -> bool:
+        conn = await fabric.signed_connection(client)
         segments = conn.get("path", {}).get("path_segments", [])[:-1]
         return bool(segments) and all(
             _signer_serial(s["token"]) == rotated[c.subject]
@@ -132,7 +136,7 @@ async def _traffic_survives(fabric: Fabric, rotate: Callable[[], Awaitable[None]
         )
 
     start, pings, lost = time.monotonic(), 0, 0
-    while not signed_with_new_svids():  # bounded: FileSvidSource polls every second
+    while not await signed_with_new_svids():  # bounded: FileSvidSource polls every second
         assert time.monotonic() - start < 6 * LIFETIME, "the refreshes never used the new SVIDs"
         pings += 1
         lost += not await ping(client.netns, target, wait=0.5)
@@ -141,12 +145,13 @@ async def _traffic_survives(fabric: Fabric, rotate: Callable[[], Awaitable[None]
         pings += 1
         lost += not await ping(client.netns, target, wait=0.5)
         await asyncio.sleep(0.05)  # pacing the pings
-    last = client.connection()
-    assert last["id"] == first["id"], "no heal: the connection was refreshed, not rebuilt"
+    last = await fabric.signed_connection(client)
+    assert client.connection()["id"] == first_id, "no heal: refreshed, not rebuilt"
+    assert last["id"] == first["id"], "the nsmgr's side kept its id too"
     after = [_signer_serial(s["token"]) for s in last["path"]["path_segments"][:-1]]
     assert not set(before) & set(after), "every hop signs with its new SVID"
     assert lost <= 1, f"{lost} of {pings} pings lost during the rotation"
-    assert client.events()[-1]["connection"]["id"] == first["id"]
+    assert client.events()[-1]["connection"]["id"] == first_id
 
 
 async def test_rotating_every_svid_under_a_live_connection_keeps_traffic(
