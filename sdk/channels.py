@@ -18,7 +18,7 @@ ChannelFactory = Callable[[ListenAddress], grpc.aio.Channel]
 
 
 def insecure_factory(address: ListenAddress) -> grpc.aio.Channel:
-    """Plain channels (unix sockets; TCP only in development until mTLS is configured)."""
+    """Plain channels (unix sockets; TCP only for development, in processes run without SVIDs)."""
     return grpc.aio.insecure_channel(address.target)
 
 

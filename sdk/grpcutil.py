@@ -215,6 +215,6 @@ def unix_socket_accepts(path: Path | str) -> bool:
 
 
 def channel(address: ListenAddress | str) -> grpc.aio.Channel:
-    """An insecure channel to a unix or tcp address (mTLS comes with the security work)."""
+    """A plain channel to a unix or tcp address (mTLS channels: :mod:`sdk.security.tls`)."""
     parsed = parse_address(address) if isinstance(address, str) else address
     return grpc.aio.insecure_channel(parsed.target)
