@@ -198,9 +198,12 @@ def endpoints(draw: st.DrawFn) -> NetworkServiceEndpoint:
             NetworkServiceLabels(labels=pick("labels", _VALID_LABELS, LABELS))
         )
     if hostile in ("expiry", "all"):
-        # Within protobuf's Timestamp range: out-of-range stamps are a known gap (see below).
-        record.expiration_time.seconds = draw(st.integers(-62135596800, 253402300799))
-        record.expiration_time.nanos = draw(st.integers(0, 999_999_999))
+        # Mostly within protobuf's Timestamp range, sometimes anywhere an int64/int32 goes (once
+        # answered INTERNAL, see the regressions below).
+        record.expiration_time.seconds = draw(st.one_of(
+            st.integers(-62135596800, 253402300799), st.integers(-2**63, 2**63 - 1)))
+        record.expiration_time.nanos = draw(st.one_of(
+            st.integers(0, 999_999_999), st.integers(-2**31, 2**31 - 1)))
     return record
 
 
