@@ -56,7 +56,7 @@ from forwarder.vwire import (
     validate,
 )
 from forwarder.wireguard import WireGuardBackend, generate_keypair
-from sdk.errors import FabricError, InvalidArgument, NotFound
+from sdk.errors import FabricError, InvalidArgument, NotFound, quoted
 from sdk.networkservice.core import NetworkServiceElement, NSCursor
 
 _log = structlog.get_logger("forwarder.xconnect")
@@ -217,7 +217,7 @@ class Xconnect(NetworkServiceElement):
             await self._abandon(reply, next, md, vid)
             raise InvalidArgument(
                 "mechanism",
-                f"the far side chose {reply.mechanism.type[:40]!r}: not supported here",
+                f"the far side chose {quoted(reply.mechanism.type)}: not supported here",
             )
         vwire = await self._program(spec, reply, next, md)
         reply.mechanism.CopyFrom(

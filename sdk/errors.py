@@ -11,6 +11,14 @@ from __future__ import annotations
 import grpc
 
 
+def quoted(value: str, limit: int = 40) -> str:
+    """``value`` quoted for an error message, cut to ``limit`` characters: a message names the
+    problem, it does not echo kilobytes of (possibly hostile) input."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}... ({len(value)} characters)"
+
+
 class FabricError(Exception):
     """Base of all fabric errors; maps to UNKNOWN unless a subclass says otherwise."""
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 
 from api.mechanisms import REMOTE
 from api.proto.connection_pb2 import Mechanism
-from sdk.errors import InvalidArgument
+from sdk.errors import InvalidArgument, quoted
 
 TYPE = "WIREGUARD"
 SRC_IP, SRC_PORT, SRC_PUBLIC_KEY = "src_ip", "src_port", "src_public_key"
@@ -46,7 +46,7 @@ class WireguardMechanism:
             # isdigit() alone also accepts digits int() refuses, e.g. '²'
             if not (value.isascii() and value.isdigit()) or len(value) > 10:
                 raise InvalidArgument(
-                    f"{field}.parameters[{key}]", f"must be a decimal number (got {value[:40]!r})"
+                    f"{field}.parameters[{key}]", f"must be a decimal number (got {quoted(value)})"
                 )
             return int(value)
 

@@ -10,27 +10,18 @@ from __future__ import annotations
 import re
 from ipaddress import IPv4Interface, IPv6Interface, ip_address, ip_interface, ip_network
 
-from sdk.errors import InvalidArgument
+from sdk.errors import InvalidArgument, quoted
 
 MAX_IFNAME = 15
-SHOWN = 40  # characters of a rejected value quoted back in the message
 _MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 _BAD_IFNAME_CHARS = frozenset("/:") | frozenset(" \t\n\r\v\f")
-
-
-def shown(value: str) -> str:
-    """``value`` quoted for an error message, cut to :data:`SHOWN` characters: a message names
-    the problem, it does not echo kilobytes of hostile input."""
-    if len(value) <= SHOWN:
-        return repr(value)
-    return f"{value[:SHOWN]!r}... ({len(value)} characters)"
 
 
 def connection_id(value: str, field: str = "connection_id") -> str:
     """A non-empty connection id without whitespace, at most 200 characters."""
     if not value or len(value) > 200 or any(c.isspace() for c in value):
         raise InvalidArgument(
-            field, f"must be 1-200 characters without whitespace, like a UUID (got {shown(value)})"
+            field, f"must be 1-200 characters without whitespace, like a UUID (got {quoted(value)})"
         )
     return value
 
@@ -48,7 +39,7 @@ def ifname(value: str, field: str) -> str:
         raise InvalidArgument(
             field,
             f"must be 1-{MAX_IFNAME} bytes without '/', ':', whitespace or control characters, "
-            f"e.g. 'nsm0' (got {shown(value)})",
+            f"e.g. 'nsm0' (got {quoted(value)})",
         )
     return value
 
@@ -61,7 +52,7 @@ def interface_cidr(value: str, field: str) -> IPv4Interface | IPv6Interface:
         return ip_interface(value)
     except ValueError:
         raise InvalidArgument(
-            field, f"{shown(value)} is not an address with prefix length, e.g. 10.0.0.1/32"
+            field, f"{quoted(value)} is not an address with prefix length, e.g. 10.0.0.1/32"
         ) from None
 
 
@@ -73,10 +64,10 @@ def prefix(value: str, field: str) -> str:
         loose = ip_network(value, strict=False)
     except ValueError:
         raise InvalidArgument(
-            field, f"{shown(value)} is not a CIDR prefix, e.g. 10.1.0.0/16"
+            field, f"{quoted(value)} is not a CIDR prefix, e.g. 10.1.0.0/16"
         ) from None
     if loose.network_address != ip_interface(value).ip:
-        raise InvalidArgument(field, f"{shown(value)} has host bits set; use {loose}")
+        raise InvalidArgument(field, f"{quoted(value)} has host bits set; use {loose}")
     return str(loose)
 
 
@@ -87,11 +78,11 @@ def ip(value: str, field: str) -> str:
             raise ValueError
         return str(ip_address(value))
     except ValueError:
-        raise InvalidArgument(field, f"{shown(value)} is not an IP address") from None
+        raise InvalidArgument(field, f"{quoted(value)} is not an IP address") from None
 
 
 def mac(value: str, field: str) -> str:
     """A MAC address ``aa:bb:cc:dd:ee:ff``."""
     if not _MAC_RE.match(value):
-        raise InvalidArgument(field, f"{shown(value)} is not a MAC address like 02:00:00:00:00:01")
+        raise InvalidArgument(field, f"{quoted(value)} is not a MAC address like 02:00:00:00:00:01")
     return value.lower()
