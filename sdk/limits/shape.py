@@ -5,8 +5,8 @@ message (lengths of strings, numbers of labels, addresses, routes, segments, par
 against the constants below and raise :class:`sdk.errors.InvalidArgument` naming the field, the
 size found and the limit, e.g. ``"connection.labels: at most 64 entries (got 65)"``. They do not
 judge meaning (whether an address parses, whether an index points into the path): that is the
-chain's job. They never modify the message. :func:`check_count` is the shared count rule (the
-registry's validation uses it too).
+chain's job. They never modify the message. :func:`check_count` and :func:`check_texts` are the
+shared count and length rules (the registry's validation uses them too).
 """
 
 
@@ -18,6 +18,7 @@ from api.proto.connection_pb2 import Connection, Mechanism
 from api.proto.connectioncontext_pb2 import ConnectionContext, Route
 from api.proto.networkservice_pb2 import NetworkServiceRequest
 from sdk.errors import InvalidArgument
+from sdk.security.token import MAX_TOKEN
 
 MAX_NAME = 256  # ids, names, mechanism class/type, payload, segment names
 MAX_LABELS = 64
@@ -28,7 +29,6 @@ MAX_MECHANISM_PARAMETERS = 64
 MAX_PARAMETER_KEY = 256
 MAX_PARAMETER_VALUE = 4096
 MAX_PATH_SEGMENTS = 32
-MAX_TOKEN = 16 * 1024  # as sdk.security.token.MAX_TOKEN
 MAX_SEGMENT_METRICS = 64
 MAX_ADDRESS = 64  # an IP address or prefix, "<address>/<len>", a MAC, a port range
 MAX_IP_ADDRS = 16  # each of src_ip_addrs, dst_ip_addrs
@@ -61,7 +61,8 @@ def check_count(field: str, items: Iterable[object], limit: int) -> None:
         raise InvalidArgument(field, f"at most {limit} entries (got {count})")
 
 
-def _texts(field: str, values: Iterable[str], count: int, length: int) -> None:
+def check_texts(field: str, values: Iterable[str], count: int, length: int) -> None:
+    """At most ``count`` values, each at most ``length`` characters."""
     values = list(values)
     check_count(field, values, count)
     for i, value in enumerate(values):
@@ -95,12 +96,12 @@ def check_context(context: ConnectionContext, field: str) -> None:
     """Raise InvalidArgument if a ConnectionContext (named ``field``) exceeds a limit."""
     ip = context.ip_context
     at = _join(field, "ip_context")
-    _texts(_join(at, "src_ip_addrs"), ip.src_ip_addrs, MAX_IP_ADDRS, MAX_ADDRESS)
-    _texts(_join(at, "dst_ip_addrs"), ip.dst_ip_addrs, MAX_IP_ADDRS, MAX_ADDRESS)
+    check_texts(_join(at, "src_ip_addrs"), ip.src_ip_addrs, MAX_IP_ADDRS, MAX_ADDRESS)
+    check_texts(_join(at, "dst_ip_addrs"), ip.dst_ip_addrs, MAX_IP_ADDRS, MAX_ADDRESS)
     _routes(_join(at, "src_routes"), ip.src_routes)
     _routes(_join(at, "dst_routes"), ip.dst_routes)
-    _texts(_join(at, "excluded_prefixes"), ip.excluded_prefixes, MAX_EXCLUDED_PREFIXES,
-           MAX_ADDRESS)
+    check_texts(_join(at, "excluded_prefixes"), ip.excluded_prefixes, MAX_EXCLUDED_PREFIXES,
+                MAX_ADDRESS)
     check_count(_join(at, "ip_neighbors"), ip.ip_neighbors, MAX_IP_NEIGHBORS)
     for i, neighbor in enumerate(ip.ip_neighbors):
         _text(_join(at, f"ip_neighbors[{i}].ip"), neighbor.ip, MAX_ADDRESS)
@@ -108,7 +109,7 @@ def check_context(context: ConnectionContext, field: str) -> None:
               MAX_ADDRESS)
     check_count(_join(at, "extra_prefix_request"), ip.extra_prefix_request,
                 MAX_EXTRA_PREFIX_REQUESTS)
-    _texts(_join(at, "extra_prefixes"), ip.extra_prefixes, MAX_EXTRA_PREFIXES, MAX_ADDRESS)
+    check_texts(_join(at, "extra_prefixes"), ip.extra_prefixes, MAX_EXTRA_PREFIXES, MAX_ADDRESS)
     check_count(_join(at, "policies"), ip.policies, MAX_POLICIES)
     for i, policy in enumerate(ip.policies):
         pf = _join(at, f"policies[{i}]")
@@ -118,9 +119,10 @@ def check_context(context: ConnectionContext, field: str) -> None:
     dns = _join(field, "dns_context.configs")
     check_count(dns, context.dns_context.configs, MAX_DNS_CONFIGS)
     for i, config in enumerate(context.dns_context.configs):
-        _texts(f"{dns}[{i}].dns_server_ips", config.dns_server_ips, MAX_DNS_SERVERS, MAX_ADDRESS)
-        _texts(f"{dns}[{i}].search_domains", config.search_domains, MAX_SEARCH_DOMAINS,
-               MAX_DOMAIN)
+        check_texts(f"{dns}[{i}].dns_server_ips", config.dns_server_ips, MAX_DNS_SERVERS,
+                    MAX_ADDRESS)
+        check_texts(f"{dns}[{i}].search_domains", config.search_domains, MAX_SEARCH_DOMAINS,
+                    MAX_DOMAIN)
     eth = _join(field, "ethernet_context")
     _text(f"{eth}.src_mac", context.ethernet_context.src_mac, MAX_ADDRESS)
     _text(f"{eth}.dst_mac", context.ethernet_context.dst_mac, MAX_ADDRESS)

@@ -17,7 +17,7 @@ are the lengths of path IDs (a SPIFFE ID's maximum). Messages over the server's 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Generic, TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -25,9 +25,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from api.proto.registry_pb2 import NetworkService, NetworkServiceEndpoint
 from sdk.errors import InvalidArgument
 from sdk.grpcutil import parse_address
-from sdk.limits.shape import check_count
+from sdk.limits.shape import check_count, check_texts
 from sdk.registry.core import RegistryCursor, RegistryElement
 from sdk.registry.kinds import RecordKind
+from sdk.security.spiffe import MAX_LENGTH
 
 M = TypeVar("M", NetworkService, NetworkServiceEndpoint)
 
@@ -40,7 +41,7 @@ MAX_MATCHES = 64
 MAX_URL = 1024
 MAX_DESTINATIONS = 64  # routes of one match
 MAX_PATH_IDS = 32
-MAX_PATH_ID = 2048  # sdk.security.spiffe.MAX_LENGTH
+MAX_PATH_ID = MAX_LENGTH  # path IDs are SPIFFE IDs
 PAYLOADS = ("IP", "ETHERNET")
 MIN_SECONDS, MAX_SECONDS = -62_135_596_800, 253_402_300_799  # 0001-01-01 .. 9999-12-31
 URL_SCHEMES = ("unix", "tcp")
@@ -95,17 +96,6 @@ def check_url(field: str, url: str) -> None:
     parse_address(url, field)
 
 
-def check_path_ids(path_ids: Iterable[str]) -> None:
-    """Raise InvalidArgument if ``path_ids`` has too many or too long entries."""
-    ids = list(path_ids)
-    check_count("path_ids", ids, MAX_PATH_IDS)
-    for i, value in enumerate(ids):
-        if len(value) > MAX_PATH_ID:
-            raise InvalidArgument(
-                f"path_ids[{i}]", f"must be at most {MAX_PATH_ID} characters (got {len(value)})"
-            )
-
-
 def validate_service(ns: NetworkService) -> None:
     """Check a NetworkService record; fills in the default payload."""
     check_name("name", ns.name)
@@ -114,7 +104,7 @@ def validate_service(ns: NetworkService) -> None:
     if ns.payload not in PAYLOADS:
         raise InvalidArgument("payload", f"unknown payload {ns.payload!r}: use one of {PAYLOADS}")
     check_count("matches", ns.matches, MAX_MATCHES)
-    check_path_ids(ns.path_ids)
+    check_texts("path_ids", ns.path_ids, MAX_PATH_IDS, MAX_PATH_ID)
     for i, match in enumerate(ns.matches):
         check_count(f"matches[{i}].routes", match.routes, MAX_DESTINATIONS)
         check_labels(f"matches[{i}].source_selector", match.source_selector)
@@ -140,7 +130,7 @@ def validate_endpoint(nse: NetworkServiceEndpoint) -> None:
         if nse.HasField(field):
             check_timestamp(field, getattr(nse, field))
     check_count("network_service_names", nse.network_service_names, MAX_SERVICES)
-    check_path_ids(nse.path_ids)
+    check_texts("path_ids", nse.path_ids, MAX_PATH_IDS, MAX_PATH_ID)
     for i, service in enumerate(nse.network_service_names):
         check_name(f"network_service_names[{i}]", service)
     for service, labels in nse.network_service_labels.items():
