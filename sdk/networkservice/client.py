@@ -61,10 +61,7 @@ class Connect(NetworkServiceElement):
             return
         old_url, old = sent
         try:
-            await self._stub(old_url).Close(old, timeout=next.ctx.remaining())
-        except grpc.aio.AioRpcError as exc:
-            _log.info("closing the connection at the previous next hop failed",
-                      target=old_url, error=str(fabric_error(exc)))
+            await self._close_at(old_url, old, next)
         except FabricError as exc:
             _log.info("closing the connection at the previous next hop failed",
                       target=old_url, error=str(exc))
@@ -90,7 +87,10 @@ class Connect(NetworkServiceElement):
         return conn
 
     async def close(self, conn: Connection, next: NSCursor) -> None:
+        await self._close_at(self._target(next), conn, next)
+
+    async def _close_at(self, url: str, conn: Connection, next: NSCursor) -> None:
         try:
-            await self._stub(self._target(next)).Close(conn, timeout=next.ctx.remaining())
+            await self._stub(url).Close(conn, timeout=next.ctx.remaining())
         except grpc.aio.AioRpcError as exc:
             raise fabric_error(exc) from None
