@@ -37,12 +37,10 @@ found, as plain tests.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import shutil
 import tempfile
-import threading
 import time
 import uuid
 from collections import Counter
@@ -76,6 +74,7 @@ from nsmgr.handovers import Handover
 from sdk.networkservice.begin import Begin
 from sdk.networkservice.metadata import Metadata
 from sdk.networkservice.timeout import Timeout
+from tests.integration.background import BackgroundLoop
 from tests.integration.fabric import Fabric
 
 T = TypeVar("T")
@@ -140,10 +139,7 @@ class ServedFabric:
     """Two fake nodes, two endpoints and synchronous stubs to the three servers under test."""
 
     def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="fuzz-fabric",
-                                       daemon=True)
-        self.thread.start()
+        self.background = BackgroundLoop("fuzz-fabric")
         self.root = Path(tempfile.mkdtemp(dir="/tmp", prefix="vwf-"))
         self.fabric = Fabric(self.root)
         self.run(self._start())
@@ -160,7 +156,7 @@ class ServedFabric:
         self.baseline: dict[str, object] = {}
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=30)
+        return self.background.run(coro)
 
     async def _start(self) -> None:
         await self.fabric.start(2)
@@ -173,9 +169,7 @@ class ServedFabric:
         for channel in self.channels.values():
             channel.close()
         self.run(self.fabric.stop())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
-        self.loop.close()
+        self.background.close()
         shutil.rmtree(self.root, ignore_errors=True)
 
     # -- what must be left as it was ---------------------------------------------------------
@@ -254,7 +248,7 @@ class ServedFabric:
             details: str = exc.details() or ""  # type: ignore[attr-defined]
             return Outcome(code, details, None, time.monotonic() - started)
         finally:
-            self.loop.call_soon_threadsafe(undo)
+            self.background.call_soon(undo)
         return Outcome(grpc.StatusCode.OK, "", reply, time.monotonic() - started)
 
     def close_accepted(self, target: str, outcomes: list[Outcome]) -> list[Outcome]:

@@ -15,8 +15,6 @@ INVALID_ARGUMENT; the raw-bytes property accepts that status and checks the serv
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import time
 from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
@@ -48,6 +46,7 @@ from sdk.security.policy import Policy, StaticPolicy, parse_policy
 from sdk.security.source import CaSvidSource
 from sdk.security.spiffe import SpiffeId
 from sdk.security.tls import channel_credentials, server_credentials, server_name
+from tests.integration.background import BackgroundLoop
 from tests.integration.test_security_mtls import secure_registry_chains
 
 T = TypeVar("T")
@@ -83,10 +82,7 @@ class Served:
     """A secure registry on a background event loop, and a synchronous channel to it."""
 
     def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="fuzz-registry",
-                                       daemon=True)
-        self.thread.start()
+        self.background = BackgroundLoop("fuzz-registry")
         self.ca = CertificateAuthority.create(TD)
         policy = StaticPolicy(parse_policy(
             f"registrations: [{{rule: fuzzer, services: ['**'], endpoints: ['{FUZZER}']}}]"
@@ -105,7 +101,7 @@ class Served:
         self.services: Any = registry_pb2_grpc.NetworkServiceRegistryStub(self.channel)
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=30)
+        return self.background.run(coro)
 
     async def _start(self) -> list[ListenAddress]:
         self.server = grpc.aio.server()
@@ -122,9 +118,7 @@ class Served:
     def close(self) -> None:
         self.channel.close()
         self.run(self._stop())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
-        self.loop.close()
+        self.background.close()
 
     def stored_endpoint(self, name: str) -> bytes | None:
         record = self.registry.endpoint_records.get(name)

@@ -32,6 +32,7 @@ from registry.app import Registry
 from registry.store import open_store
 from sdk.grpcutil import parse_address
 from sdk.registry.core import Query
+from tests.integration.background import BackgroundLoop
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
@@ -69,10 +70,10 @@ class RunningRegistry:
 
     url: str
     registry: Registry
-    loop: asyncio.AbstractEventLoop
+    background: BackgroundLoop
 
     def call(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=10)
+        return self.background.run(coroutine, timeout=10)
 
     def names(self) -> tuple[set[str], set[str]]:
         """The names of the registered services and endpoints."""
@@ -107,11 +108,9 @@ def workdir() -> Iterator[Path]:
 @pytest.fixture
 def registry(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[RunningRegistry]:
     monkeypatch.delenv("NSMCTL_REGISTRY", raising=False)
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="registry-loop", daemon=True)
-    thread.start()
     url = f"unix://{workdir}/registry.sock"
-    running = RunningRegistry(url, Registry(open_store("memory://")), loop)
+    running = RunningRegistry(url, Registry(open_store("memory://")),
+                              BackgroundLoop("registry-loop"))
     try:
         running.call(running.registry.start([parse_address(url)]))
         yield running
@@ -122,9 +121,7 @@ def registry(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Running
             return asyncio.all_tasks() - {t for t in [asyncio.current_task()] if t}
 
         left = running.call(leftovers())
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
-        loop.close()
+        running.background.close()
         assert not left, f"registry left tasks running: {left}"
 
 
