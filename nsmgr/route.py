@@ -236,7 +236,7 @@ class Route(NetworkServiceElement):
             next.ctx.values[CLIENT_URL] = url
             next.ctx.values[NEXT_HOP_ID] = self.forwarders.spiffe_id(str(forwarder))
             conn.state = UP
-            undo = self.handovers.hand(conn.path.path_segments[conn.path.index].id, Handover(
+            undo = self.handovers.hand(conn.id, Handover(  # conn.id: this hop's segment id
                 str(forwarder), conn.network_service_endpoint_name, conn.network_service))
             try:
                 reply = await next.request(request)
@@ -305,7 +305,7 @@ class Route(NetworkServiceElement):
         return await self._inbound(request, next)
 
     async def close(self, conn: Connection, next: NSCursor) -> None:
-        self.handovers.drop(conn.path.path_segments[conn.path.index].id)
+        self.handovers.drop(conn.id)
         md = next.ctx.metadata
         target = md.get(TARGET)
         endpoint = md.get(ENDPOINT)
