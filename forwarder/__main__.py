@@ -7,6 +7,7 @@ import sys
 
 from forwarder.app import Forwarder
 from forwarder.kernel import real_kernel
+from forwarder.kernel.netns import DEFAULT_GUARD
 from forwarder.settings import PREFIX, ForwarderSettings
 from forwarder.wireguard import detect_backend
 from sdk import service
@@ -29,10 +30,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--token-lifetime", type=float)
     parser.add_argument("--log-level")
     parser.add_argument("--trace", action="store_true", default=None)
+    parser.add_argument("--allow-host-netns", action="store_true", default=None,
+                        help="accept its own and the host's namespace as a workload's")
     return parser
 
 
 async def run(config: ForwarderSettings) -> None:
+    DEFAULT_GUARD.allow_host = config.allow_host_netns  # every kernel port of this process
     kernel = real_kernel()
     backend = await detect_backend(config.wireguard)  # type: ignore[arg-type]
     forwarder = Forwarder(config, kernel, backend)

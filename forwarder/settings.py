@@ -23,6 +23,11 @@ class ForwarderSettings:
     svid_dir: str = setting(
         "", "directory with svid.crt, svid.key and bundle.pem: sign and verify path tokens"
     )
+    allow_host_netns: bool = setting(
+        False,
+        "accept the forwarder's own and the host's network namespace as a workload namespace "
+        "(KERNEL inodeURL); off: such requests get PERMISSION_DENIED",
+    )
     token_lifetime: float = setting(60.0, "seconds this hop's path segment stays valid")
     register_interval: float = setting(2.0, "seconds between registrations with nsmgr")
     log_level: str = setting("info", "debug, info, warning or error")

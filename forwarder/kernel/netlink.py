@@ -33,7 +33,14 @@ from sdk.errors import (
 )
 from sdk.netns import open_netns
 
-from .netns import find_namespaces, netlink_socket_in, own_netns_id, resolve_ref
+from .netns import (
+    DEFAULT_GUARD,
+    NamespaceGuard,
+    netlink_socket_in,
+    own_netns_id,
+    resolve_ref,
+    workload_namespaces,
+)
 from .nsref import parse_ns_ref
 from .port import MAIN_TABLE, Link, LinkStats, Neighbour, Netns, Route, Rule
 
@@ -86,11 +93,24 @@ def _family(cidr: str) -> int:
 
 
 class NetlinkKernel:
-    """:class:`forwarder.kernel.port.KernelPort` over the running kernel (needs CAP_NET_ADMIN)."""
+    """:class:`forwarder.kernel.port.KernelPort` over the running kernel (needs CAP_NET_ADMIN).
+
+    Every namespace given as a path is opened through ``guard`` (default: the process's
+    :data:`forwarder.kernel.netns.DEFAULT_GUARD`), so neither a request nor a later call can
+    reach the forwarder's own or the host's namespace by path unless that is allowed; ``None``
+    (the forwarder's own namespace, chosen by the code, never by a request) is always fine.
+    """
+
+    def __init__(self, guard: NamespaceGuard | None = None) -> None:
+        self._guard = guard
+
+    @property
+    def guard(self) -> NamespaceGuard:
+        return self._guard or DEFAULT_GUARD
 
     @asynccontextmanager
     async def _rtnl(self, netns: Netns) -> AsyncIterator[Any]:
-        sock = await netlink_socket_in(netns)
+        sock = await netlink_socket_in(netns, self.guard)
         try:
             ipr = AsyncIPRoute(use_socket=sock, groups=0)
             try:
@@ -110,11 +130,11 @@ class NetlinkKernel:
     # -- namespaces ------------------------------------------------------------------------------
 
     async def resolve_netns(self, ref: str) -> str:
-        return resolve_ref(parse_ns_ref(ref))
+        return resolve_ref(parse_ns_ref(ref, "inodeURL"), "inodeURL", self.guard)
 
     async def list_namespaces(self) -> list[str]:
-        own = own_netns_id()
-        return [path for ident, path in find_namespaces().items() if ident != own]
+        own = own_netns_id()  # listed as None by callers, never twice
+        return [path for ident, path in workload_namespaces(self.guard).items() if ident != own]
 
     # -- links -----------------------------------------------------------------------------------
 
@@ -123,7 +143,7 @@ class NetlinkKernel:
             f"create veth {name} in {_where(netns)} with peer {peer_name} in {_where(peer_netns)}"
         )
         peer: dict[str, Any] = {"ifname": peer_name}
-        peer_fd = None if peer_netns is None else open_netns(peer_netns, "peer_netns")
+        peer_fd = None if peer_netns is None else self.guard.open(peer_netns, "peer_netns")
         try:
             if peer_fd is not None:
                 peer["net_ns_fd"] = peer_fd
@@ -165,8 +185,10 @@ class NetlinkKernel:
                 await ipr.link("set", index=index, **changes)
 
     async def move_link(self, netns: Netns, name: str, target_netns: Netns) -> None:
-        target = "/proc/self/ns/net" if target_netns is None else target_netns
-        fd = open_netns(target, "target_netns")
+        if target_netns is None:
+            fd = open_netns("/proc/self/ns/net", "target_netns")
+        else:
+            fd = self.guard.open(target_netns, "target_netns")
         try:
             async with self._rtnl(netns) as ipr:
                 index = await self._index(ipr, netns, name)

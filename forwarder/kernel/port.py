@@ -8,7 +8,9 @@ Conventions shared by every method:
 
 * A namespace (``Netns``) is the path of a network-namespace file (``/var/run/netns/NAME`` or
   ``/proc/PID/ns/net``); ``None`` means the namespace of the forwarder process itself. Paths are
-  never created: a missing one raises :class:`sdk.errors.NotFound`.
+  never created: a missing one raises :class:`sdk.errors.NotFound`. A path must name a workload's
+  namespace: the real port refuses the forwarder's own and the host's by path
+  (``PermissionDenied``) unless allowed (see :class:`forwarder.kernel.netns.NamespaceGuard`).
 * Interfaces are addressed by name inside their namespace.
 * Addresses are interface CIDRs (``"10.0.0.1/32"``, ``"fd00::1/128"``); route destinations are
   network CIDRs (``"10.0.0.0/24"``).
@@ -92,16 +94,21 @@ class KernelPort(Protocol):
     """The netlink operations the data plane needs, and nothing more (see module docstring)."""
 
     async def resolve_netns(self, ref: str) -> str:
-        """Turn a namespace reference into a path that exists.
+        """Turn a namespace reference from a request into the path of a workload's namespace.
 
-        Accepts a path (``/var/run/netns/x``, ``/proc/1/ns/net``), a ``file://`` URL of such a path
-        (NSM's ``inodeURL``) or ``inode://<dev>/<ino>``. Raises ``InvalidArgument`` for a malformed
-        reference, ``NotFound`` when no such namespace exists.
+        Accepts a path (``/var/run/netns/x``, ``/proc/PID/ns/net``), a ``file://`` URL of such a
+        path (NSM's ``inodeURL``) or ``inode://<dev>/<ino>`` (looked up among the named
+        namespaces and ``/proc/PID/ns/net``). Raises ``InvalidArgument`` for a malformed
+        reference or a file that is not a network namespace (a FIFO, a device, ...: never
+        opened for real, never blocking), ``NotFound`` when no such namespace exists, and
+        ``PermissionDenied`` (:class:`forwarder.kernel.netns.NamespaceRefused`) for the
+        forwarder's own or the host's namespace unless the forwarder allows them.
         """
         ...
 
     async def list_namespaces(self) -> list[str]:
-        """Every namespace visible to the forwarder except its own, once each (named preferred)."""
+        """Every workload namespace visible to the forwarder, once each (named preferred): not
+        its own, nor the host's unless allowed (see :meth:`resolve_netns`)."""
         ...
 
     async def create_veth(self, name: str, netns: Netns, peer_name: str, peer_netns: Netns) -> None:

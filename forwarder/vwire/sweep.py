@@ -17,7 +17,7 @@ from functools import partial
 
 from forwarder.kernel import KernelPort, Netns
 from forwarder.wireguard import WireGuardBackend
-from sdk.errors import FailedPrecondition, NotFound
+from sdk.errors import FailedPrecondition, NotFound, PermissionDenied
 
 from .handle import End, VWire
 from .naming import parse_marker
@@ -45,7 +45,7 @@ async def find_leftovers(
     for netns in namespaces:
         try:
             links = await kernel.list_links(netns, alias_prefix="vwire:")
-        except NotFound:  # the namespace vanished while we looked
+        except (NotFound, PermissionDenied):  # vanished, or its /proc/PID is another's now
             continue
         for link in links:
             mark = parse_marker(link.alias)
