@@ -7,6 +7,14 @@ honouring the request's ``excluded_prefixes``, and routes so each side reaches t
 the DNS context. If the rest of the chain fails on a first request, the addresses are released
 again; a close releases them after the rest of the chain closed. Place it on endpoints, after
 ``Metadata``.
+
+Both sides of the answer are this endpoint's alone: ``src_ip_addrs`` are exactly the client
+addresses this IPAM assigned and ``src_routes`` exactly the host routes to the endpoint's
+addresses plus the configured ``routes``; ``dst_*`` likewise (see ``fill_ip_context``). Whatever
+else a request brings — its own addresses, which the forwarders would otherwise install as
+routes and WireGuard allowed IPs into the endpoint's namespace (a client claiming another's
+address, or a service address, would pull that traffic into its tunnel), or routes of its own —
+is dropped, never installed.
 """
 
 from __future__ import annotations
@@ -37,11 +45,13 @@ class Ipam(NetworkServiceElement):
         conn = request.connection
         first = self.ipam.lookup(conn.id) is None
         ip = conn.context.ip_context
-        self.ipam.fill_ip_context(ip, conn.id)
-        have = {route.prefix for route in ip.src_routes}
-        for prefix in self.routes:
-            if prefix not in have:
-                ip.src_routes.add(prefix=prefix)
+        allocation = self.ipam.fill_ip_context(ip, conn.id)
+        # The client's side too is ours alone: only what this IPAM assigned, and our routes.
+        del ip.src_ip_addrs[:]
+        ip.src_ip_addrs.extend(allocation.src_addrs)
+        del ip.src_routes[:]
+        for prefix in dict.fromkeys([*allocation.dst_addrs, *self.routes]):
+            ip.src_routes.add(prefix=prefix)
         if self.dns and not conn.context.dns_context.configs:
             conn.context.dns_context.configs.extend(self.dns)
         try:

@@ -308,3 +308,54 @@ async def test_the_setting_allows_them(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_open_netns_refuses_an_embedded_nul() -> None:
     with pytest.raises(InvalidArgument, match="cannot open"):
         open_netns("/var/run/netns/x\0y")
+
+
+async def test_client_brought_addresses_and_routes_are_never_installed(
+    netns: Callable[[str], str],
+) -> None:
+    """A client claims an address outside the endpoint's pool (another workload's, say: the
+    endpoint side would route it into the client's vWire) and routes of its own (a default
+    route), and addresses and routes for the endpoint's side. With the real endpoint IPAM and a real local vWire, only what the IPAM
+    assigned is installed, on both ends; a close removes it all."""
+    from nse.kernel import AcceptKernel
+    from sdk.ipam import PointToPointIpam
+    from sdk.networkservice.ipam import Ipam
+
+    client_ns, endpoint_ns = netns_path(netns("cli")), netns_path(netns("nse"))
+    chain = NetworkServiceChain([
+        Metadata(),
+        Xconnect(kernel(), FakeWireGuard(FakeKernel()), Node("fwd-attack", "192.0.2.1", "lo"),
+                 PortPool(range(51820, 51822))),
+        Ipam(PointToPointIpam(["10.60.0.0/24"]), routes=["10.61.0.0/16"]),
+        AcceptKernel(endpoint_ns),
+    ])
+    request = kernel_request(client_ns, "claims-1")
+    ip = request.connection.context.ip_context
+    request.connection.path.path_segments.add(name="fwd-attack", id="claims-1")
+    ip.src_ip_addrs.append("10.99.0.1/32")
+    ip.src_routes.add(prefix="0.0.0.0/0")
+    ip.src_routes.add(prefix="192.0.2.0/24", nextHop="10.60.0.1")
+    ip.dst_ip_addrs.append("10.99.0.2/32")
+    ip.dst_routes.add(prefix="0.0.0.0/0")
+    conn = await chain.run_request(request)
+    try:
+        answer = conn.context.ip_context
+        assert list(answer.src_ip_addrs) == ["10.60.0.2/32"]
+        assert [r.prefix for r in answer.src_routes] == ["10.60.0.1/32", "10.61.0.0/16"]
+        assert list(answer.dst_ip_addrs) == ["10.60.0.1/32"]
+        assert [r.prefix for r in answer.dst_routes] == ["10.60.0.2/32"]
+        client_dump = run("ip", "-o", "addr", "show", "dev", "nsm0", netns=Path(client_ns).name)
+        assert "10.60.0.2/32" in client_dump.stdout
+        assert "10.99.0.1" not in client_dump.stdout
+        client_routes = run("ip", "route", "show", netns=Path(client_ns).name).stdout
+        assert "default" not in client_routes and "192.0.2.0" not in client_routes
+        assert "10.61.0.0/16" in client_routes
+        endpoint_all = run("ip", "-o", "addr", "show", netns=Path(endpoint_ns).name).stdout
+        endpoint_routes = run("ip", "route", "show", netns=Path(endpoint_ns).name).stdout
+        for claimed in ("10.99.0.1", "10.99.0.2", "default"):
+            assert claimed not in endpoint_routes and claimed not in endpoint_all
+        assert "10.60.0.2" in endpoint_routes
+    finally:
+        await chain.run_close(conn)
+    for path in (client_ns, endpoint_ns):
+        assert "vwire:" not in run("ip", "-d", "link", "show", netns=Path(path).name).stdout
