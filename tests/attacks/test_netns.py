@@ -315,8 +315,9 @@ async def test_client_brought_addresses_and_routes_are_never_installed(
 ) -> None:
     """A client claims an address outside the endpoint's pool (another workload's, say: the
     endpoint side would route it into the client's vWire) and routes of its own (a default
-    route), and addresses and routes for the endpoint's side. With the real endpoint IPAM and a real local vWire, only what the IPAM
-    assigned is installed, on both ends; a close removes it all."""
+    route), and addresses and routes for the endpoint's side. With the real endpoint IPAM and a
+    real local vWire, only what the IPAM assigned is installed, on both ends; a close removes it
+    all."""
     from nse.kernel import AcceptKernel
     from sdk.ipam import PointToPointIpam
     from sdk.networkservice.ipam import Ipam
