@@ -3,11 +3,14 @@
 ``ca init --trust-domain D --dir DIR`` creates the root (key mode 0600) and bundle;
 ``ca issue --spiffe-id spiffe://D/KIND/NAME [--dns NAME]... [--ttl 1h] --out DIR`` writes
 ``svid.crt``, ``svid.key`` (0600) and ``bundle.pem`` into DIR (atomically, so a running process
-reading DIR with a file SVID source picks the new SVID up);
+reading DIR with a file SVID source picks the new SVID up) and records, in the CA's directory,
+that DIR is for that SPIFFE ID and those DNS names;
 ``ca agent --svids ROOT [--ttl 1h] [--interval 10s] [--once]`` keeps every SVID under ROOT
 renewed (:mod:`sdk.security.renew`): each is re-issued at half its lifetime, and after
 ``ca rotate-root`` first every bundle is updated, then (next pass) every SVID re-issued from the
-new root, so processes never run on an expired SVID nor meet a root they do not trust yet.
+new root, so processes never run on an expired SVID nor meet a root they do not trust yet. The
+agent re-issues only certificates the CA signed, whose key is in the directory, to the identity
+recorded for the directory; it reports any other as refused, with the reason.
 Output never shows key material.
 """
 
@@ -26,7 +29,7 @@ from nsmctl.context import CliError
 from sdk.errors import InvalidArgument
 from sdk.security.ca import CertificateAuthority
 from sdk.security.renew import Renewal, keep_renewed, renew_due
-from sdk.security.svid import write_svid
+from sdk.security.svid import server_names, write_svid
 
 DEFAULT_CA_DIR = "/var/lib/vwire/ca"
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -84,12 +87,17 @@ def issue(
         flag = {"spiffe_id": "--spiffe-id", "dns": "--dns", "ttl": "--ttl"}.get(exc.field)
         raise CliError(f"{flag or exc.field}: {exc.problem}") from None
     write_svid(out, svid, ca.bundle)
+    ca.assign(out, svid.spiffe_id, server_names(svid.leaf))  # what the agent holds DIR to
     typer.echo(f"issued {svid.spiffe_id} (serial {svid.serial:x}) valid until "
                f"{_when(svid.not_after)}")
     typer.echo(f"wrote {out / 'svid.crt'}, {out / 'svid.key'} (mode 0600), {out / 'bundle.pem'}")
 
 
 def _report(renewal: Renewal) -> None:
+    if renewal.what == "refused":
+        typer.echo(f"refused {renewal.directory} (claims {renewal.spiffe_id}): {renewal.reason}",
+                   err=True)
+        return
     if renewal.what == "bundle":
         typer.echo(f"updated the trust bundle of {renewal.spiffe_id} in {renewal.directory}")
         return

@@ -9,18 +9,29 @@ P-256 key, usable for both TLS client and server authentication, optional DNS SA
 one: gRPC clients check the host name), valid ``ttl`` seconds (default one hour), never beyond
 the root's own expiry. :meth:`rotate_root` makes a new root and keeps the old one in the bundle
 until the next rotation, so SVIDs of both keep verifying during the change-over.
+
+Which identity belongs to which SVID directory is recorded too (:meth:`assign`,
+:meth:`assignment`): one small file per directory under ``<CA dir>/assigned/`` (mode 0600, in
+the CA's 0700 directory), holding the directory's resolved path, its SPIFFE ID and DNS names.
+``nsmctl ca issue --out DIR`` writes it; the renewal agent (:mod:`sdk.security.renew`) re-issues
+only to the recorded identity. :meth:`issued` tells whether this CA signed a certificate (under
+its current or previous root), whatever its validity period.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import ipaddress
+import json
 import secrets
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -41,6 +52,7 @@ from sdk.security.svid import (
 ROOT_KEY = "root.key"
 ROOT_CERT = "root.crt"
 BUNDLE = "bundle.pem"
+ASSIGNED = "assigned"
 DEFAULT_SVID_TTL = 3600.0
 DEFAULT_ROOT_TTL = 10 * 365 * 86400.0
 MAX_SVID_TTL = 365 * 86400.0
@@ -104,6 +116,19 @@ def _make_root(trust_domain: str, key: PrivateKey, now: float, ttl: float) -> x5
     )
 
 
+@dataclass(frozen=True)
+class Assignment:
+    """The identity an SVID directory is for: its SPIFFE ID and DNS names."""
+
+    directory: str
+    spiffe_id: str
+    dns_names: tuple[str, ...] = ()
+
+
+def _where(directory: Path) -> str:
+    return str(directory.resolve())
+
+
 class CertificateAuthority:
     """See the module docstring."""
 
@@ -120,6 +145,7 @@ class CertificateAuthority:
         self._key = key
         self.previous = tuple(previous)
         self.directory = directory
+        self._assigned: dict[str, Assignment] = {}  # without a directory: kept in memory
 
     def __repr__(self) -> str:
         return f"<CertificateAuthority {self.trust_domain} root serial {self.root.serial_number:x}>"
@@ -201,6 +227,69 @@ class CertificateAuthority:
         self._key = key
         if self.directory is not None:
             self.save()
+
+    def issued(self, cert: x509.Certificate) -> bool:
+        """Whether ``cert`` carries this CA's signature (current or previous root), at any time
+        (an expired SVID is still one this CA issued)."""
+        for root in self.bundle.roots:
+            try:
+                cert.verify_directly_issued_by(root)
+            except (ValueError, TypeError, InvalidSignature):
+                continue
+            return True
+        return False
+
+    def _assignment_file(self, directory: Path) -> Path | None:
+        if self.directory is None:
+            return None
+        digest = hashlib.sha256(_where(directory).encode()).hexdigest()[:32]
+        return self.directory / ASSIGNED / f"{digest}.json"
+
+    def assign(
+        self, directory: Path, spiffe_id: str | SpiffeId, dns_names: Sequence[str] = ()
+    ) -> Assignment:
+        """Record that the SVID directory ``directory`` is for ``spiffe_id`` with ``dns_names``
+        (replacing an earlier record)."""
+        record = Assignment(_where(directory), str(spiffe_id), tuple(dns_names))
+        path = self._assignment_file(directory)
+        if path is None:
+            self._assigned[record.directory] = record
+            return record
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        text = json.dumps(
+            {"directory": record.directory, "spiffe_id": record.spiffe_id,
+             "dns_names": list(record.dns_names)},
+            indent=1,
+        )
+        write_private(path, text.encode())
+        return record
+
+    def assignment(self, directory: Path) -> Assignment | None:
+        """The recorded identity of ``directory``; None when there is no record. A record that
+        cannot be read raises ``FailedPrecondition`` (never treated as "no record")."""
+        path = self._assignment_file(directory)
+        if path is None:
+            return self._assigned.get(_where(directory))
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise FailedPrecondition(f"cannot read {path}: {exc.strerror}") from None
+        try:
+            data = json.loads(raw)
+            record = Assignment(
+                str(data["directory"]), str(data["spiffe_id"]),
+                tuple(str(name) for name in data["dns_names"]),
+            )
+        except (ValueError, KeyError, TypeError):
+            record = None
+        if record is None or record.directory != _where(directory):
+            raise FailedPrecondition(
+                f"{path} (the identity record of {directory}) is damaged: re-issue the SVID "
+                f"with 'nsmctl ca issue --out {directory}', which rewrites it"
+            )
+        return record
 
     def issue(
         self,

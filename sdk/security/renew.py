@@ -5,8 +5,24 @@ and pick up new ones without a restart; this module is what writes the new ones,
 lab that uses the built-in CA (where SPIRE is used, its agent does this job).
 
 Contract of :func:`renew_due`: every directory under ``root`` (searched recursively) that holds
-an ``svid.crt`` is checked, in two steps so that a root rotation never breaks a handshake or a
-path token:
+an ``svid.crt`` is checked. First, that the agent may touch it at all — it re-issues only what
+the CA issued, only to whom the CA issued it:
+
+* ``svid.crt`` must carry the CA's signature (current or previous root; expired is fine). A
+  self-signed or foreign certificate claiming any identity is refused;
+* ``svid.key`` must be the private key of that certificate. Certificates are public: a copy of
+  another component's certificate in a directory of one's own does not make the agent hand out
+  a fresh key for that component's identity;
+* the certificate's SPIFFE ID and DNS names must be those recorded for the directory
+  (:meth:`sdk.security.ca.CertificateAuthority.assignment`): ``nsmctl ca issue --out DIR``
+  records them; a directory without a record (SVIDs written by other tools, such as the lab's)
+  is recorded on the first pass that finds a certificate passing the two checks above, and held
+  to it from then on. A mismatch (say, a valid certificate of another identity copied over the
+  directory's own) is refused. Re-issuing always uses the recorded names.
+
+A refused directory is left untouched, logged as a warning with the reason and the fix, and
+reported as a ``refused`` :class:`Renewal`. The rest goes in two steps so that a root rotation
+never breaks a handshake or a path token:
 
 1. if its ``bundle.pem`` is not the CA's current bundle (the root was rotated), only the bundle
    is replaced (it holds the new and the previous root, so the old SVID stays valid) — every
@@ -31,14 +47,17 @@ from pathlib import Path
 
 import structlog
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 
-from sdk.errors import FabricError
-from sdk.security.ca import CertificateAuthority
+from sdk.errors import FabricError, PermissionDenied
+from sdk.security.ca import Assignment, CertificateAuthority
 from sdk.security.svid import (
     BUNDLE_FILE,
     CERT_FILE,
-    dns_sans,
+    KEY_FILE,
     load_certificates,
+    load_private_key,
+    server_names,
     spiffe_id_of,
     write_public,
     write_svid,
@@ -56,7 +75,45 @@ class Renewal:
     directory: Path
     spiffe_id: str
     not_after: float
-    what: str = "svid"  # or "bundle": only the trust bundle was replaced
+    what: str = "svid"  # "bundle": only the trust bundle was replaced; "refused": nothing done
+    reason: str = ""  # why it was refused
+
+
+class Refused(PermissionDenied):
+    """The agent may not re-issue the SVID of a directory (see the module docstring)."""
+
+
+def _check(ca: CertificateAuthority, directory: Path, leaf: x509.Certificate) -> Assignment:
+    """The identity to re-issue ``directory``'s SVID to, or :class:`Refused` with the reason."""
+    fix = f"remove it, or issue a real one with 'nsmctl ca issue --out {directory}'"
+    if not ca.issued(leaf):
+        raise Refused(
+            f"{directory / CERT_FILE} is not signed by this CA ({ca.trust_domain}): a forged or "
+            f"foreign certificate is never re-issued; {fix}"
+        )
+    key_file = directory / KEY_FILE
+    key = load_private_key(key_file.read_bytes(), str(key_file))
+    public = leaf.public_key()
+    if not isinstance(public, ec.EllipticCurvePublicKey) or (
+        public.public_numbers() != key.public_key().public_numbers()
+    ):
+        raise Refused(
+            f"{key_file} is not the key of {directory / CERT_FILE}: only the holder of a "
+            f"certificate's key gets it re-issued (a copied certificate does not count); {fix}"
+        )
+    ident, names = str(spiffe_id_of(leaf)), tuple(server_names(leaf))
+    record = ca.assignment(directory)
+    if record is None:
+        record = ca.assign(directory, ident, names)
+        _log.info("svid directory assigned", directory=str(directory), spiffe_id=ident,
+                  dns_names=list(names), how="first CA-issued certificate seen")
+    if (ident, set(names)) != (record.spiffe_id, set(record.dns_names)):
+        raise Refused(
+            f"{directory / CERT_FILE} is for {ident} {sorted(names)} but {directory} is assigned "
+            f"to {record.spiffe_id} {sorted(record.dns_names)}: not re-issued; if the change is "
+            f"intended, issue it with 'nsmctl ca issue --out {directory}' (which records it)"
+        )
+    return record
 
 
 def _issued_by(cert: x509.Certificate, root: x509.Certificate) -> bool:
@@ -88,6 +145,7 @@ def renew_due(
         directory = cert_file.parent
         try:
             leaf = load_certificates(cert_file.read_bytes(), str(cert_file))[0]
+            record = _check(ca, directory, leaf)
             bundle_file = directory / BUNDLE_FILE
             bundle_pem = bundle_file.read_bytes() if bundle_file.is_file() else b""
             if bundle_pem != ca.bundle.pem():
@@ -99,8 +157,12 @@ def renew_due(
                 continue
             if not _due(leaf, ca, at, fraction):
                 continue
-            svid = ca.issue(spiffe_id_of(leaf), dns_sans(leaf), ttl, now=at)
+            svid = ca.issue(record.spiffe_id, record.dns_names, ttl, now=at)
             write_svid(directory, svid, ca.bundle)
+        except Refused as exc:
+            _log.warning("svid not renewed: refused", directory=str(directory), reason=str(exc))
+            renewed.append(Renewal(directory, _claimed(leaf), 0.0, "refused", str(exc)))
+            continue
         except (OSError, FabricError) as exc:
             _log.warning("cannot renew the SVID", directory=str(directory), error=str(exc))
             continue
@@ -108,6 +170,13 @@ def renew_due(
                   serial=f"{svid.serial:x}", not_after=svid.not_after)
         renewed.append(Renewal(directory, str(svid.spiffe_id), svid.not_after))
     return renewed
+
+
+def _claimed(leaf: x509.Certificate) -> str:
+    try:
+        return str(spiffe_id_of(leaf))
+    except FabricError:
+        return "(no SPIFFE ID)"
 
 
 async def keep_renewed(

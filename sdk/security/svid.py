@@ -56,6 +56,16 @@ def dns_sans(cert: x509.Certificate) -> list[str]:
     return _sans(cert, x509.DNSName)
 
 
+def server_names(cert: x509.Certificate) -> list[str]:
+    """The DNS names and IP addresses (as text) in ``cert``'s SANs: what to issue again."""
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return []
+    return [*ext.value.get_values_for_type(x509.DNSName),
+            *(str(ip) for ip in ext.value.get_values_for_type(x509.IPAddress))]
+
+
 def spiffe_id_of(cert: x509.Certificate) -> SpiffeId:
     """The SPIFFE ID of a leaf certificate; raises Unauthenticated unless it has exactly one."""
     uris = [u for u in uri_sans(cert) if u.startswith("spiffe://")]
