@@ -56,13 +56,18 @@ from forwarder.vwire import (
     validate,
 )
 from forwarder.wireguard import WireGuardBackend, generate_keypair
+from sdk.chain import Key, Values
 from sdk.errors import FabricError, InvalidArgument, NotFound, quoted
 from sdk.networkservice.core import NetworkServiceElement, NSCursor
 
 _log = structlog.get_logger("forwarder.xconnect")
 
-VWIRE, SPEC, KEYS, CLIENT_MECH = "vwire", "spec", "keys", "client_mechanism"
-LOST = "lost_vwire"
+#: Per-connection metadata this element keeps: the live vWire and what it was built from, the
+#: tunnel key pair, and a vWire set aside after its daemon could not be restarted.
+VWIRE: Key[VWire] = Key("xconnect.vwire")
+SPEC: Key[LocalVWireSpec | RemoteVWireSpec] = Key("xconnect.spec")
+KEYS: Key[tuple[str, str]] = Key("xconnect.keys")
+LOST: Key[VWire] = Key("xconnect.lost_vwire")
 
 
 @dataclass(frozen=True)
@@ -137,7 +142,7 @@ class Xconnect(NetworkServiceElement):
     def _vwire_id(self, conn: Connection) -> str:
         return f"{self.node.name}/{conn.id}"
 
-    def _keys(self, md: dict[str, Any]) -> tuple[str, str]:
+    def _keys(self, md: Values) -> tuple[str, str]:
         if KEYS not in md:
             md[KEYS] = generate_keypair()
         keys: tuple[str, str] = md[KEYS]
@@ -152,7 +157,7 @@ class Xconnect(NetworkServiceElement):
         return await self._client_side(request, next, md)
 
     async def _forward(
-        self, request: NetworkServiceRequest, next: NSCursor, md: dict[str, Any], vid: str,
+        self, request: NetworkServiceRequest, next: NSCursor, md: Values, vid: str,
         offer: list[Mechanism],
     ) -> Connection:
         """Send the request on offering ``offer``; a first request that fails frees its port."""
@@ -166,7 +171,7 @@ class Xconnect(NetworkServiceElement):
             raise
 
     async def _client_side(
-        self, request: NetworkServiceRequest, next: NSCursor, md: dict[str, Any]
+        self, request: NetworkServiceRequest, next: NSCursor, md: Values
     ) -> Connection:
         client = KernelMechanism.parse(_offered(request, is_kernel, "KERNEL"))
         if not client.netns_url:
@@ -226,7 +231,7 @@ class Xconnect(NetworkServiceElement):
         return await self._report(reply, vwire)
 
     async def _endpoint_side(
-        self, request: NetworkServiceRequest, next: NSCursor, md: dict[str, Any]
+        self, request: NetworkServiceRequest, next: NSCursor, md: Values
     ) -> Connection:
         near = WireguardMechanism.parse(
             _offered(request, is_wireguard, "WIREGUARD"), "mechanism_preferences[WIREGUARD]"
@@ -256,7 +261,7 @@ class Xconnect(NetworkServiceElement):
 
     def _remote_spec(
         self, vid: str, workload: Attachment, peer_key: str, peer_ip: str, peer_port: int,
-        peer_addresses: tuple[str, ...], port: int, md: dict[str, Any], mtu: int | None,
+        peer_addresses: tuple[str, ...], port: int, md: Values, mtu: int | None,
     ) -> RemoteVWireSpec:
         private, _ = self._keys(md)
         endpoint = (peer_ip, peer_port) if peer_ip and peer_port else None
@@ -273,7 +278,7 @@ class Xconnect(NetworkServiceElement):
 
     async def _program(
         self, spec: LocalVWireSpec | RemoteVWireSpec, reply: Connection, next: NSCursor,
-        md: dict[str, Any],
+        md: Values,
     ) -> VWire:
         current: VWire | None = md.get(VWIRE)
         if current is not None and _unchanged(md.get(SPEC), spec, current.mtu):
@@ -303,7 +308,7 @@ class Xconnect(NetworkServiceElement):
                   interfaces=[e.ifname for e in vwire.ends])
         return vwire
 
-    async def _track(self, vwire: VWire, spec: RemoteVWireSpec, md: dict[str, Any]) -> None:
+    async def _track(self, vwire: VWire, spec: RemoteVWireSpec, md: Values) -> None:
         """Register a remote vWire for restart recovery (best effort: never fails a request)."""
         if self.live is None:
             return
@@ -338,7 +343,7 @@ class Xconnect(NetworkServiceElement):
         return reply
 
     async def _abandon(
-        self, reply: Connection, next: NSCursor, md: dict[str, Any], vid: str
+        self, reply: Connection, next: NSCursor, md: Values, vid: str
     ) -> None:
         """The far side's answer cannot be used: close the rest of the path again and, on a first
         request, free the tunnel port (as :meth:`_forward` does when the request fails)."""

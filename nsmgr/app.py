@@ -1,15 +1,15 @@
-"""The nsmgr process: assembles its chains and serves them on a unix socket and on TCP.
+"""The nsmgr process: assembles the node manager's chains and serves them on a unix socket and
+on TCP.
 
-NetworkService chain: ``DefaultDeadline → [VerifyPath] → UpdatePath → Begin → Metadata → Timeout
-→ Monitor → When(first hop, Authorize) → SetExpiry → Route → [SignPathSegment] → Connect``.
-With an SVID directory, TCP (other nodes, a remote registry) is mTLS, pooled channels are renewed
-when the SVID rotates, and path tokens are required: every request must carry a valid signed
-path (clients, forwarders and endpoints need SVIDs too), and this hop signs its own segment for
-the next hop Route chose. Registry chains (for local endpoints, forwarders and NSM clients):
-``Validate → RecordPathIds → LocalForwarders → LocalEndpoints → RemoteRegistry`` for endpoints
-(``RecordPathIds`` appends this nsmgr's SPIFFE ID, so registrants and other nodes learn it),
-``Validate → RemoteRegistry`` for services. Also served: ``connection.MonitorConnection`` and
-gRPC health.
+NetworkService chain: :class:`sdk.chains.nsmgr.NodeManagerChain` (its docstring shows the
+elements). With an SVID directory, TCP (other nodes, a remote registry) is mTLS, pooled channels
+are renewed when the SVID rotates, and path tokens are required: every request must carry a valid
+signed path (clients, forwarders and endpoints need SVIDs too), and this hop signs its own
+segment for the next hop it chose. Registry chains (for local endpoints, forwarders and NSM
+clients): ``Validate → RecordPathIds → LocalForwarders → LocalEndpoints → RemoteRegistry`` for
+endpoints (``RecordPathIds`` appends this nsmgr's SPIFFE ID, so registrants and other nodes learn
+it), ``Validate → RemoteRegistry`` for services. Also served: ``connection.MonitorConnection``
+and gRPC health.
 
 Liveness: every local forwarder and endpoint is watched through its gRPC connection
 (:mod:`nsmgr.watchdog`). A dead forwarder is dropped and its connections are announced DOWN on
@@ -27,34 +27,21 @@ from pathlib import Path
 
 import grpc
 import structlog
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from api.proto.connection_pb2 import Connection
 from api.proto.registry_pb2 import NetworkService, NetworkServiceEndpoint
-from nsmgr.discover import EndpointChooser, make_policy
 from nsmgr.endpoints import LocalEndpoints
 from nsmgr.forwarders import LocalForwarders
-from nsmgr.route import Route
 from nsmgr.settings import NsmgrSettings
 from nsmgr.upstream import RemoteLossWatch
 from nsmgr.watchdog import PeerWatch
+from sdk.chains.nsmgr import NodeManagerChain, NodeManagerParts
+from sdk.chains.server import ServerOptions, add_chain_services
 from sdk.channels import ChannelPool, insecure_factory
 from sdk.errors import FabricError, InvalidArgument
 from sdk.grpcutil import ListenAddress, parse_address, serve, stop
 from sdk.limits import InFlightLimit, limited_server
-from sdk.networkservice.authorize import Authorize
-from sdk.networkservice.begin import Begin
-from sdk.networkservice.client import Connect
-from sdk.networkservice.core import NetworkServiceChain
-from sdk.networkservice.deadline import DefaultDeadline
-from sdk.networkservice.expiry import SetExpiry
-from sdk.networkservice.metadata import Metadata
-from sdk.networkservice.monitor import Monitor, add_monitor
-from sdk.networkservice.server import add_network_service
-from sdk.networkservice.timeout import Timeout
-from sdk.networkservice.token import SignPathSegment, VerifyPath
-from sdk.networkservice.updatepath import UpdatePath
-from sdk.networkservice.when import When, first_hop
+from sdk.networkservice.monitor import Monitor
 from sdk.registry.client import RemoteRegistry
 from sdk.registry.core import RegistryChain
 from sdk.registry.kinds import ENDPOINT, SERVICE
@@ -64,7 +51,6 @@ from sdk.registry.validate import Validate
 from sdk.security.policy import load_policy
 from sdk.security.source import FileSvidSource
 from sdk.security.tls import SecureChannelFactory, server_credentials
-from sdk.select.breaker import CircuitBreaker
 
 _log = structlog.get_logger("nsmgr")
 
@@ -116,44 +102,26 @@ class Nsmgr:
             ],
             config.trace,
         )
-        self.breaker = CircuitBreaker()
-        self.route = Route(
-            EndpointChooser(
-                self.services_upstream,
-                self.endpoints_upstream,
-                make_policy(config.select_policy, lambda n: self.route.load.get(n, 0),
-                            self.breaker),
-                self.breaker,
-            ),
-            self.endpoints_upstream,
-            self.local_endpoints,
-            self.forwarders,
-        )
         self.monitor = Monitor()
-        self.timeout = Timeout()
-        verify = [VerifyPath(self.svids)] if self.svids else []
-        sign = [SignPathSegment(self.svids, lifetime=config.token_lifetime)] if self.svids else []
-        self.chain = NetworkServiceChain(
-            [
-                DefaultDeadline(config.request_timeout),
-                *verify,
-                UpdatePath(self.name),
-                Begin(),
-                Metadata(),
-                self.timeout,
-                self.monitor,
-                When(first_hop, Authorize(load_policy(config.policy or None))),
-                SetExpiry(config.token_lifetime),
-                self.route,
-                *sign,
-                Connect(self.pool),
-            ],
-            trace=config.trace,
-        )
-        self.timeout.bind(self.chain.run_close)
-        self.watch = PeerWatch(self.pool)
         self.remote_losses = RemoteLossWatch(self.pool, self.monitor)
-        self.route.on_remote = self.remote_losses.follow
+        self.node_manager = NodeManagerChain(
+            ServerOptions(self.name, self.svids, config.request_timeout, self.monitor,
+                          config.trace),
+            NodeManagerParts(
+                pool=self.pool,
+                forwarders=self.forwarders,
+                local_endpoints=self.local_endpoints,
+                services=self.services_upstream,
+                endpoints=self.endpoints_upstream,
+                authorization=load_policy(config.policy or None),
+                select_policy=config.select_policy,
+                token_lifetime=config.token_lifetime,
+                on_remote=self.remote_losses.follow,
+            ),
+        )
+        self.chain = self.node_manager.chain
+        self.breaker = self.node_manager.breaker
+        self.watch = PeerWatch(self.pool)
         self.forwarders.on_change = self._forwarder_changed
         self.local_endpoints.on_change = self._endpoint_changed
         self._server: grpc.aio.Server | None = None
@@ -206,12 +174,8 @@ class Nsmgr:
 
     async def start(self) -> None:
         server, self.limit = limited_server(self.config.max_in_flight_per_peer)
-        add_network_service(server, self.chain)
-        add_monitor(server, self.monitor)
+        await add_chain_services(server, self.chain, self.monitor)
         add_registry(server, self.services, self.endpoints)
-        health_servicer = health.aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
         credentials = server_credentials(self.svids) if self.svids else None
         self.bound = await serve(server, self.addresses, self.config.insecure, credentials)
         self._server = server
@@ -225,7 +189,7 @@ class Nsmgr:
         self.monitor.end_all()
         await self.watch.close()
         await self.remote_losses.close()
-        await self.timeout.stop()
+        await self.node_manager.timeout.stop()
         if self._server is not None:
             await stop(self._server, self.bound, grace)
             self._server = None

@@ -6,8 +6,11 @@ together with a cursor one step further on, which the element calls to continue.
 act before and after that call, replace the argument, or not continue at all.
 
 Every call carries one :class:`CallContext` through the whole chain: the deadline, the peer,
-per-connection metadata and the logger. With ``trace=True`` the cursor logs each element's entry,
-exit, duration and error at debug level, so no element needs its own tracing code.
+per-connection metadata and the values elements hand to each other. Both are :class:`Values`:
+maps from typed :class:`Key` objects, each defined by the module of the element that writes it,
+so a reader names the writer by importing its key and the type checker knows what it gets.
+With ``trace=True`` the cursor logs each element's entry, exit, duration and error at debug
+level, so no element needs its own tracing code.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, Generic, Self, TypeVar, overload
 
 import structlog
 
@@ -25,21 +28,77 @@ E = TypeVar("E")
 T = TypeVar("T")
 
 
+class Key(Generic[T]):
+    """The typed name of one fact that elements share through :class:`Values`.
+
+    Define a key once, as a module constant next to the element that writes the fact
+    (``NEXT_HOP_ID: Key[str] = Key("next_hop_id")``); readers import it from there. Keys compare
+    by identity: two keys with the same name are different facts.
+    """
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"Key({self.name!r})"
+
+
+class Values:
+    """A map from :class:`Key` to the key's type: ``values[KEY] = v``, ``values.get(KEY)``."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self) -> None:
+        self._items: dict[Key[Any], Any] = {}
+
+    def __getitem__(self, key: Key[T]) -> T:
+        value: T = self._items[key]
+        return value
+
+    def __setitem__(self, key: Key[T], value: T) -> None:
+        self._items[key] = value
+
+    def __contains__(self, key: Key[Any]) -> bool:
+        return key in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k.name}={v!r}" for k, v in self._items.items())
+        return f"Values({inner})"
+
+    @overload
+    def get(self, key: Key[T]) -> T | None: ...
+    @overload
+    def get(self, key: Key[T], default: T) -> T: ...
+    def get(self, key: Key[T], default: T | None = None) -> T | None:
+        value: T | None = self._items.get(key, default)
+        return value
+
+    def pop(self, key: Key[T], default: T | None = None) -> T | None:
+        """Remove the fact and return it (``default`` when it was not there)."""
+        value: T | None = self._items.pop(key, default)
+        return value
+
+
 @dataclass
 class CallContext:
     """What travels with one call through a chain.
 
     ``deadline`` is a ``time.monotonic()`` instant or None; ``peer`` names the caller as the
     transport saw it (a SPIFFE ID once mTLS is on, else the transport address); ``metadata`` is the
-    per-connection store filled by the metadata element; ``values`` is free space for elements that
-    must hand something to a later element in the same call.
+    per-connection store filled by the metadata element; ``values`` holds what an element hands
+    to a later element in the same call.
     """
 
     deadline: float | None = None
     peer: str = ""
     trace: bool = False
-    metadata: dict[str, Any] = field(default_factory=dict)
-    values: dict[str, Any] = field(default_factory=dict)
+    metadata: Values = field(default_factory=Values)
+    values: Values = field(default_factory=Values)
 
     def remaining(self) -> float | None:
         """Seconds left before the deadline (None when there is none); raises when it passed."""
@@ -69,6 +128,11 @@ class Cursor(Generic[E]):
         self._elements = elements
         self._index = index
         self.ctx = ctx
+
+    def through(self, elements: Sequence[E]) -> Self:
+        """A cursor that runs ``elements`` first and then continues where this one points (for
+        elements that choose among sub-chains, such as a switch)."""
+        return type(self)((*elements, *self._elements[self._index:]), 0, self.ctx)
 
     def _step(self) -> tuple[E, Self]:
         """The element at this position and a cursor at the next one."""

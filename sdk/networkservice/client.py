@@ -1,19 +1,24 @@
 """Client adapter ``Connect``: forwards a request to the next hop over gRPC.
 
 Contract: the target is ``url`` when given, else ``ctx.values[CLIENT_URL]`` set by an element in
-front (discover/select/route); a request without a target raises
+front (the forwarder or endpoint choice); a request without a target raises
 :class:`sdk.errors.FailedPrecondition`. The call carries the remaining deadline (propagated hop
 by hop); the remote's answer is returned with the path index and id put back to this hop's; a
-failed call raises the :class:`sdk.errors.FabricError` matching its status. Close goes to the
-same kind of target. Channels come from a :class:`sdk.channels.ChannelPool`. Terminal: place it
-last.
+failed call raises the :class:`sdk.errors.FabricError` matching its status. A close goes to
+``url``, else to where the connection's last request went; a connection that never went anywhere
+has nothing downstream to close. Channels come from a :class:`sdk.channels.ChannelPool`.
+Terminal: place it last.
 
-Behind ``Metadata`` (per-connection ``ctx.metadata``) it also remembers where each connection
-went and what it got back. When a refresh goes to another target while its path still continues
-to the previous one (an element in front changed its mind, or the caller changed the request so
-that it did), the connection at the previous target is closed first (best effort, with the
-connection as that target returned it, so its tokens are the ones it knows) and the path is cut
-after this hop: the new target starts a fresh connection and nothing is left at the old one.
+Behind ``Metadata`` (per-connection ``ctx.metadata``) it remembers where each connection went and
+what it got back, and it is the one element that **leaves the previous next hop**: when a request
+goes to another target than the last one, for another endpoint, or with a rebuild asked for
+(``ctx.values[REBUILD]``: a heal or a retry in front), while its path still continues past this
+hop, the connection at the previous target is closed first (best effort, with the connection as
+that target returned it, so its tokens are the ones it knows). When that close went through, or
+the endpoint changed, the path is cut after this hop: the next hops start a fresh connection
+with fresh ids. When it could not be closed (its hop died) and the endpoint is the same, the path
+is kept: the hops that still hold the connection update it in place under the same ids instead
+of keeping an orphan until it expires.
 """
 
 from __future__ import annotations
@@ -24,14 +29,17 @@ import structlog
 from api.proto import networkservice_pb2_grpc
 from api.proto.connection_pb2 import Connection
 from api.proto.networkservice_pb2 import NetworkServiceRequest
+from sdk.chain import Key
 from sdk.channels import ChannelPool
 from sdk.errors import FabricError, FailedPrecondition
 from sdk.grpcutil import fabric_error
 from sdk.networkservice.core import NetworkServiceElement, NSCursor
+from sdk.networkservice.rebuild import REBUILD
 
-CLIENT_URL = "client_url"
-#: Metadata key: ``(target, connection as the target returned it)`` of the last success.
-SENT = "connect_sent"
+#: Where to send the request next, set by the element in front that chose the next hop.
+CLIENT_URL: Key[str] = Key("connect.client_url")
+#: Metadata: ``(target, connection as the target returned it)`` of the last success.
+SENT: Key[tuple[str, Connection]] = Key("connect.sent")
 
 _log = structlog.get_logger("sdk.connect")
 
@@ -54,19 +62,27 @@ class Connect(NetworkServiceElement):
 
     async def _leave_previous(self, request: NetworkServiceRequest, url: str,
                               next: NSCursor) -> None:
-        """Close the connection at the previous target if this refresh goes elsewhere."""
-        sent: tuple[str, Connection] | None = next.ctx.metadata.get(SENT)
-        path = request.connection.path
-        if sent is None or sent[0] == url or len(path.path_segments) <= path.index + 1:
+        """Leave the previous next hop when this request does not continue there (see the
+        module docstring)."""
+        sent = next.ctx.metadata.get(SENT)
+        conn = request.connection
+        path = conn.path
+        if sent is None or len(path.path_segments) <= path.index + 1:
             return
         old_url, old = sent
+        moved = old.network_service_endpoint_name != conn.network_service_endpoint_name
+        if old_url == url and not moved and not next.ctx.values.get(REBUILD):
+            return
         try:
             await self._close_at(old_url, old, next)
+            closed = True
         except FabricError as exc:
             _log.info("closing the connection at the previous next hop failed",
                       target=old_url, error=str(exc))
-        del path.path_segments[path.index + 1 :]
-        next.ctx.metadata.pop(SENT, None)
+            closed = False
+        next.ctx.metadata.pop(SENT)
+        if closed or moved:
+            del path.path_segments[path.index + 1 :]
 
     async def request(self, request: NetworkServiceRequest, next: NSCursor) -> Connection:
         url = self._target(next)
@@ -87,7 +103,11 @@ class Connect(NetworkServiceElement):
         return conn
 
     async def close(self, conn: Connection, next: NSCursor) -> None:
-        await self._close_at(self._target(next), conn, next)
+        sent = next.ctx.metadata.get(SENT)
+        url = self.url or (sent[0] if sent is not None else None)
+        if url is None:
+            return  # the connection never went anywhere from here: nothing to close downstream
+        await self._close_at(url, conn, next)
 
     async def _close_at(self, url: str, conn: Connection, next: NSCursor) -> None:
         try:

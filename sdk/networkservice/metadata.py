@@ -1,10 +1,12 @@
 """Element ``Metadata``: a per-connection dictionary that lives from first request to close.
 
-Contract: while a request or close is inside the chain, ``next.ctx.metadata`` is the dictionary of
-that connection id, the same object on every refresh, so elements behind it can keep what they
-must undo later (keys, interface names, allocated addresses). A failed first request drops the
-dictionary again; a close drops it after the elements behind it ran, even if they failed.
-Place it right after ``Begin`` (and so behind ``UpdatePath``: the path index is this hop's).
+Contract: while a request or close is inside the chain, ``next.ctx.metadata`` is the
+:class:`sdk.chain.Values` of that connection id, the same object on every refresh, so elements
+behind it can keep what they must undo later (keys, interface names, allocated addresses). A failed
+first request drops the dictionary again; a close drops it after the elements behind it ran, even
+if they failed. Place it right after ``Begin`` (and so behind ``UpdatePath``: the path index is
+this hop's).
+
 
 It also keeps the connection on the path it was built on: the segments after this hop's (the
 hops this one chose downstream) are remembered from each successful reply, and a later request or
@@ -16,10 +18,9 @@ request), or close nothing while forgetting the connection (a close).
 
 from __future__ import annotations
 
-from typing import Any
-
 from api.proto.connection_pb2 import Connection, PathSegment
 from api.proto.networkservice_pb2 import NetworkServiceRequest
+from sdk.chain import Values
 from sdk.networkservice.core import NetworkServiceElement, NSCursor
 
 
@@ -27,13 +28,13 @@ class Metadata(NetworkServiceElement):
     """See the module docstring."""
 
     def __init__(self) -> None:
-        self._by_id: dict[str, dict[str, Any]] = {}
+        self._by_id: dict[str, Values] = {}
         self._downstream: dict[str, list[PathSegment]] = {}
 
     def __len__(self) -> int:
         return len(self._by_id)
 
-    def get(self, conn_id: str) -> dict[str, Any] | None:
+    def get(self, conn_id: str) -> Values | None:
         """The metadata of a live connection, or None."""
         return self._by_id.get(conn_id)
 
@@ -58,7 +59,7 @@ class Metadata(NetworkServiceElement):
         conn_id = request.connection.id
         index = request.connection.path.index
         first = conn_id not in self._by_id
-        next.ctx.metadata = self._by_id.setdefault(conn_id, {})
+        next.ctx.metadata = self._by_id.setdefault(conn_id, Values())
         self._continue_path(request.connection)
         try:
             reply = await next.request(request)
@@ -70,7 +71,7 @@ class Metadata(NetworkServiceElement):
         return reply
 
     async def close(self, conn: Connection, next: NSCursor) -> None:
-        next.ctx.metadata = self._by_id.get(conn.id, {})
+        next.ctx.metadata = self._by_id.get(conn.id, Values())
         self._continue_path(conn)
         try:
             await next.close(conn)

@@ -36,15 +36,19 @@ from collections.abc import Callable
 
 from api.proto.connection_pb2 import Connection
 from api.proto.networkservice_pb2 import NetworkServiceRequest
+from sdk.chain import Key
 from sdk.errors import FabricError, FailedPrecondition, PermissionDenied, Unauthenticated
 from sdk.networkservice.core import NetworkServiceElement, NSCursor
 from sdk.security import audit, token
 from sdk.security.peer import identity_of
 from sdk.security.source import SvidSource
 
-NEXT_HOP_ID = "next_hop_spiffe_id"
-CLIENT_ID = "client_spiffe_id"
-PATH_IDS = "path_spiffe_ids"
+#: The next hop's SPIFFE ID, set by the element that chose the next hop; the audience signed for.
+NEXT_HOP_ID: Key[str] = Key("next_hop_spiffe_id")
+#: The first subject of the verified path: the client the request started from.
+CLIENT_ID: Key[str] = Key("client_spiffe_id")
+#: Every subject of the verified path, in order (segments 0 .. this hop's previous one).
+PATH_IDS: Key[list[str]] = Key("path_spiffe_ids")
 
 Clock = Callable[[], float]
 Audience = str | Callable[[], str] | None
@@ -71,8 +75,7 @@ class SignPathSegment(NetworkServiceElement):
         if not audience:
             raise FailedPrecondition(
                 "cannot sign the path segment: the next hop's SPIFFE ID is unknown (it must "
-                "register with its SPIFFE ID in path_ids, i.e. run with an SVID; in code, set "
-                f"ctx.values[{NEXT_HOP_ID!r}] where the next hop is chosen)"
+                "register with its SPIFFE ID in path_ids, i.e. run with an SVID)"
             )
         path = request.connection.path
         if path.index >= len(path.path_segments):

@@ -18,9 +18,10 @@ import heapq
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from api.proto.registry_pb2 import NetworkService, NetworkServiceEndpoint
+from sdk.chain import Key
 from sdk.errors import NotFound
 from sdk.keyedlock import KeyedLock
 from sdk.registry.core import Event, Query, RegistryCursor, RegistryElement
@@ -29,7 +30,8 @@ from sdk.registry.store import Store, StoredRecord
 
 M = TypeVar("M", NetworkService, NetworkServiceEndpoint)
 
-UNREGISTERED = "unregistered"
+#: The record an unregister removed, for the watch element in front to announce.
+UNREGISTERED: Key[Any] = Key("persist.unregistered")
 
 
 def expiry_of(record: NetworkService | NetworkServiceEndpoint) -> float | None:

@@ -28,7 +28,7 @@ from fractions import Fraction
 from typing import Protocol
 
 from api.proto.registry_pb2 import NetworkServiceEndpoint
-from sdk.errors import NotFound
+from sdk.errors import InvalidArgument, NotFound
 from sdk.select.breaker import CircuitBreaker
 from sdk.select.match import WeightedCandidate
 
@@ -216,3 +216,20 @@ class Weighted(_FilteringPolicy):
         current[best.name] -= sum(c.weight for c in available)
         self._current[service_name] = current
         return best
+
+
+#: Endpoint selection policies by name.
+POLICIES = ("round-robin", "least-connections", "weighted")
+
+
+def make_policy(name: str, load: Callable[[str], int], breaker: CircuitBreaker) -> Policy:
+    """The selection policy called ``name`` (see POLICIES), skipping ejected endpoints."""
+    if name == "round-robin":
+        return RoundRobin(breaker=breaker)
+    if name == "least-connections":
+        return LeastConnections(load, breaker=breaker)
+    if name == "weighted":
+        return Weighted(breaker=breaker)
+    raise InvalidArgument(
+        "select_policy", f"{name!r} is unknown: use one of {', '.join(POLICIES)}"
+    )

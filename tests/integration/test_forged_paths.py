@@ -103,7 +103,8 @@ async def test_a_forwarder_hop_signed_by_a_workload_is_refused(signed_fabric: Fa
 
     for endpoint, service, why in [
         ("nse-a", "db", "signed by " + me),  # what it has already: the signer gives it away
-        ("nse-s", "secret", "no connection this nsmgr handed to it"),  # another endpoint
+        # another endpoint: a workload's signature on a relay's segment is refused first
+        ("nse-s", "secret", "which may not relay requests"),
     ]:
         forged = request_for(node, "c1", service, endpoint, path=[
             ("c1", conn.path.path_segments[0].id), ("nsmgr-n1", handed), ("forwarder-n1", "f")])

@@ -10,8 +10,9 @@ at three servers:
 * ``forwarder`` — n1's forwarder directly, as its nsmgr calls it (client side: KERNEL into the
   client's namespace, endpoint chosen; endpoint side: a WIREGUARD offer from another node). For
   the forwarder's request back to the nsmgr to be accepted, the harness plays the nsmgr's part
-  too: for the duration of the call, the nsmgr holds a handover (:mod:`nsmgr.handovers`) of the
-  request's current segment to ``forwarder-n1`` for the request's endpoint and service;
+  too: for the duration of the call, the nsmgr holds a handover
+  (:mod:`sdk.networkservice.handover`) of the request's current segment to ``forwarder-n1`` for the
+  request's endpoint and service;
 * ``nse`` — the reference endpoint ``nse-local`` directly.
 
 Requests start from a valid one and get hostile changes: huge strings and maps, odd CIDRs and IPs
@@ -70,8 +71,8 @@ from api.proto.connectioncontext_pb2 import IpNeighbor, Route
 from api.proto.networkservice_pb2 import NetworkServiceRequest
 from forwarder.wireguard import generate_keypair
 from forwarder.xconnect import Xconnect
-from nsmgr.handovers import Handover
 from sdk.networkservice.begin import Begin
+from sdk.networkservice.handover import Handover
 from sdk.networkservice.metadata import Metadata
 from sdk.networkservice.timeout import Timeout
 from tests.integration.background import BackgroundLoop
@@ -189,10 +190,10 @@ class ServedFabric:
             state[f"{node.name} wireguard"] = (sorted(wireguard.where), sorted(wireguard.peers))
             state[f"{node.name} nsmgr"] = chain_state(
                 node.nsmgr.chain.elements, sorted(node.nsmgr.monitor.connections),
-                {name: n for name, n in node.nsmgr.route.load.items() if n},
+                dict(node.nsmgr.node_manager.load.counts),
                 # a hostile request is the caller's fault: it must not get an endpoint ejected
                 {name: node.nsmgr.breaker.state(name).value for name in SERVICES},
-                len(node.nsmgr.route.handovers),
+                len(node.nsmgr.node_manager.handovers),
             )
             xconnect = next(e for e in node.forwarder.chain.elements if isinstance(e, Xconnect))
             state[f"{node.name} forwarder"] = chain_state(
@@ -228,7 +229,7 @@ class ServedFabric:
         assert nsmgr is not None
         path, conn = request.connection.path, request.connection
         own = path.path_segments[path.index].id if path.index < len(path.path_segments) else ""
-        return nsmgr.route.handovers.hand(own, Handover(
+        return nsmgr.node_manager.handovers.hand(own, Handover(
             "forwarder-n1", conn.network_service_endpoint_name, conn.network_service))
 
     def start_call(self, target: str, method: str, message: Any) -> tuple[Any, Callable[[], None]]:

@@ -9,6 +9,7 @@ import structlog
 
 from api.proto.connection_pb2 import Connection
 from api.proto.networkservice_pb2 import NetworkServiceRequest
+from sdk.chain import CallContext, Key, Values
 from sdk.errors import InvalidArgument, NotFound
 from sdk.networkservice.begin import Begin
 from sdk.networkservice.core import NetworkServiceChain, NetworkServiceElement, NSCursor
@@ -80,18 +81,19 @@ async def test_begin_rejects_a_request_without_id() -> None:
 
 async def test_metadata_lives_from_request_to_close() -> None:
     metadata = Metadata()
-    stored: list[dict[str, object]] = []
+    stored: list[Values] = []
+    calls: Key[int] = Key("calls")
 
-    def keep(request: NetworkServiceRequest, ctx: object) -> None:
-        md = getattr(ctx, "metadata")  # noqa: B009
-        md["calls"] = int(md.get("calls", 0)) + 1
-        stored.append(md)
+    def keep(request: NetworkServiceRequest, ctx: CallContext) -> None:
+        ctx.metadata[calls] = ctx.metadata.get(calls, 0) + 1
+        stored.append(ctx.metadata)
 
     chain = NetworkServiceChain([metadata, Check(keep)])
     conn = await chain.run_request(req("m"))
     await chain.run_request(req("m"))
-    assert stored[0] is stored[1] and stored[0]["calls"] == 2
-    assert metadata.get("m") == {"calls": 2}
+    assert stored[0] is stored[1] and stored[0][calls] == 2
+    kept = metadata.get("m")
+    assert kept is not None and kept[calls] == 2 and len(kept) == 1
     await chain.run_close(conn)
     assert metadata.get("m") is None and len(metadata) == 0
 
