@@ -11,6 +11,7 @@ node and gives a hint for every failure.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -37,6 +38,7 @@ from sdk.nsmurl import parse
 from sdk.registry.client import RemoteRegistry
 from sdk.registry.core import Query, RegistryChain
 from sdk.registry.kinds import ENDPOINT
+from sdk.security.policy import AUTHORIZATION_HEALTH, authorization_state
 from sdk.security.redact import redact_tokens
 
 CLIENTS_DIR = Path("/var/run/vwire/clients")
@@ -194,14 +196,49 @@ def _probe(url: str, timeout: float) -> bool:
         return False
 
 
-def check(ctx: typer.Context, nsmgr: NsmgrOpt = DEFAULT_NSMGR) -> None:
-    """Verify this node: components up, data plane, registry, WireGuard, MTU (with hints)."""
+async def _enforces_policy(url: str, timeout: float) -> bool | None:
+    """Whether the nsmgr at ``url`` reports (health of :data:`AUTHORIZATION_HEALTH`) that it
+    enforces a policy; None when it does not say."""
+    async with channel(url) as ch:
+        try:
+            reply = await health_pb2_grpc.HealthStub(ch).Check(
+                health_pb2.HealthCheckRequest(service=AUTHORIZATION_HEALTH), timeout=timeout
+            )
+        except grpc.aio.AioRpcError:
+            return None
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def _authorization(nsmgr: str, nsmgr_up: bool, policy: str | None, timeout: float) -> str:
+    """The authorization line of ``check``: what the nsmgr reports, else the configured file."""
+    reported = run(_enforces_policy(nsmgr, timeout)) if nsmgr_up else None
+    if reported is True:
+        return f"ok   authorization: {nsmgr} enforces a policy file"
+    state, text = authorization_state(policy)
+    if reported is False or state is None:
+        _, text = authorization_state(None)
+        where = f"{nsmgr} reports " if reported is False else ""
+        return f"WARN authorization: OFF: {where}{text}"
+    return f"{'ok  ' if state else 'FAIL'} authorization: {text}"
+
+
+PolicyOpt = Annotated[str | None, typer.Option(
+    "--policy", envvar="VWIRE_NSMGR_POLICY", metavar="FILE",
+    help="the node's policy file, checked when nsmgr does not report its own")]
+
+
+def check(ctx: typer.Context, nsmgr: NsmgrOpt = DEFAULT_NSMGR, policy: PolicyOpt = None) -> None:
+    """Verify this node: components up, data plane, registry, WireGuard, MTU, authorization
+    (with hints)."""
     timeout = options(ctx).timeout
     registry = options(ctx).registry
     wg_go = shutil.which("wireguard-go")
     kernel_wg = Path("/sys/module/wireguard").exists()
     nsmgr_up = _probe(nsmgr, timeout)
-    forwarders = run(_node_state(nsmgr, timeout))["forwarders"] if nsmgr_up else []
+    forwarders: list[dict[str, Any]] = []
+    if nsmgr_up:  # an nsmgr that cannot list them shows as "no forwarder" below
+        with contextlib.suppress(grpc.aio.AioRpcError, TimeoutError):
+            forwarders = run(_node_state(nsmgr, timeout))["forwarders"]
     mtus = [f"{f['name']}: underlay {f.get('underlay-interface', '?')}" for f in forwarders]
     checks = [  # (what, passed, shown when it passed, hint when it failed)
         ("WireGuard", bool(wg_go or kernel_wg),
@@ -219,7 +256,12 @@ def check(ctx: typer.Context, nsmgr: NsmgrOpt = DEFAULT_NSMGR) -> None:
     ]
     for what, passed, shown, hint in checks:
         emit(f"{'ok  ' if passed else 'FAIL'} {what}: {shown if passed else hint}")
-    if not all(passed for _, passed, _, _ in checks):
+    authorization = _authorization(nsmgr, nsmgr_up, policy, timeout)
+    emit(authorization)
+    if authorization.startswith("WARN"):
+        typer.echo("WARNING: authorization is OFF on this node: any local process may use any "
+                   "network service and register any endpoint", err=True)
+    if not all(passed for _, passed, _, _ in checks) or authorization.startswith("FAIL"):
         raise typer.Exit(1)
 
 

@@ -4,11 +4,17 @@ Servers turn :class:`sdk.errors.FabricError` into the status its class names, wi
 unchanged; any other exception becomes INTERNAL with a generic message (the traceback goes to the
 log, never to the caller). Clients turn a failed call back into the matching ``FabricError`` so
 chains see one exception tree whether an element is local or remote.
+
+A request body gRPC cannot decode is answered by gRPC itself (UNKNOWN, "Error parsing message")
+before any fabric code runs; gRPC logs it with a traceback, which anyone able to connect could
+use to flood the log. Importing this module installs a filter (:class:`OneLineDecodeErrors`) that
+turns those records into one line: a warning naming the method and the parse error.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,6 +25,7 @@ from urllib.parse import urlsplit
 
 import grpc
 import structlog
+from google.protobuf.message import DecodeError
 
 from sdk import errors
 from sdk.chain import CallContext
@@ -43,6 +50,42 @@ _BY_CODE: dict[grpc.StatusCode, type[errors.FabricError]] = {
         errors.DataplaneError,
     )
 }
+
+
+#: gRPC's loggers that report an undecodable message with a traceback (aio and sync servers).
+DECODE_LOGGERS = ("grpc._cython.cygrpc", "grpc._common")
+_SHOWN = 200  # characters of a parse error kept in the line
+
+
+class OneLineDecodeErrors(logging.Filter):
+    """Rewrite gRPC's "cannot decode this message" records into one warning line without the
+    traceback; every other record passes unchanged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if not isinstance(error, DecodeError):
+            return True
+        text = record.getMessage()
+        method = text.partition("method [")[2].partition("]")[0] or "a method"
+        reason = " ".join(str(error).split())[:_SHOWN]
+        record.msg = "malformed request to %s refused: %s"
+        record.args = (method, reason)
+        record.exc_info = None
+        record.exc_text = None
+        record.stack_info = None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+def quiet_decode_errors() -> None:
+    """Install :class:`OneLineDecodeErrors` on gRPC's loggers (idempotent)."""
+    for name in DECODE_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, OneLineDecodeErrors) for f in logger.filters):
+            logger.addFilter(OneLineDecodeErrors())
+
+
+quiet_decode_errors()
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,12 @@ first allowing rule wins. :meth:`Policy.explain` / :meth:`Policy.explain_registr
 :class:`Decision` with the rule and a reason naming the identities. :class:`PolicyFile` re-reads
 its file when it changes (checked on use, at most every ``poll`` seconds); a broken new version is
 logged and the previous policy stays in force. :data:`ALLOW_ALL` is the policy without a file.
+
+Without a file nothing is authorized at all, so :func:`load_policy` says so loudly at start (a
+warning whose event begins with "AUTHORIZATION IS OFF", with the fix), and
+:func:`authorization_state` gives the one line ``nsmctl check`` shows for a node. A process can
+publish whether it enforces a policy as the gRPC health of service :data:`AUTHORIZATION_HEALTH`
+(SERVING: a policy file is in force; NOT_SERVING: allow-all), which ``nsmctl check`` asks first.
 """
 
 from __future__ import annotations
@@ -337,10 +343,53 @@ class PolicyFile:
                   registrations=len(self._policy.registrations))
 
 
+#: gRPC health service name under which a process reports whether it enforces a policy.
+AUTHORIZATION_HEALTH = "vwire.authorization"
+
+ALLOW_ALL_EFFECT = (
+    "every client may request every network service and every endpoint may register every "
+    "service"
+)
+ALLOW_ALL_WARNING = f"AUTHORIZATION IS OFF: no policy file, so {ALLOW_ALL_EFFECT}"
+POLICY_FIX = (
+    "write a policy (example: docs/examples/policy.yaml) and start nsmgr and the registry "
+    "with --policy FILE"
+)
+
+
+def enforcing(source: PolicySource) -> bool:
+    """Whether ``source`` enforces a policy (False: allow-all, no file)."""
+    return source.policy().enforcing
+
+
 def load_policy(path: Path | str | None, poll: float = 1.0) -> PolicySource:
-    """The policy source for a process: the file, or allow-all (said in the log) without one."""
+    """The policy source for a process: the file, or allow-all (said loudly in the log)."""
     if not path:
-        _log.warning("no authorization policy file: every client may request every service and "
-                     "every endpoint may register every service (allow all)")
+        _log.warning(ALLOW_ALL_WARNING, authorization="off", fix=POLICY_FIX)
         return StaticPolicy(ALLOW_ALL)
     return PolicyFile(Path(path), poll)
+
+
+def authorization_state(path: str | None) -> tuple[bool | None, str]:
+    """What ``nsmctl check`` says about policy file ``path`` (None: none configured):
+    (True: enforced, None: off — allow all, False: the file is broken; the line to show)."""
+    if not path:
+        return None, f"no policy file, so {ALLOW_ALL_EFFECT}; {POLICY_FIX}"
+    try:
+        file = Path(path)
+        try:
+            data = file.read_bytes()
+        except OSError as exc:
+            raise InvalidArgument(path, f"cannot be read ({exc.strerror})") from None
+        if len(data) > MAX_FILE:
+            raise InvalidArgument(path, f"must be at most {MAX_FILE} bytes")
+        try:
+            policy = parse_policy(data.decode("utf-8"), path)
+        except UnicodeDecodeError:
+            raise InvalidArgument(path, "must be UTF-8 text") from None
+    except InvalidArgument as exc:
+        return False, f"policy file {exc}: fix it (nsmctl policy check --policy {path} ...)"
+    return True, (
+        f"{path}: {len(policy.requests)} request and {len(policy.registrations)} registration "
+        "rules; everything else is denied"
+    )

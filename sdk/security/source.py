@@ -9,8 +9,12 @@ each change, in whatever thread noticed it; they must not block.
 
 Implementations here (a SPIRE Workload API source would be a third):
 - :class:`FileSvidSource` reads ``svid.crt``/``svid.key``/``bundle.pem`` from a directory and
-  re-reads them when their size, inode or modification time changes (it checks on ``current()``,
+  re-reads them when their size, inode or change time (ctime) changes (it checks on ``current()``,
   at most every ``poll`` seconds); a half-written or mismatched set keeps the previous material.
+  Files others could tamper with (:func:`sdk.security.svid.check_svid_files`: a key readable by
+  group or others, a bundle writable by them or owned by another user) are refused: at start
+  with ``FailedPrecondition`` naming the file and the fix, later by keeping the previous
+  material and logging the reason.
 - :class:`CaSvidSource` issues its own SVIDs from an in-process
   :class:`sdk.security.ca.CertificateAuthority` and issues a fresh one once ``renew_fraction``
   (default 50%) of the current one's lifetime has passed, on the next ``current()``.
@@ -31,7 +35,15 @@ import structlog
 from sdk.errors import FabricError, Unauthenticated
 from sdk.security.ca import DEFAULT_SVID_TTL, CertificateAuthority
 from sdk.security.spiffe import SpiffeId
-from sdk.security.svid import BUNDLE_FILE, CERT_FILE, KEY_FILE, Svid, TrustBundle, read_svid
+from sdk.security.svid import (
+    BUNDLE_FILE,
+    CERT_FILE,
+    KEY_FILE,
+    Svid,
+    TrustBundle,
+    check_svid_files,
+    read_svid,
+)
 
 _log = structlog.get_logger("sdk.security")
 
@@ -120,10 +132,12 @@ class FileSvidSource(_Publisher):
         return f"<FileSvidSource {self.directory}>"
 
     def _stat(self) -> tuple[tuple[int, int, int], ...]:
+        # ctime changes with the content and with chmod/chown too (re-checked by the guard).
         stamps = []
-        for name in (CERT_FILE, KEY_FILE, BUNDLE_FILE):
-            st = os.stat(self.directory / name)
-            stamps.append((st.st_ino, st.st_size, st.st_mtime_ns))
+        for path in (self.directory, *(self.directory / n for n in (CERT_FILE, KEY_FILE,
+                                                                     BUNDLE_FILE))):
+            st = os.stat(path)
+            stamps.append((st.st_ino, st.st_size, st.st_ctime_ns))
         return tuple(stamps)
 
     def _reload(self, force: bool = False) -> None:
@@ -131,6 +145,7 @@ class FileSvidSource(_Publisher):
             stamp = self._stat()
             if stamp == self._stamp and not force:
                 return
+            check_svid_files(self.directory)
             svid, bundle = read_svid(self.directory)
         except (OSError, FabricError) as exc:
             if force:

@@ -10,12 +10,17 @@ Contract:
   domain; it returns the ID or raises :class:`sdk.errors.Unauthenticated` with the reason.
 - :func:`write_svid` / :func:`read_svid` store an SVID as ``svid.crt`` (chain), ``svid.key``
   (mode 0600) and ``bundle.pem`` in one directory, each replaced atomically.
+- :func:`check_svid_files` refuses a directory others could tamper with: ``svid.key`` readable
+  by group or others, or any of the files or the directory writable by group or others or owned
+  by someone other than root or this process's user (whoever can write ``bundle.pem`` decides
+  whom the process trusts). ``FailedPrecondition`` names the file and the ``chmod``/``chown``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+import stat
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
@@ -27,7 +32,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
-from sdk.errors import InvalidArgument, Unauthenticated
+from sdk.errors import FailedPrecondition, InvalidArgument, Unauthenticated
 from sdk.security.spiffe import SpiffeId
 
 CERT_FILE = "svid.crt"
@@ -252,6 +257,36 @@ def write_svid(directory: Path, svid: Svid, bundle: TrustBundle) -> None:
     write_private(directory / KEY_FILE, svid.key_pem())
     write_public(directory / CERT_FILE, svid.chain_pem())
     write_public(directory / BUNDLE_FILE, bundle.pem())
+
+
+def _owner_ok(st: os.stat_result) -> bool:
+    return st.st_uid in (0, os.geteuid())
+
+
+def check_svid_files(directory: Path) -> None:
+    """Refuse an SVID directory that others could read the key of or tamper with (see the
+    module docstring); missing files are :func:`read_svid`'s business."""
+    for path in (directory, *(directory / n for n in (CERT_FILE, KEY_FILE, BUNDLE_FILE))):
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            continue
+        mode = stat.S_IMODE(st.st_mode)
+        if not _owner_ok(st):
+            raise FailedPrecondition(
+                f"{path} is owned by uid {st.st_uid}, who could replace this process's identity "
+                f"or trust bundle: chown {os.geteuid()} {path} (root or this process's user)"
+            )
+        if mode & 0o022:
+            raise FailedPrecondition(
+                f"{path} is writable by group or others (mode {mode:04o}), who could replace "
+                f"this process's identity or trust bundle: chmod go-w {path}"
+            )
+        if path.name == KEY_FILE and path.parent == directory and mode & 0o077:
+            raise FailedPrecondition(
+                f"{path} is readable by group or others (mode {mode:04o}): chmod 600 {path}, "
+                "and re-issue the SVID ('nsmctl ca issue'), since its key may have leaked"
+            )
 
 
 def read_svid(directory: Path) -> tuple[Svid, TrustBundle]:
