@@ -1,9 +1,9 @@
 """The forwarder process: its NetworkService chain, registration with nsmgr, start-up sweep.
 
-Chain: ``[VerifyPath] → UpdatePath → Begin → Metadata → Timeout → SetExpiry → Xconnect →
-[SignPathSegment] → Connect(nsmgr)``; the bracketed elements run with an SVID directory: then
-requests must carry a valid signed path, and this hop signs its segment for its nsmgr, whose
-SPIFFE ID it learns from the registration reply (``path_ids[-1]``).
+Chain: the server prefix (:class:`sdk.chains.server.ServerChain`), then ``SetExpiry → Xconnect →
+[SignPathSegment] → Connect(nsmgr)``; with an SVID directory requests must carry a valid signed
+path, and this hop signs its segment for its nsmgr, whose SPIFFE ID it learns from the
+registration reply (``path_ids[-1]``).
 On start the forwarder detects the WireGuard backend and the underlay, removes the vWires a
 previous run of the same forwarder left behind, serves on its unix socket, and registers itself
 with nsmgr (as an endpoint of the reserved service ``forwarder``) every few seconds, so a
@@ -19,7 +19,6 @@ from pathlib import Path
 
 import grpc
 import structlog
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from api.proto.registry_pb2 import NetworkServiceEndpoint
 from forwarder.kernel import KernelPort
@@ -30,18 +29,14 @@ from forwarder.underlay import detect_underlay
 from forwarder.vwire import sweep
 from forwarder.wireguard import UserspaceBackend, WireGuardBackend, describe
 from forwarder.xconnect import Node, Xconnect
+from sdk.chains.server import ServerChain, ServerOptions, add_chain_services
 from sdk.channels import ChannelPool
 from sdk.grpcutil import ListenAddress, parse_address, serve, stop
 from sdk.limits import new_server
-from sdk.networkservice.begin import Begin
 from sdk.networkservice.client import Connect
 from sdk.networkservice.core import NetworkServiceChain
 from sdk.networkservice.expiry import SetExpiry
-from sdk.networkservice.metadata import Metadata
-from sdk.networkservice.server import add_network_service
-from sdk.networkservice.timeout import Timeout
-from sdk.networkservice.token import SignPathSegment, VerifyPath
-from sdk.networkservice.updatepath import UpdatePath
+from sdk.networkservice.token import SignPathSegment
 from sdk.registry.client import RemoteRegistry
 from sdk.registry.core import RegistryChain
 from sdk.registry.keepalive import KeepRegistered
@@ -66,7 +61,7 @@ class Forwarder:
         self.pool = ChannelPool()
         self.svids = FileSvidSource(Path(config.svid_dir)) if config.svid_dir else None
         self.address: ListenAddress = parse_address(config.listen, "listen")
-        self.timeout = Timeout()
+        self.server_chain: ServerChain | None = None
         self.chain: NetworkServiceChain | None = None
         self._server: grpc.aio.Server | None = None
         self.dataplane: dict[str, str] = {}
@@ -96,31 +91,22 @@ class Forwarder:
             self.recovery.attach(self.backend)
         xconnect = Xconnect(self.kernel, self.backend, node, PortPool(parse_range(
             self.config.port_range)), live)
-        verify = [VerifyPath(self.svids)] if self.svids else []
         sign = (
             [SignPathSegment(self.svids, self._nsmgr_id, self.config.token_lifetime)]
             if self.svids else []
         )
-        self.chain = NetworkServiceChain(
+        self.server_chain = ServerChain(
+            ServerOptions(self.name, self.svids, trace=self.config.trace),
             [
-                *verify,
-                UpdatePath(self.name),
-                Begin(),
-                Metadata(),
-                self.timeout,
                 SetExpiry(self.config.token_lifetime),
                 xconnect,
                 *sign,
                 Connect(self.pool, self.config.nsmgr),
             ],
-            trace=self.config.trace,
         )
-        self.timeout.bind(self.chain.run_close)
+        self.chain = self.server_chain.chain
         server = new_server()
-        add_network_service(server, self.chain)
-        health_servicer = health.aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+        await add_chain_services(server, self.chain)
         await serve(server, [self.address], insecure_tcp=False)
         self._server = server
         self._registration = KeepRegistered(
@@ -151,7 +137,8 @@ class Forwarder:
         if self._server is not None:
             await stop(self._server, [self.address], grace)
             self._server = None
-        await self.timeout.stop()
+        if self.server_chain is not None:
+            await self.server_chain.timeout.stop()
         if self.recovery is not None:
             await self.recovery.close()
             self.recovery = None

@@ -1,8 +1,8 @@
 """The reference endpoint process.
 
-Chain: ``[VerifyPath] → UpdatePath → Begin → Metadata → Timeout → Monitor → Ipam → AcceptKernel``
-(with an SVID directory, every request must carry a valid signed path ending with this endpoint's
-SPIFFE ID, which it registers in ``path_ids``). It serves
+Chain: :class:`sdk.chains.endpoint.EndpointChain` with ``Ipam → AcceptKernel`` (with an SVID
+directory, every request must carry a valid signed path ending with this endpoint's SPIFFE ID,
+which it registers in ``path_ids``; with a policy file, only the clients it allows). It serves
 ``networkservice.NetworkService`` (and monitoring) on its unix socket, registers itself with the
 node's nsmgr for its services and labels (refreshed; the nsmgr rewrites the URL so other nodes
 reach it through the nsmgr), registers each service it provides if the registry does not know it
@@ -26,25 +26,19 @@ from api.proto.connectioncontext_pb2 import DNSConfig
 from api.proto.registry_pb2 import NetworkService, NetworkServiceEndpoint, NetworkServiceLabels
 from nse.kernel import AcceptKernel
 from nse.settings import NseSettings
+from sdk.chains.endpoint import EndpointChain
+from sdk.chains.server import ServerOptions, add_chain_services
 from sdk.channels import ChannelPool
 from sdk.errors import InvalidArgument
 from sdk.grpcutil import parse_address, serve, stop
 from sdk.ipam import PointToPointIpam
 from sdk.limits import new_server
-from sdk.networkservice.begin import Begin
-from sdk.networkservice.core import NetworkServiceChain
 from sdk.networkservice.ipam import Ipam
-from sdk.networkservice.metadata import Metadata
-from sdk.networkservice.monitor import Monitor, add_monitor
-from sdk.networkservice.server import add_network_service
-from sdk.networkservice.services import ServesOnly
-from sdk.networkservice.timeout import Timeout
-from sdk.networkservice.token import VerifyPath
-from sdk.networkservice.updatepath import UpdatePath
 from sdk.registry.client import RemoteRegistry
 from sdk.registry.core import Query, RegistryChain
 from sdk.registry.keepalive import KeepRegistered
 from sdk.registry.kinds import ENDPOINT, SERVICE
+from sdk.security.policy import load_policy
 from sdk.security.source import FileSvidSource
 
 _log = structlog.get_logger("nse")
@@ -81,21 +75,15 @@ class Endpoint:
             if config.dns_servers
             else []
         )
-        self.timeout = Timeout()
-        self.monitor = Monitor()
         self.svids = FileSvidSource(Path(config.svid_dir)) if config.svid_dir else None
-        self.chain = NetworkServiceChain([
-            *([VerifyPath(self.svids)] if self.svids else []),
-            UpdatePath(self.name),
-            ServesOnly(config.services),
-            Begin(),
-            Metadata(),
-            self.timeout,
-            self.monitor,
-            Ipam(self.ipam, config.routes, dns),
-            AcceptKernel(self.netns),
-        ])
-        self.timeout.bind(self.chain.run_close)
+        self.endpoint = EndpointChain(
+            ServerOptions(self.name, self.svids),
+            config.services,
+            [Ipam(self.ipam, config.routes, dns), AcceptKernel(self.netns)],
+            load_policy(config.policy or None),
+        )
+        self.chain = self.endpoint.chain
+        self.monitor = self.endpoint.monitor
         nsmgr = self.pool.get(config.nsmgr)
         self.services: RegistryChain[NetworkService] = RegistryChain(
             [RemoteRegistry(SERVICE, nsmgr)]
@@ -125,8 +113,7 @@ class Endpoint:
 
     async def start(self) -> None:
         server = new_server()
-        add_network_service(server, self.chain)
-        add_monitor(server, self.monitor)
+        await add_chain_services(server, self.chain, self.monitor)
         await serve(server, [self.listen], insecure_tcp=False)
         self._server = server
         try:
@@ -150,7 +137,7 @@ class Endpoint:
                 self._command.kill()
                 await self._command.wait()
         self.monitor.end_all()
-        await self.timeout.stop()
+        await self.endpoint.timeout.stop()
         if self._server is not None:
             await stop(self._server, [self.listen], 1.0)
             self._server = None

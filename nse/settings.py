@@ -27,5 +27,8 @@ class NseSettings:
     svid_dir: str = setting(
         "", "directory with svid.crt, svid.key and bundle.pem: requests must carry signed paths"
     )
+    policy: str = setting(
+        "", "authorization policy file: which clients may use its services (default: all)"
+    )
     register_interval: float = setting(10.0, "seconds between registration refreshes")
     log_level: str = setting("info", "debug, info, warning or error")
