@@ -6,7 +6,10 @@ checks the chain of signatures before it.
     with this process's SVID: subject = own SPIFFE ID, audience = the next hop's SPIFFE ID
     (``audience`` when given — a string, or a function asked at each request — else
     ``ctx.values[NEXT_HOP_ID]`` set by the element that chose the next hop), bound to the
-    segment's id and to the previous segment's token. Sets the segment's
+    segment's id, to the previous segment's token and its subject (``psub``), and to what this
+    hop decided: the request's network service and labels (``req``, :func:`request_binding`) and
+    the mechanism preferences it sends on (``mech``, :func:`mechanisms_binding`) — so place it
+    after every element that changes them (right before ``Connect``). Sets the segment's
     ``token`` and ``expires`` (= min(lifetime, SVID expiry): the time by which the connection must
     be refreshed). Without an audience it raises :class:`sdk.errors.FailedPrecondition`. Close
     passes through.
@@ -21,20 +24,29 @@ checks the chain of signatures before it.
     workloads prove themselves with the token alone; the socket's file mode guards who may
     connect); in-process calls (empty peer) always are. On success ``ctx.values[CLIENT_ID]`` is
     the first subject (the client the request started from) and ``ctx.values[PATH_IDS]`` all
-    subjects. Close runs the same checks but accepts expired tokens and does not insist on the
-    binding to the previous token (an upstream hop may have re-signed since this hop's segment
-    was signed, e.g. when nsmgr closes an old path during a refresh), so a connection can always
-    be closed by the hop that holds it; a close made inside this process (empty peer: a timeout,
-    a dead endpoint) is not checked. Failures raise ``Unauthenticated``/``PermissionDenied``
-    with the reason (and are counted as ``kind="token"`` denials); nothing behind it runs.
+    subjects. A request must also carry what its tokens bind: every token's ``req`` must match
+    the request's network service and labels, and the last token's ``mech`` the mechanism
+    preferences received (each hop binds what it sent; earlier hops' preferences were checked
+    where they arrived) — so a token replayed with another namespace, interface, service or labels
+    is refused. Tokens without these claims bind nothing but their own signer's requests.
+    Close runs the same checks (not the request bindings: a close carries no preferences) but
+    accepts tokens expired up to :data:`sdk.security.token.CLOSE_GRACE` (the signer's certificate
+    checked no earlier than that) and a token not chained to the token now before it if it was
+    signed after a segment of the same signer (``psub`` equals that segment's subject: an
+    upstream hop re-signed since, e.g. when nsmgr closes an old path during a refresh), so the hop
+    that holds a connection can always close it but nobody can splice another's token behind a
+    segment of their own; a close made inside this process (empty peer: a timeout, a dead
+    endpoint) is not checked. Failures raise ``Unauthenticated``/``PermissionDenied`` with the
+    reason (and are counted as ``kind="token"`` denials); nothing behind it runs.
 """
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
-from api.proto.connection_pb2 import Connection
+from api.proto.connection_pb2 import Connection, Mechanism
 from api.proto.networkservice_pb2 import NetworkServiceRequest
 from sdk.chain import Key
 from sdk.errors import FabricError, FailedPrecondition, PermissionDenied, Unauthenticated
@@ -52,6 +64,21 @@ PATH_IDS: Key[list[str]] = Key("path_spiffe_ids")
 
 Clock = Callable[[], float]
 Audience = str | Callable[[], str] | None
+
+
+def _digest(doc: object) -> str:
+    return token.token_hash(json.dumps(doc, separators=(",", ":"), ensure_ascii=False))
+
+
+def request_binding(conn: Connection) -> str:
+    """The ``req`` claim for ``conn``: a hash of its network service and labels."""
+    return _digest([conn.network_service, sorted(conn.labels.items())])
+
+
+def mechanisms_binding(preferences: Iterable[Mechanism]) -> str:
+    """The ``mech`` claim: a hash of the mechanism preferences in order (class, type and every
+    parameter: for KERNEL the namespace ``inodeURL`` and the interface ``name``)."""
+    return _digest([[m.cls, m.type, sorted(m.parameters.items())] for m in preferences])
 
 
 class SignPathSegment(NetworkServiceElement):
@@ -84,10 +111,22 @@ class SignPathSegment(NetworkServiceElement):
         previous = path.path_segments[path.index - 1].token if path.index > 0 else ""
         material = self.source.current()
         segment.token, expires = token.sign(
-            material.svid, audience, segment.id, previous, self.lifetime, self.clock()
+            material.svid, audience, segment.id, previous, self.lifetime, self.clock(),
+            request=request_binding(request.connection),
+            mechanisms=mechanisms_binding(request.mechanism_preferences),
+            previous_subject=self._previous_subject(next, path.index, previous),
         )
         segment.expires.FromSeconds(int(expires))
         return await next.request(request)
+
+    @staticmethod
+    def _previous_subject(next: NSCursor, index: int, previous: str) -> str:
+        """Who signed the segment before this hop's: as VerifyPath found it, else as the token
+        says (it came through VerifyPath or from this process)."""
+        subjects = next.ctx.values.get(PATH_IDS)
+        if isinstance(subjects, list) and len(subjects) == index:
+            return str(subjects[-1])
+        return token.unverified_subject(previous) if previous else ""
 
 
 class VerifyPath(NetworkServiceElement):
@@ -100,7 +139,10 @@ class VerifyPath(NetworkServiceElement):
         self.trust_unix_peers = trust_unix_peers
         self.clock = clock
 
-    def _verify(self, conn: Connection, peer: str, closing: bool) -> list[str]:
+    def _verify(
+        self, conn: Connection, peer: str, request: NetworkServiceRequest | None
+    ) -> list[str]:
+        closing = request is None
         segments = conn.path.path_segments
         index = conn.path.index
         if not segments or index >= len(segments):
@@ -111,6 +153,7 @@ class VerifyPath(NetworkServiceElement):
         now = self.clock()
         subjects: list[str] = []
         previous: token.Claims | None = None
+        bound = ""  # request_binding(conn), computed when a token asks for it
         for i in range(index + 1):
             segment = segments[i]
             if not segment.token:
@@ -129,9 +172,27 @@ class VerifyPath(NetworkServiceElement):
                     f"path segment {i} is signed by {claims.subject} but segment {i - 1} was "
                     f"handed to {previous.audience}: broken chain",
                 )
+            if closing:
+                _chained_for_close(claims, i, segments[i - 1].token if i else "", previous)
+            elif claims.request:
+                bound = bound or request_binding(conn)
+                if claims.request != bound:
+                    raise PermissionDenied(
+                        f"path token of {claims.subject} (segment {i}) was signed for another "
+                        "network service or other labels than this request carries (replayed?): "
+                        "a token is valid only for the request it was signed for"
+                    )
             subjects.append(claims.subject)
             previous = claims
         assert previous is not None
+        if request is not None and previous.mechanisms and previous.mechanisms != (
+            mechanisms_binding(request.mechanism_preferences)
+        ):
+            raise PermissionDenied(
+                f"path token of {previous.subject} was signed for other mechanism preferences "
+                "(namespace, interface or parameters) than this request carries (replayed?): "
+                "a token is valid only for the request it was signed for"
+            )
         own = str(material.spiffe_id)
         if previous.audience != own:
             raise PermissionDenied(
@@ -149,9 +210,11 @@ class VerifyPath(NetworkServiceElement):
             )
         return subjects
 
-    def _check(self, conn: Connection, next: NSCursor, closing: bool) -> None:
+    def _check(
+        self, conn: Connection, next: NSCursor, request: NetworkServiceRequest | None
+    ) -> None:
         try:
-            subjects = self._verify(conn, next.ctx.peer, closing)
+            subjects = self._verify(conn, next.ctx.peer, request)
         except FabricError as exc:
             audit.record("token", str(exc), peer=next.ctx.peer)
             raise
@@ -159,10 +222,27 @@ class VerifyPath(NetworkServiceElement):
         next.ctx.values[PATH_IDS] = subjects
 
     async def request(self, request: NetworkServiceRequest, next: NSCursor) -> Connection:
-        self._check(request.connection, next, closing=False)
+        self._check(request.connection, next, request)
         return await next.request(request)
 
     async def close(self, conn: Connection, next: NSCursor) -> None:
         if next.ctx.peer:  # else closed by this process itself (timeout, heal)
-            self._check(conn, next, closing=True)
+            self._check(conn, next, None)
         await next.close(conn)
+
+
+def _chained_for_close(
+    claims: token.Claims, i: int, previous_token: str, previous: token.Claims | None
+) -> None:
+    """A close's segment ``i`` must chain to the token before it, or have been signed after a
+    segment of the same signer (that hop re-signed since): see the module docstring."""
+    if claims.previous == token.token_hash(previous_token):
+        return
+    if previous is not None and claims.previous_subject == previous.subject:
+        return
+    raise PermissionDenied(
+        f"path token of {claims.subject} (segment {i}) does not chain to the token before it, "
+        "nor was it signed after a segment of "
+        f"{previous.subject if previous else 'nobody'}: a close must carry the path as the "
+        "closing hop holds it"
+    )

@@ -6,11 +6,21 @@ first hop). The protected header carries the signer's certificate chain (``x5c``
 any hop can check the signer against its own trust bundle without a key directory.
 
 Contract:
-- :func:`sign` makes a token whose expiry is ``min(now + lifetime, SVID expiry)``.
+- :func:`sign` makes a token whose expiry is ``min(now + lifetime, SVID expiry)``, with a low-S
+  signature. Optional claims bind the token to what its signer decided: ``req`` (a hash of the
+  request's network service and labels), ``mech`` (a hash of the mechanism preferences the signer
+  sent) and ``psub`` (the subject of the segment before, for closes: see
+  :mod:`sdk.networkservice.token`); this module carries them, the elements compute and compare.
 - :func:`verify` accepts only ``alg: ES256`` compact tokens of at most :data:`MAX_TOKEN` bytes
-  with a well-formed header and claims; the ``x5c`` chain must verify against the bundle at ``now``
-  and its SPIFFE ID must equal ``sub``; the signature must verify with the leaf's key; ``now`` must
-  lie in ``[iat - skew, exp)`` (unless ``allow_expired``). Every failure raises
+  in canonical base64url (no padding, no stray bits: one token text per signed content), whose
+  header and claims are JSON objects of at most :data:`MAX_NESTING` brackets with times that are
+  finite numbers in ``[0, MAX_TIME]`` and no ``NaN``/``Infinity``; the ``x5c`` chain must verify
+  against the bundle at ``now`` and its SPIFFE ID must equal ``sub``; ``exp`` must not outlive the
+  signer's certificate; the signature must verify with the leaf's key and be low-S (``s <= n/2``,
+  so ``(r, n - s)`` is no second valid text); ``now`` must lie in ``[iat - skew, exp)``. With
+  ``allow_expired`` (closes) a token may be expired for at most :data:`CLOSE_GRACE` seconds and the
+  signer's chain is checked at ``max(iat, now - CLOSE_GRACE)`` — never at an ``iat`` older than
+  that, so back-dating a token signed after the SVID expired does not help. Every failure raises
   :class:`sdk.errors.Unauthenticated` (cannot tell who signed, or the proof is stale) or
   :class:`sdk.errors.PermissionDenied` (a valid token used where it does not belong: other
   audience, other connection segment, other previous token) with the reason. Token text never
@@ -50,6 +60,17 @@ MAX_TOKEN = 16 * 1024
 MAX_CHAIN = 4
 DEFAULT_LIFETIME = 600.0
 DEFAULT_SKEW = 30.0
+#: How long after ``exp`` a token still closes its connection (timeouts close with tokens that
+#: just expired; a hop's own timer has closed the connection by then anyway).
+CLOSE_GRACE = 300.0
+#: Most ``{``/``[`` characters in a header or claims text (ours have 2 and 1): bounds the nesting
+#: before the JSON parser sees it.
+MAX_NESTING = 16
+#: Latest time a token may name (the end of year 9999, the last one datetime can express).
+MAX_TIME = 253402300799
+#: Order of the P-256 group: signatures must have ``0 < r, s < n`` and ``s <= n // 2``.
+_N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+_HALF_N = _N // 2
 _CURVE_BYTES = 32
 _DER = Encoding.DER
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
@@ -63,9 +84,14 @@ def _unb64url(text: str, what: str) -> bytes:
     if not _BASE64URL.fullmatch(text) or len(text) % 4 == 1:
         raise Unauthenticated(f"path token: {what} is not base64url")
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError):
         raise Unauthenticated(f"path token: {what} is not base64url") from None
+    if _b64url(data) != text:  # unused low bits set in the last character: another text
+        raise Unauthenticated(
+            f"path token: {what} is not in canonical base64url (unpadded, unused bits zero)"
+        )
+    return data
 
 
 def token_hash(token: str) -> str:
@@ -83,6 +109,12 @@ class Claims:
     previous: str
     issued_at: float
     expires_at: float
+    #: ``req``: hash of the request's network service and labels ("" when not bound).
+    request: str = ""
+    #: ``mech``: hash of the mechanism preferences the signer sent ("" when not bound).
+    mechanisms: str = ""
+    #: ``psub``: the subject of the segment before, as the signer saw it ("" for none).
+    previous_subject: str = ""
 
 
 def path_identities(tokens: Iterable[str]) -> set[str]:
@@ -101,6 +133,19 @@ def path_identities(tokens: Iterable[str]) -> set[str]:
     return found
 
 
+def unverified_subject(text: str) -> str:
+    """The ``sub`` claim of ``text`` — read, NOT verified ("" when there is none): only for a
+    token this process verified or signed itself."""
+    parts = text.split(".")
+    if len(parts) != 3 or len(text) > MAX_TOKEN:
+        return ""
+    try:
+        subject = _json_object(parts[1], "claims").get("sub")
+    except Unauthenticated:
+        return ""
+    return subject if isinstance(subject, str) else ""
+
+
 def sign(
     svid: Svid,
     audience: str,
@@ -108,9 +153,14 @@ def sign(
     previous_token: str = "",
     lifetime: float = DEFAULT_LIFETIME,
     now: float | None = None,
+    *,
+    request: str = "",
+    mechanisms: str = "",
+    previous_subject: str = "",
 ) -> tuple[str, float]:
     """A token for ``segment_id`` from this SVID's owner to ``audience``; returns it and its
-    expiry (Unix time)."""
+    expiry (Unix time). ``request``, ``mechanisms`` and ``previous_subject`` become the ``req``,
+    ``mech`` and ``psub`` claims when given."""
     issued = time.time() if now is None else now
     expires = min(issued + lifetime, svid.not_after)
     header = {
@@ -126,6 +176,9 @@ def sign(
         "iat": int(issued),
         "exp": int(expires),
     }
+    for name, value in (("req", request), ("mech", mechanisms), ("psub", previous_subject)):
+        if value:
+            claims[name] = value
     signing_input = (
         _b64url(json.dumps(header, separators=(",", ":")).encode())
         + "."
@@ -133,33 +186,57 @@ def sign(
     )
     der = svid.key.sign(signing_input.encode("ascii"), ec.ECDSA(hashes.SHA256()))
     r, s = decode_dss_signature(der)
+    if s > _HALF_N:  # (r, s) and (r, n - s) both verify: only the low one is accepted
+        s = _N - s
     signature = r.to_bytes(_CURVE_BYTES, "big") + s.to_bytes(_CURVE_BYTES, "big")
     return f"{signing_input}.{_b64url(signature)}", float(int(expires))
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def _json_object(part: str, what: str) -> dict[str, Any]:
+    raw = _unb64url(part, what)
+    if raw.count(b"{") + raw.count(b"[") > MAX_NESTING:
+        raise Unauthenticated(
+            f"path token: {what} holds more than {MAX_NESTING} objects and arrays (too deep)"
+        )
     try:
-        value = json.loads(_unb64url(part, what))
-    except (ValueError, UnicodeDecodeError):
+        value = json.loads(raw, parse_constant=_no_constant)
+    except (ValueError, UnicodeDecodeError):  # also: integers beyond Python's digit limit
         raise Unauthenticated(f"path token: {what} is not JSON") from None
     if not isinstance(value, dict):
         raise Unauthenticated(f"path token: {what} is not a JSON object")
     return value
 
 
+def _string(payload: dict[str, Any], key: str, required: bool = True) -> str:
+    value = payload.get(key, None if required else "")
+    if not isinstance(value, str):
+        raise Unauthenticated(f"path token: claim {key!r} must be a string")
+    return value
+
+
+def _time(payload: dict[str, Any], key: str) -> float:
+    value = payload.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise Unauthenticated(f"path token: claim {key!r} must be a number (Unix time)")
+    # Comparisons first: int() of 10**400 is fine, float() of it raises; NaN fails both.
+    if not 0 <= value <= MAX_TIME:
+        raise Unauthenticated(
+            f"path token: claim {key!r} must be a Unix time between 0 and {MAX_TIME}"
+        )
+    return float(value)
+
+
 def _claims(payload: dict[str, Any]) -> Claims:
-    strings = {k: payload.get(k) for k in ("sub", "aud", "cid", "prev")}
-    numbers = {k: payload.get(k) for k in ("iat", "exp")}
-    for key, value in strings.items():
-        if not isinstance(value, str):
-            raise Unauthenticated(f"path token: claim {key!r} must be a string")
-    for key, value in numbers.items():
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise Unauthenticated(f"path token: claim {key!r} must be a number")
     return Claims(
-        subject=str(strings["sub"]), audience=str(strings["aud"]), segment_id=str(strings["cid"]),
-        previous=str(strings["prev"]), issued_at=float(numbers["iat"]),  # type: ignore[arg-type]
-        expires_at=float(numbers["exp"]),  # type: ignore[arg-type]
+        subject=_string(payload, "sub"), audience=_string(payload, "aud"),
+        segment_id=_string(payload, "cid"), previous=_string(payload, "prev"),
+        issued_at=_time(payload, "iat"), expires_at=_time(payload, "exp"),
+        request=_string(payload, "req", False), mechanisms=_string(payload, "mech", False),
+        previous_subject=_string(payload, "psub", False),
     )
 
 
@@ -189,6 +266,7 @@ class _Signer:
     key: ec.EllipticCurvePublicKey
     valid_from: float
     valid_until: float
+    leaf_until: float
 
 
 # The same few SVIDs sign every token a process sees: their chains are verified once per bundle
@@ -197,16 +275,25 @@ _SIGNERS: OrderedDict[tuple[int, str], _Signer] = OrderedDict()
 _SIGNERS_KEPT = 256
 
 
+def _header(text: str) -> dict[str, Any]:
+    header = _json_object(text, "header")
+    if header.get("alg") != ALG:
+        raise Unauthenticated(f"path token: algorithm must be {ALG}")
+    return header
+
+
 def _signer(
-    header_text: str, header: dict[str, Any], bundle: TrustBundle, claims: Claims, at: float
-) -> tuple[str, ec.EllipticCurvePublicKey]:
-    """The SPIFFE ID and public key of the token's signer, its chain verified at ``at``."""
+    header_text: str, header: dict[str, Any] | None, bundle: TrustBundle, claims: Claims,
+    at: float,
+) -> _Signer:
+    """The token's signer (SPIFFE ID, public key, leaf expiry), its chain verified at ``at``;
+    ``header`` is the parsed ``header_text`` (None: parsed here unless remembered)."""
     key = (id(bundle), header_text)
     known = _SIGNERS.get(key)
     if known is not None and known.bundle is bundle and known.valid_from <= at < known.valid_until:
         _SIGNERS.move_to_end(key)
-        return known.spiffe_id, known.key
-    chain = _signer_chain(header)
+        return known
+    chain = _signer_chain(_header(header_text) if header is None else header)
     try:
         signer = bundle.verify(chain, now=at)
     except FabricError as exc:
@@ -215,14 +302,15 @@ def _signer(
     if not isinstance(public, ec.EllipticCurvePublicKey):
         raise Unauthenticated("path token: the signer's key is not an EC key")
     certificates = [*chain, *bundle.roots]
-    _SIGNERS[key] = _Signer(
+    known = _SIGNERS[key] = _Signer(
         bundle, str(signer), public,
         max(c.not_valid_before_utc.timestamp() for c in certificates),
         min(c.not_valid_after_utc.timestamp() for c in certificates),
+        chain[0].not_valid_after_utc.timestamp(),
     )
     if len(_SIGNERS) > _SIGNERS_KEPT:
         _SIGNERS.popitem(last=False)
-    return str(signer), public
+    return known
 
 
 def verify(
@@ -235,8 +323,10 @@ def verify(
     previous_token: str | None = None,
     allow_expired: bool = False,
     skew: float = DEFAULT_SKEW,
+    grace: float = CLOSE_GRACE,
 ) -> Claims:
-    """Verify ``token``; see the module docstring. The keyword checks run when given."""
+    """Verify ``token``; see the module docstring. The keyword checks run when given;
+    ``allow_expired`` accepts a token expired at most ``grace`` seconds ago (closes)."""
     at = time.time() if now is None else now
     if not token:
         raise Unauthenticated("path token: missing (the previous hop did not sign its segment)")
@@ -245,38 +335,53 @@ def verify(
     parts = token.split(".")
     if len(parts) != 3:
         raise Unauthenticated("path token: not a compact JWS (header.claims.signature)")
-    header = _json_object(parts[0], "header")
-    if header.get("alg") != ALG:
-        raise Unauthenticated(f"path token: algorithm must be {ALG}")
+    # A header text whose signer is remembered was parsed and checked when it was first seen.
+    header = None if (id(bundle), parts[0]) in _SIGNERS else _header(parts[0])
     payload = _json_object(parts[1], "claims")
     claims = _claims(payload)
-    signer, public = _signer(parts[0], header, bundle, claims,
-                             claims.issued_at if allow_expired else at)
-    if signer != claims.subject:
+    # A close may come with a token that expired a little ago: its signer's certificate is
+    # checked when the token was still good, but never earlier than the grace allows.
+    when = min(at, max(claims.issued_at, at - grace)) if allow_expired else at
+    signer = _signer(parts[0], header, bundle, claims, when)
+    if signer.spiffe_id != claims.subject:
         raise Unauthenticated(
-            f"path token: signed by {signer} but claims to be from {claims.subject!r}"
+            f"path token: signed by {signer.spiffe_id} but claims to be from {claims.subject!r}"
         )
     signature = _unb64url(parts[2], "signature")
     if len(signature) != 2 * _CURVE_BYTES:
         raise Unauthenticated("path token: ES256 signatures are 64 bytes")
-    der = encode_dss_signature(
-        int.from_bytes(signature[:_CURVE_BYTES], "big"),
-        int.from_bytes(signature[_CURVE_BYTES:], "big"),
-    )
+    r = int.from_bytes(signature[:_CURVE_BYTES], "big")
+    s = int.from_bytes(signature[_CURVE_BYTES:], "big")
+    if not (0 < r < _N and 0 < s <= _HALF_N):
+        raise Unauthenticated(
+            f"path token of {claims.subject}: signature is not in low-S form (s must be at most "
+            "n/2; the signer must normalise it)"
+        )
+    der = encode_dss_signature(r, s)
     try:
-        public.verify(der, f"{parts[0]}.{parts[1]}".encode("ascii"), ec.ECDSA(hashes.SHA256()))
+        signer.key.verify(der, f"{parts[0]}.{parts[1]}".encode("ascii"), ec.ECDSA(hashes.SHA256()))
     except InvalidSignature:
         raise Unauthenticated(
             f"path token of {claims.subject}: signature does not verify (forged or altered)"
         ) from None
-    if not allow_expired:
-        if at >= claims.expires_at:
-            raise Unauthenticated(
-                f"path token of {claims.subject} expired {at - claims.expires_at:.0f} s ago: "
-                "the connection must be refreshed"
-            )
-        if at < claims.issued_at - skew:
-            raise Unauthenticated(f"path token of {claims.subject} is issued in the future")
+    if claims.expires_at > signer.leaf_until:
+        raise Unauthenticated(
+            f"path token of {claims.subject} claims to outlive its signer's certificate "
+            "(tokens expire with the SVID that signs them)"
+        )
+    late = at - claims.expires_at
+    if late >= 0 and not allow_expired:
+        raise Unauthenticated(
+            f"path token of {claims.subject} expired {late:.0f} s ago: "
+            "the connection must be refreshed"
+        )
+    if late > grace:
+        raise Unauthenticated(
+            f"path token of {claims.subject} expired {late:.0f} s ago, longer than a close "
+            f"accepts ({grace:.0f} s): the connection has timed out at this hop already"
+        )
+    if at < claims.issued_at - skew:
+        raise Unauthenticated(f"path token of {claims.subject} is issued in the future")
     if audience is not None and claims.audience != audience:
         raise PermissionDenied(
             f"path token of {claims.subject} is for {claims.audience!r}, not {audience}"
