@@ -11,13 +11,24 @@ with every matching connection, then ``UPDATE``/``DELETE`` events as they happen
 matches when any of its path segment ids equals the id of a segment in the selector (NSM's
 semantics); an empty selector matches everything. A caller that connects over mTLS sees only the
 connections whose signed path names it (as a signer or an audience of a path token), so one
-node's nsmgr cannot watch another's unrelated connections; local callers (Unix socket, e.g.
-``nsmctl status``) see every connection.
+node's nsmgr cannot watch another's unrelated connections; such a caller holds those tokens
+anyway (they come back to it in every reply), so it gets them as they are. Local callers (Unix
+socket, e.g. ``nsmctl status``, a client watching its own connection) cannot be told apart, so
+they see every connection (or what their selector names) but never a token: each path
+segment's ``token`` is replaced by its fingerprint (``sha256:`` + 16 characters, as
+:mod:`sdk.security.redact` shows it), so a token seen by a local process cannot be replayed.
+
+Every subscriber has a bounded backlog: at most :data:`MAX_BACKLOG_EVENTS` events or
+:data:`MAX_BACKLOG_BYTES` bytes of events it wants but has not taken yet. One that falls further
+behind (a stream nobody reads) is cut: its stream ends with ``RESOURCE_EXHAUSTED`` naming the
+limit, its backlog is dropped at once, and it may subscribe again (it starts over with
+``INITIAL_STATE_TRANSFER``, as the clients and nsmgrs that follow monitors do when a stream ends).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -35,12 +46,19 @@ from api.proto.connection_pb2 import (
     MonitorScopeSelector,
 )
 from api.proto.networkservice_pb2 import NetworkServiceRequest
+from sdk.errors import ResourceExhausted
 from sdk.grpcutil import stream_edge
 from sdk.networkservice.core import NetworkServiceElement, NSCursor
 from sdk.security.peer import peer_spiffe_id
-from sdk.security.token import path_identities
+from sdk.security.redact import PREFIX
+from sdk.security.token import path_identities, token_hash
 
 Context = grpc.aio.ServicerContext[Any, Any]
+
+#: Most events one subscriber may have waiting.
+MAX_BACKLOG_EVENTS = 1024
+#: Most bytes (serialized size) of events one subscriber may have waiting.
+MAX_BACKLOG_BYTES = 16 * 1024 * 1024
 
 
 def _matches(selector: MonitorScopeSelector, conn: Connection) -> bool:
@@ -48,19 +66,78 @@ def _matches(selector: MonitorScopeSelector, conn: Connection) -> bool:
     return not wanted or any(segment.id in wanted for segment in conn.path.path_segments)
 
 
+class _Subscriber:
+    """One stream's backlog: the events it wants, bounded (see the module docstring)."""
+
+    def __init__(
+        self, wanted: Callable[[Connection], bool], max_events: int, max_bytes: int
+    ) -> None:
+        self.wanted = wanted
+        self.max_events = max_events
+        self.max_bytes = max_bytes
+        self.events: deque[tuple[ConnectionEvent, int]] = deque()
+        self.bytes = 0
+        self.ready = asyncio.Event()
+        self.ended = False
+        self.cut: ResourceExhausted | None = None
+
+    def offer(self, event: ConnectionEvent, size: int) -> None:
+        if self.ended or self.cut is not None:
+            return
+        if not any(self.wanted(conn) for conn in event.connections.values()):
+            return
+        if len(self.events) >= self.max_events or self.bytes + size > self.max_bytes:
+            self.cut = ResourceExhausted(
+                f"connection monitor: this subscriber fell behind by more than "
+                f"{self.max_events} events or {self.max_bytes} bytes (the limit per "
+                "subscriber): read the stream promptly; subscribe again to get the current state"
+            )
+            self.events.clear()
+            self.bytes = 0
+        else:
+            self.events.append((event, size))
+            self.bytes += size
+        self.ready.set()
+
+    def end(self) -> None:
+        self.ended = True
+        self.ready.set()
+
+    async def next(self) -> ConnectionEvent | None:
+        """The next wanted event; None when the stream ends; raises when it was cut."""
+        while not self.events:
+            if self.cut is not None:
+                raise self.cut
+            if self.ended:
+                return None
+            self.ready.clear()
+            await self.ready.wait()
+        event, size = self.events.popleft()
+        self.bytes -= size
+        return event
+
+
 class Monitor(NetworkServiceElement):
     """See the module docstring."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, max_backlog_events: int = MAX_BACKLOG_EVENTS,
+        max_backlog_bytes: int = MAX_BACKLOG_BYTES,
+    ) -> None:
         self.connections: dict[str, Connection] = {}
+        self.max_backlog_events = max_backlog_events
+        self.max_backlog_bytes = max_backlog_bytes
         self._closing: set[str] = set()
-        self._subscribers: set[asyncio.Queue[ConnectionEvent | None]] = set()
+        self._subscribers: set[_Subscriber] = set()
 
     def _publish(self, kind: ConnectionEventType.ValueType, conn: Connection) -> None:
+        if not self._subscribers:
+            return
         event = ConnectionEvent(type=kind)
         event.connections[conn.id].CopyFrom(conn)
-        for queue in self._subscribers:
-            queue.put_nowait(event)
+        size = event.ByteSize()
+        for subscriber in self._subscribers:
+            subscriber.offer(event, size)
 
     async def request(self, request: NetworkServiceRequest, next: NSCursor) -> Connection:
         conn = await next.request(request)
@@ -91,8 +168,8 @@ class Monitor(NetworkServiceElement):
 
     def end_all(self) -> None:
         """End every monitor stream (graceful shutdown)."""
-        for queue in self._subscribers:
-            queue.put_nowait(None)
+        for subscriber in self._subscribers:
+            subscriber.end()
 
     async def events(
         self, selector: MonitorScopeSelector, visible: Callable[[Connection], bool] | None = None
@@ -102,15 +179,15 @@ class Monitor(NetworkServiceElement):
         def wanted(conn: Connection) -> bool:
             return _matches(selector, conn) and (visible is None or visible(conn))
 
-        queue: asyncio.Queue[ConnectionEvent | None] = asyncio.Queue()
-        self._subscribers.add(queue)
+        subscriber = _Subscriber(wanted, self.max_backlog_events, self.max_backlog_bytes)
+        self._subscribers.add(subscriber)
         try:
             initial = ConnectionEvent(type=INITIAL_STATE_TRANSFER)
             for conn_id, conn in self.connections.items():
                 if wanted(conn):
                     initial.connections[conn_id].CopyFrom(conn)
             yield initial
-            while (event := await queue.get()) is not None:
+            while (event := await subscriber.next()) is not None:
                 matching = {k: v for k, v in event.connections.items() if wanted(v)}
                 if matching:
                     out = ConnectionEvent(type=event.type)
@@ -118,7 +195,7 @@ class Monitor(NetworkServiceElement):
                         out.connections[conn_id].CopyFrom(conn)
                     yield out
         finally:
-            self._subscribers.discard(queue)
+            self._subscribers.discard(subscriber)
 
 
 class MonitorServicer(connection_pb2_grpc.MonitorConnectionServicer):
@@ -134,12 +211,22 @@ class MonitorServicer(connection_pb2_grpc.MonitorConnectionServicer):
         caller = peer_spiffe_id(context)
         visible = None if caller is None else (lambda conn: names(conn, caller))
         async for event in self.monitor.events(request, visible):
+            if caller is None:
+                redact(event)
             yield event
 
 
 def names(conn: Connection, identity: str) -> bool:
     """Whether ``conn``'s path tokens name ``identity`` (see the module docstring)."""
     return identity in path_identities(s.token for s in conn.path.path_segments)
+
+
+def redact(event: ConnectionEvent) -> None:
+    """Replace every path token in ``event`` (a copy of the monitor's) by its fingerprint."""
+    for conn in event.connections.values():
+        for segment in conn.path.path_segments:
+            if segment.token:
+                segment.token = PREFIX + token_hash(segment.token)[:16]
 
 
 def add_monitor(server: grpc.aio.Server, monitor: Monitor) -> None:
