@@ -42,7 +42,6 @@ checks the chain of signatures before it.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterable
 
@@ -66,19 +65,28 @@ Clock = Callable[[], float]
 Audience = str | Callable[[], str] | None
 
 
-def _digest(doc: object) -> str:
-    return token.token_hash(json.dumps(doc, separators=(",", ":"), ensure_ascii=False))
+def _digest(fields: list[str]) -> str:
+    # Length-prefixed, so no two field lists share an encoding (and faster than JSON).
+    return token.token_hash("".join(f"{len(f)}:{f}" for f in fields))
 
 
 def request_binding(conn: Connection) -> str:
     """The ``req`` claim for ``conn``: a hash of its network service and labels."""
-    return _digest([conn.network_service, sorted(conn.labels.items())])
+    fields = [conn.network_service, str(len(conn.labels))]
+    for key, value in sorted(conn.labels.items()):
+        fields += (key, value)
+    return _digest(fields)
 
 
 def mechanisms_binding(preferences: Iterable[Mechanism]) -> str:
     """The ``mech`` claim: a hash of the mechanism preferences in order (class, type and every
     parameter: for KERNEL the namespace ``inodeURL`` and the interface ``name``)."""
-    return _digest([[m.cls, m.type, sorted(m.parameters.items())] for m in preferences])
+    fields: list[str] = []
+    for m in preferences:
+        fields += (m.cls, m.type, str(len(m.parameters)))
+        for key, value in sorted(m.parameters.items()):
+            fields += (key, value)
+    return _digest(fields)
 
 
 class SignPathSegment(NetworkServiceElement):
