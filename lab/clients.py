@@ -2,9 +2,9 @@
 
 :class:`InProcessClients` makes :class:`nsc.client.VWireClient` connections through one nsmgr
 for one namespace, sharing a channel pool, and closes them all in :meth:`aclose` (use it as an
-``async with``). Tests and benchmarks use it for many connections without a process each; the
-refresh/heal loop (``VWireClient.run``) is not started: these connections live only as long as
-their lifetime (default 60 s). With ``svid_dir`` and ``nsmgr_id`` they sign their path segments
+``async with``). Tests and benchmarks use it for many connections without a process each; they
+are not refreshed or healed (``keep=False``): these connections live only as long as their
+lifetime (default 60 s). With ``svid_dir`` and ``nsmgr_id`` they sign their path segments
 (what an nsmgr with an SVID requires; see :meth:`lab.fabric.Fabric.identity`).
 """
 
@@ -44,6 +44,7 @@ class InProcessClients:
             name=self.name, nsmgr=self.nsmgr, pool=self.pool, netns_url=self.netns_path,
             network_service=service, interface=interface, labels=labels,
             request_timeout=self.request_timeout, svids=self.svids, nsmgr_id=self.nsmgr_id,
+            keep=False,
         )
         start = time.monotonic()
         await client.connect()

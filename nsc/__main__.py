@@ -81,7 +81,7 @@ async def run(args: argparse.Namespace) -> None:
             name=name, nsmgr=args.nsmgr, pool=pool, netns_url=netns,
             network_service=url.network_service, interface=url.interface or "",
             labels=url.labels, lifetime=args.lifetime, request_timeout=args.timeout,
-            svids=svids, nsmgr_id=args.nsmgr_id,
+            svids=svids, nsmgr_id=args.nsmgr_id, probe=not args.no_probe,
         )
         for url in urls
     ]
@@ -95,7 +95,7 @@ async def run(args: argparse.Namespace) -> None:
     try:
         for client in clients:
             await client.connect()
-            keepers.append(asyncio.create_task(client.run(probe=not args.no_probe)))
+            keepers.append(asyncio.create_task(client.run()))
         stop = asyncio.create_task(stopping.wait())
         await asyncio.wait([stop, *keepers], return_when=asyncio.FIRST_COMPLETED)
         stop.cancel()

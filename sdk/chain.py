@@ -134,6 +134,11 @@ class Cursor(Generic[E]):
         elements that choose among sub-chains, such as a switch)."""
         return type(self)((*elements, *self._elements[self._index:]), 0, self.ctx)
 
+    def with_context(self, ctx: CallContext) -> Self:
+        """The same position with another call's context (for elements that call on later,
+        outside the call that gave them this cursor)."""
+        return type(self)(self._elements, self._index, ctx)
+
     def _step(self) -> tuple[E, Self]:
         """The element at this position and a cursor at the next one."""
         following: Self = type(self)(self._elements, self._index + 1, self.ctx)

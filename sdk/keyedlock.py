@@ -22,6 +22,10 @@ class KeyedLock:
         """Keys in use (held or waited for)."""
         return len(self._locks)
 
+    def held(self, key: Hashable) -> bool:
+        """Whether someone holds or waits for ``key``."""
+        return key in self._locks
+
     @asynccontextmanager
     async def __call__(self, key: Hashable) -> AsyncIterator[None]:
         lock, users = self._locks.get(key, (asyncio.Lock(), 0))

@@ -157,11 +157,13 @@ class Fabric:
         return endpoint
 
     def client(self, node: FakeNode, name: str, service: str = "db",
-               labels: dict[str, str] | None = None) -> VWireClient:
+               labels: dict[str, str] | None = None, keep: bool = False) -> VWireClient:
+        """A client in a new workload namespace of ``node``; with ``keep`` it refreshes and
+        heals its connection (no data-plane probe: the kernels are fake)."""
         client = VWireClient(
             name=name, nsmgr=node.nsmgr_url, pool=self.pool, netns_url=node.workload(name),
             network_service=service, interface="nsm0", labels=labels,
-            lifetime=self.lifetime, request_timeout=5.0,
+            lifetime=self.lifetime, request_timeout=5.0, keep=keep, probe=False,
             svids=FileSvidSource(Path(self.identities.issue("nsc", name)))
             if self.identities else None,
             nsmgr_id=Identities.spiffe_id("nsmgr", f"nsmgr-{node.name}"),

@@ -99,9 +99,9 @@ async def test_refresh_keeps_the_connection_past_several_lifetimes() -> None:
             await fab.start(2)
             n1, n2 = fab.nodes
             endpoint = await fab.endpoint(n2, "nse-r")
-            client = fab.client(n1, "c1")
+            client = fab.client(n1, "c1", keep=True)
             first = await client.connect()
-            keeper = asyncio.create_task(client.run(probe=False))
+            keeper = asyncio.create_task(client.run())
             versions: list[Connection] = []
 
             async def six_refreshes() -> bool:  # a refresh every lifetime/3: > 2 lifetimes
@@ -125,9 +125,9 @@ async def test_reselect_moves_the_connection_to_another_endpoint(fabric: Fabric)
     n1, n2 = fabric.nodes
     await fabric.endpoint(n1, "nse-1")
     await fabric.endpoint(n2, "nse-2")
-    client = fabric.client(n1, "c1")
+    client = fabric.client(n1, "c1", keep=True)
     first = await client.connect()
-    keeper = asyncio.create_task(client.run(probe=False))
+    keeper = asyncio.create_task(client.run())
     try:
         client.heal_now(reselect=True)
 
@@ -151,12 +151,12 @@ async def test_endpoint_death_heals_to_another_endpoint(fabric: Fabric) -> None:
     await fabric.start(2)
     n1, n2 = fabric.nodes
     doomed = await fabric.endpoint(n2, "nse-doomed")
-    client = fabric.client(n1, "c1")
+    client = fabric.client(n1, "c1", keep=True)
     await client.connect()
     assert client.connection is not None
     assert client.connection.network_service_endpoint_name == "nse-doomed"
     await fabric.endpoint(n2, "nse-spare")
-    keeper = asyncio.create_task(client.run(probe=False))
+    keeper = asyncio.create_task(client.run())
     try:
         await doomed.stop()
         fabric.endpoints.remove(doomed)
@@ -205,9 +205,9 @@ async def test_forwarder_restart_heals_the_connection(fabric: Fabric, down_for: 
     await fabric.start(2)
     n1, n2 = fabric.nodes
     await fabric.endpoint(n2, "nse-b")
-    client = fabric.client(n1, "c1")
+    client = fabric.client(n1, "c1", keep=True)
     first = await client.connect()
-    keeper = asyncio.create_task(client.run(probe=False))
+    keeper = asyncio.create_task(client.run())
     try:
         assert n1.forwarder is not None
         await n1.forwarder.stop()  # removes its vWires, like a crash followed by the start sweep
