@@ -16,6 +16,11 @@ Contract (see :class:`sdk.registry.store.Store`):
   runs every statement, in submission order; coroutines await it. A put cancelled after it reached
   the worker still commits. No batching: each put is its own transaction, which is what makes the
   guarantee above hold per call (about 10k sequential puts/s measured on a virtual disk).
+- The file and its ``-wal``/``-shm`` companions are readable and writable by the registry's user
+  only (mode 0600; more open modes of an existing file are narrowed on open), and a directory
+  created for them is 0700. A directory every user may write to without the sticky bit is
+  refused (FailedPrecondition): anyone could swap the database.
+- Each record is stored with its owner (schema version 2), so ownership survives a restart.
 - The schema is versioned with ``PRAGMA user_version`` and migrated forward on open; a file written
   by a newer schema, or a file that is not a readable SQLite database, raises
   :class:`~sdk.errors.FailedPrecondition` naming the file and the fix (move it away). Database
@@ -29,7 +34,10 @@ Contract (see :class:`sdk.registry.store.Store`):
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import sqlite3
+import stat
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -52,6 +60,7 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
            ) WITHOUT ROWID""",
         "CREATE INDEX records_expires_at ON records (expires_at) WHERE expires_at IS NOT NULL",
     ),
+    ("ALTER TABLE records ADD COLUMN owner TEXT",),  # who registered: ownership across restarts
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -91,12 +100,13 @@ class SqliteStore:
 
     def _open(self) -> None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as e:
             raise FailedPrecondition(
                 f"registry store {self.path}: cannot create directory {self.path.parent} "
                 f"({e.strerror}); create it or choose another path"
             ) from e
+        self._restrict()
         try:
             conn = sqlite3.connect(self.path, isolation_level=None, timeout=5.0)
         except sqlite3.Error as e:
@@ -117,6 +127,30 @@ class SqliteStore:
                 ) from e
             raise
         self._conn = conn
+
+    def _restrict(self) -> None:
+        """Make the database file (and its -wal/-shm, which SQLite creates with the file's mode)
+        readable and writable by this user only, in a directory others cannot write to."""
+        directory = self.path.parent
+        mode = directory.stat().st_mode
+        if mode & stat.S_IWOTH and not mode & stat.S_ISVTX:
+            raise FailedPrecondition(
+                f"registry store {self.path}: directory {directory} is writable by every user, "
+                f"who could replace the database; use a directory only the registry's user can "
+                f"write (chmod o-w {directory}, or e.g. /var/lib/vwire with mode 0700)"
+            )
+        try:
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600))
+            for path in (self.path, *(Path(f"{self.path}{s}") for s in ("-wal", "-shm"))):
+                with contextlib.suppress(FileNotFoundError):
+                    if path.stat().st_mode & 0o077:
+                        os.chmod(path, 0o600)
+        except OSError as e:
+            raise FailedPrecondition(
+                f"registry store {self.path} cannot be created with mode 0600 ({e.strerror}); "
+                f"check that it is a regular file owned by the registry's user, or "
+                f"{_move_away(self.path)}"
+            ) from e
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
@@ -159,10 +193,11 @@ class SqliteStore:
 
     async def put(self, record: StoredRecord) -> None:
         """Insert or replace ``(record.kind, record.name)``; returns once committed."""
-        row = (record.kind, record.name, bytes(record.data), record.expires_at)
+        row = (record.kind, record.name, bytes(record.data), record.expires_at, record.owner)
         await self._run(
             lambda c: c.execute(
-                "INSERT OR REPLACE INTO records (kind, name, data, expires_at) VALUES (?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO records (kind, name, data, expires_at, owner) "
+                "VALUES (?, ?, ?, ?, ?)",
                 row,
             )
         )
@@ -178,14 +213,16 @@ class SqliteStore:
 
     async def load(self, kind: str, now: float) -> list[StoredRecord]:
         """Every record of ``kind`` not expired at ``now``, ordered by name."""
-        rows: list[tuple[str, bytes, float | None]] = await self._run(
+        rows: list[tuple[str, bytes, float | None, str | None]] = await self._run(
             lambda c: c.execute(
-                "SELECT name, data, expires_at FROM records WHERE kind = ? "
+                "SELECT name, data, expires_at, owner FROM records WHERE kind = ? "
                 "AND (expires_at IS NULL OR expires_at > ?) ORDER BY name",
                 (kind, now),
             ).fetchall()
         )
-        return [StoredRecord(kind, name, bytes(data), exp) for name, data, exp in rows]
+        return [
+            StoredRecord(kind, name, bytes(data), exp, owner) for name, data, exp, owner in rows
+        ]
 
     async def purge_expired(self, now: float) -> int:
         """Delete every record (of any kind) expired at ``now``; return how many."""

@@ -10,6 +10,13 @@ name and service-name indexes to avoid scanning. ``unregister`` of an unknown na
 elements in front (the watch element announces it). Writes of one name are serialised, so the store
 and the cache always change together. Call :meth:`load` once before serving. Place it last, in
 front of the tail.
+
+Owners: a register carrying ``ctx.values[OWNER]`` (set by :class:`~sdk.registry.ownership.
+Ownership`) stores that owner with the record, in the same write; an in-process register keeps
+the stored owner. :meth:`owner` answers from what was stored, so ownership survives restarts;
+records stored before owners were kept get the last SPIFFE ID of their ``path_ids`` (the
+identity the registry saw register them). :meth:`usage` says how many records, and how many
+bytes, one owner holds (for ``Quota``).
 """
 
 from __future__ import annotations
@@ -26,7 +33,9 @@ from sdk.errors import NotFound
 from sdk.keyedlock import KeyedLock
 from sdk.registry.core import Event, Query, RegistryCursor, RegistryElement
 from sdk.registry.kinds import RecordKind
+from sdk.registry.ownership import OWNER
 from sdk.registry.store import Store, StoredRecord
+from sdk.security.peer import identity_of
 
 M = TypeVar("M", NetworkService, NetworkServiceEndpoint)
 
@@ -51,6 +60,8 @@ class Persist(RegistryElement[M], Generic[M]):
         self._by_service: defaultdict[str, set[str]] = defaultdict(set)
         self._expiries: list[tuple[float, str]] = []
         self._writing = KeyedLock()  # per name: store and cache change together
+        self._owners: dict[str, str] = {}
+        self._usage: dict[str, tuple[int, int]] = {}  # owner -> (records, bytes)
 
     async def load(self, now: float | None = None) -> int:
         """Fill the cache from the store with the records not expired at ``now`` (purging the
@@ -59,7 +70,11 @@ class Persist(RegistryElement[M], Generic[M]):
         await self.store.purge_expired(now)
         stored = await self.store.load(self.kind.key, now)
         for item in stored:
-            self._remember(self.kind.parse(item.data))
+            record = self.kind.parse(item.data)
+            owner = item.owner
+            if owner is None and record.path_ids:
+                owner = identity_of(record.path_ids[-1])  # stored before owners were kept
+            self._remember(record, owner)
         return len(stored)
 
     def __len__(self) -> int:
@@ -69,12 +84,33 @@ class Persist(RegistryElement[M], Generic[M]):
         """The current record of that name (read-only), or None."""
         return self._records.get(name)
 
+    def owner(self, name: str) -> str | None:
+        """The stored owner of a current record (None: no record, or registered in-process)."""
+        return self._owners.get(name) if name in self._records else None
+
+    def usage(self, owner: str) -> tuple[int, int]:
+        """How many current records ``owner`` holds, and their serialised size in bytes."""
+        return self._usage.get(owner, (0, 0))
+
+    def _count(self, owner: str | None, record: M | None, sign: int) -> None:
+        if owner is None or record is None:
+            return
+        count, size = self._usage.get(owner, (0, 0))
+        count, size = count + sign, size + sign * record.ByteSize()
+        if count <= 0:
+            self._usage.pop(owner, None)
+        else:
+            self._usage[owner] = (count, size)
+
     def _services(self, record: M) -> Iterable[str]:
         return record.network_service_names if isinstance(record, NetworkServiceEndpoint) else ()
 
-    def _remember(self, record: M) -> None:
+    def _remember(self, record: M, owner: str | None) -> None:
         self._forget(record.name)
         self._records[record.name] = record
+        if owner is not None:
+            self._owners[record.name] = owner
+            self._count(owner, record, +1)
         for service in self._services(record):
             self._by_service[service].add(record.name)
         expires = expiry_of(record)
@@ -83,6 +119,7 @@ class Persist(RegistryElement[M], Generic[M]):
 
     def _forget(self, name: str) -> M | None:
         old = self._records.pop(name, None)
+        self._count(self._owners.pop(name, None), old, -1)
         if old is not None:
             for service in self._services(old):
                 names = self._by_service[service]
@@ -110,22 +147,24 @@ class Persist(RegistryElement[M], Generic[M]):
 
     async def register(self, record: M, next: RegistryCursor[M]) -> M:
         async with self._writing(record.name):
-            kept = await self._write(record)
+            kept = await self._write(record, next.ctx.values.get(OWNER))
         return await next.register(self.kind.copy(kept))
 
-    async def _write(self, record: M) -> M:
+    async def _write(self, record: M, owner: str | None) -> M:
         old = self._records.get(record.name)
+        if owner is None:
+            owner = self.owner(record.name)
         if isinstance(record, NetworkServiceEndpoint):
             if isinstance(old, NetworkServiceEndpoint) and old.initial_registration_time.seconds:
                 record.initial_registration_time.CopyFrom(old.initial_registration_time)
             elif not record.HasField("initial_registration_time"):
                 record.initial_registration_time.GetCurrentTime()
         stored = StoredRecord(
-            self.kind.key, record.name, record.SerializeToString(), expiry_of(record)
+            self.kind.key, record.name, record.SerializeToString(), expiry_of(record), owner
         )
         await self.store.put(stored)
         kept = self.kind.copy(record)
-        self._remember(kept)
+        self._remember(kept, owner)
         return kept
 
     async def find(self, query: Query[M], next: RegistryCursor[M]) -> AsyncIterator[Event[M]]:

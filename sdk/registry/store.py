@@ -15,21 +15,23 @@ from typing import Protocol
 @dataclass(frozen=True)
 class StoredRecord:
     """One record: its kind (``"ns"`` or ``"nse"``), unique name within the kind, serialised
-    message, and the Unix time it expires at (None: never)."""
+    message, the Unix time it expires at (None: never), and the identity that owns it (None:
+    registered in-process, or stored before owners were kept)."""
 
     kind: str
     name: str
     data: bytes
     expires_at: float | None = None
+    owner: str | None = None
 
 
 class Store(Protocol):
     """Persistent record storage. All methods are safe to call concurrently from one event loop.
 
-    Contract: ``put`` inserts or replaces atomically; ``delete`` returns whether a record existed;
-    ``load`` returns every record of a kind that has not expired at ``now``; ``purge_expired``
-removes the rest (e.g. what expired while the registry was down); nothing a ``put``
-    returned from may be lost by a restart of a persistent backend.
+    Contract: ``put`` inserts or replaces atomically (the owner with the record); ``delete``
+    returns whether a record existed; ``load`` returns every record of a kind that has not
+    expired at ``now``; ``purge_expired`` removes the rest (e.g. what expired while the registry
+    was down); nothing a ``put`` returned from may be lost by a restart of a persistent backend.
     """
 
     async def put(self, record: StoredRecord) -> None: ...
