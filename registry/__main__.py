@@ -41,7 +41,11 @@ async def run(config: RegistrySettings) -> None:
     addresses = [parse_address(url, "listen") for url in config.listen]
     store = open_store(config.store or default_store_url(Path(config.state_dir)))
     policy = load_policy(config.policy or None)
-    registry = Registry(store, config.default_ttl, config.max_ttl, config.trace, policy)
+    registry = Registry(
+        store, config.default_ttl, config.max_ttl, config.trace, policy,
+        config.max_records_per_identity, config.max_bytes_per_identity,
+        config.watch_backlog_bytes,
+    )
     svids = FileSvidSource(Path(config.svid_dir)) if config.svid_dir else None
     credentials = server_credentials(svids) if svids else None
     if config.insecure and any(a.scheme == "tcp" for a in addresses):

@@ -1,13 +1,17 @@
 """The registry process: assembles the registry chains and serves them over gRPC.
 
 Chains (one per record kind), in order:
-``Validate → [RecordPathIds] → AuthorizeRegistration → Ownership → [Expire] → Watch → Persist`` —
+``Validate → [RecordPathIds] → AuthorizeRegistration → Ownership → Quota → [Expire] → Watch →
+Persist`` —
 validation rejects bad input before anything is stored; an endpoint's ``path_ids`` must end with
 the identity of the registrar that calls over mTLS (:mod:`sdk.registry.pathids`); the policy
 says which endpoint identities may register which
-services, and only a record's owner may change or remove it; ``Expire`` (endpoints only) sets
+services, and only a record's owner may change or remove it (owners are stored with the records,
+so this holds across restarts); ``Quota`` bounds the records and bytes one identity holds;
+``Expire`` (endpoints only) sets
 expiration times and, as a background task, unregisters expired endpoints through the same chain so
-watchers see them deleted; ``Watch`` fans changes out; ``Persist`` keeps the records (cached in
+watchers see them deleted; ``Watch`` fans changes out (cutting watchers that fall too many
+events or bytes behind); ``Persist`` keeps the records (cached in
 memory, written through to the store).
 """
 
@@ -15,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import grpc
 import structlog
@@ -31,14 +37,16 @@ from sdk.registry.kinds import ENDPOINT, SERVICE
 from sdk.registry.ownership import Ownership
 from sdk.registry.pathids import RecordPathIds
 from sdk.registry.persist import Persist
+from sdk.registry.quota import DEFAULT_MAX_BYTES, DEFAULT_MAX_RECORDS, Quota
 from sdk.registry.server import add_registry
 from sdk.registry.store import Store
 from sdk.registry.validate import Validate
-from sdk.registry.watch import Watch
+from sdk.registry.watch import DEFAULT_BACKLOG_BYTES, Watch
 from sdk.security.policy import ALLOW_ALL, PolicySource, StaticPolicy
 from sdk.security.registry_authorize import AuthorizeRegistration
 
 _log = structlog.get_logger("registry")
+M = TypeVar("M", NetworkService, NetworkServiceEndpoint)
 
 SERVICE_NAMES = tuple(
     registry_pb2.DESCRIPTOR.services_by_name[name].full_name
@@ -56,19 +64,24 @@ class Registry:
         max_ttl: float = 3600.0,
         trace: bool = False,
         policy: PolicySource | None = None,
+        max_records_per_identity: int = DEFAULT_MAX_RECORDS,
+        max_bytes_per_identity: int = DEFAULT_MAX_BYTES,
+        watch_backlog_bytes: int = DEFAULT_BACKLOG_BYTES,
     ) -> None:
         self.store = store
         allowed = policy or StaticPolicy(ALLOW_ALL)
         self.service_records = Persist(SERVICE, store)
         self.endpoint_records = Persist(ENDPOINT, store)
-        self.service_watch = Watch(SERVICE)
-        self.endpoint_watch = Watch(ENDPOINT)
+        self.service_watch = Watch(SERVICE, max_backlog_bytes=watch_backlog_bytes)
+        self.endpoint_watch = Watch(ENDPOINT, max_backlog_bytes=watch_backlog_bytes)
+        quota = (max_records_per_identity, max_bytes_per_identity)
         self.expire: Expire[NetworkServiceEndpoint] = Expire(default_ttl, max_ttl)
         self.services: RegistryChain[NetworkService] = RegistryChain(
             [
                 Validate(SERVICE),
                 AuthorizeRegistration(allowed),
-                Ownership(SERVICE),
+                Ownership(SERVICE, self._stored_owner(self.service_records)),
+                Quota(SERVICE, self.service_records, *quota),
                 self.service_watch,
                 self.service_records,
             ],
@@ -79,7 +92,8 @@ class Registry:
                 Validate(ENDPOINT),
                 RecordPathIds(),
                 AuthorizeRegistration(allowed),
-                Ownership(ENDPOINT),
+                Ownership(ENDPOINT, self._stored_owner(self.endpoint_records)),
+                Quota(ENDPOINT, self.endpoint_records, *quota),
                 self.expire,
                 self.endpoint_watch,
                 self.endpoint_records,
@@ -89,6 +103,12 @@ class Registry:
         self.addresses: list[ListenAddress] = []
         self._server: grpc.aio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
+
+    @staticmethod
+    def _stored_owner(records: Persist[M]) -> Callable[[str], Awaitable[str | None]]:
+        async def recall(name: str) -> str | None:
+            return records.owner(name)
+        return recall
 
     async def start(
         self,

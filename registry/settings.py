@@ -26,6 +26,18 @@ class RegistrySettings:
     policy: str = setting("", "authorization policy file (YAML): who may register what")
     default_ttl: float = setting(60.0, "seconds an endpoint registration lives unless refreshed")
     max_ttl: float = setting(3600.0, "longest expiration an endpoint may ask for, in seconds")
+    max_records_per_identity: int = setting(
+        10_000, "records of each kind (services, endpoints) one identity may hold; more get "
+        "RESOURCE_EXHAUSTED (an nsmgr is one identity for all the endpoints of its node)"
+    )
+    max_bytes_per_identity: int = setting(
+        64 * 1024 * 1024, "bytes of records of each kind one identity may hold; more get "
+        "RESOURCE_EXHAUSTED"
+    )
+    watch_backlog_bytes: int = setting(
+        32 * 1024 * 1024, "bytes of changes a watch stream may fall behind before it is closed "
+        "with RESOURCE_EXHAUSTED (the client may Find again)"
+    )
     grace: float = setting(2.0, "seconds open calls get to finish on shutdown")
     log_level: str = setting("info", "debug, info, warning or error")
     trace: bool = setting(False, "log every chain element's entry and exit (debug level)")

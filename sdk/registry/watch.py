@@ -4,8 +4,13 @@ Contract: a watching find first yields the current matching records (from the el
 it), then every later change that matches the template: registrations as they were stored, and
 unregistrations/expiries with ``deleted=True``. It subscribes before listing, so no change made
 meanwhile is lost (a record may then appear twice, never zero times). A watcher that falls more
-than ``max_backlog`` events behind is dropped with :class:`sdk.errors.ResourceExhausted` rather
-than slowing the registry; :meth:`Watch.end_all` ends every stream cleanly on shutdown.
+than ``max_backlog`` events, or more than ``max_backlog_bytes`` bytes of records, behind is cut:
+its queued events are dropped at once (their memory is freed) and its stream ends with
+:class:`sdk.errors.ResourceExhausted` naming the limit, rather than slowing the registry or
+growing without bound; the client may Find again. Events are shared between watchers and each
+watcher's queue is a run of the latest events, so the memory all backlogs hold together is at
+most ``max_backlog_bytes`` (plus per-event overhead). ``queued_bytes`` tells how much is queued
+now. :meth:`Watch.end_all` ends every stream cleanly on shutdown.
 Non-watching finds pass through. Place it in front of ``Persist``.
 """
 
@@ -26,33 +31,67 @@ M = TypeVar("M", NetworkService, NetworkServiceEndpoint)
 _OVERFLOW = object()
 _END = object()
 
+DEFAULT_BACKLOG = 10_000
+DEFAULT_BACKLOG_BYTES = 32 * 1024 * 1024
+
+
+class _Watcher(Generic[M]):
+    """One watching find's queue and how many bytes of records it holds."""
+
+    __slots__ = ("queue", "queued_bytes")
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[tuple[Event[M], int] | object] = asyncio.Queue()
+        self.queued_bytes = 0
+
 
 class Watch(RegistryElement[M], Generic[M]):
     """See the module docstring."""
 
-    def __init__(self, kind: RecordKind[M], max_backlog: int = 10_000) -> None:
+    def __init__(
+        self,
+        kind: RecordKind[M],
+        max_backlog: int = DEFAULT_BACKLOG,
+        max_backlog_bytes: int = DEFAULT_BACKLOG_BYTES,
+    ) -> None:
         self.kind: RecordKind[M] = kind
         self.max_backlog = max_backlog
-        self._watchers: set[asyncio.Queue[Event[M] | object]] = set()
+        self.max_backlog_bytes = max_backlog_bytes
+        self._watchers: set[_Watcher[M]] = set()
 
     @property
     def watchers(self) -> int:
         """How many watching finds are open."""
         return len(self._watchers)
 
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes of records queued for watchers now (an event shared by n watchers counts n
+        times)."""
+        return sum(w.queued_bytes for w in self._watchers)
+
     def publish(self, event: Event[M]) -> None:
-        """Hand an event to every watcher (drops watchers that are too far behind)."""
-        for queue in list(self._watchers):
-            if queue.qsize() >= self.max_backlog:
-                self._watchers.discard(queue)
-                queue.put_nowait(_OVERFLOW)
+        """Hand an event to every watcher (cuts watchers that are too far behind)."""
+        size = event.record.ByteSize()
+        for watcher in list(self._watchers):
+            if (watcher.queue.qsize() >= self.max_backlog
+                    or watcher.queued_bytes + size > self.max_backlog_bytes):
+                self._cut(watcher)
             else:
-                queue.put_nowait(event)
+                watcher.queued_bytes += size
+                watcher.queue.put_nowait((event, size))
+
+    def _cut(self, watcher: _Watcher[M]) -> None:
+        self._watchers.discard(watcher)
+        while not watcher.queue.empty():  # free the backlog now, not when the stream ends
+            watcher.queue.get_nowait()
+        watcher.queued_bytes = 0
+        watcher.queue.put_nowait(_OVERFLOW)
 
     def end_all(self) -> None:
         """End every open watch stream normally (used on graceful shutdown)."""
-        for queue in self._watchers:
-            queue.put_nowait(_END)
+        for watcher in self._watchers:
+            watcher.queue.put_nowait(_END)
         self._watchers.clear()
 
     async def register(self, record: M, next: RegistryCursor[M]) -> M:
@@ -62,7 +101,7 @@ class Watch(RegistryElement[M], Generic[M]):
 
     async def unregister(self, record: M, next: RegistryCursor[M]) -> None:
         await next.unregister(record)
-        removed = next.ctx.values.pop(UNREGISTERED, None)
+        removed = next.ctx.values.pop(UNREGISTERED)
         self.publish(Event(removed if removed is not None else self.kind.copy(record), True))
 
     async def find(self, query: Query[M], next: RegistryCursor[M]) -> AsyncIterator[Event[M]]:
@@ -70,22 +109,26 @@ class Watch(RegistryElement[M], Generic[M]):
             async for event in next.find(query):
                 yield event
             return
-        queue: asyncio.Queue[Event[M] | object] = asyncio.Queue()
-        self._watchers.add(queue)
+        watcher: _Watcher[M] = _Watcher()
+        self._watchers.add(watcher)
         try:
             async for event in next.find(query):
                 yield event
             while True:
-                item = await queue.get()
+                item = await watcher.queue.get()
                 if item is _END:
                     return
                 if item is _OVERFLOW:
                     raise ResourceExhausted(
-                        f"watch of {self.kind.title}s fell more than {self.max_backlog} events "
-                        "behind and was closed: read the stream faster or narrow the query"
+                        f"watch of {self.kind.title}s was closed: it fell more than "
+                        f"{self.max_backlog} events or {self.max_backlog_bytes} bytes of records "
+                        "behind (the registry's watch backlog limit); read the stream faster, "
+                        "narrow the query, or Find again"
                     )
-                assert isinstance(item, Event)
-                if self.kind.matches(query.template, item.record):
-                    yield item
+                assert isinstance(item, tuple)
+                event, size = item
+                watcher.queued_bytes -= size
+                if self.kind.matches(query.template, event.record):
+                    yield event
         finally:
-            self._watchers.discard(queue)
+            self._watchers.discard(watcher)
