@@ -60,6 +60,7 @@ class VWireClient:
         svids: SvidSource | None = None,
         nsmgr_id: str = "",
     ) -> None:
+        self.name = name
         self.mechanism = KernelMechanism(netns_url, interface)
         self.network_service = network_service
         self.labels = dict(labels or {})
@@ -99,7 +100,10 @@ class VWireClient:
         return events.heals if events is not None else 0
 
     async def connect(self) -> Connection:
-        """Request the service (see the module docstring)."""
+        """Request the service (see the module docstring); when connected, refresh it."""
+        events = self._events
+        if events is not None:
+            return await events.request()
         request = NetworkServiceRequest()
         request.connection.id = self._id
         request.connection.network_service = self.network_service

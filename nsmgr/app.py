@@ -27,6 +27,7 @@ from pathlib import Path
 
 import grpc
 import structlog
+from grpc_health.v1.health_pb2 import HealthCheckResponse
 
 from api.proto.connection_pb2 import Connection
 from api.proto.registry_pb2 import NetworkService, NetworkServiceEndpoint
@@ -48,11 +49,12 @@ from sdk.registry.kinds import ENDPOINT, SERVICE
 from sdk.registry.pathids import RecordPathIds
 from sdk.registry.server import add_registry
 from sdk.registry.validate import Validate
-from sdk.security.policy import load_policy
+from sdk.security.policy import AUTHORIZATION_HEALTH, enforcing, load_policy
 from sdk.security.source import FileSvidSource
 from sdk.security.tls import SecureChannelFactory, server_credentials
 
 _log = structlog.get_logger("nsmgr")
+SERVING, NOT_SERVING = HealthCheckResponse.SERVING, HealthCheckResponse.NOT_SERVING
 
 
 class Nsmgr:
@@ -103,6 +105,7 @@ class Nsmgr:
             config.trace,
         )
         self.monitor = Monitor()
+        self.authorization = load_policy(config.policy or None)
         self.remote_losses = RemoteLossWatch(self.pool, self.monitor)
         self.node_manager = NodeManagerChain(
             ServerOptions(self.name, self.svids, config.request_timeout, self.monitor,
@@ -113,7 +116,7 @@ class Nsmgr:
                 local_endpoints=self.local_endpoints,
                 services=self.services_upstream,
                 endpoints=self.endpoints_upstream,
-                authorization=load_policy(config.policy or None),
+                authorization=self.authorization,
                 select_policy=config.select_policy,
                 token_lifetime=config.token_lifetime,
                 on_remote=self.remote_losses.follow,
@@ -174,7 +177,9 @@ class Nsmgr:
 
     async def start(self) -> None:
         server, self.limit = limited_server(self.config.max_in_flight_per_peer)
-        await add_chain_services(server, self.chain, self.monitor)
+        health = await add_chain_services(server, self.chain, self.monitor)
+        await health.set(AUTHORIZATION_HEALTH, SERVING if enforcing(self.authorization)
+                         else NOT_SERVING)
         add_registry(server, self.services, self.endpoints)
         credentials = server_credentials(self.svids) if self.svids else None
         self.bound = await serve(server, self.addresses, self.config.insecure, credentials)

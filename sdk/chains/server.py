@@ -1,10 +1,11 @@
 """The prefix every NetworkService server chain starts with, and serving a chain over gRPC.
 
 :class:`ServerChain` builds ``[DefaultDeadline] → [VerifyPath → RequireRelays] → UpdatePath →
-Begin → Metadata → Timeout → [Monitor] → <the hop's own elements>``: a deadline for calls that
-bring none (when ``request_timeout`` is given), the signed path checked before anything else runs
-(with an SVID source: every request must carry a valid signed path whose segments after the
-client's were signed by relays), this hop's path segment, one call at a time per connection,
+Begin → Metadata → [ConnectionOwner] → Timeout → [Monitor] → <the hop's own elements>``: a
+deadline for calls that bring none (when ``request_timeout`` is given), the signed path checked
+before anything else runs (with an SVID source: every request must carry a valid signed path
+whose segments after the client's were signed by relays, and a connection is refreshed and closed
+only by the client that made it), this hop's path segment, one call at a time per connection,
 per-connection metadata, closing connections whose caller stopped refreshing them, and the
 monitor stream (when given). It binds the timeout to the whole chain's close.
 
@@ -25,6 +26,7 @@ from sdk.networkservice.core import NetworkServiceChain, NetworkServiceElement
 from sdk.networkservice.deadline import DefaultDeadline
 from sdk.networkservice.metadata import Metadata
 from sdk.networkservice.monitor import Monitor, add_monitor
+from sdk.networkservice.owner import ConnectionOwner
 from sdk.networkservice.relays import RequireRelays
 from sdk.networkservice.server import add_network_service
 from sdk.networkservice.timeout import Timeout
@@ -64,20 +66,25 @@ def server_prefix(options: ServerOptions, timeout: Timeout) -> list[NetworkServi
     deadline = (
         [DefaultDeadline(options.request_timeout)] if options.request_timeout is not None else []
     )
+    signed = options.svids is not None
     verify = [VerifyPath(options.svids), RequireRelays()] if options.svids is not None else []
+    owner = [ConnectionOwner()] if signed else []
     monitor = [options.monitor] if options.monitor is not None else []
     return [
-        *deadline, *verify, UpdatePath(options.name), Begin(), Metadata(), timeout, *monitor,
+        *deadline, *verify, UpdatePath(options.name), Begin(), Metadata(), *owner, timeout,
+        *monitor,
     ]
 
 
 async def add_chain_services(
     server: grpc.aio.Server, chain: NetworkServiceChain, monitor: Monitor | None = None
-) -> None:
-    """Serve ``chain`` (and ``monitor``) on ``server``, with gRPC health reporting SERVING."""
+) -> health.aio.HealthServicer:
+    """Serve ``chain`` (and ``monitor``) on ``server``, with gRPC health reporting SERVING;
+    returns the health servicer (for the process's own health services)."""
     add_network_service(server, chain)
     if monitor is not None:
         add_monitor(server, monitor)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    return health_servicer
