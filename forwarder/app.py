@@ -110,7 +110,8 @@ class Forwarder:
         await serve(server, [self.address], insecure_tcp=False)
         self._server = server
         self._registration = KeepRegistered(
-            RegistryChain([RemoteRegistry(ENDPOINT, self.pool.get(self.config.nsmgr))]),
+            RegistryChain([RemoteRegistry(
+                ENDPOINT, self.pool.get(self.config.nsmgr), self.svids)]),
             self._record,
             self.config.register_interval,
         )

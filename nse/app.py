@@ -86,10 +86,11 @@ class Endpoint:
         self.monitor = self.endpoint.monitor
         nsmgr = self.pool.get(config.nsmgr)
         self.services: RegistryChain[NetworkService] = RegistryChain(
-            [RemoteRegistry(SERVICE, nsmgr)]
+            [RemoteRegistry(SERVICE, nsmgr, self.svids)]
         )
         self.registration = KeepRegistered(
-            RegistryChain([RemoteRegistry(ENDPOINT, nsmgr)]), self.record, config.register_interval
+            RegistryChain([RemoteRegistry(ENDPOINT, nsmgr, self.svids)]), self.record,
+            config.register_interval,
         )
         self._server: grpc.aio.Server | None = None
         self._command: asyncio.subprocess.Process | None = None
