@@ -32,7 +32,7 @@ from grpc_health.v1.health_pb2 import HealthCheckResponse
 from api.proto.connection_pb2 import Connection
 from api.proto.registry_pb2 import NetworkService, NetworkServiceEndpoint
 from nsmgr.endpoints import LocalEndpoints
-from nsmgr.forwarders import LocalForwarders
+from nsmgr.forwarders import FORWARDER_SERVICE, LocalForwarders
 from nsmgr.settings import NsmgrSettings
 from nsmgr.upstream import RemoteLossWatch
 from nsmgr.watchdog import PeerWatch
@@ -46,10 +46,17 @@ from sdk.networkservice.monitor import Monitor
 from sdk.registry.client import RemoteRegistry
 from sdk.registry.core import RegistryChain
 from sdk.registry.kinds import ENDPOINT, SERVICE
-from sdk.registry.pathids import RecordPathIds
+from sdk.registry.reserved import ReservedService
 from sdk.registry.server import add_registry
-from sdk.registry.validate import Validate
-from sdk.security.policy import AUTHORIZATION_HEALTH, enforcing, load_policy
+from sdk.registry.workloads import workload_chain
+from sdk.security.policy import (
+    ALLOW_ALL,
+    AUTHORIZATION_HEALTH,
+    PolicyFile,
+    StaticPolicy,
+    enforcing,
+    load_policy,
+)
 from sdk.security.source import FileSvidSource
 from sdk.security.tls import SecureChannelFactory, server_credentials
 
@@ -91,18 +98,18 @@ class Nsmgr:
         )
         self.forwarders = LocalForwarders()
         self.local_endpoints = LocalEndpoints(self.advertise)
-        self.services: RegistryChain[NetworkService] = RegistryChain(
-            [Validate(SERVICE), RemoteRegistry(SERVICE, registry_channel)], config.trace
+        registrations = (  # the policy's registrations rules; load_policy below warns if none
+            PolicyFile(Path(config.policy)) if config.policy else StaticPolicy(ALLOW_ALL)
         )
-        self.endpoints: RegistryChain[NetworkServiceEndpoint] = RegistryChain(
-            [
-                Validate(ENDPOINT),
-                RecordPathIds(self.svids),
-                self.forwarders,
-                self.local_endpoints,
-                RemoteRegistry(ENDPOINT, registry_channel),
-            ],
-            config.trace,
+        self.services: RegistryChain[NetworkService] = workload_chain(
+            SERVICE, RemoteRegistry(SERVICE, registry_channel), self.services_upstream,
+            self.svids, registrations, trace=config.trace,
+        )
+        self.endpoints: RegistryChain[NetworkServiceEndpoint] = workload_chain(
+            ENDPOINT, RemoteRegistry(ENDPOINT, registry_channel), self.endpoints_upstream,
+            self.svids, registrations, trace=config.trace,
+            reserved=[ReservedService(FORWARDER_SERVICE, "forwarder", self.svids)],
+            kept=[self.forwarders], local=[self.local_endpoints],
         )
         self.monitor = Monitor()
         self.authorization = load_policy(config.policy or None)
