@@ -39,7 +39,7 @@ from typing import Any
 from api.proto.registry_pb2 import NetworkService, NetworkServiceEndpoint
 from lab import network
 from lab.clients import InProcessClients
-from lab.observe import monitor_connections, registered, wait_for
+from lab.observe import monitor_connections, registered, signed_connections, wait_for
 from lab.processes import Processes
 from lab.topology import Node, Topology, netns_path
 from sdk.chain import CallContext
@@ -192,12 +192,16 @@ class Fabric:
         """The SPIFFE ID the fabric gives process ``name`` of ``kind``."""
         return f"spiffe://{TRUST_DOMAIN}/{kind}/{name}"
 
+    def svid_dir(self, kind: str, name: str) -> Path:
+        """Where the SVID of process ``name`` of ``kind`` lives (issued by :meth:`identity`)."""
+        return self.identities_dir / kind / name
+
     def identity(self, kind: str, name: str, ttl: float = SVID_TTL) -> Path:
         """Issue (or re-issue) the SVID of process ``name`` of ``kind``; returns its directory.
         Every SVID carries the fabric's server DNS name, so any process may serve mTLS."""
         if self.ca is None:
             self.ca = CertificateAuthority.load(self.topology.state_dir / "ca")
-        directory = self.identities_dir / kind / name
+        directory = self.svid_dir(kind, name)
         spiffe_id = self.spiffe_id(kind, name)
         write_svid(directory, self.ca.issue(spiffe_id, [server_name(TRUST_DOMAIN)], ttl=ttl),
                    self.ca.bundle)
@@ -389,15 +393,19 @@ class Fabric:
     # -- inspection -----------------------------------------------------------------------------
 
     async def signed_connection(self, client: Client) -> dict[str, Any]:
-        """``client``'s connection as its nsmgr holds it, path tokens included (clients and
-        ``nsmctl`` show only their fingerprints); {} when the nsmgr has none."""
+        """``client``'s connection as its nsmgr holds it, path tokens included (clients,
+        ``nsmctl`` and the nsmgr's Unix socket show only their fingerprints): asked over mTLS on
+        the nsmgr's TCP address with the nsmgr's own SVID; {} when the nsmgr has none."""
         own = client.connection().get("id")
-        held = [conn for conn in await monitor_connections(client.node.nsmgr_socket)
+        node = client.node
+        held = [conn for conn in await signed_connections(
+                    node.netns, node.nsmgr_tcp, self.svid_dir("nsmgr", f"nsmgr-{node.name}"))
                 if own and conn["path"]["path_segments"][0]["id"] == own]
         return min(held, key=lambda conn: conn["path"].get("index", 0), default={})
 
     async def nsmgr_connections(self) -> dict[str, list[dict[str, Any]]]:
-        """Per node name, the connections its nsmgr's monitor shows."""
+        """Per node name, the connections its nsmgr's monitor shows on its Unix socket (ids,
+        states, addresses; tokens only as fingerprints)."""
         return {n.name: await monitor_connections(n.nsmgr_socket) for n in self.nodes}
 
     def vwire_links(self) -> dict[str, list[str]]:

@@ -35,3 +35,19 @@ def test_odd_shapes_are_left_alone() -> None:
     odd = {"path": {"path_segments": [None, "x", {"token": 5}, {"token": ""}]}, "path2": []}
     assert redact_tokens(odd) == odd
     assert redact_tokens({"path": "not a dict"}) == {"path": "not a dict"}
+
+
+def test_fingerprints_are_not_hashed_again() -> None:
+    token = "aaa.bbb.ccc"
+    fingerprint = "sha256:" + token_hash(token)[:16]
+    conn = Connection(id="c", network_service="db")
+    conn.path.path_segments.extend([PathSegment(name="nsc", id="1", token=fingerprint),
+                                    PathSegment(name="nsmgr", id="2", token=token)])
+    doc = json_format.MessageToDict(conn, preserving_proto_field_name=True)
+
+    shown = redact_tokens(doc)
+
+    segments = shown["path"]["path_segments"]
+    assert segments[0]["token"] == fingerprint, "a monitor's fingerprint is shown as it came"
+    assert segments[1]["token"] == fingerprint, "and matches the token's own fingerprint"
+    assert redact_tokens(shown) == shown, "redacting twice changes nothing"
