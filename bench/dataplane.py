@@ -52,6 +52,7 @@ from typing import Any
 
 from bench.common import Deadline, Metric, ms, percentile, report
 from forwarder.kernel import KernelPort, real_kernel
+from forwarder.kernel.wireguard import kernel_wireguard_available
 from forwarder.vwire import (
     Attachment,
     LocalVWireSpec,
@@ -62,7 +63,6 @@ from forwarder.vwire import (
     program_remote,
 )
 from forwarder.wireguard import WireGuardBackend, detect_backend, generate_keypair
-from forwarder.wireguard.kernel import kernel_wireguard_available
 from forwarder.wireguard.uapi import socket_path
 from lab.observe import wait_for
 from sdk import log

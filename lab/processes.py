@@ -21,8 +21,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from forwarder.wireguard.process import clear_stale_socket
-from forwarder.wireguard.uapi import socket_path
+from forwarder.wireguard import clear_stale_socket, socket_path
 from lab.topology import Topology, netns_path
 from sdk.errors import NotFound
 

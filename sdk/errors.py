@@ -4,36 +4,21 @@ Every error that crosses a component boundary is a :class:`FabricError`. Each cl
 gRPC status code it maps to at the edge (see :mod:`sdk.grpcutil`), so a chain element raises the
 error that describes the problem and the server turns it into the right status. Messages name the
 field that is wrong and how to fix it, e.g. ``"name: must be at most 63 characters (got 80)"``.
+The root of the tree and :class:`InvalidArgument` live in :mod:`api.errors`, since the typed
+views of the API raise them too (``api`` imports nothing of ours); they are the same classes here.
 """
 
 from __future__ import annotations
 
 import grpc
 
+from api.errors import FabricError, InvalidArgument, quoted
 
-def quoted(value: str, limit: int = 40) -> str:
-    """``value`` quoted for an error message, cut to ``limit`` characters: a message names the
-    problem, it does not echo kilobytes of (possibly hostile) input."""
-    if len(value) <= limit:
-        return repr(value)
-    return f"{value[:limit]!r}... ({len(value)} characters)"
-
-
-class FabricError(Exception):
-    """Base of all fabric errors; maps to UNKNOWN unless a subclass says otherwise."""
-
-    code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
-
-
-class InvalidArgument(FabricError):
-    """The caller sent something malformed; the message names the field and the rule."""
-
-    code = grpc.StatusCode.INVALID_ARGUMENT
-
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
-        self.field = field
-        self.problem = problem
+__all__ = [
+    "AlreadyExists", "DataplaneError", "DeadlineExceeded", "FabricError", "FailedPrecondition",
+    "InvalidArgument", "NotFound", "PermissionDenied", "ResourceExhausted", "Unauthenticated",
+    "Unavailable", "quoted",
+]
 
 
 class NotFound(FabricError):

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from api.errors import InvalidArgument, quoted
 from api.mechanisms import REMOTE
 from api.proto.connection_pb2 import Mechanism
-from sdk.errors import InvalidArgument, quoted
 
 TYPE = "WIREGUARD"
 SRC_IP, SRC_PORT, SRC_PUBLIC_KEY = "src_ip", "src_port", "src_public_key"

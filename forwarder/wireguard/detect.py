@@ -22,7 +22,6 @@ import structlog
 
 from sdk.errors import FailedPrecondition, InvalidArgument
 
-from .kernel import KernelBackend, kernel_wireguard_available
 from .model import WireGuardBackend
 from .process import WIREGUARD_GO
 from .userspace import UserspaceBackend
@@ -44,14 +43,16 @@ class BackendInfo:
 async def detect_backend(
     prefer: Preference = "auto",
     *,
-    kernel_probe: Callable[[], Awaitable[bool]] = kernel_wireguard_available,
+    kernel_probe: Callable[[], Awaitable[bool]] | None = None,
     binary: str = WIREGUARD_GO,
 ) -> WireGuardBackend:
     """The best WireGuard backend this host offers."""
     if prefer not in ("auto", "kernel", "wireguard-go"):
         raise InvalidArgument("prefer", f"must be auto, kernel or wireguard-go (got {prefer!r})")
     if prefer in ("auto", "kernel"):
-        if await kernel_probe():
+        from forwarder.kernel.wireguard import KernelBackend, kernel_wireguard_available
+
+        if await (kernel_probe or kernel_wireguard_available)():
             log.info("wireguard_backend_selected", kind="kernel", reason="kernel module present")
             return KernelBackend()
         if prefer == "kernel":
@@ -94,6 +95,6 @@ async def describe(backend: WireGuardBackend) -> BackendInfo:
         return BackendInfo(
             backend.kind, await wireguard_go_version(backend.binary), shutil.which(backend.binary)
         )
-    if isinstance(backend, KernelBackend):
+    if backend.kind == "kernel":
         return BackendInfo(backend.kind, f"linux {os.uname().release}")
     return BackendInfo(backend.kind, "unknown")

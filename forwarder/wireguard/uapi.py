@@ -148,37 +148,42 @@ def parse_reply(text: str) -> tuple[list[tuple[str, str]], int]:
     raise ValueError("UAPI reply has no errno line")
 
 
+#: ``get`` keys of a peer whose values are decimal numbers, and the field each fills.
+_PEER_NUMBERS = {
+    "persistent_keepalive_interval": "keepalive", "rx_bytes": "rx_bytes", "tx_bytes": "tx_bytes",
+}
+
+
+def _peer_value(peer: PeerState, key: str, value: str, handshake: list[int]) -> None:
+    """Set what ``key`` says of ``peer``; ``handshake`` holds [seconds, nanoseconds]."""
+    if key == "endpoint":
+        peer.endpoint = parse_endpoint(value)
+    elif key == "allowed_ip":
+        peer.allowed_ips.append(value)
+    elif key in _PEER_NUMBERS:
+        setattr(peer, _PEER_NUMBERS[key], int(value))
+    elif key in ("last_handshake_time_sec", "last_handshake_time_nsec"):
+        handshake[key.endswith("_nsec")] = int(value)
+        sec, nsec = handshake
+        peer.last_handshake = sec + nsec / 1e9 if (sec or nsec) else None
+
+
 def parse_device(pairs: Iterable[tuple[str, str]]) -> DeviceState:
     """Build a :class:`DeviceState` from the pairs of a ``get`` reply (unknown keys ignored)."""
     device = DeviceState()
     peer: PeerState | None = None
-    sec = nsec = 0
+    handshake = [0, 0]
     for key, value in pairs:
         if key == "public_key":
             peer = PeerState(public_key=hex_to_b64(value, "public_key"))
             device.peers.append(peer)
-            sec = nsec = 0
-        elif peer is None:
-            if key == "listen_port":
-                device.listen_port = int(value)
-            elif key == "fwmark":
-                device.fwmark = int(value)
-        elif key == "endpoint":
-            peer.endpoint = parse_endpoint(value)
-        elif key == "allowed_ip":
-            peer.allowed_ips.append(value)
-        elif key == "persistent_keepalive_interval":
-            peer.keepalive = int(value)
-        elif key == "rx_bytes":
-            peer.rx_bytes = int(value)
-        elif key == "tx_bytes":
-            peer.tx_bytes = int(value)
-        elif key in ("last_handshake_time_sec", "last_handshake_time_nsec"):
-            if key.endswith("_sec"):
-                sec = int(value)
-            else:
-                nsec = int(value)
-            peer.last_handshake = sec + nsec / 1e9 if (sec or nsec) else None
+            handshake = [0, 0]
+        elif peer is not None:
+            _peer_value(peer, key, value, handshake)
+        elif key == "listen_port":
+            device.listen_port = int(value)
+        elif key == "fwmark":
+            device.fwmark = int(value)
     return device
 
 

@@ -328,6 +328,22 @@ def verify(
     """Verify ``token``; see the module docstring. The keyword checks run when given;
     ``allow_expired`` accepts a token expired at most ``grace`` seconds ago (closes)."""
     at = time.time() if now is None else now
+    parts = _parts(token)
+    # A header text whose signer is remembered was parsed and checked when it was first seen.
+    header = None if (id(bundle), parts[0]) in _SIGNERS else _header(parts[0])
+    claims = _claims(_json_object(parts[1], "claims"))
+    # A close may come with a token that expired a little ago: its signer's certificate is
+    # checked when the token was still good, but never earlier than the grace allows.
+    when = min(at, max(claims.issued_at, at - grace)) if allow_expired else at
+    signer = _signer(parts[0], header, bundle, claims, when)
+    _check_signature(parts, signer, claims)
+    _check_times(claims, signer, at, allow_expired, grace, skew)
+    _check_binding(claims, audience, segment_id, previous_token)
+    return claims
+
+
+def _parts(token: str) -> list[str]:
+    """The three parts of a compact JWS, or Unauthenticated."""
     if not token:
         raise Unauthenticated("path token: missing (the previous hop did not sign its segment)")
     if len(token) > MAX_TOKEN:
@@ -335,14 +351,11 @@ def verify(
     parts = token.split(".")
     if len(parts) != 3:
         raise Unauthenticated("path token: not a compact JWS (header.claims.signature)")
-    # A header text whose signer is remembered was parsed and checked when it was first seen.
-    header = None if (id(bundle), parts[0]) in _SIGNERS else _header(parts[0])
-    payload = _json_object(parts[1], "claims")
-    claims = _claims(payload)
-    # A close may come with a token that expired a little ago: its signer's certificate is
-    # checked when the token was still good, but never earlier than the grace allows.
-    when = min(at, max(claims.issued_at, at - grace)) if allow_expired else at
-    signer = _signer(parts[0], header, bundle, claims, when)
+    return parts
+
+
+def _check_signature(parts: list[str], signer: _Signer, claims: Claims) -> None:
+    """The signature is the signer's, over header and claims, in canonical low-S form."""
     if signer.spiffe_id != claims.subject:
         raise Unauthenticated(
             f"path token: signed by {signer.spiffe_id} but claims to be from {claims.subject!r}"
@@ -364,6 +377,13 @@ def verify(
         raise Unauthenticated(
             f"path token of {claims.subject}: signature does not verify (forged or altered)"
         ) from None
+
+
+def _check_times(
+    claims: Claims, signer: _Signer, at: float, allow_expired: bool, grace: float, skew: float
+) -> None:
+    """Not past its expiry (a close: not past the grace), not outliving its signer's
+    certificate, not issued in the future."""
     if claims.expires_at > signer.leaf_until:
         raise Unauthenticated(
             f"path token of {claims.subject} claims to outlive its signer's certificate "
@@ -382,6 +402,12 @@ def verify(
         )
     if at < claims.issued_at - skew:
         raise Unauthenticated(f"path token of {claims.subject} is issued in the future")
+
+
+def _check_binding(
+    claims: Claims, audience: str | None, segment_id: str | None, previous_token: str | None
+) -> None:
+    """Issued for this audience, this segment, after this previous token (those given)."""
     if audience is not None and claims.audience != audience:
         raise PermissionDenied(
             f"path token of {claims.subject} is for {claims.audience!r}, not {audience}"
@@ -395,4 +421,3 @@ def verify(
         raise PermissionDenied(
             f"path token of {claims.subject} does not chain to the previous segment's token"
         )
-    return claims

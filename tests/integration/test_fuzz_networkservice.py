@@ -455,69 +455,85 @@ def paths(draw: st.DrawFn) -> ConnPath:
     return path
 
 
-HOSTILE = ["id", "service", "endpoint_name", "payload", "labels", "ip_context", "interface",
-           "netns", "mechanisms", "path", "state", "mtu", "context_extra"]
+Mutation = Callable[[st.DrawFn, NetworkServiceRequest], None]
+
+
+def _ip_context(draw: st.DrawFn, request: NetworkServiceRequest) -> None:
+    ip = request.connection.context.ip_context
+    # Mostly well-formed values (they get past parsing, into IPAM and the data plane), some
+    # garbage; now and then long lists.
+    addresses = st.one_of(CIDRS, CIDRS, ADDRESSISH)
+    prefixes = st.one_of(PREFIXES, PREFIXES, ADDRESSISH)
+    hops = st.one_of(st.just(""), IPS, ADDRESSISH)
+    size = draw(st.sampled_from([2, 2, 2, 40]))
+    ip.src_ip_addrs.extend(draw(st.lists(addresses, max_size=size)))
+    ip.dst_ip_addrs.extend(draw(st.lists(addresses, max_size=size)))
+    ip.excluded_prefixes.extend(draw(st.lists(prefixes, max_size=size)))
+    routes = st.lists(st.builds(Route, prefix=prefixes, nextHop=hops), max_size=3)
+    ip.src_routes.extend(draw(routes))
+    ip.dst_routes.extend(draw(routes))
+    ip.ip_neighbors.extend(draw(st.lists(st.builds(IpNeighbor, ip=st.one_of(IPS, ADDRESSISH),
+                                                   hardware_address=MACS), max_size=2)))
+    ip.extra_prefixes.extend(draw(st.lists(prefixes, max_size=2)))
+
+
+def _parameter(key: str, values: st.SearchStrategy[str]) -> Mutation:
+    def change(draw: st.DrawFn, request: NetworkServiceRequest) -> None:
+        for mech in request.mechanism_preferences:
+            mech.parameters[key] = draw(values)
+    return change
+
+
+def _mechanisms(draw: st.DrawFn, request: NetworkServiceRequest) -> None:
+    odd = [mechanism(draw) for _ in range(draw(st.integers(0, 4)))]
+    if draw(st.booleans()):
+        del request.mechanism_preferences[:]
+    request.mechanism_preferences.extend(odd)
+    if draw(st.integers(0, 9)) == 0:  # many preferences
+        request.mechanism_preferences.extend([odd[0] if odd else Mechanism()] * 40)
+
+
+def _context_extra(draw: st.DrawFn, request: NetworkServiceRequest) -> None:
+    context = request.connection.context
+    context.extra_context.update(draw(st.dictionaries(STRINGS, STRINGS, max_size=5)))
+    dns = context.dns_context.configs.add()
+    dns.dns_server_ips.extend(draw(st.lists(ADDRESSISH, max_size=3)))
+    dns.search_domains.extend(draw(st.lists(STRINGS, max_size=3)))
+
+
+def _set(field: str, values: st.SearchStrategy[Any], on_context: bool = False) -> Mutation:
+    def change(draw: st.DrawFn, request: NetworkServiceRequest) -> None:
+        conn = request.connection
+        setattr(conn.context if on_context else conn, field, draw(values))
+    return change
+
+
+#: One hostile change of each kind to a request (for any target).
+MUTATIONS: dict[str, Mutation] = {
+    "id": _set("id", IDS),
+    "service": _set("network_service", st.one_of(
+        st.sampled_from(["db", "local-db", "forwarder", ""]), STRINGS)),
+    "endpoint_name": _set("network_service_endpoint_name",
+                          st.one_of(st.sampled_from(HOP_NAMES), STRINGS)),
+    "payload": _set("payload", st.one_of(st.sampled_from(["IP", "ETHERNET"]), STRINGS)),
+    "labels": lambda draw, request: request.connection.labels.update(draw(LABELS)),
+    "ip_context": _ip_context,
+    "interface": _parameter("name", IFNAMES),
+    "netns": _parameter("inodeURL", NETNS_URLS),
+    "mechanisms": _mechanisms,
+    "path": lambda draw, request: request.connection.path.CopyFrom(draw(paths())),
+    "state": _set("state", ENUMS),
+    "mtu": _set("MTU", st.one_of(st.sampled_from([0, 1, 67, 68, 1279, 1280, 65535, 65536]),
+                                 st.integers(0, 2**32 - 1)), on_context=True),
+    "context_extra": _context_extra,
+}
+HOSTILE = list(MUTATIONS)
 
 
 def mutate(draw: st.DrawFn, request: NetworkServiceRequest, kind: str, target: str) -> None:
     """Apply one hostile change of ``kind`` (one of :data:`HOSTILE`) to a request for
     ``target``."""
-    conn = request.connection
-    if kind == "id":
-        conn.id = draw(IDS)
-    elif kind == "service":
-        conn.network_service = draw(st.one_of(st.sampled_from(["db", "local-db", "forwarder", ""]),
-                                              STRINGS))
-    elif kind == "endpoint_name":
-        conn.network_service_endpoint_name = draw(st.one_of(st.sampled_from(HOP_NAMES), STRINGS))
-    elif kind == "payload":
-        conn.payload = draw(st.one_of(st.sampled_from(["IP", "ETHERNET"]), STRINGS))
-    elif kind == "labels":
-        conn.labels.update(draw(LABELS))
-    elif kind == "ip_context":
-        ip = conn.context.ip_context
-        # Mostly well-formed values (they get past parsing, into IPAM and the data plane), some
-        # garbage; now and then long lists.
-        addresses = st.one_of(CIDRS, CIDRS, ADDRESSISH)
-        prefixes = st.one_of(PREFIXES, PREFIXES, ADDRESSISH)
-        hops = st.one_of(st.just(""), IPS, ADDRESSISH)
-        size = draw(st.sampled_from([2, 2, 2, 40]))
-        ip.src_ip_addrs.extend(draw(st.lists(addresses, max_size=size)))
-        ip.dst_ip_addrs.extend(draw(st.lists(addresses, max_size=size)))
-        ip.excluded_prefixes.extend(draw(st.lists(prefixes, max_size=size)))
-        routes = st.lists(st.builds(Route, prefix=prefixes, nextHop=hops), max_size=3)
-        ip.src_routes.extend(draw(routes))
-        ip.dst_routes.extend(draw(routes))
-        ip.ip_neighbors.extend(draw(st.lists(st.builds(IpNeighbor, ip=st.one_of(IPS, ADDRESSISH),
-                                                       hardware_address=MACS), max_size=2)))
-        ip.extra_prefixes.extend(draw(st.lists(prefixes, max_size=2)))
-    elif kind == "interface":
-        for mech in request.mechanism_preferences:
-            mech.parameters["name"] = draw(IFNAMES)
-    elif kind == "netns":
-        for mech in request.mechanism_preferences:
-            mech.parameters["inodeURL"] = draw(NETNS_URLS)
-    elif kind == "mechanisms":
-        odd = [mechanism(draw) for _ in range(draw(st.integers(0, 4)))]
-        if draw(st.booleans()):
-            del request.mechanism_preferences[:]
-        request.mechanism_preferences.extend(odd)
-        if draw(st.integers(0, 9)) == 0:  # many preferences
-            request.mechanism_preferences.extend([odd[0] if odd else Mechanism()] * 40)
-    elif kind == "path":
-        conn.path.CopyFrom(draw(paths()))
-    elif kind == "state":
-        conn.state = draw(ENUMS)
-    elif kind == "mtu":
-        conn.context.MTU = draw(st.one_of(st.sampled_from([0, 1, 67, 68, 1279, 1280, 65535, 65536]),
-                                          st.integers(0, 2**32 - 1)))
-    elif kind == "context_extra":
-        conn.context.extra_context.update(draw(st.dictionaries(STRINGS, STRINGS, max_size=5)))
-        dns = conn.context.dns_context.configs.add()
-        dns.dns_server_ips.extend(draw(st.lists(ADDRESSISH, max_size=3)))
-        dns.search_domains.extend(draw(st.lists(STRINGS, max_size=3)))
-    else:  # pragma: no cover - a kind missing here
-        raise AssertionError(kind)
+    MUTATIONS[kind](draw, request)
 
 
 def overlay(kind: str, changed: NetworkServiceRequest, target: NetworkServiceRequest) -> None:

@@ -11,17 +11,21 @@ import pytest
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.generic.wireguard import wgmsg
 
-import forwarder.wireguard.kernel as kernel_mod
+import forwarder.kernel.wireguard as kernel_mod
 from forwarder.kernel import FakeKernel
-from forwarder.wireguard import (
+from forwarder.kernel.wireguard import (
     KernelBackend,
+    kernel_wireguard_available,
+    parse_info,
+    peer_request,
+)
+from forwarder.wireguard import (
     UserspaceBackend,
     WgPeer,
     describe,
     detect_backend,
     generate_keypair,
 )
-from forwarder.wireguard.kernel import kernel_wireguard_available, parse_info, peer_request
 from forwarder.wireguard.model import validate_ifname, validate_peer
 from sdk.errors import FailedPrecondition, InvalidArgument, NotFound
 

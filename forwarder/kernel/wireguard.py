@@ -30,17 +30,16 @@ from pyroute2.netlink.generic.wireguard import AsyncWireGuard
 
 from forwarder.kernel import KernelPort, Netns, real_kernel
 from forwarder.kernel.netns import netlink_socket_in
-from sdk.errors import AlreadyExists, DataplaneError, NotFound
-
-from .keys import parse_public_key
-from .model import (
+from forwarder.wireguard.keys import parse_public_key
+from forwarder.wireguard.model import (
     WgPeer,
     WgPeerStats,
     validate_create,
     validate_ifname,
     validate_peer,
 )
-from .netns import check_netns, genl_socket_in
+from forwarder.wireguard.netns import check_netns, genl_socket_in
+from sdk.errors import AlreadyExists, DataplaneError, NotFound
 
 log = structlog.get_logger()
 
