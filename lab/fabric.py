@@ -53,6 +53,12 @@ from sdk.security.svid import write_svid
 from sdk.security.tls import server_name
 
 DEFAULT_CIDRS = ("10.60.0.0/16", "fd00:60::/64")
+
+
+def endpoint_cidrs(index: int) -> tuple[str, str]:
+    """The address pools of the lab's ``index``-th endpoint (0: :data:`DEFAULT_CIDRS`): every
+    endpoint hands out its own, so a client of several services sees distinct addresses."""
+    return f"10.{60 + index}.0.0/16", f"fd00:{0x60 + index:x}::/64"
 TRUST_DOMAIN = "lab.vwire"
 SVID_TTL = 3600.0  # renewed at half-life by the fabric's ``nsmctl ca agent`` process
 RENEW_INTERVAL = 60.0

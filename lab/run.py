@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lab import network, observe
-from lab.fabric import CA_AGENT, Client, Fabric
+from lab.fabric import CA_AGENT, Client, Fabric, endpoint_cidrs
 from lab.observe import endpoint_address, wait_for
 from lab.processes import Processes
 from lab.topology import DEFAULT, Topology
@@ -98,10 +98,10 @@ async def _build(fabric: Fabric, config: LabConfig, progress: Progress) -> None:
              "the registry, and nsmgr and forwarder on every node")
     await fabric.up()
     _config_file(fabric.topology).write_text(json.dumps(asdict(config)))
-    for service in config.services:
+    for index, service in enumerate(config.services):
         progress(f"starting endpoint for {service} on {last.name}")
         await fabric.add_endpoint(_endpoint_name(service, fabric), [service], last.index,
-                                  labels={"lab": "vwire"})
+                                  labels={"lab": "vwire"}, cidrs=endpoint_cidrs(index))
     progress(f"connecting a client on {first.name} to {', '.join(config.services)}")
     urls = [f"kernel://{service}/nsm{i}" for i, service in enumerate(config.services)]
     client = await fabric.add_client(CLIENT, first.index, urls)

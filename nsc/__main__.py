@@ -24,6 +24,7 @@ from nsc.client import VWireClient
 from sdk import log
 from sdk.channels import ChannelPool
 from sdk.errors import FabricError
+from sdk.networkservice.excludedprefixes import ExcludePrefixes
 from sdk.nsmurl import parse
 from sdk.security.redact import redact_tokens
 from sdk.security.source import FileSvidSource
@@ -76,12 +77,13 @@ async def run(args: argparse.Namespace) -> None:
     heals: dict[str, int] = {}
     svids = FileSvidSource(Path(args.svid_dir)) if args.svid_dir else None
     pool = ChannelPool()
+    exclude = ExcludePrefixes()  # one namespace: its connections get distinct addresses
     clients = [
         VWireClient(
             name=name, nsmgr=args.nsmgr, pool=pool, netns_url=netns,
             network_service=url.network_service, interface=url.interface or "",
             labels=url.labels, lifetime=args.lifetime, request_timeout=args.timeout,
-            svids=svids, nsmgr_id=args.nsmgr_id, probe=not args.no_probe,
+            svids=svids, nsmgr_id=args.nsmgr_id, probe=not args.no_probe, exclude=exclude,
         )
         for url in urls
     ]

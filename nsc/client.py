@@ -15,6 +15,8 @@ Contract:
   client's namespace is gone) and raises that error, or until the connection is closed.
   ``on_change`` is called with every new version; ``heals`` counts successful heals.
 * :meth:`close` closes it (idempotent) and stops keeping it.
+* With ``exclude`` (one :class:`sdk.networkservice.excludedprefixes.ExcludePrefixes` shared by
+  the clients of one namespace) its connection gets no address another of them uses.
 * With ``svids`` (this workload's SVID source) it signs its path segment for ``nsmgr_id`` (the
   SPIFFE ID of the node's nsmgr, required then): what an nsmgr with an SVID insists on.
 """
@@ -34,6 +36,7 @@ from sdk.chain import CallContext
 from sdk.chains.client import ClientChain, ClientOptions
 from sdk.channels import ChannelPool
 from sdk.networkservice.clientbegin import ConnectionEvents
+from sdk.networkservice.excludedprefixes import ExcludePrefixes
 from sdk.security.source import SvidSource
 
 
@@ -59,6 +62,7 @@ class VWireClient:
         on_change: Callable[[Connection], None] | None = None,
         svids: SvidSource | None = None,
         nsmgr_id: str = "",
+        exclude: ExcludePrefixes | None = None,
     ) -> None:
         self.name = name
         self.mechanism = KernelMechanism(netns_url, interface)
@@ -72,7 +76,7 @@ class VWireClient:
                 name=name, nsmgr=nsmgr, pool=pool, lifetime=lifetime,
                 request_timeout=request_timeout, svids=svids, nsmgr_id=nsmgr_id, keep=keep,
                 probe=functools.partial(self._pinger.ping, wait=probe_interval) if probe else None,
-                probe_interval=probe_interval, probe_failures=probe_failures,
+                probe_interval=probe_interval, probe_failures=probe_failures, exclude=exclude,
             ),
             on_change=self._changed,
         )

@@ -1,9 +1,11 @@
 """A client's NetworkService chain: connections that stay up until they are closed.
 
-:class:`ClientChain` builds ``ClientBegin → [Heal] → [Refresh] → UpdatePath → SetExpiry →
-[SignPathSegment] → Connect(nsmgr)``: one call at a time per connection and the events later
-elements raise on it; healing lost connections (monitor stream, optional data-plane probe) and
-refreshing them before their path segment expires (both with ``keep``); the client's own path
+:class:`ClientChain` builds ``ClientBegin → [Heal] → [Refresh] → [ExcludePrefixes] →
+UpdatePath → SetExpiry → [SignPathSegment] → Connect(nsmgr)``: one call at a time per connection
+and the events later elements raise on it; healing lost connections (monitor stream, optional
+data-plane probe) and refreshing them before their path segment expires (both with ``keep``);
+keeping the addresses of the workload's other connections out of this one's (with an
+``exclude`` shared by the workload's clients); the client's own path
 segment with its expiry; with an SVID source, the segment signed for the node's nsmgr
 (``nsmgr_id``, its SPIFFE ID, is required then: the segment then expires with the token, at the
 latest with the SVID, which drives the refresh); and the call to the nsmgr. The reference client
@@ -19,6 +21,7 @@ from sdk.errors import InvalidArgument
 from sdk.networkservice.client import Connect
 from sdk.networkservice.clientbegin import ChangeFn, ClientBegin
 from sdk.networkservice.core import NetworkServiceChain, NetworkServiceElement
+from sdk.networkservice.excludedprefixes import ExcludePrefixes
 from sdk.networkservice.expiry import SetExpiry
 from sdk.networkservice.heal import Heal, Probe
 from sdk.networkservice.refresh import Refresh
@@ -43,6 +46,8 @@ class ClientOptions:
     probe_interval: float = 0.2  #: seconds between probes
     probe_failures: int = 3  #: failed probes in a row that count as a loss
     trace: bool = False  #: log every element's entry and exit at debug level
+    #: shared by every client of one workload, so its connections get distinct addresses
+    exclude: ExcludePrefixes | None = None
 
 
 class ClientChain:
@@ -69,7 +74,8 @@ class ClientChain:
         )
         self.chain = NetworkServiceChain(
             [
-                self.begin, *keep, UpdatePath(options.name), SetExpiry(options.lifetime), *sign,
+                self.begin, *keep, *([options.exclude] if options.exclude else []),
+                UpdatePath(options.name), SetExpiry(options.lifetime), *sign,
                 Connect(options.pool, options.nsmgr),
             ],
             trace=options.trace,

@@ -57,3 +57,27 @@ async def test_lab_up_status_down_leaves_nothing(lab_topology: Topology) -> None
     assert [p for p in pids if alive(p)] == []
     assert processes.stray_wireguard() == {}
     assert json.loads(await nsmctl("status", "-o", "json"))["up"] is False
+
+
+async def test_the_readme_multi_service_lab_connects_every_service(
+    lab_topology: Topology,
+) -> None:
+    """``nsmctl lab up --nodes 3 --service a --service b`` (README, docs/lab.md): one client, two
+    services, two vWires with distinct addresses (it once failed: both endpoints handed out the
+    same addresses)."""
+    env = {"VWIRE_LAB_PREFIX": lab_topology.prefix,
+           "VWIRE_LAB_STATE_DIR": str(lab_topology.state_dir)}
+
+    async def nsmctl(*args: str) -> str:
+        done = await run_module(["nsmctl", "lab", *args], env=env, timeout=120)
+        assert done.returncode == 0, f"nsmctl lab {' '.join(args)}: {done.stderr}{done.stdout}"
+        return done.stdout
+
+    await nsmctl("up", "--nodes", "3", "--service", "a", "--service", "b")
+    status = json.loads(await nsmctl("status", "-o", "json"))
+    client = status["client"]
+    assert sorted(c["network_service"] for c in client) == ["a", "b"]
+    addresses = [set(c["context"]["ip_context"]["src_ip_addrs"]) for c in client]
+    assert addresses[0] and addresses[1] and not addresses[0] & addresses[1], addresses
+    await nsmctl("down")
+    assert network.namespaces(lab_topology) == []
