@@ -14,25 +14,11 @@ from sdk import service
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = service.parser(
+    return service.parser(
         "python -m forwarder",
         "Program vWires (veth, WireGuard, addresses, routes) for this node's nsmgr.",
         ForwarderSettings, PREFIX,
     )
-    parser.add_argument("--name")
-    parser.add_argument("--listen", help="unix:///path.sock")
-    parser.add_argument("--nsmgr", help="this node's nsmgr, unix:///path.sock")
-    parser.add_argument("--underlay-interface")
-    parser.add_argument("--underlay-ip")
-    parser.add_argument("--port-range", help="first-last UDP ports for tunnels")
-    parser.add_argument("--wireguard", choices=["auto", "kernel", "wireguard-go"])
-    parser.add_argument("--svid-dir", help="SVID directory (nsmctl ca issue): path tokens")
-    parser.add_argument("--token-lifetime", type=float)
-    parser.add_argument("--log-level")
-    parser.add_argument("--trace", action="store_true", default=None)
-    parser.add_argument("--allow-host-netns", action="store_true", default=None,
-                        help="accept its own and the host's namespace as a workload's")
-    return parser
 
 
 async def run(config: ForwarderSettings) -> None:

@@ -19,7 +19,10 @@ class ForwarderSettings:
     )
     underlay_ip: str = setting("", "this node's tunnel address (default: that interface's first)")
     port_range: str = setting("51820-52819", "UDP ports for WireGuard tunnels, first-last")
-    wireguard: str = setting("auto", "WireGuard backend: auto, kernel or wireguard-go")
+    wireguard: str = setting(
+        "auto", "WireGuard backend: auto, kernel or wireguard-go",
+        choices=("auto", "kernel", "wireguard-go"),
+    )
     svid_dir: str = setting(
         "", "directory with svid.crt, svid.key and bundle.pem: sign and verify path tokens"
     )

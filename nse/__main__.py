@@ -11,25 +11,10 @@ from sdk import service
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = service.parser(
+    return service.parser(
         "python -m nse", "Provide network services: point-to-point addresses over vWires.",
         NseSettings, PREFIX,
     )
-    parser.add_argument("--name")
-    parser.add_argument("--service", dest="services", action="append", help="repeatable")
-    parser.add_argument("--label", dest="labels", action="append", help="key=value, repeatable")
-    parser.add_argument("--listen", help="unix:///path.sock")
-    parser.add_argument("--nsmgr", help="the node's nsmgr")
-    parser.add_argument("--netns", help="namespace path (default: the process's own)")
-    parser.add_argument("--cidr", action="append", help="prefix to hand out, repeatable")
-    parser.add_argument("--route", dest="routes", action="append", help="extra client route")
-    parser.add_argument("--dns-server", dest="dns_servers", action="append")
-    parser.add_argument("--dns-search", action="append")
-    parser.add_argument("--command", help="run this while serving")
-    parser.add_argument("--register-interval", type=float)
-    parser.add_argument("--svid-dir", help="SVID directory (nsmctl ca issue): verify path tokens")
-    parser.add_argument("--log-level")
-    return parser
 
 
 async def run(config: NseSettings) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sdk.select.policy import POLICIES
 from sdk.settings import setting
 
 PREFIX = "VWIRE_NSMGR_"
@@ -31,7 +32,8 @@ class NsmgrSettings:
     )
     request_timeout: float = setting(15.0, "deadline for a request that carries none, seconds")
     select_policy: str = setting(
-        "round-robin", "endpoint selection: round-robin, least-connections or weighted"
+        "round-robin", "endpoint selection: round-robin, least-connections or weighted",
+        choices=POLICIES,
     )
     max_in_flight_per_peer: int = setting(
         256, "unary calls one peer may have open at once (all local callers share the unix "

@@ -19,21 +19,10 @@ from sdk.security.tls import server_credentials
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = service.parser(
+    return service.parser(
         "python -m registry", "Serve NSM's registry API (network services and endpoints).",
         RegistrySettings, PREFIX,
     )
-    parser.add_argument("--listen", action="append", help="unix:///path.sock or tcp://host:port")
-    parser.add_argument("--store", help="sqlite:///path.db or memory://")
-    parser.add_argument("--state-dir", help="directory of the default SQLite store")
-    parser.add_argument("--insecure", action="store_true", default=None,
-                        help="allow plain-text TCP (development only: no mTLS yet)")
-    parser.add_argument("--svid-dir", help="SVID directory: TCP listeners use mTLS")
-    parser.add_argument("--policy", help="authorization policy file (YAML)")
-    parser.add_argument("--default-ttl", type=float, help="endpoint registration lifetime (s)")
-    parser.add_argument("--log-level", help="debug, info, warning or error")
-    parser.add_argument("--trace", action="store_true", default=None, help="trace chain elements")
-    return parser
 
 
 async def run(config: RegistrySettings) -> None:

@@ -23,15 +23,28 @@ S = TypeVar("S")
 
 
 def parser(prog: str, description: str, cls: type[Any], prefix: str) -> argparse.ArgumentParser:
-    """An argument parser whose epilog documents ``cls``'s environment variables."""
-    epilog = "environment:\n" + "\n".join(
-        f"  {name:<36} {text} (default: {default})"
-        for name, default, text in settings.describe(cls, prefix)
+    """An argument parser with one flag per field of ``cls`` (its help, environment variable and
+    default shown once); flags win over the environment."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description,
+        epilog=f"Every flag can also be set by its environment variable ({prefix}...); "
+        "a flag wins.",
     )
-    return argparse.ArgumentParser(
-        prog=prog, description=description, epilog=epilog,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    for option in settings.options(cls, prefix):
+        metavar = option.flag[2:].upper().replace("-", "_")
+        shown = f" (default: {option.default})" if option.default not in ("", "False") else ""
+        text = f"{option.help} [{option.env}]{shown}".replace("%", "%%")
+        if option.kind is bool:
+            parser.add_argument(option.flag, dest=option.dest, action="store_true",
+                                default=None, help=text)
+        elif option.kind == list[str]:
+            parser.add_argument(option.flag, dest=option.dest, action="append",
+                                metavar=metavar, help=text + " (repeatable)")
+        else:
+            kind = option.kind if option.kind in (int, float) else str
+            parser.add_argument(option.flag, dest=option.dest, type=kind, metavar=metavar,
+                                choices=option.choices or None, help=text)
+    return parser
 
 
 async def until_signalled(

@@ -1,9 +1,10 @@
 """One settings object per binary, read from environment variables with one prefix.
 
-A binary declares a frozen dataclass whose fields carry a ``help`` text in their metadata;
-:func:`load` fills it from ``<PREFIX><FIELD>`` environment variables (upper-case), then from
-explicit overrides (command-line flags), converting to the field's type. :func:`describe` lists
-the variables with their defaults and help for the README and ``--help``.
+A binary declares a frozen dataclass whose fields carry a ``help`` text in their metadata (and,
+optionally, the command-line flag's name and its choices); :func:`load` fills it from
+``<PREFIX><FIELD>`` environment variables (upper-case), then from explicit overrides (command-line
+flags), converting to the field's type. :func:`describe` lists the variables with their defaults
+and help for the README; :func:`options` tells a command-line parser the flag of every field.
 """
 
 from __future__ import annotations
@@ -21,11 +22,42 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
-def setting(default: Any, help: str) -> Any:
-    """Declare a settings field with its default and documentation."""
+def setting(
+    default: Any, help: str, *, flag: str = "", choices: tuple[str, ...] = ()
+) -> Any:
+    """Declare a settings field with its default and documentation; ``flag`` names its
+    command-line flag when it is not the field's name (e.g. ``service`` for ``services``, a
+    list given one item per flag), ``choices`` lists the values it accepts."""
+    metadata = {"help": help, "flag": flag, "choices": choices}
     if isinstance(default, list):
-        return dataclasses.field(default_factory=lambda: list(default), metadata={"help": help})
-    return dataclasses.field(default=default, metadata={"help": help})
+        return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """A settings field as a command-line flag."""
+
+    dest: str  #: the field's name
+    flag: str  #: ``--name-of-flag``
+    env: str  #: the environment variable
+    kind: Any  #: the field's type
+    default: str  #: the default as shown ('' when there is none to show)
+    help: str
+    choices: tuple[str, ...]
+
+
+def options(cls: type[Any], prefix: str) -> list[Option]:
+    """The command-line flag of every field of ``cls``."""
+    hints = get_type_hints(cls)
+    found = []
+    for field, (env, default, text) in zip(
+        dataclasses.fields(cls), describe(cls, prefix), strict=True
+    ):
+        flag = field.metadata.get("flag") or field.name.replace("_", "-")
+        found.append(Option(field.name, f"--{flag}", env, hints[field.name], default, text,
+                            tuple(field.metadata.get("choices", ()))))
+    return found
 
 
 def _convert(name: str, kind: Any, raw: str) -> Any:
