@@ -5,11 +5,12 @@ NetworkService chain: :class:`sdk.chains.nsmgr.NodeManagerChain` (its docstring 
 elements). With an SVID directory, TCP (other nodes, a remote registry) is mTLS, pooled channels
 are renewed when the SVID rotates, and path tokens are required: every request must carry a valid
 signed path (clients, forwarders and endpoints need SVIDs too), and this hop signs its own
-segment for the next hop it chose. Registry chains (for local endpoints, forwarders and NSM
-clients): ``Validate → RecordPathIds → LocalForwarders → LocalEndpoints → RemoteRegistry`` for
-endpoints (``RecordPathIds`` appends this nsmgr's SPIFFE ID, so registrants and other nodes learn
-it), ``Validate → RemoteRegistry`` for services. Also served: ``connection.MonitorConnection``
-and gRPC health.
+segment for the next hop it chose. Registry chains (for local endpoints and forwarders, on the
+unix socket only): :func:`sdk.registry.workloads.workload_chain` — ``LocalCallersOnly →
+VerifyRegistrant → Validate → RecordPathIds(first hop) → [ReservedService(forwarder)] →
+Ownership → [LocalForwarders] → AuthorizeRegistration → [LocalEndpoints] → RemoteRegistry``.
+Also served: ``connection.MonitorConnection`` and gRPC health (``vwire.authorization`` says
+whether a policy is enforced).
 
 Liveness: every local forwarder and endpoint is watched through its gRPC connection
 (:mod:`nsmgr.watchdog`). A dead forwarder is dropped and its connections are announced DOWN on
@@ -50,10 +51,7 @@ from sdk.registry.reserved import ReservedService
 from sdk.registry.server import add_registry
 from sdk.registry.workloads import workload_chain
 from sdk.security.policy import (
-    ALLOW_ALL,
     AUTHORIZATION_HEALTH,
-    PolicyFile,
-    StaticPolicy,
     enforcing,
     load_policy,
 )
@@ -98,9 +96,10 @@ class Nsmgr:
         )
         self.forwarders = LocalForwarders()
         self.local_endpoints = LocalEndpoints(self.advertise)
-        registrations = (  # the policy's registrations rules; load_policy below warns if none
-            PolicyFile(Path(config.policy)) if config.policy else StaticPolicy(ALLOW_ALL)
-        )
+        # One policy file: its requests rules authorize clients, its registrations rules
+        # registrants (allow-all without a file, said loudly once).
+        self.authorization = load_policy(config.policy or None)
+        registrations = self.authorization
         self.services: RegistryChain[NetworkService] = workload_chain(
             SERVICE, RemoteRegistry(SERVICE, registry_channel), self.services_upstream,
             self.svids, registrations, trace=config.trace,
@@ -112,7 +111,6 @@ class Nsmgr:
             kept=[self.forwarders], local=[self.local_endpoints],
         )
         self.monitor = Monitor()
-        self.authorization = load_policy(config.policy or None)
         self.remote_losses = RemoteLossWatch(self.pool, self.monitor)
         self.node_manager = NodeManagerChain(
             ServerOptions(self.name, self.svids, config.request_timeout, self.monitor,

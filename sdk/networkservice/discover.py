@@ -17,9 +17,9 @@ from api.proto.connection_pb2 import Connection
 from api.proto.networkservice_pb2 import NetworkServiceRequest
 from api.proto.registry_pb2 import NetworkService, NetworkServiceEndpoint
 from sdk.chain import Key
-from sdk.errors import NotFound
+from sdk.errors import InvalidArgument, NotFound
 from sdk.networkservice.core import NetworkServiceElement, NSCursor
-from sdk.registry.core import Query, RegistryChain
+from sdk.registry.core import Query, RegistryChain, first_record
 from sdk.select.match import WeightedCandidate, candidates
 
 #: The endpoints that may serve this request, in registry order.
@@ -35,8 +35,13 @@ async def find_endpoint(
     registry: RegistryChain[NetworkServiceEndpoint], name: str
 ) -> NetworkServiceEndpoint:
     """The registration of endpoint ``name``; NotFound when it is not registered."""
-    async for event in registry.find(Query(NetworkServiceEndpoint(name=name))):
-        return event.record
+    if not name:  # an empty name is a template that matches every record
+        raise InvalidArgument(
+            "connection.network_service_endpoint_name", "must name the endpoint to look up"
+        )
+    record = await first_record(registry.find(Query(NetworkServiceEndpoint(name=name))))
+    if record is not None:
+        return record
     raise NotFound(f"network service endpoint {name!r} is not registered (any more)")
 
 
@@ -52,9 +57,9 @@ class Discover(NetworkServiceElement):
         self.endpoints = endpoints
 
     async def _service(self, name: str) -> NetworkService:
-        async for event in self.services.find(Query(NetworkService(name=name))):
-            return event.record
-        return NetworkService(name=name)  # unregistered service: no matches, any endpoint
+        record = await first_record(self.services.find(Query(NetworkService(name=name))))
+        # an unregistered service: no matches, any endpoint
+        return record if record is not None else NetworkService(name=name)
 
     async def _providers(self, name: str) -> list[NetworkServiceEndpoint]:
         query = Query(NetworkServiceEndpoint(network_service_names=[name]))

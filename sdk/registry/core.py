@@ -99,3 +99,16 @@ class RegistryChain(Generic[R]):
 
     async def unregister(self, record: R, ctx: CallContext | None = None) -> None:
         await self._cursor(ctx).unregister(record)
+
+
+async def first_record(events: AsyncIterator[Event[R]]) -> R | None:
+    """The record of the first event (None when there is none), closing the stream at once: a
+    stream left open when its reader returns early is finalised later, by a task of its own."""
+    try:
+        async for event in events:
+            return event.record
+        return None
+    finally:
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()

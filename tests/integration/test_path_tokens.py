@@ -16,7 +16,7 @@ from nsc.client import VWireClient
 from nse.app import Endpoint
 from nse.settings import NseSettings
 from sdk.chain import CallContext
-from sdk.errors import FailedPrecondition, PermissionDenied, Unauthenticated
+from sdk.errors import PermissionDenied, Unauthenticated
 from sdk.grpcutil import channel
 from sdk.registry.core import RegistryChain
 from sdk.registry.pathids import RecordPathIds
@@ -113,10 +113,11 @@ async def test_an_endpoint_without_identity_cannot_be_reached_with_tokens(
         name="nse-anon", services=["db"], listen=f"unix://{node.dir}/nse-anon.sock",
         nsmgr=node.nsmgr_url, netns=node.workload("nse-anon"), cidr=["10.61.0.0/16"],
     ))
-    await anonymous.start()
-    fabric.endpoints.append(anonymous)
-    with pytest.raises(FailedPrecondition, match="next hop's SPIFFE ID is unknown"):
-        await fabric.client(node, "c1").connect()
+    # It cannot even register through an nsmgr that has an identity: it has nothing to prove
+    # who it is with, so no request can be routed to it.
+    with pytest.raises(Unauthenticated, match="did not prove who it is"):
+        await anonymous.start()
+    assert node.nsmgr is not None and node.nsmgr.local_endpoints.names() == set()
     assert await vwires(node) == []
 
 
