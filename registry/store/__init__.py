@@ -2,7 +2,7 @@
 
 :func:`open_store` turns a store URL into a :class:`~sdk.registry.store.Store`:
 
-- ``memory://`` -- :class:`~registry.store.memory.MemoryStore`, lost on exit (tests, labs).
+- ``memory://`` -- :class:`~sdk.registry.memory.MemoryStore`, lost on exit (tests, labs).
 - ``sqlite:///path.db`` -- :class:`~registry.store.sqlite.SqliteStore`, the default. As with
   SQLAlchemy, what follows ``sqlite:///`` is the path: ``sqlite:///registry.db`` is relative to the
   working directory, ``sqlite:////var/lib/vwire/registry.db`` (four slashes) is absolute. Parent
@@ -19,9 +19,9 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import SplitResult, urlsplit
 
-from registry.store.memory import MemoryStore
 from registry.store.sqlite import SqliteStore
 from sdk.errors import InvalidArgument
+from sdk.registry.memory import MemoryStore
 from sdk.registry.store import Store
 
 ACCEPTED = "sqlite:///path.db (relative) or sqlite:////abs/path.db, or memory://"

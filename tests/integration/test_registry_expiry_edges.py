@@ -14,9 +14,9 @@ import grpc
 
 from api.proto.registry_pb2 import NetworkServiceEndpoint
 from registry.app import Registry
-from registry.store.memory import MemoryStore
 from sdk.grpcutil import parse_address
 from sdk.registry.core import Event, Query
+from sdk.registry.memory import MemoryStore
 from tests.integration.conftest import WAIT, endpoint_stub, find_endpoints, nse
 
 

@@ -13,7 +13,6 @@ from api.mechanisms import REMOTE
 from api.proto.connection_pb2 import Mechanism
 from api.proto.networkservice_pb2 import NetworkServiceRequest
 from api.proto.registry_pb2 import NetworkService, NetworkServiceEndpoint
-from registry.store.memory import MemoryStore
 from sdk.chain import CallContext
 from sdk.channels import ChannelPool
 from sdk.networkservice.chosen import RequireChosenEndpoint
@@ -40,6 +39,7 @@ from sdk.networkservice.toendpoint import MECHANISM_CLASS, RouteToEndpoint
 from sdk.networkservice.token import CLIENT_ID
 from sdk.registry.core import RegistryChain
 from sdk.registry.kinds import ENDPOINT, SERVICE
+from sdk.registry.memory import MemoryStore
 from sdk.registry.persist import Persist
 from sdk.select.breaker import CircuitBreaker
 from sdk.select.match import WeightedCandidate

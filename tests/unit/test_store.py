@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from registry.store import default_store_url, open_store
-from registry.store.memory import MemoryStore
 from registry.store.sqlite import SCHEMA_VERSION, SqliteStore
 from sdk.errors import FailedPrecondition, InvalidArgument
+from sdk.registry.memory import MemoryStore
 from sdk.registry.store import Store, StoredRecord
 
 NOW = 1_000_000.0
