@@ -94,8 +94,8 @@ class Nsmgr:
         self.endpoints_upstream: RegistryChain[NetworkServiceEndpoint] = RegistryChain(
             [RemoteRegistry(ENDPOINT, registry_channel)]
         )
-        self.forwarders = LocalForwarders()
-        self.local_endpoints = LocalEndpoints(self.advertise)
+        self.forwarders = LocalForwarders(on_change=self._forwarder_changed)
+        self.local_endpoints = LocalEndpoints(self.advertise, on_change=self._endpoint_changed)
         # One policy file: its requests rules authorize clients, its registrations rules
         # registrants (allow-all without a file, said loudly once).
         self.authorization = load_policy(config.policy or None)
@@ -130,8 +130,6 @@ class Nsmgr:
         self.chain = self.node_manager.chain
         self.breaker = self.node_manager.breaker
         self.watch = PeerWatch(self.pool)
-        self.forwarders.on_change = self._forwarder_changed
-        self.local_endpoints.on_change = self._endpoint_changed
         self._server: grpc.aio.Server | None = None
         self.bound: list[ListenAddress] = []
 

@@ -20,11 +20,13 @@ from sdk.registry.pathids import registrant_id
 class LocalEndpoints(RegistryElement[NetworkServiceEndpoint]):
     """See the module docstring."""
 
-    def __init__(self, advertise_url: str) -> None:
+    def __init__(
+        self, advertise_url: str, on_change: Callable[[str, str | None], None] | None = None
+    ) -> None:
         self.advertise_url = advertise_url
         self._urls: dict[str, str] = {}
         self._ids: dict[str, str] = {}
-        self.on_change: Callable[[str, str | None], None] | None = None
+        self.on_change = on_change  #: told (name, url) of every new URL, (name, None) of a loss
 
     def url(self, name: str) -> str | None:
         """The endpoint's own URL when it registered here, else None."""

@@ -30,14 +30,17 @@ def is_forwarder(record: NetworkServiceEndpoint) -> bool:
 class LocalForwarders(RegistryElement[NetworkServiceEndpoint]):
     """See the module docstring."""
 
-    def __init__(self, ttl: float = 60.0, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, ttl: float = 60.0, clock: Callable[[], float] = time.time,
+        on_change: Callable[[str, str | None], None] | None = None,
+    ) -> None:
         self.ttl = ttl
         self.clock = clock
         self._urls: dict[str, str] = {}
         self._records: dict[str, NetworkServiceEndpoint] = {}
         self._expires: dict[str, float] = {}
         self._turn = itertools.count()
-        self.on_change: Callable[[str, str | None], None] | None = None
+        self.on_change = on_change  #: told (name, url) of every new URL, (name, None) of a loss
 
     def _live(self) -> list[str]:
         now = self.clock()
