@@ -5,7 +5,7 @@ main job). The lab runs under its own prefix and state directory (``VWIRE_LAB_PR
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 
@@ -23,15 +23,23 @@ def lab_topology() -> Iterator[Topology]:
     Fabric(topology).down(grace=3.0)  # only does something when the test failed half-way
 
 
-async def test_lab_up_status_down_leaves_nothing(lab_topology: Topology) -> None:
-    env = {"VWIRE_LAB_PREFIX": lab_topology.prefix,
-           "VWIRE_LAB_STATE_DIR": str(lab_topology.state_dir)}
+Lab = Callable[..., Awaitable[str]]
+
+
+def lab_cli(topology: Topology, timeout: float = 120) -> Lab:
+    """``nsmctl lab ARGS`` for the lab of ``topology``; its stdout (asserts exit 0)."""
+    env = {"VWIRE_LAB_PREFIX": topology.prefix, "VWIRE_LAB_STATE_DIR": str(topology.state_dir)}
 
     async def nsmctl(*args: str) -> str:
-        done = await run_module(["nsmctl", "lab", *args], env=env, timeout=90)
+        done = await run_module(["nsmctl", "lab", *args], env=env, timeout=timeout)
         assert done.returncode == 0, f"nsmctl lab {' '.join(args)}: {done.stderr}{done.stdout}"
         return done.stdout
 
+    return nsmctl
+
+
+async def test_lab_up_status_down_leaves_nothing(lab_topology: Topology) -> None:
+    nsmctl = lab_cli(lab_topology)
     shown = await nsmctl("up", "--nodes", "2")
     assert f"ip netns exec {lab_topology.prefix}n1-nsc ping" in shown
     status = json.loads(await nsmctl("status", "-o", "json"))
@@ -65,14 +73,7 @@ async def test_the_readme_multi_service_lab_connects_every_service(
     """``nsmctl lab up --nodes 3 --service a --service b`` (README, docs/lab.md): one client, two
     services, two vWires with distinct addresses (it once failed: both endpoints handed out the
     same addresses)."""
-    env = {"VWIRE_LAB_PREFIX": lab_topology.prefix,
-           "VWIRE_LAB_STATE_DIR": str(lab_topology.state_dir)}
-
-    async def nsmctl(*args: str) -> str:
-        done = await run_module(["nsmctl", "lab", *args], env=env, timeout=120)
-        assert done.returncode == 0, f"nsmctl lab {' '.join(args)}: {done.stderr}{done.stdout}"
-        return done.stdout
-
+    nsmctl = lab_cli(lab_topology)
     await nsmctl("up", "--nodes", "3", "--service", "a", "--service", "b")
     status = json.loads(await nsmctl("status", "-o", "json"))
     client = status["client"]
