@@ -2,11 +2,12 @@
 
 Contract: keeps the forwarder the connection was built through while it is registered, unless a
 rebuild was asked for (``ctx.values[REBUILD]``: a heal or a retry); otherwise picks one from the
-node's :class:`Forwarders` (rotating; ``NotFound`` when none is registered). It points the
-request at it (``ctx.values[CLIENT_URL]``, and ``NEXT_HOP_ID`` for the signature) and names it in
+node's :class:`Forwarders` (rotating; ``NotFound`` when none is registered). It points the request
+at it (``ctx.values[CLIENT_URL]``, and ``NEXT_HOP_ID`` for the signature) and names it in
 ``ctx.values[FORWARDER]`` for the handover; the choice is kept in the metadata once the request
-succeeded. Close passes through (``Connect`` closes where the request went). Place it behind the
-endpoint choice, in front of ``HandOver``.
+succeeded. With no forwarder registered it raises :class:`NoForwarder` (``NotFound``): a fault of
+this node, which ``Retry`` does not count against the endpoint. Close passes through (``Connect``
+closes where the request went). Place it behind the endpoint choice, in front of ``HandOver``.
 """
 
 from __future__ import annotations
@@ -16,10 +17,16 @@ from typing import Protocol
 from api.proto.connection_pb2 import Connection
 from api.proto.networkservice_pb2 import NetworkServiceRequest
 from sdk.chain import Key
+from sdk.errors import NotFound
 from sdk.networkservice.client import CLIENT_URL
 from sdk.networkservice.core import NetworkServiceElement, NSCursor
 from sdk.networkservice.rebuild import REBUILD
 from sdk.networkservice.token import NEXT_HOP_ID
+
+
+class NoForwarder(NotFound):
+    """This node has no forwarder to carry the request: no endpoint is to blame."""
+
 
 #: The forwarder this request goes to (per call); metadata: the one it was built through.
 FORWARDER: Key[str] = Key("forwarder.name")
@@ -55,7 +62,10 @@ class SelectForwarder(NetworkServiceElement):
         if kept is not None and url is not None and not ctx.values.get(REBUILD):
             name = kept
         else:
-            name, url = self.forwarders.pick()
+            try:
+                name, url = self.forwarders.pick()
+            except NotFound as exc:
+                raise NoForwarder(str(exc)) from None
         ctx.values[CLIENT_URL] = url
         ctx.values[NEXT_HOP_ID] = self.forwarders.spiffe_id(name)
         ctx.values[FORWARDER] = name

@@ -1,16 +1,16 @@
 """Element ``Retry``: when an attempt fails, try another endpoint, with bounded back-off.
 
-Contract: sends the request on; when that fails with a :class:`sdk.errors.FabricError` that
-another endpoint could cure, it reports the failure of the endpoint the attempt used to the
-circuit breaker, rules that endpoint out for this request, asks for the old downstream path to be
-left (:func:`sdk.networkservice.rebuild.request_rebuild`), clears the endpoint name and tries
-again after a jittered exponential pause — at most ``attempts`` times and never past the
-deadline. A success is reported to the breaker. Not retried: errors of the request itself
-(invalid, not permitted, unauthenticated, clashing with the client's namespace) and other
-exceptions; when the selection behind finds no endpoint left (:class:`NoEndpoint`) after a
-failure, the failure is raised, since why the tried endpoints failed says more. Each attempt's
-own elements undo their work. Place it where this hop chooses endpoints, in front of
-``Discover``/``SelectEndpoint``. Close passes through.
+Contract: sends the request on; when that fails with a :class:`sdk.errors.FabricError` that another
+endpoint could cure, it reports the failure of the endpoint the attempt used to the circuit
+breaker, rules that endpoint out for this request, asks for the old downstream path to be left
+(:func:`sdk.networkservice.rebuild.request_rebuild`), clears the endpoint name and tries again
+after a jittered exponential pause — at most ``attempts`` times and never past the deadline. A
+success is reported to the breaker. Not retried: errors of the request itself (invalid, not
+permitted, unauthenticated, clashing with the client's namespace) and other exceptions, and a node
+without a forwarder (:class:`NoForwarder`: no endpoint is to blame); when the selection behind
+finds no endpoint left (:class:`NoEndpoint`) after a failure, the failure is raised, since why the
+tried endpoints failed says more. Each attempt's own elements undo their work. Place it where this
+hop chooses endpoints, in front of ``Discover``/``SelectEndpoint``. Close passes through.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from sdk.errors import (
 )
 from sdk.networkservice.core import NetworkServiceElement, NSCursor
 from sdk.networkservice.discover import NoEndpoint
+from sdk.networkservice.forwarder import NoForwarder
 from sdk.networkservice.rebuild import request_rebuild
 from sdk.networkservice.select import exclude
 from sdk.select.backoff import delays
@@ -64,7 +65,7 @@ class Retry(NetworkServiceElement):
                 if failure is None:
                     raise
                 raise failure from None
-            except CLIENT_FAULTS:
+            except (*CLIENT_FAULTS, NoForwarder):
                 raise  # another endpoint would not help; nor is this one to blame
             except FabricError as exc:
                 failure = exc
