@@ -76,11 +76,11 @@ class Nsmgr:
         self.limit: InFlightLimit | None = None  # the server's, once started
         self.name = config.name or f"nsmgr-{socket.gethostname()}"
         self.addresses = [parse_address(url, "listen") for url in config.listen]
-        if not config.advertise and not any(a.scheme == "tcp" for a in self.addresses):
-            raise InvalidArgument(
-                "advertise", "give a TCP listener or an advertised URL for other nodes to use"
-            )
-        self.advertise = config.advertise  # else the first TCP listener, once bound
+        if not self.addresses:
+            raise InvalidArgument("listen", "give a unix:///path.sock and/or tcp://host:port")
+        # What other nodes reach this one at: --advertise, else the first TCP listener once
+        # bound; a node without either serves only itself (see start()).
+        self.advertise = config.advertise
         self.svids = FileSvidSource(Path(config.svid_dir)) if config.svid_dir else None
         self.pool = ChannelPool(
             SecureChannelFactory(self.svids) if self.svids else insecure_factory
@@ -188,10 +188,23 @@ class Nsmgr:
         self.bound = await serve(server, self.addresses, self.config.insecure, credentials)
         self._server = server
         if not self.advertise:
-            self.advertise = next(f"tcp://{a.target}" for a in self.bound if a.scheme == "tcp")
+            self.advertise = self._default_advertise()
         self.local_endpoints.advertise_url = self.advertise
         _log.info("nsmgr serving", name=self.name, advertise=self.advertise,
                   listen=[a.url for a in self.bound], registry=self.config.registry)
+
+    def _default_advertise(self) -> str:
+        """The first TCP listener; without one, the first unix socket: a single node, whose
+        endpoints other nodes cannot reach (said in the log)."""
+        tcp = [f"tcp://{a.target}" for a in self.bound if a.scheme == "tcp"]
+        if tcp:
+            return tcp[0]
+        _log.warning(
+            "single node: no TCP listener and no --advertise, so other nodes cannot reach this "
+            "nsmgr nor the endpoints registered here; add --listen tcp://HOST:PORT (or "
+            "--advertise URL) to join other nodes", name=self.name,
+        )
+        return self.bound[0].url
 
     async def stop(self, grace: float = 1.0) -> None:
         self.monitor.end_all()
