@@ -3,6 +3,18 @@
 Runs until SIGTERM/SIGINT, then closes its connections. Prints one JSON line per connection
 version on stdout (``{"event": "connected", ...}``) so a supervisor (the lab, ``nsmctl
 connect``) can wait for it and show addresses. ``--state-file`` keeps the latest versions there.
+
+In a pod (what the admission webhook injects) two of them work together:
+
+* ``--init`` (the init container): connect, wait until every vWire answers pings from this
+  namespace (at most ``--ready-timeout`` seconds, else exit 1 after closing them), write the
+  state file and exit 0 **leaving the connections open**;
+* ``--resume FILE`` (the sidecar, same ``--name``): refresh the connections of that state file
+  (same path and ids: no second vWire) instead of making new ones, keep them, close them on
+  SIGTERM.
+
+``--netns-inode`` sends the namespace as ``inode://DEV/INO``: the forwarder finds it among the
+node's processes, since a pod's ``/proc/PID`` means nothing in the forwarder's PID namespace.
 """
 
 from __future__ import annotations
@@ -23,7 +35,7 @@ from api.proto.connection_pb2 import Connection
 from nsc.client import VWireClient
 from sdk import log
 from sdk.channels import ChannelPool
-from sdk.errors import FabricError
+from sdk.errors import DataplaneError, FabricError, InvalidArgument
 from sdk.networkservice.excludedprefixes import ExcludePrefixes
 from sdk.nsmurl import parse
 from sdk.security.redact import redact_tokens
@@ -49,6 +61,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--nsmgr-id", default=os.environ.get("VWIRE_NSC_NSMGR_ID", ""),
                         help="SPIFFE ID of the node's nsmgr (needed with --svid-dir)")
     parser.add_argument("--state-file", help="write the connections as JSON here")
+    parser.add_argument("--init", action="store_true",
+                        help="connect, wait until every vWire passes traffic, exit leaving them up")
+    parser.add_argument("--ready-timeout", type=float, default=60.0,
+                        help="with --init: seconds to wait for traffic")
+    parser.add_argument("--resume", default="", metavar="FILE",
+                        help="take over the connections of this state file (from --init)")
+    parser.add_argument("--netns-inode", action="store_true",
+                        help="name the namespace by inode://DEV/INO (pods)")
     parser.add_argument("--log-level", default="info")
     return parser
 
@@ -68,10 +88,47 @@ def _emit(client: VWireClient, state_file: Path | None, latest: dict[str, dict[s
         tmp.replace(state_file)
 
 
+def _resumed(path: str) -> dict[str, Connection]:
+    """The connections of an ``--init`` state file by network service ({} without a file)."""
+    if not path:
+        return {}
+    try:
+        doc = json.loads(Path(path).read_text())
+        found = {}
+        for item in doc.get("connections", []):
+            conn = json_format.ParseDict(item, Connection(), ignore_unknown_fields=True)
+            found[conn.network_service] = conn
+        return found
+    except (OSError, ValueError, AttributeError, json_format.ParseError) as exc:
+        raise InvalidArgument("--resume", f"cannot read state file {path!r}: {exc}") from None
+
+
+def _netns(args: argparse.Namespace) -> tuple[str, str | None]:
+    """(the namespace as sent to the fabric, where liveness pings are sent from)."""
+    netns = args.netns or f"/proc/{os.getpid()}/ns/net"
+    if not args.netns_inode:
+        return netns, netns
+    info = os.stat(args.netns or "/proc/self/ns/net")
+    return f"inode://{info.st_dev}/{info.st_ino}", args.netns or None
+
+
+async def _wait_for_traffic(clients: list[VWireClient], timeout: float) -> None:
+    """Return once every client's vWire answers pings; FabricError after ``timeout``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    waiting = list(clients)
+    while waiting:
+        waiting = [client for client in waiting if not await client.passes_traffic()]
+        if waiting and loop.time() > deadline:
+            names = ", ".join(client.network_service for client in waiting)
+            raise DataplaneError(f"no traffic across the vWire of {names} after {timeout:g} s")
+
+
 async def run(args: argparse.Namespace) -> None:
     urls = [parse(text, "URL") for text in args.urls]
     name = args.name or f"nsc-{socket.gethostname()}-{os.getpid()}"
-    netns = args.netns or f"/proc/{os.getpid()}/ns/net"
+    netns, probe_netns = _netns(args)
+    resume = _resumed(args.resume)
     state_file = Path(args.state_file) if args.state_file else None
     latest: dict[str, dict[str, object]] = {}
     heals: dict[str, int] = {}
@@ -84,6 +141,7 @@ async def run(args: argparse.Namespace) -> None:
             network_service=url.network_service, interface=url.interface or "",
             labels=url.labels, lifetime=args.lifetime, request_timeout=args.timeout,
             svids=svids, nsmgr_id=args.nsmgr_id, probe=not args.no_probe, exclude=exclude,
+            resume=resume.get(url.network_service), probe_netns=probe_netns,
         )
         for url in urls
     ]
@@ -94,10 +152,15 @@ async def run(args: argparse.Namespace) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     keepers: list[asyncio.Task[None]] = []
+    left_open = False
     try:
         for client in clients:
             await client.connect()
             keepers.append(asyncio.create_task(client.run()))
+        if args.init:
+            await _wait_for_traffic(clients, args.ready_timeout)
+            left_open = True  # the sidecar (--resume) takes them over within their lifetime
+            return
         stop = asyncio.create_task(stopping.wait())
         await asyncio.wait([stop, *keepers], return_when=asyncio.FIRST_COMPLETED)
         stop.cancel()
@@ -108,13 +171,13 @@ async def run(args: argparse.Namespace) -> None:
         for task in keepers:
             task.cancel()
         await asyncio.gather(*keepers, return_exceptions=True)
-        for client in clients:
+        for client in [] if left_open else clients:
             try:
                 await client.close()
             except FabricError as exc:
                 print(f"nsc: closing failed: {exc}", file=sys.stderr)
         await pool.close()
-        if state_file is not None:
+        if state_file is not None and not left_open:
             state_file.unlink(missing_ok=True)
 
 

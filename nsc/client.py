@@ -17,6 +17,10 @@ Contract:
 * :meth:`close` closes it (idempotent) and stops keeping it.
 * With ``exclude`` (one :class:`sdk.networkservice.excludedprefixes.ExcludePrefixes` shared by
   the clients of one namespace) its connection gets no address another of them uses.
+* With ``resume`` (a connection another client of the same ``name`` made and left open, e.g.
+  the pod's init container) :meth:`connect` refreshes that connection (same path and ids)
+  instead of making a new one; ``probe_netns`` is where liveness pings are sent from when
+  ``netns_url`` is not a path (``inode://``: the process's own namespace, None).
 * With ``svids`` (this workload's SVID source) it signs its path segment for ``nsmgr_id`` (the
   SPIFFE ID of the node's nsmgr, required then): what an nsmgr with an SVID insists on.
 """
@@ -63,6 +67,8 @@ class VWireClient:
         svids: SvidSource | None = None,
         nsmgr_id: str = "",
         exclude: ExcludePrefixes | None = None,
+        resume: Connection | None = None,
+        probe_netns: str | None = "",
     ) -> None:
         self.name = name
         self.mechanism = KernelMechanism(netns_url, interface)
@@ -70,7 +76,7 @@ class VWireClient:
         self.labels = dict(labels or {})
         self.request_timeout = request_timeout
         self.on_change = on_change
-        self._pinger = Pinger(netns_url)
+        self._pinger = Pinger(netns_url if probe_netns == "" else probe_netns)
         self.client = ClientChain(
             ClientOptions(
                 name=name, nsmgr=nsmgr, pool=pool, lifetime=lifetime,
@@ -81,7 +87,8 @@ class VWireClient:
             on_change=self._changed,
         )
         self.chain = self.client.chain
-        self._id = str(uuid.uuid4())
+        self._id = resume.id if resume is not None and resume.id else str(uuid.uuid4())
+        self._resume = resume
 
     def _changed(self, conn: Connection) -> None:
         if self.on_change is not None:
@@ -109,6 +116,10 @@ class VWireClient:
         if events is not None:
             return await events.request()
         request = NetworkServiceRequest()
+        if self._resume is not None:
+            request.connection.CopyFrom(self._resume)
+            request.connection.path.index = 0
+            self._resume = None
         request.connection.id = self._id
         request.connection.network_service = self.network_service
         request.connection.labels.update(self.labels)
@@ -121,6 +132,16 @@ class VWireClient:
         """Heal the connection at once (optionally choosing another endpoint)."""
         if self.client.heal is not None:
             self.client.heal.heal_now(self._id, reselect)
+
+    async def passes_traffic(self, wait: float = 0.5) -> bool:
+        """Whether every destination address of the connection answers a ping now."""
+        conn = self.connection
+        if conn is None:
+            return False
+        addresses = [prefix.split("/")[0] for prefix in conn.context.ip_context.dst_ip_addrs]
+        return bool(addresses) and all(
+            [await self._pinger.ping(address, wait) for address in addresses]
+        )
 
     async def run(self) -> None:
         """Wait until the connection can no longer be kept (raising why) or is closed."""

@@ -3,7 +3,9 @@
 :class:`Pinger` opens a raw ICMP (or ICMPv6) socket inside a namespace (:mod:`sdk.netns`, no
 fork) and answers ``await ping(address, timeout) -> bool``: True when an echo reply with our
 identifier and sequence number arrived in time. Sockets are made lazily per address family and
-closed by :meth:`Pinger.close`.
+closed by :meth:`Pinger.close`. Without CAP_NET_RAW (an injected pod container drops every
+capability) it falls back to an unprivileged ICMP datagram socket (allowed by the namespace's
+``net.ipv4.ping_group_range``), where the kernel owns the identifier and strips the IP header.
 """
 
 from __future__ import annotations
@@ -39,14 +41,15 @@ def echo_request(version: int, ident: int, seq: int, payload: bytes = b"vwire-pr
     return struct.pack("!BBHHH", kind, 0, checksum, ident, seq) + payload
 
 
-def is_reply(version: int, packet: bytes, ident: int, seq: int) -> bool:
-    """Whether ``packet`` (IPv4: with its IP header) is our echo reply."""
-    if version == 4:
+def is_reply(version: int, packet: bytes, ident: int, seq: int, dgram: bool = False) -> bool:
+    """Whether ``packet`` (IPv4 on a raw socket: with its IP header) is our echo reply; on a
+    datagram ICMP socket (``dgram``) the kernel has matched the identifier already."""
+    if version == 4 and not dgram:
         packet = packet[(packet[0] & 0x0F) * 4 :] if packet else packet
     if len(packet) < 8:
         return False
     kind, _, _, got_ident, got_seq = struct.unpack("!BBHHH", packet[:8])
-    return bool(kind == _ECHO[version][1] and got_ident == ident and got_seq == seq)
+    return bool(kind == _ECHO[version][1] and (dgram or got_ident == ident) and got_seq == seq)
 
 
 class Pinger:
@@ -55,6 +58,7 @@ class Pinger:
     def __init__(self, netns: str | None) -> None:
         self.netns = netns
         self._sockets: dict[int, socket.socket] = {}
+        self._dgram: set[int] = set()  # versions served by an unprivileged datagram socket
         self._ident = os.getpid() & 0xFFFF
         self._seq = itertools.count(1)
 
@@ -66,9 +70,15 @@ class Pinger:
                 if version == 4
                 else (socket.AF_INET6, socket.IPPROTO_ICMPV6)
             )
-            sock = await socket_in(
-                self.netns, lambda: socket.socket(family, socket.SOCK_RAW, proto)
-            )
+            try:
+                sock = await socket_in(
+                    self.netns, lambda: socket.socket(family, socket.SOCK_RAW, proto)
+                )
+            except PermissionError:
+                sock = await socket_in(
+                    self.netns, lambda: socket.socket(family, socket.SOCK_DGRAM, proto)
+                )
+                self._dgram.add(version)
             sock.setblocking(False)
             self._sockets[version] = sock
         return sock
@@ -87,7 +97,7 @@ class Pinger:
             async with asyncio.timeout(wait):
                 while True:
                     packet = await loop.sock_recv(sock, 2048)
-                    if is_reply(version, packet, self._ident, seq):
+                    if is_reply(version, packet, self._ident, seq, version in self._dgram):
                         return True
         except TimeoutError:
             return False

@@ -190,3 +190,39 @@ def _parse_labels(query: str, field: str) -> Mapping[str, str]:
             raise InvalidArgument(field, f"label {key!r} is given twice: keep one")
         labels[key] = _decode(raw_value, field)
     return labels
+
+
+#: Most URLs one annotation (or one ``nsc``) may ask for.
+MAX_URLS = 16
+
+
+def parse_list(text: str, field: str = "urls") -> list[NsmUrl]:
+    """Parse a comma-separated list of NSM URLs (NSM's pod annotation value, e.g.
+    ``kernel://a/nsm-1,kernel://b/nsm-2?app=web``; whitespace around items is ignored).
+
+    Raises only InvalidArgument, naming ``field[i]`` for the item that is wrong: an empty list or
+    item, more than :data:`MAX_URLS` items, any invalid URL, or two URLs naming the same
+    interface (they would meet in one network namespace)."""
+    items = [item.strip() for item in text.split(",")]
+    if not text.strip():
+        raise InvalidArgument(field, f"is empty: name at least one URL, {_SHAPE}")
+    if len(items) > MAX_URLS:
+        raise InvalidArgument(field, f"has {len(items)} URLs: at most {MAX_URLS} are accepted")
+    urls: list[NsmUrl] = []
+    interfaces: dict[str, int] = {}
+    for index, item in enumerate(items):
+        if not item:
+            raise InvalidArgument(
+                f"{field}[{index}]", "is empty (two ',' in a row, or a trailing ','): remove it"
+            )
+        url = parse(item, f"{field}[{index}]")
+        if url.interface is not None:
+            first = interfaces.setdefault(url.interface, index)
+            if first != index:
+                raise InvalidArgument(
+                    f"{field}[{index}].interface",
+                    f"{url.interface!r} is also the interface of {field}[{first}]: "
+                    "give each URL its own interface name",
+                )
+        urls.append(url)
+    return urls
