@@ -1,6 +1,8 @@
 """``nsmctl ca``: create the built-in CA of a trust domain and issue SVIDs from it.
 
-``ca init --trust-domain D --dir DIR`` creates the root (key mode 0600) and bundle;
+Every command works on the CA in ``--dir``: by default :data:`DEFAULT_CA_DIR`, or
+``$VWIRE_CA_DIR`` (``nsmctl lab env`` sets it to the lab's CA).
+``ca init --trust-domain D [--dir DIR]`` creates the root (key mode 0600) and bundle;
 ``ca issue --spiffe-id spiffe://D/KIND/NAME [--dns NAME]... [--ttl 1h] --out DIR`` writes
 ``svid.crt``, ``svid.key`` (0600) and ``bundle.pem`` into DIR (atomically, so a running process
 reading DIR with a file SVID source picks the new SVID up) and records, in the CA's directory,
@@ -32,7 +34,12 @@ from sdk.security.renew import Renewal, keep_renewed, renew_due
 from sdk.security.svid import server_names, write_svid
 
 DEFAULT_CA_DIR = "/var/lib/vwire/ca"
+CA_DIR_ENV = "VWIRE_CA_DIR"
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+CaDir = Annotated[Path, typer.Option(
+    "--dir", envvar=CA_DIR_ENV, metavar="DIR",
+    help="the CA's directory")]
 
 ca_app = typer.Typer(help="The built-in certificate authority: init, issue SVIDs.",
                      no_args_is_help=True)
@@ -53,9 +60,7 @@ def _when(stamp: float) -> str:
 @ca_app.command("init")
 def init(
     trust_domain: Annotated[str, typer.Option("--trust-domain", help="e.g. example.org")],
-    directory: Annotated[Path, typer.Option("--dir", help="where the CA's files go")] = Path(
-        DEFAULT_CA_DIR
-    ),
+    directory: CaDir = Path(DEFAULT_CA_DIR),
 ) -> None:
     """Create a CA (EC P-256 root) for a trust domain in DIR."""
     try:
@@ -74,9 +79,7 @@ def issue(
     dns: Annotated[list[str] | None, typer.Option("--dns", help="DNS SAN (servers); repeatable")]
     = None,
     ttl: Annotated[str, typer.Option("--ttl", help="lifetime: 90s, 30m, 1h, 7d")] = "1h",
-    directory: Annotated[Path, typer.Option("--dir", help="the CA's directory")] = Path(
-        DEFAULT_CA_DIR
-    ),
+    directory: CaDir = Path(DEFAULT_CA_DIR),
 ) -> None:
     """Issue an X.509 SVID signed by the CA in --dir and write it to --out."""
     seconds = parse_duration(ttl)
@@ -107,9 +110,7 @@ def _report(renewal: Renewal) -> None:
 
 @ca_app.command("rotate-root")
 def rotate_root(
-    directory: Annotated[Path, typer.Option("--dir", help="the CA's directory")] = Path(
-        DEFAULT_CA_DIR
-    ),
+    directory: CaDir = Path(DEFAULT_CA_DIR),
     root_ttl: Annotated[str, typer.Option("--root-ttl", help="lifetime of the new root")] = "3650d",
 ) -> None:
     """Make a new root; the bundle holds the new and the previous root until the next rotation.
@@ -127,9 +128,7 @@ def agent(
     ttl: Annotated[str, typer.Option("--ttl", help="lifetime of renewed SVIDs")] = "1h",
     interval: Annotated[str, typer.Option("--interval", help="how often to check")] = "10s",
     once: Annotated[bool, typer.Option("--once", help="check once and exit")] = False,
-    directory: Annotated[Path, typer.Option("--dir", help="the CA's directory")] = Path(
-        DEFAULT_CA_DIR
-    ),
+    directory: CaDir = Path(DEFAULT_CA_DIR),
 ) -> None:
     """Keep every SVID under --svids renewed from the CA (at half their lifetime)."""
     seconds, every = parse_duration(ttl), parse_duration(interval)
