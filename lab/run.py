@@ -26,12 +26,13 @@ from lab.topology import DEFAULT, Topology
 from sdk.errors import FailedPrecondition, InvalidArgument
 from sdk.security.redact import redact_tokens
 
-FAILED_LOGS = Path("/tmp/vwire-lab-logs")
+FAILED_LOGS = Path("/tmp/vwire-lab-logs")  # the default lab's; see failed_logs()
 CLIENT = "nsc"
 
 Progress = Callable[[str], None]
 
-__all__ = ["LabConfig", "client_connections", "down", "endpoint_address", "ping", "status", "up"]
+__all__ = ["LabConfig", "client_connections", "down", "endpoint_address", "env", "failed_logs",
+           "ping", "status", "up"]
 
 
 @dataclass
@@ -85,11 +86,28 @@ def up(config: LabConfig, progress: Progress = lambda _m: None,
     try:
         asyncio.run(_build(fabric, config, progress))
     except BaseException as exc:
-        shutil.rmtree(FAILED_LOGS, ignore_errors=True)
-        fabric.save_logs(FAILED_LOGS)
-        exc.add_note(f"the lab's logs are kept in {FAILED_LOGS}")
+        kept = failed_logs(topology)
+        shutil.rmtree(kept, ignore_errors=True)
+        fabric.save_logs(kept)
+        _point_at_kept_logs(exc, topology.state_dir, kept)
         down(progress, topology)
         raise
+
+
+def failed_logs(topology: Topology = DEFAULT) -> Path:
+    """Where ``up`` keeps the logs of a lab that failed to come up (its state directory is
+    removed with it): :data:`FAILED_LOGS` for the default lab, else one per prefix."""
+    if topology.prefix == Topology.prefix:
+        return FAILED_LOGS
+    return FAILED_LOGS.with_name(f"{FAILED_LOGS.name}-{topology.prefix.rstrip('-')}")
+
+
+def _point_at_kept_logs(exc: BaseException, state_dir: Path, kept: Path) -> None:
+    """Rewrite the paths in ``exc``'s message from the state directory (about to be removed)
+    to the kept copy, and say where the logs are."""
+    if len(exc.args) == 1 and isinstance(exc.args[0], str):
+        exc.args = (exc.args[0].replace(f"{state_dir}/", f"{kept}/"),)
+    exc.add_note(f"the lab's logs are kept in {kept} (the lab was removed)")
 
 
 async def _build(fabric: Fabric, config: LabConfig, progress: Progress) -> None:
@@ -145,6 +163,21 @@ def down(progress: Progress = lambda _m: None, topology: Topology = DEFAULT) -> 
         progress(f"removed {len(removed)} namespaces")
 
 
+def env(topology: Topology = DEFAULT, node: int = 1) -> dict[str, str]:
+    """The environment that points nsmctl at the running lab: its registry, the nsmgr of
+    ``node`` and its CA (``nsmctl lab env`` prints it as ``export`` lines)."""
+    config = load_config(topology)
+    if config is None:
+        raise FailedPrecondition("the lab is down: start it with `nsmctl lab up`")
+    if not 1 <= node <= config.nodes:
+        raise InvalidArgument("node", f"the lab has nodes 1-{config.nodes} (got {node})")
+    return {
+        "NSMCTL_REGISTRY": f"unix://{topology.registry_socket}",
+        "NSMCTL_NSMGR": f"unix://{topology.node(node).nsmgr_socket}",
+        "VWIRE_CA_DIR": str(topology.state_dir / "ca"),
+    }
+
+
 def status(topology: Topology = DEFAULT) -> dict[str, Any]:
     """Nodes (namespaces, sockets, process states) and the connections each nsmgr knows."""
     config = load_config(topology)
@@ -165,6 +198,8 @@ def status(topology: Topology = DEFAULT) -> dict[str, Any]:
     pid_of = fabric.processes.pid_of
     return {
         "up": running(config, topology),
+        "registry_socket": str(topology.registry_socket),
+        "ca_dir": str(topology.state_dir / "ca"),
         "nodes": [
             {
                 "name": node.name,

@@ -1,7 +1,11 @@
-"""``nsmctl lab up|status|down``: the local multi-node lab (see :mod:`lab`)."""
+"""``nsmctl lab up|status|env|down``: the local multi-node lab (see :mod:`lab`).
+
+``lab env`` prints ``export`` lines (``NSMCTL_REGISTRY``, ``NSMCTL_NSMGR``, ``VWIRE_CA_DIR``) so
+that ``eval "$(nsmctl lab env)"`` points every later nsmctl command at the lab."""
 
 from __future__ import annotations
 
+import shlex
 from typing import Annotated, Any
 
 import typer
@@ -34,6 +38,8 @@ def _nodes_table(nodes: list[dict[str, Any]]) -> Table:
 def _show(status: dict[str, Any]) -> None:
     out = console()
     out.print(_nodes_table(status["nodes"]))
+    out.print(f"registry: unix://{status['registry_socket']}    CA: {status['ca_dir']}")
+    out.print('point nsmctl at this lab: eval "$(nsmctl lab env)"')
     out.print()
     out.print("client connections:")
     out.print(connections.table(status["client"]))
@@ -72,6 +78,16 @@ def status(
         emit("the lab is down: start it with `nsmctl lab up`")
         return
     _show(current)
+
+
+@lab_app.command()
+def env(
+    node: Annotated[int, typer.Option("--node", min=1, max=16, metavar="N",
+                                      help="the node whose nsmgr NSMCTL_NSMGR names")] = 1,
+) -> None:
+    """Print shell lines that point nsmctl at the running lab: eval "$(nsmctl lab env)"."""
+    for name, value in lab.env(node=node).items():
+        emit(f"export {name}={shlex.quote(value)}")
 
 
 @lab_app.command()
