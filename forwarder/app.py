@@ -10,6 +10,7 @@ with nsmgr (as an endpoint of the reserved service ``forwarder``) every few seco
 restarted nsmgr learns about it again quickly. With the wireguard-go backend, a
 :class:`forwarder.restart.RestartRecovery` restores the vWires of a daemon that was restarted
 (addresses, routes, MTU, link up) and sets aside those whose daemon could not be restarted.
+Beside the chain it serves its vWires' live counters (:mod:`forwarder.counters`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import grpc
 import structlog
 
 from api.proto.registry_pb2 import NetworkServiceEndpoint
+from forwarder.counters import Counters, add_counters
 from forwarder.kernel import KernelPort
 from forwarder.ports import PortPool, parse_range
 from forwarder.restart import LiveVWires, RestartRecovery
@@ -107,6 +109,7 @@ class Forwarder:
         self.chain = self.server_chain.chain
         server = new_server()
         await add_chain_services(server, self.chain)
+        add_counters(server, Counters(self.name, xconnect.counters))
         await serve(server, [self.address], insecure_tcp=False)
         self._server = server
         self._registration = KeepRegistered(

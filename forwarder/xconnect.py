@@ -22,6 +22,8 @@ Contract, per request (place it after ``Metadata``/``Timeout``, in front of ``Co
   recovery reports lost (its daemon could not be restarted) is moved aside: the connection's
   next request closes it and programs a new one from the same spec (same key and port, so the
   far side's peer stays valid); a close removes it like a live one.
+* :meth:`Xconnect.counters` reads the counters of every vWire now (for
+  :class:`forwarder.counters.Counters`, the live answer behind ``nsmctl status``).
 
 Connection ids given to the data plane are ``<forwarder name>/<segment id>``, which is how a
 restarted forwarder recognises (and sweeps) only its own leftovers.
@@ -138,6 +140,16 @@ class Xconnect(NetworkServiceElement):
         self.node = node
         self.ports = ports
         self.live = live
+        self._vwires: dict[str, VWire] = {}  # by this hop's connection id
+
+    async def counters(self) -> dict[str, dict[str, str]]:
+        """The counters of every vWire, read now, by this hop's connection id (a vWire whose
+        counters cannot be read is left out)."""
+        result: dict[str, dict[str, str]] = {}
+        for conn_id, vwire in list(self._vwires.items()):
+            with contextlib.suppress(FabricError):
+                result[conn_id] = await vwire.metrics()
+        return result
 
     def _vwire_id(self, conn: Connection) -> str:
         return f"{self.node.name}/{conn.id}"
@@ -337,6 +349,7 @@ class Xconnect(NetworkServiceElement):
     async def _report(self, reply: Connection, vwire: VWire) -> Connection:
         reply.context.MTU = vwire.mtu
         segment = reply.path.path_segments[reply.path.index]
+        self._vwires[segment.id] = vwire
         segment.metrics.clear()
         with contextlib.suppress(FabricError):
             segment.metrics.update(await vwire.metrics())
@@ -359,6 +372,7 @@ class Xconnect(NetworkServiceElement):
 
     async def close(self, conn: Connection, next: NSCursor) -> None:
         md = next.ctx.metadata
+        self._vwires.pop(conn.id, None)
         try:
             await next.close(conn)
         finally:

@@ -3,7 +3,18 @@
 Input is a connection as NSM's JSON mapping (proto field names). A row says which service and
 endpoint, the addresses on both ends, how the vWire is carried (``wireguard`` between nodes or
 ``veth`` on one node), its MTU, the WireGuard handshake age and byte counters the forwarders put
-into the path (as of the last refresh), and the path's hops.
+into the path, and the path's hops.
+
+**One connection, one ID.** Every hop of a connection (the client, each nsmgr, each forwarder,
+the endpoint) keeps its own copy with its own ``id``; the ID shown to operators is the client's,
+``path.path_segments[0].id`` (:func:`connection_id`), the same whichever hop is asked and kept
+across refreshes and heals. Tables show the shortest unique prefix of at least
+:data:`SHORT` characters (:func:`short_ids`); :func:`resolve` takes such a prefix back, as git
+does. ``nsmctl connect``, ``status``, ``close`` and ``lab status`` all use these.
+
+**Live counters.** The counters in a path are as of the hop's last request (refresh);
+:func:`with_counters` puts fresher ones in, read from the forwarders when asked (see
+``nsmctl status``).
 """
 
 from __future__ import annotations
@@ -14,8 +25,69 @@ from typing import Any
 from rich.table import Table
 
 NONE = "-"
+SHORT = 8
 COLUMNS = ("ID", "SERVICE", "ENDPOINT", "CLIENT", "ENDPOINT ADDR", "VIA", "MTU", "HANDSHAKE",
            "RX/TX", "STATE")
+
+
+class UnknownConnection(LookupError):
+    """No connection, or more than one, has the ID (or prefix) asked for; the message says
+    which."""
+
+
+def connection_id(conn: Mapping[str, Any]) -> str:
+    """The connection's one ID: the client's path segment id (the connection's own ``id`` when
+    it has no path)."""
+    segments = conn.get("path", {}).get("path_segments", [])
+    first = str(segments[0].get("id", "")) if segments else ""
+    return first or str(conn.get("id", ""))
+
+
+def short_ids(ids: Iterable[str], minimum: int = SHORT) -> dict[str, str]:
+    """Each ID's shortest prefix (at least ``minimum`` characters) that no other ID shares."""
+    unique = sorted(set(ids))
+    short: dict[str, str] = {}
+    for i, full in enumerate(unique):
+        length = minimum
+        for other in (unique[i - 1] if i else "", unique[i + 1] if i + 1 < len(unique) else ""):
+            common = 0
+            while common < min(len(full), len(other)) and full[common] == other[common]:
+                common += 1
+            length = max(length, common + 1)
+        short[full] = full[:length]
+    return short
+
+
+def resolve(wanted: str, ids: Iterable[str]) -> str:
+    """The one ID equal to ``wanted`` or starting with it; :class:`UnknownConnection` when none
+    or several do (an exact match wins over longer IDs sharing the prefix)."""
+    known = sorted(set(ids))
+    if wanted in known:
+        return wanted
+    matches = [full for full in known if wanted and full.startswith(wanted)]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise UnknownConnection(f"no connection {wanted!r}")
+    shown = ", ".join(short_ids(known)[m] for m in matches)
+    raise UnknownConnection(f"{wanted!r} matches {len(matches)} connections ({shown}): "
+                            "give more of the ID")
+
+
+def with_counters(conn: Mapping[str, Any], counters: Mapping[str, Mapping[str, str]]
+                  ) -> dict[str, Any]:
+    """A copy of ``conn`` whose path segments carry ``counters[segment id]`` where given
+    (fresher counters, e.g. read from a forwarder just now)."""
+    copy = dict(conn)
+    path = dict(conn.get("path", {}))
+    segments = []
+    for segment in path.get("path_segments", []):
+        fresh = counters.get(str(segment.get("id", "")))
+        segments.append({**segment, "metrics": dict(fresh)} if fresh is not None else segment)
+    if segments:
+        path["path_segments"] = segments
+        copy["path"] = path
+    return copy
 
 
 def _metrics(conn: Mapping[str, Any]) -> dict[str, str]:
@@ -49,7 +121,7 @@ def summary(conn: Mapping[str, Any]) -> dict[str, str]:
     tx = metrics.get("wireguard_tx_bytes") or metrics.get("client_tx_bytes")
     hops = [s.get("name", "?") for s in conn.get("path", {}).get("path_segments", [])]
     return {
-        "id": str(conn.get("id", "")),
+        "id": connection_id(conn),
         "service": str(conn.get("network_service", "")),
         "endpoint": str(conn.get("network_service_endpoint_name", "")) or NONE,
         "client_addresses": ",".join(ip.get("src_ip_addrs", [])) or NONE,
@@ -68,8 +140,7 @@ def per_client(connections: Iterable[Mapping[str, Any]]) -> list[Mapping[str, An
     plays (towards its forwarder, then towards the next node); keep the hop nearest the client."""
     best: dict[str, Mapping[str, Any]] = {}
     for conn in connections:
-        segments = conn.get("path", {}).get("path_segments", [])
-        key = segments[0].get("id", "") if segments else str(conn.get("id", ""))
+        key = connection_id(conn)
         index = int(conn.get("path", {}).get("index", 0))
         kept = best.get(key)
         if kept is None or index < int(kept.get("path", {}).get("index", 0)):
@@ -78,13 +149,21 @@ def per_client(connections: Iterable[Mapping[str, Any]]) -> list[Mapping[str, An
 
 
 def table(connections: Iterable[Mapping[str, Any]]) -> Table:
-    """A rich table of connections (ids shortened to 8 characters)."""
+    """A rich table of connections, IDs as their shortest unique prefix (:func:`short_ids`)."""
+    rows = [summary(conn) for conn in connections]
+    short = short_ids(row["id"] for row in rows)
     view = Table(box=None, pad_edge=False, header_style="bold")
     for column in COLUMNS:
         view.add_column(column)
-    for conn in connections:
-        row = summary(conn)
-        view.add_row(row["id"][:8], row["service"], row["endpoint"], row["client_addresses"],
+    for row in rows:
+        view.add_row(short[row["id"]], row["service"], row["endpoint"], row["client_addresses"],
                      row["endpoint_addresses"], row["via"], row["mtu"], row["handshake"],
                      row["rx_tx"], row["state"])
     return view
+
+
+def paths(connections: Iterable[Mapping[str, Any]]) -> list[str]:
+    """``  ID: hop → hop → …`` lines, one per connection, with the IDs :func:`table` shows."""
+    rows = [summary(conn) for conn in connections]
+    short = short_ids(row["id"] for row in rows)
+    return [f"  {short[row['id']]}: {row['path']}" for row in rows]

@@ -4,14 +4,15 @@
 waits until its connection is up; the client keeps it refreshed and healed until ``close``.
 Clients started this way keep their state in :data:`CLIENTS_DIR` (one JSON file per client).
 ``status`` shows the connections a node's nsmgr knows, with their path, addresses, counters and
-WireGuard handshake age, plus the node's forwarders and their data plane. ``check`` verifies a
-node and gives a hint for every failure.
+WireGuard handshake age, plus the node's forwarders and their data plane; counters and handshake
+age are read from the forwarders when asked (:mod:`forwarder.counters`), not as of the last
+refresh. Every command shows and takes the same connection ID (:mod:`nsmctl.connections`).
+``check`` verifies a node and gives a hint for every failure.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import shutil
@@ -28,11 +29,13 @@ from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from api.proto import connection_pb2_grpc
-from api.proto.connection_pb2 import MonitorScopeSelector
+from api.proto.connection_pb2 import Connection, MonitorScopeSelector
 from api.proto.registry_pb2 import NetworkServiceEndpoint
-from nsmctl import connections
+from nsmctl import connections, params
 from nsmctl.context import CliError, console, emit, options, run
 from nsmctl.render import Output, dump
+from sdk.chain import CallContext
+from sdk.errors import FabricError
 from sdk.grpcutil import channel
 from sdk.nsmurl import parse
 from sdk.registry.client import RemoteRegistry
@@ -44,17 +47,32 @@ from sdk.security.redact import redact_tokens
 CLIENTS_DIR = Path("/var/run/vwire/clients")
 DEFAULT_NSMGR = "unix:///var/run/vwire/nsmgr.sock"
 FORWARDER_SERVICE = "forwarder"
+NSMGR_HINT = "set --nsmgr or NSMCTL_NSMGR"
 
 NsmgrOpt = Annotated[str, typer.Option("--nsmgr", envvar="NSMCTL_NSMGR", metavar="ADDR",
-                                       help="the node's nsmgr")]
-OutputOpt = Annotated[Output, typer.Option("--output", "-o", case_sensitive=False)]
+                                       callback=params.address,
+                                       help="the node's nsmgr: unix:///path.sock or "
+                                            "tcp://host:port")]
+OutputOpt = Annotated[Output, typer.Option("--output", "-o", case_sensitive=False,
+                                           metavar="table|json|yaml", help="output format")]
 
 
-def _netns_path(netns: str) -> str:
-    path = netns if netns.startswith("/") else f"/var/run/netns/{netns}"
-    if not Path(path).exists():
-        raise CliError(f"network namespace {netns!r} does not exist (ip netns list shows them)")
-    return path
+class NotAnNsmgr(CliError):
+    """Something answers at the address, but it is not an nsmgr."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__(f"{address} answers but is not an nsmgr (it has no connection "
+                         f"monitor): is it another component's socket? ({NSMGR_HINT})")
+
+
+def _nsmgr_error(nsmgr: str, exc: grpc.aio.AioRpcError) -> CliError:
+    """A failed call to the nsmgr, in the operator's terms (the gRPC detail is the cause)."""
+    code = exc.code()
+    if code == grpc.StatusCode.UNIMPLEMENTED:
+        return NotAnNsmgr(nsmgr)
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return CliError(f"cannot reach nsmgr at {nsmgr}: is it running? ({NSMGR_HINT})")
+    return CliError(f"nsmgr at {nsmgr} refused: {exc.details() or code.name}")
 
 
 def _client_states() -> list[dict[str, Any]]:
@@ -67,16 +85,41 @@ def _client_states() -> list[dict[str, Any]]:
     return states
 
 
+def _check_nsmgr(nsmgr: str, timeout: float) -> None:
+    """Fail early, in the operator's terms, when nothing (or not an nsmgr) answers there."""
+    try:
+        run(asyncio.wait_for(_monitor(nsmgr, timeout), timeout))
+    except grpc.aio.AioRpcError as exc:
+        raise _nsmgr_error(nsmgr, exc) from None
+    except TimeoutError:
+        raise CliError(f"cannot reach nsmgr at {nsmgr}: is it running? ({NSMGR_HINT})") from None
+
+
+def _client_failure(log: Path, code: int | None, debug: bool) -> CliError:
+    """Why the client exited: its own last ``nsc: ...`` line (the whole log with --debug)."""
+    lines = log.read_text(errors="replace").strip().splitlines() if log.exists() else []
+    if debug and lines:
+        print("\n".join(lines), file=sys.stderr)
+    reasons = [line.removeprefix("nsc: ") for line in lines if line.startswith("nsc: ")]
+    reason = reasons[-1] if reasons else (lines[-1] if lines else f"the client exited ({code})")
+    return CliError(f"the connection failed: {reason}")
+
+
 def connect(
     ctx: typer.Context,
-    url: Annotated[str, typer.Argument(help="NSM URL, e.g. kernel://secure-db/nsm0?app=web")],
-    netns: Annotated[str, typer.Option("--netns", help="namespace name or path to connect")],
+    url: Annotated[str, typer.Argument(metavar="URL",
+                                       help="NSM URL, e.g. kernel://secure-db/nsm0?app=web")],
+    netns: Annotated[str, typer.Option("--netns", metavar="NS", callback=params.netns_path,
+                                       help="network namespace to connect: a name from "
+                                            "'ip netns list' or a path")],
     nsmgr: NsmgrOpt = DEFAULT_NSMGR,
     svid_dir: Annotated[str, typer.Option(
-        "--svid-dir", help="the client's SVID directory: sign path tokens (nsmgr with an SVID "
-        "requires them)")] = "",
+        "--svid-dir", metavar="DIR", callback=params.svid_dir,
+        help="the client's SVID directory: sign path tokens (an nsmgr with an SVID requires "
+             "them)")] = "",
     nsmgr_id: Annotated[str, typer.Option(
-        "--nsmgr-id", help="SPIFFE ID of the node's nsmgr (with --svid-dir)")] = "",
+        "--nsmgr-id", metavar="SPIFFE-ID", callback=params.spiffe_id,
+        help="SPIFFE ID of the node's nsmgr (with --svid-dir)")] = "",
     output: OutputOpt = Output.table,
 ) -> None:
     """Connect a network namespace to a network service and keep it connected."""
@@ -85,86 +128,132 @@ def connect(
         raise CliError("give --svid-dir and --nsmgr-id together (the token is signed with the "
                        "client's SVID for the nsmgr's SPIFFE ID)")
     identity = ["--svid-dir", svid_dir, "--nsmgr-id", nsmgr_id] if svid_dir else []
-    path = _netns_path(netns)
+    opts = options(ctx)
+    _check_nsmgr(nsmgr, opts.timeout)
     CLIENTS_DIR.mkdir(parents=True, exist_ok=True)
     state = CLIENTS_DIR / f"{time.time_ns()}.json"
     log = state.with_suffix(".log")
     with open(log, "wb") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "nsc", url, "--nsmgr", nsmgr, "--netns", path,
-             "--state-file", str(state), "--timeout", str(options(ctx).timeout), *identity],
+            [sys.executable, "-m", "nsc", url, "--nsmgr", nsmgr, "--netns", netns,
+             "--state-file", str(state), "--timeout", str(opts.timeout), *identity],
             stdout=subprocess.DEVNULL, stderr=sink, stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-    deadline = time.monotonic() + options(ctx).timeout + 5
+    deadline = time.monotonic() + opts.timeout + 5
     while not state.exists():
         if process.poll() is not None:
-            reason = log.read_text().strip().splitlines()
+            failure = _client_failure(log, process.returncode, opts.debug)
             log.unlink(missing_ok=True)
-            raise CliError(reason[-1] if reason else f"the client exited ({process.returncode})")
+            raise failure
         if time.monotonic() > deadline:
             process.terminate()
-            raise CliError(f"no connection within {options(ctx).timeout:g} s: see {log}")
+            raise CliError(f"no connection within {opts.timeout:g} s: see {log}")
         time.sleep(0.05)  # polling the client's state file, bounded by the deadline
     conns = json.loads(state.read_text())["connections"]
     if output is not Output.table:
         emit(dump(conns, output).rstrip("\n"))
         return
     console().print(connections.table(conns))
-    emit(f"connected: close it with `nsmctl close {conns[0]['id'][:8]}`")
+    short = connections.short_ids(connections.connection_id(c) for c in conns)
+    for conn_id in short.values():
+        emit(f"connected: close it with 'nsmctl close {conn_id}'")
 
 
 def close(
-    conn_id: Annotated[str, typer.Argument(metavar="ID", help="connection id (or its start)")],
+    conn_id: Annotated[str, typer.Argument(metavar="ID",
+                                           help="connection ID, or a unique start of it")],
 ) -> None:
-    """Close a connection made with ``nsmctl connect`` (stops its client)."""
-    matches = [s for s in _client_states()
-               if any(c.get("id", "").startswith(conn_id) for c in s.get("connections", []))]
-    if not matches:
-        raise CliError(f"no connection {conn_id!r} made by nsmctl connect is open")
-    if len(matches) > 1:
-        raise CliError(f"{conn_id!r} matches {len(matches)} connections: give more of the id")
-    pid = int(matches[0]["pid"])
+    """Close a connection made with 'nsmctl connect' (stops its client)."""
+    states = _client_states()
+    owners = {connections.connection_id(c): s for s in states for c in s.get("connections", [])}
+    try:
+        full = connections.resolve(conn_id, owners)
+    except connections.UnknownConnection as exc:
+        raise CliError(f"{exc} made by 'nsmctl connect' is open ('nsmctl status' lists them)"
+                       if not str(exc).startswith(repr(conn_id)) else str(exc)) from None
+    owner = owners[full]
+    pid = int(owner["pid"])
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
-        Path(matches[0]["file"]).unlink(missing_ok=True)
+        Path(owner["file"]).unlink(missing_ok=True)
     deadline = time.monotonic() + 10
-    while Path(matches[0]["file"]).exists() and time.monotonic() < deadline:
+    while Path(owner["file"]).exists() and time.monotonic() < deadline:
         time.sleep(0.05)  # the client removes its state file after closing
-    Path(matches[0]["file"]).with_suffix(".log").unlink(missing_ok=True)
-    emit(f"connection {conn_id} closed")
+    Path(owner["file"]).with_suffix(".log").unlink(missing_ok=True)
+    emit(f"connection {full} closed")
 
 
-async def _node_state(nsmgr: str, timeout: float) -> dict[str, Any]:
-    async with channel(nsmgr) as ch:
+async def _monitor(url: str, timeout: float) -> list[Connection]:
+    """The connections in the initial state of the monitor at ``url``."""
+    async with channel(url) as ch:
         stream = connection_pb2_grpc.MonitorConnectionStub(ch).MonitorConnections(
             MonitorScopeSelector(), timeout=timeout
         )
-        conns: list[dict[str, Any]] = []
         async for event in stream:
-            conns = redact_tokens([json_format.MessageToDict(c, preserving_proto_field_name=True)
-                                   for c in event.connections.values()])
             stream.cancel()
-            break
+            return list(event.connections.values())
+    return []
+
+
+async def _forwarders(nsmgr: str, timeout: float) -> list[dict[str, str]]:
+    """The forwarders registered with the nsmgr ([] when it does not list them)."""
+    async with channel(nsmgr) as ch:
         registry = RegistryChain([RemoteRegistry(ENDPOINT, ch)])
-        forwarders = [
-            {"name": e.record.name, "url": e.record.url,
-             **dict(e.record.network_service_labels[FORWARDER_SERVICE].labels)}
-            async for e in registry.find(Query(NetworkServiceEndpoint(
-                network_service_names=[FORWARDER_SERVICE])))
-        ]
-    return {"nsmgr": nsmgr, "forwarders": forwarders, "connections": conns}
+        query = Query(NetworkServiceEndpoint(network_service_names=[FORWARDER_SERVICE]))
+        try:
+            return [
+                {"name": e.record.name, "url": e.record.url,
+                 **dict(e.record.network_service_labels[FORWARDER_SERVICE].labels)}
+                async for e in registry.find(query, CallContext.with_timeout(timeout))
+            ]
+        except FabricError:
+            return []
+
+
+async def _counters(forwarders: list[dict[str, str]], timeout: float
+                    ) -> tuple[dict[str, dict[str, str]], list[str]]:
+    """Counters read now from every forwarder (:mod:`forwarder.counters`), by the forwarder's
+    connection id; and the forwarders that could not be asked."""
+    counters: dict[str, dict[str, str]] = {}
+    stale: list[str] = []
+    for fwd in forwarders:
+        try:
+            conns = await asyncio.wait_for(_monitor(fwd["url"], timeout), timeout)
+        except (grpc.aio.AioRpcError, TimeoutError, FabricError):
+            stale.append(fwd["name"])
+            continue
+        for conn in conns:
+            if conn.path.path_segments:
+                counters[conn.id] = dict(conn.path.path_segments[0].metrics)
+    return counters, stale
+
+
+async def _node_state(nsmgr: str, timeout: float) -> dict[str, Any]:
+    conns = [json_format.MessageToDict(c, preserving_proto_field_name=True)
+             for c in await _monitor(nsmgr, timeout)]
+    forwarders = await _forwarders(nsmgr, timeout)
+    counters, stale = await _counters(forwarders, timeout)
+    live = [connections.with_counters(c, counters) for c in redact_tokens(conns)]
+    return {"nsmgr": nsmgr, "forwarders": forwarders, "counters_stale": stale,
+            "connections": [{"connection_id": connections.connection_id(c), **c} for c in live]}
+
+
+def _read_node(nsmgr: str, timeout: float) -> dict[str, Any]:
+    try:
+        return run(asyncio.wait_for(_node_state(nsmgr, timeout), timeout * 2))
+    except grpc.aio.AioRpcError as exc:
+        raise _nsmgr_error(nsmgr, exc) from None
+    except TimeoutError:
+        raise CliError(f"cannot reach nsmgr at {nsmgr}: is it running? ({NSMGR_HINT})") from None
 
 
 def status(ctx: typer.Context, nsmgr: NsmgrOpt = DEFAULT_NSMGR,
            output: OutputOpt = Output.table) -> None:
-    """Connections through this node: path, addresses, counters, handshake age."""
-    try:
-        state = run(asyncio.wait_for(_node_state(nsmgr, options(ctx).timeout),
-                                     options(ctx).timeout))
-    except (grpc.aio.AioRpcError, TimeoutError):
-        raise CliError(f"cannot reach nsmgr at {nsmgr}: is it running? (set --nsmgr)") from None
+    """Connections through this node: path, addresses, counters and handshake age (read from
+    the forwarders now), plus the node's forwarders."""
+    state = _read_node(nsmgr, options(ctx).timeout)
     if output is not Output.table:
         emit(dump(state, output).rstrip("\n"))
         return
@@ -175,10 +264,12 @@ def status(ctx: typer.Context, nsmgr: NsmgrOpt = DEFAULT_NSMGR,
                   f"{fwd.get('wireguard-version', '')}, underlay {underlay.replace('_', ':')}")
     if not state["forwarders"]:
         out.print("no forwarder registered: is the forwarder running?")
+    for name in state["counters_stale"]:
+        out.print(f"counters of forwarder {name} are as of the last refresh (it did not answer)")
     shown = connections.per_client(state["connections"])
     out.print(connections.table(shown))
-    for conn in shown:
-        out.print(f"  {conn.get('id', '')[:8]}: {connections.summary(conn)['path']}")
+    for line in connections.paths(shown):
+        out.print(line)
 
 
 async def _healthy(url: str, timeout: float) -> bool:
@@ -227,6 +318,37 @@ PolicyOpt = Annotated[str | None, typer.Option(
     help="the node's policy file, checked when nsmgr does not report its own")]
 
 
+def _mtu_check(conns: list[dict[str, Any]]) -> tuple[bool, str, str]:
+    """Every connection's MTU (``context.MTU``) is set and is the one its forwarders programmed
+    (``mtu`` in their path segments' counters, as ``status`` shows them)."""
+    if not conns:
+        return True, "no connections yet (each one is checked once there is one)", ""
+    wrong = []
+    for conn in connections.per_client(conns):
+        mtu = str(conn.get("context", {}).get("MTU", ""))
+        programmed = {str(seg["metrics"]["mtu"])
+                      for seg in conn.get("path", {}).get("path_segments", [])
+                      if "mtu" in seg.get("metrics", {})}
+        if not mtu or programmed - {mtu}:
+            wrong.append(f"{connections.connection_id(conn)[:8]}: context {mtu or 'unset'}, "
+                         f"programmed {','.join(sorted(programmed)) or 'unknown'}")
+    if wrong:
+        return False, "", ("connections whose MTU differs from what their forwarders set ("
+                           + "; ".join(wrong) + "): close and connect them again")
+    shown = sorted({str(c.get("context", {}).get("MTU")) for c in conns})
+    return True, f"{len(conns)} connection hop(s), MTU {', '.join(shown)}", ""
+
+
+def _nsmgr_check(nsmgr: str, timeout: float) -> tuple[dict[str, Any] | None, str]:
+    """The node's state, or None and why not."""
+    if not _probe(nsmgr, timeout):
+        return None, f"{nsmgr} does not answer: start 'python -m nsmgr' or {NSMGR_HINT}"
+    try:
+        return _read_node(nsmgr, timeout), ""
+    except CliError as exc:
+        return None, str(exc)
+
+
 def check(ctx: typer.Context, nsmgr: NsmgrOpt = DEFAULT_NSMGR, policy: PolicyOpt = None) -> None:
     """Verify this node: components up, data plane, registry, WireGuard, MTU, authorization
     (with hints)."""
@@ -234,29 +356,28 @@ def check(ctx: typer.Context, nsmgr: NsmgrOpt = DEFAULT_NSMGR, policy: PolicyOpt
     registry = options(ctx).registry
     wg_go = shutil.which("wireguard-go")
     kernel_wg = Path("/sys/module/wireguard").exists()
-    nsmgr_up = _probe(nsmgr, timeout)
-    forwarders: list[dict[str, Any]] = []
-    if nsmgr_up:  # an nsmgr that cannot list them shows as "no forwarder" below
-        with contextlib.suppress(grpc.aio.AioRpcError, TimeoutError):
-            forwarders = run(_node_state(nsmgr, timeout))["forwarders"]
-    mtus = [f"{f['name']}: underlay {f.get('underlay-interface', '?')}" for f in forwarders]
+    state, nsmgr_problem = _nsmgr_check(nsmgr, timeout)
+    forwarders: list[dict[str, Any]] = state["forwarders"] if state else []
+    underlays = [f"{f['name']}: underlay {f.get('underlay-interface', '?')}" for f in forwarders]
+    mtu_ok, mtu_shown, mtu_hint = _mtu_check(state["connections"] if state else [])
     checks = [  # (what, passed, shown when it passed, hint when it failed)
         ("WireGuard", bool(wg_go or kernel_wg),
          "kernel module" if kernel_wg else f"wireguard-go at {wg_go}",
          "install wireguard-go (scripts/setup.sh) or load the wireguard kernel module"),
         ("registry", _probe(registry, timeout), f"{registry} is serving",
-         f"{registry} does not answer: start `python -m registry` or set --registry"),
-        ("nsmgr", nsmgr_up, f"{nsmgr} is serving",
-         f"{nsmgr} does not answer: start `python -m nsmgr` or set --nsmgr"),
+         f"{registry} does not answer: start 'python -m registry' or set --registry "
+         "(or NSMCTL_REGISTRY)"),
+        ("nsmgr", state is not None, f"{nsmgr} is serving", nsmgr_problem),
         ("forwarder", bool(forwarders),
          ", ".join(f"{f['name']} ({f.get('wireguard', '?')})" for f in forwarders),
-         "no forwarder registered with nsmgr: start `python -m forwarder` on this node"),
-        ("underlay", bool(mtus), "; ".join(mtus),
+         "no forwarder registered with nsmgr: start 'python -m forwarder' on this node"),
+        ("underlay", bool(underlays), "; ".join(underlays),
          "unknown until a forwarder registers (it reports its underlay interface)"),
+        ("MTU", mtu_ok, mtu_shown, mtu_hint),
     ]
     for what, passed, shown, hint in checks:
         emit(f"{'ok  ' if passed else 'FAIL'} {what}: {shown if passed else hint}")
-    authorization = _authorization(nsmgr, nsmgr_up, policy, timeout)
+    authorization = _authorization(nsmgr, state is not None, policy, timeout)
     emit(authorization)
     if authorization.startswith("WARN"):
         typer.echo("WARNING: authorization is OFF on this node: any local process may use any "
