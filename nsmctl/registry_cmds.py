@@ -6,6 +6,7 @@ output lives in :mod:`nsmctl.render`, what differs in input in :mod:`nsmctl.mani
 
 from __future__ import annotations
 
+import copy
 import sys
 import time
 from pathlib import Path
@@ -122,7 +123,9 @@ def apply(
                      help="YAML manifest with one or more records ('-' reads stdin)"),
     ],
 ) -> None:
-    """Create or replace the records of a YAML manifest (all validated before any is sent)."""
+    """Create or replace the records of a YAML manifest (all validated before any is sent);
+    says per record whether it was created, configured (and what changed, whose record it
+    replaced) or unchanged, and what the registry adjusted."""
     if filename == "-":
         text, source = sys.stdin.read(), "<stdin>"
     else:
@@ -134,18 +137,60 @@ def apply(
     run(_apply(options(ctx), documents))
 
 
+#: Fields the registry manages itself: not compared when deciding whether a record changed.
+MANAGED = ("expiration_time", "initial_registration_time", "path_ids")
+
+
+def _changed_fields(old: Any, new: Any) -> list[str]:
+    """The fields the operator sets that differ between two records of one kind."""
+    fields = {f.name for f, _ in old.ListFields()} | {f.name for f, _ in new.ListFields()}
+    return sorted(name for name in fields - set(MANAGED)
+                  if render.field_value(old, name) != render.field_value(new, name))
+
+
+def _adjusted(sent: Any, stored: Any) -> list[str]:
+    """What the registry changed in what was sent (an endpoint's expiration time)."""
+    if not hasattr(stored, "expiration_time") or not stored.HasField("expiration_time"):
+        return []
+    when = render.rfc3339(stored.expiration_time)
+    if not sent.HasField("expiration_time"):
+        return [f"expiration_time set to {when} (the registry's default lifetime: the endpoint "
+                "must refresh its registration, or apply again)"]
+    if stored.expiration_time != sent.expiration_time:
+        return [f"expiration_time capped to {when} (the registry's maximum lifetime; asked "
+                f"{render.rfc3339(sent.expiration_time)})"]
+    return []
+
+
+def _outcome(ref: str, before: Any | None, record: Any) -> str:
+    """``created``, ``unchanged`` or ``configured`` (with what changed and whose record it
+    replaced), as kubectl says it."""
+    if before is None:
+        return f"{ref} created"
+    changed = _changed_fields(before, record)
+    if not changed:
+        return f"{ref} unchanged"
+    owner = (f"registered by {before.path_ids[0]}" if before.path_ids
+             else "registered before (by an endpoint, the lab or another apply)")
+    return (f"{ref} configured: replaced the record {owner}; changed: {', '.join(changed)}")
+
+
 async def _apply(opts: Options, documents: list[manifest.Document]) -> None:
     async with _client(opts) as client:
         for done, document in enumerate(documents):
             ref = document.kind.ref(document.name)
             try:
-                await client.register(document.kind, document.record)
+                existing = await client.list(document.kind, document.name)
+                sent = copy.deepcopy(document.record)  # register may fill fields in
+                stored = await client.register(document.kind, document.record)
             except Exception as exc:
                 exc.add_note(f"while applying {ref}")
                 if done:
                     exc.add_note(f"{done} of {len(documents)} records were applied before it")
                 raise
-            emit(f"{ref} applied")
+            emit(_outcome(ref, existing[0] if existing else None, sent))
+            for note in _adjusted(sent, stored):
+                emit(f"  {note}")
 
 
 def delete(ctx: typer.Context, word: KindArg, name: NameArg) -> None:

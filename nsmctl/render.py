@@ -184,6 +184,11 @@ def to_dict(record: Message) -> dict[str, Any]:
     return json_format.MessageToDict(record, preserving_proto_field_name=True)
 
 
+def field_value(record: Message, name: str) -> Any:
+    """One field of a record as :func:`to_dict` shows it (None when unset)."""
+    return to_dict(record).get(name)
+
+
 def dump(data: Any, output: Output) -> str:
     """``data`` as JSON (indented) or YAML (block style, keys in message order)."""
     if output is Output.json:

@@ -165,10 +165,12 @@ def test_apply_then_get_and_describe_both_kinds(
 ) -> None:
     applied = cli("apply", "-f", write(workdir, MANIFEST))
     assert applied.code == 0, applied.err
-    assert applied.out.splitlines() == [
-        "networkservice/secure-db applied",
-        "networkserviceendpoint/db-primary-1 applied",
-    ]
+    lines = applied.out.splitlines()
+    assert lines[:2] == ["networkservice/secure-db created",
+                         "networkserviceendpoint/db-primary-1 created"]
+    assert lines[2].startswith("  expiration_time set to ")
+    assert lines[2].endswith("(the registry's default lifetime: the endpoint must refresh its "
+                             "registration, or apply again)")
     assert registry.names() == ({"secure-db"}, {"db-primary-1"})
 
     table = cli("get", "ns")
@@ -242,15 +244,47 @@ def test_apply_from_stdin_and_the_shipped_example(
 ) -> None:
     result = cli("apply", "-f", "-", stdin=EXAMPLE.read_text())
     assert result.code == 0, result.err
-    assert result.out.splitlines() == [
-        "networkservice/secure-db applied",
-        "networkserviceendpoint/db-primary-1 applied",
-        "networkserviceendpoint/db-replica-1 applied",
+    lines = [line for line in result.out.splitlines() if not line.startswith("  ")]
+    assert lines == [
+        "networkservice/secure-db created",
+        "networkserviceendpoint/db-primary-1 created",
+        "networkserviceendpoint/db-replica-1 created",
     ]
     assert registry.names() == ({"secure-db"}, {"db-primary-1", "db-replica-1"})
-    # Applying again replaces the records.
-    assert cli("apply", "-f", str(EXAMPLE)).code == 0
+    # Applying again replaces the records: nothing the manifest sets changed.
+    again = cli("apply", "-f", str(EXAMPLE))
+    assert again.code == 0
+    assert [line for line in again.out.splitlines() if not line.startswith("  ")] == [
+        "networkservice/secure-db unchanged",
+        "networkserviceendpoint/db-primary-1 unchanged",
+        "networkserviceendpoint/db-replica-1 unchanged",
+    ]
     assert registry.names() == ({"secure-db"}, {"db-primary-1", "db-replica-1"})
+
+
+def test_apply_says_what_changed_and_what_the_registry_adjusted(
+    cli: Cli, registry: RunningRegistry, workdir: Path
+) -> None:
+    owned = NetworkService(name="secure-db", payload="IP", path_ids=["spiffe://lab.local/nse/db"])
+    registry.call(registry.registry.services.register(owned))
+    capped = MANIFEST.replace("url: tcp://10.0.0.5:5001",
+                              "url: tcp://10.0.0.5:5001\nexpiration_time: '2099-01-01T00:00:00Z'")
+    result = cli("apply", "-f", write(workdir, capped))
+    assert result.code == 0, result.err
+    service, endpoint, note = result.out.splitlines()
+    assert service == ("networkservice/secure-db configured: replaced the record registered by "
+                       "spiffe://lab.local/nse/db; changed: matches")
+    assert endpoint == "networkserviceendpoint/db-primary-1 created"
+    assert note.startswith("  expiration_time capped to ")
+    assert note.endswith("(the registry's maximum lifetime; asked 2099-01-01T00:00:00Z)")
+
+    relabelled = MANIFEST.replace("region: eu-west", "region: us-east")
+    second = cli("apply", "-f", write(workdir, relabelled))
+    assert second.out.splitlines()[:2] == [
+        "networkservice/secure-db unchanged",
+        "networkserviceendpoint/db-primary-1 configured: replaced the record registered before "
+        "(by an endpoint, the lab or another apply); changed: network_service_labels",
+    ]
 
 
 def test_empty_listing(cli: Cli) -> None:
