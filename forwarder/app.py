@@ -98,7 +98,7 @@ class Forwarder:
             if self.svids else []
         )
         self.server_chain = ServerChain(
-            ServerOptions(self.name, self.svids, trace=self.config.trace),
+            ServerOptions(self.name, "forwarder", self.svids, trace=self.config.trace),
             [
                 SetExpiry(self.config.token_lifetime),
                 xconnect,

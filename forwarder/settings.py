@@ -33,5 +33,8 @@ class ForwarderSettings:
     )
     token_lifetime: float = setting(60.0, "seconds this hop's path segment stays valid")
     register_interval: float = setting(2.0, "seconds between registrations with nsmgr")
+    metrics_listen: str = setting(
+        "", "serve Prometheus metrics on host:port (/metrics); off when empty"
+    )
     log_level: str = setting("info", "debug, info, warning or error")
     trace: bool = setting(False, "log every chain element's entry and exit (debug level)")

@@ -77,7 +77,7 @@ class Endpoint:
         )
         self.svids = FileSvidSource(Path(config.svid_dir)) if config.svid_dir else None
         self.endpoint = EndpointChain(
-            ServerOptions(self.name, self.svids),
+            ServerOptions(self.name, "endpoint", self.svids),
             config.services,
             [Ipam(self.ipam, config.routes, dns), AcceptKernel(self.netns)],
             load_policy(config.policy or None),

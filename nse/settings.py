@@ -35,4 +35,7 @@ class NseSettings:
         "", "authorization policy file: which clients may use its services (default: all)"
     )
     register_interval: float = setting(10.0, "seconds between registration refreshes")
+    metrics_listen: str = setting(
+        "", "serve Prometheus metrics on host:port (/metrics); off when empty"
+    )
     log_level: str = setting("info", "debug, info, warning or error")

@@ -113,8 +113,8 @@ class Nsmgr:
         self.monitor = Monitor()
         self.remote_losses = RemoteLossWatch(self.pool, self.monitor)
         self.node_manager = NodeManagerChain(
-            ServerOptions(self.name, self.svids, config.request_timeout, self.monitor,
-                          config.trace),
+            ServerOptions(self.name, "nsmgr", self.svids, config.request_timeout,
+                          self.monitor, config.trace),
             NodeManagerParts(
                 pool=self.pool,
                 forwarders=self.forwarders,

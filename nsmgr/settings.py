@@ -39,5 +39,8 @@ class NsmgrSettings:
         256, "unary calls one peer may have open at once (all local callers share the unix "
         "socket's budget: raise it for nodes with many workloads); more get RESOURCE_EXHAUSTED"
     )
+    metrics_listen: str = setting(
+        "", "serve Prometheus metrics on host:port (/metrics); off when empty"
+    )
     log_level: str = setting("info", "debug, info, warning or error")
     trace: bool = setting(False, "log every chain element's entry and exit (debug level)")

@@ -39,5 +39,8 @@ class RegistrySettings:
         "with RESOURCE_EXHAUSTED (the client may Find again)"
     )
     grace: float = setting(2.0, "seconds open calls get to finish on shutdown")
+    metrics_listen: str = setting(
+        "", "serve Prometheus metrics on host:port (/metrics); off when empty"
+    )
     log_level: str = setting("info", "debug, info, warning or error")
     trace: bool = setting(False, "log every chain element's entry and exit (debug level)")

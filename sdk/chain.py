@@ -89,13 +89,15 @@ class CallContext:
     """What travels with one call through a chain.
 
     ``deadline`` is a ``time.monotonic()`` instant or None; ``peer`` names the caller as the
-    transport saw it (a SPIFFE ID once mTLS is on, else the transport address); ``metadata`` is the
+    transport saw it (a SPIFFE ID once mTLS is on, else the transport address); ``headers`` are
+    what the caller sent along that elements read (the trace context); ``metadata`` is the
     per-connection store filled by the metadata element; ``values`` holds what an element hands
     to a later element in the same call.
     """
 
     deadline: float | None = None
     peer: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
     trace: bool = False
     metadata: Values = field(default_factory=Values)
     values: Values = field(default_factory=Values)

@@ -30,6 +30,7 @@ from google.protobuf.message import DecodeError
 from sdk import errors
 from sdk.chain import CallContext
 from sdk.security.peer import peer_spiffe_id
+from sdk.tracing import TRACE_HEADERS
 
 _log = structlog.get_logger("sdk.grpc")
 
@@ -131,11 +132,15 @@ def parse_address(url: str, field: str = "address") -> ListenAddress:
 
 
 def call_context(context: grpc.aio.ServicerContext[Any, Any]) -> CallContext:
-    """A chain CallContext carrying the RPC's deadline and peer (the SPIFFE ID of an mTLS
-    caller, else the transport address)."""
+    """A chain CallContext carrying the RPC's deadline, peer (the SPIFFE ID of an mTLS caller,
+    else the transport address) and trace context headers."""
     remaining = context.time_remaining()
+    headers = {
+        key: value for key, value in (context.invocation_metadata() or ())
+        if key in TRACE_HEADERS and isinstance(value, str)
+    }
     return CallContext.with_timeout(
-        remaining, peer=peer_spiffe_id(context) or context.peer() or ""
+        remaining, peer=peer_spiffe_id(context) or context.peer() or "", headers=headers
     )
 
 

@@ -1,10 +1,11 @@
 """What every server binary shares: its ``--help``, running until a signal, reporting errors.
 
-* :func:`parser` makes the argument parser whose epilog lists the binary's environment variables.
+* :func:`parser` makes the argument parser: one flag per setting, with its environment variable.
 * :func:`until_signalled` starts a service, waits for SIGTERM or SIGINT, and stops it — also when
   starting failed half way, so nothing is left behind.
-* :func:`main` loads the settings (environment, then flags), configures logging, runs the service
-  and turns a :class:`sdk.errors.FabricError` into one line on stderr and exit code 2.
+* :func:`main` loads the settings (environment, then flags), configures logging, serves metrics
+  (``metrics_listen``) and exports traces (``OTEL_*``) when asked, runs the service and turns a
+  :class:`sdk.errors.FabricError` into one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -16,8 +17,14 @@ import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
+import structlog
+
 from sdk import log, settings
 from sdk.errors import FabricError
+from sdk.metrics import serve_metrics
+from sdk.tracing import configure_tracing
+
+_log = structlog.get_logger("sdk.service")
 
 S = TypeVar("S")
 
@@ -62,6 +69,15 @@ async def until_signalled(
         await stop()
 
 
+def observe(name: str, metrics_listen: str) -> None:
+    """Serve metrics when ``metrics_listen`` is given; export traces when ``OTEL_*`` asks."""
+    if metrics_listen:
+        host, port = serve_metrics(metrics_listen)
+        _log.info("serving metrics", url=f"http://{host}:{port}/metrics")
+    if configure_tracing(name):
+        _log.info("exporting traces over OTLP", service=name)
+
+
 def main(
     name: str,
     args: argparse.ArgumentParser,
@@ -75,6 +91,7 @@ def main(
     try:
         config = settings.load(cls, prefix, flags)
         log.configure(getattr(config, "log_level", "info"))
+        observe(name, getattr(config, "metrics_listen", ""))
         asyncio.run(run(config))
     except FabricError as exc:
         print(f"{name}: {exc}", file=sys.stderr)

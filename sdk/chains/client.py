@@ -1,15 +1,15 @@
 """A client's NetworkService chain: connections that stay up until they are closed.
 
-:class:`ClientChain` builds ``ClientBegin → [Heal] → [Refresh] → [ExcludePrefixes] →
-UpdatePath → SetExpiry → [SignPathSegment] → Connect(nsmgr)``: one call at a time per connection
-and the events later elements raise on it; healing lost connections (monitor stream, optional
-data-plane probe) and refreshing them before their path segment expires (both with ``keep``);
-keeping the addresses of the workload's other connections out of this one's (with an
-``exclude`` shared by the workload's clients); the client's own path
-segment with its expiry; with an SVID source, the segment signed for the node's nsmgr
-(``nsmgr_id``, its SPIFFE ID, is required then: the segment then expires with the token, at the
-latest with the SVID, which drives the refresh); and the call to the nsmgr. The reference client
-(``nsc``), the in-process clients of the lab and any future sidecar or gateway build on it.
+:class:`ClientChain` builds ``ClientBegin → Trace → Measure → [Heal] → [Refresh] →
+[ExcludePrefixes] → UpdatePath → SetExpiry → [SignPathSegment] → Connect(nsmgr)``: one call at a
+time per connection and the events later elements raise on it; healing lost connections (monitor
+stream, optional data-plane probe) and refreshing them before their path segment expires (both with
+``keep``); keeping the addresses of the workload's other connections out of this one's (with an
+``exclude`` shared by the workload's clients); the client's own path segment with its expiry; with
+an SVID source, the segment signed for the node's nsmgr (``nsmgr_id``, its SPIFFE ID, is required
+then: the segment then expires with the token, at the latest with the SVID, which drives the
+refresh); and the call to the nsmgr. The reference client (``nsc``), the in-process clients of the
+lab and any future sidecar or gateway build on it.
 """
 
 from __future__ import annotations
@@ -24,8 +24,10 @@ from sdk.networkservice.core import NetworkServiceChain, NetworkServiceElement
 from sdk.networkservice.excludedprefixes import ExcludePrefixes
 from sdk.networkservice.expiry import SetExpiry
 from sdk.networkservice.heal import Heal, Probe
+from sdk.networkservice.measure import Measure
 from sdk.networkservice.refresh import Refresh
 from sdk.networkservice.token import SignPathSegment
+from sdk.networkservice.trace import Trace
 from sdk.networkservice.updatepath import UpdatePath
 from sdk.security.source import SvidSource
 
@@ -74,7 +76,8 @@ class ClientChain:
         )
         self.chain = NetworkServiceChain(
             [
-                self.begin, *keep, *([options.exclude] if options.exclude else []),
+                self.begin, Trace("client"), Measure("client"), *keep,
+                *([options.exclude] if options.exclude else []),
                 UpdatePath(options.name), SetExpiry(options.lifetime), *sign,
                 Connect(options.pool, options.nsmgr),
             ],

@@ -1,13 +1,15 @@
 """The prefix every NetworkService server chain starts with, and serving a chain over gRPC.
 
-:class:`ServerChain` builds ``[DefaultDeadline] → [VerifyPath → RequireRelays] → UpdatePath →
-Begin → Metadata → [ConnectionOwner] → Timeout → [Monitor] → <the hop's own elements>``: a
-deadline for calls that bring none (when ``request_timeout`` is given), the signed path checked
-before anything else runs (with an SVID source: every request must carry a valid signed path
-whose segments after the client's were signed by relays, and a connection is refreshed and closed
-only by the client that made it), this hop's path segment, one call at a time per connection,
-per-connection metadata, closing connections whose caller stopped refreshing them, and the
-monitor stream (when given). It binds the timeout to the whole chain's close.
+:class:`ServerChain` builds ``Trace → Measure → [DefaultDeadline] → [VerifyPath → RequireRelays] →
+UpdatePath → Begin → Metadata → [ConnectionOwner] → Timeout → [Monitor] → <the hop's own
+elements>``: a span and metrics of every call, a deadline for calls that bring none (when
+``request_timeout`` is given), the signed path checked before anything else runs (with an SVID
+source: every request must carry a valid signed path whose segments after the client's were signed
+by relays, and a connection is refreshed and closed only by the client that made it), this hop's
+path segment, one call at a time per connection, per-connection metadata, closing connections whose
+caller stopped refreshing them, and the monitor stream (when given). It binds the timeout to the
+whole chain's close.
+
 
 :func:`add_chain_services` serves the chain as ``networkservice.NetworkService`` with gRPC health
 (SERVING) and, when given, ``connection.MonitorConnection``.
@@ -24,6 +26,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from sdk.networkservice.begin import Begin
 from sdk.networkservice.core import NetworkServiceChain, NetworkServiceElement
 from sdk.networkservice.deadline import DefaultDeadline
+from sdk.networkservice.measure import Measure
 from sdk.networkservice.metadata import Metadata
 from sdk.networkservice.monitor import Monitor, add_monitor
 from sdk.networkservice.owner import ConnectionOwner
@@ -31,6 +34,7 @@ from sdk.networkservice.relays import RequireRelays
 from sdk.networkservice.server import add_network_service
 from sdk.networkservice.timeout import Timeout
 from sdk.networkservice.token import VerifyPath
+from sdk.networkservice.trace import Trace
 from sdk.networkservice.updatepath import UpdatePath
 from sdk.security.source import SvidSource
 
@@ -40,6 +44,7 @@ class ServerOptions:
     """What every server chain is configured with."""
 
     name: str  #: this hop's name in path segments
+    hop: str = "server"  #: the kind of hop (nsmgr, forwarder, endpoint): a metric label
     svids: SvidSource | None = None  #: this process's SVIDs: path tokens are required then
     request_timeout: float | None = None  #: deadline of calls that bring none (None: keep none)
     monitor: Monitor | None = None  #: publish connection events (MonitorConnection)
@@ -71,8 +76,8 @@ def server_prefix(options: ServerOptions, timeout: Timeout) -> list[NetworkServi
     owner = [ConnectionOwner()] if signed else []
     monitor = [options.monitor] if options.monitor is not None else []
     return [
-        *deadline, *verify, UpdatePath(options.name), Begin(), Metadata(), *owner, timeout,
-        *monitor,
+        Trace(options.hop), Measure(options.hop), *deadline, *verify, UpdatePath(options.name),
+        Begin(), Metadata(), *owner, timeout, *monitor,
     ]
 
 

@@ -4,7 +4,8 @@ Contract: the target is ``url`` when given, else ``ctx.values[CLIENT_URL]`` set 
 front (the forwarder or endpoint choice); a request without a target raises
 :class:`sdk.errors.FailedPrecondition`. The call carries the remaining deadline (propagated hop
 by hop); the remote's answer is returned with the path index and id put back to this hop's; a
-failed call raises the :class:`sdk.errors.FabricError` matching its status. A close goes to
+failed call raises the :class:`sdk.errors.FabricError` matching its status. The current trace
+context goes along in the call's metadata. A close goes to
 ``url``, else to where the connection's last request went; a connection that never went anywhere
 has nothing downstream to close. Channels come from a :class:`sdk.channels.ChannelPool`.
 Terminal: place it last.
@@ -35,6 +36,7 @@ from sdk.errors import FabricError, FailedPrecondition
 from sdk.grpcutil import fabric_error
 from sdk.networkservice.core import NetworkServiceElement, NSCursor
 from sdk.networkservice.rebuild import REBUILD
+from sdk.tracing import inject
 
 #: Where to send the request next, set by the element in front that chose the next hop.
 CLIENT_URL: Key[str] = Key("connect.client_url")
@@ -89,7 +91,7 @@ class Connect(NetworkServiceElement):
         await self._leave_previous(request, url, next)
         try:
             conn: Connection = await self._stub(url).Request(
-                request, timeout=next.ctx.remaining()
+                request, timeout=next.ctx.remaining(), metadata=inject()
             )
         except grpc.aio.AioRpcError as exc:
             raise fabric_error(exc) from None
@@ -111,6 +113,6 @@ class Connect(NetworkServiceElement):
 
     async def _close_at(self, url: str, conn: Connection, next: NSCursor) -> None:
         try:
-            await self._stub(url).Close(conn, timeout=next.ctx.remaining())
+            await self._stub(url).Close(conn, timeout=next.ctx.remaining(), metadata=inject())
         except grpc.aio.AioRpcError as exc:
             raise fabric_error(exc) from None

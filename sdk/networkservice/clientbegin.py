@@ -41,8 +41,9 @@ class ConnectionEvents:
         self._cursor = cursor
         self.connection: Connection | None = None
         self.heals = 0
-        #: Set by a heal element: ``on_loss(reason, reselect)`` asks it to heal the connection.
-        self.on_loss: Callable[[str, bool], None] | None = None
+        #: Set by a heal element: ``on_loss(why, reselect, reason)`` asks it to heal the
+        #: connection (``reason``: a metric label, one of monitor, probe, refresh, asked).
+        self.on_loss: Callable[[str, bool, str], None] | None = None
         self.ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     @property
@@ -80,14 +81,14 @@ class ConnectionEvents:
         if self._begin.on_change is not None:
             self._begin.on_change(conn)
 
-    def lost(self, reason: str, reselect: bool = False) -> None:
-        """The connection seems lost (``reselect``: ask for another endpoint): heal it when a
-        heal element is in the chain."""
+    def lost(self, why: str, reselect: bool = False, reason: str = "asked") -> None:
+        """The connection seems lost (``why``, for the log; ``reselect``: ask for another
+        endpoint; ``reason``: what noticed it): heal it when a heal element is in the chain."""
         if self.on_loss is not None and not self.closed:
-            self.on_loss(reason, reselect)
+            self.on_loss(why, reselect, reason)
         else:
             _log.warning("connection lost and nothing heals it", connection_id=self.conn_id,
-                         reason=reason)
+                         reason=why)
 
     def end(self, error: BaseException | None = None) -> None:
         """The connection cannot be kept any more (``error``) or was closed (None)."""

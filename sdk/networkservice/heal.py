@@ -43,6 +43,7 @@ from api.proto.connection_pb2 import (
 from api.proto.networkservice_pb2 import NetworkServiceRequest
 from sdk.channels import ChannelPool
 from sdk.errors import FabricError, InvalidArgument
+from sdk.metrics import HEAL_SECONDS, HEALS
 from sdk.networkservice.clientbegin import EVENTS, ConnectionEvents
 from sdk.networkservice.core import NetworkServiceElement, NSCursor
 from sdk.select.backoff import delays
@@ -100,7 +101,7 @@ class Heal(NetworkServiceElement):
         """Heal connection ``conn_id`` now (optionally on another endpoint)."""
         watched = self._watched.get(conn_id)
         if watched is not None:
-            self._lost(watched, "asked to heal", reselect)
+            self._lost(watched, "asked to heal", reselect, "asked")
 
     async def request(self, request: NetworkServiceRequest, next: NSCursor) -> Connection:
         conn = await next.request(request)
@@ -108,7 +109,8 @@ class Heal(NetworkServiceElement):
         if events is not None and conn.id not in self._watched:
             watched = _Watched(events)
             self._watched[conn.id] = watched
-            events.on_loss = lambda reason, reselect: self._lost(watched, reason, reselect)
+            events.on_loss = lambda why, reselect, reason: self._lost(watched, why, reselect,
+                                                                     reason)
             watched.tasks.append(asyncio.create_task(self._monitor(watched)))
             if self.probe is not None:
                 watched.tasks.append(asyncio.create_task(self._probe(watched, self.probe)))
@@ -132,10 +134,11 @@ class Heal(NetworkServiceElement):
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _lost(self, watched: _Watched, reason: str, reselect: bool) -> None:
+    def _lost(self, watched: _Watched, why: str, reselect: bool, reason: str) -> None:
         if watched.healing is not None and not watched.healing.done():
             return  # the heal under way covers this loss
-        watched.healing = asyncio.create_task(self._heal(watched.events, reason, reselect))
+        HEALS.labels(reason).inc()
+        watched.healing = asyncio.create_task(self._heal(watched.events, why, reselect))
 
     async def _heal(self, events: ConnectionEvents, reason: str, reselect: bool) -> None:
         _log.warning("healing", connection_id=events.conn_id, reason=reason, reselect=reselect)
@@ -155,8 +158,9 @@ class Heal(NetworkServiceElement):
                           attempt=attempt + 1, error=str(exc))
                 await asyncio.sleep(pause)  # back-off between attempts
                 continue
-            _log.info("healed", connection_id=events.conn_id,
-                      seconds=round(asyncio.get_running_loop().time() - start, 3))
+            took = asyncio.get_running_loop().time() - start
+            HEAL_SECONDS.observe(took)
+            _log.info("healed", connection_id=events.conn_id, seconds=round(took, 3))
             return
 
     async def _monitor(self, watched: _Watched) -> None:
@@ -172,11 +176,12 @@ class Heal(NetworkServiceElement):
                 async for event in stub.MonitorConnections(selector):
                     mine = _mine(event, events.conn_id)
                     if any(c.state == DOWN for c in mine) or (event.type == DELETE and mine):
-                        self._lost(watched, "the nsmgr reports the connection down", False)
+                        self._lost(watched, "the nsmgr reports the connection down", False,
+                                   "monitor")
             except grpc.aio.AioRpcError as exc:
                 _log.info("monitor stream ended", connection_id=events.conn_id,
                           code=exc.code().name)
-                self._lost(watched, "the monitor stream ended", False)
+                self._lost(watched, "the monitor stream ended", False, "monitor")
             await asyncio.sleep(RESUBSCRIBE_PAUSE)  # pause before subscribing again
 
     async def _probe(self, watched: _Watched, probe: Probe) -> None:
@@ -197,4 +202,4 @@ class Heal(NetworkServiceElement):
             failures += 1
             if failures >= self.probe_failures:
                 failures = 0
-                self._lost(watched, "liveness probes failed", True)
+                self._lost(watched, "liveness probes failed", True, "probe")

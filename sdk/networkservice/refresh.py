@@ -20,6 +20,7 @@ import structlog
 from api.proto.connection_pb2 import Connection
 from api.proto.networkservice_pb2 import NetworkServiceRequest
 from sdk.errors import FabricError
+from sdk.metrics import REFRESHES
 from sdk.networkservice.clientbegin import EVENTS, ConnectionEvents
 from sdk.networkservice.core import NetworkServiceElement, NSCursor
 
@@ -73,8 +74,11 @@ class Refresh(NetworkServiceElement):
         try:
             await events.request()
         except FabricError as exc:
+            REFRESHES.labels("failed").inc()
             _log.warning("refresh failed", connection_id=events.conn_id, error=str(exc))
-            events.lost("refresh failed")
+            events.lost("refresh failed", reason="refresh")
+            return
+        REFRESHES.labels("ok").inc()
 
     async def request(self, request: NetworkServiceRequest, next: NSCursor) -> Connection:
         conn = await next.request(request)

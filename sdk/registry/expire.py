@@ -26,6 +26,7 @@ import structlog
 
 from api.proto.registry_pb2 import NetworkService, NetworkServiceEndpoint
 from sdk.errors import InvalidArgument, NotFound
+from sdk.metrics import REGISTRY_EXPIRED
 from sdk.registry.core import RegistryChain, RegistryCursor, RegistryElement
 from sdk.registry.persist import Persist, expiry_of
 
@@ -86,6 +87,7 @@ class Expire(RegistryElement[M], Generic[M]):
                     continue  # refreshed (or removed) while this batch was being swept
                 try:
                     await chain.unregister(current)  # type: ignore[arg-type]
+                    REGISTRY_EXPIRED.labels(persist.kind.key).inc()
                     _log.info("registration expired", name=record.name)
                 except NotFound:
                     pass

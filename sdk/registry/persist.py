@@ -31,6 +31,7 @@ from api.proto.registry_pb2 import NetworkService, NetworkServiceEndpoint
 from sdk.chain import Key
 from sdk.errors import NotFound
 from sdk.keyedlock import KeyedLock
+from sdk.metrics import REGISTRY_RECORDS
 from sdk.registry.core import Event, Query, RegistryCursor, RegistryElement
 from sdk.registry.kinds import RecordKind
 from sdk.registry.ownership import OWNER
@@ -62,6 +63,7 @@ class Persist(RegistryElement[M], Generic[M]):
         self._writing = KeyedLock()  # per name: store and cache change together
         self._owners: dict[str, str] = {}
         self._usage: dict[str, tuple[int, int]] = {}  # owner -> (records, bytes)
+        REGISTRY_RECORDS.labels(kind.key).set_function(lambda: len(self._records))
 
     async def load(self, now: float | None = None) -> int:
         """Fill the cache from the store with the records not expired at ``now`` (purging the

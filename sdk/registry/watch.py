@@ -22,6 +22,7 @@ from typing import Generic, TypeVar
 
 from api.proto.registry_pb2 import NetworkService, NetworkServiceEndpoint
 from sdk.errors import ResourceExhausted
+from sdk.metrics import REGISTRY_WATCHERS
 from sdk.registry.core import Event, Query, RegistryCursor, RegistryElement
 from sdk.registry.kinds import RecordKind
 from sdk.registry.persist import UNREGISTERED
@@ -58,6 +59,7 @@ class Watch(RegistryElement[M], Generic[M]):
         self.max_backlog = max_backlog
         self.max_backlog_bytes = max_backlog_bytes
         self._watchers: set[_Watcher[M]] = set()
+        REGISTRY_WATCHERS.labels(kind.key).set_function(lambda: len(self._watchers))
 
     @property
     def watchers(self) -> int:

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
+from sdk.metrics import EJECTIONS
 from sdk.select.backoff import exponential
 
 
@@ -108,6 +109,7 @@ class CircuitBreaker:
                 return
         entry.failures = 0
         entry.ejections += 1
+        EJECTIONS.inc()
         entry.trial_since = None
         entry.until = self._clock() + exponential(entry.ejections - 1, self._base, self._cap)
 

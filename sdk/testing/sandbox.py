@@ -193,7 +193,7 @@ class Sandbox:
                            f"unix://{self.root}/forwarder-{name}.sock")
         registry = self.pool.get(self.registry_url)
         node.manager = manager = NodeManagerChain(
-            ServerOptions(f"nsmgr-{name}", request_timeout=self.request_timeout),
+            ServerOptions(f"nsmgr-{name}", "nsmgr", request_timeout=self.request_timeout),
             NodeManagerParts(
                 pool=self.pool, forwarders=_Forwarders(node),
                 local_endpoints=_LocalEndpoints(node),
@@ -205,7 +205,7 @@ class Sandbox:
         server = grpc.aio.server()
         await add_chain_services(server, manager.chain, manager.monitor)
         await self._serve(server, node.nsmgr_url)
-        forwarder = ServerChain(ServerOptions(f"forwarder-{name}"), [
+        forwarder = ServerChain(ServerOptions(f"forwarder-{name}", "forwarder"), [
             SetExpiry(self.lifetime), CrossConnect(), Connect(self.pool, node.nsmgr_url),
         ])
         server = grpc.aio.server()
@@ -221,9 +221,9 @@ class Sandbox:
         """An endpoint on ``node`` providing ``services``: ``elements`` (the test's own) run
         after IPAM, in front of :class:`AcceptMechanism`. Registered with its node manager's
         URL, as the nsmgr process registers it."""
-        endpoint = EndpointChain(ServerOptions(name), services, [
+        endpoint = EndpointChain(ServerOptions(name, "endpoint"), services, [
             Ipam(PointToPointIpam(list(cidr)), [], []), *elements, AcceptMechanism(),
-        ])
+        ], StaticPolicy(ALLOW_ALL))
         url = f"unix://{self.root}/{name}.sock"
         server = grpc.aio.server()
         await add_chain_services(server, endpoint.chain, endpoint.monitor)
