@@ -24,6 +24,7 @@ from sdk.networkservice.forwarder import FORWARDER, SelectForwarder
 from sdk.networkservice.handover import HandOver, Handovers
 from sdk.networkservice.heal import Heal
 from sdk.networkservice.load import CountLoad
+from sdk.networkservice.measure import Measure
 from sdk.networkservice.mechanisms import FilterMechanisms
 from sdk.networkservice.metadata import Metadata
 from sdk.networkservice.named import CheckNamedEndpoint
@@ -37,6 +38,7 @@ from sdk.networkservice.select import SelectEndpoint
 from sdk.networkservice.switch import Case, Switch
 from sdk.networkservice.toendpoint import MECHANISM_CLASS, RouteToEndpoint
 from sdk.networkservice.token import CLIENT_ID
+from sdk.networkservice.trace import Trace
 from sdk.registry.core import RegistryChain
 from sdk.registry.kinds import ENDPOINT, SERVICE
 from sdk.registry.memory import MemoryStore
@@ -137,6 +139,8 @@ ELEMENTS: dict[str, tuple[Callable[[], NetworkServiceElement], dict[str, object]
     "refresh": (lambda: Refresh(60.0), {"front": lambda: [ClientBegin()]}),
     "heal": (lambda: Heal(ChannelPool(), "unix:///nowhere/nsmgr.sock"),
              {"front": lambda: [ClientBegin()]}),
+    "trace": (lambda: Trace("conformance"), {}),
+    "measure": (lambda: Measure("conformance"), {}),
 }
 
 
