@@ -6,6 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(wireguard-go wireguard-tools iperf3 iproute2 iputils-ping nftables tcpdump procps python3-venv python3-dev)
+# With --test (scripts/test.sh): what only the tests need — promtool, from Debian's prometheus
+# package (its server is not started or enabled: the tests use the rule checker alone).
+TEST_PACKAGES=(prometheus)
+[ "${1:-}" = "--test" ] && APT_PACKAGES+=("${TEST_PACKAGES[@]}")
 
 step() { printf '\n==> %s\n' "$*"; }
 
@@ -18,7 +22,17 @@ if [ ${#missing[@]} -gt 0 ]; then
   step "installing apt packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
+  # No service a package brings is started on this machine by installing it.
+  policy=/usr/sbin/policy-rc.d
+  made_policy=false
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod 755 "$policy" && made_policy=true
+  fi
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if $made_policy; then rm -f "$policy"; fi
+  if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null; then
+    systemctl disable --now prometheus >/dev/null 2>&1 || true
+  fi
 else
   step "apt packages present: ${APT_PACKAGES[*]}"
 fi

@@ -5,7 +5,7 @@
 # Sets the machine up first (idempotent). Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --test
 
 step() { printf '\n==> %s\n' "$*"; }
 step "ruff"
