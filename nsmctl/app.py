@@ -18,7 +18,14 @@ import typer
 from typer.core import TyperGroup
 
 from nsmctl import ca_cmds, lab_cmds, node_cmds, policy_cmds, registry_cmds
-from nsmctl.context import DEFAULT_REGISTRY, DEFAULT_TIMEOUT, CliError, Options
+from nsmctl.context import (
+    DEFAULT_REGISTRY,
+    DEFAULT_TIMEOUT,
+    CliError,
+    Options,
+    logs_on_stderr,
+)
+from nsmctl.helpstyle import tidy
 from sdk.errors import FabricError, InvalidArgument
 from sdk.grpcutil import parse_address
 
@@ -54,7 +61,9 @@ class _Root(TyperGroup):
 app = typer.Typer(
     cls=_Root,
     name="nsmctl",
-    help="Operate the connectivity fabric: registry records, connections, labs.",
+    help="Operate the connectivity fabric: registry records, connections, labs.\n\n"
+         "The options below, and --nsmgr and -o/--output, may be given before or after the "
+         "command.",
     invoke_without_command=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -88,11 +97,16 @@ def root(
     timeout: Annotated[
         float,
         typer.Option("--timeout", metavar="SECONDS", callback=_check_timeout,
-                     help="deadline of each request (watches have none)"),
+                     show_default=False,
+                     help=f"deadline of each request (default {DEFAULT_TIMEOUT:g}; watches "
+                          "have none)"),
     ] = DEFAULT_TIMEOUT,
     debug: Annotated[bool, typer.Option("--debug", help="show tracebacks of errors")] = False,
 ) -> None:
-    """Operate the connectivity fabric: registry records, connections, labs."""
+    """Operate the connectivity fabric: registry records, connections, labs.
+
+    The options here, and --nsmgr and -o/--output, may be given before or after the command.
+    """
     ctx.obj = Options(registry=registry, timeout=timeout, debug=debug)
     if ctx.invoked_subcommand is None:
         typer.echo(ctx.get_help())
@@ -106,12 +120,64 @@ ca_cmds.register(app)
 policy_cmds.register(app)
 
 
+#: Options of the root command, accepted anywhere on the line (moved before the command).
+ROOT_OPTIONS = {"--registry": True, "--timeout": True, "--debug": False}  # name: takes a value
+#: Options of many commands, accepted before the command too (moved after it).
+COMMAND_OPTIONS = {"--nsmgr": True, "--output": True, "-o": True}
+
+
+def _option(token: str, known: dict[str, bool]) -> tuple[bool, bool]:
+    """Whether ``token`` is one of ``known`` and whether its value is the next token."""
+    name, eq, _ = token.partition("=")
+    if name in known:
+        return True, known[name] and not eq
+    if token.startswith("-o") and not token.startswith("--") and "-o" in known:
+        return True, token == "-o"  # -ojson
+    return False, False
+
+
+def global_options_anywhere(argv: Sequence[str]) -> list[str]:
+    """``argv`` with the root options (--registry, --timeout, --debug) moved in front of the
+    command wherever they were given, and the shared command options (--nsmgr, -o/--output)
+    given before the command moved after it; everything after ``--`` stays as it is."""
+    front: list[str] = []
+    middle: list[str] = []
+    back: list[str] = []
+    rest: list[str] = []
+    args = list(argv)
+    i, seen_command = 0, False
+    while i < len(args):
+        token = args[i]
+        if token == "--":
+            rest = args[i:]
+            break
+        is_root, root_value = _option(token, ROOT_OPTIONS)
+        is_cmd, cmd_value = _option(token, COMMAND_OPTIONS)
+        take = 2 if (root_value or cmd_value) and i + 1 < len(args) else 1
+        if is_root:
+            front += args[i:i + take]
+        elif is_cmd and not seen_command:
+            back += args[i:i + take]
+        else:
+            seen_command = seen_command or not token.startswith("-")
+            middle.append(token)
+            take = 1
+        i += take
+    return front + middle + back + rest
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run nsmctl with ``argv`` (default: the process arguments); returns the exit code."""
-    command = typer.main.get_command(app)
+    command = tidy(typer.main.get_command(app))
+    args = global_options_anywhere(sys.argv[1:] if argv is None else argv)
+    with logs_on_stderr("--debug" in args[:args.index("--") if "--" in args else None]):
+        return _run(command, args)
+
+
+def _run(command: Any, args: list[str]) -> int:
     try:
         result = command.main(
-            args=list(sys.argv[1:] if argv is None else argv),
+            args=args,
             prog_name="nsmctl",
             standalone_mode=False,
         )

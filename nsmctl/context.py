@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import sys
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import structlog
 import typer
 from rich.console import Console
 
@@ -91,6 +93,34 @@ def _exit_now(signum: int, frame: object) -> None:
     with contextlib.suppress(OSError, ValueError):
         sys.stdout.flush()
     os._exit(128 + signum)
+
+
+class _StderrLoggerFactory:
+    """structlog loggers on the *current* ``sys.stderr`` (looked up for each logger)."""
+
+    def __call__(self, *args: Any) -> structlog.PrintLogger:
+        return structlog.PrintLogger(sys.stderr)
+
+
+@contextlib.contextmanager
+def logs_on_stderr(debug: bool) -> Iterator[None]:
+    """While nsmctl runs, log lines of the code it calls (the sdk's ``policy loaded``, the CA's
+    renewals...) go to stderr, never into the command's output, and only warnings and errors
+    unless ``--debug``; the previous logging setup is restored afterwards."""
+    before = structlog.get_config()
+    structlog.configure(
+        processors=[structlog.processors.add_log_level,
+                    structlog.processors.TimeStamper(fmt="iso", utc=True),
+                    structlog.dev.ConsoleRenderer(colors=False)],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.DEBUG if debug else logging.WARNING),
+        logger_factory=_StderrLoggerFactory(),
+        cache_logger_on_first_use=False,
+    )
+    try:
+        yield
+    finally:
+        structlog.configure(**before)
 
 
 def console() -> Console:

@@ -339,14 +339,15 @@ def _mtu_check(conns: list[dict[str, Any]]) -> tuple[bool, str, str]:
     return True, f"{len(conns)} connection hop(s), MTU {', '.join(shown)}", ""
 
 
-def _nsmgr_check(nsmgr: str, timeout: float) -> tuple[dict[str, Any] | None, str]:
-    """The node's state, or None and why not."""
+def _nsmgr_check(nsmgr: str, timeout: float) -> tuple[bool, dict[str, Any] | None, str]:
+    """Whether something answers health checks at ``nsmgr``; the node's state, or None and
+    why not."""
     if not _probe(nsmgr, timeout):
-        return None, f"{nsmgr} does not answer: start 'python -m nsmgr' or {NSMGR_HINT}"
+        return False, None, f"{nsmgr} does not answer: start 'python -m nsmgr' or {NSMGR_HINT}"
     try:
-        return _read_node(nsmgr, timeout), ""
+        return True, _read_node(nsmgr, timeout), ""
     except CliError as exc:
-        return None, str(exc)
+        return True, None, str(exc)
 
 
 def check(ctx: typer.Context, nsmgr: NsmgrOpt = DEFAULT_NSMGR, policy: PolicyOpt = None) -> None:
@@ -356,7 +357,7 @@ def check(ctx: typer.Context, nsmgr: NsmgrOpt = DEFAULT_NSMGR, policy: PolicyOpt
     registry = options(ctx).registry
     wg_go = shutil.which("wireguard-go")
     kernel_wg = Path("/sys/module/wireguard").exists()
-    state, nsmgr_problem = _nsmgr_check(nsmgr, timeout)
+    answers, state, nsmgr_problem = _nsmgr_check(nsmgr, timeout)
     forwarders: list[dict[str, Any]] = state["forwarders"] if state else []
     underlays = [f"{f['name']}: underlay {f.get('underlay-interface', '?')}" for f in forwarders]
     mtu_ok, mtu_shown, mtu_hint = _mtu_check(state["connections"] if state else [])
@@ -377,7 +378,7 @@ def check(ctx: typer.Context, nsmgr: NsmgrOpt = DEFAULT_NSMGR, policy: PolicyOpt
     ]
     for what, passed, shown, hint in checks:
         emit(f"{'ok  ' if passed else 'FAIL'} {what}: {shown if passed else hint}")
-    authorization = _authorization(nsmgr, state is not None, policy, timeout)
+    authorization = _authorization(nsmgr, answers, policy, timeout)
     emit(authorization)
     if authorization.startswith("WARN"):
         typer.echo("WARNING: authorization is OFF on this node: any local process may use any "

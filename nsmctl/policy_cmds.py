@@ -33,10 +33,13 @@ def parse_labels(pairs: list[str]) -> dict[str, str]:
 
 @policy_app.command("check")
 def check(
-    policy: Annotated[Path, typer.Option("--policy", help="the policy YAML file")],
-    client: Annotated[str, typer.Option("--client", help="SPIFFE ID of the caller ('' = none)")],
-    service: Annotated[str, typer.Option("--service", help="network service name")],
-    label: Annotated[list[str] | None, typer.Option("--label", help="k=v; repeatable")] = None,
+    policy: Annotated[Path, typer.Option("--policy", metavar="FILE", help="the policy YAML file")],
+    client: Annotated[str, typer.Option("--client", metavar="SPIFFE-ID",
+                                              help="SPIFFE ID of the caller ('' = none)")],
+    service: Annotated[str, typer.Option("--service", metavar="NAME",
+                                                help="network service name")],
+    label: Annotated[list[str] | None, typer.Option(
+        "--label", metavar="KEY=VALUE", help="a request label; repeatable")] = None,
     registration: Annotated[bool, typer.Option(
         "--register", help="check a registration by endpoint --client instead of a request")
     ] = False,

@@ -200,7 +200,7 @@ def test_status_rows_summarise_any_metrics(metrics: list[dict[str, str]],
     as_dict = json_format.MessageToDict(conn, preserving_proto_field_name=True)
     row = summary(as_dict)
     assert set(row) >= {"id", "service", "rx_tx", "path"}
-    assert row["id"] == "c"
+    assert row["id"] == ("0" if metrics else "c")  # the one ID: the client's (first) segment
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         console().print(table([as_dict]))  # no MarkupError
