@@ -19,7 +19,8 @@ class NsmgrSettings:
         "and tcp://host:port for remote nsmgrs",
     )
     advertise: str = setting(
-        "", "URL remote nsmgrs reach this one at (tcp://ip:port); default: the first TCP listener"
+        "", "URL remote nsmgrs reach this one at (tcp://ip:port); default: the first TCP "
+        "listener; with neither, it serves its own node only"
     )
     registry: str = setting("unix:///var/run/vwire/registry.sock", "the registry's address")
     insecure: bool = setting(False, "allow plain-text TCP between nodes (development only)")
