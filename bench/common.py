@@ -2,17 +2,26 @@
 
 A benchmark collects :class:`Metric` values (name, value, unit, optional goal) and hands them to
 :func:`report`, which prints a readable table (metric, value, goal, ok?) or one JSON object.
-Goals are upper bounds (``value < goal``) unless ``higher_is_better`` is set.
+Goals are upper bounds (``value < goal``) unless ``higher_is_better`` is set. While it runs it
+says what it is doing on stderr (:func:`progress`), so stdout stays the result alone.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+_STARTED = time.monotonic()
+
+
+def progress(bench: str, message: str) -> None:
+    """One line on stderr, ``[  12.3s] bench: message``: what the benchmark is doing now."""
+    print(f"[{time.monotonic() - _STARTED:6.1f}s] {bench}: {message}", file=sys.stderr, flush=True)
 
 
 def percentile(samples: Sequence[float], pct: float) -> float:

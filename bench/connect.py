@@ -42,7 +42,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from bench.common import Deadline, Metric, ms, percentile, report
+from bench.common import Deadline, Metric, ms, percentile, progress, report
 from forwarder.wireguard.keys import generate_keypair
 from forwarder.wireguard.uapi import socket_path
 from lab.fabric import Client, Fabric
@@ -52,6 +52,7 @@ from lab.topology import Node, Topology
 from sdk import log
 from sdk.grpcutil import unix_socket_accepts
 
+NAME = "bench.connect"
 SERVICE = "bench"
 SETUP_P50_GOAL_MS, SETUP_P99_GOAL_MS = 100.0, 300.0
 ENDPOINT_HEAL_GOAL_MS, FORWARDER_HEAL_GOAL_MS = 1000.0, 2000.0
@@ -225,12 +226,18 @@ async def measure(config: Config, topology: Topology) -> Results:
     deadline = Deadline(config.max_seconds)
     fabric = Fabric(topology, 3, log_level="warning")
     try:
+        progress(NAME, "starting a 3-node fabric (registry, nsmgrs, forwarders)")
         await fabric.up()
+        progress(NAME, f"starting {config.heal_trials + 2} endpoints")
         await fabric.add_endpoint("nse-setup", [SETUP_SERVICE], 2, cidrs=SETUP_CIDRS)
         for i in range(config.heal_trials + 1):  # one to start on, one more per death
             await fabric.add_endpoint(f"nse-{i}", [SERVICE], 2 + i % 2)
+        progress(NAME, f"connection setup: {config.sequential} one by one, "
+                       f"{config.concurrent} at once")
         await measure_setup(fabric, config, results, deadline)
+        progress(NAME, "the peer: hand-made WireGuard between two namespaces")
         await measure_peer(fabric, results, deadline)
+        progress(NAME, f"heals: {config.heal_trials} endpoint deaths, then restarts")
         await measure_heals(fabric, config, results, deadline)
     except BaseException as exc:
         shutil.rmtree(FAILED_LOGS, ignore_errors=True)
@@ -238,6 +245,7 @@ async def measure(config: Config, topology: Topology) -> Results:
         exc.add_note(f"the fabric's logs are kept in {FAILED_LOGS}")
         raise
     finally:
+        progress(NAME, "stopping the fabric")
         fabric.down(grace=3.0)
         with contextlib.suppress(OSError):
             topology.state_dir.parent.rmdir()  # only when no other run uses it

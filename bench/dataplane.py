@@ -20,8 +20,8 @@ receiving side):
 - ``remote_vwire``: the fabric's remote vWire c1 <-> e2: :func:`program_remote` on both sides
   (namespace trick) through :func:`real_kernel` and :func:`detect_backend`;
 - ``local_vwire``: the fabric's local vWire lc <-> le (:func:`program_local`);
-- ``kernel_wireguard`` and ``nebula``: optional peers, skipped with a note when the host lacks
-  them (the kernel module; the ``nebula`` binary — the Nebula row is not implemented yet).
+- ``kernel_wireguard``: an optional peer, skipped with a note when the host lacks the kernel
+  module.
 
 Every row is measured ``--rounds`` times, interleaved, and its best round is kept (tunnels are
 CPU-bound on two cores, so the best round is the least disturbed one). Ratios:
@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.common import Deadline, Metric, ms, percentile, report
+from bench.common import Deadline, Metric, ms, percentile, progress, report
 from forwarder.kernel import KernelPort, real_kernel
 from forwarder.kernel.wireguard import kernel_wireguard_available
 from forwarder.vwire import (
@@ -103,6 +103,9 @@ class Results:
 
 
 # ---- processes and namespaces -------------------------------------------------------------
+
+
+NAME = "bench.dataplane"
 
 
 async def sh(*cmd: str, netns: str | None = None, timeout: float = 30.0, stdin: bytes = b"") -> str:
@@ -355,10 +358,6 @@ async def measure_throughput(topo: Topo, kernel: KernelPort, backend: WireGuardB
                 results.skipped["kernel_wireguard"] = "the kernel has no WireGuard module"
             for row, (kind, mtu) in hand.items():
                 rows[row] = _hand_row(topo, kind, mtu, Path(keydir), config, results, row)
-            if shutil.which("nebula") is None:
-                results.skipped["nebula"] = "nebula binary not installed (apt-get install nebula)"
-            else:
-                results.skipped["nebula"] = "nebula row not implemented yet"
             sides = await program_both(kernel, backend,
                                        remote_specs(topo, "bench-remote", FABRIC_PORTS))
             cleanups.append(lambda: close_all(sides))
@@ -371,10 +370,12 @@ async def measure_throughput(topo: Topo, kernel: KernelPort, backend: WireGuardB
             results.mtus["veth"] = underlay_mtu
             rows["local_vwire"] = lambda: iperf(topo["le"], topo["lc"], LOCAL_ADDRS[1],
                                                 config.seconds)
-            for _ in range(config.rounds):
+            for round_no in range(1, config.rounds + 1):
                 for row, measure in rows.items():
                     if deadline.left() < config.seconds + 20:
                         raise TimeoutError("--max-seconds reached during throughput rounds")
+                    progress(NAME, f"throughput round {round_no}/{config.rounds}: {row} "
+                                   f"({config.seconds:g} s of iperf3)")
                     results.rounds.setdefault(row, []).append(round(await measure(), 3))
         finally:
             for cleanup in reversed(cleanups):
@@ -425,10 +426,13 @@ async def measure(config: Config) -> Results:
     backend = await detect_backend()
     topo = Topo({})
     try:
+        progress(NAME, f"building the namespaces (WireGuard backend: {backend.kind})")
         topo = await build()
         await measure_throughput(topo, kernel, backend, config, results, deadline)
+        progress(NAME, "measuring vWire setup times")
         await measure_setup(topo, kernel, backend, config, results, deadline)
     finally:
+        progress(NAME, "tearing the namespaces down")
         close = getattr(backend, "close", None)
         if close is not None:
             await close()

@@ -44,13 +44,14 @@ from api.proto.registry_pb2 import (
     NetworkServiceEndpointResponse,
     NetworkServiceLabels,
 )
-from bench.common import Deadline, Metric, ms, percentile, report
+from bench.common import Deadline, Metric, ms, percentile, progress, report
 from registry.app import Registry
 from registry.store import open_store
 from sdk import log
 from sdk.grpcutil import parse_address
 
 #: Most calls in flight on one channel (NOTES.md: thousands at once get CANCELLED).
+NAME = "bench.registry"
 MAX_IN_FLIGHT = 64
 #: Endpoints per service in the registered population.
 PER_SERVICE = 25
@@ -327,10 +328,12 @@ async def measure(config: Config, workdir: Path) -> Results:
             grpc.aio.insecure_channel(echo_target) as echo_ch,
         ):
             stub = registry_pb2_grpc.NetworkServiceEndpointRegistryStub(ch)
+            progress(NAME, f"registering up to {config.endpoints} endpoints ({config.store})")
             results.registered, results.register_seconds = await register_all(
                 stub, config, deadline
             )
             sample = endpoint(0, config.services).SerializeToString()
+            progress(NAME, "the peer: echo throughput")
             results.echo_calls, results.echo_seconds = await echo_throughput(
                 echo_ch, sample, config, deadline
             )
@@ -349,6 +352,7 @@ async def measure(config: Config, workdir: Path) -> Results:
             await find_latencies(stub, by_name[:20], deadline)
             await echo_latencies(echo_ch, query(by_name[0]).SerializeToString(), 20, deadline)
 
+            progress(NAME, f"{config.finds} finds by name, then by service")
             results.find_by_name, _ = await find_latencies(stub, by_name, deadline)
             results.find_by_service, results.records_per_service_find = await find_latencies(
                 stub, by_service, deadline
@@ -358,7 +362,9 @@ async def measure(config: Config, workdir: Path) -> Results:
             )
             # The peer's request is a real query; its reply is as big as a real Find reply.
             payload = query(by_name[0]).SerializeToString() + reply.SerializeToString()
+            progress(NAME, "the peer: echo latencies")
             results.echo = await echo_latencies(echo_ch, payload, config.finds, deadline)
+            progress(NAME, "watch fan-out")
 
             watch_stub = registry_pb2_grpc.NetworkServiceEndpointRegistryStub(watch_ch)
             results.fanout = await fanout_latencies(stub, watch_stub, config, deadline)
