@@ -124,7 +124,8 @@ def service_labels_summary(nse: NetworkServiceEndpoint) -> str:
 
 @dataclass(frozen=True)
 class Column:
-    """A table column: header, how to compute its cell, and its width in watch lines."""
+    """A table column: header, how to compute its cell, and its width in watch lines (a longer
+    cell is cut there with '…'; 0: the last column, never cut)."""
 
     header: str
     cell: Callable[[Any, float], str]
@@ -160,8 +161,16 @@ def table(kind: CliKind[Any], records: Iterable[Message], now: float) -> Table:
     return grid
 
 
+def _fit(text: str, width: int) -> str:
+    """``text`` padded to ``width``, or cut to it with a final '…' (width 0: as it is), so a long
+    cell never pushes the columns after it out of line."""
+    if not width:
+        return text
+    return text.ljust(width) if len(text) <= width else text[:width - 1] + "…"
+
+
 def _line(cells: Iterable[tuple[str, int]]) -> str:
-    return "   ".join(text.ljust(width) for text, width in cells).rstrip()
+    return "   ".join(_fit(text, width) for text, width in cells).rstrip()
 
 
 def watch_header(kind: CliKind[Any]) -> str:
