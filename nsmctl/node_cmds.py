@@ -212,10 +212,12 @@ async def _forwarders(nsmgr: str, timeout: float) -> list[dict[str, str]]:
             return []
 
 
-async def _counters(forwarders: list[dict[str, str]], timeout: float
+async def forwarder_counters(forwarders: list[dict[str, str]], timeout: float
                     ) -> tuple[dict[str, dict[str, str]], list[str]]:
-    """Counters read now from every forwarder (:mod:`forwarder.counters`), by the forwarder's
-    connection id; and the forwarders that could not be asked."""
+    """Counters read now from every forwarder (``{"name": ..., "url": ...}``, see
+    :mod:`forwarder.counters`), by the forwarder's connection id, for
+    :func:`nsmctl.connections.with_counters`; and the names of the forwarders that could not be
+    asked. ``status`` and the lab's status use it."""
     counters: dict[str, dict[str, str]] = {}
     stale: list[str] = []
     for fwd in forwarders:
@@ -234,7 +236,7 @@ async def _node_state(nsmgr: str, timeout: float) -> dict[str, Any]:
     conns = [json_format.MessageToDict(c, preserving_proto_field_name=True)
              for c in await _monitor(nsmgr, timeout)]
     forwarders = await _forwarders(nsmgr, timeout)
-    counters, stale = await _counters(forwarders, timeout)
+    counters, stale = await forwarder_counters(forwarders, timeout)
     live = [connections.with_counters(c, counters) for c in redact_tokens(conns)]
     return {"nsmgr": nsmgr, "forwarders": forwarders, "counters_stale": stale,
             "connections": [{"connection_id": connections.connection_id(c), **c} for c in live]}
