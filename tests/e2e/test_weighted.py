@@ -28,7 +28,7 @@ async def test_weighted_routes_split_90_10(make_fabric: MakeFabric) -> None:
     applied = await run_module(["nsmctl", "--registry", fabric.registry_url, "apply", "-f", "-"],
                                stdin=MANIFEST)
     assert applied.returncode == 0, applied.stderr
-    assert "networkservice/split applied" in applied.stdout
+    assert "networkservice/split created" in applied.stdout
     await fabric.add_endpoint("nse-big", ["split"], node=1, labels={"tier": "big"})
     await fabric.add_endpoint("nse-small", ["split"], node=2, labels={"tier": "small"})
     netns = fabric.add_workload_netns(1, "wclient")
