@@ -10,20 +10,24 @@ with nsmgr (as an endpoint of the reserved service ``forwarder``) every few seco
 restarted nsmgr learns about it again quickly. With the wireguard-go backend, a
 :class:`forwarder.restart.RestartRecovery` restores the vWires of a daemon that was restarted
 (addresses, routes, MTU, link up) and sets aside those whose daemon could not be restarted.
-Beside the chain it serves its vWires' live counters (:mod:`forwarder.counters`).
+Beside the chain it serves its vWires' live counters (:mod:`forwarder.counters`) and, when it
+serves metrics (``metrics_listen``), exports them per vWire too (:mod:`forwarder.metrics`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from pathlib import Path
 
 import grpc
 import structlog
+from prometheus_client import REGISTRY
 
 from api.proto.registry_pb2 import NetworkServiceEndpoint
 from forwarder.counters import Counters, add_counters
 from forwarder.kernel import KernelPort
+from forwarder.metrics import VWireMetrics
 from forwarder.ports import PortPool, parse_range
 from forwarder.restart import LiveVWires, RestartRecovery
 from forwarder.settings import ForwarderSettings
@@ -69,6 +73,8 @@ class Forwarder:
         self.dataplane: dict[str, str] = {}
         self._registration: KeepRegistered[NetworkServiceEndpoint] | None = None
         self.recovery: RestartRecovery | None = None
+        self.vwire_metrics: VWireMetrics | None = None
+        self._metrics_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         interface, ip = await detect_underlay(
@@ -110,6 +116,10 @@ class Forwarder:
         server = new_server()
         await add_chain_services(server, self.chain)
         add_counters(server, Counters(self.name, xconnect.counters))
+        if self.config.metrics_listen:  # per-vWire metrics beside the process's own
+            self.vwire_metrics = VWireMetrics(xconnect.counters)
+            REGISTRY.register(self.vwire_metrics)
+            self._metrics_task = asyncio.create_task(self.vwire_metrics.keep_fresh())
         await serve(server, [self.address], insecure_tcp=False)
         self._server = server
         self._registration = KeepRegistered(
@@ -141,6 +151,13 @@ class Forwarder:
         if self._server is not None:
             await stop(self._server, [self.address], grace)
             self._server = None
+        if self._metrics_task is not None:
+            self._metrics_task.cancel()
+            await asyncio.gather(self._metrics_task, return_exceptions=True)
+            self._metrics_task = None
+        if self.vwire_metrics is not None:
+            REGISTRY.unregister(self.vwire_metrics)
+            self.vwire_metrics = None
         if self.server_chain is not None:
             await self.server_chain.timeout.stop()
         if self.recovery is not None:

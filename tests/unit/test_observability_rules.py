@@ -15,14 +15,19 @@ from prometheus_client.metrics import MetricWrapperBase
 import sdk.limits.inflight
 import sdk.metrics
 import sdk.security.audit
+from forwarder.metrics import VWireMetrics
 
 HERE = Path(__file__).resolve().parents[2] / "deploy" / "observability"
 METRIC = re.compile(r"\bvwire_[a-z_]+")
 SUFFIXES = ("_bucket", "_sum", "_count", "_total")
 
 
+async def _nothing() -> dict[str, dict[str, str]]:
+    return {}
+
+
 def exported() -> set[str]:
-    names = set()
+    names = {family.name for family in VWireMetrics(_nothing).describe()}
     for module in (sdk.metrics, sdk.limits.inflight, sdk.security.audit):
         for value in vars(module).values():
             if isinstance(value, MetricWrapperBase):
