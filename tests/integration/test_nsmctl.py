@@ -32,6 +32,7 @@ from registry.app import Registry
 from registry.store import open_store
 from sdk.grpcutil import parse_address
 from sdk.registry.core import Query
+from tests.cli import Result
 from tests.integration.background import BackgroundLoop
 
 T = TypeVar("T")
@@ -123,13 +124,6 @@ def registry(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Running
         left = running.call(leftovers())
         running.background.close()
         assert not left, f"registry left tasks running: {left}"
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
 
 
 Cli = Callable[..., Result]

@@ -11,7 +11,6 @@ test points ``--nsmgr`` at the wrong component. The CLI runs in the test's threa
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 import subprocess
@@ -20,7 +19,6 @@ import tempfile
 import textwrap
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,7 +47,6 @@ from forwarder.ports import PortPool
 from forwarder.wireguard.fake import FakeWireGuard
 from forwarder.xconnect import Node, Xconnect
 from nsmctl import node_cmds
-from nsmctl.app import main
 from registry.app import Registry
 from registry.store import open_store
 from sdk.grpcutil import parse_address, serve, stop
@@ -60,6 +57,7 @@ from sdk.registry.kinds import ENDPOINT, SERVICE
 from sdk.registry.memory import MemoryStore
 from sdk.registry.persist import Persist
 from sdk.registry.server import add_registry
+from tests.cli import nsmctl
 from tests.integration.background import BackgroundLoop
 from tests.unit.far_side import FarSide
 
@@ -177,18 +175,6 @@ def node(monkeypatch: pytest.MonkeyPatch) -> Iterator[FabricNode]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-def nsmctl(*args: str) -> Result:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        code = main(list(args))
-    return Result(code, out.getvalue(), err.getvalue())
 
 
 def _row(out: str) -> list[str]:

@@ -4,11 +4,8 @@ answers at the addresses used, which is what some tests check."""
 
 from __future__ import annotations
 
-import io
 import re
 from collections.abc import Iterator
-from contextlib import redirect_stderr, redirect_stdout
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,24 +13,13 @@ import pytest
 import typer
 
 from nsmctl import params
-from nsmctl.app import app, global_options_anywhere, main
+from nsmctl.app import app, global_options_anywhere
+from tests.cli import nsmctl
 
 POLICY = Path(__file__).resolve().parents[2] / "docs" / "examples" / "policy.yaml"
 NOWHERE = "unix:///tmp/nsmctl-test-nothing-here.sock"
 
 
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-def nsmctl(*args: str) -> Result:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        code = main(list(args))
-    return Result(code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture(autouse=True)
