@@ -147,15 +147,20 @@ async def refused(call: Any, code: grpc.StatusCode, *words: str) -> str:
     return details
 
 
-async def test_another_identity_cannot_move_an_endpoint_to_its_own_address(node: Node) -> None:
-    original, _ = await register_victim(node)
-    before = await node.stored()
+async def mallory_moves_the_victim(node: Node) -> None:
+    """Mallory, with an SVID of her own, registers the victim's endpoint name at her address:
+    refused as the victim's."""
     mallory = node.svid("nse", "mallory")
     hijack = endpoint("victim", f"unix://{node.root}/mallory.sock", path_ids=(MALLORY,))
-
     await refused(node.endpoints().Register(
         hijack, timeout=WAIT, metadata=proof(mallory, "register", "nse", hijack)),
         grpc.StatusCode.PERMISSION_DENIED, "belongs to", VICTIM)
+
+
+async def test_another_identity_cannot_move_an_endpoint_to_its_own_address(node: Node) -> None:
+    original, _ = await register_victim(node)
+    before = await node.stored()
+    await mallory_moves_the_victim(node)
     unsigned = endpoint("victim", f"unix://{node.root}/mallory.sock")
     await refused(node.endpoints().Register(unsigned, timeout=WAIT),
                   grpc.StatusCode.UNAUTHENTICATED, "vwire-registration-token")
@@ -275,11 +280,7 @@ async def test_ownership_holds_after_the_nsmgr_restarts(node: Node) -> None:
     original, victim = await register_victim(node)
     await node.restart_nsmgr()
     before = await node.stored()
-    mallory = node.svid("nse", "mallory")
-    hijack = endpoint("victim", f"unix://{node.root}/mallory.sock", path_ids=(MALLORY,))
-    await refused(node.endpoints().Register(
-        hijack, timeout=WAIT, metadata=proof(mallory, "register", "nse", hijack)),
-        grpc.StatusCode.PERMISSION_DENIED, "belongs to", VICTIM)
+    await mallory_moves_the_victim(node)
     assert await node.stored() == before
     assert node.nsmgr.local_endpoints.url("victim") is None
     # the owner refreshes as before
