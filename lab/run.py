@@ -24,15 +24,17 @@ from lab.observe import endpoint_address, wait_for
 from lab.processes import Processes
 from lab.topology import DEFAULT, Topology
 from sdk.errors import FailedPrecondition, InvalidArgument
+from sdk.registry.validate import MAX_NAME, check_name
 from sdk.security.redact import redact_tokens
 
 FAILED_LOGS = Path("/tmp/vwire-lab-logs")  # the default lab's; see failed_logs()
 CLIENT = "nsc"
+_LONGEST_SERVICE = MAX_NAME - len("nse--n16")
 
 Progress = Callable[[str], None]
 
-__all__ = ["LabConfig", "client_connections", "down", "endpoint_address", "env", "failed_logs",
-           "ping", "status", "up"]
+__all__ = ["LabConfig", "check", "check_services", "client_connections", "down",
+           "endpoint_address", "env", "failed_logs", "ping", "status", "up"]
 
 
 @dataclass
@@ -68,16 +70,37 @@ def load_config(topology: Topology = DEFAULT) -> LabConfig | None:
         return None
 
 
-def up(config: LabConfig, progress: Progress = lambda _m: None,
-       topology: Topology = DEFAULT) -> None:
-    """Build the lab (see the module docstring)."""
+def check_services(services: list[str]) -> None:
+    """:class:`InvalidArgument` (field ``services``) unless ``services`` are one or more distinct
+    network service names (registry rules) that also make valid endpoint names."""
+    if not services:
+        raise InvalidArgument("services", "give at least one network service")
+    for service in services:
+        check_name("services", service)
+        if len(service) > _LONGEST_SERVICE:  # its endpoint is nse-SERVICE-nN, a name too
+            raise InvalidArgument("services", f"must be at most {_LONGEST_SERVICE} characters "
+                                  f"(got {len(service)})")
+    repeated = sorted({s for s in services if services.count(s) > 1})
+    if repeated:
+        raise InvalidArgument("services", f"{', '.join(map(repr, repeated))} given twice")
+
+
+def check(config: LabConfig) -> None:
+    """Everything :func:`up` needs, checked before it touches a running lab:
+    :class:`InvalidArgument` or :class:`FailedPrecondition` naming what is wrong."""
     if config.nodes < 1 or config.nodes > 16:
         raise InvalidArgument("nodes", f"must be 1-16 (got {config.nodes})")
-    if not config.services:
-        raise InvalidArgument("services", "give at least one network service")
+    check_services(config.services)
     for tool in ("ip", "wireguard-go"):
         if shutil.which(tool) is None:
             raise FailedPrecondition(f"{tool} is missing: run scripts/setup.sh first")
+
+
+def up(config: LabConfig, progress: Progress = lambda _m: None,
+       topology: Topology = DEFAULT) -> None:
+    """Build the lab (see the module docstring); nothing is touched unless :func:`check`
+    passes."""
+    check(config)
     if load_config(topology) == config and running(config, topology):
         progress("the lab is already up")
         return
@@ -110,10 +133,15 @@ def _point_at_kept_logs(exc: BaseException, state_dir: Path, kept: Path) -> None
     exc.add_note(f"the lab's logs are kept in {kept} (the lab was removed)")
 
 
+def _count(number: int, noun: str) -> str:
+    """``1 node namespace``, ``2 node namespaces``."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 async def _build(fabric: Fabric, config: LabConfig, progress: Progress) -> None:
     first, last = fabric.nodes[0], fabric.nodes[-1]
-    progress(f"creating {config.nodes} node namespaces joined by an underlay bridge; starting "
-             "the registry, and nsmgr and forwarder on every node")
+    progress(f"creating {_count(config.nodes, 'node namespace')} joined by an underlay bridge; "
+             "starting the registry, and nsmgr and forwarder on every node")
     await fabric.up()
     _config_file(fabric.topology).write_text(json.dumps(asdict(config)))
     for index, service in enumerate(config.services):
@@ -160,7 +188,7 @@ def down(progress: Progress = lambda _m: None, topology: Topology = DEFAULT) -> 
         progress("stopping the lab's processes")
     removed = Fabric(topology).down()
     if removed:
-        progress(f"removed {len(removed)} namespaces")
+        progress(f"removed {_count(len(removed), 'namespace')}")
 
 
 def env(topology: Topology = DEFAULT, node: int = 1) -> dict[str, str]:

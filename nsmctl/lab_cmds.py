@@ -12,9 +12,10 @@ import typer
 from rich.table import Table
 
 from lab import run as lab
-from nsmctl import connections
-from nsmctl.context import console, emit
+from nsmctl import connections, node_cmds
+from nsmctl.context import console, emit, run
 from nsmctl.render import Output, dump
+from sdk.errors import InvalidArgument
 
 lab_app = typer.Typer(help="A multi-node fabric on this machine, in network namespaces.",
                       no_args_is_help=True)
@@ -22,6 +23,10 @@ lab_app = typer.Typer(help="A multi-node fabric on this machine, in network name
 
 def _progress(message: str) -> None:
     emit(f"==> {message}")
+
+
+#: Seconds to wait for each forwarder's counters.
+COUNTERS_TIMEOUT = 5.0
 
 
 def _nodes_table(nodes: list[dict[str, Any]]) -> Table:
@@ -35,17 +40,31 @@ def _nodes_table(nodes: list[dict[str, Any]]) -> Table:
     return view
 
 
+def with_live_counters(status: dict[str, Any], timeout: float = COUNTERS_TIMEOUT
+                       ) -> dict[str, Any]:
+    """``status`` whose client connections carry counters read now from the nodes' forwarders
+    (as ``nsmctl status`` shows them), and ``counters_stale``: the forwarders that did not
+    answer (their connections keep the counters of the last refresh)."""
+    forwarders = [{"name": node["name"], "url": f"unix://{node['forwarder_socket']}"}
+                  for node in status["nodes"]]
+    counters, stale = run(node_cmds.forwarder_counters(forwarders, timeout))
+    return {**status, "counters_stale": stale,
+            "client": [connections.with_counters(conn, counters) for conn in status["client"]]}
+
+
 def _show(status: dict[str, Any]) -> None:
     out = console()
     out.print(_nodes_table(status["nodes"]))
     out.print(f"registry: unix://{status['registry_socket']}    CA: {status['ca_dir']}")
     out.print('point nsmctl at this lab: eval "$(nsmctl lab env)"')
     out.print()
+    for name in status.get("counters_stale", []):
+        out.print(f"counters of node {name}'s forwarder are as of the last refresh "
+                  "(it did not answer)")
     out.print("client connections:")
     out.print(connections.table(status["client"]))
-    for conn in status["client"]:
-        row = connections.summary(conn)
-        out.print(f"  path: {row['path']}")
+    for line in connections.paths(status["client"]):
+        out.print(line)
     targets = [lab.endpoint_address(c) for c in status["client"]]
     if targets:
         out.print()
@@ -54,15 +73,28 @@ def _show(status: dict[str, Any]) -> None:
             out.print(f"  ip netns exec {status['client_netns']} ping -c3 {target}")
 
 
+def _services(values: list[str] | None) -> list[str] | None:
+    """The ``--service`` values, checked (:func:`lab.run.check_services`) before ``up`` touches
+    a running lab: a bad one is a usage error naming the option."""
+    if values:
+        try:
+            lab.check_services(values)
+        except InvalidArgument as exc:
+            raise typer.BadParameter(exc.problem) from None
+    return values
+
+
 @lab_app.command()
 def up(
-    nodes: Annotated[int, typer.Option("--nodes", min=1, max=16, help="how many nodes")] = 2,
+    nodes: Annotated[int, typer.Option("--nodes", min=1, max=16, metavar="N",
+                                       help="how many nodes")] = 2,
     services: Annotated[list[str] | None, typer.Option(
-        "--service", help="network service the endpoint provides (repeatable)")] = None,
+        "--service", metavar="NAME", callback=_services,
+        help="network service the endpoint provides (repeatable)")] = None,
 ) -> None:
     """Build the lab, wait until the client's vWire passes traffic, and show it."""
     lab.up(lab.LabConfig(nodes=nodes, services=services or ["secure-db"]), _progress)
-    _show(lab.status())
+    _show(with_live_counters(lab.status()))
 
 
 @lab_app.command()
@@ -71,6 +103,8 @@ def status(
 ) -> None:
     """Nodes (namespaces, sockets, processes) and connections of the running lab."""
     current = lab.status()
+    if current["nodes"]:
+        current = with_live_counters(current)
     if output is not Output.table:
         emit(dump(current, output).rstrip("\n"))
         return
