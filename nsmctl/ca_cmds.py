@@ -21,21 +21,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from nsmctl import params
 from nsmctl.context import CliError
-from sdk.errors import InvalidArgument
+from sdk.errors import FabricError, InvalidArgument
 from sdk.security.ca import CertificateAuthority
-from sdk.security.renew import Renewal, keep_renewed, renew_due
-from sdk.security.svid import server_names, write_svid
+from sdk.security.renew import DEFAULT_FRACTION, Renewal, keep_renewed, renew_due
+from sdk.security.svid import CERT_FILE, load_certificates, server_names, write_svid
 
 DEFAULT_CA_DIR = "/var/lib/vwire/ca"
 CA_DIR_ENV = "VWIRE_CA_DIR"
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 CaDir = Annotated[Path, typer.Option(
     "--dir", envvar=CA_DIR_ENV, metavar="DIR",
@@ -45,12 +44,10 @@ ca_app = typer.Typer(help="The built-in certificate authority: init, issue SVIDs
                      no_args_is_help=True)
 
 
-def parse_duration(text: str) -> float:
-    """``90s``, ``30m``, ``1h``, ``7d`` or plain seconds → seconds."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
-    if not match:
-        raise typer.BadParameter(f"{text!r} is not a duration: use e.g. 90s, 30m, 1h, 7d")
-    return float(match.group(1)) * _UNITS[match.group(2) or "s"]
+def _duration(flag: str, what: str) -> Any:
+    """A duration option (:func:`nsmctl.params.duration`: a bad value exits 2 naming it)."""
+    return typer.Option(flag, metavar="DURATION", callback=params.duration,
+                        help=f"{what}: e.g. 90s, 30m, 1h, 7d")
 
 
 def _when(stamp: float) -> str:
@@ -78,11 +75,11 @@ def issue(
     out: Annotated[Path, typer.Option("--out", help="directory for svid.crt/svid.key/bundle.pem")],
     dns: Annotated[list[str] | None, typer.Option("--dns", help="DNS SAN (servers); repeatable")]
     = None,
-    ttl: Annotated[str, typer.Option("--ttl", help="lifetime: 90s, 30m, 1h, 7d")] = "1h",
+    ttl: Annotated[str, _duration("--ttl", "lifetime")] = "1h",
     directory: CaDir = Path(DEFAULT_CA_DIR),
 ) -> None:
     """Issue an X.509 SVID signed by the CA in --dir and write it to --out."""
-    seconds = parse_duration(ttl)
+    seconds = params.seconds(ttl)
     ca = CertificateAuthority.load(directory)
     try:
         svid = ca.issue(spiffe_id, dns or (), seconds)
@@ -108,15 +105,32 @@ def _report(renewal: Renewal) -> None:
                f"{_when(renewal.not_after)}")
 
 
+def _nothing_due(svids: Path) -> str:
+    """What ``agent --once`` says when it renewed nothing: until when every SVID is valid."""
+    ends, dues = [], []
+    for cert_file in svids.rglob(CERT_FILE):
+        with contextlib.suppress(OSError, FabricError, ValueError):
+            leaf = load_certificates(cert_file.read_bytes(), str(cert_file))[0]
+            start, end = (leaf.not_valid_before_utc.timestamp(),
+                          leaf.not_valid_after_utc.timestamp())
+            ends.append(end)
+            dues.append(start + DEFAULT_FRACTION * (end - start))
+    if not ends:
+        return f"nothing due: no SVID under {svids}"
+    count = f"{len(ends)} SVID{'' if len(ends) == 1 else 's'}"
+    return (f"nothing due: every SVID is valid past {_when(min(ends))}; the next renewal is due "
+            f"at {_when(min(dues))} ({count} under {svids})")
+
+
 @ca_app.command("rotate-root")
 def rotate_root(
     directory: CaDir = Path(DEFAULT_CA_DIR),
-    root_ttl: Annotated[str, typer.Option("--root-ttl", help="lifetime of the new root")] = "3650d",
+    root_ttl: Annotated[str, _duration("--root-ttl", "lifetime of the new root")] = "3650d",
 ) -> None:
     """Make a new root; the bundle holds the new and the previous root until the next rotation.
     A running ``ca agent`` then updates every bundle, and on its next pass re-issues the SVIDs."""
     ca = CertificateAuthority.load(directory)
-    ca.rotate_root(parse_duration(root_ttl))
+    ca.rotate_root(params.seconds(root_ttl))
     typer.echo(f"new root for {ca.trust_domain}, valid until "
                f"{_when(ca.root.not_valid_after_utc.timestamp())}; the bundle holds "
                f"{len(ca.bundle.roots)} roots: {directory / 'bundle.pem'}")
@@ -125,22 +139,25 @@ def rotate_root(
 @ca_app.command("agent")
 def agent(
     svids: Annotated[Path, typer.Option("--svids", help="directory tree holding SVID directories")],
-    ttl: Annotated[str, typer.Option("--ttl", help="lifetime of renewed SVIDs")] = "1h",
-    interval: Annotated[str, typer.Option("--interval", help="how often to check")] = "10s",
+    ttl: Annotated[str, _duration("--ttl", "lifetime of renewed SVIDs")] = "1h",
+    interval: Annotated[str, _duration("--interval", "how often to check")] = "10s",
     once: Annotated[bool, typer.Option("--once", help="check once and exit")] = False,
     directory: CaDir = Path(DEFAULT_CA_DIR),
 ) -> None:
     """Keep every SVID under --svids renewed from the CA (at half their lifetime)."""
-    seconds, every = parse_duration(ttl), parse_duration(interval)
-    if every <= 0 or seconds <= 2 * every:
+    seconds, every = params.seconds(ttl), params.seconds(interval)
+    if seconds <= 2 * every:
         raise CliError("--interval must be positive and under half of --ttl (renewals happen at "
                        "half the lifetime, so a check must come before the SVID expires)")
     ca = CertificateAuthority.load(directory)  # fails here, with the reason, when unusable
     if not svids.is_dir():
         raise CliError(f"--svids: {svids} is not a directory")
     if once:
-        for renewal in renew_due(ca, svids, seconds):
+        done = renew_due(ca, svids, seconds)
+        for renewal in done:
             _report(renewal)
+        if not done:
+            typer.echo(_nothing_due(svids))
         return
     typer.echo(f"keeping the SVIDs under {svids} renewed (ttl {ttl}, checking every {interval})")
     with contextlib.suppress(KeyboardInterrupt):
