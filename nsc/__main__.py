@@ -41,35 +41,55 @@ from sdk.nsmurl import parse
 from sdk.security.redact import redact_tokens
 from sdk.security.source import FileSvidSource
 
+#: The environment variables nsc reads (README): variable → (flag, default, help). Each is
+#: shown once in ``--help``, with its flag.
+ENVIRONMENT = {
+    "VWIRE_NSC_NSMGR": ("--nsmgr", "unix:///var/run/vwire/nsmgr.sock",
+                        "the node's nsmgr: unix:///path.sock or tcp://host:port"),
+    "VWIRE_NSC_SVID_DIR": ("--svid-dir", "", "this workload's SVID directory: sign path tokens"),
+    "VWIRE_NSC_NSMGR_ID": ("--nsmgr-id", "",
+                           "SPIFFE ID of the node's nsmgr (needed with --svid-dir)"),
+}
+
+
+def _shown(text: str, default: object = "") -> str:
+    """Help with its default, once, as the other processes show it (none when empty/off)."""
+    return f"{text} (default: {default:g})" if isinstance(default, float) else (
+        f"{text} (default: {default})" if default else text)
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m nsc",
         description="Connect a network namespace to network services and keep it connected.",
+        epilog="--nsmgr, --svid-dir and --nsmgr-id can also be set by their environment "
+               f"variable ({', '.join(ENVIRONMENT)}); a flag wins.",
     )
     parser.add_argument("urls", nargs="+", metavar="URL",
                         help="NSM URL, e.g. kernel://secure-db/nsm0?app=web")
-    parser.add_argument("--nsmgr", default=os.environ.get(
-        "VWIRE_NSC_NSMGR", "unix:///var/run/vwire/nsmgr.sock"))
-    parser.add_argument("--netns", default="", help="namespace path (default: the process's own)")
+    parser.add_argument("--netns", default="", metavar="PATH",
+                        help="namespace path (default: the process's own)")
     parser.add_argument("--name", default="", help="client name (default: nsc-<hostname>-<pid>)")
-    parser.add_argument("--lifetime", type=float, default=60.0, help="token lifetime, seconds")
-    parser.add_argument("--timeout", type=float, default=15.0, help="request deadline, seconds")
+    parser.add_argument("--lifetime", type=float, default=60.0, metavar="SECONDS",
+                        help=_shown("token lifetime, seconds", 60.0))
+    parser.add_argument("--timeout", type=float, default=15.0, metavar="SECONDS",
+                        help=_shown("request deadline, seconds", 15.0))
     parser.add_argument("--no-probe", action="store_true", help="no data-plane liveness pings")
-    parser.add_argument("--svid-dir", default=os.environ.get("VWIRE_NSC_SVID_DIR", ""),
-                        help="this workload's SVID directory: sign path tokens")
-    parser.add_argument("--nsmgr-id", default=os.environ.get("VWIRE_NSC_NSMGR_ID", ""),
-                        help="SPIFFE ID of the node's nsmgr (needed with --svid-dir)")
-    parser.add_argument("--state-file", help="write the connections as JSON here")
+    for env, (flag, default, text) in ENVIRONMENT.items():
+        parser.add_argument(flag, default=os.environ.get(env, default),
+                            metavar=flag[2:].upper().replace("-", "_"),
+                            help=_shown(f"{text} [{env}]", default))
+    parser.add_argument("--state-file", metavar="FILE", help="write the connections as JSON here")
     parser.add_argument("--init", action="store_true",
                         help="connect, wait until every vWire passes traffic, exit leaving them up")
-    parser.add_argument("--ready-timeout", type=float, default=60.0,
-                        help="with --init: seconds to wait for traffic")
+    parser.add_argument("--ready-timeout", type=float, default=60.0, metavar="SECONDS",
+                        help=_shown("with --init: seconds to wait for traffic", 60.0))
     parser.add_argument("--resume", default="", metavar="FILE",
                         help="take over the connections of this state file (from --init)")
     parser.add_argument("--netns-inode", action="store_true",
                         help="name the namespace by inode://DEV/INO (pods)")
-    parser.add_argument("--log-level", default="info")
+    parser.add_argument("--log-level", default="info", metavar="LEVEL",
+                        help=_shown("log level: debug, info, warning, error", "info"))
     return parser
 
 
