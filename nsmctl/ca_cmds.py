@@ -56,7 +56,8 @@ def _when(stamp: float) -> str:
 
 @ca_app.command("init")
 def init(
-    trust_domain: Annotated[str, typer.Option("--trust-domain", help="e.g. example.org")],
+    trust_domain: Annotated[str, typer.Option("--trust-domain", metavar="TD",
+                                              help="e.g. example.org")],
     directory: CaDir = Path(DEFAULT_CA_DIR),
 ) -> None:
     """Create a CA (EC P-256 root) for a trust domain in DIR."""
@@ -71,10 +72,12 @@ def init(
 
 @ca_app.command("issue")
 def issue(
-    spiffe_id: Annotated[str, typer.Option("--spiffe-id", help="spiffe://<td>/<kind>/<name>")],
-    out: Annotated[Path, typer.Option("--out", help="directory for svid.crt/svid.key/bundle.pem")],
-    dns: Annotated[list[str] | None, typer.Option("--dns", help="DNS SAN (servers); repeatable")]
-    = None,
+    spiffe_id: Annotated[str, typer.Option("--spiffe-id", metavar="SPIFFE-ID",
+                                           help="spiffe://TD/KIND/NAME")],
+    out: Annotated[Path, typer.Option("--out", metavar="DIR",
+                                      help="directory for svid.crt/svid.key/bundle.pem")],
+    dns: Annotated[list[str] | None, typer.Option("--dns", metavar="NAME",
+                                                  help="DNS SAN (servers); repeatable")] = None,
     ttl: Annotated[str, _duration("--ttl", "lifetime")] = "1h",
     directory: CaDir = Path(DEFAULT_CA_DIR),
 ) -> None:
@@ -138,7 +141,8 @@ def rotate_root(
 
 @ca_app.command("agent")
 def agent(
-    svids: Annotated[Path, typer.Option("--svids", help="directory tree holding SVID directories")],
+    svids: Annotated[Path, typer.Option("--svids", metavar="ROOT",
+                                        help="directory tree holding SVID directories")],
     ttl: Annotated[str, _duration("--ttl", "lifetime of renewed SVIDs")] = "1h",
     interval: Annotated[str, _duration("--interval", "how often to check")] = "10s",
     once: Annotated[bool, typer.Option("--once", help="check once and exit")] = False,
