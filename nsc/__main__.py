@@ -33,13 +33,13 @@ from google.protobuf import json_format
 
 from api.proto.connection_pb2 import Connection
 from nsc.client import VWireClient
+from nsc.identity import ENV_SOCKET, svid_source
 from sdk import log
 from sdk.channels import ChannelPool
 from sdk.errors import DataplaneError, FabricError, InvalidArgument
 from sdk.networkservice.excludedprefixes import ExcludePrefixes
 from sdk.nsmurl import parse
 from sdk.security.redact import redact_tokens
-from sdk.security.source import FileSvidSource
 
 #: The environment variables nsc reads (README): variable → (flag, default, help). Each is
 #: shown once in ``--help``, with its flag.
@@ -79,6 +79,10 @@ def _parser() -> argparse.ArgumentParser:
         parser.add_argument(flag, default=os.environ.get(env, default),
                             metavar=flag[2:].upper().replace("-", "_"),
                             help=_shown(f"{text} [{env}]", default))
+    parser.add_argument("--svid-from-agent", default=os.environ.get(ENV_SOCKET, ""),
+                        metavar="SOCKET",
+                        help="get this workload's SVID from the node agent (unix:///path); "
+                        f"--svid-dir wins [{ENV_SOCKET}]")
     parser.add_argument("--state-file", metavar="FILE", help="write the connections as JSON here")
     parser.add_argument("--init", action="store_true",
                         help="connect, wait until every vWire passes traffic, exit leaving them up")
@@ -152,7 +156,7 @@ async def run(args: argparse.Namespace) -> None:
     state_file = Path(args.state_file) if args.state_file else None
     latest: dict[str, dict[str, object]] = {}
     heals: dict[str, int] = {}
-    svids = FileSvidSource(Path(args.svid_dir)) if args.svid_dir else None
+    svids, nsmgr_id = svid_source(args.svid_dir, args.svid_from_agent, args.nsmgr_id)
     pool = ChannelPool()
     exclude = ExcludePrefixes()  # one namespace: its connections get distinct addresses
     clients = [
@@ -160,7 +164,7 @@ async def run(args: argparse.Namespace) -> None:
             name=name, nsmgr=args.nsmgr, pool=pool, netns_url=netns,
             network_service=url.network_service, interface=url.interface or "",
             labels=url.labels, lifetime=args.lifetime, request_timeout=args.timeout,
-            svids=svids, nsmgr_id=args.nsmgr_id, probe=not args.no_probe, exclude=exclude,
+            svids=svids, nsmgr_id=nsmgr_id, probe=not args.no_probe, exclude=exclude,
             resume=resume.get(url.network_service), probe_netns=probe_netns,
         )
         for url in urls
