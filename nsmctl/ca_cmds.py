@@ -29,7 +29,7 @@ import typer
 from nsmctl import params
 from nsmctl.context import CliError
 from sdk.errors import FabricError, InvalidArgument
-from sdk.security.ca import CertificateAuthority
+from sdk.security.ca import MAX_SVID_TTL, CertificateAuthority
 from sdk.security.renew import DEFAULT_FRACTION, Renewal, keep_renewed, renew_due
 from sdk.security.svid import CERT_FILE, load_certificates, server_names, write_svid
 
@@ -44,9 +44,9 @@ ca_app = typer.Typer(help="The built-in certificate authority: init, issue SVIDs
                      no_args_is_help=True)
 
 
-def _duration(flag: str, what: str) -> Any:
+def _duration(flag: str, what: str, at_most: float = params.MAX_DURATION) -> Any:
     """A duration option (:func:`nsmctl.params.duration`: a bad value exits 2 naming it)."""
-    return typer.Option(flag, metavar="DURATION", callback=params.duration,
+    return typer.Option(flag, metavar="DURATION", callback=params.duration_at_most(at_most),
                         help=f"{what}: e.g. 90s, 30m, 1h, 7d")
 
 
@@ -78,7 +78,7 @@ def issue(
                                       help="directory for svid.crt/svid.key/bundle.pem")],
     dns: Annotated[list[str] | None, typer.Option("--dns", metavar="NAME",
                                                   help="DNS SAN (servers); repeatable")] = None,
-    ttl: Annotated[str, _duration("--ttl", "lifetime")] = "1h",
+    ttl: Annotated[str, _duration("--ttl", "lifetime", MAX_SVID_TTL)] = "1h",
     directory: CaDir = Path(DEFAULT_CA_DIR),
 ) -> None:
     """Issue an X.509 SVID signed by the CA in --dir and write it to --out."""
@@ -143,7 +143,7 @@ def rotate_root(
 def agent(
     svids: Annotated[Path, typer.Option("--svids", metavar="ROOT",
                                         help="directory tree holding SVID directories")],
-    ttl: Annotated[str, _duration("--ttl", "lifetime of renewed SVIDs")] = "1h",
+    ttl: Annotated[str, _duration("--ttl", "lifetime of renewed SVIDs", MAX_SVID_TTL)] = "1h",
     interval: Annotated[str, _duration("--interval", "how often to check")] = "10s",
     once: Annotated[bool, typer.Option("--once", help="check once and exit")] = False,
     directory: CaDir = Path(DEFAULT_CA_DIR),

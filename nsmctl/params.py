@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -57,16 +58,27 @@ def duration(value: str) -> str:
     return value
 
 
-def seconds(text: str) -> float:
-    """The seconds of a duration (:func:`duration`'s rules), BadParameter when it breaks them."""
+def seconds(text: str, at_most: float = MAX_DURATION) -> float:
+    """The seconds of a duration (:func:`duration`'s rules, at most ``at_most``), BadParameter
+    when it breaks them."""
     match = _DURATION.fullmatch(text.strip())
     if match is None:
         raise typer.BadParameter(f"{text!r} is not a duration: use e.g. 90s, 30m, 1h, 7d")
     value = float(match[1]) * _UNITS[match[2]]
-    if not 0 < value <= MAX_DURATION:
+    if not 0 < value <= at_most:
         raise typer.BadParameter(f"{text!r} is out of range: more than 0s, at most "
-                                 f"{MAX_DURATION // 86400}d")
+                                 f"{at_most / 86400:g}d")
     return value
+
+
+def duration_at_most(limit: float) -> Callable[[str], str]:
+    """Like :func:`duration`, for an option whose values may not exceed ``limit`` seconds."""
+
+    def check(value: str) -> str:
+        seconds(value, limit)
+        return value
+
+    return check
 
 
 def netns_path(value: str) -> str:

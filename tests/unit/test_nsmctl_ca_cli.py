@@ -82,3 +82,12 @@ def test_agent_once_prints_what_it_renewed_and_no_log_lines(ca: Path) -> None:
     assert code == 0, err
     assert out.startswith(f"renewed spiffe://{TD}/nsc/w in {svids / 'w'} until ")
     assert len(out.splitlines()) == 1 and "svid renewed" in err
+
+
+def test_an_svid_lifetime_beyond_the_cas_limit_is_a_usage_error(tmp_path: Path) -> None:
+    """The CA issues SVIDs for at most 365 days; a longer --ttl is refused as a bad option
+    value (exit 2, option named) before the CA is even read, not with exit 1 from the CA."""
+    code, _, err = nsmctl("ca", "issue", "--dir", str(tmp_path / "ca"), "--spiffe-id",
+                          "spiffe://t.org/nse/db", "--out", str(tmp_path / "svid"), "--ttl", "400d")
+    assert code == 2, err
+    assert "--ttl" in err and "out of range" in err and "365d" in err
