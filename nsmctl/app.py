@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from nsmctl import ca_cmds, lab_cmds, node_cmds, policy_cmds, registry_cmds
+from nsmctl import ca_cmds, dashboard, graph_cmds, lab_cmds, node_cmds, policy_cmds, registry_cmds
 from nsmctl.context import (
     DEFAULT_REGISTRY,
     DEFAULT_TIMEOUT,
@@ -118,6 +118,8 @@ lab_cmds.register(app)
 node_cmds.register(app)
 ca_cmds.register(app)
 policy_cmds.register(app)
+graph_cmds.register(app)
+dashboard.register(app)
 
 
 #: Options of the root command, accepted anywhere on the line (moved before the command).

@@ -7,8 +7,10 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(wireguard-go wireguard-tools iperf3 iproute2 iputils-ping nftables tcpdump procps python3-venv python3-dev)
 # With --test (scripts/test.sh): what only the tests need — promtool, from Debian's prometheus
-# package (its server is not started or enabled: the tests use the rule checker alone).
-TEST_PACKAGES=(prometheus)
+# package (its server is not started or enabled: the tests use the rule checker alone);
+# headless Chromium and its WebDriver for the dashboard's browser test; graphviz's dot to check
+# nsmctl graph -o dot.
+TEST_PACKAGES=(prometheus chromium chromium-driver graphviz)
 [ "${1:-}" = "--test" ] && APT_PACKAGES+=("${TEST_PACKAGES[@]}")
 
 step() { printf '\n==> %s\n' "$*"; }
