@@ -155,8 +155,9 @@ class _Handler(BaseHTTPRequestHandler):
 def dashboard(
     ctx: typer.Context,
     listen: Annotated[str, typer.Option(
-        "--listen", metavar="HOST:PORT", callback=_listen,
-        help="where to serve the page (port 0 picks a free one)")] = DEFAULT_LISTEN,
+        "--listen", metavar="HOST:PORT", callback=_listen, show_default=False,
+        help=f"where to serve the page (default {DEFAULT_LISTEN}; port 0 picks a free "
+             "one)")] = DEFAULT_LISTEN,
     nsmgr: graph_cmds.NsmgrsOpt = None,
     lab: graph_cmds.LabOpt = False,
 ) -> None:

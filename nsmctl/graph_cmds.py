@@ -40,7 +40,7 @@ NsmgrsOpt = Annotated[list[str] | None, typer.Option(
     "--nsmgr", envvar="NSMCTL_NSMGR", metavar="ADDR", callback=lambda v: [
         params.address(a) for a in v] if v else v,
     help="an nsmgr to ask (repeatable): unix:///path.sock or tcp://host:port "
-         f"[default: $NSMCTL_NSMGR or {DEFAULT_NSMGR}]", show_default=False)]
+         f"(default {DEFAULT_NSMGR})", show_default=False)]
 LabOpt = Annotated[bool, typer.Option(
     "--lab", help="ask the running lab (nsmctl lab up): its registry and every node")]
 
