@@ -57,6 +57,7 @@ def _show(status: dict[str, Any]) -> None:
     out.print(_nodes_table(status["nodes"]))
     out.print(f"registry: unix://{status['registry_socket']}    CA: {status['ca_dir']}")
     out.print('point nsmctl at this lab: eval "$(nsmctl lab env)"')
+    out.print("see it live: nsmctl dashboard --lab   (http://127.0.0.1:8080/)")
     out.print()
     for name in status.get("counters_stale", []):
         out.print(f"counters of node {name}'s forwarder are as of the last refresh "
