@@ -40,6 +40,7 @@ from sdk.errors import DataplaneError, FabricError, InvalidArgument
 from sdk.networkservice.excludedprefixes import ExcludePrefixes
 from sdk.nsmurl import parse
 from sdk.security.redact import redact_tokens
+from sdk.tracing import configure_tracing
 
 #: The environment variables nsc reads (README): variable → (flag, default, help). Each is
 #: shown once in ``--help``, with its flag.
@@ -208,6 +209,7 @@ async def run(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     log.configure(args.log_level)
+    configure_tracing("nsc")  # spans over OTLP when OTEL_* asks for it
     try:
         asyncio.run(run(args))
     except FabricError as exc:
