@@ -49,6 +49,11 @@ REGISTRY_RECORDS = Gauge(
 REGISTRY_WATCHERS = Gauge(
     "vwire_registry_watchers", "Watching Find streams the registry serves, by kind", ["kind"]
 )
+WEBHOOK_REVIEWS = Counter(
+    "vwire_webhook_reviews",
+    "Admission reviews the webhook answered, by result (patched, allowed, denied, error)",
+    ["result"],
+)
 REGISTRY_EXPIRED = Counter(
     "vwire_registry_expired", "Registrations removed because they were not refreshed", ["kind"]
 )

@@ -31,6 +31,7 @@ from typing import Any
 import structlog
 
 from sdk.errors import InvalidArgument
+from sdk.metrics import WEBHOOK_REVIEWS
 from sdk.nsmurl import NsmUrl, parse_list
 from webhook.inject import ANNOTATION, INIT_NAME, SIDECAR_NAME, VOLUMES, InjectConfig, patch
 from webhook.namespaces import LookupFailed, Namespace, NamespaceLookup
@@ -219,10 +220,13 @@ def review(doc: Any, config: InjectConfig, lookup: NamespaceLookup) -> dict[str,
         ops = _decide(request, config, lookup)
     except Denied as denied:
         log.info("denied", uid=uid, reason=str(denied))
+        WEBHOOK_REVIEWS.labels("denied").inc()
         return response(uid, denied=denied)
     except Exception as exc:  # the webhook must answer whatever it is sent
         log.exception("review failed", uid=uid)
+        WEBHOOK_REVIEWS.labels("error").inc()
         return response(uid, denied=Denied(f"internal error: {type(exc).__name__}", 500))
     if ops:
         log.info("injected", uid=uid, operations=len(ops))
+    WEBHOOK_REVIEWS.labels("patched" if ops else "allowed").inc()
     return response(uid, ops)

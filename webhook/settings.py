@@ -55,4 +55,7 @@ class WebhookSettings:
         "auto", "where namespaces' annotations and labels come from: auto (the API server when "
         "running in a cluster, else none), in-cluster, none, or a YAML/JSON file path"
     )
+    metrics_listen: str = setting(
+        "", "serve Prometheus metrics on host:port (/metrics); off when empty"
+    )
     log_level: str = setting("info", "debug, info, warning or error")

@@ -29,3 +29,20 @@ def test_environment_and_flags_fill_the_injection(monkeypatch: pytest.MonkeyPatc
                                   sidecar="container", socket_volume="csi")
     with pytest.raises(SystemExit):
         webhook_main._parser().parse_args(["--sidecar", "sometimes"])
+
+
+def test_reviews_are_counted_by_result() -> None:
+    """Every answer the webhook gives is counted (patched, allowed, denied, error)."""
+    from prometheus_client import REGISTRY
+
+    from webhook.inject import InjectConfig
+    from webhook.review import review
+
+    def count(result: str) -> float:
+        return REGISTRY.get_sample_value("vwire_webhook_reviews_total", {"result": result}) or 0
+
+    before = count("denied")
+    answer = review({"apiVersion": "nonsense"}, InjectConfig.of(
+        settings.load(WebhookSettings, PREFIX, {})), lambda namespace: None)  # type: ignore[arg-type, return-value]
+    assert answer["response"]["allowed"] is False
+    assert count("denied") == before + 1
