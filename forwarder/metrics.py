@@ -8,7 +8,8 @@ reports the snapshot: series exist only for the vWires alive at the last refresh
 
 Metrics: ``vwire_vwire_bytes_total`` and ``vwire_vwire_packets_total`` (labels ``connection``,
 ``side`` — client, endpoint or wireguard — and ``direction`` — rx, tx), ``vwire_vwire_mtu_bytes``,
-``vwire_vwire_handshake_age_seconds`` (tunnels after their first handshake) and
+``vwire_vwire_handshake_age_seconds`` (tunnels after their first handshake),
+``vwire_vwire_info`` (a tunnel's WireGuard endpoint, as a label) and
 ``vwire_vwire_metrics_age_seconds`` (how old the snapshot is).
 """
 
@@ -69,6 +70,8 @@ class VWireMetrics(Collector):
                 value = _number(text)
                 if value is not None:
                     families.add(conn_id, key, value)
+                elif key == "wireguard_endpoint":
+                    families.info.add_metric([conn_id, text], 1)
         if self.taken is not None:
             families.age.add_metric([], self.clock() - self.taken)
         yield from families.all()
@@ -90,6 +93,9 @@ class _Families:
             "Seconds since a tunnel's last WireGuard handshake", labels=["connection"])
         self.age = GaugeMetricFamily(
             "vwire_vwire_metrics_age_seconds", "Seconds since the vWire counters were read")
+        self.info = GaugeMetricFamily(
+            "vwire_vwire_info", "A tunnel's WireGuard endpoint (the peer's ip:port); always 1",
+            labels=["connection", "wireguard_endpoint"])
 
     def add(self, conn_id: str, key: str, value: float) -> None:
         counter = _COUNTER.match(key)
@@ -102,4 +108,4 @@ class _Families:
             self.handshake.add_metric([conn_id], value)
 
     def all(self) -> list[Metric]:
-        return [self.bytes, self.packets, self.mtu, self.handshake, self.age]
+        return [self.bytes, self.packets, self.mtu, self.handshake, self.age, self.info]

@@ -22,8 +22,9 @@ Contract of :func:`program_remote`:
 * any failure undoes what was done (backend interface first, then any link left in the
   workload's namespace) and re-raises; ``VWire.close`` does the same later, idempotently.
 
-``VWire.metrics`` adds ``wireguard_rx_bytes``, ``wireguard_tx_bytes`` and
-``wireguard_last_handshake_age_seconds`` (``never`` before the first handshake).
+``VWire.metrics`` adds ``wireguard_rx_bytes``, ``wireguard_tx_bytes``,
+``wireguard_last_handshake_age_seconds`` (``never`` before the first handshake) and, on the side
+that dials, ``wireguard_endpoint`` (the peer's ``ip:port``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from forwarder.kernel import KernelPort, Route
 from forwarder.wireguard import WgPeer, WireGuardBackend
 from forwarder.wireguard.keys import parse_private_key
 from forwarder.wireguard.model import validate_peer, validate_port
+from forwarder.wireguard.uapi import format_endpoint
 from sdk.errors import NotFound
 
 from . import resolve, validate
@@ -90,7 +92,10 @@ async def program_remote(
     )
 
     async def wireguard_metrics() -> dict[str, str]:
-        return await _wireguard_metrics(backend, wg_name, peer.public_key)
+        metrics = await _wireguard_metrics(backend, wg_name, peer.public_key)
+        if peer.endpoint is not None:
+            metrics["wireguard_endpoint"] = format_endpoint(*peer.endpoint)
+        return metrics
 
     vwire = VWire(
         kernel, cid, mtu, (End(ROLE, workload_ns, final_name),), extra_metrics=wireguard_metrics

@@ -13,7 +13,8 @@ async def test_the_snapshot_becomes_bounded_per_vwire_series() -> None:
     live: dict[str, dict[str, str]] = {
         "c-1": {"mtu": "1440", "client_rx_bytes": "1200", "client_tx_bytes": "800",
                 "client_rx_packets": "12", "wireguard_rx_bytes": "3000",
-                "wireguard_last_handshake_age_seconds": "7"},
+                "wireguard_last_handshake_age_seconds": "7",
+                "wireguard_endpoint": "10.250.0.2:51820"},
         "c-2": {"mtu": "1500", "endpoint_tx_packets": "3",
                 "wireguard_last_handshake_age_seconds": "never"},
     }
@@ -36,6 +37,7 @@ async def test_the_snapshot_becomes_bounded_per_vwire_series() -> None:
     assert 'vwire_vwire_handshake_age_seconds{connection="c-1"} 7.0' in text
     assert 'handshake_age_seconds{connection="c-2"}' not in text  # "never": no handshake yet
     assert "vwire_vwire_metrics_age_seconds 3.0" in text
+    assert 'vwire_vwire_info{connection="c-1",wireguard_endpoint="10.250.0.2:51820"} 1.0' in text
 
     del live["c-1"]  # closed: its series go away at the next refresh
     await metrics.refresh()

@@ -177,6 +177,8 @@ async def test_metrics_include_handshake_age(kernel: FakeKernel, backend: FakeWi
     assert metrics["wireguard_rx_bytes"] == "5"
     assert 2 <= int(metrics["wireguard_last_handshake_age_seconds"]) <= 60
     assert metrics["workload_rx_bytes"] == "0"
+    peer = spec().peer.endpoint
+    assert peer is not None and metrics["wireguard_endpoint"] == f"{peer[0]}:{peer[1]}"
 
 
 async def test_sweep_and_adopt_wireguard_leftovers(
