@@ -34,11 +34,9 @@ from urllib.parse import urlsplit
 import grpc
 from google.protobuf import json_format
 
-from api.proto import connection_pb2_grpc
-from api.proto.connection_pb2 import MonitorScopeSelector
 from api.proto.registry_pb2 import NetworkServiceEndpoint
 from nsmctl import connections
-from nsmctl.node_cmds import FORWARDER_SERVICE, forwarder_counters
+from nsmctl.node_cmds import forwarder_counters, monitor_connections, registered_forwarders
 from sdk.chain import CallContext
 from sdk.errors import DeadlineExceeded, FabricError, Unavailable
 from sdk.grpcutil import channel
@@ -100,42 +98,24 @@ def _problem(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-async def _monitor(url: str, timeout: float) -> list[dict[str, Any]]:
-    """The connections of the monitor at ``url`` (its initial state), as JSON dicts."""
-    async with channel(url) as ch:
-        stream = connection_pb2_grpc.MonitorConnectionStub(ch).MonitorConnections(
-            MonitorScopeSelector(), timeout=timeout)
-        async for event in stream:
-            stream.cancel()
-            return [json_format.MessageToDict(c, preserving_proto_field_name=True)
-                    for c in event.connections.values()]
-    return []
-
-
-async def _endpoints(url: str, timeout: float, service: str = "") -> list[dict[str, Any]]:
-    """The endpoints the registry API at ``url`` lists (of ``service`` when given)."""
+async def _endpoints(url: str, timeout: float) -> list[dict[str, Any]]:
+    """The endpoints the registry API at ``url`` lists."""
     async with channel(url) as ch:
         registry = RegistryChain([RemoteRegistry(ENDPOINT, ch)])
-        template = NetworkServiceEndpoint(network_service_names=[service] if service else [])
+        template = NetworkServiceEndpoint()
         return [json_format.MessageToDict(e.record, preserving_proto_field_name=True)
                 async for e in registry.find(Query(template), CallContext.with_timeout(timeout))]
-
-
-def _forwarder(record: Mapping[str, Any]) -> dict[str, str]:
-    labels = record.get("network_service_labels", {}).get(FORWARDER_SERVICE, {})
-    return {"name": str(record.get("name", "")), "url": str(record.get("url", "")),
-            **{k: str(v) for k, v in labels.get("labels", {}).items()}}
 
 
 async def _node(source: NodeSource, timeout: float) -> NodeView:
     view = NodeView(source)
     try:
-        view.connections = redact_tokens(
-            await asyncio.wait_for(_monitor(source.nsmgr, timeout), timeout))
+        connections = await asyncio.wait_for(monitor_connections(source.nsmgr, timeout), timeout)
+        view.connections = redact_tokens([
+            json_format.MessageToDict(c, preserving_proto_field_name=True) for c in connections])
         view.up = True
-        records = await asyncio.wait_for(
-            _endpoints(source.nsmgr, timeout, FORWARDER_SERVICE), timeout)
-        view.forwarders = [_forwarder(r) for r in records]
+        view.forwarders = await asyncio.wait_for(
+            registered_forwarders(source.nsmgr, timeout), timeout)
     except (grpc.aio.AioRpcError, TimeoutError, FabricError, OSError) as exc:
         view.error = _problem(exc)
     return view

@@ -88,7 +88,7 @@ def _client_states() -> list[dict[str, Any]]:
 def _check_nsmgr(nsmgr: str, timeout: float) -> None:
     """Fail early, in the operator's terms, when nothing (or not an nsmgr) answers there."""
     try:
-        run(asyncio.wait_for(_monitor(nsmgr, timeout), timeout))
+        run(asyncio.wait_for(monitor_connections(nsmgr, timeout), timeout))
     except grpc.aio.AioRpcError as exc:
         raise _nsmgr_error(nsmgr, exc) from None
     except TimeoutError:
@@ -185,7 +185,7 @@ def close(
     emit(f"connection {full} closed")
 
 
-async def _monitor(url: str, timeout: float) -> list[Connection]:
+async def monitor_connections(url: str, timeout: float) -> list[Connection]:
     """The connections in the initial state of the monitor at ``url``."""
     async with channel(url) as ch:
         stream = connection_pb2_grpc.MonitorConnectionStub(ch).MonitorConnections(
@@ -197,19 +197,24 @@ async def _monitor(url: str, timeout: float) -> list[Connection]:
     return []
 
 
-async def _forwarders(nsmgr: str, timeout: float) -> list[dict[str, str]]:
-    """The forwarders registered with the nsmgr ([] when it does not list them)."""
+async def registered_forwarders(nsmgr: str, timeout: float) -> list[dict[str, str]]:
+    """The forwarders registered with the nsmgr: name, url and their data-plane labels."""
     async with channel(nsmgr) as ch:
         registry = RegistryChain([RemoteRegistry(ENDPOINT, ch)])
         query = Query(NetworkServiceEndpoint(network_service_names=[FORWARDER_SERVICE]))
-        try:
-            return [
-                {"name": e.record.name, "url": e.record.url,
-                 **dict(e.record.network_service_labels[FORWARDER_SERVICE].labels)}
-                async for e in registry.find(query, CallContext.with_timeout(timeout))
-            ]
-        except FabricError:
-            return []
+        return [
+            {"name": e.record.name, "url": e.record.url,
+             **dict(e.record.network_service_labels[FORWARDER_SERVICE].labels)}
+            async for e in registry.find(query, CallContext.with_timeout(timeout))
+        ]
+
+
+async def _forwarders(nsmgr: str, timeout: float) -> list[dict[str, str]]:
+    """The forwarders registered with the nsmgr ([] when it does not list them)."""
+    try:
+        return await registered_forwarders(nsmgr, timeout)
+    except FabricError:
+        return []
 
 
 async def forwarder_counters(forwarders: list[dict[str, str]], timeout: float
@@ -222,7 +227,7 @@ async def forwarder_counters(forwarders: list[dict[str, str]], timeout: float
     stale: list[str] = []
     for fwd in forwarders:
         try:
-            conns = await asyncio.wait_for(_monitor(fwd["url"], timeout), timeout)
+            conns = await asyncio.wait_for(monitor_connections(fwd["url"], timeout), timeout)
         except (grpc.aio.AioRpcError, TimeoutError, FabricError):
             stale.append(fwd["name"])
             continue
@@ -234,7 +239,7 @@ async def forwarder_counters(forwarders: list[dict[str, str]], timeout: float
 
 async def _node_state(nsmgr: str, timeout: float) -> dict[str, Any]:
     conns = [json_format.MessageToDict(c, preserving_proto_field_name=True)
-             for c in await _monitor(nsmgr, timeout)]
+             for c in await monitor_connections(nsmgr, timeout)]
     forwarders = await _forwarders(nsmgr, timeout)
     counters, stale = await forwarder_counters(forwarders, timeout)
     live = [connections.with_counters(c, counters) for c in redact_tokens(conns)]
