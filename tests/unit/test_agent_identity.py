@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.__main__ import build
+from agent.__main__ import _parser, build
 from agent.attest import Peer, Pod, attest
 from agent.server import AgentServer
-from agent.settings import AgentSettings
+from agent.settings import PREFIX, AgentSettings
+from sdk import settings
 from sdk.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from sdk.security.ca import CertificateAuthority
 from sdk.security.workload import AgentSvidSource, decode_length, fetch
@@ -127,3 +128,10 @@ def test_settings_are_checked(tmp_path: Path) -> None:
     with pytest.raises(FailedPrecondition, match="not implemented yet"):
         build(AgentSettings(ca_dir=str(tmp_path / "ca"), pods="kubernetes"))
     assert build(AgentSettings(ca_dir=str(tmp_path / "ca"), pods=f"lab:{tmp_path}"))
+
+
+def test_every_setting_is_a_documented_flag() -> None:
+    flat = " ".join(_parser().format_help().split())
+    for option in settings.options(AgentSettings, PREFIX):
+        assert f"{option.flag} " in flat and flat.count(f"[{option.env}]") == 1, option.flag
+    assert "(default: )" not in flat
