@@ -21,6 +21,7 @@ from agent.__main__ import _parser, build
 from agent.attest import Peer, Pod, attest
 from agent.server import AgentServer
 from agent.settings import PREFIX, AgentSettings
+from nsc.identity import svid_source
 from sdk import settings
 from sdk.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from sdk.security.ca import CertificateAuthority
@@ -135,3 +136,7 @@ def test_every_setting_is_a_documented_flag() -> None:
     for option in settings.options(AgentSettings, PREFIX):
         assert f"{option.flag} " in flat and flat.count(f"[{option.env}]") == 1, option.flag
     assert "(default: )" not in flat
+
+
+def test_nsc_without_an_agent_signs_nothing(tmp_path: Path) -> None:
+    assert svid_source("", f"unix://{tmp_path}/absent.sock", "x") == (None, "x")
