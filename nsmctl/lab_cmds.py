@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from lab import run as lab
-from nsmctl import connections, node_cmds
+from nsmctl import connections, lab_pod_cmds, node_cmds
 from nsmctl.context import console, emit, run
 from nsmctl.render import Output, dump
 from sdk.errors import InvalidArgument
@@ -134,4 +134,5 @@ def down() -> None:
 
 def register(app: typer.Typer) -> None:
     """Add the ``lab`` command group to the root command."""
+    lab_pod_cmds.register(lab_app)
     app.add_typer(lab_app, name="lab")
