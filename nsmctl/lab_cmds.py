@@ -66,6 +66,8 @@ def _show(status: dict[str, Any]) -> None:
     out.print(connections.table(status["client"]))
     for line in connections.paths(status["client"]):
         out.print(line)
+    for line in lab_pod_cmds.status_lines():
+        out.print(line)
     targets = [lab.endpoint_address(c) for c in status["client"]]
     if targets:
         out.print()

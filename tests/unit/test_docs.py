@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from agent.settings import PREFIX as AGENT
+from agent.settings import AgentSettings
 from forwarder.settings import PREFIX as FORWARDER
 from forwarder.settings import ForwarderSettings
 from nse.settings import PREFIX as NSE
@@ -16,6 +18,8 @@ from nsmgr.settings import NsmgrSettings
 from registry.settings import PREFIX as REGISTRY
 from registry.settings import RegistrySettings
 from sdk import settings
+from webhook.settings import PREFIX as WEBHOOK
+from webhook.settings import WebhookSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
@@ -24,7 +28,7 @@ README = (ROOT / "README.md").read_text()
 @pytest.mark.parametrize(
     ("cls", "prefix"),
     [(RegistrySettings, REGISTRY), (NsmgrSettings, NSMGR), (ForwarderSettings, FORWARDER),
-     (NseSettings, NSE)],
+     (NseSettings, NSE), (WebhookSettings, WEBHOOK), (AgentSettings, AGENT)],
 )
 def test_every_setting_is_in_the_readme(cls: type, prefix: str) -> None:
     for variable, _, _ in settings.describe(cls, prefix):
