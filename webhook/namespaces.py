@@ -5,8 +5,8 @@ the annotation fallback of pods and for its Pod Security level. Sources:
 
 * :class:`InCluster`: ``GET /api/v1/namespaces/NAME`` on the API server with the pod's service
   account (token and CA from ``/var/run/secrets/kubernetes.io/serviceaccount``, address from
-  ``KUBERNETES_SERVICE_HOST``/``_PORT``), bounded by a 3 s timeout and cached for 30 s; the
-  webhook's RBAC allows exactly ``get`` on namespaces. Plain ``http.client``: no client library.
+  ``KUBERNETES_SERVICE_HOST``/``_PORT``; :mod:`sdk.kubeapi`), bounded by a 3 s timeout and cached
+  for 30 s; the webhook's RBAC allows exactly ``get`` on namespaces.
 * :class:`FileNamespaces`: a YAML/JSON file, re-read when it changes — a ``kind: List`` or
   ``NamespaceList`` (``kubectl get ns -o yaml``), one Namespace, several YAML documents, or a
   plain mapping ``NAME: {annotations: {...}, labels: {...}}``. For tests and clusterless runs.
@@ -18,21 +18,17 @@ A lookup returns :class:`Namespace` or None (no such namespace) and raises
 
 from __future__ import annotations
 
-import http.client
-import json
 import os
-import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import yaml
 
-SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+from sdk import kubeapi
 
 
 class LookupFailed(Exception):
@@ -112,22 +108,18 @@ class FileNamespaces:
 class InCluster:
     """Namespaces from the API server, with the pod's service account (see the module)."""
 
-    def __init__(self, host: str, port: int, token_file: Path, ca_file: Path,
-                 timeout: float = 3.0, ttl: float = 30.0) -> None:
-        self.host, self.port = host, port
-        self.token_file = token_file
-        self.context = ssl.create_default_context(cafile=str(ca_file))
-        self.timeout, self.ttl = timeout, ttl
+    def __init__(self, api: kubeapi.ApiServer, ttl: float = 30.0) -> None:
+        self.api = api
+        self.ttl = ttl
         self._cache: dict[str, tuple[float, Namespace | None]] = {}
         self._lock = threading.Lock()
 
     @classmethod
     def from_environment(cls) -> InCluster:
-        host = os.environ.get("KUBERNETES_SERVICE_HOST", "")
-        if not host:
-            raise LookupFailed("not running in a cluster: KUBERNETES_SERVICE_HOST is not set")
-        port = int(os.environ.get("KUBERNETES_SERVICE_PORT", "443"))
-        return cls(host, port, SERVICE_ACCOUNT / "token", SERVICE_ACCOUNT / "ca.crt")
+        try:
+            return cls(kubeapi.ApiServer.in_cluster())
+        except kubeapi.ApiError as exc:
+            raise LookupFailed(str(exc)) from None
 
     def __call__(self, name: str) -> Namespace | None:
         now = time.monotonic()
@@ -144,28 +136,10 @@ class InCluster:
 
     def _get(self, name: str) -> Namespace | None:
         try:
-            token = self.token_file.read_text().strip()  # re-read: projected tokens rotate
-            conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout,
-                                               context=self.context)
-            try:
-                conn.request("GET", f"/api/v1/namespaces/{quote(name, safe='')}",
-                             headers={"Authorization": f"Bearer {token}",
-                                      "Accept": "application/json"})
-                reply = conn.getresponse()
-                body = reply.read(1 << 20)
-            finally:
-                conn.close()
-        except (OSError, http.client.HTTPException) as exc:
-            raise LookupFailed(f"cannot reach the API server: {exc}") from None
-        if reply.status == 404:
-            return None
-        if reply.status != 200:
-            raise LookupFailed(f"the API server answered {reply.status} for namespace {name!r}")
-        try:
-            doc = json.loads(body)
-        except ValueError:
-            raise LookupFailed("the API server's answer is not JSON") from None
-        return from_object(doc) if isinstance(doc, Mapping) else None
+            doc = self.api.get(kubeapi.path("api", "v1", "namespaces", name))
+        except kubeapi.ApiError as exc:
+            raise LookupFailed(str(exc)) from None
+        return None if doc is None else from_object(doc)
 
 
 def lookup_from(setting: str) -> NamespaceLookup:

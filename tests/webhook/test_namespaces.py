@@ -13,6 +13,7 @@ from typing import ClassVar
 
 import pytest
 
+from sdk.kubeapi import ApiServer
 from sdk.security.ca import CertificateAuthority
 from sdk.security.svid import write_svid
 from webhook.namespaces import (
@@ -109,7 +110,7 @@ def api(tmp_path: Path) -> Iterator[tuple[int, Path]]:
 def test_in_cluster_lookup_over_https_with_the_token(api: tuple[int, Path]) -> None:
     port, root = api
     _Api.calls = []
-    lookup = InCluster("localhost", port, root / "token", root / "api" / "bundle.pem")
+    lookup = InCluster(ApiServer("localhost", port, root / "token", root / "api" / "bundle.pem"))
     assert lookup("meshed") == Namespace("meshed", {"networkservicemesh.io": "kernel://db"})
     assert lookup("meshed") is not None and lookup("gone") is None
     assert _Api.calls == ["/api/v1/namespaces/meshed", "/api/v1/namespaces/gone"]  # cached
@@ -121,6 +122,7 @@ def test_in_cluster_lookup_over_https_with_the_token(api: tuple[int, Path]) -> N
 def test_in_cluster_lookup_fails_clearly_when_unreachable(tmp_path: Path,
                                                           api: tuple[int, Path]) -> None:
     _, root = api
-    lookup = InCluster("localhost", 1, root / "token", root / "api" / "bundle.pem", timeout=1)
+    lookup = InCluster(ApiServer("localhost", 1, root / "token", root / "api" / "bundle.pem",
+                                 timeout=1))
     with pytest.raises(LookupFailed, match="cannot reach the API server"):
         lookup("meshed")
