@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from agent.attest import resolver
+from agent.attest import LabPods, PodResolver
+from agent.kubepods import KubernetesPods
 from agent.server import AgentServer
 from agent.settings import PREFIX, AgentSettings
 from sdk import service
@@ -21,6 +22,17 @@ def _parser() -> argparse.ArgumentParser:
         "connection.",
         AgentSettings, PREFIX,
     )
+
+
+def resolver(spec: str) -> PodResolver:
+    """The resolver a ``pods`` setting names: ``lab:/DIR``, ``kubernetes`` (this node's name
+    from ``$NODE_NAME``) or ``kubernetes:NODE``."""
+    if spec.startswith("lab:") and spec[4:].startswith("/"):
+        return LabPods(Path(spec[4:]))
+    if spec == "kubernetes" or spec.startswith("kubernetes:"):
+        return KubernetesPods.from_environment(spec.partition(":")[2])
+    raise InvalidArgument("pods", f"{spec!r}: use lab:/absolute/dir, kubernetes or "
+                                  "kubernetes:NODE")
 
 
 def build(config: AgentSettings) -> AgentServer:

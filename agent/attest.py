@@ -16,9 +16,11 @@ Resolvers:
   device and inode of ``/proc/PID/ns/net``). Records must be owned by root (or the agent's user)
   and writable by nobody else; others are ignored (logged): whoever could write one could claim
   any pod's namespace.
-* :class:`KubernetesPods` (``kubernetes``): not implemented yet. The design: the pod UID from
-  ``/proc/PID/cgroup`` (``.../kubepods-...-pod<UID>.slice/...``), the pod's namespace and service
-  account from the kubelet's read-only pod list for that UID; see docs/kubernetes.md.
+* :class:`agent.kubepods.KubernetesPods` (``kubernetes``): the pod UID from
+  ``/proc/PID/cgroup``, the pod's namespace and service account from the API server's list of
+  this node's pods; see that module and docs/kubernetes.md.
+
+Which resolver a ``pods`` setting names: :func:`agent.__main__.resolver`.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from typing import Protocol
 
 import structlog
 
-from sdk.errors import FailedPrecondition, InvalidArgument, PermissionDenied
+from sdk.errors import PermissionDenied
 from sdk.security.spiffe import SpiffeId
 
 SO_PEERPIDFD = getattr(socket, "SO_PEERPIDFD", 77)
@@ -157,25 +159,3 @@ class LabPods:
                 if (st.st_dev, st.st_ino) == netns:
                     return pod
         return None
-
-
-class KubernetesPods:
-    """See the module docstring: not implemented yet."""
-
-    def __init__(self) -> None:
-        raise FailedPrecondition(
-            "pods=kubernetes is not implemented yet (design: docs/kubernetes.md, 'Identities "
-            "for pods'); use pods=lab:DIR in the lab"
-        )
-
-    def pod_of(self, pid: int) -> Pod | None:  # pragma: no cover - see __init__
-        return None
-
-
-def resolver(spec: str) -> PodResolver:
-    """The resolver a ``pods`` setting names."""
-    if spec.startswith("lab:") and spec[4:].startswith("/"):
-        return LabPods(Path(spec[4:]))
-    if spec == "kubernetes":
-        return KubernetesPods()
-    raise InvalidArgument("pods", f"{spec!r}: use lab:/absolute/dir or kubernetes")

@@ -22,7 +22,8 @@ class AgentSettings:
     )
     pods: str = setting(
         "", "where pods are found: lab:DIR (the lab's pod records, one JSON file per pod) or "
-        "kubernetes (not implemented yet)",
+        "kubernetes (this node's pods from the API server; the node's name from $NODE_NAME, or "
+        "kubernetes:NODE)",
     )
     ttl: float = setting(600.0, "lifetime of the SVIDs it issues, seconds (short: clients renew "
                                 "at half-life)")

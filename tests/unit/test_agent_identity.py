@@ -120,14 +120,18 @@ def _raw(path: Path, data: bytes) -> str:
         return sock.recv(size, socket.MSG_WAITALL).decode()
 
 
-def test_settings_are_checked(tmp_path: Path) -> None:
+def test_settings_are_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(InvalidArgument, match="pods"):
         build(AgentSettings(ca_dir=str(tmp_path)))
     CertificateAuthority.init(tmp_path / "ca", TD)
     with pytest.raises(InvalidArgument, match="pods"):
         build(AgentSettings(ca_dir=str(tmp_path / "ca"), pods="lab:relative"))
-    with pytest.raises(FailedPrecondition, match="not implemented yet"):
+    monkeypatch.delenv("NODE_NAME", raising=False)
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    with pytest.raises(FailedPrecondition, match="needs this node's name: set NODE_NAME"):
         build(AgentSettings(ca_dir=str(tmp_path / "ca"), pods="kubernetes"))
+    with pytest.raises(FailedPrecondition, match="KUBERNETES_SERVICE_HOST is not set"):
+        build(AgentSettings(ca_dir=str(tmp_path / "ca"), pods="kubernetes:node-a"))
     assert build(AgentSettings(ca_dir=str(tmp_path / "ca"), pods=f"lab:{tmp_path}"))
 
 
