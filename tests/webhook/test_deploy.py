@@ -75,11 +75,48 @@ def test_the_node_daemonset_is_not_privileged(rendered: dict[str, list[dict[str,
 
 
 def test_least_privilege_rbac(rendered: dict[str, list[dict[str, Any]]]) -> None:
-    [role] = [o for o in rendered["base"] if o["kind"] in ("ClusterRole", "Role")]
-    assert role["rules"] == [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]}]
+    roles = {o["metadata"]["name"]: o["rules"] for o in rendered["base"]
+             if o["kind"] in ("ClusterRole", "Role")}
+    assert roles == {
+        "vwire-webhook": [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]}],
+        "vwire-agent": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}],
+    }
+    bindings = {o["metadata"]["name"]: o for o in rendered["base"]
+                if o["kind"] in ("ClusterRoleBinding", "RoleBinding")}
+    for name, binding in bindings.items():
+        assert binding["roleRef"]["name"] == name
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": name,
+                                        "namespace": "vwire-system"}]
+    assert set(bindings) == set(roles)
     accounts = {o["metadata"]["name"]: o for o in rendered["base"] if o["kind"] == "ServiceAccount"}
     assert accounts["vwire-node"]["automountServiceAccountToken"] is False
     assert accounts["vwire-registry"]["automountServiceAccountToken"] is False
+
+
+def test_the_node_agent(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """Its socket directory is the one the webhook mounts into pods; it sees every pod's
+    processes (hostPID), learns its node by the downward API, signs with the CA secret and runs
+    without capabilities."""
+    from webhook.settings import WebhookSettings
+
+    spec = one(rendered["base"], "DaemonSet", "vwire-agent")["spec"]["template"]["spec"]
+    assert spec["hostPID"] and not spec.get("hostNetwork")
+    assert spec["serviceAccountName"] == "vwire-agent"
+    [agent] = spec["containers"]
+    env = {e["name"]: e for e in agent["env"]}
+    assert env["VWIRE_AGENT_PODS"]["value"] == "kubernetes"
+    assert env["NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    mounts = {m["name"]: m["mountPath"] for m in agent["volumeMounts"]}
+    socket_dir = WebhookSettings().identity_socket_dir
+    assert volumes["socket"]["hostPath"]["path"] == mounts["socket"] == socket_dir
+    assert env["VWIRE_AGENT_SOCKET"]["value"].startswith(socket_dir + "/")
+    assert volumes["ca"]["secret"]["secretName"] == "vwire-ca"
+    assert mounts["ca"] == env["VWIRE_AGENT_CA_DIR"]["value"]
+    context = agent["securityContext"]
+    assert context["capabilities"] == {"drop": ["ALL"]} and not context.get("privileged")
+    assert not context["allowPrivilegeEscalation"] and context["readOnlyRootFilesystem"]
+    assert agent["readinessProbe"] and agent["livenessProbe"]
 
 
 def test_overlays_set_images(rendered: dict[str, list[dict[str, Any]]]) -> None:
