@@ -10,9 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
@@ -24,9 +23,8 @@ from agent.server import AgentServer
 from sdk.errors import PermissionDenied, Unavailable
 from sdk.kubeapi import ApiServer
 from sdk.security.ca import CertificateAuthority
-from sdk.security.svid import write_svid
 from sdk.security.workload import fetch
-from webhook.server import Certificates
+from tests.https_stub import api_server
 
 UID = "0d2b6c5e-5e0f-4f7e-9d0a-3f1e2d4c5b6a"
 SYSTEMD_UID = UID.replace("-", "_")
@@ -122,23 +120,9 @@ class _Api(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def api(tmp_path: Path) -> Iterator[ApiServer]:
-    ca = CertificateAuthority.init(tmp_path / "apica", "cluster.local")
-    write_svid(tmp_path / "api", ca.issue("spiffe://cluster.local/api/kube", ["localhost"]),
-               ca.bundle)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Api)
-    context = Certificates(tmp_path / "api" / "svid.crt", tmp_path / "api" / "svid.key").context
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    (tmp_path / "token").write_text("agent-token\n")
     _Api.pods, _Api.calls, _Api.honour_selector = [], [], True
-    try:
-        yield ApiServer("localhost", server.server_address[1], tmp_path / "token",
-                        tmp_path / "api" / "bundle.pem")
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with api_server(tmp_path, _Api, "agent-token") as port:
+        yield ApiServer("localhost", port, tmp_path / "token", tmp_path / "api" / "bundle.pem")
 
 
 def _proc(root: Path, pid: int, cgroup: str) -> None:

@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import ClassVar
 
 import pytest
 
 from sdk.kubeapi import ApiServer
-from sdk.security.ca import CertificateAuthority
-from sdk.security.svid import write_svid
+from tests.https_stub import api_server
 from webhook.namespaces import (
     NO_NAMESPACES,
     FileNamespaces,
@@ -24,7 +22,6 @@ from webhook.namespaces import (
     Namespace,
     lookup_from,
 )
-from webhook.server import Certificates
 
 LIST = """apiVersion: v1
 kind: List
@@ -90,21 +87,8 @@ class _Api(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def api(tmp_path: Path) -> Iterator[tuple[int, Path]]:
-    ca = CertificateAuthority.init(tmp_path / "ca", "cluster.local")
-    write_svid(tmp_path / "api", ca.issue("spiffe://cluster.local/api/kube", ["localhost"]),
-               ca.bundle)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Api)
-    context = Certificates(tmp_path / "api" / "svid.crt", tmp_path / "api" / "svid.key").context
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    (tmp_path / "token").write_text("sa-token\n")
-    try:
-        yield server.server_address[1], tmp_path
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with api_server(tmp_path, _Api, "sa-token") as port:
+        yield port, tmp_path
 
 
 def test_in_cluster_lookup_over_https_with_the_token(api: tuple[int, Path]) -> None:

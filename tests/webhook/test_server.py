@@ -12,7 +12,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import pytest
 
 from sdk.security.ca import CertificateAuthority
 from sdk.security.svid import write_svid
+from tests.https_stub import serving
 from tests.webhook import reviews
 from tests.webhook.conftest import patched, validate
 from webhook.inject import InjectConfig
@@ -50,14 +50,8 @@ def served(tmp_path: Path, ca: CertificateAuthority) -> Iterator[tuple[int, Path
                                 recheck=0.0)
     server = WebhookServer(("127.0.0.1", 0), certificates, InjectConfig(),
                            FileNamespaces(namespaces))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1], tmp_path
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with serving(server) as port:
+        yield port, tmp_path
 
 
 def client(port: int, bundle: Path) -> http.client.HTTPSConnection:
