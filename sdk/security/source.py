@@ -171,7 +171,29 @@ class FileSvidSource(_Publisher):
             return self._material
 
 
-class CaSvidSource(_Publisher):
+class RenewingSource(_Publisher):
+    """The shared half of sources that renew their SVID themselves: when (a fraction of the
+    SVID's lifetime after it was got) and publishing a renewed one."""
+
+    def __init__(self, clock: Clock, renew_fraction: float) -> None:
+        super().__init__(clock)
+        if not 0 < renew_fraction < 1:
+            raise ValueError("renew_fraction must be between 0 and 1")
+        self.renew_fraction = renew_fraction
+        self._renew_at = 0.0
+
+    @property
+    def renew_at(self) -> float:
+        """The instant after which ``current()`` gets a fresh SVID."""
+        return self._renew_at
+
+    def _renewed(self, svid: Svid, bundle: TrustBundle, now: float) -> Material:
+        """Publish ``svid`` (got at ``now``) and set when to renew it."""
+        self._renew_at = now + (svid.not_after - now) * self.renew_fraction
+        return self._publish(svid, bundle)
+
+
+class CaSvidSource(RenewingSource):
     """See the module docstring."""
 
     def __init__(
@@ -183,36 +205,26 @@ class CaSvidSource(_Publisher):
         renew_fraction: float = 0.5,
         clock: Clock = time.time,
     ) -> None:
-        super().__init__(clock)
-        if not 0 < renew_fraction < 1:
-            raise ValueError("renew_fraction must be between 0 and 1")
+        super().__init__(clock, renew_fraction)
         self.ca = ca
         self.spiffe_id = spiffe_id if isinstance(spiffe_id, SpiffeId) else SpiffeId.workload(
             spiffe_id
         )
         self.dns_names = tuple(dns_names)
         self.ttl = ttl
-        self.renew_fraction = renew_fraction
-        self._renew_at = 0.0
         self._bundle_roots = ca.bundle.fingerprints()
         self.rotate()
 
     def __repr__(self) -> str:
         return f"<CaSvidSource {self.spiffe_id}>"
 
-    @property
-    def renew_at(self) -> float:
-        """The instant after which ``current()`` issues a fresh SVID."""
-        return self._renew_at
-
     def rotate(self) -> Material:
         """Issue a fresh SVID now (also picks up a rotated CA root)."""
         with self._lock:
             now = self._clock()
             svid = self.ca.issue(self.spiffe_id, self.dns_names, self.ttl, now=now)
-            self._renew_at = now + (svid.not_after - now) * self.renew_fraction
             self._bundle_roots = self.ca.bundle.fingerprints()
-            return self._publish(svid, self.ca.bundle)
+            return self._renewed(svid, self.ca.bundle, now)
 
     def current(self) -> Material:
         with self._lock:

@@ -31,7 +31,7 @@ from typing import Any
 import structlog
 
 from sdk.errors import FabricError, PermissionDenied, Unauthenticated, Unavailable
-from sdk.security.source import Clock, Material, _Publisher
+from sdk.security.source import Clock, Material, RenewingSource
 from sdk.security.svid import Svid, TrustBundle, load_certificates, load_private_key
 
 ENV_SOCKET = "SPIFFE_ENDPOINT_SOCKET"
@@ -115,28 +115,19 @@ def fetch(address: str, timeout: float = 5.0) -> Fetched:
     return _parse(answer, address)
 
 
-class AgentSvidSource(_Publisher):
+class AgentSvidSource(RenewingSource):
     """See the module docstring."""
 
     def __init__(self, address: str, renew_fraction: float = 0.5, timeout: float = 5.0,
                  clock: Clock = time.time) -> None:
-        super().__init__(clock)
-        if not 0 < renew_fraction < 1:
-            raise ValueError("renew_fraction must be between 0 and 1")
+        super().__init__(clock, renew_fraction)
         self.address = address
-        self.renew_fraction = renew_fraction
         self.timeout = timeout
         self.hints: dict[str, str] = {}
-        self._renew_at = 0.0
         self.renew()
 
     def __repr__(self) -> str:
         return f"<AgentSvidSource {self.address}>"
-
-    @property
-    def renew_at(self) -> float:
-        """The instant after which ``current()`` fetches a fresh SVID."""
-        return self._renew_at
 
     def renew(self) -> Material:
         """Fetch a fresh SVID now (raises when the agent cannot give one)."""
@@ -144,8 +135,7 @@ class AgentSvidSource(_Publisher):
             now = self._clock()
             fetched = fetch(self.address, self.timeout)
             self.hints = fetched.hints
-            self._renew_at = now + (fetched.svid.not_after - now) * self.renew_fraction
-            return self._publish(fetched.svid, fetched.bundle)
+            return self._renewed(fetched.svid, fetched.bundle, now)
 
     def current(self) -> Material:
         with self._lock:
