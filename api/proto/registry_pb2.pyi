@@ -292,11 +292,18 @@ Global___NetworkServiceEndpoint: _TypeAlias = NetworkServiceEndpoint  # noqa: Y0
 
 @_typing.final
 class NetworkServiceQuery(_message.Message):
+    """vwire extension (not in NSM): resume_revision > 0 asks a watching Find to skip the current
+    records and send only the changes after that store revision (the last revision the client
+    saw in a response), e.g. when it moves to another replica of the registry.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NETWORK_SERVICE_FIELD_NUMBER: _builtins.int
     WATCH_FIELD_NUMBER: _builtins.int
+    RESUME_REVISION_FIELD_NUMBER: _builtins.int
     watch: _builtins.bool
+    resume_revision: _builtins.int
     @_builtins.property
     def network_service(self) -> Global___NetworkService: ...
     def __init__(
@@ -304,10 +311,11 @@ class NetworkServiceQuery(_message.Message):
         *,
         network_service: Global___NetworkService | None = ...,
         watch: _builtins.bool = ...,
+        resume_revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["network_service", b"network_service"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["network_service", b"network_service", "watch", b"watch"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["network_service", b"network_service", "resume_revision", b"resume_revision", "watch", b"watch"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -319,7 +327,9 @@ class NetworkServiceEndpointQuery(_message.Message):
 
     NETWORK_SERVICE_ENDPOINT_FIELD_NUMBER: _builtins.int
     WATCH_FIELD_NUMBER: _builtins.int
+    RESUME_REVISION_FIELD_NUMBER: _builtins.int
     watch: _builtins.bool
+    resume_revision: _builtins.int
     @_builtins.property
     def network_service_endpoint(self) -> Global___NetworkServiceEndpoint: ...
     def __init__(
@@ -327,10 +337,11 @@ class NetworkServiceEndpointQuery(_message.Message):
         *,
         network_service_endpoint: Global___NetworkServiceEndpoint | None = ...,
         watch: _builtins.bool = ...,
+        resume_revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["network_service_endpoint", b"network_service_endpoint"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["network_service_endpoint", b"network_service_endpoint", "watch", b"watch"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["network_service_endpoint", b"network_service_endpoint", "resume_revision", b"resume_revision", "watch", b"watch"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -338,11 +349,17 @@ Global___NetworkServiceEndpointQuery: _TypeAlias = NetworkServiceEndpointQuery  
 
 @_typing.final
 class NetworkServiceResponse(_message.Message):
+    """vwire extension (not in NSM): revision > 0 is the store revision the client has seen once it
+    has read this response (registries on a shared store such as etcd); 0 says nothing.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NETWORK_SERVICE_FIELD_NUMBER: _builtins.int
     DELETED_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
     deleted: _builtins.bool
+    revision: _builtins.int
     @_builtins.property
     def network_service(self) -> Global___NetworkService: ...
     def __init__(
@@ -350,10 +367,11 @@ class NetworkServiceResponse(_message.Message):
         *,
         network_service: Global___NetworkService | None = ...,
         deleted: _builtins.bool = ...,
+        revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["network_service", b"network_service"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted", b"deleted", "network_service", b"network_service"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted", b"deleted", "network_service", b"network_service", "revision", b"revision"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -365,7 +383,9 @@ class NetworkServiceEndpointResponse(_message.Message):
 
     NETWORK_SERVICE_ENDPOINT_FIELD_NUMBER: _builtins.int
     DELETED_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
     deleted: _builtins.bool
+    revision: _builtins.int
     @_builtins.property
     def network_service_endpoint(self) -> Global___NetworkServiceEndpoint: ...
     def __init__(
@@ -373,10 +393,11 @@ class NetworkServiceEndpointResponse(_message.Message):
         *,
         network_service_endpoint: Global___NetworkServiceEndpoint | None = ...,
         deleted: _builtins.bool = ...,
+        revision: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["network_service_endpoint", b"network_service_endpoint"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted", b"deleted", "network_service_endpoint", b"network_service_endpoint"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted", b"deleted", "network_service_endpoint", b"network_service_endpoint", "revision", b"revision"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
