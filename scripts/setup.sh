@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs what the fabric needs on a Debian machine (as root), idempotently:
-# apt packages (WireGuard userspace and tools, iperf3, iproute2, nftables, tcpdump),
+# apt packages (WireGuard userspace and tools, iperf3, iproute2, nftables, tcpdump, etcd-server
+# for the registry's etcd store in the lab; its own service is not started or enabled),
 # a Python virtual environment at .venv holding the project and its entry points.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(wireguard-go wireguard-tools iperf3 iproute2 iputils-ping nftables tcpdump procps python3-venv python3-dev)
+APT_PACKAGES=(wireguard-go wireguard-tools iperf3 iproute2 iputils-ping nftables tcpdump procps python3-venv python3-dev etcd-server)
 # With --test (scripts/test.sh): what only the tests need — promtool, from Debian's prometheus
 # package (its server is not started or enabled: the tests use the rule checker alone);
 # headless Chromium and its WebDriver for the dashboard's browser test; graphviz's dot to check
@@ -32,9 +33,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   if $made_policy; then rm -f "$policy"; fi
-  if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null; then
-    systemctl disable --now prometheus >/dev/null 2>&1 || true
-  fi
+  for service in prometheus etcd; do
+    if [[ " ${missing[*]} " == *" ${service}"* ]] && command -v systemctl >/dev/null; then
+      systemctl disable --now "$service" >/dev/null 2>&1 || true
+    fi
+  done
 else
   step "apt packages present: ${APT_PACKAGES[*]}"
 fi
