@@ -4,7 +4,9 @@ Chain: the server prefix (:class:`sdk.chains.server.ServerChain`), then ``SetExp
 [SignPathSegment] → Connect(nsmgr)``; with an SVID directory requests must carry a valid signed
 path, and this hop signs its segment for its nsmgr, whose SPIFFE ID it learns from the
 registration reply (``path_ids[-1]``).
-On start the forwarder detects the WireGuard backend and the underlay, removes the vWires a
+On start the forwarder detects the WireGuard backend and the underlay (interface, address, MTU;
+with ``site``, ``nat``, ``external_address`` and ``wan_mtu`` what its tunnels advertise, see
+:mod:`forwarder.reach`), removes the vWires a
 previous run of the same forwarder left behind, serves on its unix socket, and registers itself
 with nsmgr (as an endpoint of the reserved service ``forwarder``) every few seconds, so a
 restarted nsmgr learns about it again quickly. With the wireguard-go backend, a
@@ -24,6 +26,7 @@ import grpc
 import structlog
 from prometheus_client import REGISTRY
 
+from api.mechanisms.wireguard import Reach
 from api.proto.registry_pb2 import NetworkServiceEndpoint
 from forwarder.counters import Counters, add_counters
 from forwarder.kernel import KernelPort
@@ -31,12 +34,14 @@ from forwarder.metrics import VWireMetrics
 from forwarder.ports import PortPool, parse_range
 from forwarder.restart import LiveVWires, RestartRecovery
 from forwarder.settings import ForwarderSettings
-from forwarder.underlay import detect_underlay
+from forwarder.underlay import advertised_address, detect_underlay
 from forwarder.vwire import sweep
+from forwarder.vwire.mtu import check_mtu
 from forwarder.wireguard import UserspaceBackend, WireGuardBackend, describe
 from forwarder.xconnect import Node, Xconnect
 from sdk.chains.server import ServerChain, ServerOptions, add_chain_services
 from sdk.channels import ChannelPool
+from sdk.errors import InvalidArgument
 from sdk.grpcutil import ListenAddress, parse_address, serve, stop
 from sdk.limits import new_server
 from sdk.networkservice.client import Connect
@@ -80,7 +85,7 @@ class Forwarder:
         interface, ip = await detect_underlay(
             self.kernel, self.config.underlay_interface, self.config.underlay_ip
         )
-        node = Node(self.name, ip, interface)
+        node = await self._node(interface, ip)
         removed = await sweep(self.kernel, self.backend, owner=self.name)
         info = await describe(self.backend)
         self.dataplane = {
@@ -88,6 +93,10 @@ class Forwarder:
             "wireguard-version": info.version.lstrip("v"),
             "underlay-interface": interface,
             "underlay-ip": ip.replace(":", "_"),  # label values may not contain ':'
+            "underlay-mtu": str(node.reach.underlay_mtu),
+            "site": node.reach.site,
+            "nat": node.reach.nat,
+            "tunnel-address": node.address.replace(":", "_"),
         }
         _log.info("forwarder starting", name=self.name, wireguard=info.kind,
                   wireguard_version=info.version, underlay=interface, underlay_ip=ip,
@@ -129,6 +138,19 @@ class Forwarder:
             self.config.register_interval,
         )
         await self._registration.start(must_succeed=False)  # nsmgr may come up later
+
+    async def _node(self, interface: str, ip: str) -> Node:
+        """This node as tunnels see it: underlay, advertised address, site, NAT and MTUs; bad
+        settings raise InvalidArgument naming them."""
+        config = self.config
+        advertised = advertised_address(config.nat, config.external_address, ip)
+        check_mtu(config.wan_mtu, ipv6=False, field="wan_mtu")
+        if len(config.site) > 63 or not config.site.isprintable():
+            raise InvalidArgument("site", "must be at most 63 printable characters, e.g. aws-eu")
+        underlay_mtu = (await self.kernel.get_link(None, interface)).mtu
+        return Node(self.name, ip, interface, advertised_ip=advertised, reach=Reach(
+            site=config.site, nat=config.nat, underlay_mtu=underlay_mtu,
+            wan_mtu=config.wan_mtu))
 
     def _nsmgr_id(self) -> str:
         """The SPIFFE ID of this node's nsmgr, from the last registration reply ('' before)."""

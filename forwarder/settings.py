@@ -18,6 +18,21 @@ class ForwarderSettings:
         "", "interface carrying tunnels to other nodes (default: the default route's interface)"
     )
     underlay_ip: str = setting("", "this node's tunnel address (default: that interface's first)")
+    site: str = setting(
+        "", "this node's site (domain/cloud, e.g. aws-eu): nodes of one site reach each other "
+        "directly with their underlay MTU; empty: the default site"
+    )
+    nat: str = setting(
+        "none", "how other sites reach this node: none (its underlay address), one-to-one "
+        "(--external-address, a cloud public IP) or masquerade (they cannot: it dials them, "
+        "keepalive 25 s)", choices=("none", "one-to-one", "masquerade"),
+    )
+    external_address: str = setting(
+        "", "this node's public address behind 1:1 NAT, advertised for tunnels from other sites"
+    )
+    wan_mtu: int = setting(
+        1500, "underlay MTU of paths that leave this node's site (the internet: 1500)"
+    )
     port_range: str = setting("51820-52819", "UDP ports for WireGuard tunnels, first-last")
     wireguard: str = setting(
         "auto", "WireGuard backend: auto, kernel or wireguard-go",

@@ -1,11 +1,13 @@
-"""Which interface and address this node's tunnels use (the underlay)."""
+"""Which interface and address this node's tunnels use (the underlay), and which address it
+advertises to other sites (:func:`advertised_address`)."""
 
 from __future__ import annotations
 
-from ipaddress import ip_interface
+from ipaddress import ip_address, ip_interface
 
+from api.mechanisms.wireguard import NAT_ONE_TO_ONE
 from forwarder.kernel import KernelPort
-from sdk.errors import FailedPrecondition, NotFound
+from sdk.errors import FailedPrecondition, InvalidArgument, NotFound
 
 DEFAULT_DESTINATIONS = ("0.0.0.0/0", "::/0", "default")
 
@@ -38,3 +40,27 @@ async def detect_underlay(
         )
     ordered = sorted(addresses, key=lambda a: ip_interface(a).version)
     return interface, str(ip_interface(ordered[0]).ip)
+
+
+def advertised_address(nat: str, external_address: str, underlay_ip: str) -> str:
+    """The tunnel address this node advertises to other sites: ``external_address`` behind 1:1
+    NAT (required there, refused elsewhere), else the underlay address. InvalidArgument names
+    the setting and the fix."""
+    if nat == NAT_ONE_TO_ONE:
+        if not external_address:
+            raise InvalidArgument(
+                "external_address", "--nat one-to-one needs the node's public address: set "
+                "VWIRE_FORWARDER_EXTERNAL_ADDRESS (--external-address IP)"
+            )
+        try:
+            return str(ip_address(external_address))
+        except ValueError:
+            raise InvalidArgument(
+                "external_address", f"{external_address!r} is not an IP address"
+            ) from None
+    if external_address:
+        raise InvalidArgument(
+            "external_address", f"is only used with --nat one-to-one (the node is behind "
+            f"{nat!r}): remove it or set VWIRE_FORWARDER_NAT=one-to-one"
+        )
+    return underlay_ip

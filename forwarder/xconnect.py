@@ -4,13 +4,21 @@ Contract, per request (place it after ``Metadata``/``Timeout``, in front of ``Co
 
 * **client side** — the caller offers a KERNEL mechanism (the client's namespace and interface
   name): the request goes on offering KERNEL (if the endpoint is on this node) and WIREGUARD
-  (if not) with this node's address, a tunnel port and a fresh public key. On the way back,
+  (if not) with this node's advertised address, a tunnel port, a fresh public key and this
+  node's :class:`~api.mechanisms.wireguard.Reach` (site, NAT, underlay MTUs). On the way back,
   the mechanism the far side chose decides: KERNEL → a local veth cross-connect into the
   endpoint's namespace; WIREGUARD → this node's end of a tunnel, in the client's namespace.
   The caller gets its KERNEL mechanism back.
-* **endpoint side** — the caller offers WIREGUARD (another node's forwarder): the request goes
-  on offering KERNEL to the endpoint; on the way back the tunnel's end is made in the
-  endpoint's namespace and the caller gets WIREGUARD with this node's address, port and key.
+* **endpoint side** — the caller offers WIREGUARD (another node's forwarder): when neither node
+  can reach the other (:func:`forwarder.reach.check_reachable`) the request fails at once with
+  ``FailedPrecondition`` naming both; else it goes on offering KERNEL to the endpoint; on the
+  way back the tunnel's end is made in the endpoint's namespace and the caller gets WIREGUARD
+  with this node's advertised address, port, key and reach, and the path's tunnel MTU.
+* **NAT and MTU** (both sides, :mod:`forwarder.reach`): the peer's endpoint is the address this
+  node can dial (none when the peer is behind a masquerading NAT in another site: it is learnt
+  from the peer's first handshake), keepalive 25 s only from behind a masquerading NAT, and the
+  tunnel MTU comes from the path's underlay MTU (both ends and, across sites, the WAN MTU), the
+  same figure on both ends.
 * The vWire's MTU goes into ``context.MTU``; its counters into this hop's path segment
   ``metrics``. A refresh that changes nothing keeps the vWire; one that changes it rebuilds it.
 * If programming fails, the rest of the path is closed again and the error raised: nothing is
@@ -32,18 +40,19 @@ restarted forwarder recognises (and sweeps) only its own leftovers.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import structlog
 
 from api.mechanisms.kernel import KernelMechanism, is_kernel
-from api.mechanisms.wireguard import WireguardMechanism, is_wireguard
+from api.mechanisms.wireguard import Reach, WireguardMechanism, is_wireguard
 from api.proto.connection_pb2 import Connection, Mechanism
 from api.proto.connectioncontext_pb2 import IPContext
 from api.proto.networkservice_pb2 import NetworkServiceRequest
 from forwarder.kernel import KernelPort
 from forwarder.ports import PortPool
+from forwarder.reach import check_reachable, dial_address, ipv6_underlay, keepalive, path_mtu
 from forwarder.restart import LiveVWire, LiveVWires, wireguard_name
 from forwarder.vwire import (
     Attachment,
@@ -74,12 +83,34 @@ LOST: Key[VWire] = Key("xconnect.lost_vwire")
 
 @dataclass(frozen=True)
 class Node:
-    """Where this node's tunnels live: underlay address and interface (namespace None = own)."""
+    """Where this node's tunnels live: underlay address and interface (namespace None = own);
+    ``advertised_ip`` is the address other sites dial ("" = ``underlay_ip``), ``reach`` what the
+    mechanism says about the node (its ``node`` and ``site_ip`` are filled in from the above)."""
 
     name: str
     underlay_ip: str
     underlay_interface: str
     underlay_netns: str | None = None
+    advertised_ip: str = ""
+    reach: Reach = field(default_factory=Reach)
+
+    @property
+    def address(self) -> str:
+        return self.advertised_ip or self.underlay_ip
+
+    @property
+    def own_reach(self) -> Reach:
+        return replace(self.reach, node=self.name, site_ip=self.underlay_ip)
+
+
+@dataclass(frozen=True)
+class _Peer:
+    """The other node as its WIREGUARD parameters describe it."""
+
+    public_key: str
+    ip: str
+    port: int
+    reach: Reach
 
 
 def _routes(routes: Any) -> tuple[RouteSpec, ...]:
@@ -207,7 +238,8 @@ class Xconnect(NetworkServiceElement):
         _, public = self._keys(md)
         port = self.ports.take(vid)
         offer = WireguardMechanism(
-            src_ip=self.node.underlay_ip, src_port=port, src_public_key=public
+            src_ip=self.node.address, src_port=port, src_public_key=public,
+            src=self.node.own_reach,
         )
         reply = await self._forward(
             request, next, md, vid, [KernelMechanism().to_proto(), offer.to_proto()]
@@ -223,11 +255,13 @@ class Xconnect(NetworkServiceElement):
         elif is_wireguard(reply.mechanism):
             try:
                 far = WireguardMechanism.parse(reply.mechanism)
-            except InvalidArgument:
+                check_reachable(self.node.own_reach, self.node.address, far.dst, far.dst_ip)
+            except FabricError:
                 await self._abandon(reply, next, md, vid)
                 raise
             spec = self._remote_spec(
-                vid, client_attachment(client, ip), far.dst_public_key, far.dst_ip, far.dst_port,
+                vid, client_attachment(client, ip), _Peer(far.dst_public_key, far.dst_ip,
+                                                          far.dst_port, far.dst),
                 tuple(ip.dst_ip_addrs), port, md, far.mtu or reply.context.MTU or None,
             )
         else:
@@ -253,6 +287,7 @@ class Xconnect(NetworkServiceElement):
                 "mechanism_preferences[WIREGUARD].parameters[src_public_key]",
                 "the client-side forwarder must send its public key",
             )
+        check_reachable(near.src, near.src_ip, self.node.own_reach, self.node.address)
         vid = self._vwire_id(request.connection)
         _, public = self._keys(md)
         port = self.ports.take(vid)
@@ -263,29 +298,35 @@ class Xconnect(NetworkServiceElement):
         ip = reply.context.ip_context
         spec = self._remote_spec(
             vid, endpoint_attachment(KernelMechanism.parse(reply.mechanism), ip),
-            near.src_public_key, near.src_ip, near.src_port, tuple(ip.src_ip_addrs), port, md,
-            reply.context.MTU or None,
+            _Peer(near.src_public_key, near.src_ip, near.src_port, near.src),
+            tuple(ip.src_ip_addrs), port, md, reply.context.MTU or None,
         )
         vwire = await self._program(spec, reply, next, md)
-        answer = near.with_destination(self.node.underlay_ip, port, public, vwire.mtu)
+        answer = near.with_destination(self.node.address, port, public, vwire.mtu,
+                                       self.node.own_reach)
         reply.mechanism.CopyFrom(answer.to_proto())
         return await self._report(reply, vwire)
 
     def _remote_spec(
-        self, vid: str, workload: Attachment, peer_key: str, peer_ip: str, peer_port: int,
-        peer_addresses: tuple[str, ...], port: int, md: Values, mtu: int | None,
+        self, vid: str, workload: Attachment, peer: _Peer, peer_addresses: tuple[str, ...],
+        port: int, md: Values, mtu: int | None,
     ) -> RemoteVWireSpec:
         private, _ = self._keys(md)
-        endpoint = (peer_ip, peer_port) if peer_ip and peer_port else None
+        me = self.node.own_reach
+        dial = dial_address(me, peer.reach, peer.ip)
+        endpoint = (dial, peer.port) if dial and peer.port else None
         return RemoteVWireSpec(
             connection_id=vid,
             workload=workload,
-            peer=WireGuardPeerSpec(peer_key, endpoint, peer_addresses, keepalive=25),
+            peer=WireGuardPeerSpec(peer.public_key, endpoint, peer_addresses,
+                                   keepalive=keepalive(me, peer.reach)),
             private_key=private,
             underlay_ifname=self.node.underlay_interface,
             underlay_netns=self.node.underlay_netns,
             listen_port=port,
             mtu=mtu,
+            path_mtu=path_mtu(me, peer.reach) or None,
+            ipv6_underlay=ipv6_underlay(dial or "", peer.ip, self.node.underlay_ip),
         )
 
     async def _program(

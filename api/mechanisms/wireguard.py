@@ -1,15 +1,28 @@
 """The WIREGUARD mechanism: an encrypted tunnel between two nodes' forwarders.
 
 Parameters (NSM's names): ``src_ip``/``src_port``/``src_public_key`` — the client-side node's
-underlay address, UDP port and public key; ``dst_ip``/``dst_port``/``dst_public_key`` — the same
-for the endpoint-side node; ``MTU`` — the tunnel MTU the side that set it computed. Private keys
-never travel. Ports and MTU are decimal strings; :meth:`WireguardMechanism.parse` refuses any
-other non-empty value with ``InvalidArgument`` (it arrives from another node: it is input).
+tunnel address (its external address when it is behind 1:1 NAT), UDP port and public key;
+``dst_ip``/``dst_port``/``dst_public_key`` — the same for the endpoint-side node; ``MTU`` — the
+tunnel MTU the endpoint side computed for the path (both ends use it). Private keys never travel.
+
+Extension parameters (keys NSM does not use, all starting ``vwire_``), one set per side
+(:class:`Reach`): ``vwire_<side>_node`` (the forwarder's name, for messages),
+``vwire_<side>_site`` (the domain/cloud site: nodes of one site reach each other directly),
+``vwire_<side>_site_ip`` (the node's address inside its site), ``vwire_<side>_nat`` (``none``,
+``one-to-one`` or ``masquerade``: whether others can dial the node), ``vwire_<side>_underlay_mtu``
+and ``vwire_<side>_wan_mtu`` (the node's underlay MTU, and the MTU it assumes for paths that
+leave its site). A peer that sends none of them (NSM) is a node of the default site "" without
+NAT whose MTUs are unknown.
+
+Ports and MTUs are decimal strings; :meth:`WireguardMechanism.parse` refuses any other non-empty
+value, and a NAT kind it does not know, with ``InvalidArgument`` naming the parameter (it arrives
+from another node: it is input).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 
 from api.errors import InvalidArgument, quoted
 from api.mechanisms import REMOTE
@@ -19,6 +32,72 @@ TYPE = "WIREGUARD"
 SRC_IP, SRC_PORT, SRC_PUBLIC_KEY = "src_ip", "src_port", "src_public_key"
 DST_IP, DST_PORT, DST_PUBLIC_KEY = "dst_ip", "dst_port", "dst_public_key"
 MTU = "MTU"
+
+NAT_NONE, NAT_ONE_TO_ONE, NAT_MASQUERADE = "none", "one-to-one", "masquerade"
+NAT_KINDS = (NAT_NONE, NAT_ONE_TO_ONE, NAT_MASQUERADE)
+_MAX_TEXT = 253
+
+
+def _number(p: Mapping[str, str], key: str, field: str) -> int:
+    value = p.get(key, "")
+    if not value:
+        return 0
+    # isdigit() alone also accepts digits int() refuses, e.g. '²'
+    if not (value.isascii() and value.isdigit()) or len(value) > 10:
+        raise InvalidArgument(
+            f"{field}.parameters[{key}]", f"must be a decimal number (got {quoted(value)})"
+        )
+    return int(value)
+
+
+def _text(p: Mapping[str, str], key: str, field: str) -> str:
+    value = p.get(key, "")
+    if len(value) > _MAX_TEXT or not value.isprintable():
+        raise InvalidArgument(
+            f"{field}.parameters[{key}]",
+            f"must be at most {_MAX_TEXT} printable characters (got {quoted(value)})",
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class Reach:
+    """How one side's node is reached and what its underlay carries (extension parameters)."""
+
+    node: str = ""
+    site: str = ""
+    site_ip: str = ""
+    nat: str = NAT_NONE
+    underlay_mtu: int = 0
+    wan_mtu: int = 0
+
+    @classmethod
+    def parse(cls, p: Mapping[str, str], side: str, field: str) -> Reach:
+        nat = p.get(f"vwire_{side}_nat", "") or NAT_NONE
+        if nat not in NAT_KINDS:
+            raise InvalidArgument(
+                f"{field}.parameters[vwire_{side}_nat]",
+                f"must be one of {', '.join(NAT_KINDS)} (got {quoted(nat)})",
+            )
+        return cls(
+            node=_text(p, f"vwire_{side}_node", field),
+            site=_text(p, f"vwire_{side}_site", field),
+            site_ip=_text(p, f"vwire_{side}_site_ip", field),
+            nat=nat,
+            underlay_mtu=_number(p, f"vwire_{side}_underlay_mtu", field),
+            wan_mtu=_number(p, f"vwire_{side}_wan_mtu", field),
+        )
+
+    def parameters(self, side: str) -> dict[str, str]:
+        values = {
+            f"vwire_{side}_node": self.node,
+            f"vwire_{side}_site": self.site,
+            f"vwire_{side}_site_ip": self.site_ip,
+            f"vwire_{side}_nat": self.nat if self.nat != NAT_NONE else "",
+            f"vwire_{side}_underlay_mtu": str(self.underlay_mtu) if self.underlay_mtu else "",
+            f"vwire_{side}_wan_mtu": str(self.wan_mtu) if self.wan_mtu else "",
+        }
+        return {k: v for k, v in values.items() if v}
 
 
 @dataclass(frozen=True)
@@ -32,36 +111,32 @@ class WireguardMechanism:
     dst_port: int = 0
     dst_public_key: str = ""
     mtu: int = 0
+    src: Reach = field(default_factory=Reach)
+    dst: Reach = field(default_factory=Reach)
 
     @classmethod
     def parse(cls, mechanism: Mechanism, field: str = "mechanism") -> WireguardMechanism:
         """The typed view; a number parameter (port, MTU) that is present but not a decimal
-        number raises InvalidArgument naming ``<field>.parameters[<key>]``."""
+        number, or an unknown NAT kind, raises InvalidArgument naming
+        ``<field>.parameters[<key>]``."""
         p = mechanism.parameters
-
-        def number(key: str) -> int:
-            value = p.get(key, "")
-            if not value:
-                return 0
-            # isdigit() alone also accepts digits int() refuses, e.g. '²'
-            if not (value.isascii() and value.isdigit()) or len(value) > 10:
-                raise InvalidArgument(
-                    f"{field}.parameters[{key}]", f"must be a decimal number (got {quoted(value)})"
-                )
-            return int(value)
-
         return cls(
             src_ip=p.get(SRC_IP, ""),
-            src_port=number(SRC_PORT),
+            src_port=_number(p, SRC_PORT, field),
             src_public_key=p.get(SRC_PUBLIC_KEY, ""),
             dst_ip=p.get(DST_IP, ""),
-            dst_port=number(DST_PORT),
+            dst_port=_number(p, DST_PORT, field),
             dst_public_key=p.get(DST_PUBLIC_KEY, ""),
-            mtu=number(MTU),
+            mtu=_number(p, MTU, field),
+            src=Reach.parse(p, "src", field),
+            dst=Reach.parse(p, "dst", field),
         )
 
-    def with_destination(self, ip: str, port: int, public_key: str, mtu: int) -> WireguardMechanism:
-        return replace(self, dst_ip=ip, dst_port=port, dst_public_key=public_key, mtu=mtu)
+    def with_destination(
+        self, ip: str, port: int, public_key: str, mtu: int, reach: Reach | None = None
+    ) -> WireguardMechanism:
+        return replace(self, dst_ip=ip, dst_port=port, dst_public_key=public_key, mtu=mtu,
+                       dst=self.dst if reach is None else reach)
 
     def to_proto(self) -> Mechanism:
         mechanism = Mechanism(cls=REMOTE, type=TYPE)
@@ -75,6 +150,8 @@ class WireguardMechanism:
             MTU: str(self.mtu) if self.mtu else "",
         }
         mechanism.parameters.update({k: v for k, v in values.items() if v})
+        mechanism.parameters.update(self.src.parameters("src"))
+        mechanism.parameters.update(self.dst.parameters("dst"))
         return mechanism
 
 

@@ -1,10 +1,11 @@
 """MTU arithmetic: computed, never guessed.
 
 * Local vWire (veth): the connection context's MTU, or :data:`DEFAULT_MTU`.
-* Remote vWire (WireGuard): the underlay interface's MTU minus the WireGuard overhead —
+* Remote vWire (WireGuard): the underlay MTU of the path (the underlay interface's MTU, or the
+  path's when that is smaller: :func:`forwarder.reach.path_mtu`) minus the WireGuard overhead —
   60 bytes over IPv4 (20 IP + 8 UDP + 32 WireGuard), 80 bytes over IPv6 (40 IP + ...) — capped by
-  the connection context's MTU. When the peer's endpoint is unknown the IPv6 overhead is assumed
-  (the smaller, always-safe result).
+  the connection context's MTU. When the underlay's family is unknown the IPv6 overhead is
+  assumed (the smaller, always-safe result).
 """
 
 from __future__ import annotations

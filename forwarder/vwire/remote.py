@@ -10,9 +10,10 @@ Contract of :func:`program_remote`:
 * validates everything first, including the peer (key, endpoint, allowed IPs) and the private
   key, resolves the namespaces and reads the underlay interface's MTU; nothing is created on
   rejected input (``InvalidArgument``/``NotFound`` naming the field);
-* MTU = underlay MTU - 60 (IPv4 underlay) or - 80 (IPv6 underlay or unknown peer endpoint),
-  capped by ``spec.mtu``; set while the interface is still in the underlay (so wireguard-go
-  sees it) and returned as ``VWire.mtu``;
+* MTU = the smaller of the underlay interface's MTU and ``spec.path_mtu`` (the path's), minus 60
+  (IPv4 underlay) or 80 (IPv6 underlay; by ``spec.ipv6_underlay``, else the peer endpoint's
+  family, IPv6 when there is none), capped by ``spec.mtu``; set while the interface is still in
+  the underlay (so wireguard-go sees it) and returned as ``VWire.mtu``;
 * creates the interface under a generated, globally unique name (wireguard-go's control socket
   name), configures the peer (allowed IPs = the other side's addresses as host prefixes plus this
   side's route prefixes), marks it ``vwire:<id> wg=<name>``, moves it into the workload's
@@ -84,9 +85,12 @@ async def program_remote(
             keepalive=spec.peer.keepalive,
         )
     )
+    ipv6_underlay = spec.ipv6_underlay
+    if ipv6_underlay is None:
+        ipv6_underlay = peer.endpoint is None or ip_address(peer.endpoint[0]).version == 6
     mtu = wireguard_mtu(
-        underlay.mtu,
-        ipv6_underlay=peer.endpoint is None or ip_address(peer.endpoint[0]).version == 6,
+        min(underlay.mtu, spec.path_mtu or underlay.mtu),
+        ipv6_underlay=ipv6_underlay,
         requested=spec.mtu,
         ipv6=any(a.version == 6 for a in own + peer_addrs),
     )

@@ -77,7 +77,10 @@ class RemoteVWireSpec:
 
     The WireGuard interface keeps its UDP socket in ``underlay_netns`` (None: the forwarder's
     own) and is moved into ``workload.netns``. ``underlay_ifname`` is the interface whose MTU the
-    tunnel MTU derives from; ``mtu`` caps it (the connection context's MTU).
+    tunnel MTU derives from; ``path_mtu`` (when known) is the underlay MTU of the whole path to
+    the other node, which may be smaller; ``mtu`` caps the result (the connection context's MTU).
+    ``ipv6_underlay`` says which overhead applies (None: from the peer's endpoint; IPv6 when it
+    has none).
     """
 
     connection_id: str
@@ -88,3 +91,5 @@ class RemoteVWireSpec:
     underlay_netns: str | None = None
     listen_port: int = 0
     mtu: int | None = None
+    path_mtu: int | None = None
+    ipv6_underlay: bool | None = None
