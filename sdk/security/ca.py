@@ -16,6 +16,12 @@ the CA's 0700 directory), holding the directory's resolved path, its SPIFFE ID a
 ``nsmctl ca issue --out DIR`` writes it; the renewal agent (:mod:`sdk.security.renew`) re-issues
 only to the recorded identity. :meth:`issued` tells whether this CA signed a certificate (under
 its current or previous root), whatever its validity period.
+
+Federation (:mod:`sdk.security.federation`): :meth:`federate` adds or replaces a foreign trust
+domain's bundle, :meth:`unfederate` removes one; both are stored at once as
+``federated/<trust-domain>.pem`` in the CA's directory, read back by :meth:`load`.
+:attr:`trust` is the CA's :class:`~sdk.security.federation.BundleSet` (its bundle plus the
+federated ones): what the renewal agent and the node agent hand out with every SVID.
 """
 
 from __future__ import annotations
@@ -36,7 +42,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from sdk.errors import FailedPrecondition, InvalidArgument
+from sdk.errors import FailedPrecondition, InvalidArgument, NotFound
+from sdk.security.federation import BundleSet, read_federated, write_federated
 from sdk.security.spiffe import SpiffeId, check_trust_domain
 from sdk.security.svid import (
     PrivateKey,
@@ -139,12 +146,14 @@ class CertificateAuthority:
         key: PrivateKey,
         previous: Sequence[x509.Certificate] = (),
         directory: Path | None = None,
+        federated: Sequence[TrustBundle] = (),
     ) -> None:
         self.trust_domain = check_trust_domain(trust_domain)
         self.root = root
         self._key = key
         self.previous = tuple(previous)
         self.directory = directory
+        self.federated = BundleSet(self.bundle, tuple(federated)).foreign
         self._assigned: dict[str, Assignment] = {}  # without a directory: kept in memory
 
     def __repr__(self) -> str:
@@ -154,6 +163,37 @@ class CertificateAuthority:
     def bundle(self) -> TrustBundle:
         """The roots to trust: the current root first, then the previous one (if any)."""
         return TrustBundle(self.trust_domain, (self.root, *self.previous))
+
+    @property
+    def trust(self) -> BundleSet:
+        """The bundle and the foreign trust domains' bundles this CA federates with."""
+        return BundleSet(self.bundle, self.federated)
+
+    def federate(self, bundle: TrustBundle) -> None:
+        """Trust ``bundle``'s (foreign) trust domain, replacing its earlier bundle; saved when
+        the CA has a directory. Refuses the local trust domain (InvalidArgument)."""
+        if bundle.trust_domain == self.trust_domain:
+            raise InvalidArgument(
+                "bundle", f"is a bundle of the local trust domain {self.trust_domain!r}: only "
+                "foreign trust domains are federated"
+            )
+        self.federated = self.trust.federating(bundle).foreign
+        self._save_federated()
+
+    def unfederate(self, trust_domain: str) -> None:
+        """Stop trusting the foreign ``trust_domain``; NotFound when it is not federated."""
+        if self.trust.bundle_for(trust_domain) in (None, self.bundle):
+            known = ", ".join(b.trust_domain for b in self.federated) or "none"
+            raise NotFound(
+                f"trust domain {trust_domain!r} is not federated with {self.trust_domain!r} "
+                f"(federated: {known}): see 'nsmctl ca bundle list'"
+            )
+        self.federated = self.trust.without(trust_domain).foreign
+        self._save_federated()
+
+    def _save_federated(self) -> None:
+        if self.directory is not None:
+            write_federated(self.directory, self.federated)
 
     @classmethod
     def create(
@@ -201,7 +241,8 @@ class CertificateAuthority:
                 c for c in load_certificates(bundle_path.read_bytes(), str(bundle_path))
                 if c.fingerprint(hashes.SHA256()) != root.fingerprint(hashes.SHA256())
             ]
-        return cls(trust_domain, root, key, previous, directory)
+        federated = read_federated(directory, trust_domain)
+        return cls(trust_domain, root, key, previous, directory, federated)
 
     def save(self) -> None:
         """Write key (0600), root and bundle to the CA's directory."""
@@ -212,6 +253,7 @@ class CertificateAuthority:
         write_private(self.directory / ROOT_KEY, self._key_pem())
         write_public(self.directory / ROOT_CERT, Svid((self.root,), self._key).chain_pem())
         write_public(self.directory / BUNDLE, self.bundle.pem())
+        self._save_federated()
 
     def _key_pem(self) -> bytes:
         return Svid((self.root,), self._key).key_pem()

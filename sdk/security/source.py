@@ -17,7 +17,14 @@ Implementations here (a SPIRE Workload API source would be a third):
   material and logging the reason.
 - :class:`CaSvidSource` issues its own SVIDs from an in-process
   :class:`sdk.security.ca.CertificateAuthority` and issues a fresh one once ``renew_fraction``
-  (default 50%) of the current one's lifetime has passed, on the next ``current()``.
+  (default 50%) of the current one's lifetime has passed, on the next ``current()``, or once the
+  CA's root or federated bundles changed.
+
+Federation: every source also gives the bundles of the foreign trust domains it federates with
+(``Material.foreign``; ``Material.trust`` is the :class:`sdk.security.federation.BundleSet` to
+verify peers and tokens with). :class:`FileSvidSource` reads them from ``federated/<td>.pem`` in
+its directory (same ownership and mode checks, same change detection: a bundle added, replaced
+or removed is a new generation); a broken federated file is like a broken SVID file.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Protocol
 
@@ -34,10 +42,12 @@ import structlog
 
 from sdk.errors import FabricError, Unauthenticated
 from sdk.security.ca import DEFAULT_SVID_TTL, CertificateAuthority
+from sdk.security.federation import BundleSet, read_federated
 from sdk.security.spiffe import SpiffeId
 from sdk.security.svid import (
     BUNDLE_FILE,
     CERT_FILE,
+    FEDERATED_DIR,
     KEY_FILE,
     Svid,
     TrustBundle,
@@ -53,15 +63,25 @@ Listener = Callable[["Material"], None]
 
 @dataclass(frozen=True)
 class Material:
-    """One consistent set: this process's SVID and the bundle it trusts."""
+    """One consistent set: this process's SVID, the bundle of its own trust domain (``bundle``)
+    and the bundles of the foreign trust domains it federates with (``foreign``). ``trust`` is
+    the :class:`BundleSet` of both: verify peers and path tokens with it; ``bundle`` alone
+    verifies only local identities."""
 
     svid: Svid
     bundle: TrustBundle
     generation: int
+    foreign: tuple[TrustBundle, ...] = ()
 
     @property
     def spiffe_id(self) -> SpiffeId:
         return self.svid.spiffe_id
+
+    @cached_property
+    def trust(self) -> BundleSet:
+        """The local and the federated bundles (one object per material, so caches keyed by it
+        live as long as the material)."""
+        return BundleSet(self.bundle, self.foreign)
 
 
 class SvidSource(Protocol):
@@ -101,14 +121,18 @@ class _Publisher:
 
         return unsubscribe
 
-    def _publish(self, svid: Svid, bundle: TrustBundle) -> Material:
+    def _publish(
+        self, svid: Svid, bundle: TrustBundle, foreign: tuple[TrustBundle, ...] = ()
+    ) -> Material:
         with self._lock:
-            material = Material(svid, bundle, self.generation + 1)
+            material = Material(svid, bundle, self.generation + 1, foreign)
+            material.trust  # noqa: B018 - checks the set (one bundle per trust domain) now
             self._material = material
             listeners = list(self._listeners)
         event = "svid loaded" if material.generation == 1 else "svid rotated"
         _log.info(event, spiffe_id=str(svid.spiffe_id), serial=f"{svid.serial:x}",
-                  not_after=svid.not_after, generation=material.generation)
+                  not_after=svid.not_after, generation=material.generation,
+                  federated=[b.trust_domain for b in foreign])
         for listener in listeners:
             try:
                 listener(material)
@@ -138,6 +162,13 @@ class FileSvidSource(_Publisher):
                                                                      BUNDLE_FILE))):
             st = os.stat(path)
             stamps.append((st.st_ino, st.st_size, st.st_ctime_ns))
+        federated = self.directory / FEDERATED_DIR
+        if federated.is_dir():  # its ctime changes when a bundle is added, replaced or removed
+            for path in (federated, *sorted(federated.iterdir())):
+                if path.name.startswith("."):
+                    continue  # a bundle being written (renamed into place when complete)
+                st = os.stat(path)
+                stamps.append((st.st_ino, st.st_size, st.st_ctime_ns))
         return tuple(stamps)
 
     def _reload(self, force: bool = False) -> None:
@@ -147,6 +178,7 @@ class FileSvidSource(_Publisher):
                 return
             check_svid_files(self.directory)
             svid, bundle = read_svid(self.directory)
+            foreign = read_federated(self.directory, bundle.trust_domain)
         except (OSError, FabricError) as exc:
             if force:
                 raise
@@ -154,7 +186,7 @@ class FileSvidSource(_Publisher):
                          directory=str(self.directory), error=str(exc))
             return
         self._stamp = stamp
-        self._publish(svid, bundle)
+        self._publish(svid, bundle, foreign)
 
     def current(self) -> Material:
         with self._lock:
@@ -187,10 +219,11 @@ class RenewingSource(_Publisher):
         """The instant after which ``current()`` gets a fresh SVID."""
         return self._renew_at
 
-    def _renewed(self, svid: Svid, bundle: TrustBundle, now: float) -> Material:
+    def _renewed(self, svid: Svid, bundle: TrustBundle, now: float,
+                 foreign: tuple[TrustBundle, ...] = ()) -> Material:
         """Publish ``svid`` (got at ``now``) and set when to renew it."""
         self._renew_at = now + (svid.not_after - now) * self.renew_fraction
-        return self._publish(svid, bundle)
+        return self._publish(svid, bundle, foreign)
 
 
 class CaSvidSource(RenewingSource):
@@ -212,25 +245,26 @@ class CaSvidSource(RenewingSource):
         )
         self.dns_names = tuple(dns_names)
         self.ttl = ttl
-        self._bundle_roots = ca.bundle.fingerprints()
+        self._trusted = self._trust_stamp()
         self.rotate()
 
     def __repr__(self) -> str:
         return f"<CaSvidSource {self.spiffe_id}>"
 
+    def _trust_stamp(self) -> list[tuple[str, list[str]]]:
+        return [(b.trust_domain, b.fingerprints()) for b in (self.ca.bundle, *self.ca.federated)]
+
     def rotate(self) -> Material:
-        """Issue a fresh SVID now (also picks up a rotated CA root)."""
+        """Issue a fresh SVID now (also picks up a rotated CA root and changed federation)."""
         with self._lock:
             now = self._clock()
             svid = self.ca.issue(self.spiffe_id, self.dns_names, self.ttl, now=now)
-            self._bundle_roots = self.ca.bundle.fingerprints()
-            return self._renewed(svid, self.ca.bundle, now)
+            self._trusted = self._trust_stamp()
+            return self._renewed(svid, self.ca.bundle, now, self.ca.federated)
 
     def current(self) -> Material:
         with self._lock:
-            if self._clock() >= self._renew_at or self.ca.bundle.fingerprints() != (
-                self._bundle_roots
-            ):
+            if self._clock() >= self._renew_at or self._trust_stamp() != self._trusted:
                 return self.rotate()
             assert self._material is not None
             return self._material

@@ -13,7 +13,9 @@ Contract:
 - :func:`check_svid_files` refuses a directory others could tamper with: ``svid.key`` readable
   by group or others, or any of the files or the directory writable by group or others or owned
   by someone other than root or this process's user (whoever can write ``bundle.pem`` decides
-  whom the process trusts). ``FailedPrecondition`` names the file and the ``chmod``/``chown``.
+  whom the process trusts). The same holds for the folder ``federated/`` of foreign trust
+  domains' bundles and every file in it (:mod:`sdk.security.federation`).
+  ``FailedPrecondition`` names the file and the ``chmod``/``chown``.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ from sdk.security.spiffe import SpiffeId
 CERT_FILE = "svid.crt"
 KEY_FILE = "svid.key"
 BUNDLE_FILE = "bundle.pem"
+#: The folder of foreign trust domains' bundles, ``<trust-domain>.pem`` each
+#: (:mod:`sdk.security.federation`).
+FEDERATED_DIR = "federated"
 
 PrivateKey = ec.EllipticCurvePrivateKey
 
@@ -224,6 +229,11 @@ class TrustBundle:
             )
         return identity
 
+    def bundle_for(self, trust_domain: str) -> TrustBundle | None:
+        """This bundle when it is of ``trust_domain``, else None (the interface of
+        :class:`sdk.security.federation.BundleSet`, which holds several)."""
+        return self if trust_domain == self.trust_domain else None
+
     def merged(self, others: Iterable[x509.Certificate]) -> TrustBundle:
         """This bundle with more roots (duplicates dropped)."""
         seen = {r.fingerprint(hashes.SHA256()) for r in self.roots}
@@ -263,10 +273,19 @@ def _owner_ok(st: os.stat_result) -> bool:
     return st.st_uid in (0, os.geteuid())
 
 
+def _guarded(directory: Path) -> list[Path]:
+    """The paths whose owner and mode decide whom a process is and trusts."""
+    paths = [directory, *(directory / n for n in (CERT_FILE, KEY_FILE, BUNDLE_FILE))]
+    federated = directory / FEDERATED_DIR
+    if federated.is_dir():
+        paths += [federated, *sorted(federated.iterdir())]
+    return paths
+
+
 def check_svid_files(directory: Path) -> None:
     """Refuse an SVID directory that others could read the key of or tamper with (see the
     module docstring); missing files are :func:`read_svid`'s business."""
-    for path in (directory, *(directory / n for n in (CERT_FILE, KEY_FILE, BUNDLE_FILE))):
+    for path in _guarded(directory):
         try:
             st = os.stat(path)
         except FileNotFoundError:

@@ -11,22 +11,24 @@ Contract:
   request's network service and labels), ``mech`` (a hash of the mechanism preferences the signer
   sent) and ``psub`` (the subject of the segment before, for closes: see
   :mod:`sdk.networkservice.token`); this module carries them, the elements compute and compare.
-- :func:`verify` accepts only ``alg: ES256`` compact tokens of at most :data:`MAX_TOKEN` bytes
-  in canonical base64url (no padding, no stray bits: one token text per signed content), whose
-  header and claims are JSON objects of at most :data:`MAX_NESTING` brackets with times that are
-  finite numbers in ``[0, MAX_TIME]`` and no ``NaN``/``Infinity``; the ``x5c`` chain must verify
-  against the bundle at ``now`` and its SPIFFE ID must equal ``sub``; ``exp`` must not outlive the
-  signer's certificate; the signature must verify with the leaf's key and be low-S (``s <= n/2``,
-  so ``(r, n - s)`` is no second valid text); ``now`` must lie in ``[iat - skew, exp)``. With
+- :func:`verify` accepts only ``alg: ES256`` compact tokens of at most :data:`MAX_TOKEN` bytes in
+  canonical base64url (no padding, no stray bits: one token text per signed content), whose header
+  and claims are JSON objects of at most :data:`MAX_NESTING` brackets with times that are finite
+  numbers in ``[0, MAX_TIME]`` and no ``NaN``/``Infinity``; the ``x5c`` chain must verify against
+  the bundle at ``now`` and its SPIFFE ID must equal ``sub`` (given a federated
+  :class:`sdk.security.federation.BundleSet`, against the bundle of the trust domain that ID names,
+  and a trust domain the set does not hold is refused naming it); ``exp`` must not outlive the
+  signer's certificate; the signature must verify with the leaf's key and be low-S (``s <= n/2``, so
+  ``(r, n - s)`` is no second valid text); ``now`` must lie in ``[iat - skew, exp)``. With
   ``allow_expired`` (closes) a token may be expired for at most :data:`CLOSE_GRACE` seconds and the
   signer's chain is checked at ``max(iat, now - CLOSE_GRACE)`` — never at an ``iat`` older than
   that, so back-dating a token signed after the SVID expired does not help. Every failure raises
   :class:`sdk.errors.Unauthenticated` (cannot tell who signed, or the proof is stale) or
-  :class:`sdk.errors.PermissionDenied` (a valid token used where it does not belong: other
-  audience, other connection segment, other previous token) with the reason. Token text never
-  appears in messages. A signer chain that verified is remembered (per bundle object, while every
-  certificate involved is valid; at most 256), so the next token of the same SVID costs one
-  signature check; every token's signature and claims are always checked.
+  :class:`sdk.errors.PermissionDenied` (a valid token used where it does not belong: other audience,
+  other connection segment, other previous token) with the reason. Token text never appears in
+  messages. A signer chain that verified is remembered (per bundle object, while every certificate
+  involved is valid; at most 256), so the next token of the same SVID costs one signature check;
+  every token's signature and claims are always checked.
 """
 
 from __future__ import annotations
@@ -53,7 +55,12 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from sdk.errors import FabricError, PermissionDenied, Unauthenticated
+from sdk.security.federation import BundleSet
 from sdk.security.svid import Svid, TrustBundle
+
+#: What verifies a signer: one trust domain's bundle, or a federated set (each signer then only
+#: against the bundle of the trust domain its SPIFFE ID names).
+Trust = TrustBundle | BundleSet
 
 ALG = "ES256"
 MAX_TOKEN = 16 * 1024
@@ -261,7 +268,7 @@ def _signer_chain(header: dict[str, Any]) -> list[x509.Certificate]:
 class _Signer:
     """A signer certificate chain already verified against ``bundle``, while it stays valid."""
 
-    bundle: TrustBundle
+    bundle: Trust
     spiffe_id: str
     key: ec.EllipticCurvePublicKey
     valid_from: float
@@ -283,7 +290,7 @@ def _header(text: str) -> dict[str, Any]:
 
 
 def _signer(
-    header_text: str, header: dict[str, Any] | None, bundle: TrustBundle, claims: Claims,
+    header_text: str, header: dict[str, Any] | None, bundle: Trust, claims: Claims,
     at: float,
 ) -> _Signer:
     """The token's signer (SPIFFE ID, public key, leaf expiry), its chain verified at ``at``;
@@ -301,7 +308,9 @@ def _signer(
     public = chain[0].public_key()
     if not isinstance(public, ec.EllipticCurvePublicKey):
         raise Unauthenticated("path token: the signer's key is not an EC key")
-    certificates = [*chain, *bundle.roots]
+    anchors = bundle.bundle_for(signer.trust_domain)
+    assert anchors is not None  # verify() found it
+    certificates = [*chain, *anchors.roots]
     known = _SIGNERS[key] = _Signer(
         bundle, str(signer), public,
         max(c.not_valid_before_utc.timestamp() for c in certificates),
@@ -315,7 +324,7 @@ def _signer(
 
 def verify(
     token: str,
-    bundle: TrustBundle,
+    bundle: Trust,
     now: float | None = None,
     *,
     audience: str | None = None,
