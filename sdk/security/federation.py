@@ -162,6 +162,11 @@ def foreign_bundle(
     now: float | None = None,
 ) -> TrustBundle:
     """The bundle of a foreign trust domain from PEM roots; see the module docstring."""
+    if b"-----BEGIN CERTIFICATE-----" not in pem:
+        raise InvalidArgument(
+            what, "holds no root certificate (no '-----BEGIN CERTIFICATE-----' block): export "
+            "the trust domain's bundle with 'nsmctl ca bundle export'"
+        )
     roots = load_certificates(pem, what)
     at = time.time() if now is None else now
     for root in roots:

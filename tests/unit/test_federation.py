@@ -67,7 +67,7 @@ def test_foreign_bundle_refuses_what_is_not_a_foreign_root(
     assert foreign_bundle(cas[B].bundle.pem(), A).trust_domain == B
     with pytest.raises(InvalidArgument, match="local trust domain 'cloud-a'"):
         foreign_bundle(cas[A].bundle.pem(), A)
-    with pytest.raises(InvalidArgument, match="holds no certificate"):
+    with pytest.raises(InvalidArgument, match="holds no root certificate"):
         foreign_bundle(b"no roots here\n", A)
     with pytest.raises(InvalidArgument, match="name 2 trust domains"):
         foreign_bundle(cas[B].bundle.pem() + cas[C].bundle.pem(), A)
