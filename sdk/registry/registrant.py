@@ -12,7 +12,8 @@ sent in the gRPC metadata entry :data:`TOKEN_HEADER`. The token's claims bind it
   SHA-256 of the record exactly as sent, so the token authorises that one record and nothing else
   (another URL, name, service or label needs a new signature);
 * ``exp`` is at most :data:`LIFETIME` seconds after signing, and the signer's certificate must
-  verify against this process's bundle now.
+  verify now against this process's bundle of the trust domain the signer's ID names (its own,
+  or a federated one: :attr:`sdk.security.source.Material.trust`).
 
 :func:`attach` (used by :class:`sdk.registry.client.RemoteRegistry` when given an SVID source)
 makes the metadata; :class:`sdk.registry.server.RegistryServicer` hands the received value to the
@@ -104,7 +105,7 @@ class VerifyRegistrant(RegistryElement[M], Generic[M]):
             ), peer=ctx.peer, record=record.name)
         try:
             claims = token.verify(
-                sent, self.source.current().bundle, audience=AUDIENCE,
+                sent, self.source.current().trust, audience=AUDIENCE,
                 segment_id=binding(action, self.kind, record),
             )
         except PermissionDenied as exc:
