@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-pytest_plugins = ["pytester"]
+pytest_plugins = ["pytester", "tests.etcd_fixture"]
 
 #: Seconds a task created by the test gets to finish on its own after teardown.
 LEAK_GRACE = 1.0

@@ -7,10 +7,12 @@
   SQLAlchemy, what follows ``sqlite:///`` is the path: ``sqlite:///registry.db`` is relative to the
   working directory, ``sqlite:////var/lib/vwire/registry.db`` (four slashes) is absolute. Parent
   directories and the file are created when missing.
+- ``etcd://host:port[,host:port...][/prefix]`` -- :class:`~registry.store.etcd.EtcdStore`, shared
+  by several registry replicas (records under ``/vwire/registry`` unless a prefix is given).
 
 Anything else (an unknown scheme, a missing ``://``, a host, an empty path, a query string) raises
 :class:`~sdk.errors.InvalidArgument` on field ``store`` naming the accepted forms. A new backend
-(etcd, Kubernetes CRDs) is one entry in ``_FACTORIES``: a function from the URL to a Store.
+(Kubernetes CRDs) is one entry in ``_FACTORIES``: a function from the URL to a Store.
 """
 
 from __future__ import annotations
@@ -19,12 +21,16 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import SplitResult, urlsplit
 
+from registry.store.etcd import EtcdStore
 from registry.store.sqlite import SqliteStore
 from sdk.errors import InvalidArgument
 from sdk.registry.memory import MemoryStore
 from sdk.registry.store import Store
 
-ACCEPTED = "sqlite:///path.db (relative) or sqlite:////abs/path.db, or memory://"
+ACCEPTED = (
+    "sqlite:///path.db (relative) or sqlite:////abs/path.db, memory://, or "
+    "etcd://host:port[,host:port...][/prefix]"
+)
 
 
 def _bad(url: str, problem: str) -> InvalidArgument:
@@ -46,13 +52,21 @@ def _open_sqlite(url: str, parts: SplitResult) -> Store:
     return SqliteStore.open(Path(path))
 
 
+def _open_etcd(url: str, parts: SplitResult) -> Store:
+    try:
+        return EtcdStore.open(url, parts)
+    except ValueError as e:
+        raise _bad(url, str(e)) from None
+
+
 #: URL scheme -> factory. Register new backends here.
 _FACTORIES: dict[str, Callable[[str, SplitResult], Store]] = {
     "memory": _open_memory,
     "sqlite": _open_sqlite,
+    "etcd": _open_etcd,
 }
 #: Schemes of backends in the design but not written yet, for a clearer message.
-_PLANNED = ("etcd", "k8s", "crd")
+_PLANNED = ("k8s", "crd")
 
 
 def open_store(url: str) -> Store:

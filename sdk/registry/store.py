@@ -2,14 +2,21 @@
 
 Records are stored as opaque bytes (serialised protobuf) under ``(kind, name)`` with an optional
 expiry instant, so a backend knows nothing about NSM messages. Backends: ``memory://`` and
-``sqlite:///path.db`` (``registry/store/``); etcd and Kubernetes CRDs can be added by implementing
-:class:`Store` and registering a URL scheme in :func:`registry.store.open_store`.
+``sqlite:///path.db`` and ``etcd://host:port[,host:port...]`` (``registry/store/``); Kubernetes
+CRDs can be added by implementing :class:`Store` and registering a URL scheme in
+:func:`registry.store.open_store`.
+
+A store several registry replicas share (etcd) is a :class:`SharedStore`: besides the
+:class:`Store` calls it numbers every change with a revision (increasing, store-wide), says the
+revision of each write, and streams the changes after a revision, whoever made them. A replica
+follows that stream (:mod:`sdk.registry.follow`) instead of trusting its own writes alone.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -45,3 +52,39 @@ class Store(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Change:
+    """One change of a shared store: ``record`` stored under ``(kind, name)`` at ``revision``,
+    or None when the record was removed (unregistered, or expired by the store itself)."""
+
+    revision: int
+    kind: str
+    name: str
+    record: StoredRecord | None
+
+
+class HistoryLost(Exception):
+    """A shared store no longer holds the changes asked for (compacted): load a new snapshot."""
+
+
+@runtime_checkable
+class SharedStore(Store, Protocol):
+    """A :class:`Store` shared by several registry replicas (see the module docstring).
+
+    Contract: ``put_at``/``delete_at`` are ``put``/``delete`` that return the revision of the
+    write (``delete_at``: None when nothing was stored); ``snapshot`` returns the records of every
+    kind not expired at ``now`` and the revision they are current at; ``changes(after)`` yields
+    every change with a revision above ``after``, in revision order, without end, reconnecting by
+    itself when the store is briefly unreachable, and raises :class:`HistoryLost` when the store
+    has discarded changes it would have to yield.
+    """
+
+    async def put_at(self, record: StoredRecord) -> int: ...
+
+    async def delete_at(self, kind: str, name: str) -> int | None: ...
+
+    async def snapshot(self, now: float) -> tuple[int, list[StoredRecord]]: ...
+
+    def changes(self, after: int) -> AsyncIterator[Change]: ...

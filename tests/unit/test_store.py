@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from registry.store import default_store_url, open_store
+from registry.store.etcd import EtcdStore
 from registry.store.sqlite import SCHEMA_VERSION, SqliteStore
 from sdk.errors import FailedPrecondition, InvalidArgument
 from sdk.registry.memory import MemoryStore
@@ -24,13 +25,18 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path}"
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "etcd"])
 async def store(
     request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[MemoryStore | SqliteStore]:
-    url = "memory://" if request.param == "memory" else sqlite_url(tmp_path / "r.db")
+) -> AsyncIterator[MemoryStore | SqliteStore | EtcdStore]:
+    if request.param == "etcd":  # a real etcd (tests/etcd_fixture.py), a prefix of its own
+        url = request.getfixturevalue("etcd_url")
+    else:
+        url = "memory://" if request.param == "memory" else sqlite_url(tmp_path / "r.db")
     s = open_store(url)
-    assert isinstance(s, MemoryStore | SqliteStore)
+    assert isinstance(s, MemoryStore | SqliteStore | EtcdStore)
+    if isinstance(s, EtcdStore):
+        s.clock = lambda: NOW  # leases sized from the records' test times, not from 1970
     yield s
     await s.close()
 
@@ -82,7 +88,7 @@ async def test_load_filters_expired(store: Store) -> None:
     ]
 
 
-async def test_purge_expired(store: MemoryStore | SqliteStore) -> None:
+async def test_purge_expired(store: Store) -> None:
     await store.put(rec("past", expires_at=NOW - 1))
     await store.put(rec("ns-past", kind="ns", expires_at=NOW))
     await store.put(rec("future", expires_at=NOW + 1))
@@ -214,7 +220,11 @@ def test_sqlite_newer_schema_is_failed_precondition(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("url", "problem"),
     [
-        ("etcd://10.0.0.1:2379", "not available yet"),
+        ("k8s://cluster", "not available yet"),
+        ("etcd://", "needs at least one host:port"),
+        ("etcd://127.0.0.1", "not host:port"),
+        ("etcd://127.0.0.1:2379,127.0.0.1:0", "not host:port"),
+        ("etcd://127.0.0.1:2379,[::1]:2379", "mix IPv4 and IPv6"),
         ("postgres://db/registry", "unknown scheme 'postgres'"),
         ("registry.db", "missing '://'"),
         ("", "missing '://'"),

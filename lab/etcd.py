@@ -1,0 +1,211 @@
+"""A local etcd cluster on loopback for the lab, the tests, the docs and the benchmark.
+
+:class:`EtcdCluster` runs ``members`` etcd processes (Debian's ``etcd-server``, v3 API) in one
+directory: member ``i`` keeps its data in ``<dir>/m<i>``, its log in ``<dir>/m<i>.log``, and
+listens on two free loopback ports (clients, peers). :meth:`EtcdCluster.start` returns once a
+linearizable read succeeds, i.e. the cluster has elected a leader and serves clients.
+:attr:`EtcdCluster.url` is the registry's ``--store`` value for it
+(``etcd://127.0.0.1:P1,127.0.0.1:P2,...``). Members can be killed (SIGKILL) and started again
+with their data (:meth:`kill`, :meth:`restart`) to inject faults; :meth:`leader` names the
+current leader. :meth:`stop` kills every member and waits for it, whatever state it is in
+(idempotent), and removes the data unless ``keep`` is set; use the cluster as a context manager
+so a failing test never leaks a process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import grpc
+from aetcd import rpc
+
+from sdk.errors import FailedPrecondition, Unavailable
+
+ETCD_BINARY = "etcd"
+HOST = "127.0.0.1"
+
+
+def free_port(host: str = HOST) -> int:
+    """A TCP port on ``host`` nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class Member:
+    """One etcd process of the cluster."""
+
+    name: str
+    client_port: int
+    peer_port: int
+    data_dir: Path
+    log: Path
+    process: subprocess.Popen[bytes] | None = None
+    member_id: int = 0
+
+    @property
+    def client_url(self) -> str:
+        return f"http://{HOST}:{self.client_port}"
+
+    @property
+    def peer_url(self) -> str:
+        return f"http://{HOST}:{self.peer_port}"
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+@dataclass
+class EtcdCluster:
+    """See the module docstring."""
+
+    directory: Path
+    members: int = 1
+    keep: bool = False
+    nodes: list[Member] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.members < 1:
+            raise FailedPrecondition(f"an etcd cluster needs at least one member ({self.members})")
+        if shutil.which(ETCD_BINARY) is None:
+            raise FailedPrecondition(
+                "etcd is not installed: apt-get install etcd-server (scripts/setup.sh does)"
+            )
+        for i in range(self.members):
+            name = f"m{i}"
+            self.nodes.append(Member(
+                name, free_port(), free_port(), self.directory / name,
+                self.directory / f"{name}.log",
+            ))
+
+    @property
+    def endpoints(self) -> list[str]:
+        """``host:port`` of every member's client listener."""
+        return [f"{HOST}:{m.client_port}" for m in self.nodes]
+
+    @property
+    def url(self) -> str:
+        """The registry's ``--store`` URL for this cluster."""
+        return "etcd://" + ",".join(self.endpoints)
+
+    def _command(self, member: Member) -> list[str]:
+        cluster = ",".join(f"{m.name}={m.peer_url}" for m in self.nodes)
+        return [
+            ETCD_BINARY, "--name", member.name, "--data-dir", str(member.data_dir),
+            "--listen-client-urls", member.client_url,
+            "--advertise-client-urls", member.client_url,
+            "--listen-peer-urls", member.peer_url,
+            "--initial-advertise-peer-urls", member.peer_url,
+            "--initial-cluster", cluster, "--initial-cluster-state", "new",
+            "--initial-cluster-token", f"vwire-{self.nodes[0].client_port}",
+            "--heartbeat-interval", "50", "--election-timeout", "500",
+            "--logger", "zap", "--log-outputs", "stderr",
+        ]
+
+    def _spawn(self, member: Member) -> None:
+        member.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        with member.log.open("ab") as log:
+            member.process = subprocess.Popen(
+                self._command(member), stdout=subprocess.DEVNULL, stderr=log,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+            )
+
+    async def start(self, timeout: float = 20.0) -> None:
+        """Start every member; return once the cluster serves linearizable reads."""
+        try:
+            for member in self.nodes:
+                self._spawn(member)
+            for member in self.nodes:
+                await self.wait_member(member, timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    async def wait_member(self, member: Member, timeout: float = 20.0) -> None:
+        """Wait until ``member`` answers a linearizable read (it is in a cluster with a leader).
+
+        Transient refusals while a leader is elected ("leader changed", "no leader") are retried
+        until ``timeout``."""
+        deadline = time.monotonic() + timeout
+        async with grpc.aio.insecure_channel(f"{HOST}:{member.client_port}") as channel:
+            for attempt in range(1000):
+                left = deadline - time.monotonic()
+                try:
+                    await rpc.KVStub(channel).Range(
+                        rpc.RangeRequest(key=b"\0", limit=1), timeout=max(left, 0.01),
+                        wait_for_ready=True,
+                    )
+                    status: Any = await rpc.MaintenanceStub(channel).Status(
+                        rpc.StatusRequest(), timeout=max(left, 0.01)
+                    )
+                    break
+                except grpc.aio.AioRpcError as e:
+                    if e.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() >= deadline:
+                        raise Unavailable(
+                            f"etcd member {member.name} not ready within {timeout:g} s "
+                            f"({e.details()}); see {member.log}"
+                        ) from e
+                    await asyncio.sleep(min(0.05 * (attempt + 1), 0.5))  # retry backoff
+        member.member_id = int(status.header.member_id)
+
+    async def leader(self, timeout: float = 10.0) -> Member:
+        """The member that leads now (asked of the first running member)."""
+        for member in self.nodes:
+            if not member.running:
+                continue
+            async with grpc.aio.insecure_channel(f"{HOST}:{member.client_port}") as channel:
+                status: Any = await rpc.MaintenanceStub(channel).Status(
+                    rpc.StatusRequest(), timeout=timeout, wait_for_ready=True
+                )
+            for candidate in self.nodes:
+                if candidate.member_id == int(status.leader):
+                    return candidate
+        raise Unavailable("no running etcd member knows a leader")
+
+    def kill(self, member: Member) -> None:
+        """SIGKILL one member (its data stays for :meth:`restart`)."""
+        if member.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                member.process.send_signal(signal.SIGKILL)
+            member.process.wait(timeout=10)
+            member.process = None
+
+    async def restart(self, member: Member, timeout: float = 20.0) -> None:
+        """Start a killed member again with its data; return once it serves."""
+        self.kill(member)
+        self._spawn(member)
+        await self.wait_member(member, timeout)
+
+    def pids(self) -> list[int]:
+        """Process ids of the members that run."""
+        return [m.process.pid for m in self.nodes if m.process is not None and m.running]
+
+    def stop(self) -> None:
+        """Kill every member, wait for each, and remove the data (unless ``keep``)."""
+        for member in self.nodes:
+            self.kill(member)
+        if not self.keep:
+            for member in self.nodes:
+                shutil.rmtree(member.data_dir, ignore_errors=True)
+
+    async def __aenter__(self) -> EtcdCluster:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

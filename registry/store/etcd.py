@@ -1,0 +1,326 @@
+"""Registry store on an etcd v3 cluster (``etcd://host:port[,host:port...][/prefix]``).
+
+Contract (see :class:`sdk.registry.store.SharedStore`; several registry replicas share one):
+
+- Records are keys ``<prefix>/<kind>/<name>`` (prefix ``/vwire/registry`` unless the URL gives a
+  path), each value a JSON envelope ``{"data": base64, "expires_at": unix | null, "owner": ...}``,
+  so the owner is written with the record in the same Put.
+- A record with an expiry is attached to its own etcd lease of ``ceil(expires_at - now)`` plus
+  ``LEASE_SLACK`` seconds, so it disappears even when no registry replica runs; a refresh puts
+  the record on a new lease and revokes the one it replaced. The expiry itself is exact:
+  ``load``/``snapshot`` filter on ``expires_at`` and the replicas' sweepers unregister the record
+  at that instant (watchers see it deleted then); the slack keeps the lease a backstop that
+  fires only when no replica did.
+- ``changes`` runs one etcd watch over the whole prefix from a revision; etcd's deletions by
+  lease expiry arrive like any other deletion. When the watch breaks (the member it was on died)
+  it is opened again, on any member, from the revision after the last change it yielded, so no
+  change is lost or repeated; a compacted start revision raises
+  :class:`~sdk.registry.store.HistoryLost`.
+- Every call goes to any member that is up (gRPC ``round_robin`` over all the addresses, host
+  names resolved once when the store is opened); a call refused for a transient reason
+  (UNAVAILABLE: member down, leader changed, no leader yet) is retried with backoff for up to
+  ``retry_for`` seconds, then raises :class:`~sdk.errors.Unavailable` naming the store. Writes are
+  idempotent, so a retried Put whose first attempt landed does no harm; a retried delete whose
+  first attempt landed reports that nothing was stored.
+- ``close`` is idempotent; other calls after it raise FailedPrecondition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import math
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+from urllib.parse import SplitResult
+
+import grpc
+import structlog
+from aetcd import rpc
+
+from sdk.errors import FailedPrecondition, Unavailable
+from sdk.registry.store import Change, HistoryLost, StoredRecord
+
+T = TypeVar("T")
+
+DEFAULT_PREFIX = "/vwire/registry"
+RETRY_FOR = 10.0
+LEASE_SLACK = 2
+_CHANNEL_OPTIONS = (
+    ("grpc.lb_policy_name", "round_robin"),
+    ("grpc.keepalive_time_ms", 10_000),  # etcd refuses pings more often than every 5 s
+    ("grpc.keepalive_timeout_ms", 3_000),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1_000),
+)
+
+_log = structlog.get_logger("registry.etcd")
+
+
+def _range_end(prefix: bytes) -> bytes:
+    """The end of etcd's key range holding every key that starts with ``prefix``."""
+    return prefix[:-1] + bytes([prefix[-1] + 1])
+
+
+def _hostport(item: str, url: str) -> tuple[str, int]:
+    host, sep, port = item.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(
+            f"etcd endpoint {item!r} is not host:port (e.g. etcd://127.0.0.1:2379)"
+        )
+    return host, int(port)
+
+
+def grpc_target(url: str, netloc: str) -> str:
+    """gRPC target for the etcd members of ``netloc`` (``h:p,h:p``), names resolved now."""
+    families: set[socket.AddressFamily] = set()
+    addresses: list[str] = []
+    for item in netloc.split(","):
+        host, port = _hostport(item.strip(), url)
+        try:
+            info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as e:
+            raise Unavailable(f"etcd endpoint {host!r} of {url} does not resolve ({e})") from e
+        family, _, _, _, sockaddr = info[0]
+        families.add(family)
+        ip = str(sockaddr[0])
+        addresses.append(f"[{ip}]:{port}" if family == socket.AF_INET6 else f"{ip}:{port}")
+    if len(families) > 1:
+        raise ValueError("etcd endpoints mix IPv4 and IPv6 addresses; use one family")
+    scheme = "ipv6" if socket.AF_INET6 in families else "ipv4"
+    return f"{scheme}:{','.join(addresses)}"
+
+
+def encode(record: StoredRecord) -> bytes:
+    """The JSON envelope stored as an etcd value."""
+    return json.dumps({
+        "data": base64.b64encode(record.data).decode(),
+        "expires_at": record.expires_at,
+        "owner": record.owner,
+    }, separators=(",", ":")).encode()
+
+
+def decode(kind: str, name: str, value: bytes) -> StoredRecord | None:
+    """A record from its envelope; None for a value this store did not write."""
+    try:
+        doc = json.loads(value)
+        data = base64.b64decode(doc["data"], validate=True)
+        expires = doc.get("expires_at")
+        owner = doc.get("owner")
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        return None
+    if expires is not None and not isinstance(expires, int | float):
+        return None
+    if owner is not None and not isinstance(owner, str):
+        return None
+    return StoredRecord(kind, name, data, None if expires is None else float(expires), owner)
+
+
+def _alive(record: StoredRecord, now: float) -> bool:
+    return record.expires_at is None or record.expires_at > now
+
+
+class EtcdStore:
+    """A :class:`~sdk.registry.store.SharedStore` on etcd; create it with :meth:`open`."""
+
+    def __init__(self, url: str, target: str, prefix: str, retry_for: float = RETRY_FOR) -> None:
+        self.url = url
+        self.prefix = prefix.rstrip("/").encode() + b"/"
+        self.retry_for = retry_for
+        self.clock: Callable[[], float] = time.time
+        self._channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
+        self._kv: Any = rpc.KVStub(self._channel)
+        self._lease: Any = rpc.LeaseStub(self._channel)
+        self._watch: Any = rpc.WatchStub(self._channel)
+        self._closed = False
+
+    @classmethod
+    def open(cls, url: str, parts: SplitResult) -> EtcdStore:
+        """Check the URL (ValueError naming the problem) and prepare the channel; nothing is
+        dialled until the first call. A host name that does not resolve raises Unavailable."""
+        if not parts.netloc:
+            raise ValueError("etcd:// needs at least one host:port")
+        prefix = parts.path.rstrip("/") or DEFAULT_PREFIX
+        return cls(url, grpc_target(url, parts.netloc), prefix)
+
+    # -- keys ------------------------------------------------------------------------------
+
+    def _key(self, kind: str, name: str) -> bytes:
+        return self.prefix + kind.encode() + b"/" + name.encode()
+
+    def _split(self, key: bytes) -> tuple[str, str] | None:
+        kind, sep, name = key[len(self.prefix):].decode(errors="replace").partition("/")
+        return (kind, name) if sep and kind and name else None
+
+    def _record(self, kv: Any) -> StoredRecord | None:
+        names = self._split(bytes(kv.key))
+        return None if names is None else decode(*names, bytes(kv.value))
+
+    # -- calls with retries ----------------------------------------------------------------
+
+    async def _retry(self, what: str, call: Callable[[float], Awaitable[T]]) -> T:
+        if self._closed:
+            raise FailedPrecondition(f"registry store {self.url} is closed")
+        deadline = time.monotonic() + self.retry_for
+        for attempt in range(10_000):
+            left = deadline - time.monotonic()
+            try:
+                return await call(max(left, 0.05))
+            except grpc.aio.AioRpcError as e:
+                if e.code() != grpc.StatusCode.UNAVAILABLE or left <= 0:
+                    raise Unavailable(
+                        f"registry store {self.url}: {what} failed ({e.code().name}: "
+                        f"{e.details()}); check that the etcd cluster has a quorum of members up"
+                    ) from e
+                _log.debug("etcd call retried", what=what, error=e.details(), attempt=attempt)
+            await asyncio.sleep(min(0.05 * 2 ** min(attempt, 4), 0.5))  # retry backoff
+        raise Unavailable(f"registry store {self.url}: {what} failed")
+
+    async def _revoke(self, lease: int) -> None:
+        try:
+            await self._retry("revoke lease", lambda t: self._lease.LeaseRevoke(
+                rpc.LeaseRevokeRequest(ID=lease), timeout=t))
+        except Unavailable as e:
+            if "not found" not in str(e):  # expired meanwhile: nothing to revoke
+                _log.warning("revoking a replaced etcd lease failed", error=str(e))
+
+    # -- Store -----------------------------------------------------------------------------
+
+    async def put_at(self, record: StoredRecord) -> int:
+        """Put the record (on a fresh lease when it expires); return the write's revision."""
+        lease = 0
+        if record.expires_at is not None:
+            ttl = max(0, math.ceil(record.expires_at - self.clock())) + LEASE_SLACK
+            granted: Any = await self._retry("grant lease", lambda t: self._lease.LeaseGrant(
+                rpc.LeaseGrantRequest(TTL=ttl), timeout=t))
+            lease = int(granted.ID)
+        request = rpc.PutRequest(
+            key=self._key(record.kind, record.name), value=encode(record), lease=lease,
+            prev_kv=True,
+        )
+        reply: Any = await self._retry("put", lambda t: self._kv.Put(request, timeout=t))
+        previous = int(reply.prev_kv.lease) if reply.HasField("prev_kv") else 0
+        if previous and previous != lease:
+            await self._revoke(previous)
+        return int(reply.header.revision)
+
+    async def put(self, record: StoredRecord) -> None:
+        """Insert or replace ``(record.kind, record.name)``; returns once etcd committed it."""
+        await self.put_at(record)
+
+    async def delete_at(self, kind: str, name: str) -> int | None:
+        """Delete ``(kind, name)``; the revision of the deletion, None when nothing was stored."""
+        request = rpc.DeleteRangeRequest(key=self._key(kind, name), prev_kv=True)
+        reply: Any = await self._retry("delete", lambda t: self._kv.DeleteRange(request, timeout=t))
+        if int(reply.deleted) < 1:
+            return None
+        for kv in reply.prev_kvs:
+            if int(kv.lease):
+                await self._revoke(int(kv.lease))
+        return int(reply.header.revision)
+
+    async def delete(self, kind: str, name: str) -> bool:
+        """Remove ``(kind, name)``; return whether it was stored (expired or not)."""
+        return await self.delete_at(kind, name) is not None
+
+    async def _range(self, prefix: bytes) -> tuple[int, list[Any]]:
+        request = rpc.RangeRequest(key=prefix, range_end=_range_end(prefix))
+        reply: Any = await self._retry("range", lambda t: self._kv.Range(request, timeout=t))
+        return int(reply.header.revision), list(reply.kvs)
+
+    async def load(self, kind: str, now: float) -> list[StoredRecord]:
+        """Every record of ``kind`` not expired at ``now``, ordered by name."""
+        _, kvs = await self._range(self.prefix + kind.encode() + b"/")
+        records = [r for kv in kvs if (r := self._record(kv)) is not None and _alive(r, now)]
+        return sorted(records, key=lambda r: r.name)
+
+    async def snapshot(self, now: float) -> tuple[int, list[StoredRecord]]:
+        """Records of every kind not expired at ``now``, and the revision they are current at."""
+        revision, kvs = await self._range(self.prefix)
+        records = [r for kv in kvs if (r := self._record(kv)) is not None and _alive(r, now)]
+        return revision, records
+
+    async def purge_expired(self, now: float) -> int:
+        """Delete every record expired at ``now`` that nobody refreshed meanwhile."""
+        _, kvs = await self._range(self.prefix)
+        purged = 0
+        for kv in kvs:
+            record = self._record(kv)
+            if record is None or _alive(record, now):
+                continue
+            request = rpc.TxnRequest(
+                compare=[rpc.Compare(
+                    key=bytes(kv.key), target=rpc.Compare.MOD, result=rpc.Compare.EQUAL,
+                    mod_revision=int(kv.mod_revision),
+                )],
+                success=[rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(
+                    key=bytes(kv.key)))],
+            )
+            purged += await self._delete_if_unchanged(request)
+        return purged
+
+    async def _delete_if_unchanged(self, request: Any) -> int:
+        reply: Any = await self._retry("purge", lambda t: self._kv.Txn(request, timeout=t))
+        return int(bool(reply.succeeded))
+
+    # -- changes ---------------------------------------------------------------------------
+
+    async def changes(self, after: int) -> AsyncIterator[Change]:
+        """Every change above revision ``after``, in order, reopening the watch when it breaks."""
+        attempt = 0
+        while not self._closed:
+            call = self._watch.Watch(wait_for_ready=True)
+            try:
+                await call.write(rpc.WatchRequest(create_request=rpc.WatchCreateRequest(
+                    key=self.prefix, range_end=_range_end(self.prefix), start_revision=after + 1,
+                )))
+                async for response in call:
+                    self._check(response, after)
+                    attempt = 0
+                    for event in response.events:
+                        change = self._change(event)
+                        after = int(event.kv.mod_revision)
+                        if change is not None:
+                            yield change
+            except grpc.aio.AioRpcError as e:
+                if e.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+                    raise Unavailable(f"registry store {self.url}: watch failed ({e})") from e
+                _log.info("etcd watch reopened", after=after, error=e.details())
+            finally:
+                call.cancel()
+            attempt += 1
+            await asyncio.sleep(min(0.05 * 2 ** min(attempt, 4), 0.5))  # reconnect backoff
+
+    def _check(self, response: Any, after: int) -> None:
+        if int(response.compact_revision):
+            raise HistoryLost(
+                f"etcd compacted its history to revision {response.compact_revision}, past "
+                f"revision {after + 1} this watch needed"
+            )
+        if response.canceled:
+            raise Unavailable(
+                f"registry store {self.url}: etcd cancelled the watch ({response.cancel_reason})"
+            )
+
+    def _change(self, event: Any) -> Change | None:
+        kv = event.kv
+        names = self._split(bytes(kv.key))
+        if names is None:
+            return None
+        revision = int(kv.mod_revision)
+        if event.type == rpc.Event.DELETE:
+            return Change(revision, *names, None)
+        record = decode(*names, bytes(kv.value))
+        return None if record is None else Change(revision, *names, record)
+
+    async def close(self) -> None:
+        """Close the channel (open watches end). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._channel.close()
