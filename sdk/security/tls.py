@@ -13,6 +13,13 @@ Contract:
 - Servers are checked by host name: their SVIDs carry a DNS SAN, and the channel overrides the
   target name with it (``grpc.ssl_target_name_override``); :func:`server_name` is the fabric's
   default name, ``vwire.<trust-domain>``.
+- Federation: a client dialing a server of another trust domain names it (``trust_domain``) and
+  trusts only that trust domain's bundle for the handshake, so no other root can vouch for the
+  server; a trust domain its source does not federate with is refused before dialing
+  (Unauthenticated naming it and ``nsmctl ca federate``). :func:`server_credentials` trusts
+  only the local roots unless ``federated``; servers that accept peers of federated trust
+  domains use :class:`sdk.security.peertrust.PeerTrust` (credentials plus the per-call check
+  that a peer's certificate is signed by a root of its own trust domain).
 """
 
 from __future__ import annotations
@@ -33,15 +40,17 @@ def server_name(trust_domain: str) -> str:
     return SERVER_NAME_PREFIX + trust_domain
 
 
-def _server_config(material: Material) -> grpc.ServerCertificateConfiguration:
+def _server_config(material: Material, federated: bool) -> grpc.ServerCertificateConfiguration:
     return grpc.ssl_server_certificate_configuration(
         [(material.svid.key_pem(), material.svid.chain_pem())],
-        root_certificates=material.bundle.pem(),
+        root_certificates=material.trust.pem() if federated else material.bundle.pem(),
     )
 
 
-def server_credentials(source: SvidSource) -> grpc.ServerCredentials:
-    """Credentials for ``add_secure_port`` that follow ``source``; see the module docstring."""
+def server_credentials(source: SvidSource, federated: bool = False) -> grpc.ServerCredentials:
+    """Credentials for ``add_secure_port`` that follow ``source``; see the module docstring.
+    ``federated``: trust the roots of every federated trust domain too — only for servers
+    that check each peer with :class:`sdk.security.peertrust.PeerTrust` (which calls this)."""
     lock = threading.Lock()
     first = source.current()
     served = [first.generation]
@@ -53,35 +62,45 @@ def server_credentials(source: SvidSource) -> grpc.ServerCredentials:
             if material.generation == served[0]:
                 return None
             served[0] = material.generation
-        return _server_config(material)
+        return _server_config(material, federated)
 
     # The stubs say the fetcher must return a configuration; gRPC documents None as "no change".
     fetcher: Callable[[], grpc.ServerCertificateConfiguration] = fetch  # type: ignore[assignment]
     return grpc.dynamic_ssl_server_credentials(
-        _server_config(first), fetcher, require_client_authentication=True
+        _server_config(first, federated), fetcher, require_client_authentication=True
     )
 
 
-def channel_credentials(material: Material) -> grpc.ChannelCredentials:
-    """Client credentials presenting ``material``'s SVID and trusting its bundle."""
+def channel_credentials(
+    material: Material, trust_domain: str | None = None
+) -> grpc.ChannelCredentials:
+    """Client credentials presenting ``material``'s SVID and trusting only the bundle of the
+    server's ``trust_domain`` (default: the local one); a trust domain that is not federated
+    raises Unauthenticated naming it and the fix."""
+    roots = material.trust.require(trust_domain or material.bundle.trust_domain)
     return grpc.ssl_channel_credentials(
-        root_certificates=material.bundle.pem(),
+        root_certificates=roots.pem(),
         private_key=material.svid.key_pem(),
         certificate_chain=material.svid.chain_pem(),
     )
 
 
 def secure_channel(
-    address: ListenAddress | str, source: SvidSource, name: str | None = None
+    address: ListenAddress | str,
+    source: SvidSource,
+    name: str | None = None,
+    trust_domain: str | None = None,
 ) -> grpc.aio.Channel:
-    """An mTLS channel to a TCP address; the server must present a certificate for ``name``
-    (default: :func:`server_name` of the bundle's trust domain)."""
+    """An mTLS channel to a TCP address of a server in ``trust_domain`` (default: the local
+    one); the server must present a certificate of that trust domain's roots for ``name``
+    (default: :func:`server_name` of that trust domain)."""
     parsed = parse_address(address) if isinstance(address, str) else address
     material = source.current()
-    target_name = name or server_name(material.bundle.trust_domain)
+    domain = trust_domain or material.bundle.trust_domain
+    target_name = name or server_name(domain)
     return grpc.aio.secure_channel(
         parsed.target,
-        channel_credentials(material),
+        channel_credentials(material, domain),
         options=[("grpc.ssl_target_name_override", target_name)],
     )
 
@@ -90,11 +109,14 @@ class SecureChannelFactory:
     """A :data:`sdk.channels.ChannelFactory`: mTLS for TCP addresses, plain for Unix sockets
     (local, protected by file permissions)."""
 
-    def __init__(self, source: SvidSource, name: str | None = None) -> None:
+    def __init__(
+        self, source: SvidSource, name: str | None = None, trust_domain: str | None = None
+    ) -> None:
         self.source = source
         self.name = name
+        self.trust_domain = trust_domain
 
     def __call__(self, address: ListenAddress) -> grpc.aio.Channel:
         if address.scheme == "unix":
             return grpc.aio.insecure_channel(address.target)
-        return secure_channel(address, self.source, self.name)
+        return secure_channel(address, self.source, self.name, self.trust_domain)
