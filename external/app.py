@@ -1,0 +1,205 @@
+"""The external-host router: serves every external host the domain's registry asks for.
+
+Contract of :class:`ExternalRouter`:
+
+* :meth:`start` checks the settings (``public_address`` an IP, ``ports`` a range, the state
+  directory usable), then watches the registry's NetworkService records and keeps one
+  :class:`external.host.ServedHost` per valid request record (:mod:`sdk.external`): a new request
+  is set up and its status record registered (``ready`` with the endpoint, key, addresses, MTU
+  and DNS; or ``failed`` with the error's class, everything built undone); a deleted request is
+  torn down (traffic stops), its key and port forgotten, and its status record removed last, so
+  ``nsmctl external remove`` returns once the host is cut off. A request that does not parse is
+  logged and ignored. Work on one host is serialised; hosts do not wait for each other.
+* When the watch breaks (the registry restarted) it reconnects with back-off and reconciles:
+  hosts whose request is gone are removed.
+* :meth:`stop` stops watching and tears every host down (their namespaces, vWires and status
+  records) but keeps their keys and ports: a restarted router serves them again with the same
+  configuration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import os
+import socket
+from pathlib import Path
+
+import grpc
+import structlog
+
+from api.proto.registry_pb2 import NetworkService
+from external.host import ServedHost, Serving
+from external.settings import ExternalSettings
+from external.state import HostState, parse_ports
+from sdk.chain import CallContext
+from sdk.channels import ChannelPool
+from sdk.errors import FabricError, InvalidArgument
+from sdk.external import (
+    ExternalHost,
+    ExternalStatus,
+    is_request,
+    parse_request,
+    status_name,
+    status_record,
+)
+from sdk.grpcutil import parse_address
+from sdk.keyedlock import KeyedLock
+from sdk.registry.client import RemoteRegistry
+from sdk.registry.core import Query, RegistryChain
+from sdk.registry.kinds import SERVICE
+from sdk.security.source import FileSvidSource, SvidSource
+from sdk.security.tls import SecureChannelFactory
+
+log = structlog.get_logger("external")
+
+MAX_BACKOFF = 5.0
+
+
+def check_settings(config: ExternalSettings) -> None:
+    """Raise InvalidArgument naming the first bad setting."""
+    try:
+        ipaddress.ip_address(config.public_address)
+    except ValueError:
+        raise InvalidArgument(
+            "public_address", f"{config.public_address!r}: give the IP address external hosts "
+            "dial (--public-address)") from None
+    parse_ports(config.ports)
+    parse_address(config.registry, "registry")
+    parse_address(config.nsmgr, "nsmgr")
+    if not 1280 <= config.public_mtu <= 65535:
+        raise InvalidArgument("public_mtu", f"must be 1280..65535 (got {config.public_mtu})")
+    if config.svid_dir and not config.nsmgr_id:
+        raise InvalidArgument("nsmgr_id", "signing requests needs the SPIFFE ID of the node's "
+                              "nsmgr (--nsmgr-id spiffe://<trust-domain>/nsmgr/<node>)")
+
+
+class ExternalRouter:
+    """See the module docstring."""
+
+    def __init__(self, config: ExternalSettings) -> None:
+        check_settings(config)
+        self.config = config
+        self.state = HostState(Path(config.state_dir), parse_ports(config.ports))
+        svids: SvidSource | None = (
+            FileSvidSource(Path(config.svid_dir)) if config.svid_dir else None)
+        self.pool = ChannelPool(SecureChannelFactory(svids)) if svids else ChannelPool()
+        self.serving = Serving(
+            config.public_address, config.public_mtu, config.nsmgr, self.pool,
+            config.name or f"external-{socket.gethostname()}", config.netns_prefix, svids,
+            config.nsmgr_id, config.lifetime, config.request_timeout)
+        self.hosts: dict[str, ServedHost] = {}
+        self.failed: set[str] = set()
+        self._locks = KeyedLock()
+        self._watch: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def _registry(self) -> RegistryChain[NetworkService]:
+        return RegistryChain([RemoteRegistry(SERVICE, self.pool.get(self.config.registry))])
+
+    async def start(self) -> None:
+        os.makedirs(self.config.state_dir, mode=0o700, exist_ok=True)
+        self._watch = asyncio.create_task(self._watch_forever(), name="external-watch")
+        log.info("external_router_started", registry=self.config.registry,
+                 public_address=self.config.public_address, ports=self.config.ports)
+
+    async def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+        for name in list(self.hosts):
+            await self._remove(name, forget=False)
+        for name in list(self.failed):
+            await self._unpublish(name)
+        await self.pool.close()
+
+    async def _watch_forever(self) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                await self._follow()
+            except (FabricError, grpc.aio.AioRpcError) as exc:
+                log.warning("external_watch_broken", error=str(exc))
+            await asyncio.sleep(backoff)  # back-off before reconnecting to the registry
+            backoff = min(backoff * 2, MAX_BACKOFF)
+
+    async def _follow(self) -> None:
+        listed = [event.record async for event in self._registry.find(
+            Query(NetworkService()), CallContext.with_timeout(10.0))]
+        wanted = {host.name for host in map(self._parse, filter(is_request, listed)) if host}
+        for gone in (set(self.hosts) | self.failed) - wanted:  # removed while not watching
+            await self._remove(gone, forget=True)
+        async for event in self._registry.find(Query(NetworkService(), watch=True)):
+            if not is_request(event.record):
+                continue
+            host = self._parse(event.record)
+            if host is None:
+                continue
+            if event.deleted:
+                await self._remove(host.name, forget=True)
+            else:
+                await self._serve(host)
+
+    @staticmethod
+    def _parse(record: NetworkService) -> ExternalHost | None:
+        try:
+            return parse_request(record)
+        except InvalidArgument as exc:
+            log.warning("external_request_ignored", record=record.name[:80], error=str(exc))
+            return None
+
+    async def _serve(self, host: ExternalHost) -> None:
+        async with self._locks(host.name):
+            current = self.hosts.get(host.name)
+            if current is not None and current.host == host:
+                return
+            if current is not None:
+                await self._remove_locked(host.name, forget=False)
+            try:
+                keys = self.state.load_or_create(host.name)
+                served = ServedHost(host, keys, self.serving, self._publish_later)
+                status = await served.up()
+            except FabricError as exc:
+                log.error("external_host_failed", name=host.name, service=host.service,
+                          error=str(exc))
+                self.failed.add(host.name)
+                await self._publish(ExternalStatus(host.name, "failed",
+                                                   error=type(exc).__name__))
+                return
+            self.failed.discard(host.name)
+            self.hosts[host.name] = served
+            await self._publish(status)
+
+    async def _remove(self, name: str, *, forget: bool) -> None:
+        async with self._locks(name):
+            await self._remove_locked(name, forget=forget)
+
+    async def _remove_locked(self, name: str, *, forget: bool) -> None:
+        served = self.hosts.pop(name, None)
+        if served is not None:
+            await served.down()
+        if forget:
+            self.state.forget(name)
+        self.failed.discard(name)
+        await self._unpublish(name)
+
+    def _publish_later(self, status: ExternalStatus) -> None:
+        task = asyncio.get_running_loop().create_task(self._publish(status))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _publish(self, status: ExternalStatus) -> None:
+        try:
+            await self._registry.register(status_record(status), CallContext.with_timeout(5.0))
+        except FabricError as exc:
+            log.error("external_status_not_published", name=status.name, error=str(exc))
+
+    async def _unpublish(self, name: str) -> None:
+        try:
+            await self._registry.unregister(NetworkService(name=status_name(name)),
+                                            CallContext.with_timeout(5.0))
+        except FabricError as exc:
+            log.info("external_status_not_removed", name=name, error=str(exc))

@@ -1,0 +1,170 @@
+"""One external host served: its router namespace, its vWire, and its status record.
+
+Contract of :class:`ServedHost`:
+
+* :meth:`up` builds, in order: the router namespace, the vWire to the host's service (requested
+  through the node's nsmgr with the client chain, :mod:`sdk.chains.client`, KERNEL mechanism into
+  the router namespace; refreshed and healed until closed), the WireGuard device with the host's
+  key as its only peer on the host's port, routes for the host's addresses (the vWire's client
+  addresses), and returns the :class:`sdk.external.ExternalStatus` to publish. On any failure
+  everything built so far is undone (:meth:`down`) and the error raised.
+* A heal that changes the vWire's addresses re-routes them (``on_change``); the exported
+  configuration then names old addresses, which the status record shows.
+* :meth:`down` deletes the namespace first (traffic stops at once), then closes the vWire and
+  stops keeping it; idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ipaddress
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+
+from api.mechanisms.kernel import KernelMechanism
+from api.proto.connection_pb2 import Connection
+from api.proto.networkservice_pb2 import NetworkServiceRequest
+from external.router import Router
+from external.state import HostKeys
+from sdk.chain import CallContext
+from sdk.chains.client import ClientChain, ClientOptions
+from sdk.channels import ChannelPool
+from sdk.external import ExternalHost, ExternalStatus
+from sdk.security.source import SvidSource
+
+log = structlog.get_logger("external.host")
+
+VWIRE_INTERFACE = "nsm0"
+WIREGUARD_OVERHEAD = {4: 60, 6: 80}  # bytes of outer IP + UDP + WireGuard headers
+
+
+def interface_name(netns: str) -> str:
+    """A WireGuard link name unique to the router namespace (wireguard-go's control sockets
+    are global, so names must not clash across namespaces)."""
+    return "vx" + hashlib.sha256(netns.encode()).hexdigest()[:10]
+
+
+@dataclass(frozen=True)
+class Serving:
+    """What every served host shares: where hosts dial, and how vWires are requested."""
+
+    public_address: str
+    public_mtu: int
+    nsmgr: str
+    pool: ChannelPool
+    client_name: str
+    netns_prefix: str
+    svids: SvidSource | None = None
+    nsmgr_id: str = ""
+    lifetime: float = 60.0
+    request_timeout: float = 15.0
+
+
+def host_mtu(conn: Connection, serving: Serving) -> int:
+    """The host's tunnel MTU: the vWire's, and what the public path carries after WireGuard."""
+    version = ipaddress.ip_address(serving.public_address).version
+    outer = serving.public_mtu - WIREGUARD_OVERHEAD[version]
+    return min(conn.context.MTU, outer) if conn.context.MTU else outer
+
+
+def _host(cidr: str) -> str:
+    address = ipaddress.ip_interface(cidr).ip
+    return f"{address}/{address.max_prefixlen}"
+
+
+def status_of(host: ExternalHost, conn: Connection, keys: HostKeys,
+              serving: Serving) -> ExternalStatus:
+    """The status record of a host served over ``conn``."""
+    ip = conn.context.ip_context
+    allowed = [_host(a) for a in ip.dst_ip_addrs] + [
+        str(ipaddress.ip_network(route.prefix, strict=False)) for route in ip.src_routes]
+    dns = [server for config in conn.context.dns_context.configs
+           for server in config.dns_server_ips]
+    return ExternalStatus(
+        host.name, "ready", (serving.public_address, keys.port), keys.private_key.public_key(),
+        tuple(_host(a) for a in ip.src_ip_addrs), tuple(dict.fromkeys(allowed)),
+        host_mtu(conn, serving), tuple(dns),
+    )
+
+
+class ServedHost:
+    """See the module docstring."""
+
+    def __init__(self, host: ExternalHost, keys: HostKeys, serving: Serving,
+                 on_status: Callable[[ExternalStatus], None] | None = None) -> None:
+        self.host = host
+        self.keys = keys
+        self.serving = serving
+        self.on_status = on_status
+        netns = f"{serving.netns_prefix}{host.name}"
+        self.router = Router(netns, interface_name(netns), VWIRE_INTERFACE)
+        self.client = ClientChain(
+            ClientOptions(name=serving.client_name, nsmgr=serving.nsmgr, pool=serving.pool,
+                          lifetime=serving.lifetime, request_timeout=serving.request_timeout,
+                          svids=serving.svids, nsmgr_id=serving.nsmgr_id),
+            on_change=self._changed,
+        )
+        self.connection: Connection | None = None
+        self._id = str(uuid.uuid4())
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def up(self) -> ExternalStatus:
+        try:
+            await self.router.create()
+            conn = await self._request()
+            self.connection = conn
+            await self.router.wireguard(self.keys.private_key, self.keys.port,
+                                        self.host.public_key, host_mtu(conn, self.serving))
+            await self.router.route(list(conn.context.ip_context.src_ip_addrs))
+        except BaseException:
+            await self.down()
+            raise
+        log.info("external_host_up", name=self.host.name, service=self.host.service,
+                 port=self.keys.port, backend=self.router.backend)
+        return status_of(self.host, conn, self.keys, self.serving)
+
+    async def _request(self) -> Connection:
+        request = NetworkServiceRequest()
+        request.connection.id = self._id
+        request.connection.network_service = self.host.service
+        request.mechanism_preferences.append(
+            KernelMechanism(self.router.netns_path, VWIRE_INTERFACE).to_proto())
+        return await self.client.chain.run_request(
+            request, CallContext.with_timeout(self.serving.request_timeout))
+
+    def _changed(self, conn: Connection) -> None:
+        old = self.connection
+        self.connection = conn
+        if old is None or list(old.context.ip_context.src_ip_addrs) == list(
+                conn.context.ip_context.src_ip_addrs):
+            return
+        task = asyncio.get_running_loop().create_task(self._reroute(conn))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _reroute(self, conn: Connection) -> None:
+        try:
+            await self.router.route(list(conn.context.ip_context.src_ip_addrs))
+        except Exception:
+            log.exception("external_reroute_failed", name=self.host.name)
+            return
+        if self.on_status is not None:
+            self.on_status(status_of(self.host, conn, self.keys, self.serving))
+
+    async def down(self) -> None:
+        await self.router.delete()
+        for task in list(self._tasks):
+            task.cancel()
+        await self.client.stop()
+        conn, self.connection = self.connection, None
+        if conn is not None:
+            try:
+                await self.client.chain.run_close(
+                    conn, CallContext.with_timeout(self.serving.request_timeout))
+            except Exception as exc:  # the path expires on its own; the namespace is gone
+                log.warning("external_vwire_close_failed", name=self.host.name, error=str(exc))
+        log.info("external_host_down", name=self.host.name)

@@ -1,0 +1,173 @@
+"""One external host's router namespace: a WireGuard device with the host as its only peer,
+the vWire's interface, and forwarding between them.
+
+Contract:
+
+* :meth:`Router.create` makes the namespace ``netns`` (an old one of that name, left by a crash,
+  is deleted first) with forwarding on and ``accept_local`` on (packets from the host carry the
+  vWire's client address as their source, which is also an address of this namespace).
+* :meth:`Router.wireguard` makes device ``ifname`` in the *calling* process's namespace, so its
+  UDP socket listens on the node's public side, then moves the link into the router namespace
+  (the socket stays): the kernel module when ``ip link add type wireguard`` works, otherwise a
+  ``wireguard-go -f`` child process. It is configured with ``wg set`` (private key through
+  stdin, never on a command line), the host as the only peer.
+* :meth:`Router.route` points the host's addresses at the WireGuard device and makes replies
+  arriving on the vWire interface (whose address they are) go to the host: rule ``iif VWIRE``
+  at preference 100 ahead of the local table (moved from 0 to 1000). It replaces what an earlier
+  call set (after a heal changed the addresses) and sets the peer's allowed IPs to them.
+* :meth:`Router.delete` deletes the namespace (the WireGuard link with it: traffic stops at
+  once), then stops a wireguard-go child (SIGTERM, SIGKILL after ``stop_timeout``). It is
+  idempotent and safe after a failed ``create``; nothing is left behind.
+Every failed command raises :class:`sdk.errors.DataplaneError` with the command and its message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+from collections.abc import Sequence
+from pathlib import Path
+
+import structlog
+
+from external.state import WgKey
+from sdk.errors import DataplaneError
+
+log = structlog.get_logger("external.router")
+
+WG_SOCKET_DIR = Path("/var/run/wireguard")
+TABLE = "100"
+RULE_PREF = "100"
+LOCAL_PREF = "1000"
+
+
+async def run(*cmd: str, stdin: str | None = None, check: bool = True) -> str:
+    """Run a command; its stdout, or DataplaneError naming it with its stderr."""
+    proc = await asyncio.create_subprocess_exec(
+        *cmd, stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await proc.communicate(stdin.encode() if stdin is not None else None)
+    if check and proc.returncode != 0:
+        shown = " ".join(cmd)
+        raise DataplaneError(f"`{shown}` failed: {err.decode(errors='replace').strip()}")
+    return out.decode(errors="replace")
+
+
+def _family(cidr: str) -> str:
+    return "-6" if ipaddress.ip_interface(cidr).version == 6 else "-4"
+
+
+class Router:
+    """See the module docstring."""
+
+    def __init__(self, netns: str, ifname: str, vwire_interface: str, *,
+                 wireguard_go: str = "wireguard-go", start_timeout: float = 5.0,
+                 stop_timeout: float = 3.0) -> None:
+        self.netns = netns
+        self.ifname = ifname
+        self.vwire_interface = vwire_interface
+        self.wireguard_go = wireguard_go
+        self.start_timeout = start_timeout
+        self.stop_timeout = stop_timeout
+        self.backend = ""
+        self.peer_key = ""
+        self._daemon: asyncio.subprocess.Process | None = None
+        self._routed: list[str] = []
+
+    @property
+    def netns_path(self) -> str:
+        return f"/var/run/netns/{self.netns}"
+
+    def _ip(self, *args: str) -> list[str]:
+        return ["ip", "-n", self.netns, *args]
+
+    def _in(self, *args: str) -> list[str]:
+        return ["ip", "netns", "exec", self.netns, *args]
+
+    async def create(self) -> None:
+        await run("ip", "netns", "del", self.netns, check=False)
+        await run("ip", "netns", "add", self.netns)
+        await run(*self._ip("link", "set", "lo", "up"))
+        await run(*self._in("sysctl", "-qw", "net.ipv4.ip_forward=1",
+                            "net.ipv4.conf.all.accept_local=1",
+                            "net.ipv6.conf.all.forwarding=1"))
+        for family in ("-4", "-6"):  # our rule goes ahead of the local table
+            await run(*self._ip(family, "rule", "add", "pref", LOCAL_PREF, "lookup", "local"))
+            await run(*self._ip(family, "rule", "del", "pref", "0", "lookup", "local"))
+            await run(*self._ip(family, "rule", "add", "pref", RULE_PREF, "iif",
+                                self.vwire_interface, "lookup", TABLE))
+
+    async def wireguard(self, key: WgKey, port: int, peer_key: str, mtu: int) -> None:
+        if await self._kernel_device():
+            self.backend = "kernel"
+        else:
+            await self._start_daemon()
+            self.backend = "wireguard-go"
+        await run("ip", "link", "set", self.ifname, "netns", self.netns)
+        self.peer_key = peer_key
+        await run(*self._in("wg", "set", self.ifname, "listen-port", str(port),
+                            "private-key", "/dev/stdin", "peer", peer_key),
+                  stdin=key.reveal() + "\n")
+        await run(*self._ip("link", "set", self.ifname, "mtu", str(mtu), "up"))
+        log.info("external_wireguard_up", netns=self.netns, ifname=self.ifname,
+                 backend=self.backend, port=port)
+
+    async def _kernel_device(self) -> bool:
+        try:
+            await run("ip", "link", "add", self.ifname, "type", "wireguard")
+        except DataplaneError:
+            return False
+        return True
+
+    async def _start_daemon(self) -> None:
+        socket = WG_SOCKET_DIR / f"{self.ifname}.sock"
+        self._daemon = await asyncio.create_subprocess_exec(
+            self.wireguard_go, "-f", self.ifname, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            start_new_session=True)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.start_timeout
+        delay = 0.005
+        while not socket.exists():  # bounded poll for the daemon's own control socket
+            if self._daemon.returncode is not None or loop.time() > deadline:
+                raise DataplaneError(
+                    f"wireguard-go for {self.ifname} did not start within {self.start_timeout} s")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._daemon.wait(), delay)
+            delay = min(delay * 2, 0.1)
+
+    async def route(self, host_addresses: Sequence[str]) -> None:
+        wanted = [str(ipaddress.ip_interface(a).ip) + ("/128" if ":" in a else "/32")
+                  for a in host_addresses]
+        for old in self._routed:
+            if old not in wanted:
+                await run(*self._ip(_family(old), "route", "del", old, "dev", self.ifname),
+                          check=False)
+                await run(*self._ip(_family(old), "route", "del", old, "table", TABLE),
+                          check=False)
+        for cidr in wanted:
+            await run(*self._ip(_family(cidr), "route", "replace", cidr, "dev", self.ifname))
+            await run(*self._ip(_family(cidr), "route", "replace", cidr, "dev", self.ifname,
+                                "table", TABLE))
+        await run(*self._in("sysctl", "-qw", f"net.ipv4.conf.{self.ifname}.accept_local=1"))
+        await run(*self._in("wg", "set", self.ifname, "peer", self.peer_key, "allowed-ips",
+                            ",".join(wanted)))
+        self._routed = wanted
+
+    async def delete(self) -> None:
+        await run("ip", "netns", "del", self.netns, check=False)
+        with contextlib.suppress(DataplaneError):  # a kernel device never moved in
+            await run("ip", "link", "del", self.ifname, check=False)
+        daemon, self._daemon = self._daemon, None
+        if daemon is not None and daemon.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                daemon.terminate()
+            try:
+                await asyncio.wait_for(daemon.wait(), self.stop_timeout)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    daemon.kill()
+                await daemon.wait()
+        (WG_SOCKET_DIR / f"{self.ifname}.sock").unlink(missing_ok=True)
+        log.info("external_router_deleted", netns=self.netns)

@@ -1,0 +1,36 @@
+"""Settings of the external-host router (environment prefix ``VWIRE_EXTERNAL_``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sdk.settings import setting
+
+PREFIX = "VWIRE_EXTERNAL_"
+
+
+@dataclass(frozen=True)
+class ExternalSettings:
+    public_address: str = setting(
+        "", "the IP address external hosts dial (this node's public or NAT address); required"
+    )
+    ports: str = setting("51900-51999", "UDP ports for external hosts' WireGuard: FIRST-LAST")
+    public_mtu: int = setting(1500, "MTU of the path external hosts come in on")
+    registry: str = setting("unix:///var/run/vwire/registry.sock",
+                            "the domain's registry: where external hosts are requested")
+    nsmgr: str = setting("unix:///var/run/vwire/nsmgr.sock", "this node's nsmgr")
+    name: str = setting("", "client name in the vWires' paths (default: external-<hostname>)")
+    netns_prefix: str = setting("vwx-", "name prefix of the router namespaces (one per host)")
+    state_dir: str = setting(
+        "/var/lib/vwire/external", "where the fabric side's WireGuard keys and ports are kept"
+    )
+    svid_dir: str = setting(
+        "", "directory with svid.crt, svid.key and bundle.pem: sign the vWires' requests"
+    )
+    nsmgr_id: str = setting("", "SPIFFE ID of this node's nsmgr (needed with --svid-dir)")
+    lifetime: float = setting(60.0, "seconds a vWire's path segment stays valid (refreshed)")
+    request_timeout: float = setting(15.0, "deadline of each vWire request, seconds")
+    metrics_listen: str = setting(
+        "", "serve Prometheus metrics on host:port (/metrics); off when empty"
+    )
+    log_level: str = setting("info", "debug, info, warning or error")
