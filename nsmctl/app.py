@@ -17,7 +17,16 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from nsmctl import ca_cmds, dashboard, graph_cmds, lab_cmds, node_cmds, policy_cmds, registry_cmds
+from nsmctl import (
+    ca_cmds,
+    dashboard,
+    external_cmds,
+    graph_cmds,
+    lab_cmds,
+    node_cmds,
+    policy_cmds,
+    registry_cmds,
+)
 from nsmctl.context import (
     DEFAULT_REGISTRY,
     DEFAULT_TIMEOUT,
@@ -120,6 +129,7 @@ ca_cmds.register(app)
 policy_cmds.register(app)
 graph_cmds.register(app)
 dashboard.register(app)
+external_cmds.register(app)
 
 
 #: Options of the root command, accepted anywhere on the line (moved before the command).
