@@ -24,18 +24,22 @@ R = TypeVar("R")
 @dataclass(frozen=True)
 class Query(Generic[R]):
     """Find records matching ``template`` (empty fields match anything); ``watch`` keeps the
-    stream open after the current records and sends every later change."""
+    stream open after the current records and sends every later change. ``resume`` > 0 (with
+    ``watch``) skips the current records and sends the changes after that store revision."""
 
     template: R
     watch: bool = False
+    resume: int = 0
 
 
 @dataclass(frozen=True)
 class Event(Generic[R]):
-    """One record in a find stream; ``deleted`` marks an unregistration or expiry."""
+    """One record in a find stream; ``deleted`` marks an unregistration or expiry. ``revision``
+    > 0 is the store revision a reader has seen once it has this event (shared stores only)."""
 
     record: R
     deleted: bool = False
+    revision: int = 0
 
 
 class RegistryCursor(Cursor["RegistryElement[R]"], Generic[R]):

@@ -50,20 +50,30 @@ class RecordKind(Generic[M]):
         return clone
 
     def to_query(self, message: Message) -> Query[M]:
-        """NSM's query message → :class:`Query`."""
-        return Query(getattr(message, self.field), bool(getattr(message, "watch")))  # noqa: B009
+        """NSM's query message → :class:`Query` (with vwire's ``resume_revision``)."""
+        return Query(
+            getattr(message, self.field), bool(getattr(message, "watch")),  # noqa: B009
+            int(getattr(message, "resume_revision")),  # noqa: B009
+        )
 
     def from_query(self, query: Query[M]) -> Message:
         """:class:`Query` → NSM's query message."""
-        return self.query_message(**{self.field: query.template, "watch": query.watch})
+        return self.query_message(
+            **{self.field: query.template, "watch": query.watch, "resume_revision": query.resume}
+        )
 
     def to_event(self, message: Message) -> Event[M]:
-        """NSM's response message → :class:`Event`."""
-        return Event(getattr(message, self.field), bool(getattr(message, "deleted")))  # noqa: B009
+        """NSM's response message → :class:`Event` (with vwire's ``revision``)."""
+        return Event(
+            getattr(message, self.field), bool(getattr(message, "deleted")),  # noqa: B009
+            int(getattr(message, "revision")),  # noqa: B009
+        )
 
     def from_event(self, event: Event[M]) -> Message:
         """:class:`Event` → NSM's response message."""
-        return self.response_message(**{self.field: event.record, "deleted": event.deleted})
+        return self.response_message(
+            **{self.field: event.record, "deleted": event.deleted, "revision": event.revision}
+        )
 
     def parse(self, data: bytes) -> M:
         record = self.message()

@@ -17,6 +17,13 @@ the stored owner. :meth:`owner` answers from what was stored, so ownership survi
 records stored before owners were kept get the last SPIFFE ID of their ``path_ids`` (the
 identity the registry saw register them). :meth:`usage` says how many records, and how many
 bytes, one owner holds (for ``Quota``).
+
+On a shared store (registry replicas, :mod:`sdk.registry.follow`) the cache follows the store's
+change stream instead: :meth:`apply` takes each change (from any replica, or the store's own
+expiry); ``register``/``unregister`` write to the store and return once this replica's cache has
+caught up with their write, so a replica reads its own writes. ``find`` then lists a snapshot:
+every record as of one revision, the last event carrying that revision (left in
+``ctx.values[LISTED_AT]`` too, for the watch element in front).
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ import heapq
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from api.proto.registry_pb2 import NetworkService, NetworkServiceEndpoint
 from sdk.chain import Key
@@ -35,13 +42,25 @@ from sdk.metrics import REGISTRY_RECORDS
 from sdk.registry.core import Event, Query, RegistryCursor, RegistryElement
 from sdk.registry.kinds import RecordKind
 from sdk.registry.ownership import OWNER
-from sdk.registry.store import Store, StoredRecord
+from sdk.registry.store import Change, SharedStore, Store, StoredRecord
 from sdk.security.peer import identity_of
 
 M = TypeVar("M", NetworkService, NetworkServiceEndpoint)
 
 #: The record an unregister removed, for the watch element in front to announce.
 UNREGISTERED: Key[Any] = Key("persist.unregistered")
+#: The store revision a find's listing was current at (shared stores only).
+LISTED_AT: Key[int] = Key("persist.listed_at")
+
+
+class Follows(Protocol):
+    """What Persist needs of the follower of a shared store (:class:`sdk.registry.follow.
+    Follower`)."""
+
+    store: SharedStore
+    revision: int
+
+    async def reached(self, revision: int) -> None: ...
 
 
 def expiry_of(record: NetworkService | NetworkServiceEndpoint) -> float | None:
@@ -63,6 +82,7 @@ class Persist(RegistryElement[M], Generic[M]):
         self._writing = KeyedLock()  # per name: store and cache change together
         self._owners: dict[str, str] = {}
         self._usage: dict[str, tuple[int, int]] = {}  # owner -> (records, bytes)
+        self._follower: Follows | None = None
         REGISTRY_RECORDS.labels(kind.key).set_function(lambda: len(self._records))
 
     async def load(self, now: float | None = None) -> int:
@@ -79,8 +99,26 @@ class Persist(RegistryElement[M], Generic[M]):
             self._remember(record, owner)
         return len(stored)
 
+    def follow(self, follower: Follows) -> None:
+        """Let the cache follow a shared store's changes (see the module docstring)."""
+        self._follower = follower
+
+    def apply(self, change: Change) -> Event[M] | None:
+        """Bring the cache in step with one change of the shared store; the event watchers
+        should see (None: a deletion of a record this replica did not hold)."""
+        if change.record is None:
+            old = self._forget(change.name)
+            return None if old is None else Event(old, True, change.revision)
+        record = self.kind.parse(change.record.data)
+        self._remember(record, change.record.owner)
+        return Event(record, False, change.revision)
+
     def __len__(self) -> int:
         return len(self._records)
+
+    def names(self) -> list[str]:
+        """The names of the current records."""
+        return list(self._records)
 
     def get(self, name: str) -> M | None:
         """The current record of that name (read-only), or None."""
@@ -164,12 +202,26 @@ class Persist(RegistryElement[M], Generic[M]):
         stored = StoredRecord(
             self.kind.key, record.name, record.SerializeToString(), expiry_of(record), owner
         )
+        if self._follower is not None:
+            await self._follower.reached(await self._follower.store.put_at(stored))
+            current = self._records.get(record.name)
+            return self.kind.copy(record) if current is None else current
         await self.store.put(stored)
         kept = self.kind.copy(record)
         self._remember(kept, owner)
         return kept
 
     async def find(self, query: Query[M], next: RegistryCursor[M]) -> AsyncIterator[Event[M]]:
+        if self._follower is None:
+            for record in self._matching(query):
+                yield Event(record)
+            return
+        listed = list(self._matching(query))  # one snapshot: no await while it is taken
+        revision = next.ctx.values[LISTED_AT] = self._follower.revision
+        for index, record in enumerate(listed):
+            yield Event(record, False, revision if index == len(listed) - 1 else 0)
+
+    def _matching(self, query: Query[M]) -> Iterable[M]:
         template = query.template
         names: Iterable[str]
         if template.name:
@@ -178,15 +230,23 @@ class Persist(RegistryElement[M], Generic[M]):
             names = set.intersection(*(self._by_service.get(s, set()) for s in services))
         else:
             names = list(self._records)
-        for name in names:
+        for name in list(names):
             record = self._records.get(name)
             if record is not None and self.kind.matches(template, record):
-                yield Event(record)
+                yield record
 
     async def unregister(self, record: M, next: RegistryCursor[M]) -> None:
         async with self._writing(record.name):
-            if record.name not in self._records:
+            old = self._records.get(record.name)
+            if old is None:
                 raise NotFound(f"{self.kind.title} {record.name!r} is not registered")
-            await self.store.delete(self.kind.key, record.name)
-            next.ctx.values[UNREGISTERED] = self._forget(record.name)
+            if self._follower is not None:
+                revision = await self._follower.store.delete_at(self.kind.key, record.name)
+                if revision is None:  # another replica, or the store's expiry, was first
+                    raise NotFound(f"{self.kind.title} {record.name!r} is not registered")
+                await self._follower.reached(revision)
+                next.ctx.values[UNREGISTERED] = old
+            else:
+                await self.store.delete(self.kind.key, record.name)
+                next.ctx.values[UNREGISTERED] = self._forget(record.name)
         await next.unregister(record)

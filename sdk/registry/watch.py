@@ -12,20 +12,31 @@ watcher's queue is a run of the latest events, so the memory all backlogs hold t
 most ``max_backlog_bytes`` (plus per-event overhead). ``queued_bytes`` tells how much is queued
 now. :meth:`Watch.end_all` ends every stream cleanly on shutdown.
 Non-watching finds pass through. Place it in front of ``Persist``.
+
+Replicas on a shared store (``publish_local=False``): changes reach watchers only from the
+store's change stream (:mod:`sdk.registry.follow` calls :meth:`Watch.publish`), never from this
+replica's own calls, so every replica announces every change once, in the store's revision
+order, each event carrying its revision. A listing is a snapshot at one revision (see
+``Persist``); queued changes up to that revision are then dropped, so nothing is sent twice.
+The last ``history`` published events are kept: a watching find with ``resume`` = R (a revision
+the client saw, e.g. on another replica that died) skips the listing and gets exactly the
+changes after R, first from that history, then live; an R older than the history
+(:attr:`Watch.floor`) raises :class:`sdk.errors.FailedPrecondition` (Find again without it).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import AsyncIterator
 from typing import Generic, TypeVar
 
 from api.proto.registry_pb2 import NetworkService, NetworkServiceEndpoint
-from sdk.errors import ResourceExhausted
+from sdk.errors import FailedPrecondition, ResourceExhausted
 from sdk.metrics import REGISTRY_WATCHERS
 from sdk.registry.core import Event, Query, RegistryCursor, RegistryElement
 from sdk.registry.kinds import RecordKind
-from sdk.registry.persist import UNREGISTERED
+from sdk.registry.persist import LISTED_AT, UNREGISTERED
 
 M = TypeVar("M", NetworkService, NetworkServiceEndpoint)
 
@@ -34,6 +45,7 @@ _END = object()
 
 DEFAULT_BACKLOG = 10_000
 DEFAULT_BACKLOG_BYTES = 32 * 1024 * 1024
+DEFAULT_HISTORY = 10_000
 
 
 class _Watcher(Generic[M]):
@@ -54,11 +66,17 @@ class Watch(RegistryElement[M], Generic[M]):
         kind: RecordKind[M],
         max_backlog: int = DEFAULT_BACKLOG,
         max_backlog_bytes: int = DEFAULT_BACKLOG_BYTES,
+        publish_local: bool = True,
+        history: int = DEFAULT_HISTORY,
     ) -> None:
         self.kind: RecordKind[M] = kind
         self.max_backlog = max_backlog
         self.max_backlog_bytes = max_backlog_bytes
+        self.publish_local = publish_local
         self._watchers: set[_Watcher[M]] = set()
+        self._history: deque[Event[M]] = deque(maxlen=history)
+        #: The oldest revision a resume may name: history holds every change after it.
+        self.floor = 0
         REGISTRY_WATCHERS.labels(kind.key).set_function(lambda: len(self._watchers))
 
     @property
@@ -74,6 +92,10 @@ class Watch(RegistryElement[M], Generic[M]):
 
     def publish(self, event: Event[M]) -> None:
         """Hand an event to every watcher (cuts watchers that are too far behind)."""
+        if event.revision:
+            if len(self._history) == self._history.maxlen:
+                self.floor = self._history[0].revision
+            self._history.append(event)
         size = event.record.ByteSize()
         for watcher in list(self._watchers):
             if (watcher.queue.qsize() >= self.max_backlog
@@ -98,13 +120,30 @@ class Watch(RegistryElement[M], Generic[M]):
 
     async def register(self, record: M, next: RegistryCursor[M]) -> M:
         stored = await next.register(record)
-        self.publish(Event(self.kind.copy(stored)))
+        if self.publish_local:
+            self.publish(Event(self.kind.copy(stored)))
         return stored
 
     async def unregister(self, record: M, next: RegistryCursor[M]) -> None:
         await next.unregister(record)
         removed = next.ctx.values.pop(UNREGISTERED)
-        self.publish(Event(removed if removed is not None else self.kind.copy(record), True))
+        if self.publish_local:
+            self.publish(Event(removed if removed is not None else self.kind.copy(record), True))
+
+    def _replay(self, resume: int) -> list[Event[M]]:
+        if self.publish_local:
+            raise FailedPrecondition(
+                f"cannot resume the watch of {self.kind.title}s after revision {resume}: this "
+                "registry's store does not number its changes (only shared stores such as "
+                "etcd do); Find again without resume_revision"
+            )
+        if resume < self.floor:
+            raise FailedPrecondition(
+                f"cannot resume the watch of {self.kind.title}s after revision {resume}: this "
+                f"registry replica keeps the changes after revision {self.floor} only; Find "
+                "again without resume_revision"
+            )
+        return [event for event in self._history if event.revision > resume]
 
     async def find(self, query: Query[M], next: RegistryCursor[M]) -> AsyncIterator[Event[M]]:
         if not query.watch:
@@ -114,23 +153,35 @@ class Watch(RegistryElement[M], Generic[M]):
         watcher: _Watcher[M] = _Watcher()
         self._watchers.add(watcher)
         try:
-            async for event in next.find(query):
-                yield event
-            while True:
-                item = await watcher.queue.get()
-                if item is _END:
-                    return
-                if item is _OVERFLOW:
-                    raise ResourceExhausted(
-                        f"watch of {self.kind.title}s was closed: it fell more than "
-                        f"{self.max_backlog} events or {self.max_backlog_bytes} bytes of records "
-                        "behind (the registry's watch backlog limit); read the stream faster, "
-                        "narrow the query, or Find again"
-                    )
-                assert isinstance(item, tuple)
-                event, size = item
-                watcher.queued_bytes -= size
-                if self.kind.matches(query.template, event.record):
+            seen = query.resume
+            if seen:
+                for event in self._replay(seen):  # history up to now; the queue holds the rest
+                    if self.kind.matches(query.template, event.record):
+                        yield event
+            else:
+                async for event in next.find(query):
+                    yield event
+                seen = next.ctx.values.get(LISTED_AT, 0)
+            async for event in self._live(watcher, query):
+                if event.revision == 0 or event.revision > seen:
                     yield event
         finally:
             self._watchers.discard(watcher)
+
+    async def _live(self, watcher: _Watcher[M], query: Query[M]) -> AsyncIterator[Event[M]]:
+        while True:
+            item = await watcher.queue.get()
+            if item is _END:
+                return
+            if item is _OVERFLOW:
+                raise ResourceExhausted(
+                    f"watch of {self.kind.title}s was closed: it fell more than "
+                    f"{self.max_backlog} events or {self.max_backlog_bytes} bytes of records "
+                    "behind (the registry's watch backlog limit); read the stream faster, "
+                    "narrow the query, or Find again"
+                )
+            assert isinstance(item, tuple)
+            event, size = item
+            watcher.queued_bytes -= size
+            if self.kind.matches(query.template, event.record):
+                yield event

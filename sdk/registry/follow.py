@@ -1,0 +1,101 @@
+"""``Follower``: keeps one registry replica in step with a shared store (etcd).
+
+Contract: built over the ``Persist`` and ``Watch`` elements of each kind, it makes ``Persist``
+write through it and ``Watch`` announce only what it publishes. :meth:`Follower.load` fills the
+replica's caches from one snapshot of the store and marks that revision as where the watch
+history starts (``Watch.floor``). :meth:`Follower.run` then reads the store's change stream (one
+per replica, whoever made the change: this replica, another one, or the store's own lease
+expiry) and, for each change in revision order, updates the cache of its kind and publishes the
+event (with its revision) to that kind's watchers in the same step, so a listing taken between
+two changes and the events after it never overlap. :attr:`Follower.revision` is the last
+revision applied; :meth:`Follower.reached` waits until a revision (e.g. of this replica's own
+write) is applied. If the store lost the history the stream needed
+(:class:`~sdk.registry.store.HistoryLost`), ``run`` loads a new snapshot and publishes the
+difference (records gone as deleted, new or changed ones as registered) before following again;
+watchers whose resume point is older than that snapshot are then refused by ``Watch`` and list
+again. Records of a kind it does not know are ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+
+from sdk.registry.core import Event
+from sdk.registry.persist import Persist
+from sdk.registry.store import Change, HistoryLost, SharedStore, StoredRecord
+from sdk.registry.watch import Watch
+
+_log = structlog.get_logger("registry.follow")
+
+
+class Follower:
+    """See the module docstring. ``kinds`` pairs each kind's ``Persist`` with its ``Watch``."""
+
+    def __init__(
+        self, store: SharedStore, kinds: Sequence[tuple[Persist[Any], Watch[Any]]]
+    ) -> None:
+        self.store = store
+        self._kinds = {persist.kind.key: (persist, watch) for persist, watch in kinds}
+        self.revision = 0
+        self._advanced = asyncio.Event()
+        for persist, watch in kinds:
+            persist.follow(self)
+            watch.publish_local = False  # changes reach watchers from the store's stream only
+
+    async def load(self, now: float | None = None) -> int:
+        """Fill the caches from a snapshot of the store; returns how many records it held."""
+        revision, records = await self.store.snapshot(time.time() if now is None else now)
+        self._resync(revision, records, publish=False)
+        return len(records)
+
+    def _resync(self, revision: int, records: list[StoredRecord], publish: bool) -> None:
+        wanted = {(r.kind, r.name): r for r in records}
+        for key, (persist, watch) in self._kinds.items():
+            for name in [n for n in persist.names() if (key, n) not in wanted]:
+                self._apply(Change(revision, key, name, None), publish)
+            watch.floor = revision
+        for (kind, name), record in wanted.items():
+            persist_watch = self._kinds.get(kind)
+            if persist_watch is None:
+                continue
+            current = persist_watch[0].get(name)
+            if current is None or current.SerializeToString() != record.data:
+                self._apply(Change(revision, kind, name, record), publish)
+        self._advance(revision)
+
+    def _apply(self, change: Change, publish: bool = True) -> None:
+        persist_watch = self._kinds.get(change.kind)
+        if persist_watch is None:
+            return
+        persist, watch = persist_watch
+        event: Event[Any] | None = persist.apply(change)
+        if event is not None and publish:
+            watch.publish(event)
+
+    def _advance(self, revision: int) -> None:
+        self.revision = max(self.revision, revision)
+        advanced, self._advanced = self._advanced, asyncio.Event()
+        advanced.set()
+
+    async def reached(self, revision: int) -> None:
+        """Return once every change up to ``revision`` is applied."""
+        while self.revision < revision:
+            await self._advanced.wait()
+
+    async def run(self) -> None:
+        """Follow the store's changes until cancelled (see the module docstring)."""
+        while True:
+            try:
+                async for change in self.store.changes(self.revision):
+                    self._apply(change)
+                    self._advance(change.revision)
+            except HistoryLost as e:
+                _log.warning("registry replica lost the store's history; loading it again",
+                             error=str(e))
+                revision, records = await self.store.snapshot(time.time())
+                self._resync(revision, records, publish=True)
