@@ -17,7 +17,7 @@ Liveness: every local forwarder and endpoint is watched through its gRPC connect
 the monitor stream (clients heal by re-requesting); a dead endpoint is unregistered and its
 connections are closed here, so the data plane they used is removed and clients reselect.
 Losses on other nodes are followed through their nsmgrs' monitor streams
-(:mod:`nsmgr.upstream`) and announced DOWN here, so clients heal at once.
+(:mod:`sdk.remotelosses`) and announced DOWN here, so clients heal at once.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ from api.proto.registry_pb2 import NetworkService, NetworkServiceEndpoint
 from nsmgr.endpoints import LocalEndpoints
 from nsmgr.forwarders import FORWARDER_SERVICE, LocalForwarders
 from nsmgr.settings import NsmgrSettings
-from nsmgr.upstream import RemoteLossWatch
 from nsmgr.watchdog import PeerWatch
 from sdk.chains.nsmgr import NodeManagerChain, NodeManagerParts
 from sdk.chains.server import ServerOptions, add_chain_services
@@ -49,7 +48,10 @@ from sdk.registry.core import RegistryChain
 from sdk.registry.kinds import ENDPOINT, SERVICE
 from sdk.registry.reserved import ReservedService
 from sdk.registry.server import add_registry
+from sdk.registry.togateway import ToGateway
+from sdk.registry.validate import check_name
 from sdk.registry.workloads import workload_chain
+from sdk.remotelosses import RemoteLossWatch
 from sdk.security.policy import (
     AUTHORIZATION_HEALTH,
     enforcing,
@@ -87,13 +89,18 @@ class Nsmgr:
         )
         if self.svids is not None:
             self.svids.subscribe(lambda _material: self.pool.renew())
+        check_name("domain", config.domain)
         registry_channel = self.pool.get(config.registry)
-        self.services_upstream: RegistryChain[NetworkService] = RegistryChain(
-            [RemoteRegistry(SERVICE, registry_channel)]
-        )
-        self.endpoints_upstream: RegistryChain[NetworkServiceEndpoint] = RegistryChain(
-            [RemoteRegistry(ENDPOINT, registry_channel)]
-        )
+        gateway = self.pool.get(config.gateway) if config.gateway else None
+        # Names of other domains go straight to the gateway, the domain's own lose the suffix.
+        self.services_upstream: RegistryChain[NetworkService] = RegistryChain([
+            ToGateway(config.domain, RemoteRegistry(SERVICE, gateway) if gateway else None),
+            RemoteRegistry(SERVICE, registry_channel),
+        ])
+        self.endpoints_upstream: RegistryChain[NetworkServiceEndpoint] = RegistryChain([
+            ToGateway(config.domain, RemoteRegistry(ENDPOINT, gateway) if gateway else None),
+            RemoteRegistry(ENDPOINT, registry_channel),
+        ])
         self.forwarders = LocalForwarders(on_change=self._forwarder_changed)
         self.local_endpoints = LocalEndpoints(self.advertise, on_change=self._endpoint_changed)
         # One policy file: its requests rules authorize clients, its registrations rules
@@ -125,6 +132,7 @@ class Nsmgr:
                 select_policy=config.select_policy,
                 token_lifetime=config.token_lifetime,
                 on_remote=self.remote_losses.follow,
+                domain=config.domain,
             ),
         )
         self.chain = self.node_manager.chain

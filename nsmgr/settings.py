@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sdk.domains import DEFAULT_DOMAIN
 from sdk.select.policy import POLICIES
 from sdk.settings import setting
 
@@ -23,6 +24,13 @@ class NsmgrSettings:
         "listener; with neither, it serves its own node only"
     )
     registry: str = setting("unix:///var/run/vwire/registry.sock", "the registry's address")
+    domain: str = setting(
+        DEFAULT_DOMAIN, "this node's domain: a service or endpoint named NAME@DOMAIN is local"
+    )
+    gateway: str = setting(
+        "", "this domain's gateway (tcp://host:port): finds for NAME@OTHER-DOMAIN go there; "
+        "without it only this domain's services are reachable"
+    )
     insecure: bool = setting(False, "allow plain-text TCP between nodes (development only)")
     svid_dir: str = setting(
         "", "directory with svid.crt, svid.key and bundle.pem (nsmctl ca issue): mTLS between nodes"

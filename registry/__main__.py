@@ -12,10 +12,12 @@ from registry.app import Registry
 from registry.settings import PREFIX, RegistrySettings
 from registry.store import default_store_url, open_store
 from sdk import service
+from sdk.channels import ChannelPool, insecure_factory
 from sdk.grpcutil import parse_address
+from sdk.registry.validate import check_name
 from sdk.security.policy import load_policy
 from sdk.security.source import FileSvidSource
-from sdk.security.tls import server_credentials
+from sdk.security.tls import SecureChannelFactory, server_credentials
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,14 +30,17 @@ def _parser() -> argparse.ArgumentParser:
 async def run(config: RegistrySettings) -> None:
     """Serve until a termination signal arrives, then stop gracefully."""
     addresses = [parse_address(url, "listen") for url in config.listen]
+    check_name("domain", config.domain)
     store = open_store(config.store or default_store_url(Path(config.state_dir)))
     policy = load_policy(config.policy or None)
+    svids = FileSvidSource(Path(config.svid_dir)) if config.svid_dir else None
+    pool = ChannelPool(SecureChannelFactory(svids) if svids else insecure_factory)
     registry = Registry(
         store, config.default_ttl, config.max_ttl, config.trace, policy,
         config.max_records_per_identity, config.max_bytes_per_identity,
-        config.watch_backlog_bytes,
+        config.watch_backlog_bytes, config.domain,
+        pool.get(config.gateway) if config.gateway else None,
     )
-    svids = FileSvidSource(Path(config.svid_dir)) if config.svid_dir else None
     credentials = server_credentials(svids) if svids else None
     if config.insecure and any(a.scheme == "tcp" for a in addresses):
         structlog.get_logger("registry").warning(
@@ -44,8 +49,13 @@ async def run(config: RegistrySettings) -> None:
         )
     await service.until_signalled(
         lambda: registry.start(addresses, config.insecure, credentials),
-        lambda: registry.stop(config.grace),
+        lambda: _stop(registry, pool, config.grace),
     )
+
+
+async def _stop(registry: Registry, pool: ChannelPool, grace: float) -> None:
+    await registry.stop(grace)
+    await pool.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,9 +1,11 @@
 """The registry process: assembles the registry chains and serves them over gRPC.
 
 Chains (one per record kind), in order:
-``Validate → [RecordPathIds] → AuthorizeRegistration → Ownership → Quota → [Expire] → Watch →
-Persist`` —
-validation rejects bad input before anything is stored; an endpoint's ``path_ids`` must end with
+``ToGateway → Validate → [RecordPathIds] → AuthorizeRegistration → Ownership → Quota → [Expire]
+→ Watch → Persist`` —
+names of another domain (``nse@cloud-b``) are asked of this domain's gateway and names of this
+domain lose their suffix (:mod:`sdk.registry.togateway`); validation rejects bad input before
+anything is stored; an endpoint's ``path_ids`` must end with
 the identity of the registrar that calls over mTLS (:mod:`sdk.registry.pathids`); the policy
 says which endpoint identities may register which
 services, and only a record's owner may change or remove it (owners are stored with the records,
@@ -29,8 +31,10 @@ from grpc_reflection.v1alpha import reflection
 
 from api.proto import registry_pb2
 from api.proto.registry_pb2 import NetworkService, NetworkServiceEndpoint
+from sdk.domains import DEFAULT_DOMAIN
 from sdk.grpcutil import ListenAddress, serve, stop
 from sdk.limits import new_server
+from sdk.registry.client import RemoteRegistry
 from sdk.registry.core import RegistryChain
 from sdk.registry.expire import Expire
 from sdk.registry.kinds import ENDPOINT, SERVICE
@@ -40,6 +44,7 @@ from sdk.registry.persist import Persist
 from sdk.registry.quota import DEFAULT_MAX_BYTES, DEFAULT_MAX_RECORDS, Quota
 from sdk.registry.server import add_registry
 from sdk.registry.store import Store
+from sdk.registry.togateway import ToGateway
 from sdk.registry.validate import Validate
 from sdk.registry.watch import DEFAULT_BACKLOG_BYTES, Watch
 from sdk.security.policy import ALLOW_ALL, PolicySource, StaticPolicy
@@ -67,6 +72,8 @@ class Registry:
         max_records_per_identity: int = DEFAULT_MAX_RECORDS,
         max_bytes_per_identity: int = DEFAULT_MAX_BYTES,
         watch_backlog_bytes: int = DEFAULT_BACKLOG_BYTES,
+        domain: str = DEFAULT_DOMAIN,
+        gateway: grpc.aio.Channel | None = None,
     ) -> None:
         self.store = store
         allowed = policy or StaticPolicy(ALLOW_ALL)
@@ -78,6 +85,7 @@ class Registry:
         self.expire: Expire[NetworkServiceEndpoint] = Expire(default_ttl, max_ttl)
         self.services: RegistryChain[NetworkService] = RegistryChain(
             [
+                ToGateway(domain, RemoteRegistry(SERVICE, gateway) if gateway else None),
                 Validate(SERVICE),
                 AuthorizeRegistration(allowed),
                 Ownership(SERVICE, self._stored_owner(self.service_records)),
@@ -89,6 +97,7 @@ class Registry:
         )
         self.endpoints: RegistryChain[NetworkServiceEndpoint] = RegistryChain(
             [
+                ToGateway(domain, RemoteRegistry(ENDPOINT, gateway) if gateway else None),
                 Validate(ENDPOINT),
                 RecordPathIds(),
                 AuthorizeRegistration(allowed),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sdk.domains import DEFAULT_DOMAIN
 from sdk.settings import setting
 
 PREFIX = "VWIRE_REGISTRY_"
@@ -37,6 +38,13 @@ class RegistrySettings:
     watch_backlog_bytes: int = setting(
         32 * 1024 * 1024, "bytes of changes a watch stream may fall behind before it is closed "
         "with RESOURCE_EXHAUSTED (the client may Find again)"
+    )
+    domain: str = setting(
+        DEFAULT_DOMAIN, "this registry's domain: a find for NAME@DOMAIN is a find for NAME"
+    )
+    gateway: str = setting(
+        "", "this domain's gateway (tcp://host:port): finds for NAME@OTHER-DOMAIN go there "
+        "(nsmctl get nse --domain D); without it they are refused"
     )
     grace: float = setting(2.0, "seconds open calls get to finish on shutdown")
     metrics_listen: str = setting(

@@ -6,15 +6,18 @@ prefix (:mod:`sdk.chains.server`, with the monitor) followed by::
 
     SetExpiry → Switch(
         from this node's forwarder: CheckHandover → RouteToEndpoint → FilterMechanisms
-        from a client of this node: Authorize → Reselect → CheckNamedEndpoint → RebuildOnHeal
-            → CountLoad → Retry → Discover → SelectEndpoint → SelectForwarder → HandOver
+        from a client of this node: EnterDomain → Authorize → Reselect → CheckNamedEndpoint
+            → RebuildOnHeal → CountLoad → Retry → Discover → SelectEndpoint → SelectForwarder
+            → HandOver
         from another node:          Authorize → RequireChosenEndpoint → RebuildOnHeal
             → CountLoad → SelectForwarder → HandOver
     ) → [SignPathSegment] → Connect
 
 Only the client's own node manager chooses the endpoint (the client is the previous segment:
 with signed paths, ``RequireRelays`` guarantees that every later segment is a relay's, so a
-workload cannot pose as another node); every node authorizes the client named by the first
+workload cannot pose as another node); a client naming its own domain (``db@own``) is served as
+asking for ``db``, another domain's names are found through the gateway (the parts' registry
+chains, see ``nsmgr``); every node authorizes the client named by the first
 segment of the verified path. The parts it needs from the process — the node's forwarders and
 endpoints as they registered, the registry, the pool of channels — come in
 :class:`NodeManagerParts`; the handles the process needs back (monitor, timeout, load, handovers,
@@ -30,10 +33,12 @@ from api.proto.connection_pb2 import Connection
 from api.proto.registry_pb2 import NetworkService, NetworkServiceEndpoint
 from sdk.chains.server import ServerChain, ServerOptions
 from sdk.channels import ChannelPool
+from sdk.domains import DEFAULT_DOMAIN
 from sdk.networkservice.authorize import Authorize
 from sdk.networkservice.chosen import RequireChosenEndpoint
 from sdk.networkservice.client import Connect
 from sdk.networkservice.discover import Discover
+from sdk.networkservice.enterdomain import EnterDomain
 from sdk.networkservice.expiry import SetExpiry
 from sdk.networkservice.forwarder import Forwarders, SelectForwarder
 from sdk.networkservice.handover import CheckHandover, HandOver, Handovers
@@ -69,6 +74,7 @@ class NodeManagerParts:
     token_lifetime: float = 60.0  #: seconds this hop's path segment stays valid
     attempts: int = 3  #: endpoints tried per request
     on_remote: Callable[[str], None] | None = None  #: told of every other node's nsmgr used
+    domain: str = DEFAULT_DOMAIN  #: this node's domain: ``name@domain`` is a local name
 
 
 class NodeManagerChain(ServerChain):
@@ -94,7 +100,8 @@ class NodeManagerChain(ServerChain):
         from_client = Case(
             _from_client,
             [
-                authorize, Reselect(), CheckNamedEndpoint(parts.endpoints), RebuildOnHeal(),
+                EnterDomain(parts.domain), authorize, Reselect(),
+                CheckNamedEndpoint(parts.endpoints), RebuildOnHeal(),
                 self.load, Retry(self.breaker, parts.attempts),
                 Discover(parts.services, parts.endpoints), SelectEndpoint(policy),
                 SelectForwarder(forwarders), HandOver(self.handovers),

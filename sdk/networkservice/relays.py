@@ -2,7 +2,8 @@
 
 Contract: on a request whose path was verified (``ctx.values[PATH_IDS]``, set by ``VerifyPath``
 in front), every segment after the first must be signed by a relay identity — a SPIFFE ID of
-kind ``nsmgr`` or ``forwarder`` (``spiffe://<trust-domain>/nsmgr/<name>``); the first segment is
+kind ``nsmgr``, ``forwarder`` or ``gateway`` (``spiffe://<trust-domain>/nsmgr/<name>``; a domain's
+gateway relays requests between domains); the first segment is
 the client's. A path that a workload extended itself (to pose as a relayed request and skip the
 authorization and endpoint choice made where requests enter the fabric) is refused with
 ``PermissionDenied`` naming the segment and its signer, and counted as a ``relay`` denial;
@@ -21,11 +22,11 @@ from sdk.security import audit
 from sdk.security.spiffe import SpiffeId
 
 #: The kinds of identity that may add segments after the client's.
-RELAY_KINDS = frozenset({"nsmgr", "forwarder"})
+RELAY_KINDS = frozenset({"nsmgr", "forwarder", "gateway"})
 
 
 def is_relay(identity: str) -> bool:
-    """Whether ``identity`` is a SPIFFE ID of a node manager or a forwarder."""
+    """Whether ``identity`` is a SPIFFE ID of a node manager, a forwarder or a gateway."""
     try:
         return SpiffeId.parse(identity).kind in RELAY_KINDS
     except InvalidArgument:
@@ -43,8 +44,9 @@ class RequireRelays(NetworkServiceElement):
                 raise audit.denied(
                     "relay",
                     f"path segment {index} ({segment!r}) is signed by {subject}, which may not "
-                    "relay requests: only node managers and forwarders add segments after the "
-                    "client's; send the request to the node manager with your own segment only",
+                    "relay requests: only node managers, forwarders and gateways add segments "
+                    "after the client's; send the request to the node manager with your own "
+                    "segment only",
                     signer=subject, segment=str(index),
                 )
         return await next.request(request)

@@ -48,6 +48,7 @@ from collections.abc import Callable, Iterable
 from api.proto.connection_pb2 import Connection, Mechanism
 from api.proto.networkservice_pb2 import NetworkServiceRequest
 from sdk.chain import Key
+from sdk.domains import split
 from sdk.errors import FabricError, FailedPrecondition, PermissionDenied, Unauthenticated
 from sdk.networkservice.core import NetworkServiceElement, NSCursor
 from sdk.security import audit, token
@@ -71,8 +72,12 @@ def _digest(fields: list[str]) -> str:
 
 
 def request_binding(conn: Connection) -> str:
-    """The ``req`` claim for ``conn``: a hash of its network service and labels."""
-    fields = [conn.network_service, str(len(conn.labels))]
+    """The ``req`` claim for ``conn``: a hash of its network service and labels.
+
+    The service is bound without its ``@domain``: the domain says where the request is routed,
+    and the gateway where it enters that domain drops it (``EnterDomain``), so the hops behind
+    it verify the same claim; every hop's audience still binds where its token may go."""
+    fields = [split(conn.network_service)[0], str(len(conn.labels))]
     for key, value in sorted(conn.labels.items()):
         fields += (key, value)
     return _digest(fields)

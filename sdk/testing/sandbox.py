@@ -13,6 +13,12 @@ putting it between these parts. Everything is stopped and removed on exit.
 Each node's manager knows its forwarder and its endpoints through the sandbox (what the nsmgr
 process learns from registrations); an endpoint is registered in the domain registry with its
 node manager's URL, as the nsmgr process registers it. No SVIDs: paths are not signed.
+
+Domains: a sandbox is one domain (``domain``, default :data:`sdk.domains.DEFAULT_DOMAIN`). Given
+``gateway`` (the URL a gateway of this domain serves at, e.g. ``gateway/`` run in-process on a
+socket under another sandbox's or the test's directory), its registry asks that gateway for
+names of other domains, as the registry process does with ``--gateway``; two sandboxes with a
+gateway each are two domains.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from sdk.chains.endpoint import EndpointChain
 from sdk.chains.nsmgr import NodeManagerChain, NodeManagerParts
 from sdk.chains.server import ServerChain, ServerOptions, add_chain_services
 from sdk.channels import ChannelPool
+from sdk.domains import DEFAULT_DOMAIN
 from sdk.errors import InvalidArgument, NotFound
 from sdk.grpcutil import parse_address, serve, stop
 from sdk.ipam import PointToPointIpam
@@ -50,6 +57,7 @@ from sdk.registry.kinds import ENDPOINT, SERVICE
 from sdk.registry.memory import MemoryStore
 from sdk.registry.persist import Persist
 from sdk.registry.server import add_registry
+from sdk.registry.togateway import ToGateway
 from sdk.registry.validate import Validate
 from sdk.registry.watch import Watch
 from sdk.security.policy import ALLOW_ALL, StaticPolicy
@@ -148,7 +156,9 @@ class _LocalEndpoints:
 class Sandbox:
     """See the module docstring. Use as ``async with Sandbox() as sandbox:``."""
 
-    def __init__(self, lifetime: float = 30.0, request_timeout: float = 5.0) -> None:
+    def __init__(self, lifetime: float = 30.0, request_timeout: float = 5.0,
+                 domain: str = DEFAULT_DOMAIN, gateway: str = "") -> None:
+        self.domain = domain
         self.lifetime = lifetime
         self.request_timeout = request_timeout
         self.pool = ChannelPool()
@@ -158,10 +168,13 @@ class Sandbox:
         self._served: list[_Served] = []
         self._clients: list[ClientChain] = []
         self._counter = itertools.count(1)
-        self.services: RegistryChain[NetworkService] = RegistryChain(
-            [Validate(SERVICE), Watch(SERVICE), Persist(SERVICE, MemoryStore())])
-        self.endpoints: RegistryChain[NetworkServiceEndpoint] = RegistryChain(
-            [Validate(ENDPOINT), Watch(ENDPOINT), Persist(ENDPOINT, MemoryStore())])
+        to_gateway = self.pool.get(gateway) if gateway else None
+        self.services: RegistryChain[NetworkService] = RegistryChain([
+            ToGateway(domain, RemoteRegistry(SERVICE, to_gateway) if to_gateway else None),
+            Validate(SERVICE), Watch(SERVICE), Persist(SERVICE, MemoryStore())])
+        self.endpoints: RegistryChain[NetworkServiceEndpoint] = RegistryChain([
+            ToGateway(domain, RemoteRegistry(ENDPOINT, to_gateway) if to_gateway else None),
+            Validate(ENDPOINT), Watch(ENDPOINT), Persist(ENDPOINT, MemoryStore())])
         self.registry_url = f"unix://{self.root}/registry.sock"
 
     async def __aenter__(self) -> Self:
@@ -189,6 +202,8 @@ class Sandbox:
     async def node(self) -> SandboxNode:
         """A new node: its manager and its forwarder stand-in, serving."""
         name = f"n{len(self.nodes) + 1}"
+        if self.domain != DEFAULT_DOMAIN:
+            name = f"{self.domain}-{name}"  # distinct from other domains' nodes in paths
         node = SandboxNode(name, f"unix://{self.root}/nsmgr-{name}.sock",
                            f"unix://{self.root}/forwarder-{name}.sock")
         registry = self.pool.get(self.registry_url)
@@ -200,6 +215,7 @@ class Sandbox:
                 services=RegistryChain([RemoteRegistry(SERVICE, registry)]),
                 endpoints=RegistryChain([RemoteRegistry(ENDPOINT, registry)]),
                 authorization=StaticPolicy(ALLOW_ALL), token_lifetime=self.lifetime,
+                domain=self.domain,
             ),
         )
         server = grpc.aio.server()

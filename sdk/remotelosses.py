@@ -1,4 +1,5 @@
-"""Losses on other nodes reach this node's clients: following remote nsmgrs' monitor streams.
+"""Losses further down the path reach this hop's clients: following the next hops' monitor streams
+(an nsmgr follows other nodes' nsmgrs and its gateway; a gateway follows what it relays to).
 
 Contract of :class:`RemoteLossWatch`: ``follow(url)`` (idempotent) keeps one
 ``MonitorConnections`` stream open to the nsmgr at ``url`` — re-opened with back-off if it
@@ -22,7 +23,7 @@ from sdk.channels import ChannelPool
 from sdk.networkservice.monitor import Monitor
 from sdk.select.backoff import delays
 
-_log = structlog.get_logger("nsmgr.upstream")
+_log = structlog.get_logger("sdk.remotelosses")
 
 
 class RemoteLossWatch:

@@ -1,0 +1,1 @@
+"""The gateway: a domain's one exposed address (registry proxy and request relay)."""

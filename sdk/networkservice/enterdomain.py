@@ -1,0 +1,47 @@
+"""Element ``EnterDomain``: a request for ``name@own`` continues in its own domain as ``name``.
+
+Contract: on request, the connection's network service and endpoint name lose a suffix naming
+this hop's domain ``own`` (``db@cloud-b`` → ``db`` in domain cloud-b), so everything behind it
+— registry lookups, authorization, the endpoint's own checks — sees local names; the reply gets
+the names back as the caller sent them (a refresh from the caller matches). A close passes on
+with the suffix removed the same way. Names without ``@`` or of another domain pass unchanged.
+Path tokens stay valid: they bind a service name without its domain
+(:func:`sdk.networkservice.token.request_binding`). Place it where requests enter the domain
+(a gateway's inbound branch; a node manager, for clients naming their own domain), in front of
+every element that reads the names. Keeps nothing.
+"""
+
+from __future__ import annotations
+
+from api.proto.connection_pb2 import Connection
+from api.proto.networkservice_pb2 import NetworkServiceRequest
+from sdk.domains import localize
+from sdk.networkservice.core import NetworkServiceElement, NSCursor
+
+
+class EnterDomain(NetworkServiceElement):
+    """See the module docstring."""
+
+    def __init__(self, own: str) -> None:
+        self.own = own
+
+    def _localize(self, conn: Connection) -> tuple[str, str]:
+        sent = conn.network_service, conn.network_service_endpoint_name
+        conn.network_service = localize(conn.network_service, self.own)
+        conn.network_service_endpoint_name = localize(
+            conn.network_service_endpoint_name, self.own
+        )
+        return sent
+
+    async def request(self, request: NetworkServiceRequest, next: NSCursor) -> Connection:
+        service, endpoint = self._localize(request.connection)
+        reply = await next.request(request)
+        if reply.network_service == localize(service, self.own):
+            reply.network_service = service
+        if endpoint and reply.network_service_endpoint_name == localize(endpoint, self.own):
+            reply.network_service_endpoint_name = endpoint
+        return reply
+
+    async def close(self, conn: Connection, next: NSCursor) -> None:
+        self._localize(conn)
+        await next.close(conn)

@@ -1,0 +1,74 @@
+"""Registry element ``ExportDomain``: a gateway answers other domains from its own registry.
+
+Contract (a gateway's chains): a find whose template names this gateway's domain ``own`` (or no
+domain) is answered from ``local`` (the domain registry) with the suffix removed from the
+query; every record it yields is renamed for other domains (:func:`sdk.registry.domainnames.
+qualify`: ``nse@own``, ``db@own``), its URL replaced by ``public_url`` (this gateway, the one
+address other domains reach) and this gateway's SPIFFE ID (from ``source``) appended to its
+``path_ids`` (the audience remote hops sign for). Other finds go on. Register and unregister of a
+record naming ``own`` are refused with ``PermissionDenied`` (other domains do not write in this
+domain's registry); others go on. Place it first. Keeps nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Generic, TypeVar
+
+from api.proto.registry_pb2 import NetworkService, NetworkServiceEndpoint
+from sdk.domains import split
+from sdk.errors import PermissionDenied
+from sdk.registry.core import Event, Query, RegistryChain, RegistryCursor, RegistryElement
+from sdk.registry.domainnames import qualify, query_domain, unqualify
+from sdk.security.source import SvidSource
+
+M = TypeVar("M", NetworkService, NetworkServiceEndpoint)
+
+
+def handed_on(record: M, url: str, source: SvidSource | None) -> M:
+    """``record`` as a gateway hands it on: its URL ``url``, the gateway's ID last in
+    ``path_ids`` (when it has one and it is not last already)."""
+    if url and isinstance(record, NetworkServiceEndpoint):
+        record.url = url
+    if source is not None:
+        own = str(source.current().spiffe_id)
+        if not record.path_ids or record.path_ids[-1] != own:
+            record.path_ids.append(own)
+    return record
+
+
+class ExportDomain(RegistryElement[M], Generic[M]):
+    """See the module docstring."""
+
+    def __init__(self, own: str, local: RegistryChain[M], public_url: str,
+                 source: SvidSource | None = None) -> None:
+        self.own = own
+        self.local: RegistryChain[M] = local
+        self.public_url = public_url
+        self.source = source
+
+    async def find(self, query: Query[M], next: RegistryCursor[M]) -> AsyncIterator[Event[M]]:
+        domain = query_domain(query.template)
+        if domain not in (None, self.own):
+            async for event in next.find(query):
+                yield event
+            return
+        local = Query(unqualify(query.template, self.own), query.watch)
+        async for event in self.local.find(local):
+            record = handed_on(qualify(event.record, self.own), self.public_url, self.source)
+            yield Event(record, event.deleted)
+
+    def _refuse(self, record: M) -> None:
+        if split(record.name)[1] in (None, self.own):
+            raise PermissionDenied(
+                f"{record.name!r}: other domains may not register or unregister in domain "
+                f"{self.own!r}; register with this domain's nsmgr"
+            )
+
+    async def register(self, record: M, next: RegistryCursor[M]) -> M:
+        self._refuse(record)
+        return await next.register(record)
+
+    async def unregister(self, record: M, next: RegistryCursor[M]) -> None:
+        self._refuse(record)
+        await next.unregister(record)

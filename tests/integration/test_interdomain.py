@@ -1,0 +1,156 @@
+"""``service@domain`` across two domains in-process: two sandboxes (registry, nodes, endpoints)
+joined by the real gateway of each (``tests/interdomain.py``)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from api.proto.connection_pb2 import Connection
+from api.proto.networkservice_pb2 import NetworkServiceRequest
+from api.proto.registry_pb2 import NetworkService, NetworkServiceEndpoint
+from sdk.chain import CallContext
+from sdk.errors import FailedPrecondition, NotFound, PermissionDenied
+from sdk.registry.client import RemoteRegistry
+from sdk.registry.core import Query, RegistryChain
+from sdk.registry.kinds import ENDPOINT, SERVICE
+from sdk.testing import request_for
+from tests.interdomain import TwoDomains, two_domains
+
+
+@pytest.fixture
+async def domains() -> AsyncIterator[TwoDomains]:
+    async with two_domains() as both:
+        yield both
+
+
+def names(conn: Connection) -> list[str]:
+    return [segment.name for segment in conn.path.path_segments]
+
+
+def refresh_of(conn: Connection) -> NetworkServiceRequest:
+    return NetworkServiceRequest(
+        connection=conn, mechanism_preferences=request_for("x", "x").mechanism_preferences)
+
+
+def open_connections(domains: TwoDomains) -> int:
+    managers = [n.manager for box in domains.boxes.values() for n in box.nodes]
+    count = sum(len(m.monitor.connections) for m in managers if m is not None)
+    return count + sum(len(g.gateway.monitor.connections) for g in domains.gateways.values())
+
+
+async def test_request_refresh_close_cross_gateway_to_gateway(domains: TwoDomains) -> None:
+    a, b = domains.boxes["a"], domains.boxes["b"]
+    a1, b1 = await a.node(), await b.node()
+    await b.endpoint(b1, "nse-b", services=["db"])
+    client = a.client(a1, "web")
+    conn = await client.chain.run_request(request_for("db@b", "c-1"), CallContext())
+    assert names(conn) == [
+        "web", "nsmgr-a-n1", "forwarder-a-n1", "nsmgr-a-n1", "gateway-a", "gateway-b",
+        "nsmgr-b-n1", "forwarder-b-n1", "nsmgr-b-n1", "nse-b",
+    ]
+    assert conn.network_service == "db@b" and conn.network_service_endpoint_name == "nse-b@b"
+    assert conn.mechanism.type == "KERNEL"
+    assert conn.context.ip_context.dst_ip_addrs[0].startswith("10.80.")
+
+    refreshed = await client.chain.run_request(refresh_of(conn), CallContext())
+    assert [s.id for s in refreshed.path.path_segments] == [s.id for s in conn.path.path_segments]
+    assert open_connections(domains) == 2 * 2 + 2  # each nsmgr is passed twice; two gateways
+
+    await client.chain.run_close(refreshed, CallContext())
+    assert open_connections(domains) == 0
+
+
+async def test_a_name_of_the_own_domain_is_local(domains: TwoDomains) -> None:
+    a = domains.boxes["a"]
+    a1 = await a.node()
+    await a.endpoint(a1, "nse-a", services=["db"])
+    conn = await a.client(a1, "web").chain.run_request(request_for("db@a", "c-2"), CallContext())
+    assert "gateway-a" not in names(conn) and names(conn)[-1] == "nse-a"
+    assert conn.network_service == "db@a"
+
+
+async def test_finds_through_the_local_registry_name_the_domain(domains: TwoDomains) -> None:
+    a, b = domains.boxes["a"], domains.boxes["b"]
+    b1 = await b.node()
+    await b.endpoint(b1, "nse-1", services=["db"])
+    await b.endpoint(b1, "nse-2", services=["web"])
+    await b.services.register(NetworkService(name="db"))
+    registry = a.pool.get(a.registry_url)
+    endpoints = RegistryChain([RemoteRegistry(ENDPOINT, registry)])
+    found = [e.record async for e in endpoints.find(
+        Query(NetworkServiceEndpoint(network_service_names=["db@b"])))]
+    assert [(r.name, list(r.network_service_names)) for r in found] == [("nse-1@b", ["db@b"])]
+    assert found[0].url == domains.gateways["a"].local_url  # requests go to the own gateway
+    every = [e.record.name async for e in endpoints.find(
+        Query(NetworkServiceEndpoint(name="@b")))]
+    assert sorted(every) == ["nse-1@b", "nse-2@b"]
+    services = RegistryChain([RemoteRegistry(SERVICE, registry)])
+    assert [e.record.name async for e in services.find(
+        Query(NetworkService(name="db@b")))] == ["db@b"]
+
+
+async def test_an_unknown_domain_is_named_with_the_places_looked_in(
+    domains: TwoDomains,
+) -> None:
+    a = domains.boxes["a"]
+    a1 = await a.node()
+    with pytest.raises(NotFound, match=r"domain 'zz': not in --domains-file .*domains.yaml"):
+        await a.client(a1).chain.run_request(request_for("db@zz", "c-3"), CallContext())
+
+
+async def test_other_domains_may_not_register_here(domains: TwoDomains) -> None:
+    a = domains.boxes["a"]
+    endpoints = RegistryChain([RemoteRegistry(ENDPOINT, a.pool.get(a.registry_url))])
+    with pytest.raises(PermissionDenied, match="may not register"):
+        await endpoints.register(NetworkServiceEndpoint(
+            name="intruder@b", network_service_names=["db@b"], url="tcp://10.0.0.1:1"))
+    with pytest.raises(PermissionDenied, match="may not register"):
+        await endpoints.unregister(NetworkServiceEndpoint(name="nse-b@b"))
+
+
+async def test_without_a_gateway_another_domain_is_refused_with_the_fix() -> None:
+    from sdk.testing import Sandbox
+    async with Sandbox(domain="a") as a:
+        a1 = await a.node()
+        with pytest.raises(FailedPrecondition, match="set --gateway"):
+            await a.client(a1).chain.run_request(request_for("db@b", "c-4"), CallContext())
+
+
+async def test_refresh_after_the_remote_gateway_restarted(domains: TwoDomains) -> None:
+    a, b = domains.boxes["a"], domains.boxes["b"]
+    a1, b1 = await a.node(), await b.node()
+    await b.endpoint(b1, "nse-b", services=["db"])
+    client = a.client(a1, "web")
+    conn = await client.chain.run_request(request_for("db@b", "c-5"), CallContext())
+    await domains.stop_gateway("b")
+    await domains.start_gateway("b")  # a new process: it knows no connection
+    refreshed = await client.chain.run_request(refresh_of(conn), CallContext())
+    assert names(refreshed) == names(conn)
+    assert refreshed.network_service_endpoint_name == "nse-b@b"
+    assert len(domains.gateways["b"].gateway.monitor.connections) == 1
+    await client.chain.run_close(refreshed, CallContext())
+    assert open_connections(domains) == 0
+
+
+async def test_a_kept_connection_heals_onto_the_replacing_remote_endpoint(
+    domains: TwoDomains,
+) -> None:
+    a, b = domains.boxes["a"], domains.boxes["b"]
+    a1, b1 = await a.node(), await b.node()
+    await b.endpoint(b1, "nse-old", services=["db"])
+    versions: asyncio.Queue[Connection] = asyncio.Queue()
+    client = a.client(a1, keep=True, on_change=versions.put_nowait)
+    first = await client.chain.run_request(request_for("db@b", "c-6"), CallContext())
+    assert await versions.get() == first
+    await b.remove_endpoint(b1, "nse-old")
+    await b.endpoint(b1, "nse-new", services=["db"])
+    assert client.heal is not None
+    client.heal.heal_now("c-6", reselect=True)
+    async with asyncio.timeout(5):
+        healed = await versions.get()
+    assert healed.network_service_endpoint_name == "nse-new@b"
+    assert names(healed)[-1] == "nse-new"
+    await client.chain.run_close(healed, CallContext())
