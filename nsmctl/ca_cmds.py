@@ -12,8 +12,10 @@ renewed (:mod:`sdk.security.renew`): each is re-issued at half its lifetime, and
 ``ca rotate-root`` first every bundle is updated, then (next pass) every SVID re-issued from the
 new root, so processes never run on an expired SVID nor meet a root they do not trust yet. The
 agent re-issues only certificates the CA signed, whose key is in the directory, to the identity
-recorded for the directory; it reports any other as refused, with the reason.
-Output never shows key material.
+recorded for the directory; it reports any other as refused, with the reason. The agent also
+copies the CA's federated bundles (``federated/<td>.pem``) into every SVID directory.
+``ca federate``, ``ca bundle export`` and ``ca bundle list``: trust across domains
+(:mod:`nsmctl.ca_bundle_cmds`). Output never shows key material.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ from typing import Annotated, Any
 
 import typer
 
-from nsmctl import params
+from nsmctl import ca_bundle_cmds, params
 from nsmctl.context import CliError
+from nsmctl.render import Output
 from sdk.errors import FabricError, InvalidArgument
 from sdk.security.ca import MAX_SVID_TTL, CertificateAuthority
 from sdk.security.renew import DEFAULT_FRACTION, Renewal, keep_renewed, renew_due
@@ -40,7 +43,7 @@ CaDir = Annotated[Path, typer.Option(
     "--dir", envvar=CA_DIR_ENV, metavar="DIR",
     help="the CA's directory")]
 
-ca_app = typer.Typer(help="The built-in certificate authority: init, issue SVIDs.",
+ca_app = typer.Typer(help="The built-in certificate authority: init, issue SVIDs, federate.",
                      no_args_is_help=True)
 
 
@@ -103,6 +106,10 @@ def _report(renewal: Renewal) -> None:
         return
     if renewal.what == "bundle":
         typer.echo(f"updated the trust bundle of {renewal.spiffe_id} in {renewal.directory}")
+        return
+    if renewal.what == "federated":
+        typer.echo(f"updated the federated bundles of {renewal.spiffe_id} in "
+                   f"{renewal.directory}")
         return
     typer.echo(f"renewed {renewal.spiffe_id} in {renewal.directory} until "
                f"{_when(renewal.not_after)}")
@@ -167,6 +174,39 @@ def agent(
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(keep_renewed(lambda: CertificateAuthority.load(directory), svids, seconds,
                                  every, _report))
+
+
+@ca_app.command("federate")
+def federate(
+    bundle: ca_bundle_cmds.BundleOpt = None,
+    trust_domain: ca_bundle_cmds.TrustDomainOpt = None,
+    remove: ca_bundle_cmds.RemoveOpt = None,
+    directory: CaDir = Path(DEFAULT_CA_DIR),
+) -> None:
+    """Trust a foreign trust domain's bundle (--bundle FILE, added or replaced), or stop
+    trusting one (--remove TD)."""
+    ca_bundle_cmds.federate(directory, bundle, trust_domain, remove)
+
+
+@ca_bundle_cmds.bundle_app.command("export")
+def bundle_export(
+    out: ca_bundle_cmds.OutOpt = None,
+    directory: CaDir = Path(DEFAULT_CA_DIR),
+) -> None:
+    """Print (or write with --out) this CA's trust bundle, for other domains to federate."""
+    ca_bundle_cmds.export(directory, out)
+
+
+@ca_bundle_cmds.bundle_app.command("list")
+def bundle_list(
+    output: ca_bundle_cmds.OutputOpt = Output.table,
+    directory: CaDir = Path(DEFAULT_CA_DIR),
+) -> None:
+    """The local and federated trust domains, with each root's fingerprint and expiry."""
+    ca_bundle_cmds.list_bundles(directory, output)
+
+
+ca_app.add_typer(ca_bundle_cmds.bundle_app, name="bundle")
 
 
 def register(app: typer.Typer) -> None:

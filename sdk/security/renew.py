@@ -21,15 +21,19 @@ the CA issued, only to whom the CA issued it:
   directory's own) is refused. Re-issuing always uses the recorded names.
 
 A refused directory is left untouched, logged as a warning with the reason and the fix, and
-reported as a ``refused`` :class:`Renewal`. The rest goes in two steps so that a root rotation
+reported as a ``refused`` :class:`Renewal`. The rest goes in steps so that a root rotation
 never breaks a handshake or a path token:
 
 1. if its ``bundle.pem`` is not the CA's current bundle (the root was rotated), only the bundle
-   is replaced (it holds the new and the previous root, so the old SVID stays valid) — every
-   process learns to trust the new root before anyone presents it;
-2. otherwise the SVID is re-issued from ``ca`` — same SPIFFE ID, same DNS names, lifetime
-   ``ttl`` — when it has lived ``fraction`` (default half) of its lifetime, has expired, or was
-   not issued by the CA's current root (so after a rotation, the pass after the bundle update).
+   is replaced this pass (it holds the new and the previous root, so the old SVID stays valid)
+   — every process learns to trust the new root before anyone presents it;
+2. the foreign trust domains' bundles (``federated/<td>.pem``, :mod:`sdk.security.federation`)
+   are made the CA's federated bundles: new and changed ones written, removed ones deleted — so
+   ``nsmctl ca federate`` reaches every process on the agent's next pass (reported as
+   ``federated``); then
+3. the SVID is re-issued from ``ca`` — same SPIFFE ID, same DNS names, lifetime ``ttl`` — when
+   it has lived ``fraction`` (default half) of its lifetime, has expired, or was not issued by
+   the CA's current root (so after a rotation, the pass after the bundle update).
 
 Files are replaced atomically. A directory that cannot be read or renewed is logged and skipped;
 the others are still handled. Returns what was done, as :class:`Renewal` values.
@@ -51,6 +55,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from sdk.errors import FabricError, PermissionDenied
 from sdk.security.ca import Assignment, CertificateAuthority
+from sdk.security.federation import write_federated
 from sdk.security.svid import (
     BUNDLE_FILE,
     CERT_FILE,
@@ -75,7 +80,9 @@ class Renewal:
     directory: Path
     spiffe_id: str
     not_after: float
-    what: str = "svid"  # "bundle": only the trust bundle was replaced; "refused": nothing done
+    #: "bundle": only the trust bundle was replaced; "federated": the foreign trust domains'
+    #: bundles were brought in line with the CA's; "refused": nothing done
+    what: str = "svid"
     reason: str = ""  # why it was refused
 
 
@@ -155,6 +162,11 @@ def renew_due(
                 renewed.append(Renewal(directory, str(spiffe_id_of(leaf)),
                                        leaf.not_valid_after_utc.timestamp(), "bundle"))
                 continue
+            if write_federated(directory, ca.federated):
+                _log.info("federated bundles updated", directory=str(directory),
+                          trust_domains=[b.trust_domain for b in ca.federated])
+                renewed.append(Renewal(directory, str(spiffe_id_of(leaf)),
+                                       leaf.not_valid_after_utc.timestamp(), "federated"))
             if not _due(leaf, ca, at, fraction):
                 continue
             svid = ca.issue(record.spiffe_id, record.dns_names, ttl, now=at)
