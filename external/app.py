@@ -66,6 +66,9 @@ def check_settings(config: ExternalSettings) -> None:
             "public_address", f"{config.public_address!r}: give the IP address external hosts "
             "dial (--public-address)") from None
     parse_ports(config.ports)
+    if config.public_netns and not os.path.exists(config.public_netns):
+        raise InvalidArgument("public_netns", f"{config.public_netns!r} does not exist: give a "
+                              "namespace file such as /var/run/netns/NAME")
     parse_address(config.registry, "registry")
     parse_address(config.nsmgr, "nsmgr")
     if not 1280 <= config.public_mtu <= 65535:
@@ -86,7 +89,7 @@ class ExternalRouter:
             FileSvidSource(Path(config.svid_dir)) if config.svid_dir else None)
         self.pool = ChannelPool(SecureChannelFactory(svids)) if svids else ChannelPool()
         self.serving = Serving(
-            config.public_address, config.public_mtu, config.nsmgr, self.pool,
+            config.public_address, config.public_mtu, config.public_netns, config.nsmgr, self.pool,
             config.name or f"external-{socket.gethostname()}", config.netns_prefix, svids,
             config.nsmgr_id, config.lifetime, config.request_timeout)
         self.hosts: dict[str, ServedHost] = {}

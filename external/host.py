@@ -54,6 +54,7 @@ class Serving:
 
     public_address: str
     public_mtu: int
+    public_netns: str
     nsmgr: str
     pool: ChannelPool
     client_name: str
@@ -101,7 +102,8 @@ class ServedHost:
         self.serving = serving
         self.on_status = on_status
         netns = f"{serving.netns_prefix}{host.name}"
-        self.router = Router(netns, interface_name(netns), VWIRE_INTERFACE)
+        self.router = Router(netns, interface_name(netns), VWIRE_INTERFACE,
+                             public_netns=serving.public_netns)
         self.client = ClientChain(
             ClientOptions(name=serving.client_name, nsmgr=serving.nsmgr, pool=serving.pool,
                           lifetime=serving.lifetime, request_timeout=serving.request_timeout,

@@ -6,8 +6,9 @@ Contract:
 * :meth:`Router.create` makes the namespace ``netns`` (an old one of that name, left by a crash,
   is deleted first) with forwarding on and ``accept_local`` on (packets from the host carry the
   vWire's client address as their source, which is also an address of this namespace).
-* :meth:`Router.wireguard` makes device ``ifname`` in the *calling* process's namespace, so its
-  UDP socket listens on the node's public side, then moves the link into the router namespace
+* :meth:`Router.wireguard` makes device ``ifname`` in the public namespace (``public_netns``, a
+  namespace file; default: the calling process's own), so its UDP socket listens on the node's
+  public side, then moves the link into the router namespace
   (the socket stays): the kernel module when ``ip link add type wireguard`` works, otherwise a
   ``wireguard-go -f`` child process. It is configured with ``wg set`` (private key through
   stdin, never on a command line), the host as the only peer.
@@ -62,11 +63,12 @@ class Router:
     """See the module docstring."""
 
     def __init__(self, netns: str, ifname: str, vwire_interface: str, *,
-                 wireguard_go: str = "wireguard-go", start_timeout: float = 5.0,
-                 stop_timeout: float = 3.0) -> None:
+                 public_netns: str = "", wireguard_go: str = "wireguard-go",
+                 start_timeout: float = 5.0, stop_timeout: float = 3.0) -> None:
         self.netns = netns
         self.ifname = ifname
         self.vwire_interface = vwire_interface
+        self.public_netns = public_netns
         self.wireguard_go = wireguard_go
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
@@ -81,6 +83,11 @@ class Router:
 
     def _ip(self, *args: str) -> list[str]:
         return ["ip", "-n", self.netns, *args]
+
+    def _public(self, *args: str) -> list[str]:
+        """A command in the public namespace (only its network namespace is entered, so named
+        namespaces stay visible)."""
+        return ["nsenter", f"--net={self.public_netns}", *args] if self.public_netns else list(args)
 
     def _in(self, *args: str) -> list[str]:
         return ["ip", "netns", "exec", self.netns, *args]
@@ -104,7 +111,7 @@ class Router:
         else:
             await self._start_daemon()
             self.backend = "wireguard-go"
-        await run("ip", "link", "set", self.ifname, "netns", self.netns)
+        await run(*self._public("ip", "link", "set", self.ifname, "netns", self.netns))
         self.peer_key = peer_key
         await run(*self._in("wg", "set", self.ifname, "listen-port", str(port),
                             "private-key", "/dev/stdin", "peer", peer_key),
@@ -115,7 +122,7 @@ class Router:
 
     async def _kernel_device(self) -> bool:
         try:
-            await run("ip", "link", "add", self.ifname, "type", "wireguard")
+            await run(*self._public("ip", "link", "add", self.ifname, "type", "wireguard"))
         except DataplaneError:
             return False
         return True
@@ -123,7 +130,7 @@ class Router:
     async def _start_daemon(self) -> None:
         socket = WG_SOCKET_DIR / f"{self.ifname}.sock"
         self._daemon = await asyncio.create_subprocess_exec(
-            self.wireguard_go, "-f", self.ifname, stdin=asyncio.subprocess.DEVNULL,
+            *self._public(self.wireguard_go, "-f", self.ifname), stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
             start_new_session=True)
         loop = asyncio.get_running_loop()
@@ -158,7 +165,7 @@ class Router:
     async def delete(self) -> None:
         await run("ip", "netns", "del", self.netns, check=False)
         with contextlib.suppress(DataplaneError):  # a kernel device never moved in
-            await run("ip", "link", "del", self.ifname, check=False)
+            await run(*self._public("ip", "link", "del", self.ifname), check=False)
         daemon, self._daemon = self._daemon, None
         if daemon is not None and daemon.returncode is None:
             with contextlib.suppress(ProcessLookupError):

@@ -14,6 +14,9 @@ class ExternalSettings:
     public_address: str = setting(
         "", "the IP address external hosts dial (this node's public or NAT address); required"
     )
+    public_netns: str = setting(
+        "", "network namespace file whose addresses external hosts reach (default: our own)"
+    )
     ports: str = setting("51900-51999", "UDP ports for external hosts' WireGuard: FIRST-LAST")
     public_mtu: int = setting(1500, "MTU of the path external hosts come in on")
     registry: str = setting("unix:///var/run/vwire/registry.sock",

@@ -1,0 +1,119 @@
+"""External hosts end to end: a namespace that runs only wireguard-go, configured from the file
+``nsmctl external config`` prints, pings a service through the external-host router, and is
+cut off the moment ``nsmctl external remove`` returns; bad input is refused and leaves nothing."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from lab import network
+from lab.external import add_host_netns, apply_config, generate_key, start_router
+from lab.fabric import Fabric
+from lab.observe import ping, wait_for
+from tests.cli import Result, nsmctl
+from tests.e2e.conftest import MakeFabric
+
+
+async def _nsmctl(fabric: Fabric, *args: str) -> Result:
+    return await asyncio.to_thread(nsmctl, "--registry", fabric.registry_url, *args)
+
+
+def _left(fabric: Fabric) -> dict[str, object]:
+    """What external hosts could leave behind: router namespaces, their wireguard-go daemons,
+    state files and records."""
+    routers = [ns for ns in network.namespaces(fabric.topology)
+               if ns.startswith(f"{fabric.topology.prefix}x-")]
+    state = fabric.node(1).dir / "external"
+    return {
+        "namespaces": routers,
+        "wireguard-go": [ifname for ifname in fabric.wireguard_processes().values()
+                         if ifname.startswith("vx")],
+        "state files": sorted(p.name for p in state.glob("*")) if state.exists() else [],
+    }
+
+
+async def _records(fabric: Fabric) -> list[str]:
+    listed = await _nsmctl(fabric, "get", "ns", "-o", "json")
+    assert listed.code == 0, listed.err
+    return [line.split('"')[3] for line in listed.out.splitlines() if '"name": "external' in line]
+
+
+async def test_host_from_exported_file_pings_and_stops_on_remove(
+        make_fabric: MakeFabric, tmp_path: Path) -> None:
+    fabric = await make_fabric(nodes=2)
+    await fabric.add_endpoint("nse-db", ["db"], node=2)
+    start_router(fabric, node=1)
+    host = add_host_netns(fabric, "laptop")
+    private, public = generate_key(host)
+    key_file = tmp_path / "laptop.key"
+    key_file.write_text(private + "\n")
+    key_file.chmod(0o600)
+
+    added = await _nsmctl(fabric, "external", "add", "laptop", "--service", "db",
+                          "--public-key", public)
+    assert added.code == 0, added.err
+    exported = await _nsmctl(fabric, "external", "config", "laptop")
+    assert exported.code == 0, exported.err
+    assert "PrivateKey" not in exported.out and private not in exported.out
+    assert "PersistentKeepalive = 25" in exported.out
+    listed = await _nsmctl(fabric, "external", "list", "-o", "json")
+    assert '"state": "ready"' in listed.out and private not in listed.out
+
+    apply_config(host, exported.out, key_file)
+    target = next(line for line in exported.out.splitlines() if line.startswith("AllowedIPs"))
+    address = target.split("=")[1].split(",")[0].strip().split("/")[0]
+
+    async def answers() -> bool:
+        return await ping(host, address, wait=0.5)
+
+    await wait_for(f"the external host pings {address}", answers, 20.0)
+
+    removed = await _nsmctl(fabric, "external", "remove", "laptop")
+    assert removed.code == 0, removed.err
+    assert not await ping(host, address, wait=1.0), "traffic still flows after remove"
+    assert _left(fabric) == {"namespaces": [], "wireguard-go": [], "state files": []}
+    assert await _records(fabric) == []
+
+
+async def test_generated_key_is_printed_once_and_bad_input_leaves_nothing(
+        make_fabric: MakeFabric) -> None:
+    fabric = await make_fabric(nodes=1)
+    await fabric.add_endpoint("nse-db", ["db"], node=1)
+    start_router(fabric, node=1)
+
+    bad_key = await _nsmctl(fabric, "external", "add", "h1", "--service", "db",
+                            "--public-key", "not-a-key")
+    assert bad_key.code == 2 and "--public-key" in bad_key.err and "not-a-key" not in bad_key.err
+    short_key = await _nsmctl(fabric, "external", "add", "h1", "--service", "db",
+                              "--public-key", "AAAA")
+    assert short_key.code == 2 and "32 bytes" in short_key.err
+    bad_name = await _nsmctl(fabric, "external", "add", "H_1", "--service", "db",
+                             "--generate-key")
+    assert bad_name.code == 2 and "NAME" in bad_name.err
+    unknown = await _nsmctl(fabric, "external", "add", "h1", "--service", "nosuch",
+                            "--generate-key")
+    assert unknown.code == 1 and "no endpoint in the registry provides 'nosuch'" in unknown.err
+    assert await _records(fabric) == []
+
+    made = await _nsmctl(fabric, "external", "add", "h1", "--service", "db", "--generate-key")
+    assert made.code == 0, made.err
+    assert "PrivateKey = " in made.out and "shown once" in made.err
+    private = next(line for line in made.out.splitlines()
+                   if line.startswith("PrivateKey")).split("=", 1)[1].strip()
+    again = await _nsmctl(fabric, "external", "config", "h1")
+    assert again.code == 0 and private not in again.out and "PostUp = wg set %i" in again.out
+    state = (fabric.node(1).dir / "external" / "h1.json").read_text()
+    assert private not in state  # the fabric keeps only its own side's key
+
+    duplicate = await _nsmctl(fabric, "external", "add", "h1", "--service", "db",
+                              "--generate-key")
+    assert duplicate.code == 1 and "exists" in duplicate.err
+    assert sorted(await _records(fabric)) == ["external-status.h1", "external.h1"]
+
+    removed = await _nsmctl(fabric, "external", "remove", "h1")
+    assert removed.code == 0, removed.err
+    missing = await _nsmctl(fabric, "external", "remove", "h1")
+    assert missing.code == 1 and "not found" in missing.err
+    assert _left(fabric) == {"namespaces": [], "wireguard-go": [], "state files": []}
+    assert await _records(fabric) == []
