@@ -14,7 +14,10 @@ so this holds across restarts); ``Quota`` bounds the records and bytes one ident
 expiration times and, as a background task, unregisters expired endpoints through the same chain so
 watchers see them deleted; ``Watch`` fans changes out (cutting watchers that fall too many
 events or bytes behind); ``Persist`` keeps the records (cached in
-memory, written through to the store).
+memory, written through to the store). On a shared store (``etcd://``) the process is one of
+several replicas: a :class:`~sdk.registry.follow.Follower` feeds the caches and the watchers from
+the store's change stream, so every replica serves the same records and announces every change
+(each with its store revision, from which a client's watch may resume on another replica).
 """
 
 from __future__ import annotations
@@ -37,13 +40,14 @@ from sdk.limits import new_server
 from sdk.registry.client import RemoteRegistry
 from sdk.registry.core import RegistryChain
 from sdk.registry.expire import Expire
+from sdk.registry.follow import Follower
 from sdk.registry.kinds import ENDPOINT, SERVICE
 from sdk.registry.ownership import Ownership
 from sdk.registry.pathids import RecordPathIds
 from sdk.registry.persist import Persist
 from sdk.registry.quota import DEFAULT_MAX_BYTES, DEFAULT_MAX_RECORDS, Quota
 from sdk.registry.server import add_registry
-from sdk.registry.store import Store
+from sdk.registry.store import SharedStore, Store
 from sdk.registry.togateway import ToGateway
 from sdk.registry.validate import Validate
 from sdk.registry.watch import DEFAULT_BACKLOG_BYTES, Watch
@@ -109,9 +113,16 @@ class Registry:
             ],
             trace,
         )
+        # On a shared store (etcd) this process is one replica: the store's changes feed the
+        # caches and the watchers (sdk.registry.follow).
+        self.follower = Follower(store, [
+            (self.service_records, self.service_watch),
+            (self.endpoint_records, self.endpoint_watch),
+        ]) if isinstance(store, SharedStore) else None
         self.addresses: list[ListenAddress] = []
         self._server: grpc.aio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._following: asyncio.Task[None] | None = None
 
     @staticmethod
     def _stored_owner(records: Persist[M]) -> Callable[[str], Awaitable[str | None]]:
@@ -126,7 +137,13 @@ class Registry:
         credentials: grpc.ServerCredentials | None = None,
     ) -> None:
         """Load stored records, start expiry, serve on ``addresses`` with health and reflection."""
-        loaded = await self.service_records.load(), await self.endpoint_records.load()
+        if self.follower is not None:
+            await self.follower.load()
+            self._following = asyncio.create_task(self.follower.run(), name="registry-follow")
+        else:
+            await self.service_records.load()
+            await self.endpoint_records.load()
+        loaded = len(self.service_records), len(self.endpoint_records)
         self._sweeper = asyncio.create_task(
             self.expire.sweep(self.endpoint_records, self.endpoints), name="registry-expiry"
         )
@@ -153,11 +170,12 @@ class Registry:
         )
 
     async def _stop_sweeper(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
-            self._sweeper = None
+        for task in (self._sweeper, self._following):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._sweeper = self._following = None
 
     async def stop(self, grace: float = 2.0) -> None:
         """End watch streams, stop serving, remove socket files, close the store. Idempotent."""

@@ -9,7 +9,8 @@ kinds pass through untouched.
 Place it after validation and in front of ``Watch``/``Persist``.
 
 :meth:`Expire.sweep` is the matching background task: it sleeps until the earliest expiry that
-``Persist`` knows of (waking early when a registration may have moved it), then unregisters every
+``Persist`` knows of (waking early whenever a record with an expiry enters its cache: from a
+registration here or, on a shared store, from another replica), then unregisters every
 expired record through the given chain, so watchers see ``deleted=True`` exactly as for an
 explicit unregistration.
 """
@@ -72,6 +73,7 @@ class Expire(RegistryElement[M], Generic[M]):
 
     async def sweep(self, persist: Persist[M], chain: RegistryChain[M]) -> None:
         """Unregister expired records through ``chain`` until cancelled."""
+        persist.on_expiry = self._changed.set
         while True:
             at = persist.next_expiry()
             self._changed.clear()

@@ -31,7 +31,7 @@ from __future__ import annotations
 import heapq
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, Generic, Protocol, TypeVar
 
 from api.proto.registry_pb2 import NetworkService, NetworkServiceEndpoint
@@ -83,6 +83,8 @@ class Persist(RegistryElement[M], Generic[M]):
         self._owners: dict[str, str] = {}
         self._usage: dict[str, tuple[int, int]] = {}  # owner -> (records, bytes)
         self._follower: Follows | None = None
+        #: Called whenever a record with an expiry enters the cache (the expiry sweeper wakes).
+        self.on_expiry: Callable[[], None] | None = None
         REGISTRY_RECORDS.labels(kind.key).set_function(lambda: len(self._records))
 
     async def load(self, now: float | None = None) -> int:
@@ -156,6 +158,8 @@ class Persist(RegistryElement[M], Generic[M]):
         expires = expiry_of(record)
         if expires is not None:
             heapq.heappush(self._expiries, (expires, record.name))
+            if self.on_expiry is not None:
+                self.on_expiry()
 
     def _forget(self, name: str) -> M | None:
         old = self._records.pop(name, None)

@@ -2,8 +2,10 @@
 
 ``registries`` is a factory starting :class:`registry.app.Registry` in-process on a short Unix
 socket path (``/tmp/...``: sun_path is limited to 108 bytes) and optionally on TCP 127.0.0.1;
-everything it started is stopped at teardown. ``registry`` is one such registry with an in-memory
-store, and ``channel`` a grpc.aio channel to it. The helpers below (records, finds, watchers) are
+everything it started is stopped at teardown. Its default store is ``default_store`` (memory://;
+a test module overrides that fixture to run its tests over other stores, e.g. a real etcd).
+``registry`` is one such registry with the default store, and ``channel`` a grpc.aio channel to
+it. The helpers below (records, finds, watchers) are
 imported by the registry tests.
 """
 
@@ -165,20 +167,26 @@ def short_tmp() -> Iterator[Path]:
 
 
 @pytest.fixture
-async def registries(short_tmp: Path) -> AsyncIterator[StartRegistry]:
-    """Factory: ``await registries(store="memory://", default_ttl=60.0, tcp=False)``."""
+def default_store() -> str:
+    """The store ``registries`` uses unless told otherwise (override it per module)."""
+    return "memory://"
+
+
+@pytest.fixture
+async def registries(short_tmp: Path, default_store: str) -> AsyncIterator[StartRegistry]:
+    """Factory: ``await registries(store=default_store, default_ttl=60.0, tcp=False)``."""
     started: list[Registry] = []
     count = 0
 
     async def start(
-        store: str = "memory://", default_ttl: float = 60.0, tcp: bool = False
+        store: str | None = None, default_ttl: float = 60.0, tcp: bool = False
     ) -> RunningRegistry:
         nonlocal count
         count += 1
         urls = [f"unix://{short_tmp}/r{count}.sock"]
         if tcp:
             urls.append("tcp://127.0.0.1:0")
-        registry = Registry(open_store(store), default_ttl=default_ttl)
+        registry = Registry(open_store(store or default_store), default_ttl=default_ttl)
         await registry.start([parse_address(url) for url in urls], insecure_tcp=tcp)
         started.append(registry)
         bound = registry.addresses

@@ -45,6 +45,15 @@ from tests.integration.conftest import (
 TRANSPORTS = ["unix", "tcp"]
 
 
+@pytest.fixture(params=["memory", "etcd"])
+def default_store(request: pytest.FixtureRequest) -> str:
+    """Every test here runs over the in-memory store and over a real etcd (a prefix of its own)."""
+    if request.param == "etcd":
+        url: str = request.getfixturevalue("etcd_url")
+        return url
+    return "memory://"
+
+
 @pytest.fixture(params=TRANSPORTS)
 async def any_channel(
     request: pytest.FixtureRequest, registries: StartRegistry
