@@ -17,7 +17,9 @@ checks the chain of signatures before it.
 ``VerifyPath(source, trust_unix_peers=True)``
     On request, before anything else of the hop runs (place it before ``UpdatePath`` in a
     server), verifies segments ``0..path.index``: every token valid (signed by an SVID of the
-    bundle, subject = that certificate's ID, not expired, bound to its segment's id and to the
+    bundle of the trust domain the signer's ID names — this hop's own or a federated one,
+    ``Material.trust``; an unfederated trust domain is refused naming it), subject = that
+    certificate's ID, not expired, bound to its segment's id and to the
     previous token), each audience is the next segment's subject, the last audience is this
     hop's own SPIFFE ID, and the last subject is the TLS peer (``ctx.peer``). A caller without a
     SPIFFE ID (Unix socket) is accepted as the last subject when ``trust_unix_peers`` (local
@@ -175,7 +177,7 @@ class VerifyPath(NetworkServiceElement):
                     "requires path tokens, so every hop before it needs an SVID (--svid-dir)"
                 )
             claims = token.verify(
-                segment.token, material.bundle, now,
+                segment.token, material.trust, now,
                 segment_id=segment.id,
                 previous_token=None if closing else (segments[i - 1].token if i else ""),
                 allow_expired=closing,
