@@ -38,6 +38,12 @@ KindArg = Annotated[
     ),
 ]
 NameArg = Annotated[str, typer.Argument(metavar="NAME", help="the record's name")]
+DomainOpt = Annotated[
+    str,
+    typer.Option("--domain", metavar="DOMAIN",
+                 help="another domain's records, through this domain's gateway (the registry's "
+                      "--gateway); names are shown as NAME@DOMAIN"),
+]
 OutputOpt = Annotated[
     Output,
     typer.Option("--output", "-o", case_sensitive=False, help="output format"),
@@ -58,9 +64,11 @@ def get(
     watch: Annotated[
         bool, typer.Option("--watch", "-w", help="after listing, stream every change (Ctrl-C ends)")
     ] = False,
+    domain: DomainOpt = "",
 ) -> None:
     """List network services or endpoints, or show one."""
     opts, kind = options(ctx), parse_kind(word)
+    name = in_domain(name or "", domain) or None
     if watch:
         if not run_until_signalled(_watch(opts, kind, name or "", output)):
             raise CliError("the registry ended the watch (is it restarting?)")
@@ -103,9 +111,20 @@ async def _watch(opts: Options, kind: CliKind[Any], name: str, output: Output) -
                 emit(render.watch_event(change, event.record, output))
 
 
-def describe(ctx: typer.Context, word: KindArg, name: NameArg) -> None:
+def in_domain(name: str, domain: str) -> str:
+    """``name@domain`` (``@domain`` alone: every record of the domain); ``name`` without a
+    domain."""
+    if not domain:
+        return name
+    if "@" in name:
+        raise CliError(f"{name!r} names its domain already: drop --domain or the '@...'")
+    return f"{name}@{domain}"
+
+
+def describe(ctx: typer.Context, word: KindArg, name: NameArg, domain: DomainOpt = "") -> None:
     """Show every field of one network service or endpoint."""
     kind = parse_kind(word)
+    name = in_domain(name, domain)
     record = run(_get(options(ctx), kind, name))
     emit(render.describe(kind, record, time.time()))
 

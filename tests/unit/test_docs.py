@@ -11,6 +11,8 @@ from agent.settings import PREFIX as AGENT
 from agent.settings import AgentSettings
 from forwarder.settings import PREFIX as FORWARDER
 from forwarder.settings import ForwarderSettings
+from gateway.settings import PREFIX as GATEWAY
+from gateway.settings import GatewaySettings
 from nse.settings import PREFIX as NSE
 from nse.settings import NseSettings
 from nsmgr.settings import PREFIX as NSMGR
@@ -28,7 +30,8 @@ README = (ROOT / "README.md").read_text()
 @pytest.mark.parametrize(
     ("cls", "prefix"),
     [(RegistrySettings, REGISTRY), (NsmgrSettings, NSMGR), (ForwarderSettings, FORWARDER),
-     (NseSettings, NSE), (WebhookSettings, WEBHOOK), (AgentSettings, AGENT)],
+     (NseSettings, NSE), (WebhookSettings, WEBHOOK), (AgentSettings, AGENT),
+     (GatewaySettings, GATEWAY)],
 )
 def test_every_setting_is_in_the_readme(cls: type, prefix: str) -> None:
     for variable, _, _ in settings.describe(cls, prefix):

@@ -9,10 +9,12 @@ from typing import Any
 import pytest
 
 import forwarder.__main__ as forwarder_main
+import gateway.__main__ as gateway_main
 import nse.__main__ as nse_main
 import nsmgr.__main__ as nsmgr_main
 import registry.__main__ as registry_main
 from forwarder.settings import ForwarderSettings
+from gateway.settings import GatewaySettings
 from nse.settings import NseSettings
 from nsmgr.settings import NsmgrSettings
 from registry.settings import RegistrySettings
@@ -21,11 +23,12 @@ from sdk import settings
 BINARIES = [
     (registry_main, RegistrySettings), (nsmgr_main, NsmgrSettings),
     (forwarder_main, ForwarderSettings), (nse_main, NseSettings),
+    (gateway_main, GatewaySettings),
 ]
 
 
 @pytest.mark.parametrize(("module", "cls"), BINARIES, ids=["registry", "nsmgr", "forwarder",
-                                                            "nse"])
+                                                            "nse", "gateway"])
 def test_every_setting_has_one_documented_flag(module: Any, cls: type[Any]) -> None:
     text = module._parser().format_help()
     flat = re.sub(r"\s+", " ", text)
