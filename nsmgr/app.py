@@ -52,13 +52,14 @@ from sdk.registry.togateway import ToGateway
 from sdk.registry.validate import check_name
 from sdk.registry.workloads import workload_chain
 from sdk.remotelosses import RemoteLossWatch
+from sdk.security.peertrust import PeerTrust
 from sdk.security.policy import (
     AUTHORIZATION_HEALTH,
     enforcing,
     load_policy,
 )
 from sdk.security.source import FileSvidSource
-from sdk.security.tls import SecureChannelFactory, server_credentials
+from sdk.security.tls import SecureChannelFactory
 
 _log = structlog.get_logger("nsmgr")
 SERVING, NOT_SERVING = HealthCheckResponse.SERVING, HealthCheckResponse.NOT_SERVING
@@ -187,12 +188,16 @@ class Nsmgr:
             _log.info("unregistering a dead endpoint failed", error=str(exc))
 
     async def start(self) -> None:
-        server, self.limit = limited_server(self.config.max_in_flight_per_peer)
+        # mTLS peers of federated trust domains are checked against their own trust domain.
+        peers = PeerTrust(self.svids) if self.svids else None
+        server, self.limit = limited_server(
+            self.config.max_in_flight_per_peer, interceptors=[peers] if peers else []
+        )
         health = await add_chain_services(server, self.chain, self.monitor)
         await health.set(AUTHORIZATION_HEALTH, SERVING if enforcing(self.authorization)
                          else NOT_SERVING)
         add_registry(server, self.services, self.endpoints)
-        credentials = server_credentials(self.svids) if self.svids else None
+        credentials = peers.credentials() if peers else None
         self.bound = await serve(server, self.addresses, self.config.insecure, credentials)
         self._server = server
         if not self.advertise:
