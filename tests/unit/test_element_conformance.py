@@ -19,6 +19,7 @@ from sdk.networkservice.chosen import RequireChosenEndpoint
 from sdk.networkservice.clientbegin import ClientBegin
 from sdk.networkservice.core import NetworkServiceElement
 from sdk.networkservice.discover import CANDIDATES, Discover
+from sdk.networkservice.enterdomain import EnterDomain
 from sdk.networkservice.excludedprefixes import ExcludePrefixes
 from sdk.networkservice.forwarder import FORWARDER, SelectForwarder
 from sdk.networkservice.handover import HandOver, Handovers
@@ -94,6 +95,10 @@ def named(request: NetworkServiceRequest) -> None:
     request.connection.network_service_endpoint_name = "nse-1"
 
 
+def in_domain_b(request: NetworkServiceRequest) -> None:
+    request.connection.network_service_endpoint_name = "nse-1@b"
+
+
 def candidates(request: NetworkServiceRequest, ctx: CallContext) -> None:
     ctx.values[CANDIDATES] = [WeightedCandidate(PROVIDER, 1)]
 
@@ -132,6 +137,7 @@ ELEMENTS: dict[str, tuple[Callable[[], NetworkServiceElement], dict[str, object]
                   {"front": handing(lambda r, ctx: ctx.values.__setitem__(FORWARDER, "fwd"))}),
     "filter-mechanisms": (FilterMechanisms, {"front": handing(remote)}),
     "require-relays": (RequireRelays, {}),
+    "enter-domain": (lambda: EnterDomain("b"), {"prepare": in_domain_b}),
     "connection-owner": (ConnectionOwner, {"front": handing(
         lambda r, ctx: ctx.values.__setitem__(CLIENT_ID, "spiffe://t/nsc/a"))}),
     "exclude-prefixes": (ExcludePrefixes, {}),
