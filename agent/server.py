@@ -4,8 +4,10 @@ Contract: :class:`AgentServer` listens on ``socket`` (mode 0666, its directory c
 missing; a stale socket file is replaced), reads one framed request (:mod:`sdk.security.workload`)
 within :data:`READ_TIMEOUT` seconds, attests the caller by its peer credentials
 (:mod:`agent.attest`) and answers with a fresh SVID for ``spiffe://<td>/ns/<ns>/sa/<sa>`` signed
-by the CA, valid ``ttl`` seconds, or with an error naming why not. Private keys go to the caller
-only, never to a log or a file. :meth:`stop` closes the server and removes the socket.
+by the CA, valid ``ttl`` seconds, with the CA's bundle and the bundles of the trust domains it
+federates with (re-read from the CA's ``federated/`` on every answer, so ``nsmctl ca federate``
+reaches workloads at their next renewal), or with an error naming why not. Private keys go to
+the caller only, never to a log or a file. :meth:`stop` closes the server and removes the socket.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import structlog
 from agent.attest import PodResolver, attest, peer_of
 from sdk.errors import FabricError, FailedPrecondition, InvalidArgument
 from sdk.security.ca import CertificateAuthority
+from sdk.security.svid import TrustBundle
 from sdk.security.workload import OP_X509, decode_length, encode
 
 READ_TIMEOUT = 5.0
@@ -77,9 +80,20 @@ class AgentServer:
         return {
             "spiffe_id": str(spiffe_id), "svid_pem": svid.chain_pem().decode(),
             "key_pem": svid.key_pem().decode(), "bundle_pem": self.ca.bundle.pem().decode(),
+            "federated_bundles": {b.trust_domain: b.pem().decode() for b in self._federated()},
             "expires_at": svid.not_after,
             "hints": {"nsmgr_id": self.nsmgr_id} if self.nsmgr_id else {},
         }
+
+    def _federated(self) -> tuple[TrustBundle, ...]:
+        """The CA's federated bundles as its directory holds them now; a broken file keeps the
+        previous ones (logged)."""
+        try:
+            return self.ca.reload_federated()
+        except FabricError as exc:
+            _log.warning("federated bundles unreadable, keeping the previous ones",
+                         error=str(exc))
+            return self.ca.federated
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         sock: socket.socket = writer.get_extra_info("socket")

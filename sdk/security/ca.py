@@ -191,6 +191,16 @@ class CertificateAuthority:
         self.federated = self.trust.without(trust_domain).foreign
         self._save_federated()
 
+    def reload_federated(self) -> tuple[TrustBundle, ...]:
+        """Re-read ``federated/`` from the CA's directory (changed by another process's
+        ``nsmctl ca federate``) and return the bundles; a broken file raises InvalidArgument
+        naming it and keeps the previous set."""
+        if self.directory is not None:
+            self.federated = BundleSet(
+                self.bundle, read_federated(self.directory, self.trust_domain)
+            ).foreign
+        return self.federated
+
     def _save_federated(self) -> None:
         if self.directory is not None:
             write_federated(self.directory, self.federated)

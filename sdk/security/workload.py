@@ -5,8 +5,11 @@ names the socket as ``unix:///path`` or a plain path): each message is a 4-byte 
 and that many bytes of UTF-8 JSON (at most :data:`MAX_MESSAGE` bytes). The client sends one
 request, ``{"op": "x509svid"}``, and reads one answer, then the agent closes the connection:
 
-* ``{"spiffe_id", "svid_pem" (chain, leaf first), "key_pem", "bundle_pem", "expires_at",
-  "hints": {"nsmgr_id": ...}}`` — the caller's SVID (a fresh key each time), or
+* ``{"spiffe_id", "svid_pem" (chain, leaf first), "key_pem", "bundle_pem",
+  "federated_bundles": {"<trust-domain>": "<PEM roots>", ...}, "expires_at",
+  "hints": {"nsmgr_id": ...}}`` — the caller's SVID (a fresh key each time), its trust domain's
+  bundle and the foreign trust domains' bundles it federates with (optional; each checked as
+  :func:`sdk.security.federation.foreign_bundle` does), or
 * ``{"error": "...", "code": "PermissionDenied"}`` — the caller is not a workload the agent knows.
 
 The request names **nothing** about who the caller is: the agent decides from the kernel's peer
@@ -31,6 +34,7 @@ from typing import Any
 import structlog
 
 from sdk.errors import FabricError, PermissionDenied, Unauthenticated, Unavailable
+from sdk.security.federation import foreign_bundle
 from sdk.security.source import Clock, Material, RenewingSource
 from sdk.security.svid import Svid, TrustBundle, load_certificates, load_private_key
 
@@ -82,6 +86,7 @@ class Fetched:
     svid: Svid
     bundle: TrustBundle
     hints: dict[str, str] = field(default_factory=dict)
+    foreign: tuple[TrustBundle, ...] = ()
 
 
 def _parse(answer: dict[str, Any], address: str) -> Fetched:
@@ -91,11 +96,17 @@ def _parse(answer: dict[str, Any], address: str) -> Fetched:
         chain = load_certificates(answer["svid_pem"].encode(), "svid_pem")
         key = load_private_key(answer["key_pem"].encode(), "key_pem")
         svid = Svid(tuple(chain), key)
-        bundle = TrustBundle.from_pem(answer["bundle_pem"].encode(), svid.spiffe_id.trust_domain)
+        local = svid.spiffe_id.trust_domain
+        bundle = TrustBundle.from_pem(answer["bundle_pem"].encode(), local)
         hints = {str(k): str(v) for k, v in dict(answer.get("hints") or {}).items()}
+        foreign = tuple(
+            foreign_bundle(str(pem).encode(), local, str(td), f"federated_bundles[{td!r}]",
+                           check_expiry=False)
+            for td, pem in dict(answer.get("federated_bundles") or {}).items()
+        )
     except (KeyError, TypeError, AttributeError, ValueError, FabricError) as exc:
         raise Unavailable(f"the node agent at {address} sent a malformed answer: {exc}") from None
-    return Fetched(svid, bundle, hints)
+    return Fetched(svid, bundle, hints, foreign)
 
 
 def fetch(address: str, timeout: float = 5.0) -> Fetched:
@@ -135,7 +146,7 @@ class AgentSvidSource(RenewingSource):
             now = self._clock()
             fetched = fetch(self.address, self.timeout)
             self.hints = fetched.hints
-            return self._renewed(fetched.svid, fetched.bundle, now)
+            return self._renewed(fetched.svid, fetched.bundle, now, fetched.foreign)
 
     def current(self) -> Material:
         with self._lock:
