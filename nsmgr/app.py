@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 import structlog
@@ -44,8 +45,9 @@ from sdk.grpcutil import ListenAddress, parse_address, serve, stop
 from sdk.limits import InFlightLimit, limited_server
 from sdk.networkservice.monitor import Monitor
 from sdk.registry.client import RemoteRegistry
-from sdk.registry.core import RegistryChain
-from sdk.registry.kinds import ENDPOINT, SERVICE
+from sdk.registry.core import RegistryChain, RegistryElement
+from sdk.registry.kinds import ENDPOINT, SERVICE, RecordKind
+from sdk.registry.replicas import Replicas
 from sdk.registry.reserved import ReservedService
 from sdk.registry.server import add_registry
 from sdk.registry.togateway import ToGateway
@@ -63,6 +65,16 @@ from sdk.security.tls import SecureChannelFactory
 
 _log = structlog.get_logger("nsmgr")
 SERVING, NOT_SERVING = HealthCheckResponse.SERVING, HealthCheckResponse.NOT_SERVING
+
+
+M = TypeVar("M", NetworkService, NetworkServiceEndpoint)
+
+
+def registry_client(kind: RecordKind[M], channels: list[grpc.aio.Channel]) -> RegistryElement[M]:
+    """The registry at one address, or its replicas at several (calls and watches fail over)."""
+    if not channels:
+        raise InvalidArgument("registry", "give the registry's address (or its replicas')")
+    return RemoteRegistry(kind, channels[0]) if len(channels) == 1 else Replicas(kind, channels)
 
 
 class Nsmgr:
@@ -91,16 +103,17 @@ class Nsmgr:
         if self.svids is not None:
             self.svids.subscribe(lambda _material: self.pool.renew())
         check_name("domain", config.domain)
-        registry_channel = self.pool.get(config.registry)
+        registry_channels = [self.pool.get(a.strip()) for a in config.registry.split(",")
+                             if a.strip()]
         gateway = self.pool.get(config.gateway) if config.gateway else None
         # Names of other domains go straight to the gateway, the domain's own lose the suffix.
         self.services_upstream: RegistryChain[NetworkService] = RegistryChain([
             ToGateway(config.domain, RemoteRegistry(SERVICE, gateway) if gateway else None),
-            RemoteRegistry(SERVICE, registry_channel),
+            registry_client(SERVICE, registry_channels),
         ])
         self.endpoints_upstream: RegistryChain[NetworkServiceEndpoint] = RegistryChain([
             ToGateway(config.domain, RemoteRegistry(ENDPOINT, gateway) if gateway else None),
-            RemoteRegistry(ENDPOINT, registry_channel),
+            registry_client(ENDPOINT, registry_channels),
         ])
         self.forwarders = LocalForwarders(on_change=self._forwarder_changed)
         self.local_endpoints = LocalEndpoints(self.advertise, on_change=self._endpoint_changed)
@@ -109,11 +122,11 @@ class Nsmgr:
         self.authorization = load_policy(config.policy or None)
         registrations = self.authorization
         self.services: RegistryChain[NetworkService] = workload_chain(
-            SERVICE, RemoteRegistry(SERVICE, registry_channel), self.services_upstream,
+            SERVICE, registry_client(SERVICE, registry_channels), self.services_upstream,
             self.svids, registrations, trace=config.trace,
         )
         self.endpoints: RegistryChain[NetworkServiceEndpoint] = workload_chain(
-            ENDPOINT, RemoteRegistry(ENDPOINT, registry_channel), self.endpoints_upstream,
+            ENDPOINT, registry_client(ENDPOINT, registry_channels), self.endpoints_upstream,
             self.svids, registrations, trace=config.trace,
             reserved=[ReservedService(FORWARDER_SERVICE, "forwarder", self.svids)],
             kept=[self.forwarders], local=[self.local_endpoints],

@@ -23,7 +23,11 @@ class NsmgrSettings:
         "", "URL remote nsmgrs reach this one at (tcp://ip:port); default: the first TCP "
         "listener; with neither, it serves its own node only"
     )
-    registry: str = setting("unix:///var/run/vwire/registry.sock", "the registry's address")
+    registry: str = setting(
+        "unix:///var/run/vwire/registry.sock",
+        "the registry's address, or its replicas' addresses comma-separated (calls and watches "
+        "move to another replica when one fails)",
+    )
     domain: str = setting(
         DEFAULT_DOMAIN, "this node's domain: a service or endpoint named NAME@DOMAIN is local"
     )
