@@ -18,7 +18,8 @@ class RegistrySettings:
     )
     store: str = setting(
         "",
-        "record store: sqlite:////abs/path.db (four slashes; three = relative) or memory:// "
+        "record store: sqlite:////abs/path.db (four slashes; three = relative), memory://, or "
+        "etcd://host:port[,host:port...][/prefix] (several replicas over one etcd cluster) "
         "(default: registry.db in state_dir)",
     )
     state_dir: str = setting("/var/lib/vwire", "directory for the default SQLite store")
