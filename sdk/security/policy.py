@@ -14,7 +14,12 @@ A policy file is YAML::
         endpoints: [spiffe://example.org/nse/db-*]
 
 Globs: ``*`` matches within one path segment (not ``/``), ``**`` matches anything, ``?`` one
-character. A request rule needs ``clients`` or ``labels`` (labels are what the client claims, so
+character. Identities of federated trust domains are named like local ones, by their own trust
+domain (``spiffe://cloud-b/nsc/web``: the client's ID as its own CA issued it). A ``clients`` or
+``endpoints`` glob that starts with ``spiffe://`` names its trust domain literally (no ``*`` or
+``?`` in it: a wildcard there would admit every federated trust domain at once); ``**`` alone
+still means every identity of every trust domain this process trusts. A request rule needs
+``clients`` or ``labels`` (labels are what the client claims, so
 pair them with ``clients`` where it matters). A caller without a SPIFFE ID matches no ``clients``
 or ``endpoints`` glob.
 
@@ -48,6 +53,7 @@ import structlog
 import yaml
 
 from sdk.errors import InvalidArgument
+from sdk.security.spiffe import SCHEME, check_trust_domain
 
 _log = structlog.get_logger("sdk.security.policy")
 
@@ -186,6 +192,24 @@ def _strings(value: Any, where: str, required: bool) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _identities(value: Any, where: str, required: bool) -> tuple[str, ...]:
+    """Globs over SPIFFE IDs: a ``spiffe://`` glob names its trust domain literally."""
+    globs = _strings(value, where, required)
+    for i, glob in enumerate(globs):
+        if not glob.startswith(SCHEME):
+            continue
+        domain = glob[len(SCHEME):].partition("/")[0]
+        if any(c in domain for c in "*?"):
+            raise InvalidArgument(
+                f"{where}[{i}]",
+                f"{glob!r} leaves the trust domain open: name it (spiffe://example.org/..., or "
+                "a federated one such as spiffe://cloud-b/...), or use '**' for every identity "
+                "of every trusted trust domain",
+            )
+        check_trust_domain(domain, f"{where}[{i}]")
+    return globs
+
+
 def _labels(value: Any, where: str) -> dict[str, str]:
     if value is None:
         return {}
@@ -245,7 +269,7 @@ def parse_policy(text: str, source: str = "policy") -> Policy:
         rule = RequestRule(
             rule=item.get("rule", at),
             services=_strings(item.get("services"), f"{at}.services", True),
-            clients=_strings(item.get("clients"), f"{at}.clients", False),
+            clients=_identities(item.get("clients"), f"{at}.clients", False),
             labels=_labels(item.get("labels"), f"{at}.labels"),
         )
         if not rule.clients and not rule.labels:
@@ -259,7 +283,7 @@ def parse_policy(text: str, source: str = "policy") -> Policy:
         registrations.append(RegistrationRule(
             rule=item.get("rule", at),
             services=_strings(item.get("services"), f"{at}.services", True),
-            endpoints=_strings(item.get("endpoints"), f"{at}.endpoints", True),
+            endpoints=_identities(item.get("endpoints"), f"{at}.endpoints", True),
         ))
     return Policy(tuple(requests), tuple(registrations))
 

@@ -15,6 +15,7 @@ from sdk.errors import FailedPrecondition, InvalidArgument, NotFound, Unauthenti
 from sdk.security import token
 from sdk.security.ca import CertificateAuthority
 from sdk.security.federation import BundleSet, foreign_bundle, read_federated, write_federated
+from sdk.security.policy import parse_policy
 from sdk.security.source import CaSvidSource, FileSvidSource
 from sdk.security.svid import FEDERATED_DIR, check_svid_files, write_svid
 
@@ -167,3 +168,27 @@ def test_a_path_token_signed_in_one_trust_domain_verifies_in_a_federated_one(
         token.verify(signed, BundleSet(cas[B].bundle), audience=B_NSE)
     with pytest.raises(Unauthenticated, match="not signed by a root of trust domain 'cloud-b'"):
         token.verify(signed, cas[B].bundle, audience=B_NSE)  # a single bundle: local IDs only
+
+
+def test_policies_name_foreign_identities_by_their_own_trust_domain() -> None:
+    policy = parse_policy(f"""
+requests:
+  - rule: cloud-a-web-to-db
+    services: [secure-db]
+    clients: ["{A_NSC}", "spiffe://{A}/nsc/ops/**"]
+registrations:
+  - rule: remote-db
+    services: [secure-db]
+    endpoints: ["spiffe://{B}/nse/db-*"]
+""")
+    assert policy.explain(A_NSC, "secure-db").allowed
+    assert not policy.explain(f"spiffe://{C}/nsc/web", "secure-db").allowed
+    assert policy.explain_registration(f"spiffe://{B}/nse/db-1", "secure-db").allowed
+
+
+@pytest.mark.parametrize("glob", ["spiffe://*/nsc/web", "spiffe://cloud-?/nsc/web",
+                                  "spiffe://**", "spiffe://Cloud-B/nsc/web"])
+def test_a_policy_identity_glob_must_name_its_trust_domain(glob: str) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        parse_policy(f'requests: [{{services: [db], clients: ["{glob}"]}}]')
+    assert caught.value.field == "requests[0].clients[0]"
