@@ -80,6 +80,7 @@ class Forwarder:
         self.recovery: RestartRecovery | None = None
         self.vwire_metrics: VWireMetrics | None = None
         self._metrics_task: asyncio.Task[None] | None = None
+        self.xconnect: Xconnect | None = None
 
     async def start(self) -> None:
         interface, ip = await detect_underlay(
@@ -108,6 +109,7 @@ class Forwarder:
             self.recovery.attach(self.backend)
         xconnect = Xconnect(self.kernel, self.backend, node, PortPool(parse_range(
             self.config.port_range)), live)
+        self.xconnect = xconnect
         sign = (
             [SignPathSegment(self.svids, self._nsmgr_id, self.config.token_lifetime)]
             if self.svids else []
@@ -182,6 +184,8 @@ class Forwarder:
             self.vwire_metrics = None
         if self.server_chain is not None:
             await self.server_chain.timeout.stop()
+        if self.xconnect is not None:
+            await self.xconnect.stop()
         if self.recovery is not None:
             await self.recovery.close()
             self.recovery = None

@@ -18,7 +18,8 @@ Contract, per request (place it after ``Metadata``/``Timeout``, in front of ``Co
   node can dial (none when the peer is behind a masquerading NAT in another site: it is learnt
   from the peer's first handshake), keepalive 25 s only from behind a masquerading NAT, and the
   tunnel MTU comes from the path's underlay MTU (both ends and, across sites, the WAN MTU), the
-  same figure on both ends.
+  same figure on both ends. A side that alone can open its tunnel knocks until the far side
+  answers (:mod:`forwarder.knock`); :meth:`Xconnect.stop` ends that.
 * The vWire's MTU goes into ``context.MTU``; its counters into this hop's path segment
   ``metrics``. A refresh that changes nothing keeps the vWire; one that changes it rebuilds it.
 * If programming fails, the rest of the path is closed again and the error raised: nothing is
@@ -51,6 +52,7 @@ from api.proto.connection_pb2 import Connection, Mechanism
 from api.proto.connectioncontext_pb2 import IPContext
 from api.proto.networkservice_pb2 import NetworkServiceRequest
 from forwarder.kernel import KernelPort
+from forwarder.knock import Knocker
 from forwarder.ports import PortPool
 from forwarder.reach import check_reachable, dial_address, ipv6_underlay, keepalive, path_mtu
 from forwarder.restart import LiveVWire, LiveVWires, wireguard_name
@@ -172,6 +174,11 @@ class Xconnect(NetworkServiceElement):
         self.ports = ports
         self.live = live
         self._vwires: dict[str, VWire] = {}  # by this hop's connection id
+        self.knocker = Knocker(backend)
+
+    async def stop(self) -> None:
+        """End background work (knocking); vWires stay until closed or swept."""
+        await self.knocker.stop()
 
     async def counters(self) -> dict[str, dict[str, str]]:
         """The counters of every vWire, read now, by this hop's connection id (a vWire whose
@@ -338,6 +345,7 @@ class Xconnect(NetworkServiceElement):
             return current
         if current is not None:
             self._forget(current)
+            self.knocker.cancel(spec.connection_id)
             await current.close()
             md.pop(VWIRE, None)
         try:
@@ -357,6 +365,8 @@ class Xconnect(NetworkServiceElement):
         md[VWIRE], md[SPEC] = vwire, spec
         if isinstance(spec, RemoteVWireSpec):
             await self._track(vwire, spec, md)
+            if spec.peer.keepalive and spec.peer.endpoint and vwire.wireguard is not None:
+                self.knocker.start(spec.connection_id, *vwire.wireguard)  # only we can dial
         _log.info("vwire programmed", kind=type(spec).__name__, mtu=vwire.mtu,
                   interfaces=[e.ifname for e in vwire.ends])
         return vwire
@@ -417,6 +427,7 @@ class Xconnect(NetworkServiceElement):
         try:
             await next.close(conn)
         finally:
+            self.knocker.cancel(self._vwire_id(conn))
             for key in (LOST, VWIRE):
                 vwire: VWire | None = md.pop(key, None)
                 if vwire is not None:

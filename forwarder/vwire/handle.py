@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from forwarder.kernel import KernelPort, Netns
+from forwarder.wireguard import WgPeer
 
 from .undo import UndoLog
 
@@ -46,6 +47,7 @@ class VWire:
         self.mtu = mtu
         self.ends = ends
         self.listen_port = listen_port  # WireGuard UDP port (remote sides only)
+        self.wireguard: tuple[str, WgPeer] | None = None  # remote sides: (device, its peer)
         self.undo = UndoLog()
         self._extra_metrics = extra_metrics
 

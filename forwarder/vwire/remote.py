@@ -104,6 +104,7 @@ async def program_remote(
     vwire = VWire(
         kernel, cid, mtu, (End(ROLE, workload_ns, final_name),), extra_metrics=wireguard_metrics
     )
+    vwire.wireguard = (wg_name, peer)
     where = {"netns": underlay_ns, "name": wg_name}
 
     async def delete_moved_link() -> None:
