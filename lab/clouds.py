@@ -1,0 +1,259 @@
+"""The multi-cloud lab's topology file: model, validation and the built-in default.
+
+A topology (YAML) lists domains, each one cloud site with its nodes, then the services the demo
+runs and the clients that connect to them::
+
+    wan_mtu: 1500                    # the simulated internet's MTU (default 1500)
+    domains:
+      - name: aws                    # 1-12 of a-z 0-9 -, unique
+        cloud: aws                   # aws (MTU 9001), gcp (1460), azure (1500), on-prem (1500)
+        mtu: 9001                    # optional: the domain's underlay MTU, 1280-9216
+        nodes:
+          - name: aws-1              # 1-12 of a-z 0-9 -, unique across domains
+            nat: one-to-one          # one-to-one (a public IP), masquerade or none
+    services:
+      - {name: db, node: aws-1}      # an endpoint of service db on node aws-1
+    clients:
+      - {name: web, node: aws-1, services: [db]}
+
+``nat`` defaults to ``one-to-one`` in a cloud and ``none`` on-prem. :func:`parse` checks
+everything and raises :class:`sdk.errors.InvalidArgument` naming the field (``domains[1].cloud``)
+and the fix: unknown keys or clouds, duplicate names, a bad MTU, a domain without nodes, a
+service or client on a node that does not exist, a client of a service nobody provides.
+:data:`BUILT_IN` holds the default ``multi-cloud`` topology (aws + gcp + azure + on-prem).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sdk.errors import InvalidArgument, quoted
+from sdk.registry.validate import check_name
+
+CLOUD_MTU = {"aws": 9001, "gcp": 1460, "azure": 1500, "on-prem": 1500}
+NAT_KINDS = ("one-to-one", "masquerade", "none")
+MIN_MTU, MAX_MTU = 1280, 9216
+MAX_DOMAINS, MAX_NODES_PER_DOMAIN, MAX_NODES = 8, 8, 16
+_NAME = re.compile(r"^[a-z][a-z0-9-]{0,11}$")
+
+
+@dataclass(frozen=True)
+class CloudNode:
+    name: str
+    nat: str
+    index: int  # 1-based within its domain
+
+
+@dataclass(frozen=True)
+class Domain:
+    name: str
+    cloud: str
+    mtu: int
+    nodes: tuple[CloudNode, ...]
+    index: int  # 1-based within the topology
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    node: str
+
+
+@dataclass(frozen=True)
+class ClientSpec:
+    name: str
+    node: str
+    services: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class MultiCloud:
+    """A validated topology (see the module docstring)."""
+
+    domains: tuple[Domain, ...]
+    services: tuple[Service, ...] = ()
+    clients: tuple[ClientSpec, ...] = ()
+    wan_mtu: int = 1500
+
+    def node(self, name: str) -> tuple[Domain, CloudNode]:
+        for domain in self.domains:
+            for node in domain.nodes:
+                if node.name == name:
+                    return domain, node
+        raise InvalidArgument("node", f"{quoted(name)} is not a node of the topology")
+
+    def all_nodes(self) -> list[tuple[Domain, CloudNode]]:
+        return [(d, n) for d in self.domains for n in d.nodes]
+
+
+def _mapping(value: Any, field: str, keys: tuple[str, ...]) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise InvalidArgument(field, f"must be a mapping with {', '.join(keys)}")
+    unknown = sorted(str(k) for k in value if k not in keys)
+    if unknown:
+        raise InvalidArgument(field, f"unknown key {quoted(unknown[0])}: use {', '.join(keys)}")
+    return value
+
+
+def _list(value: Any, field: str, most: int, *, empty: str = "") -> list[Any]:
+    if value is None and not empty:
+        return []
+    if not isinstance(value, list):
+        raise InvalidArgument(field, "must be a list")
+    if empty and not value:
+        raise InvalidArgument(field, empty)
+    if len(value) > most:
+        raise InvalidArgument(field, f"at most {most} entries (got {len(value)})")
+    return value
+
+
+def _name(value: Any, field: str, seen: set[str], check: Callable[[str, str], None]) -> str:
+    if not isinstance(value, str):
+        raise InvalidArgument(field, "must be a string")
+    check(field, value)
+    if value in seen:
+        raise InvalidArgument(field, f"{quoted(value)} is given twice: names must be unique")
+    seen.add(value)
+    return value
+
+
+def _short_name(field: str, value: str) -> None:
+    if not _NAME.match(value):
+        raise InvalidArgument(
+            field, f"{quoted(value)}: use 1-12 lower-case letters, digits or '-', starting "
+            "with a letter (it names namespaces and interfaces)")
+
+
+def _mtu(value: Any, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not MIN_MTU <= value <= MAX_MTU:
+        raise InvalidArgument(
+            field, f"must be an integer MTU in {MIN_MTU}..{MAX_MTU} (got {value!r})")
+    return value
+
+
+def _domain(raw: Any, field: str, index: int, node_names: set[str], names: set[str]) -> Domain:
+    spec = _mapping(raw, field, ("name", "cloud", "mtu", "nodes"))
+    name = _name(spec.get("name"), f"{field}.name", names, _short_name)
+    cloud = spec.get("cloud")
+    if cloud not in CLOUD_MTU:
+        raise InvalidArgument(f"{field}.cloud", f"unknown cloud {quoted(str(cloud))}: use "
+                              f"{', '.join(CLOUD_MTU)}")
+    mtu = _mtu(spec.get("mtu", CLOUD_MTU[cloud]), f"{field}.mtu")
+    raw_nodes = _list(spec.get("nodes"), f"{field}.nodes", MAX_NODES_PER_DOMAIN,
+                      empty=f"domain {name} has no nodes: give it at least one")
+    nodes = []
+    for i, item in enumerate(raw_nodes):
+        where = f"{field}.nodes[{i}]"
+        node = _mapping(item, where, ("name", "nat"))
+        nat = node.get("nat", "none" if cloud == "on-prem" else "one-to-one")
+        if nat not in NAT_KINDS:
+            raise InvalidArgument(f"{where}.nat", f"{quoted(str(nat))}: use "
+                                  f"{', '.join(NAT_KINDS)}")
+        nodes.append(CloudNode(_name(node.get("name"), f"{where}.name", node_names,
+                                     _short_name), nat, i + 1))
+    return Domain(name, cloud, mtu, tuple(nodes), index)
+
+
+def parse(document: Any, source: str = "topology") -> MultiCloud:
+    """A validated :class:`MultiCloud` from a loaded YAML document (see the module docstring);
+    fields in errors start with ``source``."""
+    top = _mapping(document, source, ("domains", "services", "clients", "wan_mtu"))
+    domain_names: set[str] = set()
+    node_names: set[str] = set()
+    raw_domains = _list(top.get("domains"), f"{source}.domains", MAX_DOMAINS,
+                        empty="give at least one domain")
+    domains = tuple(_domain(raw, f"{source}.domains[{i}]", i + 1, node_names, domain_names)
+                    for i, raw in enumerate(raw_domains))
+    if len(node_names) > MAX_NODES:
+        raise InvalidArgument(f"{source}.domains", f"at most {MAX_NODES} nodes in all "
+                              f"(got {len(node_names)})")
+    services = _services(top.get("services"), f"{source}.services", node_names)
+    provided = {s.name for s in services}
+    clients = []
+    client_names: set[str] = set()
+    for i, raw in enumerate(_list(top.get("clients"), f"{source}.clients", MAX_NODES)):
+        field = f"{source}.clients[{i}]"
+        spec = _mapping(raw, field, ("name", "node", "services"))
+        name = _name(spec.get("name"), f"{field}.name", client_names, _short_name)
+        node = _known_node(spec.get("node"), f"{field}.node", node_names)
+        wanted = _list(spec.get("services"), f"{field}.services", 8,
+                       empty="give at least one service")
+        for j, service in enumerate(wanted):
+            if service not in provided:
+                raise InvalidArgument(f"{field}.services[{j}]", f"{quoted(str(service))} is not "
+                                      "a service of the topology: add it under services")
+        clients.append(ClientSpec(name, node, tuple(wanted)))
+    wan_mtu = _mtu(top.get("wan_mtu", 1500), f"{source}.wan_mtu")
+    return MultiCloud(domains, services, tuple(clients), wan_mtu)
+
+
+def _known_node(value: Any, field: str, node_names: set[str]) -> str:
+    if value not in node_names:
+        raise InvalidArgument(field, f"{quoted(str(value))} is not a node of the topology: use "
+                              f"one of {', '.join(sorted(node_names))}")
+    return str(value)
+
+
+def _services(raw: Any, field: str, node_names: set[str]) -> tuple[Service, ...]:
+    services = []
+    names: set[str] = set()
+    for i, item in enumerate(_list(raw, field, MAX_NODES)):
+        spec = _mapping(item, f"{field}[{i}]", ("name", "node"))
+        name = _name(spec.get("name"), f"{field}[{i}].name", names, _short_name)
+        check_name(f"{field}[{i}].name", name)
+        services.append(Service(name, _known_node(spec.get("node"), f"{field}[{i}].node",
+                                                  node_names)))
+    return tuple(services)
+
+
+BUILT_IN_NAME = "multi-cloud"
+BUILT_IN = """\
+# aws + gcp + azure + on-prem: every kind of NAT and three underlay MTUs
+domains:
+  - name: aws
+    cloud: aws
+    nodes:
+      - {name: aws-1, nat: one-to-one}
+      - {name: aws-2, nat: masquerade}
+  - name: gcp
+    cloud: gcp
+    nodes:
+      - {name: gcp-1, nat: masquerade}
+  - name: azure
+    cloud: azure
+    nodes:
+      - {name: azure-1, nat: one-to-one}
+  - name: on-prem
+    cloud: on-prem
+    nodes:
+      - {name: dc-1, nat: none}
+services:
+  - {name: db, node: azure-1}
+  - {name: cache, node: gcp-1}
+clients:
+  - {name: web, node: aws-2, services: [db]}
+  - {name: app, node: aws-1, services: [cache]}
+"""
+
+
+def load(name_or_file: str) -> MultiCloud:
+    """The built-in topology by name (:data:`BUILT_IN_NAME`) or a YAML file, validated."""
+    if name_or_file == BUILT_IN_NAME:
+        return parse(yaml.safe_load(BUILT_IN), BUILT_IN_NAME)
+    path = Path(name_or_file)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise InvalidArgument("topology", f"cannot read {path}: {exc.strerror or exc}; give a "
+                              f"YAML file or {BUILT_IN_NAME!r}") from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InvalidArgument("topology", f"{path} is not YAML: {exc}") from None
+    return parse(document, "topology")
