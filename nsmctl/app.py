@@ -22,6 +22,7 @@ from nsmctl import (
     dashboard,
     external_cmds,
     graph_cmds,
+    join_cmds,
     lab_cmds,
     node_cmds,
     policy_cmds,
@@ -130,6 +131,7 @@ policy_cmds.register(app)
 graph_cmds.register(app)
 dashboard.register(app)
 external_cmds.register(app)
+join_cmds.register(app)
 
 
 #: Options of the root command, accepted anywhere on the line (moved before the command).

@@ -1,0 +1,115 @@
+"""A VM joins a domain with the bootstrap script (supervisor mode: this machine runs no
+systemd), a workload on it connects with ``nsmctl connect`` and pings a service on another node,
+and leaving leaves no file, process, link or registry record behind."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from lab import network
+from lab.external import add_host_netns
+from lab.fabric import Fabric
+from lab.observe import ping
+from lab.topology import netns_path
+from tests.cli import Result, nsmctl
+from tests.e2e.conftest import MakeFabric
+
+SCRIPT = Path(__file__).resolve().parents[2] / "deploy/bootstrap/node.sh"
+
+
+async def _nsmctl(fabric: Fabric, *args: str) -> Result:
+    return await asyncio.to_thread(nsmctl, "--registry", fabric.registry_url, *args)
+
+
+async def _bootstrap(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(
+        subprocess.run, ["sh", str(SCRIPT)], env={**os.environ, **env}, capture_output=True,
+        text=True, timeout=90)
+
+
+def _pids(root: Path) -> list[int]:
+    return [int(p.read_text()) for p in (root / "var/run/vwire").glob("*.pid")]
+
+
+async def _vm_records(fabric: Fabric) -> list[str]:
+    listed = await _nsmctl(fabric, "get", "nse", "-o", "json")
+    assert listed.code == 0, listed.err
+    return [item["name"] for item in json.loads(listed.out) if "vm1" in item["name"]]
+
+
+async def test_vm_joins_connects_and_leaves_nothing(make_fabric: MakeFabric,
+                                                    tmp_path: Path) -> None:
+    fabric = await make_fabric(nodes=1)
+    await fabric.add_endpoint("nse-db", ["db"], node=1)
+    vm = add_host_netns(fabric, "vm1", index=10)  # 10.250.0.210 on the underlay
+    identity = tmp_path / "identity"
+    for kind in ("nsmgr", "forwarder"):
+        shutil.copytree(fabric.identity(kind, f"{kind}-vm1"), identity / kind)
+    root = tmp_path / "root"
+    env = {"VWIRE_REGISTRY": fabric.registry_url, "VWIRE_NODE_NAME": "vm1",
+           "VWIRE_IDENTITY_DIR": str(identity), "VWIRE_ADVERTISE": "tcp://10.250.0.210:5001",
+           "VWIRE_ROOT": str(root), "VWIRE_MODE": "supervisor", "VWIRE_NETNS": vm,
+           "VWIRE_VENV": sys.prefix}
+
+    joined = await _bootstrap(env)
+    assert joined.returncode == 0, joined.stderr
+    assert "joined (supervisor)" in joined.stdout
+    pids = _pids(root)
+    assert len(pids) == 2 and all(Path(f"/proc/{pid}").exists() for pid in pids)
+    unit = (root / "etc/systemd/system/vwire-nsmgr.service").read_text()
+    assert f"NetworkNamespacePath={netns_path(vm)}" in unit
+    assert oct((root / "etc/vwire/identity/nsmgr/svid.key").stat().st_mode & 0o777) == "0o600"
+
+    app = f"{fabric.topology.prefix}h-vm1-app"  # a workload namespace on the VM
+    network.add_netns(app)
+    nsmgr = f"unix://{root}/var/run/vwire/nsmgr.sock"
+    connected = await _nsmctl(
+        fabric, "connect", "kernel://db/nsm0", "--netns", app, "--nsmgr", nsmgr,
+        "--svid-dir", str(fabric.identity("nsc", "app-vm1")),
+        "--nsmgr-id", fabric.spiffe_id("nsmgr", "nsmgr-vm1"), "-o", "json")
+    assert connected.code == 0, connected.err
+    conn = json.loads(connected.out)[0]
+    address = conn["context"]["ip_context"]["dst_ip_addrs"][0].split("/")[0]
+    assert await ping(app, address, wait=2.0)
+    assert conn["path"]["path_segments"][1]["name"] == "nsmgr-vm1"
+    closed = await _nsmctl(fabric, "close", conn["id"])
+    assert closed.code == 0, closed.err
+
+    left = await _bootstrap({**env, "VWIRE_ACTION": "leave"})
+    assert left.returncode == 0, left.stderr
+    assert not root.exists(), sorted(str(p) for p in root.rglob("*"))
+    assert not [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+    links = network.ip("-o", "link", "show", netns=vm).splitlines()
+    assert [line.split(":")[1].strip().split("@")[0] for line in links] == ["lo", "eth0"]
+    assert await _vm_records(fabric) == []
+
+
+async def test_bad_input_is_refused_and_installs_nothing(make_fabric: MakeFabric,
+                                                         tmp_path: Path) -> None:
+    fabric = await make_fabric(nodes=1)
+    identity = tmp_path / "identity"
+    shutil.copytree(fabric.identity("nsmgr", "nsmgr-vm2"), identity / "nsmgr")
+    shutil.copytree(fabric.identity("nsc", "not-a-forwarder"), identity / "forwarder")
+    root = tmp_path / "root"
+    base = ["node", "join", "--root", str(root), "--mode", "supervisor"]
+
+    wrong_kind = await _nsmctl(fabric, *base, "--name", "vm2", "--identity", str(identity))
+    assert wrong_kind.code == 2 and "not a forwarder identity" in wrong_kind.err
+    bad_name = await _nsmctl(fabric, *base, "--name", "VM_2", "--identity", str(identity))
+    assert bad_name.code == 2 and "--name" in bad_name.err
+    missing = await _nsmctl(fabric, *base, "--name", "vm2", "--identity", str(tmp_path / "x"))
+    assert missing.code == 2 and "nsmctl ca issue" in missing.err
+    no_systemd = await _nsmctl(fabric, "node", "join", "--root", str(root), "--mode", "systemd",
+                               "--name", "vm2", "--identity", str(identity))
+    assert no_systemd.code == 2
+    script = await _bootstrap({"VWIRE_NODE_NAME": "vm2", "VWIRE_VENV": sys.prefix})
+    assert script.returncode == 1 and "set VWIRE_REGISTRY" in script.stderr
+    assert not root.exists()
+    nothing = await _nsmctl(fabric, "node", "leave", "--root", str(root), "--mode", "supervisor")
+    assert nothing.code == 1 and "nothing to leave" in nothing.err
