@@ -107,16 +107,24 @@ def secure_channel(
 
 class SecureChannelFactory:
     """A :data:`sdk.channels.ChannelFactory`: mTLS for TCP addresses, plain for Unix sockets
-    (local, protected by file permissions)."""
+    (local, protected by file permissions). The server's trust domain is ``trust_domain_of``
+    the address when given and it names one (e.g. a gateway's pool: other domains' gateways
+    by their domain's trust domain), else ``trust_domain``, else the local one."""
 
     def __init__(
-        self, source: SvidSource, name: str | None = None, trust_domain: str | None = None
+        self,
+        source: SvidSource,
+        name: str | None = None,
+        trust_domain: str | None = None,
+        trust_domain_of: Callable[[ListenAddress], str | None] | None = None,
     ) -> None:
         self.source = source
         self.name = name
         self.trust_domain = trust_domain
+        self.trust_domain_of = trust_domain_of
 
     def __call__(self, address: ListenAddress) -> grpc.aio.Channel:
         if address.scheme == "unix":
             return grpc.aio.insecure_channel(address.target)
-        return secure_channel(address, self.source, self.name, self.trust_domain)
+        domain = self.trust_domain_of(address) if self.trust_domain_of is not None else None
+        return secure_channel(address, self.source, self.name, domain or self.trust_domain)

@@ -24,7 +24,7 @@ from sdk.security.peer import peer_spiffe_id
 from sdk.security.peertrust import PeerTrust
 from sdk.security.source import CaSvidSource, FileSvidSource, SvidSource
 from sdk.security.svid import write_svid
-from sdk.security.tls import secure_channel, server_name
+from sdk.security.tls import SecureChannelFactory, secure_channel, server_name
 
 A, B = "cloud-a", "cloud-b"
 CLIENT = f"spiffe://{A}/nsmgr/a1"
@@ -64,17 +64,20 @@ async def servers(tmp_path: Path) -> AsyncIterator[list[grpc.aio.Server]]:
 
 
 async def serve_tls(
-    running: list[grpc.aio.Server], path: Path, source: SvidSource
+    running: list[grpc.aio.Server], path: Path | None, source: SvidSource
 ) -> TlsServer:
-    """A real grpc.aio server with mTLS on a unix socket, federated as ``source`` says."""
+    """A real grpc.aio server with mTLS on a unix socket (None: TCP on 127.0.0.1), federated
+    as ``source`` says."""
     peers = PeerTrust(source)
     server = grpc.aio.server(interceptors=[peers])
     recorder = Recorder()
     health_pb2_grpc.add_HealthServicer_to_server(recorder, server)
-    server.add_secure_port(f"unix://{path}", peers.credentials())
+    target = f"unix://{path}" if path is not None else "127.0.0.1:0"
+    port = server.add_secure_port(target, peers.credentials())
     await server.start()
     running.append(server)
-    return TlsServer(f"unix://{path}", recorder)
+    return TlsServer(f"unix://{path}" if path is not None else f"tcp://127.0.0.1:{port}",
+                     recorder)
 
 
 async def check(address: str, client: SvidSource, trust_domain: str) -> None:
@@ -148,3 +151,23 @@ async def test_federation_reaches_a_running_server_and_its_removal_refuses_at_on
         caught.value.details() or ""
     )
     assert server.recorder.callers == [CLIENT]
+
+
+async def test_a_channel_factory_picks_each_servers_trust_domain(
+    cas: dict[str, CertificateAuthority], servers: list[grpc.aio.Server]
+) -> None:
+    """A gateway's pool dials its own domain and other domains' gateways through one factory:
+    ``trust_domain_of`` names the trust domain of each address (TCP, as between hosts)."""
+    cas[A].federate(cas[B].bundle)
+    cas[B].federate(cas[A].bundle)
+    local = await serve_tls(servers, None, CaSvidSource(cas[A], f"spiffe://{A}/registry/r",
+                                                        [server_name(A)]))
+    remote = await serve_tls(servers, None, CaSvidSource(cas[B], SERVER, [server_name(B)]))
+    domains = {parse_address(remote.address).target: B}
+    factory = SecureChannelFactory(CaSvidSource(cas[A], CLIENT),
+                                   trust_domain_of=lambda a: domains.get(a.target))
+    for server in (local, remote):
+        async with factory(parse_address(server.address)) as channel:
+            await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=CALL_TIMEOUT)
+        assert server.recorder.callers == [CLIENT]
