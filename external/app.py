@@ -12,6 +12,8 @@ Contract of :class:`ExternalRouter`:
   logged and ignored. Work on one host is serialised; hosts do not wait for each other.
 * When the watch breaks (the registry restarted) it reconnects with back-off and reconciles:
   hosts whose request is gone are removed.
+* It serves gRPC health on ``listen`` (a unix socket): SERVING while it follows the registry,
+  NOT_SERVING before the first listing and while reconnecting.
 * :meth:`stop` stops watching and tears every host down (their namespaces, vWires and status
   records) but keeps their keys and ports: a restarted router serves them again with the same
   configuration.
@@ -28,6 +30,7 @@ from pathlib import Path
 
 import grpc
 import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from api.proto.registry_pb2 import NetworkService
 from external.host import ServedHost, Serving
@@ -44,8 +47,10 @@ from sdk.external import (
     status_name,
     status_record,
 )
-from sdk.grpcutil import parse_address
+from sdk.grpcutil import ListenAddress, parse_address, serve
+from sdk.grpcutil import stop as stop_server
 from sdk.keyedlock import KeyedLock
+from sdk.limits import new_server
 from sdk.registry.client import RemoteRegistry
 from sdk.registry.core import Query, RegistryChain
 from sdk.registry.kinds import SERVICE
@@ -69,6 +74,8 @@ def check_settings(config: ExternalSettings) -> None:
     if config.public_netns and not os.path.exists(config.public_netns):
         raise InvalidArgument("public_netns", f"{config.public_netns!r} does not exist: give a "
                               "namespace file such as /var/run/netns/NAME")
+    if parse_address(config.listen, "listen").scheme != "unix":
+        raise InvalidArgument("listen", "must be unix:///path.sock (it serves health only)")
     parse_address(config.registry, "registry")
     parse_address(config.nsmgr, "nsmgr")
     if not 1280 <= config.public_mtu <= 65535:
@@ -97,6 +104,9 @@ class ExternalRouter:
         self._locks = KeyedLock()
         self._watch: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._health = health.aio.HealthServicer()
+        self._server: grpc.aio.Server | None = None
+        self._bound: list[ListenAddress] = []
 
     @property
     def _registry(self) -> RegistryChain[NetworkService]:
@@ -104,6 +114,10 @@ class ExternalRouter:
 
     async def start(self) -> None:
         os.makedirs(self.config.state_dir, mode=0o700, exist_ok=True)
+        await self._health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        self._server = new_server()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        self._bound = await serve(self._server, [parse_address(self.config.listen)], False)
         self._watch = asyncio.create_task(self._watch_forever(), name="external-watch")
         log.info("external_router_started", registry=self.config.registry,
                  public_address=self.config.public_address, ports=self.config.ports)
@@ -118,6 +132,8 @@ class ExternalRouter:
         for name in list(self.failed):
             await self._unpublish(name)
         await self.pool.close()
+        if self._server is not None:
+            await stop_server(self._server, self._bound, 1.0)
 
     async def _watch_forever(self) -> None:
         backoff = 0.1
@@ -126,6 +142,7 @@ class ExternalRouter:
                 await self._follow()
             except (FabricError, grpc.aio.AioRpcError) as exc:
                 log.warning("external_watch_broken", error=str(exc))
+            await self._health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
             await asyncio.sleep(backoff)  # back-off before reconnecting to the registry
             backoff = min(backoff * 2, MAX_BACKOFF)
 
@@ -135,6 +152,7 @@ class ExternalRouter:
         wanted = {host.name for host in map(self._parse, filter(is_request, listed)) if host}
         for gone in (set(self.hosts) | self.failed) - wanted:  # removed while not watching
             await self._remove(gone, forget=True)
+        await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
         async for event in self._registry.find(Query(NetworkService(), watch=True)):
             if not is_request(event.record):
                 continue

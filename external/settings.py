@@ -11,6 +11,10 @@ PREFIX = "VWIRE_EXTERNAL_"
 
 @dataclass(frozen=True)
 class ExternalSettings:
+    listen: str = setting(
+        "unix:///var/run/vwire/external.sock",
+        "unix socket serving gRPC health: SERVING once the registry's requests are followed",
+    )
     public_address: str = setting(
         "", "the IP address external hosts dial (this node's public or NAT address); required"
     )

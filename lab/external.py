@@ -53,7 +53,8 @@ def start_router(fabric: Fabric, node: int = 1) -> str:
     name = f"external-{where.name}"
     process = router_process(node)
     fabric.processes.start(process, [
-        "external", "--public-address", where.underlay_ip, "--registry", fabric.registry_url,
+        "external", "--listen", f"unix://{where.dir / 'external.sock'}",
+        "--public-address", where.underlay_ip, "--registry", fabric.registry_url,
         "--nsmgr", f"unix://{where.nsmgr_socket}", "--name", name,
         "--netns-prefix", router_netns_prefix(fabric),
         "--state-dir", str(where.dir / "external"),
