@@ -163,10 +163,10 @@ async def run(args: argparse.Namespace) -> None:
     clients = [
         VWireClient(
             name=name, nsmgr=args.nsmgr, pool=pool, netns_url=netns,
-            network_service=url.network_service, interface=url.interface or "",
+            network_service=url.requested_service, interface=url.interface or "",
             labels=url.labels, lifetime=args.lifetime, request_timeout=args.timeout,
             svids=svids, nsmgr_id=nsmgr_id, probe=not args.no_probe, exclude=exclude,
-            resume=resume.get(url.network_service), probe_netns=probe_netns,
+            resume=resume.get(url.requested_service), probe_netns=probe_netns,
         )
         for url in urls
     ]

@@ -70,6 +70,14 @@ class NsmUrl:
             )
         return text
 
+    @property
+    def requested_service(self) -> str:
+        """The network service a request names: ``service@domain`` with a domain (the fabric
+        routes it to that domain's gateway), else ``service``."""
+        if self.domain is None:
+            return self.network_service
+        return f"{self.network_service}@{self.domain}"
+
     def __hash__(self) -> int:
         return hash(
             (

@@ -1,6 +1,12 @@
-"""Two domains in one test: two sandboxes (``sdk.testing.Sandbox``), each with its own registry
-and nodes, joined by a real gateway each (``gateway.app.Gateway`` in-process on unix sockets)
-that find each other through a static domains file. Everything is stopped and removed on exit.
+"""Two domains in one test.
+
+In-process (:func:`two_domains`): two sandboxes (``sdk.testing.Sandbox``), each with its own
+registry and nodes, joined by a real gateway each (``gateway.app.Gateway`` in-process on unix
+sockets) that find each other through a static domains file. Everything is stopped and removed
+on exit.
+
+Real processes (:func:`split_domains`): a running two-node ``lab.fabric.Fabric`` (torn down by
+whoever made it) split into two domains, each with its registry, nsmgr, forwarder and gateway.
 """
 
 from __future__ import annotations
@@ -14,8 +20,14 @@ from pathlib import Path
 
 import yaml
 
+from api.proto.registry_pb2 import NetworkServiceEndpoint
 from gateway.app import Gateway
 from gateway.settings import GatewaySettings
+from lab.fabric import Fabric
+from lab.observe import registered, wait_for
+from lab.topology import Node, netns_path
+from sdk.errors import FabricError
+from sdk.grpcutil import unix_socket_accepts
 from sdk.testing import Sandbox
 
 
@@ -65,3 +77,105 @@ async def two_domains(lifetime: float = 30.0) -> AsyncIterator[TwoDomains]:
                     await both.stop_gateway(domain)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+# -- real processes: a fabric split into two domains ---------------------------------------------
+
+#: TCP port of each domain's gateway, on its node's underlay address.
+GATEWAY_PORT = 5105
+
+
+@dataclass
+class FabricDomains:
+    """A :class:`lab.fabric.Fabric` of two nodes split into domain ``a`` (node 1, the fabric's
+    registry) and domain ``b`` (node 2, a registry of its own), with a gateway on each node.
+    The nodes keep sharing the fabric's underlay, as two sites joined by a network do; only the
+    gateways talk across (and the forwarders' WireGuard)."""
+
+    fabric: Fabric
+    registries: dict[str, str]
+    gateways: dict[str, str]
+    domains_file: Path
+
+    def node_of(self, domain: str) -> Node:
+        return self.fabric.node(1 if domain == "a" else 2)
+
+    def gateway_socket(self, domain: str) -> Path:
+        return self.fabric.topology.state_dir / f"gateway-{domain}.sock"
+
+    def start_gateway(self, domain: str) -> None:
+        fabric = self.fabric
+        fabric.processes.start(f"gateway-{domain}", [
+            "gateway", "--domain", domain, "--name", f"gateway-{domain}",
+            "--listen", self.gateways[domain], "--listen", f"unix://{self.gateway_socket(domain)}",
+            "--advertise", self.gateways[domain], "--registry", self.registries[domain],
+            "--domains-file", str(self.domains_file), "--dns-server", "off",
+            "--svid-dir", str(fabric.identity("gateway", f"gateway-{domain}")),
+        ], netns=self.node_of(domain).netns)
+
+    async def wait_gateway(self, domain: str) -> None:
+        await _wait_socket(self.fabric, f"gateway-{domain}", self.gateway_socket(domain))
+
+    async def add_endpoint(self, domain: str, name: str, services: list[str],
+                           cidrs: tuple[str, ...] = ("10.70.0.0/16",)) -> None:
+        """A reference endpoint on the node of ``domain``, registered in that domain."""
+        fabric = self.fabric
+        node = self.node_of(domain)
+        netns = fabric.add_workload_netns(node.index, name)
+        socket = node.dir / f"{name}.sock"
+        args = ["nse", "--name", name, "--listen", f"unix://{socket}",
+                "--nsmgr", f"unix://{node.nsmgr_socket}", "--netns", netns_path(netns),
+                "--svid-dir", str(fabric.identity("nse", name))]
+        args += [arg for s in services for arg in ("--service", s)]
+        args += [arg for c in cidrs for arg in ("--cidr", c)]
+        fabric.processes.start(name, args, netns=netns)
+        await _wait_socket(fabric, name, socket)
+        registry = self.registries[domain]
+
+        async def known() -> bool:
+            return await registered(registry, NetworkServiceEndpoint(name=name))
+
+        await wait_for(f"endpoint {name} registered in domain {domain}", known, 30.0)
+
+
+async def _wait_socket(fabric: Fabric, process: str, path: Path) -> None:
+    async def ready() -> bool:
+        if fabric.processes.pid_of(process) is None:
+            raise FabricError(f"{process} exited: see {fabric.processes.log(process)}")
+        return unix_socket_accepts(path)
+
+    await wait_for(f"{process} listening on {path}", ready, 30.0)
+
+
+async def split_domains(fabric: Fabric) -> FabricDomains:
+    """Split a running two-node ``fabric`` into domains a and b (see :class:`FabricDomains`):
+    a registry for b, both registries and nsmgrs started again knowing their domain and gateway,
+    the forwarders started again to register with them, a gateway per node."""
+    state = fabric.topology.state_dir
+    n1, n2 = fabric.node(1), fabric.node(2)
+    gateways = {"a": f"tcp://{n1.underlay_ip}:{GATEWAY_PORT}",
+                "b": f"tcp://{n2.underlay_ip}:{GATEWAY_PORT}"}
+    registries = {"a": fabric.registry_url, "b": f"unix://{state / 'b-registry.sock'}"}
+    domains_file = state / "domains.yaml"
+    domains_file.write_text(yaml.safe_dump({"domains": gateways}))
+    split = FabricDomains(fabric, registries, gateways, domains_file)
+    fabric.kill("registry")
+    for domain, name in (("a", "registry"), ("b", "b-registry")):
+        fabric.processes.start(name, [
+            "registry", "--listen", registries[domain], "--store", "memory://",
+            "--domain", domain, "--gateway", gateways[domain],
+        ])
+        await _wait_socket(fabric, name, Path(registries[domain].removeprefix("unix://")))
+    for domain, node in (("a", n1), ("b", n2)):
+        split.start_gateway(domain)
+        fabric.kill(node.nsmgr_process)
+        fabric.processes.start(node.nsmgr_process, [
+            "nsmgr", "--name", f"nsmgr-{node.name}",
+            "--listen", f"unix://{node.nsmgr_socket}", "--listen", node.nsmgr_tcp,
+            "--svid-dir", str(fabric.identity("nsmgr", f"nsmgr-{node.name}")),
+            "--registry", registries[domain], "--domain", domain, "--gateway", gateways[domain],
+        ], netns=node.netns)
+        await _wait_socket(fabric, node.nsmgr_process, node.nsmgr_socket)
+        await fabric.restart(node.forwarder_process)
+        await split.wait_gateway(domain)
+    return split

@@ -92,3 +92,9 @@ async def test_nothing_configured_says_so() -> None:
         await Domains().resolve("b")
     with pytest.raises(InvalidArgument, match="domain"):
         await Domains().resolve("Not_A_Name")
+
+
+def test_a_url_requests_service_at_domain() -> None:
+    from sdk.nsmurl import parse
+    assert parse("kernel://db@cloud-b/nsm0").requested_service == "db@cloud-b"
+    assert parse("kernel://db/nsm0").requested_service == "db"

@@ -1,0 +1,82 @@
+"""``service@domain`` with real processes: a fabric split into domains a and b
+(``tests/interdomain.py``: a registry, nsmgr, forwarder and gateway per domain, mTLS and signed
+paths everywhere). A client in a asks for ``db@b``: the request goes gateway to gateway, the
+vWire runs node to node over WireGuard, traffic passes; close removes everything; the client
+heals onto a replacing endpoint of b; a restarted remote gateway is refreshed through."""
+
+from __future__ import annotations
+
+import signal
+
+from lab.heal import measure_heal
+from lab.observe import endpoint_address, ping, wait_for
+from tests.e2e.conftest import MakeFabric
+from tests.interdomain import split_domains
+
+
+def names(conn: dict[str, object]) -> list[str]:
+    path = conn.get("path", {})
+    assert isinstance(path, dict)
+    return [segment["name"] for segment in path.get("path_segments", [])]
+
+
+async def test_request_ping_and_close_across_domains(make_fabric: MakeFabric) -> None:
+    fabric = await make_fabric(nodes=2)
+    domains = await split_domains(fabric)
+    await domains.add_endpoint("b", "nse-b", ["db"])
+    client = await fabric.add_client("nsc", node=1, urls=["kernel://db@b/nsm0"])
+    conn = client.connection()
+    assert names(conn) == [
+        "nsc-n1", "nsmgr-n1", "forwarder-n1", "nsmgr-n1", "gateway-a", "gateway-b",
+        "nsmgr-n2", "forwarder-n2", "nsmgr-n2", "nse-b",
+    ]
+    assert conn["network_service"] == "db@b"
+    assert conn["network_service_endpoint_name"] == "nse-b@b"
+    assert await ping(client.netns, endpoint_address(conn))
+    assert fabric.wireguard_processes(), "the vWire runs over WireGuard, node to node"
+
+    fabric.processes.kill(client.process, signal.SIGTERM, wait=10.0)
+
+    async def nothing_left() -> bool:
+        monitors = await fabric.nsmgr_connections()
+        return not (fabric.vwire_links() or fabric.wireguard_processes()
+                    or any(monitors.values()))
+
+    await wait_for("everything removed after close", nothing_left, 10)
+
+
+async def test_heal_onto_the_replacing_remote_endpoint(make_fabric: MakeFabric) -> None:
+    fabric = await make_fabric(nodes=2)
+    domains = await split_domains(fabric)
+    await domains.add_endpoint("b", "nse-old", ["db"])
+    client = await fabric.add_client("nsc", node=1, urls=["kernel://db@b/nsm0"])
+    await domains.add_endpoint("b", "nse-new", ["db"], cidrs=("10.71.0.0/16",))
+
+    heal = await measure_heal(client, lambda: fabric.kill(
+        client.connection()["network_service_endpoint_name"].removesuffix("@b")))
+
+    print(f"cross-domain endpoint death heal: {heal.seconds * 1000:.0f} ms")
+    assert heal.before["network_service_endpoint_name"] != (
+        heal.after["network_service_endpoint_name"])
+    assert heal.after["network_service_endpoint_name"].endswith("@b")
+
+
+async def test_refresh_through_a_restarted_remote_gateway(make_fabric: MakeFabric) -> None:
+    fabric = await make_fabric(nodes=2, token_lifetime=6.0)
+    domains = await split_domains(fabric)
+    await domains.add_endpoint("b", "nse-b", ["db"])
+    client = await fabric.add_client("nsc", node=1, urls=["kernel://db@b/nsm0"],
+                                     lifetime=6.0)
+    fabric.kill("gateway-b")
+    domains.start_gateway("b")
+    await domains.wait_gateway("b")
+    before = client.connection()["path"]["path_segments"][0].get("expires")
+
+    async def refreshed_and_passing() -> bool:
+        conn = client.connection()
+        if conn["path"]["path_segments"][0].get("expires") == before:
+            return False
+        return await ping(client.netns, endpoint_address(conn))
+
+    await wait_for("a refresh through the new gateway-b", refreshed_and_passing, 15)
+    assert client.heals() == 0, "the refresh went through: nothing to heal"
