@@ -21,7 +21,8 @@ Contract of :class:`PeerTrust(source)` (a ``grpc.aio`` server interceptor):
   directly by a root of their trust domain (the built-in CA's are); a leaf signed by an
   intermediate is refused with that reason.
 * Calls without a certificate (Unix sockets, insecure TCP) pass unchanged: their callers prove
-  who they are with path tokens. Synchronous handlers are checked too.
+  who they are with path tokens. Synchronous handlers (the fabric has none) are checked too;
+  their refusal is an exception, which gRPC reports as UNKNOWN.
 * A verified leaf is remembered per bundle set while it is valid (at most 256), so a
   peer's next calls cost a dictionary lookup.
 """
@@ -29,6 +30,7 @@ Contract of :class:`PeerTrust(source)` (a ``grpc.aio`` server interceptor):
 from __future__ import annotations
 
 import inspect
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
@@ -54,6 +56,7 @@ class PeerTrust(grpc.aio.ServerInterceptor):
         self.source = source
         self.clock = clock
         self._verified: OrderedDict[tuple[int, bytes], tuple[BundleSet, float]] = OrderedDict()
+        self._lock = threading.Lock()  # synchronous handlers check from gRPC's threads
 
     def credentials(self) -> grpc.ServerCredentials:
         """Server credentials trusting every federated root; see the module docstring."""
@@ -71,10 +74,11 @@ class PeerTrust(grpc.aio.ServerInterceptor):
         trust = self.source.current().trust
         now = self.clock()
         key = (id(trust), pem)
-        known = self._verified.get(key)
-        if known is not None and known[0] is trust and now < known[1]:
-            self._verified.move_to_end(key)
-            return None
+        with self._lock:
+            known = self._verified.get(key)
+            if known is not None and known[0] is trust and now < known[1]:
+                self._verified.move_to_end(key)
+                return None
         try:
             leaf = x509.load_pem_x509_certificate(pem)
             trust.verify([leaf], now)
@@ -82,9 +86,10 @@ class PeerTrust(grpc.aio.ServerInterceptor):
             reason = f"mTLS peer refused: {exc}"
             audit.record("mtls", reason)
             return reason
-        self._verified[key] = (trust, leaf.not_valid_after_utc.timestamp())
-        if len(self._verified) > _KEPT:
-            self._verified.popitem(last=False)
+        with self._lock:
+            self._verified[key] = (trust, leaf.not_valid_after_utc.timestamp())
+            if len(self._verified) > _KEPT:
+                self._verified.popitem(last=False)
         return None
 
     def _wrap(self, inner: Callable[..., Any]) -> Callable[..., Any]:
