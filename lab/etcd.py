@@ -10,17 +10,26 @@ with their data (:meth:`kill`, :meth:`restart`) to inject faults; :meth:`leader`
 current leader. :meth:`stop` kills every member and waits for it, whatever state it is in
 (idempotent), and removes the data unless ``keep`` is set; use the cluster as a context manager
 so a failing test never leaks a process.
+
+The lab (``nsmctl lab up --registry-store etcd``) needs its members to outlive the command that
+started them and to be stopped by ``nsmctl lab down`` like its other processes, by pid file: it
+starts each member as ``python -m lab.etcd ARGS`` through :class:`lab.processes.Processes`
+(:func:`start_in_lab`), and this module's ``main`` replaces itself with ``etcd ARGS`` (same pid,
+same process group).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -115,6 +124,10 @@ class EtcdCluster:
             "--logger", "zap", "--log-outputs", "stderr",
         ]
 
+    def arguments(self, member: Member) -> list[str]:
+        """etcd's arguments (without the program) for ``member``."""
+        return self._command(member)[1:]
+
     def _spawn(self, member: Member) -> None:
         member.data_dir.parent.mkdir(parents=True, exist_ok=True)
         with member.log.open("ab") as log:
@@ -161,19 +174,23 @@ class EtcdCluster:
                     await asyncio.sleep(min(0.05 * (attempt + 1), 0.5))  # retry backoff
         member.member_id = int(status.header.member_id)
 
-    async def leader(self, timeout: float = 10.0) -> Member:
-        """The member that leads now (asked of the first running member)."""
+    async def leader(self, timeout: float = 2.0) -> Member:
+        """The member that leads now, as the first member that answers knows it (members this
+        object did not start, e.g. the lab's, are asked too)."""
         for member in self.nodes:
-            if not member.running:
+            if member.process is not None and not member.running:
                 continue
             async with grpc.aio.insecure_channel(f"{HOST}:{member.client_port}") as channel:
-                status: Any = await rpc.MaintenanceStub(channel).Status(
-                    rpc.StatusRequest(), timeout=timeout, wait_for_ready=True
-                )
+                try:
+                    status: Any = await rpc.MaintenanceStub(channel).Status(
+                        rpc.StatusRequest(), timeout=timeout
+                    )
+                except grpc.aio.AioRpcError:
+                    continue
             for candidate in self.nodes:
                 if candidate.member_id == int(status.leader):
                     return candidate
-        raise Unavailable("no running etcd member knows a leader")
+        raise Unavailable("no etcd member answering knows a leader")
 
     def kill(self, member: Member) -> None:
         """SIGKILL one member (its data stays for :meth:`restart`)."""
@@ -209,3 +226,32 @@ class EtcdCluster:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+#: Starts ``python -m <args>`` as a recorded lab process (``lab.processes.Processes.start``).
+StartProcess = Callable[[str, Sequence[str]], int]
+
+
+async def start_in_lab(
+    directory: Path, members: int, start: StartProcess, timeout: float = 30.0
+) -> EtcdCluster:
+    """Start a cluster whose members are lab processes ``etcd-m0``, ``etcd-m1``, ... (see the
+    module docstring); return once it serves. The caller stops them with its other processes."""
+    cluster = EtcdCluster(directory, members, keep=True)
+    for member in cluster.nodes:
+        start(f"etcd-{member.name}", ["lab.etcd", *cluster.arguments(member)])
+    for member in cluster.nodes:
+        await cluster.wait_member(member, timeout)
+    return cluster
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m lab.etcd ARGS``: become ``etcd ARGS`` (same pid, for the lab's pid files)."""
+    binary = shutil.which(ETCD_BINARY)
+    if binary is None:
+        sys.exit("etcd is not installed: apt-get install etcd-server (scripts/setup.sh does)")
+    os.execv(binary, [ETCD_BINARY, *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    main()

@@ -25,6 +25,11 @@ process gets an SVID ``spiffe://lab.vwire/<kind>/<name>`` (kinds ``nsmgr``, ``fo
 request carries a signed path. SVIDs live an hour; the process ``ca-agent`` (``nsmctl ca agent``)
 re-issues each at half its lifetime, and :meth:`Fabric.rotate_identities` re-issues all of them at
 once; the processes pick the new files up without a restart.
+
+Registry: one ``registry`` process over ``memory://`` by default (``registry_store="sqlite"``:
+over a SQLite file in the state directory, kept across its restarts); with ``"etcd"``
+a three-member etcd cluster (lab processes ``etcd-m0..2``, :mod:`lab.etcd`) and two registry
+replicas over it (``registry`` and ``registry-2``), every nsmgr given both addresses.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from typing import Any
 from api.proto.registry_pb2 import NetworkService, NetworkServiceEndpoint
 from lab import network
 from lab.clients import InProcessClients
+from lab.etcd import EtcdCluster, start_in_lab
 from lab.observe import monitor_connections, registered, signed_connections, wait_for
 from lab.processes import Processes
 from lab.topology import Node, Topology, netns_path
@@ -60,6 +66,7 @@ def endpoint_cidrs(index: int) -> tuple[str, str]:
     endpoint hands out its own, so a client of several services sees distinct addresses."""
     return f"10.{60 + index}.0.0/16", f"fd00:{0x60 + index:x}::/64"
 TRUST_DOMAIN = "lab.vwire"
+REGISTRY_STORES = ("memory", "sqlite", "etcd")
 SVID_TTL = 3600.0  # renewed at half-life by the fabric's ``nsmctl ca agent`` process
 RENEW_INTERVAL = 60.0
 CA_AGENT = "ca-agent"
@@ -133,9 +140,15 @@ class Fabric:
         select_policy: str | None = None,
         log_level: str = "info",
         ready_timeout: float = 30.0,
+        registry_store: str = "memory",
     ) -> None:
         if not 1 <= nodes <= 16:
             raise InvalidArgument("nodes", f"must be 1-16 (got {nodes})")
+        if registry_store not in REGISTRY_STORES:
+            raise InvalidArgument("registry_store", f"must be one of {', '.join(REGISTRY_STORES)}"
+                                  f" (got {registry_store!r})")
+        self.registry_store = registry_store
+        self.etcd: EtcdCluster | None = None  # once up with registry_store="etcd"
         self.topology = topology
         self.nodes = topology.nodes(nodes)
         self.processes = Processes(topology)
@@ -152,6 +165,20 @@ class Fabric:
     def registry_url(self) -> str:
         return f"unix://{self.topology.registry_socket}"
 
+    @property
+    def registries(self) -> dict[str, Path]:
+        """The registry processes and their sockets: one over memory://, or two replicas over a
+        three-member etcd cluster (``registry_store="etcd"``)."""
+        found = {"registry": self.topology.registry_socket}
+        if self.registry_store == "etcd":
+            found["registry-2"] = self.topology.state_dir / "registry-2.sock"
+        return found
+
+    @property
+    def registry_urls(self) -> str:
+        """What nsmgrs are given as ``--registry``: every registry replica's address."""
+        return ",".join(f"unix://{path}" for path in self.registries.values())
+
     def node(self, index: int) -> Node:
         """Node ``index`` (1-based)."""
         if not 1 <= index <= len(self.nodes):
@@ -166,11 +193,21 @@ class Fabric:
         self.topology.state_dir.mkdir(parents=True, exist_ok=True)
         network.build(self.topology, self.nodes)
         self._issue_identities()
-        self.processes.start("registry", [
-            "registry", "--listen", self.registry_url, "--store", "memory://",
-            "--log-level", self.log_level,
-        ])
-        await self._wait_socket("registry", self.topology.registry_socket)
+        store = "memory://"
+        if self.registry_store == "sqlite":
+            store = f"sqlite:///{self.topology.state_dir / 'registry.db'}"
+        if self.registry_store == "etcd":
+            self.etcd = await start_in_lab(
+                self.topology.state_dir / "etcd", 3, self.processes.start, self.ready_timeout
+            )
+            store = self.etcd.url
+        for name, path in self.registries.items():
+            self.processes.start(name, [
+                "registry", "--listen", f"unix://{path}", "--store", store,
+                "--log-level", self.log_level,
+            ])
+        for name, path in self.registries.items():
+            await self._wait_socket(name, path)
         self.processes.start(CA_AGENT, [
             "nsmctl", "ca", "agent", "--dir", str(self.topology.state_dir / "ca"),
             "--svids", str(self.identities_dir), "--ttl", f"{SVID_TTL:g}s",
@@ -232,7 +269,7 @@ class Fabric:
             "nsmgr", "--name", f"nsmgr-{node.name}",
             "--listen", f"unix://{node.nsmgr_socket}", "--listen", node.nsmgr_tcp,
             "--svid-dir", str(self.identity("nsmgr", f"nsmgr-{node.name}")),
-            "--registry", self.registry_url,
+            "--registry", self.registry_urls,
             "--log-level", self.log_level,
             *self._lifetime_args(), *policy,
         ], netns=node.netns)
@@ -304,7 +341,10 @@ class Fabric:
         await self._wait_socket(name, endpoint.socket)
 
         async def known() -> bool:
-            return await registered(self.registry_url, NetworkServiceEndpoint(name=name))
+            for process, path in self.registries.items():  # any replica that runs
+                if self.processes.pid_of(process) is not None:
+                    return await registered(f"unix://{path}", NetworkServiceEndpoint(name=name))
+            return False
 
         await wait_for(f"endpoint {name} registered", known, self.ready_timeout)
 
@@ -389,8 +429,11 @@ class Fabric:
             if process == node.forwarder_process:
                 await self._wait_node(node)
                 return
-        if process == "registry":
-            await self._wait_socket(process, self.topology.registry_socket)
+        if process in self.registries:
+            await self._wait_socket(process, self.registries[process])
+        elif self.etcd is not None and process.startswith("etcd-"):
+            member = next(m for m in self.etcd.nodes if f"etcd-{m.name}" == process)
+            await self.etcd.wait_member(member, self.ready_timeout)
         elif process in self.endpoints:
             await self.wait_endpoint(process)
         elif process in self.clients:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lab import network, observe
-from lab.fabric import CA_AGENT, Client, Fabric, endpoint_cidrs
+from lab.fabric import CA_AGENT, REGISTRY_STORES, Client, Fabric, endpoint_cidrs
 from lab.observe import endpoint_address, wait_for
 from lab.processes import Processes
 from lab.topology import DEFAULT, Topology
@@ -41,6 +41,11 @@ __all__ = ["LabConfig", "check", "check_services", "client_connections", "down",
 class LabConfig:
     nodes: int = 2
     services: list[str] = field(default_factory=lambda: ["secure-db"])
+    registry_store: str = "memory"  # or "etcd": 3 etcd members, 2 registry replicas
+
+
+def _fabric(topology: Topology, config: LabConfig) -> Fabric:
+    return Fabric(topology, config.nodes, registry_store=config.registry_store)
 
 
 def _config_file(topology: Topology) -> Path:
@@ -48,7 +53,9 @@ def _config_file(topology: Topology) -> Path:
 
 
 def _process_names(config: LabConfig, fabric: Fabric) -> list[str]:
-    names = ["registry", CA_AGENT]
+    names = [*fabric.registries, CA_AGENT]
+    if config.registry_store == "etcd":
+        names += [f"etcd-m{i}" for i in range(3)]
     for node in fabric.nodes:
         names += [node.nsmgr_process, node.forwarder_process]
     return names + [_endpoint_name(s, fabric) for s in config.services] + [CLIENT]
@@ -59,7 +66,7 @@ def _endpoint_name(service: str, fabric: Fabric) -> str:
 
 
 def running(config: LabConfig, topology: Topology = DEFAULT) -> bool:
-    fabric = Fabric(topology, config.nodes)
+    fabric = _fabric(topology, config)
     return all(fabric.processes.pid_of(n) is not None for n in _process_names(config, fabric))
 
 
@@ -91,7 +98,11 @@ def check(config: LabConfig) -> None:
     if config.nodes < 1 or config.nodes > 16:
         raise InvalidArgument("nodes", f"must be 1-16 (got {config.nodes})")
     check_services(config.services)
-    for tool in ("ip", "wireguard-go"):
+    if config.registry_store not in REGISTRY_STORES:
+        raise InvalidArgument("registry_store", f"must be one of {', '.join(REGISTRY_STORES)} "
+                              f"(got {config.registry_store!r})")
+    tools = ("ip", "wireguard-go", *(("etcd",) if config.registry_store == "etcd" else ()))
+    for tool in tools:
         if shutil.which(tool) is None:
             raise FailedPrecondition(f"{tool} is missing: run scripts/setup.sh first")
 
@@ -105,7 +116,7 @@ def up(config: LabConfig, progress: Progress = lambda _m: None,
         progress("the lab is already up")
         return
     down(progress, topology)
-    fabric = Fabric(topology, config.nodes)
+    fabric = _fabric(topology, config)
     try:
         asyncio.run(_build(fabric, config, progress))
     except BaseException as exc:
@@ -140,8 +151,10 @@ def _count(number: int, noun: str) -> str:
 
 async def _build(fabric: Fabric, config: LabConfig, progress: Progress) -> None:
     first, last = fabric.nodes[0], fabric.nodes[-1]
+    registry = ("a three-member etcd cluster and two registry replicas"
+                if config.registry_store == "etcd" else "the registry")
     progress(f"creating {_count(config.nodes, 'node namespace')} joined by an underlay bridge; "
-             "starting the registry, and nsmgr and forwarder on every node")
+             f"starting {registry}, and nsmgr and forwarder on every node")
     await fabric.up()
     _config_file(fabric.topology).write_text(json.dumps(asdict(config)))
     for index, service in enumerate(config.services):
@@ -165,7 +178,7 @@ def _client(topology: Topology) -> Client | None:
     config = load_config(topology)
     if config is None:
         return None
-    fabric = Fabric(topology, config.nodes)
+    fabric = _fabric(topology, config)
     first = fabric.nodes[0]
     return Client(CLIENT, f"{CLIENT}-{first.name}", first, first.workload_netns(CLIENT), (),
                   topology.state_dir / f"{CLIENT}.json", fabric.processes.out(CLIENT))
@@ -211,7 +224,7 @@ def status(topology: Topology = DEFAULT) -> dict[str, Any]:
     config = load_config(topology)
     if config is None:
         return {"up": False, "nodes": [], "connections": []}
-    fabric = Fabric(topology, config.nodes)
+    fabric = _fabric(topology, config)
 
     async def gather() -> list[list[dict[str, Any]]]:
         results = []
@@ -227,6 +240,7 @@ def status(topology: Topology = DEFAULT) -> dict[str, Any]:
     return {
         "up": running(config, topology),
         "registry_socket": str(topology.registry_socket),
+        "registry_store": config.registry_store,
         "ca_dir": str(topology.state_dir / "ca"),
         "nodes": [
             {

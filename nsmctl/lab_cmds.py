@@ -6,6 +6,7 @@ that ``eval "$(nsmctl lab env)"`` points every later nsmctl command at the lab."
 from __future__ import annotations
 
 import shlex
+from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
@@ -55,7 +56,9 @@ def with_live_counters(status: dict[str, Any], timeout: float = COUNTERS_TIMEOUT
 def _show(status: dict[str, Any]) -> None:
     out = console()
     out.print(_nodes_table(status["nodes"]))
-    out.print(f"registry: unix://{status['registry_socket']}    CA: {status['ca_dir']}")
+    store = status.get("registry_store", "memory")
+    replicas = " (2 replicas over a 3-member etcd cluster)" if store == "etcd" else ""
+    out.print(f"registry: unix://{status['registry_socket']}{replicas}    CA: {status['ca_dir']}")
     out.print('point nsmctl at this lab: eval "$(nsmctl lab env)"')
     out.print("see it live: nsmctl dashboard --lab   (http://127.0.0.1:8080/)")
     out.print()
@@ -87,6 +90,13 @@ def _services(values: list[str] | None) -> list[str] | None:
     return values
 
 
+class RegistryStore(StrEnum):
+    """Where the lab's registry keeps its records."""
+
+    memory = "memory"
+    etcd = "etcd"
+
+
 @lab_app.command()
 def up(
     nodes: Annotated[int, typer.Option("--nodes", min=1, max=16, metavar="N",
@@ -94,9 +104,14 @@ def up(
     services: Annotated[list[str] | None, typer.Option(
         "--service", metavar="NAME", callback=_services,
         help="network service the endpoint provides (repeatable)")] = None,
+    registry_store: Annotated[RegistryStore, typer.Option(
+        "--registry-store", show_default=False,
+        help="memory: one registry; etcd: a three-member etcd cluster and two registry "
+             "replicas (default memory)")] = RegistryStore.memory,
 ) -> None:
     """Build the lab, wait until the client's vWire passes traffic, and show it."""
-    lab.up(lab.LabConfig(nodes=nodes, services=services or ["secure-db"]), _progress)
+    lab.up(lab.LabConfig(nodes=nodes, services=services or ["secure-db"],
+                         registry_store=registry_store.value), _progress)
     _show(with_live_counters(lab.status()))
 
 

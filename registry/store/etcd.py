@@ -17,11 +17,12 @@ Contract (see :class:`sdk.registry.store.SharedStore`; several registry replicas
   change is lost or repeated; a compacted start revision raises
   :class:`~sdk.registry.store.HistoryLost`.
 - Every call goes to any member that is up (gRPC ``round_robin`` over all the addresses, host
-  names resolved once when the store is opened); a call refused for a transient reason
-  (UNAVAILABLE: member down, leader changed, no leader yet) is retried with backoff for up to
-  ``retry_for`` seconds, then raises :class:`~sdk.errors.Unavailable` naming the store. Writes are
-  idempotent, so a retried Put whose first attempt landed does no harm; a retried delete whose
-  first attempt landed reports that nothing was stored.
+  names resolved once when the store is opened); each attempt has ``ATTEMPT_TIMEOUT`` seconds,
+  and one refused for a transient reason (UNAVAILABLE: member down, leader changed, no leader
+  yet; or no answer in time: a request lost with a dead leader) is retried with backoff for up
+  to ``retry_for`` seconds, then raises :class:`~sdk.errors.Unavailable` naming the store.
+  Writes are idempotent, so a retried Put whose first attempt landed does no harm; a retried
+  delete whose first attempt landed reports that nothing was stored.
 - ``close`` is idempotent; other calls after it raise FailedPrecondition.
 """
 
@@ -49,6 +50,10 @@ T = TypeVar("T")
 
 DEFAULT_PREFIX = "/vwire/registry"
 RETRY_FOR = 10.0
+#: One attempt's deadline: a request a follower forwarded to a leader that just died would
+#: otherwise wait for etcd's own request timeout (5 s + 2 election timeouts) before failing.
+ATTEMPT_TIMEOUT = 1.0
+_TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 LEASE_SLACK = 2
 _CHANNEL_OPTIONS = (
     ("grpc.lb_policy_name", "round_robin"),
@@ -170,9 +175,9 @@ class EtcdStore:
         for attempt in range(10_000):
             left = deadline - time.monotonic()
             try:
-                return await call(max(left, 0.05))
+                return await call(max(min(left, ATTEMPT_TIMEOUT), 0.05))
             except grpc.aio.AioRpcError as e:
-                if e.code() != grpc.StatusCode.UNAVAILABLE or left <= 0:
+                if e.code() not in _TRANSIENT or left <= 0:
                     raise Unavailable(
                         f"registry store {self.url}: {what} failed ({e.code().name}: "
                         f"{e.details()}); check that the etcd cluster has a quorum of members up"

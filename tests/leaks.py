@@ -1,0 +1,90 @@
+"""What a fabric holds, to compare before a fault and after it healed (fault tests, soak).
+
+:func:`holdings` counts, in every namespace of the fabric, the links, addresses, routes (all
+tables) and listening TCP/UDP sockets, plus the wireguard-go processes and the endpoint records
+a live registry replica holds. :func:`leaked` lists what grew (or, for records, what differs):
+an empty list means nothing leaked. Counts, not names, are compared for kernel objects, since a
+healed connection may be rebuilt under new interface names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from api.proto.registry_pb2 import NetworkServiceEndpoint
+from lab import network
+from lab.fabric import Fabric
+from sdk.grpcutil import channel
+from sdk.registry.client import RemoteRegistry
+from sdk.registry.core import Query, RegistryChain
+from sdk.registry.kinds import ENDPOINT
+
+
+@dataclass(frozen=True)
+class Holdings:
+    """Per namespace counts, wireguard-go processes and registry endpoint names."""
+
+    links: dict[str, int]
+    addresses: dict[str, int]
+    routes: dict[str, int]
+    sockets: dict[str, int]
+    wireguard: int
+    records: tuple[str, ...]
+
+
+def _count(netns: str, *args: str) -> int:
+    return len([line for line in network.ip(*args, netns=netns).splitlines() if line.strip()])
+
+
+async def _sockets(netns: str) -> int:
+    process = await asyncio.create_subprocess_exec(
+        "ip", "netns", "exec", netns, "ss", "-Hlntu",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )
+    async with asyncio.timeout(10):
+        out, _ = await process.communicate()
+    return len([line for line in out.decode().splitlines() if line.strip()])
+
+
+async def records(fabric: Fabric) -> tuple[str, ...]:
+    """Names of the endpoint records of the first registry replica that runs."""
+    for process, path in fabric.registries.items():
+        if fabric.processes.pid_of(process) is None:
+            continue
+        async with channel(f"unix://{path}") as ch:
+            chain: RegistryChain[NetworkServiceEndpoint] = RegistryChain(
+                [RemoteRegistry(ENDPOINT, ch)]
+            )
+            async with asyncio.timeout(10):
+                found = [e.record.name async for e in chain.find(Query(NetworkServiceEndpoint()))]
+        return tuple(sorted(found))
+    return ()
+
+
+async def holdings(fabric: Fabric) -> Holdings:
+    """A snapshot of what ``fabric`` holds now (see the module docstring)."""
+    spaces = network.namespaces(fabric.topology)
+    return Holdings(
+        links={ns: _count(ns, "-o", "link", "show") for ns in spaces},
+        addresses={ns: _count(ns, "-o", "addr", "show") for ns in spaces},
+        routes={ns: _count(ns, "route", "show", "table", "all") for ns in spaces},
+        sockets={ns: await _sockets(ns) for ns in spaces},
+        wireguard=len(fabric.wireguard_processes()),
+        records=await records(fabric),
+    )
+
+
+def leaked(before: Holdings, after: Holdings) -> list[str]:
+    """What ``after`` holds beyond ``before`` (empty: nothing leaked)."""
+    found = []
+    for kind in ("links", "addresses", "routes", "sockets"):
+        was, now = getattr(before, kind), getattr(after, kind)
+        for ns in sorted(set(was) | set(now)):
+            if now.get(ns, 0) > was.get(ns, 0):
+                found.append(f"{kind} in {ns}: {was.get(ns, 0)} -> {now.get(ns, 0)}")
+    if after.wireguard > before.wireguard:
+        found.append(f"wireguard-go processes: {before.wireguard} -> {after.wireguard}")
+    if after.records != before.records:
+        found.append(f"registry endpoints: {before.records} -> {after.records}")
+    return found
