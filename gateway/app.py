@@ -6,7 +6,11 @@ A domain's one exposed address (NSM's nsmgr-proxy and registry proxy in one). Ch
 (NSM's two registry services). Other domains' gateways are found in ``--domains-file`` first,
 then by DNS SRV (``_vwire-gateway._tcp.<domain>``, :mod:`sdk.domains`). With an SVID directory
 (an SVID of kind ``gateway``: ``nsmctl ca issue ... gateway/NAME``) every TCP call is mTLS and
-requests must carry a signed path; this gateway signs its own segment for the next hop.
+requests must carry a signed path; this gateway signs its own segment for the next hop. Other
+domains may be other trust domains: their bundles are federated into the SVID directory
+(``nsmctl ca federate``), a caller is checked against its own trust domain's roots
+(:class:`sdk.security.peertrust.PeerTrust`) and another domain's gateway against the trust
+domain the domains file names for it.
 
 Settings (:class:`gateway.settings.GatewaySettings`, ``VWIRE_GATEWAY_*``): ``domain`` (default
 ``local``), ``listen`` (default ``tcp://0.0.0.0:5005``), ``advertise`` (the URL other domains
@@ -28,7 +32,7 @@ from gateway.settings import GatewaySettings
 from sdk.chains.gateway import GatewayChain, GatewayParts
 from sdk.chains.server import ServerOptions, add_chain_services
 from sdk.channels import ChannelPool, insecure_factory
-from sdk.domains import Domains, SrvDomains, StaticDomains
+from sdk.domains import Domain, DomainResolver, Domains, SrvDomains, StaticDomains
 from sdk.errors import InvalidArgument
 from sdk.grpcutil import ListenAddress, parse_address, serve, stop
 from sdk.limits import InFlightLimit, limited_server
@@ -36,8 +40,9 @@ from sdk.registry.client import RemoteRegistry
 from sdk.registry.kinds import ENDPOINT, SERVICE
 from sdk.registry.server import add_registry
 from sdk.registry.validate import check_name
+from sdk.security.peertrust import PeerTrust
 from sdk.security.source import FileSvidSource
-from sdk.security.tls import SecureChannelFactory, server_credentials
+from sdk.security.tls import SecureChannelFactory
 
 _log = structlog.get_logger("gateway")
 
@@ -47,6 +52,25 @@ def resolver(config: GatewaySettings) -> Domains:
     static = StaticDomains(config.domains_file) if config.domains_file else None
     srv = None if config.dns_server == "off" else SrvDomains(config.dns_server)
     return Domains(static, srv)
+
+
+class TrustDomains:
+    """A resolver that remembers the trust domain of each gateway it resolved, so the channel
+    to that gateway checks the server against that trust domain's roots (the domains file's
+    ``trust_domain``; none: the local trust domain)."""
+
+    def __init__(self, resolver: DomainResolver) -> None:
+        self.resolver = resolver
+        self._by_url: dict[str, str] = {}
+
+    async def resolve(self, domain: str) -> Domain:
+        found = await self.resolver.resolve(domain)
+        if found.trust_domain:
+            self._by_url[found.gateway] = found.trust_domain
+        return found
+
+    def of(self, address: ListenAddress) -> str | None:
+        return self._by_url.get(address.url)
 
 
 class Gateway:
@@ -66,8 +90,10 @@ class Gateway:
         if config.local_url:
             parse_address(config.local_url, "local_url")
         self.svids = FileSvidSource(Path(config.svid_dir)) if config.svid_dir else None
+        self.domains = TrustDomains(resolver(config))
         self.pool = ChannelPool(
-            SecureChannelFactory(self.svids) if self.svids else insecure_factory
+            SecureChannelFactory(self.svids, trust_domain_of=self.domains.of)
+            if self.svids else insecure_factory
         )
         if self.svids is not None:
             self.svids.subscribe(lambda _material: self.pool.renew())
@@ -76,7 +102,7 @@ class Gateway:
             ServerOptions(self.name, "gateway", self.svids, config.request_timeout,
                           trace=config.trace),
             GatewayParts(
-                domain=config.domain, pool=self.pool, resolver=resolver(config),
+                domain=config.domain, pool=self.pool, resolver=self.domains,
                 registry_services=RemoteRegistry(SERVICE, registry),
                 registry_endpoints=RemoteRegistry(ENDPOINT, registry),
                 token_lifetime=config.token_lifetime,
@@ -89,10 +115,15 @@ class Gateway:
         self._server: grpc.aio.Server | None = None
 
     async def start(self) -> None:
-        server, self.limit = limited_server(self.config.max_in_flight_per_peer)
+        # Callers of federated trust domains (other domains' gateways) are checked against
+        # their own trust domain's roots.
+        peers = PeerTrust(self.svids) if self.svids else None
+        server, self.limit = limited_server(
+            self.config.max_in_flight_per_peer, interceptors=[peers] if peers else []
+        )
         await add_chain_services(server, self.chain, self.gateway.monitor)
         add_registry(server, self.gateway.services, self.gateway.endpoints)
-        credentials = server_credentials(self.svids) if self.svids else None
+        credentials = peers.credentials() if peers else None
         self.bound = await serve(server, self.addresses, self.config.insecure, credentials)
         self._server = server
         if not self.advertise:

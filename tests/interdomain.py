@@ -23,11 +23,15 @@ import yaml
 from api.proto.registry_pb2 import NetworkServiceEndpoint
 from gateway.app import Gateway
 from gateway.settings import GatewaySettings
-from lab.fabric import Fabric
+from lab.fabric import SVID_TTL, TRUST_DOMAIN, Fabric
 from lab.observe import registered, wait_for
 from lab.topology import Node, netns_path
 from sdk.errors import FabricError
 from sdk.grpcutil import unix_socket_accepts
+from sdk.security.ca import CertificateAuthority
+from sdk.security.federation import write_federated
+from sdk.security.svid import write_svid
+from sdk.security.tls import server_name
 from sdk.testing import Sandbox
 
 
@@ -83,6 +87,8 @@ async def two_domains(lifetime: float = 30.0) -> AsyncIterator[TwoDomains]:
 
 #: TCP port of each domain's gateway, on its node's underlay address.
 GATEWAY_PORT = 5105
+#: Domain b's own trust domain (a keeps the fabric's, lab.vwire).
+TRUST_DOMAIN_B = "b.vwire"
 
 
 @dataclass
@@ -96,6 +102,24 @@ class FabricDomains:
     registries: dict[str, str]
     gateways: dict[str, str]
     domains_file: Path
+    ca_b: CertificateAuthority
+
+    def identity(self, domain: str, kind: str, name: str) -> Path:
+        """The SVID directory of process ``name`` in ``domain``: a's from the fabric's CA (trust
+        domain lab.vwire), b's from b's own CA (trust domain b.vwire); each trusts the other
+        trust domain through its federated bundle."""
+        fabric = self.fabric
+        assert fabric.ca is not None
+        if domain == "a":
+            directory = fabric.identity(kind, name)
+            write_federated(directory, [self.ca_b.bundle])
+            return directory
+        directory = fabric.topology.state_dir / "identities-b" / kind / name
+        svid = self.ca_b.issue(f"spiffe://{TRUST_DOMAIN_B}/{kind}/{name}",
+                               [server_name(TRUST_DOMAIN_B)], ttl=SVID_TTL)
+        write_svid(directory, svid, self.ca_b.bundle)
+        write_federated(directory, [fabric.ca.bundle])
+        return directory
 
     def node_of(self, domain: str) -> Node:
         return self.fabric.node(1 if domain == "a" else 2)
@@ -110,7 +134,7 @@ class FabricDomains:
             "--listen", self.gateways[domain], "--listen", f"unix://{self.gateway_socket(domain)}",
             "--advertise", self.gateways[domain], "--registry", self.registries[domain],
             "--domains-file", str(self.domains_file), "--dns-server", "off",
-            "--svid-dir", str(fabric.identity("gateway", f"gateway-{domain}")),
+            "--svid-dir", str(self.identity(domain, "gateway", f"gateway-{domain}")),
         ], netns=self.node_of(domain).netns)
 
     async def wait_gateway(self, domain: str) -> None:
@@ -125,7 +149,7 @@ class FabricDomains:
         socket = node.dir / f"{name}.sock"
         args = ["nse", "--name", name, "--listen", f"unix://{socket}",
                 "--nsmgr", f"unix://{node.nsmgr_socket}", "--netns", netns_path(netns),
-                "--svid-dir", str(fabric.identity("nse", name))]
+                "--svid-dir", str(self.identity(domain, "nse", name))]
         args += [arg for s in services for arg in ("--service", s)]
         args += [arg for c in cidrs for arg in ("--cidr", c)]
         fabric.processes.start(name, args, netns=netns)
@@ -149,16 +173,23 @@ async def _wait_socket(fabric: Fabric, process: str, path: Path) -> None:
 
 async def split_domains(fabric: Fabric) -> FabricDomains:
     """Split a running two-node ``fabric`` into domains a and b (see :class:`FabricDomains`):
-    a registry for b, both registries and nsmgrs started again knowing their domain and gateway,
-    the forwarders started again to register with them, a gateway per node."""
+    b gets its own trust domain (a CA federated both ways with the fabric's) and registry, both
+    registries, nsmgrs and forwarders are started again knowing their domain, gateway and
+    identity, and a gateway runs on each node."""
     state = fabric.topology.state_dir
     n1, n2 = fabric.node(1), fabric.node(2)
     gateways = {"a": f"tcp://{n1.underlay_ip}:{GATEWAY_PORT}",
                 "b": f"tcp://{n2.underlay_ip}:{GATEWAY_PORT}"}
     registries = {"a": fabric.registry_url, "b": f"unix://{state / 'b-registry.sock'}"}
     domains_file = state / "domains.yaml"
-    domains_file.write_text(yaml.safe_dump({"domains": gateways}))
-    split = FabricDomains(fabric, registries, gateways, domains_file)
+    trust = {"a": TRUST_DOMAIN, "b": TRUST_DOMAIN_B}
+    domains_file.write_text(yaml.safe_dump({"domains": {
+        d: {"gateway": gateways[d], "trust_domain": trust[d]} for d in gateways}}))
+    ca_b = CertificateAuthority.init(state / "ca-b", TRUST_DOMAIN_B)
+    assert fabric.ca is not None
+    fabric.ca.federate(ca_b.bundle)  # the fabric's renewal agent hands it to a's SVIDs too
+    ca_b.federate(fabric.ca.bundle)
+    split = FabricDomains(fabric, registries, gateways, domains_file, ca_b)
     fabric.kill("registry")
     for domain, name in (("a", "registry"), ("b", "b-registry")):
         fabric.processes.start(name, [
@@ -172,10 +203,17 @@ async def split_domains(fabric: Fabric) -> FabricDomains:
         fabric.processes.start(node.nsmgr_process, [
             "nsmgr", "--name", f"nsmgr-{node.name}",
             "--listen", f"unix://{node.nsmgr_socket}", "--listen", node.nsmgr_tcp,
-            "--svid-dir", str(fabric.identity("nsmgr", f"nsmgr-{node.name}")),
+            "--svid-dir", str(split.identity(domain, "nsmgr", f"nsmgr-{node.name}")),
             "--registry", registries[domain], "--domain", domain, "--gateway", gateways[domain],
         ], netns=node.netns)
         await _wait_socket(fabric, node.nsmgr_process, node.nsmgr_socket)
-        await fabric.restart(node.forwarder_process)
+        fabric.kill(node.forwarder_process)
+        fabric.processes.start(node.forwarder_process, [
+            "forwarder", "--name", f"forwarder-{node.name}",
+            "--listen", f"unix://{node.forwarder_socket}", "--nsmgr", f"unix://{node.nsmgr_socket}",
+            "--underlay-interface", "ul0",
+            "--svid-dir", str(split.identity(domain, "forwarder", f"forwarder-{node.name}")),
+        ], netns=node.netns)
+        await fabric.wait_ready(node.forwarder_process)
         await split.wait_gateway(domain)
     return split

@@ -1,8 +1,9 @@
 """``service@domain`` with real processes: a fabric split into domains a and b
-(``tests/interdomain.py``: a registry, nsmgr, forwarder and gateway per domain, mTLS and signed
-paths everywhere). A client in a asks for ``db@b``: the request goes gateway to gateway, the
-vWire runs node to node over WireGuard, traffic passes; close removes everything; the client
-heals onto a replacing endpoint of b; a restarted remote gateway is refreshed through."""
+(``tests/interdomain.py``: a registry, nsmgr, forwarder and gateway per domain, each domain its
+own trust domain with the other's bundle federated, mTLS and signed paths everywhere). A client
+in a asks for ``db@b``: the request goes gateway to gateway, the vWire runs node to node over
+WireGuard, traffic passes; close removes everything; the client heals onto a replacing endpoint
+of b; a restarted remote gateway is refreshed through."""
 
 from __future__ import annotations
 
@@ -34,6 +35,10 @@ async def test_request_ping_and_close_across_domains(make_fabric: MakeFabric) ->
     assert conn["network_service_endpoint_name"] == "nse-b@b"
     assert await ping(client.netns, endpoint_address(conn))
     assert fabric.wireguard_processes(), "the vWire runs over WireGuard, node to node"
+    for process, identity in (("gateway-b", "spiffe://b.vwire/gateway/gateway-b"),
+                              ("n2-nsmgr", "spiffe://b.vwire/nsmgr/nsmgr-n2"),
+                              ("gateway-a", "spiffe://lab.vwire/gateway/gateway-a")):
+        assert identity in fabric.processes.log(process).read_text(), "one trust domain each"
 
     fabric.processes.kill(client.process, signal.SIGTERM, wait=10.0)
 
