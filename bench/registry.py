@@ -1,7 +1,7 @@
 """Registry benchmark: Register throughput, Find latency and watch fan-out over gRPC.
 
 Run: ``python -m bench.registry [--endpoints 10000] [--watchers 100] [--store sqlite|memory]
-[--json]``.
+[--etcd] [--json]``.
 
 Starts a real registry in-process on a temporary Unix socket (SQLite store in a temporary
 directory by default), then measures:
@@ -17,7 +17,14 @@ directory by default), then measures:
 - fan-out: ``--watchers`` watching Finds on one service; after all have their initial state, one
   registration per round; the time until every watcher has received it (p50/p99/max).
 
-All traffic stays on local Unix sockets; every loop is bounded by a count and by ``--max-seconds``.
+With ``--etcd`` the same run then starts a local single-member etcd (Debian's ``etcd-server``,
+:mod:`lab.etcd`) and measures again with the registry on it, and compares register throughput of
+three registry replicas (separate processes over that etcd, a third of the population each) with
+one such process; it prints the etcd figures and the ratios etcd/SQLite (``--store``) and three
+replicas/one.
+
+All traffic stays on local Unix sockets and loopback; every loop is bounded by a count and by
+``--max-seconds`` (per store).
 Client and server share one process and event loop, so figures include both sides' CPU.
 """
 
@@ -30,6 +37,7 @@ import shutil
 import sys
 import tempfile
 import time
+from asyncio.subprocess import Process
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -45,10 +53,11 @@ from api.proto.registry_pb2 import (
     NetworkServiceLabels,
 )
 from bench.common import Deadline, Metric, ms, percentile, progress, report
+from lab.etcd import EtcdCluster
 from registry.app import Registry
 from registry.store import open_store
 from sdk import log
-from sdk.grpcutil import parse_address
+from sdk.grpcutil import parse_address, unix_socket_accepts
 
 #: Most calls in flight on one channel (NOTES.md: thousands at once get CANCELLED).
 NAME = "bench.registry"
@@ -123,8 +132,11 @@ def query(template: NetworkServiceEndpoint, watch: bool = False) -> NetworkServi
 
 
 async def start_registry(workdir: Path, store: str) -> Registry:
-    """A registry on ``workdir/registry.sock`` with a SQLite (``workdir``) or memory store."""
-    url = f"sqlite:///{workdir / 'registry.db'}" if store == "sqlite" else "memory://"
+    """A registry on ``workdir/registry.sock`` with a SQLite (``workdir``) or memory store, or
+    the store at ``store`` when it is a URL."""
+    url = {"sqlite": f"sqlite:///{workdir / 'registry.db'}", "memory": "memory://"}.get(
+        store, store
+    )
     registry = Registry(open_store(url), default_ttl=3600.0, max_ttl=3600.0)
     await registry.start([parse_address(f"unix://{workdir / 'registry.sock'}")])
     return registry
@@ -313,12 +325,13 @@ async def fanout_latencies(stub: Any, watch_stub: Any, config: Config,
 # -- run ----------------------------------------------------------------------------------------
 
 
-async def measure(config: Config, workdir: Path) -> Results:
-    """Start the servers, run every phase, stop everything."""
+async def measure(config: Config, workdir: Path, store: str | None = None) -> Results:
+    """Start the servers, run every phase, stop everything (``store``: a store URL instead of
+    ``config.store``)."""
     deadline = Deadline(config.max_seconds)
     rng = random.Random(config.seed)
     results = Results()
-    registry = await start_registry(workdir, config.store)
+    registry = await start_registry(workdir, store or config.store)
     echo_server, echo_target = await start_echo(workdir)
     try:
         target = f"unix://{workdir / 'registry.sock'}"
@@ -328,7 +341,8 @@ async def measure(config: Config, workdir: Path) -> Results:
             grpc.aio.insecure_channel(echo_target) as echo_ch,
         ):
             stub = registry_pb2_grpc.NetworkServiceEndpointRegistryStub(ch)
-            progress(NAME, f"registering up to {config.endpoints} endpoints ({config.store})")
+            kind = (store or config.store).split(":", 1)[0]
+            progress(NAME, f"registering up to {config.endpoints} endpoints ({kind})")
             results.registered, results.register_seconds = await register_all(
                 stub, config, deadline
             )
@@ -409,6 +423,106 @@ def metrics_of(results: Results) -> list[Metric]:
     return out
 
 
+# -- etcd ---------------------------------------------------------------------------------------
+
+
+async def start_replicas(workdir: Path, url: str, count: int) -> list[Process]:
+    """``count`` registry processes over the store ``url``, each on ``workdir/rN.sock``."""
+    replicas = []
+    for i in range(count):
+        replicas.append(await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "registry", "--listen", f"unix://{workdir / f'r{i}.sock'}",
+            "--store", url, "--default-ttl", "3600", "--log-level", "warning",
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            start_new_session=True,
+        ))
+    deadline = time.monotonic() + WAIT
+    for i, replica in enumerate(replicas):
+        while not unix_socket_accepts(workdir / f"r{i}.sock"):
+            if replica.returncode is not None or time.monotonic() > deadline:
+                await stop_replicas(replicas)
+                raise RuntimeError(f"registry replica {i} did not start ({replica.returncode})")
+            await asyncio.sleep(0.02)  # polling a process's socket, bounded by the deadline
+    return replicas
+
+
+async def stop_replicas(replicas: Sequence[Process]) -> None:
+    for replica in replicas:
+        if replica.returncode is None:
+            replica.terminate()
+    for replica in replicas:
+        try:
+            async with asyncio.timeout(5):
+                await replica.wait()
+        except TimeoutError:
+            replica.kill()
+            await replica.wait()
+
+
+async def replicas_throughput(workdir: Path, url: str, count: int, config: Config) -> float:
+    """Registrations per second of the whole population spread over ``count`` replica
+    processes (each its own channel and ``config.concurrency`` calls in flight)."""
+    replicas = await start_replicas(workdir, url, count)
+    deadline = Deadline(config.max_seconds)
+    try:
+        channels = [grpc.aio.insecure_channel(f"unix://{workdir / f'r{i}.sock'}")
+                    for i in range(count)]
+        stubs = [registry_pb2_grpc.NetworkServiceEndpointRegistryStub(ch) for ch in channels]
+        indexes = iter(range(config.endpoints))
+        done = 0
+
+        async def worker(stub: Any) -> None:
+            nonlocal done
+            for i in indexes:
+                if deadline.expired():
+                    return
+                await stub.Register(endpoint(i, config.services), timeout=WAIT)
+                done += 1
+
+        start = time.perf_counter()
+        async with asyncio.TaskGroup() as group:
+            for stub in stubs:
+                for _ in range(min(config.concurrency, MAX_IN_FLIGHT)):
+                    group.create_task(worker(stub))
+        seconds = time.perf_counter() - start
+        for ch in channels:
+            await ch.close()
+        return done / seconds if seconds else 0.0
+    finally:
+        await stop_replicas(replicas)
+
+
+async def measure_etcd(config: Config, workdir: Path, peer: Results) -> list[Metric]:
+    """The same phases on the etcd store, then three replicas against one (see the module
+    docstring); figures and ratios against ``peer`` (the ``--store`` run)."""
+    async with EtcdCluster(workdir / "etcd", members=1) as cluster:
+        progress(NAME, "etcd: the same phases on the etcd store")
+        results = await measure(config, workdir, f"{cluster.url}/bench-one")
+        progress(NAME, "etcd: register throughput of one registry process, then three")
+        one = await replicas_throughput(workdir, f"{cluster.url}/bench-r1", 1, config)
+        three = await replicas_throughput(workdir, f"{cluster.url}/bench-r3", 3, config)
+    mine = {m.name: m for m in metrics_of(results)}
+    theirs = {m.name: m for m in metrics_of(peer)}
+
+    def ratio(name: str) -> float:
+        base = theirs[name].value
+        return round(mine[name].value / base, 2) if base else float("nan")
+
+    return [
+        *(Metric(f"etcd_{name}", mine[name].value, mine[name].unit, mine[name].goal)
+          for name in ("register_throughput", "find_by_name_p99", "find_by_service_p99",
+                       "fanout_p99")),
+        Metric("etcd_vs_store_register_throughput", ratio("register_throughput"), "x"),
+        Metric("etcd_vs_store_find_by_name_p99", ratio("find_by_name_p99"), "x"),
+        Metric("etcd_vs_store_fanout_p99", ratio("fanout_p99"), "x"),
+        Metric("etcd_one_replica_register_throughput", round(one, 1), "records/s"),
+        Metric("etcd_three_replicas_register_throughput", round(three, 1), "records/s"),
+        Metric("etcd_three_vs_one_replica_register_throughput",
+               round(three / one, 2) if one else float("nan"), "x"),
+    ]
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.registry", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -424,6 +538,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-seconds", type=float, default=defaults.max_seconds,
                         help="wall-clock budget; phases stop early when it runs out")
     parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--etcd", action="store_true",
+                        help="measure the etcd store too, and three replicas against one")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
@@ -439,17 +555,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = vars(parser.parse_args(argv))
     json_output = args.pop("json")
+    with_etcd = args.pop("etcd")
     config = Config(**args)
     _check(config, parser.error)
     log.configure("warning", json=True)  # keep the registry's info lines out of the output
     workdir = Path(tempfile.mkdtemp(prefix="vwb-", dir="/tmp"))  # short: Unix socket paths
     try:
         results = asyncio.run(measure(config, workdir))
+        metrics = metrics_of(results)
+        if with_etcd:
+            metrics += asyncio.run(measure_etcd(config, workdir, results))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     info = {**asdict(config), "services": config.services, "registered": results.registered,
-            "find_samples": len(results.find_by_name), "fanout_rounds": len(results.fanout)}
-    print(report(metrics_of(results), info, json_output))
+            "find_samples": len(results.find_by_name), "fanout_rounds": len(results.fanout),
+            "etcd": with_etcd}
+    print(report(metrics, info, json_output))
     return 0
 
 
