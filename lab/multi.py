@@ -334,6 +334,6 @@ class MultiLab:
             "clients": clients,
         }
 
-    def down(self) -> list[str]:
+    def down(self, grace: float = 5.0) -> list[str]:
         """Remove every process, namespace (and so nft table) and file of the lab."""
-        return self.fabric.down()
+        return self.fabric.down(grace)

@@ -10,7 +10,11 @@ Contract:
   socket (SIGKILL leaves one; connecting gives ECONNREFUSED) is unlinked. Idempotent.
 - :func:`clear_stale_socket` unlinks a socket nobody listens on and reports a live one.
 - The daemon's output is read continuously (a full pipe would block it) and logged at debug;
-  the last lines are kept for error reports. It never contains keys.
+  the last lines that are not debug lines are kept for error reports. It never contains keys.
+- The daemon runs with ``LOG_LEVEL=verbose`` so that its "MTU updated: N" lines tell which MTU
+  it pads packets to: it learns a new MTU from the link's netlink event and reads it by
+  interface name in its own namespace, so it must have seen the MTU before the link moves to
+  another namespace. :meth:`WgGoProcess.wait_mtu` waits (bounded) until it has.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import socket
 from collections import deque
@@ -37,6 +42,10 @@ WIREGUARD_GO = "wireguard-go"
 _POLL_FIRST = 0.002
 _POLL_MAX = 0.05
 _BANNER = ("\u250c", "\u2502", "\u2514")  # wireguard-go's boxed "kernel has WireGuard" notice
+_MTU_UPDATED = re.compile(r"MTU updated: (\d+)")
+_DEBUG = "DEBUG: "
+#: The MTU wireguard-go gives the TUN it creates (it logs no update for it).
+WIREGUARD_GO_MTU = 1420
 
 
 def clear_stale_socket(path: Path) -> bool:
@@ -84,6 +93,22 @@ class WgGoProcess:
         self.output: deque[str] = deque(maxlen=20)
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
+        self.mtu = WIREGUARD_GO_MTU  #: the MTU the daemon last reported using
+        self._mtu_seen = asyncio.Event()
+
+    async def wait_mtu(self, mtu: int, timeout: float = 2.0) -> bool:
+        """Wait until the daemon reports using ``mtu`` (see the module docstring); False when
+        it has not within ``timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.mtu != mtu:
+            self._mtu_seen.clear()
+            left = deadline - loop.time()
+            if left <= 0 or self.returncode is not None:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._mtu_seen.wait(), left)
+        return True
 
     @property
     def pid(self) -> int | None:
@@ -98,7 +123,9 @@ class WgGoProcess:
 
     async def start(self) -> float:
         """Spawn the daemon and wait for its socket; returns seconds until the socket appeared."""
-        env = dict(os.environ, LOG_LEVEL="error", WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD="1")
+        env = dict(os.environ, LOG_LEVEL="verbose",
+                   WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD="1")
+        self.mtu = WIREGUARD_GO_MTU
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
@@ -154,9 +181,14 @@ class WgGoProcess:
         assert self._proc is not None and self._proc.stdout is not None
         while line := await self._proc.stdout.readline():
             text = line.decode("utf-8", "replace").rstrip()
-            if text and not text.startswith(_BANNER):
+            if not text or text.startswith(_BANNER):
+                continue
+            if (found := _MTU_UPDATED.search(text)) is not None:
+                self.mtu = int(found.group(1))
+                self._mtu_seen.set()
+            if not text.startswith(_DEBUG):
                 self.output.append(text)
-                log.debug("wireguard_go_output", ifname=self.ifname, line=text)
+            log.debug("wireguard_go_output", ifname=self.ifname, line=text)
 
     async def _drain_output(self) -> None:
         if self._reader is not None:

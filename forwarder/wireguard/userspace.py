@@ -6,7 +6,9 @@ Contract:
   failure the daemon is stopped: nothing is left behind.
 - ``move`` moves the TUN link through the kernel port (:mod:`forwarder.kernel`); the daemon
   and its UDP socket stay in the underlay (the "namespace trick"; measured to keep carrying
-  traffic, see the privileged tests).
+  traffic, see the privileged tests). It first waits (bounded) until the daemon has seen the
+  link's MTU (:meth:`WgGoProcess.wait_mtu`): after the move it cannot, and it would pad packets
+  of the largest size beyond the path MTU.
 - ``set_peer``/``remove_peer`` change one peer at a time (never ``replace_peers``); the desired
   configuration (key, actual port, peers, current namespace of the link) is remembered.
 - Supervision: a task per interface waits on its daemon. An unexpected exit is logged and
@@ -157,6 +159,10 @@ class UserspaceBackend:
         async with device.lock:
             if device.netns == target_netns:
                 return
+            mtu = (await self.kernel.get_link(device.netns, ifname)).mtu
+            if not await device.process.wait_mtu(mtu):
+                log.warning("wireguard_go_mtu_unseen", ifname=ifname, mtu=mtu,
+                            daemon_mtu=device.process.mtu)
             await self.kernel.move_link(device.netns, ifname, target_netns)
             device.netns = target_netns
         log.info("wireguard_moved", ifname=ifname, netns=target_netns)

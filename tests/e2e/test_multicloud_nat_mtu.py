@@ -1,0 +1,116 @@
+"""Across a simulated internet with NAT (lab.multi, real namespaces, nftables, wireguard-go):
+nodes behind 1:1 NAT and behind a masquerading NAT get vWires that pass traffic in both
+directions, two nodes both behind masquerade in different clouds are refused with a message
+naming both, and every path's MTU is computed: a don't-fragment ping of exactly the vWire's MTU
+passes, one byte more does not (intra-aws jumbo, aws-gcp, gcp-gcp). Everything is removed."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from collections.abc import AsyncIterator
+
+import pytest
+import yaml
+
+from lab import network
+from lab.clouds import parse
+from lab.multi import MultiLab
+from lab.observe import endpoint_address, wait_for
+from tests.e2e.conftest import new_topology
+
+TOPOLOGY = """
+domains:
+  - name: aws
+    cloud: aws
+    nodes: [{name: aws-1, nat: one-to-one}, {name: aws-2, nat: masquerade}]
+  - name: gcp
+    cloud: gcp
+    nodes: [{name: gcp-1, nat: one-to-one}, {name: gcp-2, nat: masquerade}]
+services:
+  - {name: a1, node: aws-1}
+  - {name: a2, node: aws-2}
+  - {name: g1, node: gcp-1}
+  - {name: g2, node: gcp-2}
+clients:
+  - {name: masq, node: aws-2, services: [g1]}
+  - {name: pub, node: gcp-1, services: [a2]}
+  - {name: jumbo, node: aws-2, services: [a1]}
+  - {name: gcp, node: gcp-1, services: [g2]}
+  - {name: none, node: aws-2, services: [g2]}
+"""
+# client -> (service, expected vWire MTU): aws 9001, gcp 1460, internet 1500, WireGuard 60
+PATHS = {"masq": ("g1", 1400), "pub": ("a2", 1400), "jumbo": ("a1", 8941), "gcp": ("g2", 1400)}
+
+pytestmark = pytest.mark.privileged
+
+
+@pytest.fixture
+async def lab() -> AsyncIterator[MultiLab]:
+    made = MultiLab(new_topology("mc"), parse(yaml.safe_load(TOPOLOGY)))
+    try:
+        await made.up(TOPOLOGY, "test")
+        for index, service in enumerate(made.model.services):
+            await made.add_endpoint(service, index)
+        yield made
+    finally:
+        made.down(grace=3.0)
+        assert network.namespaces(made.topology) == []
+        assert not made.topology.state_dir.exists()
+
+
+async def df_ping(netns: str, address: str, size: int) -> bool:
+    """One ping of ``size`` bytes of IP packet with don't-fragment set, answered within 1 s."""
+    process = await asyncio.create_subprocess_exec(
+        "ip", "netns", "exec", netns, "ping", "-n", "-c1", "-W1", "-M", "do",
+        "-s", str(size - 28), address,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return await asyncio.wait_for(process.wait(), 10) == 0
+
+
+def link_mtu(netns: str, ifname: str) -> int:
+    fields = network.ip("-o", "link", "show", ifname, netns=netns).split()
+    return int(fields[fields.index("mtu") + 1])
+
+
+async def test_nat_kinds_and_path_mtu(lab: MultiLab) -> None:
+    for spec in lab.model.clients:
+        if spec.name != "none":
+            await lab.add_client(spec)
+    for name, (service, mtu) in PATHS.items():
+        client = lab.clients[name]
+        conn = client.connections()[0]
+        assert conn["network_service"] == service
+        assert conn["context"]["MTU"] == mtu, name
+        target = endpoint_address(conn)
+
+        async def passes(netns: str = client.netns, address: str = target, size: int = mtu
+                         ) -> bool:
+            return await df_ping(netns, address, size)
+
+        await wait_for(f"{name}: DF ping of {mtu} bytes to {service}", passes, 20)
+        assert not await df_ping(client.netns, target, mtu + 1), f"{name}: {mtu + 1} passed"
+        endpoint_ns = lab.node(lab.model.node(next(
+            s.node for s in lab.model.services if s.name == service))[1].name
+        ).workload_netns(service)
+        ends = [link for link in network.ip("-o", "link", netns=endpoint_ns).split("\n")
+                if "POINTOPOINT" in link]
+        (line,) = ends
+        assert f"mtu {mtu} " in line, (name, line)  # both ends agree
+        assert link_mtu(client.netns, "nsm0") == mtu
+
+
+async def test_both_behind_masquerade_is_refused_naming_both(lab: MultiLab) -> None:
+    spec = next(c for c in lab.model.clients if c.name == "none")
+    client = await lab.add_client(spec, wait=False)
+
+    async def gave_up() -> bool:
+        return lab.processes.pid_of(client.process) is None
+
+    await wait_for("the client of two masqueraded nodes to give up", gave_up, 60)
+    log = lab.processes.log(client.process).read_text()
+    assert "no vWire between forwarder-aws-2 in site 'aws' and forwarder-gcp-2 in site 'gcp'" \
+        in log, log[-2000:]
+    assert "behind a masquerading NAT" in log
+    assert client.connections() == []
+    assert network.vwire_links(client.netns) == []
