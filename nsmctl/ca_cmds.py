@@ -33,8 +33,9 @@ from nsmctl.context import CliError
 from nsmctl.render import Output
 from sdk.errors import FabricError, InvalidArgument
 from sdk.security.ca import MAX_SVID_TTL, CertificateAuthority
+from sdk.security.federation import write_svid_set
 from sdk.security.renew import DEFAULT_FRACTION, Renewal, keep_renewed, renew_due
-from sdk.security.svid import CERT_FILE, load_certificates, server_names, write_svid
+from sdk.security.svid import CERT_FILE, load_certificates, server_names
 
 DEFAULT_CA_DIR = "/var/lib/vwire/ca"
 CA_DIR_ENV = "VWIRE_CA_DIR"
@@ -92,7 +93,7 @@ def issue(
     except InvalidArgument as exc:
         flag = {"spiffe_id": "--spiffe-id", "dns": "--dns", "ttl": "--ttl"}.get(exc.field)
         raise CliError(f"{flag or exc.field}: {exc.problem}") from None
-    write_svid(out, svid, ca.bundle)
+    write_svid_set(out, svid, ca.trust)  # with the federated bundles, if any
     ca.assign(out, svid.spiffe_id, server_names(svid.leaf))  # what the agent holds DIR to
     typer.echo(f"issued {svid.spiffe_id} (serial {svid.serial:x}) valid until "
                f"{_when(svid.not_after)}")

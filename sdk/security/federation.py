@@ -22,7 +22,8 @@ Contract:
   ``bundle.pem``. :func:`read_federated` reads them (file names starting with ``.`` are
   temporaries and skipped; the file's name is its trust domain); :func:`write_federated` makes the
   directory hold exactly the given bundles (new and changed files replaced atomically, others
-  removed) and returns whether it changed anything.
+  removed) and returns whether it changed anything; :func:`write_svid_set` writes an SVID
+  directory with them.
 """
 
 from __future__ import annotations
@@ -38,11 +39,13 @@ from sdk.errors import InvalidArgument, Unauthenticated
 from sdk.security.spiffe import SpiffeId, check_trust_domain
 from sdk.security.svid import (
     FEDERATED_DIR,
+    Svid,
     TrustBundle,
     load_certificates,
     spiffe_id_of,
     uri_sans,
     write_public,
+    write_svid,
 )
 
 PEM_SUFFIX = ".pem"
@@ -241,3 +244,10 @@ def write_federated(directory: Path, bundles: Iterable[TrustBundle]) -> bool:
             path.unlink()
             changed = True
     return changed
+
+
+def write_svid_set(directory: Path, svid: Svid, trust: BundleSet) -> None:
+    """:func:`sdk.security.svid.write_svid` plus the federated bundles of ``trust``: what a new
+    SVID directory needs so its process trusts the federated trust domains from the start."""
+    write_svid(directory, svid, trust.local)
+    write_federated(directory, trust.foreign)

@@ -105,3 +105,12 @@ def test_the_ca_agent_delivers_and_withdraws_federated_bundles(domains: Path) ->
     assert "updated the federated bundles" in nsmctl(
         "ca", "agent", "--dir", a, "--svids", str(svids), "--once")[1]
     assert source.current().trust.trust_domains == [A]
+
+
+def test_issue_writes_the_cas_federated_bundles_with_the_svid(domains: Path) -> None:
+    a, out = str(domains / A), domains / "svid"
+    nsmctl("ca", "bundle", "export", "--dir", str(domains / B), "--out", str(domains / "b.pem"))
+    nsmctl("ca", "federate", "--dir", a, "--bundle", str(domains / "b.pem"))
+    assert nsmctl("ca", "issue", "--dir", a, "--spiffe-id", f"spiffe://{A}/nsmgr/n1",
+                  "--out", str(out))[0] == 0
+    assert FileSvidSource(out).current().trust.trust_domains == [A, B]
