@@ -83,7 +83,8 @@ app = typer.Typer(
 
 def _check_registry(value: str) -> str:
     try:
-        parse_address(value, "--registry")
+        for address in value.split(","):  # several: the registry's replicas
+            parse_address(address.strip(), "--registry")
     except InvalidArgument as exc:
         raise typer.BadParameter(exc.problem) from None
     return value
@@ -102,7 +103,8 @@ def root(
         str,
         typer.Option("--registry", envvar="NSMCTL_REGISTRY", metavar="ADDR",
                      callback=_check_registry,
-                     help="registry address: unix:///path.sock or tcp://host:port"),
+                     help="registry address: unix:///path.sock or tcp://host:port; several "
+                          "replicas' addresses comma-separated"),
     ] = DEFAULT_REGISTRY,
     timeout: Annotated[
         float,

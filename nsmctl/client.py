@@ -1,4 +1,6 @@
-"""A registry client for commands: one gRPC channel, one RemoteRegistry chain per record kind.
+"""A registry client for commands: one gRPC channel, one RemoteRegistry chain per record kind
+(several comma-separated addresses: one channel per registry replica and a ``Replicas`` chain,
+which moves to the next replica when one is unavailable).
 
 Every unary call and every non-watching find carries the ``--timeout`` deadline; watches have
 none. A call that fails because the registry cannot be reached (the channel never became ready)
@@ -23,6 +25,7 @@ from sdk.chain import CallContext
 from sdk.errors import DeadlineExceeded, NotFound, Unavailable
 from sdk.registry.client import RemoteRegistry
 from sdk.registry.core import Event, Query, RegistryChain
+from sdk.registry.replicas import Replicas
 
 M = TypeVar("M", NetworkService, NetworkServiceEndpoint)
 
@@ -48,10 +51,11 @@ class RegistryClient:
     def __init__(self, address: str, timeout: float) -> None:
         self.address = address
         self.timeout = timeout
-        self._channel: grpc.aio.Channel | None = None
+        self._channels: list[grpc.aio.Channel] = []
 
     async def __aenter__(self) -> Self:
-        self._channel = grpcutil.channel(self.address)
+        addresses = [a.strip() for a in self.address.split(",") if a.strip()]
+        self._channels = [grpcutil.channel(a) for a in addresses or [self.address]]
         return self
 
     async def __aexit__(
@@ -60,13 +64,15 @@ class RegistryClient:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if self._channel is not None:
-            await self._channel.close()
-            self._channel = None
+        for channel in self._channels:
+            await channel.close()
+        self._channels = []
 
     def _chain(self, kind: CliKind[M]) -> RegistryChain[M]:
-        assert self._channel is not None, "use RegistryClient as an async context manager"
-        return RegistryChain([RemoteRegistry(kind.record, self._channel)])
+        assert self._channels, "use RegistryClient as an async context manager"
+        if len(self._channels) == 1:
+            return RegistryChain([RemoteRegistry(kind.record, self._channels[0])])
+        return RegistryChain([Replicas(kind.record, self._channels)])
 
     def _context(self) -> CallContext:
         return CallContext.with_timeout(self.timeout)
@@ -77,8 +83,8 @@ class RegistryClient:
         try:
             yield
         except (Unavailable, DeadlineExceeded) as exc:
-            ready = self._channel is not None and (
-                self._channel.get_state() == grpc.ChannelConnectivity.READY
+            ready = any(
+                channel.get_state() == grpc.ChannelConnectivity.READY for channel in self._channels
             )
             if not ready:
                 raise Unreachable(self.address) from exc
