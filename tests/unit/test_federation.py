@@ -5,11 +5,14 @@ trust domains."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sdk.errors import FailedPrecondition, InvalidArgument, NotFound, Unauthenticated
 from sdk.security import token
@@ -192,3 +195,17 @@ def test_a_policy_identity_glob_must_name_its_trust_domain(glob: str) -> None:
     with pytest.raises(InvalidArgument) as caught:
         parse_policy(f'requests: [{{services: [db], clients: ["{glob}"]}}]')
     assert caught.value.field == "requests[0].clients[0]"
+
+
+@settings(max_examples=200, deadline=None)
+@given(junk=st.binary(max_size=2048), cut=st.integers(min_value=0, max_value=2000))
+def test_foreign_bundle_refuses_any_garbage_with_invalid_argument(junk: bytes, cut: int) -> None:
+    """Random bytes, and a real bundle cut short or with junk spliced in: InvalidArgument (a
+    message naming the file), never another exception."""
+    pem = _GARBAGE_BASE
+    for data in (junk, pem[:cut], pem[:cut] + junk + pem[cut:]):
+        with contextlib.suppress(InvalidArgument):
+            foreign_bundle(data, A)
+
+
+_GARBAGE_BASE = CertificateAuthority.create(B).bundle.pem()
