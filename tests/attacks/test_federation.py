@@ -16,6 +16,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sdk.errors import Unauthenticated
 from sdk.security import token
@@ -23,7 +24,8 @@ from sdk.security.ca import CertificateAuthority
 from sdk.security.federation import BundleSet, write_federated
 from sdk.security.source import CaSvidSource, FileSvidSource
 from sdk.security.svid import FEDERATED_DIR, Svid, load_private_key, write_svid
-from sdk.security.tls import server_name
+from sdk.security.tls import secure_channel, server_name
+from tests.integration.fabric import TRUST_DOMAIN, Identities, temporary_fabric
 from tests.integration.test_federation_mtls import check, serve_tls
 
 A, B, C = "cloud-a", "cloud-b", "cloud-c"
@@ -143,3 +145,34 @@ def test_a_planted_federated_bundle_of_the_local_trust_domain_is_never_used(
     rogue = CertificateAuthority.create(A, now=time.time() - 60)
     (svids / FEDERATED_DIR / f"{A}.pem").write_bytes(rogue.bundle.pem())
     assert source.current() is before
+
+
+async def test_a_real_nsmgr_serves_federated_peers_and_refuses_a_forged_local_id(
+    cas: dict[str, CertificateAuthority], tmp_path: Path
+) -> None:
+    """A running nsmgr (real gRPC over TCP+mTLS) of a fabric whose CA federates cloud-b: a
+    genuine cloud-b identity is served; cloud-b's root signing the ID of one of the fabric's own
+    nsmgrs is refused before any servicer runs."""
+    async with temporary_fabric("vwfed-", identities=True) as fab:
+        assert fab.identities is not None
+        fab.identities.ca.federate(cas[B].bundle)
+        await fab.start(1)
+        nsmgr = fab.nodes[0].nsmgr
+        assert nsmgr is not None
+        address = next(a for a in nsmgr.bound if a.scheme == "tcp")
+        cas[B].federate(fab.identities.ca.bundle)
+        honest = CaSvidSource(cas[B], f"spiffe://{B}/gateway/b")
+        async with secure_channel(address, honest, trust_domain=TRUST_DOMAIN) as channel:
+            answer = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=5)
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
+        svids = tmp_path / "forged"
+        local_id = Identities.spiffe_id("nsmgr", "nsmgr-n2")
+        write_svid(svids, forged(cas, tmp_path, local_id), fab.identities.ca.bundle)
+        async with secure_channel(address, FileSvidSource(svids)) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(), timeout=5)
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert f"not signed by a root of trust domain {TRUST_DOMAIN!r}" in (
+            caught.value.details() or "")

@@ -33,8 +33,8 @@ from sdk.channels import ChannelPool
 from sdk.errors import FabricError
 from sdk.grpcutil import parse_address
 from sdk.security.ca import CertificateAuthority
+from sdk.security.federation import write_svid_set
 from sdk.security.source import FileSvidSource
-from sdk.security.svid import write_svid
 from sdk.security.tls import server_name
 
 TRUST_DOMAIN = "test.vwire"
@@ -54,7 +54,7 @@ class Identities:
     def issue(self, kind: str, name: str) -> str:
         directory = self.root / "identities" / kind / name
         svid = self.ca.issue(self.spiffe_id(kind, name), [server_name(TRUST_DOMAIN)])
-        write_svid(directory, svid, self.ca.bundle)
+        write_svid_set(directory, svid, self.ca.trust)  # with the CA's federated bundles
         return str(directory)
 
 
