@@ -11,8 +11,10 @@ default route via the router). Addresses, for domain number ``d`` and node numbe
 * a ``one-to-one`` node's public address ``100.64.d.(10+i)`` (on the uplink; DNAT in, SNAT out);
 * a ``none`` node is routed by the internet at its own address (no NAT);
 * a ``masquerade`` node goes out as ``100.64.d.1`` with random ports (``fully-random``: a
-  symmetric cloud NAT) and cannot be reached from outside, except its nsmgr's control port
-  forwarded from ``100.64.d.1:600i`` (standing in for the domain's gateway).
+  symmetric cloud NAT) and cannot be reached from outside;
+* the domain's gateway listens on the router's public address (:func:`gateway_url`): the one
+  address a domain exposes for the control plane; nodes are reached from outside only on their
+  WireGuard ports (1:1 and ``none`` nodes).
 
 Traffic from inside the domain to the domain's own public addresses is hairpinned by the router
 (masqueraded towards the bridge). Everything lives in the topology's namespaces: removing them
@@ -30,7 +32,7 @@ from lab.topology import Topology
 from sdk.errors import FailedPrecondition
 
 NSMGR_PORT = 5001
-CONTROL_PORT_BASE = 6000
+GATEWAY_PORT = 5105
 NFT_TABLE = "vwire_nat"
 
 
@@ -52,17 +54,17 @@ class Addresses:
 
     private: str  # on ul0
     public: str  # what a 1:1 NAT maps to it ('' unless one-to-one)
-    nsmgr_url: str  # the URL its nsmgr advertises (reachable from every domain)
 
 
 def addresses(domain: Domain, node: CloudNode) -> Addresses:
     private = f"172.16.{domain.index}.{10 + node.index}"
-    if node.nat == "one-to-one":
-        public = f"100.64.{domain.index}.{10 + node.index}"
-        return Addresses(private, public, f"tcp://{public}:{NSMGR_PORT}")
-    if node.nat == "masquerade":
-        return Addresses(private, "", f"tcp://{_nat_ip(domain)}:{CONTROL_PORT_BASE + node.index}")
-    return Addresses(private, "", f"tcp://{private}:{NSMGR_PORT}")
+    public = f"100.64.{domain.index}.{10 + node.index}" if node.nat == "one-to-one" else ""
+    return Addresses(private, public)
+
+
+def gateway_url(domain: Domain) -> str:
+    """Where the domain's gateway listens: its router's public address."""
+    return f"tcp://{_nat_ip(domain)}:{GATEWAY_PORT}"
 
 
 def _nat_ip(domain: Domain) -> str:
@@ -89,8 +91,6 @@ def nat_rules(domain: Domain) -> str:
             pre.append(f"ip daddr {where.public} dnat to {where.private}")
             post.append(f'oifname "up0" ip saddr {where.private} snat to {where.public}')
         elif node.nat == "masquerade":
-            pre.append(f"ip daddr {_nat_ip(domain)} tcp dport {CONTROL_PORT_BASE + node.index} "
-                       f"dnat to {where.private}:{NSMGR_PORT}")
             post.append(f'oifname "up0" ip saddr {where.private} masquerade fully-random')
         else:
             post.append(f'oifname "up0" ip saddr {where.private} accept')

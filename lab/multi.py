@@ -2,16 +2,21 @@
 
 :class:`MultiLab` builds a :class:`lab.clouds.MultiCloud` topology: the network of
 :mod:`lab.internet` (each domain its own bridge with its cloud's MTU and its router's nftables
-NAT), a CA, and on every node nsmgr and forwarder. Each forwarder knows its site (the domain),
-its NAT (``--nat``, ``--external-address`` for a 1:1 public IP) and the internet's MTU
-(``--wan-mtu``), so tunnels between domains get the right endpoint, keepalive and path MTU. Each
-nsmgr listens on its node's address and advertises the URL other domains reach it at (its public
-address, or its domain's NAT address and forwarded control port).
+NAT), and per domain what a real one has:
 
-Until the per-domain gateway exists, the domains share one registry and one trust domain (the
-lab's CA): a request for a service names it without ``@domain`` and the shared registry finds it
-in whichever domain it runs. The data plane is what a multi-cloud deployment has: tunnels
-between nodes across NAT, with per-path MTU.
+* its own trust domain ``<domain>.vwire`` (a CA in ``<state>/ca-<domain>``, every CA federated
+  with every other, and a renewal agent ``ca-agent-<domain>``);
+* its own registry (``registry-<domain>``) and gateway (``gateway-<domain>``, in the router's
+  namespace on the domain's public address ``100.64.d.1:5105``: the one address the domain
+  exposes; gateways find each other through ``<state>/domains.yaml``);
+* on every node nsmgr (its node's address, pointed at the domain's registry and gateway) and
+  forwarder, which knows its site (the domain), its NAT (``--nat``, ``--external-address`` for
+  a 1:1 public IP) and the internet's MTU (``--wan-mtu``), so tunnels between domains get the
+  right endpoint, keepalive and path MTU.
+
+A client asks for a service of another domain as ``service@domain``: the request goes nsmgr →
+gateway → the other domain's gateway → the endpoint's nsmgr, and the vWire runs node to node
+across the NAT, encrypted.
 
 :meth:`MultiLab.demo` starts an endpoint per service and a client per client of the topology,
 and waits (bounded) until every client's vWire answers a ping. :meth:`MultiLab.down` removes
@@ -32,21 +37,15 @@ import yaml
 from api.proto.registry_pb2 import NetworkServiceEndpoint
 from lab import internet, network
 from lab.clouds import ClientSpec, CloudNode, Domain, MultiCloud, Service, parse
-from lab.fabric import (
-    CA_AGENT,
-    FORWARDER_SERVICE,
-    RENEW_INTERVAL,
-    SVID_TTL,
-    TRUST_DOMAIN,
-    Fabric,
-    endpoint_cidrs,
-)
-from lab.internet import Addresses, addresses, node_netns
+from lab.fabric import FORWARDER_SERVICE, RENEW_INTERVAL, SVID_TTL, Fabric, endpoint_cidrs
+from lab.internet import Addresses, addresses, gateway_url, node_netns, router_netns
 from lab.observe import endpoint_address, ping, registered, wait_for
 from lab.topology import Topology, netns_path
 from sdk.errors import FabricError
 from sdk.grpcutil import unix_socket_accepts
 from sdk.security.ca import CertificateAuthority
+from sdk.security.federation import write_svid_set
+from sdk.security.tls import server_name
 
 STATE_FILE = "multi-cloud.json"
 Progress = Callable[[str], None]
@@ -124,8 +123,9 @@ class MultiLab:
         self.model = model
         self.log_level = log_level
         self.ready_timeout = ready_timeout
-        self.fabric = Fabric(topology, 1, log_level=log_level)  # identities, processes, down
+        self.fabric = Fabric(topology, 1, log_level=log_level)  # its processes and down()
         self.processes = self.fabric.processes
+        self.cas: dict[str, CertificateAuthority] = {}
         self.nodes = [
             LabNode(domain, node, node_netns(topology, node), addresses(domain, node),
                     topology.state_dir / node.name)
@@ -133,9 +133,45 @@ class MultiLab:
         ]
         self.clients: dict[str, LabClient] = {}
 
-    @property
-    def registry_url(self) -> str:
-        return f"unix://{self.topology.registry_socket}"
+    def registry_url(self, domain: str) -> str:
+        return f"unix://{self.topology.state_dir / f'registry-{domain}.sock'}"
+
+    def gateway_socket(self, domain: str) -> Path:
+        return self.topology.state_dir / f"gateway-{domain}.sock"
+
+    @staticmethod
+    def trust_domain(domain: str) -> str:
+        return f"{domain}.vwire"
+
+    def ca_dir(self, domain: str) -> Path:
+        return self.topology.state_dir / f"ca-{domain}"
+
+    def identities_dir(self, domain: str) -> Path:
+        return self.topology.state_dir / f"identities-{domain}"
+
+    def spiffe_id(self, domain: str, kind: str, name: str) -> str:
+        return f"spiffe://{self.trust_domain(domain)}/{kind}/{name}"
+
+    def identity(self, domain: str, kind: str, name: str) -> Path:
+        """Issue the SVID of process ``name`` of ``kind`` in ``domain`` (with the federated
+        bundles of every other domain); returns its directory."""
+        ca = self.cas.get(domain) or CertificateAuthority.load(self.ca_dir(domain))
+        self.cas[domain] = ca
+        directory = self.identities_dir(domain) / kind / name
+        svid = ca.issue(self.spiffe_id(domain, kind, name),
+                        [server_name(self.trust_domain(domain))], ttl=SVID_TTL)
+        write_svid_set(directory, svid, ca.trust)
+        return directory
+
+    def _init_trust(self) -> None:
+        """A CA per domain, each federated with every other."""
+        for domain in self.model.domains:
+            self.cas[domain.name] = CertificateAuthority.init(
+                self.ca_dir(domain.name), self.trust_domain(domain.name))
+        for name, ca in self.cas.items():
+            for other, foreign in self.cas.items():
+                if other != name:
+                    ca.federate(foreign.bundle)
 
     def node(self, name: str) -> LabNode:
         for node in self.nodes:
@@ -155,36 +191,54 @@ class MultiLab:
         progress(f"creating the internet, {len(self.model.domains)} domain routers with NAT and "
                  f"{len(self.nodes)} node namespaces")
         internet.build(self.topology, self.model)
-        CertificateAuthority.init(state / "ca", TRUST_DOMAIN)
-        self.processes.start("registry", [
-            "registry", "--listen", self.registry_url, "--store", "memory://",
-            "--log-level", self.log_level,
-        ])
-        await self._wait_socket("registry", self.topology.registry_socket)
-        self.processes.start(CA_AGENT, [
-            "nsmctl", "ca", "agent", "--dir", str(state / "ca"),
-            "--svids", str(self.fabric.identities_dir), "--ttl", f"{SVID_TTL:g}s",
-            "--interval", f"{RENEW_INTERVAL:g}s",
-        ])
+        self._init_trust()
+        (state / "domains.yaml").write_text(yaml.safe_dump({"domains": {
+            d.name: {"gateway": gateway_url(d), "trust_domain": self.trust_domain(d.name)}
+            for d in self.model.domains}}))
         for domain in self.model.domains:
             names = ", ".join(f"{n.name} ({n.nat})" for n in domain.nodes)
-            progress(f"domain {domain.name} ({domain.cloud}, MTU {domain.mtu}): starting nsmgr "
-                     f"and forwarder on {names}")
+            progress(f"domain {domain.name} ({domain.cloud}, MTU {domain.mtu}, trust domain "
+                     f"{self.trust_domain(domain.name)}): starting its registry and gateway "
+                     f"({gateway_url(domain)}), nsmgr and forwarder on {names}")
+            self._start_domain(domain)
             for node in self.nodes:
                 if node.domain == domain:
                     self._start_node(node)
+        for domain in self.model.domains:
+            await self._wait_socket(f"gateway-{domain.name}", self.gateway_socket(domain.name))
         for node in self.nodes:
             await self._wait_node(node)
 
+    def _start_domain(self, domain: Domain) -> None:
+        name, state = domain.name, self.topology.state_dir
+        self.processes.start(f"ca-agent-{name}", [
+            "nsmctl", "ca", "agent", "--dir", str(self.ca_dir(name)),
+            "--svids", str(self.identities_dir(name)), "--ttl", f"{SVID_TTL:g}s",
+            "--interval", f"{RENEW_INTERVAL:g}s",
+        ])
+        self.processes.start(f"registry-{name}", [
+            "registry", "--listen", self.registry_url(name), "--store", "memory://",
+            "--domain", name, "--gateway", gateway_url(domain), "--log-level", self.log_level,
+        ])
+        self.processes.start(f"gateway-{name}", [
+            "gateway", "--domain", name, "--name", f"gateway-{name}",
+            "--listen", gateway_url(domain), "--listen", f"unix://{self.gateway_socket(name)}",
+            "--advertise", gateway_url(domain), "--registry", self.registry_url(name),
+            "--domains-file", str(state / "domains.yaml"), "--dns-server", "off",
+            "--svid-dir", str(self.identity(name, "gateway", f"gateway-{name}")),
+            "--log-level", self.log_level,
+        ], netns=router_netns(self.topology, domain))
+
     def _start_node(self, node: LabNode) -> None:
         node.dir.mkdir(parents=True, exist_ok=True)
+        domain = node.domain.name
         self.processes.start(node.nsmgr_process, [
             "nsmgr", "--name", f"nsmgr-{node.name}",
             "--listen", f"unix://{node.nsmgr_socket}",
             "--listen", f"tcp://{node.where.private}:{internet.NSMGR_PORT}",
-            "--advertise", node.where.nsmgr_url,
-            "--svid-dir", str(self.fabric.identity("nsmgr", f"nsmgr-{node.name}")),
-            "--registry", self.registry_url, "--log-level", self.log_level,
+            "--svid-dir", str(self.identity(domain, "nsmgr", f"nsmgr-{node.name}")),
+            "--registry", self.registry_url(domain), "--domain", domain,
+            "--gateway", gateway_url(node.domain), "--log-level", self.log_level,
         ], netns=node.netns)
         external = ["--external-address", node.where.public] if node.where.public else []
         self.processes.start(node.forwarder_process, [
@@ -193,7 +247,7 @@ class MultiLab:
             "--nsmgr", f"unix://{node.nsmgr_socket}", "--underlay-interface", "ul0",
             "--site", node.domain.name, "--nat", node.node.nat, *external,
             "--wan-mtu", str(self.model.wan_mtu), "--log-level", self.log_level,
-            "--svid-dir", str(self.fabric.identity("forwarder", f"forwarder-{node.name}")),
+            "--svid-dir", str(self.identity(domain, "forwarder", f"forwarder-{node.name}")),
         ], netns=node.netns)
 
     async def _wait_socket(self, process: str, path: Path) -> None:
@@ -228,13 +282,14 @@ class MultiLab:
         args = ["nse", "--name", name, "--listen", f"unix://{sock}",
                 "--nsmgr", f"unix://{node.nsmgr_socket}", "--netns", netns_path(netns),
                 "--service", service.name, "--log-level", self.log_level,
-                "--svid-dir", str(self.fabric.identity("nse", name)),
+                "--svid-dir", str(self.identity(node.domain.name, "nse", name)),
                 *[arg for cidr in endpoint_cidrs(index) for arg in ("--cidr", cidr)]]
         self.processes.start(name, args, netns=netns)
         await self._wait_socket(name, sock)
 
         async def known() -> bool:
-            return await registered(self.registry_url, NetworkServiceEndpoint(name=name))
+            return await registered(self.registry_url(node.domain.name),
+                                    NetworkServiceEndpoint(name=name))
 
         await wait_for(f"endpoint {name} registered", known, self.ready_timeout)
         return netns
@@ -246,12 +301,13 @@ class MultiLab:
         node = self.node(spec.node)
         network.add_netns(client.netns)
         netns = client.netns
-        nsmgr_id = Fabric.spiffe_id("nsmgr", f"nsmgr-{node.name}")
+        domain = node.domain.name
+        nsmgr_id = self.spiffe_id(domain, "nsmgr", f"nsmgr-{node.name}")
         self.processes.start(client.process, [
             "nsc", *client.urls, "--name", client.name, "--nsmgr", f"unix://{node.nsmgr_socket}",
             "--netns", netns_path(netns), "--state-file", str(client.state_file),
             "--log-level", self.log_level,
-            "--svid-dir", str(self.fabric.identity("nsc", client.name)), "--nsmgr-id", nsmgr_id,
+            "--svid-dir", str(self.identity(domain, "nsc", client.name)), "--nsmgr-id", nsmgr_id,
         ], netns=netns)
         self.clients[spec.name] = client
         if wait:
@@ -303,8 +359,16 @@ class MultiLab:
         node = self.node(spec.node)
         process = f"nsc-{name}"
         return LabClient(process, f"{name}-{node.name}", node.name, node.workload_netns(name),
-                         tuple(f"kernel://{s}/nsm{i}" for i, s in enumerate(spec.services)),
+                         tuple(f"kernel://{self.service_name(s, node.domain)}/nsm{i}"
+                               for i, s in enumerate(spec.services)),
                          self.topology.state_dir / f"{process}.json")
+
+    def service_name(self, service: str, asking: Domain) -> str:
+        """How a client in domain ``asking`` names ``service``: ``service@domain`` when the
+        service runs in another domain."""
+        where, _ = self.model.node(next(s.node for s in self.model.services
+                                        if s.name == service))
+        return service if where == asking else f"{service}@{where.name}"
 
     def status(self) -> dict[str, Any]:
         """Domains with their nodes (addresses, NAT, process states) and each client's
@@ -314,7 +378,7 @@ class MultiLab:
             "name": n.name, "domain": n.domain.name, "cloud": n.domain.cloud,
             "mtu": n.domain.mtu, "nat": n.node.nat, "netns": n.netns,
             "underlay_ip": n.where.private, "public_ip": n.where.public,
-            "nsmgr_url": n.where.nsmgr_url, "nsmgr_socket": str(n.nsmgr_socket),
+            "nsmgr_socket": str(n.nsmgr_socket),
             "forwarder_socket": str(n.forwarder_socket),
             "nsmgr": pid_of(n.nsmgr_process) is not None,
             "forwarder": pid_of(n.forwarder_process) is not None,
@@ -322,14 +386,19 @@ class MultiLab:
         clients = [{"name": c.name, "node": c.node, "netns": self.client(c.name).netns,
                     "connections": self.client(c.name).connections()}
                    for c in self.model.clients]
-        running = ["registry", *[p for n in self.nodes
-                                 for p in (n.nsmgr_process, n.forwarder_process)]]
+        domains = [{
+            "name": d.name, "cloud": d.cloud, "mtu": d.mtu,
+            "trust_domain": self.trust_domain(d.name), "gateway": gateway_url(d),
+            "registry": self.registry_url(d.name), "ca_dir": str(self.ca_dir(d.name)),
+            "gateway_up": pid_of(f"gateway-{d.name}") is not None,
+            "registry_up": pid_of(f"registry-{d.name}") is not None,
+        } for d in self.model.domains]
         return {
-            "up": all(pid_of(p) is not None for p in running),
+            "up": all(n["nsmgr"] and n["forwarder"] for n in nodes)
+            and all(d["gateway_up"] and d["registry_up"] for d in domains),
             "kind": "multi-cloud",
-            "registry_socket": str(self.topology.registry_socket),
-            "ca_dir": str(self.topology.state_dir / "ca"),
             "wan_mtu": self.model.wan_mtu,
+            "domains": domains,
             "nodes": nodes,
             "clients": clients,
         }

@@ -1,8 +1,10 @@
-"""Across a simulated internet with NAT (lab.multi, real namespaces, nftables, wireguard-go):
-nodes behind 1:1 NAT and behind a masquerading NAT get vWires that pass traffic in both
-directions, two nodes both behind masquerade in different clouds are refused with a message
-naming both, and every path's MTU is computed: a don't-fragment ping of exactly the vWire's MTU
-passes, one byte more does not (intra-aws jumbo, aws-gcp, gcp-gcp). Everything is removed."""
+"""Across a simulated internet with NAT (lab.multi, real namespaces, nftables, wireguard-go;
+domains aws and gcp each with its registry, gateway and trust domain): nodes behind 1:1 NAT and
+behind a masquerading NAT get vWires (requested as ``service@domain`` through both gateways)
+that pass traffic in both directions, two nodes both behind masquerade in different clouds are
+refused with a message naming both, and every path's MTU is computed: a don't-fragment ping of
+exactly the vWire's MTU passes, one byte more does not (intra-aws jumbo, aws-gcp, gcp-gcp).
+Everything is removed."""
 
 from __future__ import annotations
 
@@ -39,8 +41,9 @@ clients:
   - {name: gcp, node: gcp-1, services: [g2]}
   - {name: none, node: aws-2, services: [g2]}
 """
-# client -> (service, expected vWire MTU): aws 9001, gcp 1460, internet 1500, WireGuard 60
-PATHS = {"masq": ("g1", 1400), "pub": ("a2", 1400), "jumbo": ("a1", 8941), "gcp": ("g2", 1400)}
+# client -> (service as asked, expected vWire MTU): aws 9001, gcp 1460, internet 1500, WG 60
+PATHS = {"masq": ("g1@gcp", 1400), "pub": ("a2@aws", 1400), "jumbo": ("a1", 8941),
+         "gcp": ("g2", 1400)}
 
 pytestmark = pytest.mark.privileged
 
@@ -82,6 +85,11 @@ async def test_nat_kinds_and_path_mtu(lab: MultiLab) -> None:
         conn = client.connections()[0]
         assert conn["network_service"] == service
         assert conn["context"]["MTU"] == mtu, name
+        hops = [segment["name"] for segment in conn["path"]["path_segments"]]
+        if "@" in service:  # across domains: through both domains' gateways
+            assert [h for h in hops if h.startswith("gateway-")] == [
+                "gateway-aws", "gateway-gcp"] if name == "masq" else [
+                "gateway-gcp", "gateway-aws"], hops
         target = endpoint_address(conn)
 
         async def passes(netns: str = client.netns, address: str = target, size: int = mtu
@@ -90,9 +98,9 @@ async def test_nat_kinds_and_path_mtu(lab: MultiLab) -> None:
 
         await wait_for(f"{name}: DF ping of {mtu} bytes to {service}", passes, 20)
         assert not await df_ping(client.netns, target, mtu + 1), f"{name}: {mtu + 1} passed"
-        endpoint_ns = lab.node(lab.model.node(next(
-            s.node for s in lab.model.services if s.name == service))[1].name
-        ).workload_netns(service)
+        short = service.split("@")[0]
+        endpoint_ns = lab.node(next(s.node for s in lab.model.services if s.name == short)
+                               ).workload_netns(short)
         ends = [link for link in network.ip("-o", "link", netns=endpoint_ns).split("\n")
                 if "POINTOPOINT" in link]
         (line,) = ends
