@@ -16,7 +16,8 @@ import yaml
 from tests.webhook.conftest import validate
 
 ROOT = Path(__file__).resolve().parents[2] / "deploy"
-KUSTOMIZATIONS = ["base", "overlays/dev", "overlays/production", "examples"]
+KUSTOMIZATIONS = ["base", "overlays/dev", "overlays/production", "overlays/etcd",
+                  "overlays/etcd-external", "examples"]
 
 
 def kubectl() -> str:
@@ -146,3 +147,44 @@ def test_the_example_client_is_injected_and_still_valid(
     validate(obj)
     assert [c["name"] for c in obj["spec"]["template"]["spec"]["initContainers"]] == [
         INIT_NAME, SIDECAR_NAME]
+
+
+def store_of(objects: list[dict[str, Any]]) -> str:
+    [container] = one(objects, "Deployment", "vwire-registry")["spec"]["template"]["spec"][
+        "containers"]
+    args = container["args"]
+    return str(args[args.index("--store") + 1])
+
+
+def test_the_registry_on_etcd(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """overlays/etcd: two registry replicas over a three-member etcd StatefulSet whose
+    --initial-cluster names exactly its pods, reachable by the registry (and its peers) only;
+    no PVC for the registry any more. overlays/etcd-external: the same replicas on given
+    endpoints. Both store URLs are accepted by the registry's parser."""
+    from urllib.parse import urlsplit
+
+    from registry.store.etcd import _hostport
+
+    assert store_of(rendered["base"]).startswith("sqlite:")
+    objects = rendered["overlays/etcd"]
+    registry = one(objects, "Deployment", "vwire-registry")["spec"]
+    assert registry["replicas"] == 2
+    assert not [o for o in objects if o["kind"] == "PersistentVolumeClaim"]
+    assert all("persistentVolumeClaim" not in v for v in registry["template"]["spec"]["volumes"])
+    members = one(objects, "StatefulSet", "vwire-etcd")["spec"]
+    assert members["replicas"] == 3 and members["serviceName"] == "vwire-etcd"
+    args = members["template"]["spec"]["containers"][0]["args"]
+    [cluster] = [a.split("=", 1)[1] for a in args if a.startswith("--initial-cluster=")]
+    assert [m.split("=")[0] for m in cluster.split(",")] == [f"vwire-etcd-{i}" for i in range(3)]
+    assert one(objects, "Service", "vwire-etcd")["spec"]["clusterIP"] == "None"
+    policy = one(objects, "NetworkPolicy", "vwire-etcd")["spec"]
+    allowed = [rule["from"][0]["podSelector"]["matchLabels"] for rule in policy["ingress"]]
+    assert allowed == [{"app.kubernetes.io/name": "vwire-registry"},
+                       {"app.kubernetes.io/name": "vwire-etcd"}]
+    for where, endpoints in (("overlays/etcd", 1), ("overlays/etcd-external", 3)):
+        url = urlsplit(store_of(rendered[where]))
+        assert url.scheme == "etcd"
+        assert len([_hostport(item, url.geturl()) for item in url.netloc.split(",")]) == endpoints
+    external = rendered["overlays/etcd-external"]
+    assert one(external, "Deployment", "vwire-registry")["spec"]["replicas"] == 2
+    assert not [o for o in external if o["kind"] in ("StatefulSet", "PersistentVolumeClaim")]
