@@ -13,9 +13,10 @@ so a failing test never leaks a process.
 
 The lab (``nsmctl lab up --registry-store etcd``) needs its members to outlive the command that
 started them and to be stopped by ``nsmctl lab down`` like its other processes, by pid file: it
-starts each member as ``python -m lab.etcd ARGS`` through :class:`lab.processes.Processes`
+starts each member as ``python -m lab.etcd -- ARGS`` through :class:`lab.processes.Processes`
 (:func:`start_in_lab`), and this module's ``main`` replaces itself with ``etcd ARGS`` (same pid,
-same process group).
+same process group). ``python -m lab.etcd --listen tcp://127.0.0.1:PORT`` runs a throw-away
+one-member etcd for trying the registry on etcd (docs/registry.md).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -84,6 +86,7 @@ class EtcdCluster:
     directory: Path
     members: int = 1
     keep: bool = False
+    client_port: int = 0  #: the first member's client port (0: any free one)
     nodes: list[Member] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -95,8 +98,9 @@ class EtcdCluster:
             )
         for i in range(self.members):
             name = f"m{i}"
+            port = self.client_port if i == 0 and self.client_port else free_port()
             self.nodes.append(Member(
-                name, free_port(), free_port(), self.directory / name,
+                name, port, free_port(), self.directory / name,
                 self.directory / f"{name}.log",
             ))
 
@@ -239,18 +243,45 @@ async def start_in_lab(
     module docstring); return once it serves. The caller stops them with its other processes."""
     cluster = EtcdCluster(directory, members, keep=True)
     for member in cluster.nodes:
-        start(f"etcd-{member.name}", ["lab.etcd", *cluster.arguments(member)])
+        start(f"etcd-{member.name}", ["lab.etcd", "--", *cluster.arguments(member)])
     for member in cluster.nodes:
         await cluster.wait_member(member, timeout)
     return cluster
 
 
+def serve(listen: str) -> None:
+    """Run one etcd member serving clients on ``listen`` (``tcp://127.0.0.1:PORT``) with its
+    data in a temporary directory, until SIGTERM/SIGINT; then stop it and remove the data."""
+    host, _, port = listen.removeprefix("tcp://").rpartition(":")
+    if not listen.startswith("tcp://") or host != HOST or not port.isdigit():
+        sys.exit(f"--listen must be tcp://{HOST}:PORT (got {listen!r})")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    with tempfile.TemporaryDirectory(prefix="vwire-etcd-") as directory:
+        cluster = EtcdCluster(Path(directory), 1, client_port=int(port))
+        try:
+            asyncio.run(cluster.start())
+            print(f"etcd serving on {listen} (store URL etcd://{HOST}:{port})", flush=True)
+            member = cluster.nodes[0]
+            assert member.process is not None
+            member.process.wait()
+            sys.exit(f"etcd exited ({member.process.returncode}); see its log {member.log}")
+        finally:
+            cluster.stop()
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m lab.etcd ARGS``: become ``etcd ARGS`` (same pid, for the lab's pid files)."""
+    """``python -m lab.etcd --listen tcp://127.0.0.1:PORT``: a throw-away one-member etcd
+    (:func:`serve`); ``python -m lab.etcd -- ARGS``: become ``etcd ARGS`` (same pid, for the
+    lab's pid files)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) == 2 and args[0] == "--listen":
+        serve(args[1])
+        return
     binary = shutil.which(ETCD_BINARY)
-    if binary is None:
-        sys.exit("etcd is not installed: apt-get install etcd-server (scripts/setup.sh does)")
-    os.execv(binary, [ETCD_BINARY, *(sys.argv[1:] if argv is None else argv)])
+    if binary is None or not args or args[0] != "--":
+        sys.exit("usage: python -m lab.etcd --listen tcp://127.0.0.1:PORT | -- ETCD-ARGS "
+                 "(etcd itself: apt-get install etcd-server, which scripts/setup.sh does)")
+    os.execv(binary, [ETCD_BINARY, *args[1:]])
 
 
 if __name__ == "__main__":
