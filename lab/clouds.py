@@ -242,18 +242,29 @@ clients:
 """
 
 
-def load(name_or_file: str) -> MultiCloud:
-    """The built-in topology by name (:data:`BUILT_IN_NAME`) or a YAML file, validated."""
+def read(name_or_file: str) -> tuple[str, str]:
+    """The YAML text of the built-in topology (:data:`BUILT_IN_NAME`) or of a file, and its
+    name for messages; InvalidArgument when the file cannot be read."""
     if name_or_file == BUILT_IN_NAME:
-        return parse(yaml.safe_load(BUILT_IN), BUILT_IN_NAME)
+        return BUILT_IN, BUILT_IN_NAME
     path = Path(name_or_file)
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise InvalidArgument("topology", f"cannot read {path}: {exc.strerror or exc}; give a "
-                              f"YAML file or {BUILT_IN_NAME!r}") from None
+        return path.read_text(), "topology"
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise InvalidArgument("topology", f"cannot read {path}: {reason}; give a YAML file or "
+                              f"{BUILT_IN_NAME!r}") from None
+
+
+def parse_text(text: str, source: str = "topology") -> MultiCloud:
+    """:func:`parse` of a YAML text; InvalidArgument when it is not YAML."""
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise InvalidArgument("topology", f"{path} is not YAML: {exc}") from None
-    return parse(document, "topology")
+        raise InvalidArgument(source, f"is not valid YAML: {exc}") from None
+    return parse(document, source)
+
+
+def load(name_or_file: str) -> MultiCloud:
+    """The built-in topology by name (:data:`BUILT_IN_NAME`) or a YAML file, validated."""
+    return parse_text(*read(name_or_file))

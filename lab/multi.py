@@ -36,7 +36,7 @@ import yaml
 
 from api.proto.registry_pb2 import NetworkServiceEndpoint
 from lab import internet, network
-from lab.clouds import ClientSpec, CloudNode, Domain, MultiCloud, Service, parse
+from lab.clouds import ClientSpec, CloudNode, Domain, MultiCloud, Service, parse_text
 from lab.fabric import FORWARDER_SERVICE, RENEW_INTERVAL, SVID_TTL, Fabric, endpoint_cidrs
 from lab.internet import Addresses, addresses, gateway_url, node_netns, router_netns
 from lab.observe import endpoint_address, ping, registered, wait_for
@@ -109,8 +109,8 @@ def saved(topology: Topology) -> MultiCloud | None:
     """The topology of the multi-cloud lab recorded in ``topology``'s state, or None."""
     try:
         record = json.loads((topology.state_dir / STATE_FILE).read_text())
-        return parse(yaml.safe_load(record["document"]), record["source"])
-    except (OSError, ValueError, KeyError, TypeError, FabricError, yaml.YAMLError):
+        return parse_text(record["document"], record["source"])
+    except (OSError, ValueError, KeyError, TypeError, FabricError):
         return None
 
 

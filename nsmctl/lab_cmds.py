@@ -1,5 +1,9 @@
 """``nsmctl lab up|status|env|down``: the local multi-node lab (see :mod:`lab`).
 
+``lab up --topology FILE|multi-cloud`` builds the multi-cloud lab instead (:mod:`lab.multirun`:
+several domains with their own registry, gateway and trust domain, NAT on a simulated internet,
+per-path MTU); ``status``, ``env`` and ``down`` work on whichever lab runs.
+
 ``lab env`` prints ``export`` lines (``NSMCTL_REGISTRY``, ``NSMCTL_NSMGR``, ``VWIRE_CA_DIR``) so
 that ``eval "$(nsmctl lab env)"`` points every later nsmctl command at the lab."""
 
@@ -12,7 +16,9 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from lab import multirun
 from lab import run as lab
+from lab.clouds import BUILT_IN_NAME
 from nsmctl import connections, lab_pod_cmds, node_cmds
 from nsmctl.context import console, emit, run
 from nsmctl.render import Output, dump
@@ -108,11 +114,74 @@ def up(
         "--registry-store", show_default=False,
         help="memory: one registry; etcd: a three-member etcd cluster and two registry "
              "replicas (default memory)")] = RegistryStore.memory,
+    topology: Annotated[str | None, typer.Option(
+        "--topology", metavar="FILE",
+        help=f"build the multi-cloud lab from a topology YAML file, or '{BUILT_IN_NAME}' "
+             "(aws + gcp + azure + on-prem); see docs/lab.md")] = None,
 ) -> None:
     """Build the lab, wait until the client's vWire passes traffic, and show it."""
+    if topology is not None:
+        _multi_up(topology, nodes != 2 or services is not None
+                  or registry_store is not RegistryStore.memory)
+        return
     lab.up(lab.LabConfig(nodes=nodes, services=services or ["secure-db"],
                          registry_store=registry_store.value), _progress)
     _show(with_live_counters(lab.status()))
+
+
+def _multi_up(topology: str, single_options: bool) -> None:
+    if single_options:
+        raise typer.BadParameter("--nodes, --service and --registry-store build the "
+                                 "single-domain lab: the topology file says what to build",
+                                 param_hint="--topology")
+    try:
+        multirun.up(topology, _progress)
+    except InvalidArgument as exc:
+        raise typer.BadParameter(str(exc), param_hint="--topology") from None
+    _show_multi(multirun.status())
+
+
+def _show_multi(status: dict[str, Any]) -> None:
+    out = console()
+    domains = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("DOMAIN", "CLOUD", "MTU", "TRUST DOMAIN", "GATEWAY", "REGISTRY"):
+        domains.add_column(column)
+    for d in status["domains"]:
+        domains.add_row(d["name"], d["cloud"], str(d["mtu"]), d["trust_domain"],
+                        f"{d['gateway']} {'up' if d['gateway_up'] else 'DOWN'}",
+                        "up" if d["registry_up"] else "DOWN")
+    out.print(domains)
+    out.print()
+    nodes = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("NODE", "DOMAIN", "NAT", "UNDERLAY", "PUBLIC", "NSMGR", "FORWARDER"):
+        nodes.add_column(column)
+    for n in status["nodes"]:
+        nodes.add_row(n["name"], n["domain"], n["nat"], n["underlay_ip"], n["public_ip"] or "-",
+                      "up" if n["nsmgr"] else "DOWN", "up" if n["forwarder"] else "DOWN")
+    out.print(nodes)
+    out.print(f"internet MTU {status['wan_mtu']}; point nsmctl at a node: "
+              'eval "$(nsmctl lab env --node N)"')
+    out.print()
+    clients = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("CLIENT", "NODE", "SERVICE", "ENDPOINT", "MTU", "PATH"):
+        clients.add_column(column)
+    tries = []
+    for client in status["clients"]:
+        for conn in client["connections"]:
+            target = lab.endpoint_address(conn)
+            mtu = conn.get("context", {}).get("MTU", 0)
+            hops = [s.get("name", "") for s in conn.get("path", {}).get("path_segments", [])]
+            clients.add_row(client["name"], client["node"], conn.get("network_service", ""),
+                            target, str(mtu), " > ".join(hops))
+            if target and mtu:
+                tries.append(f"  ip netns exec {client['netns']} ping -c3 -M do "
+                             f"-s {mtu - 28} {target}")
+    out.print(clients)
+    if tries:
+        out.print()
+        out.print("try it (a don't-fragment ping of exactly the vWire's MTU):")
+        for line in tries:
+            out.print(line)
 
 
 @lab_app.command()
@@ -120,6 +189,13 @@ def status(
     output: Annotated[Output, typer.Option("-o", "--output")] = Output.table,
 ) -> None:
     """Nodes (namespaces, sockets, processes) and connections of the running lab."""
+    if multirun.running_topology() is not None:
+        multi = multirun.status()
+        if output is not Output.table:
+            emit(dump(multi, output).rstrip("\n"))
+        else:
+            _show_multi(multi)
+        return
     current = lab.status()
     if current["nodes"]:
         current = with_live_counters(current)
@@ -138,7 +214,9 @@ def env(
                                       help="the node whose nsmgr NSMCTL_NSMGR names")] = 1,
 ) -> None:
     """Print shell lines that point nsmctl at the running lab: eval "$(nsmctl lab env)"."""
-    for name, value in lab.env(node=node).items():
+    chosen = (multirun.env(node=node) if multirun.running_topology() is not None
+              else lab.env(node=node))
+    for name, value in chosen.items():
         emit(f"export {name}={shlex.quote(value)}")
 
 
