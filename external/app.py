@@ -4,7 +4,9 @@ Contract of :class:`ExternalRouter`:
 
 * :meth:`start` checks the settings (``public_address`` an IP, ``ports`` a range, the state
   directory usable), then watches the registry's NetworkService records and keeps one
-  :class:`external.host.ServedHost` per valid request record (:mod:`sdk.external`): a new request
+  :class:`external.host.ServedHost` (a host reaching a service) or
+  :class:`external.serve.ServedServer` (a host serving one) per valid request record
+  (:mod:`sdk.external`): a new request
   is set up and its status record registered (``ready`` with the endpoint, key, addresses, MTU
   and DNS; or ``failed`` with the error's class, everything built undone); a deleted request is
   torn down (traffic stops), its key and port forgotten, and its status record removed last, so
@@ -34,6 +36,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from api.proto.registry_pb2 import NetworkService
 from external.host import ServedHost, Serving
+from external.serve import ServedServer
 from external.settings import ExternalSettings
 from external.state import HostState, parse_ports
 from sdk.chain import CallContext
@@ -80,6 +83,11 @@ def check_settings(config: ExternalSettings) -> None:
     parse_address(config.nsmgr, "nsmgr")
     if not 1280 <= config.public_mtu <= 65535:
         raise InvalidArgument("public_mtu", f"must be 1280..65535 (got {config.public_mtu})")
+    try:
+        ipaddress.ip_network(config.serve_cidr)
+    except ValueError:
+        raise InvalidArgument("serve_cidr", f"{config.serve_cidr!r}: give one prefix such as "
+                              "100.65.0.0/16") from None
     if config.svid_dir and not config.nsmgr_id:
         raise InvalidArgument("nsmgr_id", "signing requests needs the SPIFFE ID of the node's "
                               "nsmgr (--nsmgr-id spiffe://<trust-domain>/nsmgr/<node>)")
@@ -96,10 +104,14 @@ class ExternalRouter:
             FileSvidSource(Path(config.svid_dir)) if config.svid_dir else None)
         self.pool = ChannelPool(SecureChannelFactory(svids)) if svids else ChannelPool()
         self.serving = Serving(
-            config.public_address, config.public_mtu, config.public_netns, config.nsmgr, self.pool,
-            config.name or f"external-{socket.gethostname()}", config.netns_prefix, svids,
-            config.nsmgr_id, config.lifetime, config.request_timeout)
-        self.hosts: dict[str, ServedHost] = {}
+            public_address=config.public_address, public_mtu=config.public_mtu,
+            public_netns=config.public_netns, nsmgr=config.nsmgr, pool=self.pool,
+            client_name=config.name or f"external-{socket.gethostname()}",
+            netns_prefix=config.netns_prefix, svids=svids, nsmgr_id=config.nsmgr_id,
+            lifetime=config.lifetime, request_timeout=config.request_timeout,
+            serve_cidr=config.serve_cidr,
+            socket_dir=Path(parse_address(config.listen, "listen").path).parent)
+        self.hosts: dict[str, ServedHost | ServedServer] = {}
         self.failed: set[str] = set()
         self._locks = KeyedLock()
         self._watch: asyncio.Task[None] | None = None
@@ -181,7 +193,9 @@ class ExternalRouter:
                 await self._remove_locked(host.name, forget=False)
             try:
                 keys = self.state.load_or_create(host.name)
-                served = ServedHost(host, keys, self.serving, self._publish_later)
+                served: ServedHost | ServedServer = (
+                    ServedServer(host, keys, self.serving) if host.serve
+                    else ServedHost(host, keys, self.serving, self._publish_later))
                 status = await served.up()
             except FabricError as exc:
                 log.error("external_host_failed", name=host.name, service=host.service,

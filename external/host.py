@@ -22,6 +22,7 @@ import ipaddress
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import structlog
 
@@ -63,6 +64,8 @@ class Serving:
     nsmgr_id: str = ""
     lifetime: float = 60.0
     request_timeout: float = 15.0
+    serve_cidr: str = "100.65.0.0/16"
+    socket_dir: Path = Path("/var/run/vwire")
 
 
 def host_mtu(conn: Connection, serving: Serving) -> int:

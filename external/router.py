@@ -16,6 +16,8 @@ Contract:
   arriving on the vWire interface (whose address they are) go to the host: rule ``iif VWIRE``
   at preference 100 ahead of the local table (moved from 0 to 1000). It replaces what an earlier
   call set (after a heal changed the addresses) and sets the peer's allowed IPs to them.
+* :meth:`Router.route_server` (a served host instead): the host's tunnel address through the
+  WireGuard device, and the peer's allowed IPs set to it.
 * :meth:`Router.delete` deletes the namespace (the WireGuard link with it: traffic stops at
   once), then stops a wireguard-go child (SIGTERM, SIGKILL after ``stop_timeout``). It is
   idempotent and safe after a failed ``create``; nothing is left behind.
@@ -161,6 +163,13 @@ class Router:
         await run(*self._in("wg", "set", self.ifname, "peer", self.peer_key, "allowed-ips",
                             ",".join(wanted)))
         self._routed = wanted
+
+    async def route_server(self, address: str) -> None:
+        """A served host: its tunnel ``address`` is reached through the WireGuard device (the
+        vWires' client addresses are routed back by the forwarder's own routes)."""
+        await run(*self._ip(_family(address), "route", "replace", address, "dev", self.ifname))
+        await run(*self._in("wg", "set", self.ifname, "peer", self.peer_key, "allowed-ips",
+                            address))
 
     async def delete(self) -> None:
         await run("ip", "netns", "del", self.netns, check=False)

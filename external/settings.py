@@ -23,6 +23,9 @@ class ExternalSettings:
     )
     ports: str = setting("51900-51999", "UDP ports for external hosts' WireGuard: FIRST-LAST")
     public_mtu: int = setting(1500, "MTU of the path external hosts come in on")
+    serve_cidr: str = setting(
+        "100.65.0.0/16", "addresses of the vWires to served hosts (external servers): one prefix"
+    )
     registry: str = setting("unix:///var/run/vwire/registry.sock",
                             "the domain's registry: where external hosts are requested")
     nsmgr: str = setting("unix:///var/run/vwire/nsmgr.sock", "this node's nsmgr")

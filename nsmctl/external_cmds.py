@@ -6,6 +6,9 @@
   or key; a service no endpoint provides; a name already added. If the host cannot be set up
   in time, the request is removed again. With ``--generate-key`` nsmctl makes the key pair and
   prints the host's whole wg-quick file with its private key, once: it is stored nowhere.
+* ``external add NAME --serve S --address A --public-key K`` registers the reverse direction:
+  an external *server* at tunnel address A provides S; the router serves a proxy endpoint for S,
+  so pods and VMs request S as usual and reach A through it.
 * ``external config NAME [--key-file PATH]`` prints the host's wg-quick file; its private key
   stays on the host (``wg genkey``), loaded by ``PostUp`` from ``--key-file``.
 * ``external list [-o table|json|yaml]`` lists hosts with their service and state.
@@ -37,6 +40,7 @@ from sdk.errors import AlreadyExists, InvalidArgument, NotFound
 from sdk.external import (
     ExternalHost,
     ExternalStatus,
+    check_host_address,
     check_name,
     check_service,
     is_request,
@@ -98,7 +102,7 @@ async def _add(opts: Options, host: ExternalHost, wait: float) -> ExternalStatus
         if await client.list(NS, request_name(host.name)):
             raise AlreadyExists(f"name: external host {host.name!r} exists: pick another name "
                                 f"or 'nsmctl external remove {host.name}' first")
-        if not await _service_known(client, host.service):
+        if not host.serve and not await _service_known(client, host.service):
             raise NotFound(f"service: no endpoint in the registry provides {host.service!r}: "
                            "check the name with 'nsmctl get nse'")
         await client.register(NS, request_record(host))
@@ -124,7 +128,13 @@ def add(
     ctx: typer.Context,
     name: NameArg,
     service: Annotated[str, typer.Option("--service", metavar="SERVICE",
-                                         help="the network service the host reaches")],
+                                         help="the network service the host reaches")] = "",
+    serve: Annotated[str, typer.Option(
+        "--serve", metavar="SERVICE", help="instead: the service the host provides (an "
+        "external server)")] = "",
+    address: Annotated[str, typer.Option(
+        "--address", metavar="IP", help="with --serve: the server's address in its tunnel")
+    ] = "",
     public_key: Annotated[str, typer.Option(
         "--public-key", metavar="KEY", help="the host's WireGuard public key (wg pubkey)")] = "",
     generate_key: Annotated[bool, typer.Option(
@@ -132,16 +142,9 @@ def add(
         "(stored nowhere)")] = False,
     wait: WaitOpt = WAIT,
 ) -> None:
-    """Register external host NAME for SERVICE and wait until it can connect."""
+    """Register external host NAME for SERVICE (or serving one) and wait until it can connect."""
     try:
-        check_name(name, "NAME")
-        check_service(service, "--service")
-        if generate_key == bool(public_key):
-            raise InvalidArgument("--public-key", "give the host's public key, or --generate-key")
-        private = ""
-        if generate_key:
-            private, public_key = generate_keypair()
-        host = ExternalHost(name, service, parse_key(public_key, "--public-key"))
+        host, private = _host(name, service, serve, address, public_key, generate_key)
     except InvalidArgument as exc:
         raise _usage(exc) from None
     status = run(_add(options(ctx), host, wait))
@@ -151,6 +154,29 @@ def add(
     else:
         typer.echo(f"external host {name} added: 'nsmctl external config {name}' prints its "
                    "WireGuard configuration")
+
+
+def _host(name: str, service: str, serve: str, address: str, public_key: str,
+          generate_key: bool) -> tuple[ExternalHost, str]:
+    """The request the options describe, and the private key made here ('' if none)."""
+    check_name(name, "NAME")
+    if bool(service) == bool(serve):
+        raise InvalidArgument("--service", "give --service (the host reaches it) or --serve "
+                              "(the host provides it)")
+    if serve:
+        check_service(serve, "--serve")
+        address = check_host_address(address, "--address")
+    else:
+        check_service(service, "--service")
+        if address:
+            raise InvalidArgument("--address", "only with --serve")
+    if generate_key == bool(public_key):
+        raise InvalidArgument("--public-key", "give the host's public key, or --generate-key")
+    private = ""
+    if generate_key:
+        private, public_key = generate_keypair()
+    return ExternalHost(name, service or serve, parse_key(public_key, "--public-key"),
+                        bool(serve), address), private
 
 
 async def _get(opts: Options, name: str) -> ExternalStatus:
@@ -203,6 +229,7 @@ async def _list(opts: Options) -> list[dict[str, Any]]:
 
 def _row(host: ExternalHost, status: ExternalStatus | None) -> dict[str, Any]:
     row: dict[str, Any] = {"name": host.name, "service": host.service,
+                           "role": "serves" if host.serve else "reaches",
                            "public_key": host.public_key,
                            "state": status.state if status else "pending"}
     if status is not None:
@@ -214,6 +241,13 @@ def _row(host: ExternalHost, status: ExternalStatus | None) -> dict[str, Any]:
         row["fabric_public_key"] = status.public_key
         row.update({k: list(v) if isinstance(v, tuple) else v for k, v in shown.items()})
     return row
+
+
+def _cells(row: dict[str, Any]) -> tuple[str, str, str, str, str]:
+    service = ("serves " if row["role"] == "serves" else "") + row["service"]
+    state = row["state"] + (f" ({row['error']})" if row.get("error") else "")
+    return (row["name"], service, state, row.get("endpoint", ""),
+            ",".join(row.get("addresses", [])))
 
 
 @external_app.command("list")
@@ -228,8 +262,7 @@ def list_(
         typer.echo(dump(rows, output).rstrip("\n"))
         return
     shown = [("NAME", "SERVICE", "STATE", "ENDPOINT", "ADDRESS")]
-    shown += [(r["name"], r["service"], r["state"] + (f" ({r['error']})" if r.get("error") else ""),
-               r.get("endpoint", ""), ",".join(r.get("addresses", []))) for r in rows]
+    shown += [_cells(r) for r in rows]
     widths = [max(len(row[i]) for row in shown) for i in range(5)]
     for row in shown:
         typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())

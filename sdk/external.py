@@ -4,8 +4,9 @@ An *external host* runs none of the fabric and reaches a network service over pl
 (docs/external.md). Two records in the domain's registry describe one, both NetworkService
 records (they never expire, the registry persists them, and NSM's wire format stays untouched):
 
-* the **request** ``external.NAME`` (written by ``nsmctl external add``): the service and the
-  host's WireGuard public key; removing it revokes the host;
+* the **request** ``external.NAME`` (written by ``nsmctl external add``): the service, the
+  host's WireGuard public key and, for a host that *serves* the service (an external server
+  that clients of the domain request), its tunnel address; removing it revokes the host;
 * the **status** ``external-status.NAME`` (written by the ``external`` process that serves the
   host): the WireGuard endpoint to dial, the fabric side's public key, the host's addresses, the
   prefixes it routes into the vWire, MTU and DNS servers, or the failure.
@@ -48,11 +49,15 @@ _CODE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$")
 
 @dataclass(frozen=True)
 class ExternalHost:
-    """The operator's request: host ``name`` may reach ``service`` with key ``public_key``."""
+    """The operator's request: host ``name`` may reach ``service`` with key ``public_key``; or,
+    with ``serve``, host ``name`` *provides* ``service`` at its tunnel ``address`` (an external
+    server that clients of the domain request)."""
 
     name: str
     service: str
     public_key: str  # base64, as `wg pubkey` prints it
+    serve: bool = False
+    address: str = ""  # with serve: the server's own address inside the tunnel (ip/32, ip/128)
 
 
 @dataclass(frozen=True)
@@ -116,6 +121,19 @@ def _check_cidr(value: str, field: str) -> str:
         return str(ipaddress.ip_interface(value))
     except ValueError:
         raise InvalidArgument(field, f"{value[:80]!r} is not an address with a prefix") from None
+
+
+def check_host_address(value: object, field: str = "address") -> str:
+    """A server's tunnel address: one IP, returned as ``ip/32`` or ``ip/128``."""
+    text = value if isinstance(value, str) else ""
+    try:
+        ip = ipaddress.ip_interface(text)
+    except ValueError:
+        raise InvalidArgument(field, f"{text[:80]!r} is not an IP address such as "
+                              "192.168.50.10") from None
+    if ip.network.prefixlen != ip.max_prefixlen:
+        raise InvalidArgument(field, "must be one address (/32 or /128), not a prefix")
+    return f"{ip.ip}/{ip.max_prefixlen}"
 
 
 def _check_ip(value: str, field: str) -> str:
@@ -209,21 +227,34 @@ def is_status(record: NetworkService) -> bool:
 
 def request_record(host: ExternalHost) -> NetworkService:
     """The registry record of a request (every field validated)."""
-    return _record(request_name(host.name), {
+    labels = {
         f"{LABEL}kind": "request",
         f"{LABEL}service": check_service(host.service),
         f"{LABEL}public-key": _key_label(parse_key(host.public_key)),
-    })
+    }
+    if host.serve:
+        labels[f"{LABEL}mode"] = "serve"
+        labels[f"{LABEL}address"] = _addr_label(check_host_address(host.address))
+    elif host.address:
+        raise InvalidArgument("address", "only a served host (--serve) has an address")
+    return _record(request_name(host.name), labels)
 
 
 def parse_request(record: NetworkService) -> ExternalHost:
     """A request record back into an :class:`ExternalHost`, validated."""
     labels = _labels(record, "request")
     name = check_name(record.name.removeprefix(REQUEST_PREFIX), "name")
+    mode = labels.get(f"{LABEL}mode", "reach")
+    if mode not in ("reach", "serve"):
+        raise InvalidArgument("mode", "must be reach or serve")
+    serve = mode == "serve"
     return ExternalHost(
         name,
         check_service(labels.get(f"{LABEL}service", ""), "service"),
         _key_unlabel(labels.get(f"{LABEL}public-key", ""), "public_key"),
+        serve,
+        check_host_address(_addr_unlabel(labels.get(f"{LABEL}address", "")), "address")
+        if serve else "",
     )
 
 

@@ -117,3 +117,39 @@ async def test_generated_key_is_printed_once_and_bad_input_leaves_nothing(
     assert missing.code == 1 and "not found" in missing.err
     assert _left(fabric) == {"namespaces": [], "wireguard-go": [], "state files": []}
     assert await _records(fabric) == []
+
+
+async def test_external_server_is_requested_by_a_client_and_gone_on_remove(
+        make_fabric: MakeFabric, tmp_path: Path) -> None:
+    fabric = await make_fabric(nodes=2)
+    start_router(fabric, node=1)
+    server = add_host_netns(fabric, "srv")
+    private, public = generate_key(server)
+    key_file = tmp_path / "srv.key"
+    key_file.write_text(private + "\n")
+
+    added = await _nsmctl(fabric, "external", "add", "srv", "--serve", "web", "--address",
+                          "192.168.77.10", "--public-key", public)
+    assert added.code == 0, added.err
+    exported = await _nsmctl(fabric, "external", "config", "srv")
+    assert exported.code == 0, exported.err
+    assert "Address = 192.168.77.10/32" in exported.out
+    assert "AllowedIPs = 100.65.0.0/16" in exported.out
+    apply_config(server, exported.out, key_file)
+
+    client = await fabric.add_client("nsc", node=2, urls=["kernel://web/nsm0"])
+    assert client.connection()["path"]["path_segments"][-1]["name"] == "external-srv"
+
+    async def reaches_server() -> bool:
+        return await ping(client.netns, "192.168.77.10", wait=0.5)
+
+    await wait_for("the client pings the external server", reaches_server, 20.0)
+
+    removed = await _nsmctl(fabric, "external", "remove", "srv")
+    assert removed.code == 0, removed.err
+    assert not await ping(client.netns, "192.168.77.10", wait=1.0)
+    assert _left(fabric) == {"namespaces": [], "wireguard-go": [], "state files": []}
+    assert await _records(fabric) == []
+    listed = await _nsmctl(fabric, "get", "nse", "-o", "json")
+    assert "external-srv" not in listed.out
+    assert not (fabric.node(1).dir / "external-srv.sock").exists()

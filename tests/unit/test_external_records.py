@@ -77,3 +77,16 @@ def test_a_bad_key_is_never_echoed() -> None:
         assert value not in str(caught.value)
     with pytest.raises(InvalidArgument):
         request_record(ExternalHost("Bad Name", "db", KEY))
+
+
+def test_served_host_request_round_trips_and_needs_one_address() -> None:
+    host = ExternalHost("srv", "web", KEY, serve=True, address="192.168.77.10")
+    record = request_record(host)
+    validate_service(record)
+    assert parse_request(record) == ExternalHost("srv", "web", KEY, True, "192.168.77.10/32")
+    with pytest.raises(InvalidArgument) as caught:
+        request_record(ExternalHost("srv", "web", KEY, serve=True, address="10.0.0.0/8"))
+    assert caught.value.field == "address"
+    record.matches[0].metadata.labels["external.vwire.io/mode"] = "proxy"
+    with pytest.raises(InvalidArgument):
+        parse_request(record)
