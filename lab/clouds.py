@@ -102,7 +102,9 @@ def _mapping(value: Any, field: str, keys: tuple[str, ...]) -> Mapping[str, Any]
 
 
 def _list(value: Any, field: str, most: int, *, empty: str = "") -> list[Any]:
-    if value is None and not empty:
+    if value is None:
+        if empty:
+            raise InvalidArgument(field, empty)
         return []
     if not isinstance(value, list):
         raise InvalidArgument(field, "must be a list")
