@@ -9,6 +9,8 @@ import pytest
 
 from agent.settings import PREFIX as AGENT
 from agent.settings import AgentSettings
+from external.settings import PREFIX as EXTERNAL
+from external.settings import ExternalSettings
 from forwarder.settings import PREFIX as FORWARDER
 from forwarder.settings import ForwarderSettings
 from gateway.settings import PREFIX as GATEWAY
@@ -31,7 +33,7 @@ README = (ROOT / "README.md").read_text()
     ("cls", "prefix"),
     [(RegistrySettings, REGISTRY), (NsmgrSettings, NSMGR), (ForwarderSettings, FORWARDER),
      (NseSettings, NSE), (WebhookSettings, WEBHOOK), (AgentSettings, AGENT),
-     (GatewaySettings, GATEWAY)],
+     (GatewaySettings, GATEWAY), (ExternalSettings, EXTERNAL)],
 )
 def test_every_setting_is_in_the_readme(cls: type, prefix: str) -> None:
     for variable, _, _ in settings.describe(cls, prefix):
