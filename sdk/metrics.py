@@ -11,6 +11,8 @@ so when its ``metrics_listen`` setting is given (off by default).
 
 from __future__ import annotations
 
+import asyncio
+
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from sdk.errors import InvalidArgument
@@ -57,6 +59,17 @@ WEBHOOK_REVIEWS = Counter(
 REGISTRY_EXPIRED = Counter(
     "vwire_registry_expired", "Registrations removed because they were not refreshed", ["kind"]
 )
+
+ASYNCIO_TASKS = Gauge(
+    "vwire_process_asyncio_tasks",
+    "asyncio tasks alive in the process's event loop (steady under load; growth is a leak)",
+)
+
+
+def count_tasks(loop: asyncio.AbstractEventLoop) -> None:
+    """Let ``vwire_process_asyncio_tasks`` count the tasks of ``loop`` when scraped (from the
+    metrics thread: ``asyncio.all_tasks`` tolerates a loop changing its tasks meanwhile)."""
+    ASYNCIO_TASKS.set_function(lambda: len(asyncio.all_tasks(loop)))
 
 
 def serve_metrics(listen: str) -> tuple[str, int]:

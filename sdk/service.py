@@ -21,7 +21,7 @@ import structlog
 
 from sdk import log, settings
 from sdk.errors import FabricError
-from sdk.metrics import serve_metrics
+from sdk.metrics import count_tasks, serve_metrics
 from sdk.tracing import configure_tracing
 
 _log = structlog.get_logger("sdk.service")
@@ -60,6 +60,7 @@ async def until_signalled(
     """Start, serve until SIGTERM/SIGINT, stop (stop runs even if start failed)."""
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
+    count_tasks(loop)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     try:
