@@ -105,7 +105,7 @@ class Gateway:
                 domain=config.domain, pool=self.pool, resolver=self.domains,
                 registry_services=RemoteRegistry(SERVICE, registry),
                 registry_endpoints=RemoteRegistry(ENDPOINT, registry),
-                token_lifetime=config.token_lifetime,
+                token_lifetime=config.token_lifetime, floating=config.floating,
             ),
         )
         self.chain = self.gateway.chain

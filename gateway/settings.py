@@ -38,6 +38,10 @@ class GatewaySettings:
         "", "nameserver host[:port] for the SRV records _vwire-gateway._tcp.DOMAIN (default: the "
         "system's resolvers; 'off': the domains file only)"
     )
+    floating: bool = setting(
+        False, "a floating domain (registrations only, no nodes): other domains' gateways may "
+        "register endpoints NAME@DOMAIN here, and requests for them go to those gateways"
+    )
     insecure: bool = setting(False, "allow plain-text TCP (development only)")
     svid_dir: str = setting(
         "", "directory with svid.crt, svid.key and bundle.pem (nsmctl ca issue ... gateway/NAME): "

@@ -37,19 +37,21 @@ from sdk.testing import Sandbox
 
 @dataclass
 class TwoDomains:
-    """Domains ``a`` and ``b``: their sandboxes, gateways and the shared domains file."""
+    """Domains ``a`` and ``b`` (or others): their sandboxes, gateways and the shared domains
+    file; the domains in ``floating`` have floating gateways."""
 
     root: Path
     boxes: dict[str, Sandbox]
     gateway_urls: dict[str, str]
     domains_file: Path
     gateways: dict[str, Gateway] = field(default_factory=dict)
+    floating: frozenset[str] = frozenset()
 
     def settings(self, domain: str) -> GatewaySettings:
         return GatewaySettings(
             domain=domain, listen=[self.gateway_urls[domain]],
             registry=self.boxes[domain].registry_url, domains_file=str(self.domains_file),
-            dns_server="off", request_timeout=5.0,
+            dns_server="off", request_timeout=5.0, floating=domain in self.floating,
         )
 
     async def start_gateway(self, domain: str) -> Gateway:
@@ -63,17 +65,22 @@ class TwoDomains:
 
 
 @contextlib.asynccontextmanager
-async def two_domains(lifetime: float = 30.0) -> AsyncIterator[TwoDomains]:
+async def two_domains(
+    lifetime: float = 30.0, names: tuple[str, ...] = ("a", "b"),
+    floating: frozenset[str] = frozenset(),
+) -> AsyncIterator[TwoDomains]:
+    """Domains ``names`` (default a and b), each a sandbox with its gateway."""
     root = Path(tempfile.mkdtemp(prefix="vwid-", dir="/tmp"))  # short: unix socket paths
-    urls = {d: f"unix://{root}/gateway-{d}.sock" for d in ("a", "b")}
+    urls = {d: f"unix://{root}/gateway-{d}.sock" for d in names}
     domains_file = root / "domains.yaml"
     domains_file.write_text(yaml.safe_dump({"domains": urls}))
     try:
-        async with Sandbox(lifetime, domain="a", gateway=urls["a"]) as a, \
-                Sandbox(lifetime, domain="b", gateway=urls["b"]) as b:
-            both = TwoDomains(root, {"a": a, "b": b}, urls, domains_file)
+        async with contextlib.AsyncExitStack() as stack:
+            boxes = {d: await stack.enter_async_context(
+                Sandbox(lifetime, domain=d, gateway=urls[d])) for d in names}
+            both = TwoDomains(root, boxes, urls, domains_file, floating=floating)
             try:
-                for domain in ("a", "b"):
+                for domain in names:
                     await both.start_gateway(domain)
                 yield both
             finally:

@@ -3,24 +3,29 @@
 The relay chain is the server prefix (:mod:`sdk.chains.server`, with the monitor) followed by::
 
     SetExpiry → Switch(
-        inbound, for an endpoint of this domain (``nse@own``):
+        inbound, for an endpoint of this domain (``nse@own``, or published here):
             RequireChosenEndpoint → EnterDomain → RouteToEndpoint(domain registry)
         outbound, for an endpoint of another domain (``nse@other``):
-            RequireChosenEndpoint → RouteToEndpoint(that domain's gateway)
+            RequireChosenEndpoint → RouteToEndpoint(that domain's gateway) → RefuseLoop
     ) → [SignPathSegment] → Connect
 
 A request for another domain comes from an nsmgr of this domain (its forwarder handed it back and
 the endpoint's registration, as this gateway answered it, carries this gateway's URL); it goes to
 the gateway of the endpoint's domain, found by :mod:`sdk.domains` and addressed with the ID that
-gateway put last in the record's ``path_ids``. A request for this domain comes from another
-domain's gateway; it loses the suffix and goes to the nsmgr the endpoint registered through. The
-endpoint is always chosen already (by the client's nsmgr): the gateway relays, it does not
-choose. Mechanisms pass unchanged, so the WireGuard tunnel runs node to node between the domains.
+gateway put last in the record's ``path_ids``. A request for this domain (or for an endpoint this
+gateway published in a floating domain; or any request from another gateway, known with signed
+paths by the previous segment's verified signer) comes from another domain's gateway; it loses
+the suffix and goes to the nsmgr the endpoint registered through. The endpoint is always chosen
+already (by the client's nsmgr): the gateway relays, it does not choose. Mechanisms pass
+unchanged, so the WireGuard tunnel runs node to node between the domains.
 
 Registry chains, per record kind: ``ExportDomain → ImportDomain → ToDomains`` — a find for this
 domain is answered from the domain registry with ``name@own`` names and this gateway's public URL;
 a find for another domain is asked of that domain's gateway and answered with this gateway's URL
-for its own domain; other domains may not write here.
+for its own domain; other domains may not write here, except in a floating domain (``floating``:
+a domain of registrations only). A local endpoint registered as ``name@F`` is published in
+floating domain F with this gateway's public URL, and requests for ``name@F`` from other domains
+are then served here like requests for this domain (the inbound branch).
 """
 
 from __future__ import annotations
@@ -37,15 +42,17 @@ from sdk.networkservice.client import Connect
 from sdk.networkservice.enterdomain import EnterDomain
 from sdk.networkservice.expiry import SetExpiry
 from sdk.networkservice.monitor import Monitor
+from sdk.networkservice.noloop import RefuseLoop
 from sdk.networkservice.switch import Case, Switch
 from sdk.networkservice.toendpoint import RouteToEndpoint
 from sdk.networkservice.token import SignPathSegment
 from sdk.registry.core import RegistryChain, RegistryElement
 from sdk.registry.exportdomain import ExportDomain
-from sdk.registry.importdomain import ImportDomain
+from sdk.registry.importdomain import ImportDomain, Published, is_gateway
 from sdk.registry.kinds import ENDPOINT, SERVICE
 from sdk.registry.todomains import ToDomains
 from sdk.remotelosses import RemoteLossWatch
+from sdk.security.token import unverified_subject
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,7 @@ class GatewayParts:
     public_url: str = ""  #: where other domains reach this gateway (or :meth:`set_urls`)
     local_url: str = ""  #: where this domain's nsmgrs reach this gateway (or :meth:`set_urls`)
     token_lifetime: float = 60.0  #: seconds this hop's path segment stays valid
+    floating: bool = False  #: a floating domain: other domains may register endpoints here
 
 
 class _NoLocalEndpoints:
@@ -86,14 +94,19 @@ class GatewayChain(ServerChain):
         local_endpoints = RegistryChain([parts.registry_endpoints])
         other_domains = RegistryChain([ToDomains(ENDPOINT, parts.resolver, parts.pool)])
         nobody = _NoLocalEndpoints()
+        self.published = Published()  # this domain's endpoints published in floating domains
         inbound = Case(
-            lambda conn: _endpoint_domain(conn) == own,
-            [RequireChosenEndpoint(), EnterDomain(own),
+            lambda conn: _endpoint_domain(conn) == own
+            or self.published.has(conn.network_service_endpoint_name)
+            or _from_a_gateway(conn),
+            [RequireChosenEndpoint(), EnterDomain(own, self.published.domains),
              RouteToEndpoint(nobody, local_endpoints, self.losses.follow)],
         )
+        self.urls: set[str] = set()  # this gateway's own addresses (set_urls)
         outbound = [
             RequireChosenEndpoint(),
             RouteToEndpoint(nobody, other_domains, self.losses.follow),
+            RefuseLoop(lambda: self.urls),
         ]
         sign = (
             [SignPathSegment(options.svids, lifetime=parts.token_lifetime)]
@@ -107,13 +120,15 @@ class GatewayChain(ServerChain):
         ])
         self._exports = (
             ExportDomain(own, RegistryChain([parts.registry_services]), parts.public_url,
-                         options.svids),
+                         options.svids, parts.floating),
             ExportDomain(own, RegistryChain([parts.registry_endpoints]), parts.public_url,
-                         options.svids),
+                         options.svids, parts.floating),
         )
         self._imports = (
-            ImportDomain[NetworkService](parts.local_url, options.svids),
-            ImportDomain[NetworkServiceEndpoint](parts.local_url, options.svids),
+            ImportDomain[NetworkService](parts.local_url, options.svids, self.published,
+                                         parts.public_url),
+            ImportDomain[NetworkServiceEndpoint](parts.local_url, options.svids, self.published,
+                                                 parts.public_url),
         )
         self.services: RegistryChain[NetworkService] = RegistryChain([
             self._exports[0], self._imports[0], ToDomains(SERVICE, parts.resolver, parts.pool),
@@ -129,7 +144,19 @@ class GatewayChain(ServerChain):
             export.public_url = public_url
         for imported in self._imports:
             imported.local_url = local_url
+            imported.public_url = public_url
+        self.urls = {public_url, local_url}
 
 
 def _endpoint_domain(conn: Connection) -> str | None:
     return split(conn.network_service_endpoint_name)[1]
+
+
+def _from_a_gateway(conn: Connection) -> bool:
+    """Whether the previous hop (its token verified by ``VerifyPath`` in front) is a gateway: a
+    gateway sends another domain's gateway requests for that domain only."""
+    path = conn.path
+    if not 0 < path.index < len(path.path_segments):
+        return False
+    subject = unverified_subject(path.path_segments[path.index - 1].token)
+    return bool(subject) and is_gateway(subject)

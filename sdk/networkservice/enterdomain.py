@@ -9,36 +9,45 @@ Path tokens stay valid: they bind a service name without its domain
 (:func:`sdk.networkservice.token.request_binding`). Place it where requests enter the domain
 (a gateway's inbound branch; a node manager, for clients naming their own domain), in front of
 every element that reads the names. Keeps nothing.
+
+``also`` names more domains to treat as this hop's own: a gateway's endpoints published in
+floating domains (``name@F`` is served here as ``name``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
+
 from api.proto.connection_pb2 import Connection
 from api.proto.networkservice_pb2 import NetworkServiceRequest
-from sdk.domains import localize
+from sdk.domains import split
 from sdk.networkservice.core import NetworkServiceElement, NSCursor
 
 
 class EnterDomain(NetworkServiceElement):
     """See the module docstring."""
 
-    def __init__(self, own: str) -> None:
+    def __init__(self, own: str, also: Callable[[], Collection[str]] = frozenset) -> None:
         self.own = own
+        self.also = also
+
+    def _local(self, name: str) -> str:
+        base, domain = split(name)
+        return base if domain is not None and (domain == self.own or domain in self.also()) \
+            else name
 
     def _localize(self, conn: Connection) -> tuple[str, str]:
         sent = conn.network_service, conn.network_service_endpoint_name
-        conn.network_service = localize(conn.network_service, self.own)
-        conn.network_service_endpoint_name = localize(
-            conn.network_service_endpoint_name, self.own
-        )
+        conn.network_service = self._local(conn.network_service)
+        conn.network_service_endpoint_name = self._local(conn.network_service_endpoint_name)
         return sent
 
     async def request(self, request: NetworkServiceRequest, next: NSCursor) -> Connection:
         service, endpoint = self._localize(request.connection)
         reply = await next.request(request)
-        if reply.network_service == localize(service, self.own):
+        if reply.network_service == self._local(service):
             reply.network_service = service
-        if endpoint and reply.network_service_endpoint_name == localize(endpoint, self.own):
+        if endpoint and reply.network_service_endpoint_name == self._local(endpoint):
             reply.network_service_endpoint_name = endpoint
         return reply
 

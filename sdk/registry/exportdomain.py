@@ -8,6 +8,13 @@ address other domains reach) and this gateway's SPIFFE ID (from ``source``) appe
 ``path_ids`` (the audience remote hops sign for). Other finds go on. Register and unregister of a
 record naming ``own`` are refused with ``PermissionDenied`` (other domains do not write in this
 domain's registry); others go on. Place it first. Keeps nothing.
+
+With ``floating`` (a domain that only holds registrations, NSM's floating interdomain), another
+domain's gateway may register and unregister endpoints ``name@own``: they are stored as ``name``
+with the URL and ``path_ids`` that gateway gave them (its own public URL and ID last), and finds
+hand them on unchanged but for the ``@own`` names — requests for them go straight to the
+publishing domain's gateway. Only endpoint records may float; a floating domain's own services
+are registered in its registry as usual.
 """
 
 from __future__ import annotations
@@ -41,11 +48,12 @@ class ExportDomain(RegistryElement[M], Generic[M]):
     """See the module docstring."""
 
     def __init__(self, own: str, local: RegistryChain[M], public_url: str,
-                 source: SvidSource | None = None) -> None:
+                 source: SvidSource | None = None, floating: bool = False) -> None:
         self.own = own
         self.local: RegistryChain[M] = local
         self.public_url = public_url
         self.source = source
+        self.floating = floating
 
     async def find(self, query: Query[M], next: RegistryCursor[M]) -> AsyncIterator[Event[M]]:
         domain = query_domain(query.template)
@@ -55,20 +63,33 @@ class ExportDomain(RegistryElement[M], Generic[M]):
             return
         local = Query(unqualify(query.template, self.own), query.watch)
         async for event in self.local.find(local):
-            record = handed_on(qualify(event.record, self.own), self.public_url, self.source)
+            record = qualify(event.record, self.own)
+            if not self._floats(record):
+                record = handed_on(record, self.public_url, self.source)
             yield Event(record, event.deleted)
 
-    def _refuse(self, record: M) -> None:
-        if split(record.name)[1] in (None, self.own):
+    def _floats(self, record: M) -> bool:
+        return self.floating and isinstance(record, NetworkServiceEndpoint)
+
+    def _ours(self, record: M) -> bool:
+        """Whether ``record`` names this domain (refused unless it may float here)."""
+        if split(record.name)[1] not in (None, self.own):
+            return False
+        if not self._floats(record):
             raise PermissionDenied(
                 f"{record.name!r}: other domains may not register or unregister in domain "
                 f"{self.own!r}; register with this domain's nsmgr"
             )
+        return True
 
     async def register(self, record: M, next: RegistryCursor[M]) -> M:
-        self._refuse(record)
-        return await next.register(record)
+        if not self._ours(record):
+            return await next.register(record)
+        stored = await self.local.register(unqualify(record, self.own))
+        return qualify(stored, self.own)
 
     async def unregister(self, record: M, next: RegistryCursor[M]) -> None:
-        self._refuse(record)
-        await next.unregister(record)
+        if not self._ours(record):
+            await next.unregister(record)
+            return
+        await self.local.unregister(unqualify(record, self.own))

@@ -154,3 +154,55 @@ async def test_a_kept_connection_heals_onto_the_replacing_remote_endpoint(
     assert healed.network_service_endpoint_name == "nse-new@b"
     assert names(healed)[-1] == "nse-new"
     await client.chain.run_close(healed, CallContext())
+
+
+async def test_a_floating_domain_holds_a_registration_served_from_its_domain() -> None:
+    async with two_domains(names=("a", "b", "f"), floating=frozenset({"f"})) as domains:
+        a, b, f = (domains.boxes[d] for d in ("a", "b", "f"))
+        a1, b1 = await a.node(), await b.node()
+        await a.endpoint(a1, "nse-1", services=["svc"])
+        # Published through a's registry and gateway into f, which has no nodes.
+        await a.endpoints.register(NetworkServiceEndpoint(
+            name="nse-1@f", network_service_names=["svc@f"], url="tcp://ignored:1"))
+        stored = [e.record async for e in f.endpoints.find(Query(NetworkServiceEndpoint()))]
+        assert [(r.name, list(r.network_service_names), r.url) for r in stored] == [
+            ("nse-1", ["svc"], domains.gateways["a"].advertise)]  # requests go to a's gateway
+
+        client = b.client(b1, "web")
+        conn = await client.chain.run_request(request_for("svc@f", "c-f"), CallContext())
+        assert names(conn) == [
+            "web", "nsmgr-b-n1", "forwarder-b-n1", "nsmgr-b-n1", "gateway-b", "gateway-a",
+            "nsmgr-a-n1", "forwarder-a-n1", "nsmgr-a-n1", "nse-1",
+        ]
+        assert (conn.network_service, conn.network_service_endpoint_name) == (
+            "svc@f", "nse-1@f")
+        refreshed = await client.chain.run_request(refresh_of(conn), CallContext())
+        await client.chain.run_close(refreshed, CallContext())
+        assert open_connections(domains) == 0
+
+        await a.endpoints.unregister(NetworkServiceEndpoint(name="nse-1@f"))
+        assert [e async for e in f.endpoints.find(Query(NetworkServiceEndpoint()))] == []
+        with pytest.raises(NotFound, match="'svc@f' not found"):
+            await client.chain.run_request(request_for("svc@f", "c-g"), CallContext())
+
+
+async def test_only_a_floating_domain_takes_registrations(domains: TwoDomains) -> None:
+    a = domains.boxes["a"]
+    with pytest.raises(PermissionDenied, match="other domains may not register"):
+        await a.endpoints.register(NetworkServiceEndpoint(
+            name="nse-1@b", network_service_names=["svc@b"]))
+    gateway_a = domains.gateways["a"].gateway
+    assert not gateway_a.published.has("nse-1@b")  # a refused publication is not remembered
+
+
+async def test_a_publication_forgotten_by_a_restart_is_refused_not_looped() -> None:
+    async with two_domains(names=("a", "b", "f"), floating=frozenset({"f"})) as domains:
+        a, b = domains.boxes["a"], domains.boxes["b"]
+        a1, b1 = await a.node(), await b.node()
+        await a.endpoint(a1, "nse-1", services=["svc"])
+        await a.endpoints.register(NetworkServiceEndpoint(
+            name="nse-1@f", network_service_names=["svc@f"]))
+        await domains.stop_gateway("a")
+        await domains.start_gateway("a")  # knows nothing it published before
+        with pytest.raises(FailedPrecondition, match="'nse-1@f' is registered at this hop's own"):
+            await b.client(b1).chain.run_request(request_for("svc@f", "c-l"), CallContext())

@@ -29,6 +29,7 @@ from sdk.networkservice.measure import Measure
 from sdk.networkservice.mechanisms import FilterMechanisms
 from sdk.networkservice.metadata import Metadata
 from sdk.networkservice.named import CheckNamedEndpoint
+from sdk.networkservice.noloop import RefuseLoop
 from sdk.networkservice.owner import ConnectionOwner
 from sdk.networkservice.rebuild import RebuildOnHeal
 from sdk.networkservice.refresh import Refresh
@@ -138,6 +139,7 @@ ELEMENTS: dict[str, tuple[Callable[[], NetworkServiceElement], dict[str, object]
     "filter-mechanisms": (FilterMechanisms, {"front": handing(remote)}),
     "require-relays": (RequireRelays, {}),
     "enter-domain": (lambda: EnterDomain("b"), {"prepare": in_domain_b}),
+    "refuse-loop": (lambda: RefuseLoop(lambda: {"unix:///nowhere/self.sock"}), {}),
     "connection-owner": (ConnectionOwner, {"front": handing(
         lambda r, ctx: ctx.values.__setitem__(CLIENT_ID, "spiffe://t/nsc/a"))}),
     "exclude-prefixes": (ExcludePrefixes, {}),
