@@ -24,6 +24,8 @@ from typing import Any
 
 from rich.table import Table
 
+from sdk.networkservice.markdomain import DOMAIN_METRIC
+
 NONE = "-"
 SHORT = 8
 COLUMNS = ("ID", "SERVICE", "ENDPOINT", "CLIENT", "ENDPOINT ADDR", "VIA", "MTU", "HANDSHAKE",
@@ -94,8 +96,28 @@ def _metrics(conn: Mapping[str, Any]) -> dict[str, str]:
     merged: dict[str, str] = {}
     for segment in conn.get("path", {}).get("path_segments", []):
         for key, value in segment.get("metrics", {}).items():
-            merged.setdefault(key, value)
+            if key != DOMAIN_METRIC:
+                merged.setdefault(key, value)
     return merged
+
+
+def hops(conn: Mapping[str, Any]) -> str:
+    """The path's hop names; where it crosses domains (gateways mark their segments with their
+    domain), each domain's hops start with ``[domain]``: ``[a] web → … → gateway-a → [b]
+    gateway-b → … → nse``."""
+    segments = conn.get("path", {}).get("path_segments", [])
+    marks = [str(s.get("metrics", {}).get(DOMAIN_METRIC, "")) for s in segments]
+    names = [str(s.get("name", "?")) for s in segments]
+    if not any(marks):
+        return " → ".join(names)
+    current = next(m for m in marks if m)  # the hops before the first gateway: its domain
+    shown: list[str] = []
+    for mark, name in zip(marks, names, strict=True):
+        if (mark and mark != current) or not shown:
+            current = mark or current
+            name = f"[{current}] {name}"
+        shown.append(name)
+    return " → ".join(shown)
 
 
 def _bytes(value: str | None) -> str:
@@ -119,7 +141,6 @@ def summary(conn: Mapping[str, Any]) -> dict[str, str]:
     handshake = metrics.get("wireguard_last_handshake_age_seconds")
     rx = metrics.get("wireguard_rx_bytes") or metrics.get("client_rx_bytes")
     tx = metrics.get("wireguard_tx_bytes") or metrics.get("client_tx_bytes")
-    hops = [s.get("name", "?") for s in conn.get("path", {}).get("path_segments", [])]
     return {
         "id": connection_id(conn),
         "service": str(conn.get("network_service", "")),
@@ -131,7 +152,7 @@ def summary(conn: Mapping[str, Any]) -> dict[str, str]:
         "handshake": NONE if handshake in (None, "never") else f"{handshake}s ago",
         "rx_tx": f"{_bytes(rx)}/{_bytes(tx)}",
         "state": str(conn.get("state", "UP")),
-        "path": " → ".join(hops),
+        "path": hops(conn),
     }
 
 

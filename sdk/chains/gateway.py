@@ -2,7 +2,7 @@
 
 The relay chain is the server prefix (:mod:`sdk.chains.server`, with the monitor) followed by::
 
-    SetExpiry → Switch(
+    MarkDomain → SetExpiry → Switch(
         inbound, for an endpoint of this domain (``nse@own``, or published here):
             RequireChosenEndpoint → EnterDomain → RouteToEndpoint(domain registry)
         outbound, for an endpoint of another domain (``nse@other``):
@@ -41,6 +41,7 @@ from sdk.networkservice.chosen import RequireChosenEndpoint
 from sdk.networkservice.client import Connect
 from sdk.networkservice.enterdomain import EnterDomain
 from sdk.networkservice.expiry import SetExpiry
+from sdk.networkservice.markdomain import MarkDomain
 from sdk.networkservice.monitor import Monitor
 from sdk.networkservice.noloop import RefuseLoop
 from sdk.networkservice.switch import Case, Switch
@@ -113,6 +114,7 @@ class GatewayChain(ServerChain):
             if options.svids is not None else []
         )
         super().__init__(options, [
+            MarkDomain(own),
             SetExpiry(parts.token_lifetime),
             Switch(inbound, default=outbound),
             *sign,

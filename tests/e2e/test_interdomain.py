@@ -7,7 +7,10 @@ of b; a restarted remote gateway is refreshed through."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import signal
+import sys
 
 from lab.heal import measure_heal
 from lab.observe import endpoint_address, ping, wait_for
@@ -39,6 +42,14 @@ async def test_request_ping_and_close_across_domains(make_fabric: MakeFabric) ->
                               ("n2-nsmgr", "spiffe://b.vwire/nsmgr/nsmgr-n2"),
                               ("gateway-a", "spiffe://lab.vwire/gateway/gateway-a")):
         assert identity in fabric.processes.log(process).read_text(), "one trust domain each"
+
+    status = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "nsmctl", "status", "--nsmgr",
+        f"unix://{fabric.node(1).nsmgr_socket}",
+        stdout=asyncio.subprocess.PIPE, env={**os.environ, "COLUMNS": "300"})
+    async with asyncio.timeout(60):
+        out = (await status.communicate())[0].decode()
+    assert "[a] nsc-n1" in out and "[b] gateway-b" in out, out  # where the path crosses
 
     fabric.processes.kill(client.process, signal.SIGTERM, wait=10.0)
 

@@ -52,6 +52,8 @@ async def test_request_refresh_close_cross_gateway_to_gateway(domains: TwoDomain
         "nsmgr-b-n1", "forwarder-b-n1", "nsmgr-b-n1", "nse-b",
     ]
     assert conn.network_service == "db@b" and conn.network_service_endpoint_name == "nse-b@b"
+    marks = {s.name: s.metrics.get("domain") for s in conn.path.path_segments}
+    assert (marks["gateway-a"], marks["gateway-b"], marks["nse-b"]) == ("a", "b", None)
     assert conn.mechanism.type == "KERNEL"
     assert conn.context.ip_context.dst_ip_addrs[0].startswith("10.80.")
 

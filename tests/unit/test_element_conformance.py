@@ -25,6 +25,7 @@ from sdk.networkservice.forwarder import FORWARDER, SelectForwarder
 from sdk.networkservice.handover import HandOver, Handovers
 from sdk.networkservice.heal import Heal
 from sdk.networkservice.load import CountLoad
+from sdk.networkservice.markdomain import MarkDomain
 from sdk.networkservice.measure import Measure
 from sdk.networkservice.mechanisms import FilterMechanisms
 from sdk.networkservice.metadata import Metadata
@@ -140,6 +141,7 @@ ELEMENTS: dict[str, tuple[Callable[[], NetworkServiceElement], dict[str, object]
     "require-relays": (RequireRelays, {}),
     "enter-domain": (lambda: EnterDomain("b"), {"prepare": in_domain_b}),
     "refuse-loop": (lambda: RefuseLoop(lambda: {"unix:///nowhere/self.sock"}), {}),
+    "mark-domain": (lambda: MarkDomain("a"), {}),
     "connection-owner": (ConnectionOwner, {"front": handing(
         lambda r, ctx: ctx.values.__setitem__(CLIENT_ID, "spiffe://t/nsc/a"))}),
     "exclude-prefixes": (ExcludePrefixes, {}),
