@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
 from api.proto.connection_pb2 import Connection
 from api.proto.networkservice_pb2 import NetworkServiceRequest
 from api.proto.registry_pb2 import NetworkService, NetworkServiceEndpoint
+from gateway.app import Gateway
+from gateway.settings import GatewaySettings
 from sdk.chain import CallContext
 from sdk.errors import FailedPrecondition, NotFound, PermissionDenied
 from sdk.registry.client import RemoteRegistry
 from sdk.registry.core import Query, RegistryChain
 from sdk.registry.kinds import ENDPOINT, SERVICE
-from sdk.testing import request_for
+from sdk.testing import Sandbox, request_for
+from tests.dns_stub import dns_stub
 from tests.interdomain import TwoDomains, two_domains
 
 
@@ -114,7 +118,6 @@ async def test_other_domains_may_not_register_here(domains: TwoDomains) -> None:
 
 
 async def test_without_a_gateway_another_domain_is_refused_with_the_fix() -> None:
-    from sdk.testing import Sandbox
     async with Sandbox(domain="a") as a:
         a1 = await a.node()
         with pytest.raises(FailedPrecondition, match="set --gateway"):
@@ -208,3 +211,36 @@ async def test_a_publication_forgotten_by_a_restart_is_refused_not_looped() -> N
         await domains.start_gateway("a")  # knows nothing it published before
         with pytest.raises(FailedPrecondition, match="'nse-1@f' is registered at this hop's own"):
             await b.client(b1).chain.run_request(request_for("svc@f", "c-l"), CallContext())
+
+
+async def test_a_domain_found_by_dns_srv(tmp_path: Path) -> None:
+    """Gateway a has no domains file: b's gateway comes from the SRV record
+    _vwire-gateway._tcp.b, served by a DNS server on loopback."""
+    gateway_a = f"unix://{tmp_path}/gateway-a.sock"
+    async with Sandbox(domain="a", gateway=gateway_a) as a, Sandbox(domain="b") as b:
+        b_gateway = Gateway(GatewaySettings(
+            domain="b", listen=["tcp://127.0.0.1:0"], insecure=True, registry=b.registry_url,
+            dns_server="off"))
+        await b_gateway.start()
+        try:
+            port = b_gateway.bound[0].port
+            records = {"_vwire-gateway._tcp.b.": [f"0 0 {port} localhost."]}
+            async with dns_stub(records) as dns:
+                a_gateway = Gateway(GatewaySettings(
+                    domain="a", listen=[gateway_a], registry=a.registry_url,
+                    dns_server=dns.address))
+                await a_gateway.start()
+                try:
+                    a1, b1 = await a.node(), await b.node()
+                    await b.endpoint(b1, "nse-b", services=["db"])
+                    conn = await a.client(a1).chain.run_request(
+                        request_for("db@b", "c-d"), CallContext())
+                    assert conn.network_service_endpoint_name == "nse-b@b"
+                    assert dns.queries and set(dns.queries) == {"_vwire-gateway._tcp.b."}
+                    with pytest.raises(NotFound, match=r"no SRV record _vwire-gateway\._tcp\.zz"):
+                        await a.client(a1).chain.run_request(
+                            request_for("db@zz", "c-z"), CallContext())
+                finally:
+                    await a_gateway.stop(0.1)
+        finally:
+            await b_gateway.stop(0.1)

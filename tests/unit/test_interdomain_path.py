@@ -29,3 +29,16 @@ def test_a_path_within_one_domain_is_unchanged_and_the_mark_is_no_counter() -> N
     assert hops(conn) == "web → nsmgr-n1 → nse"
     marked = {"path": {"path_segments": [segment("web"), segment("gateway-a", "a")]}}
     assert summary(marked)["via"] == "-"  # a domain mark is no data-plane counter
+
+
+def test_nsmctl_domain_option_names_records_of_that_domain() -> None:
+    import pytest
+
+    from nsmctl.context import CliError
+    from nsmctl.registry_cmds import in_domain
+
+    assert in_domain("db", "cloud-b") == "db@cloud-b"
+    assert in_domain("", "cloud-b") == "@cloud-b"  # every record of cloud-b
+    assert in_domain("db", "") == "db"
+    with pytest.raises(CliError, match="names its domain already"):
+        in_domain("db@cloud-c", "cloud-b")
