@@ -48,8 +48,8 @@ from sdk.networkservice.switch import Case, Switch
 from sdk.networkservice.toendpoint import RouteToEndpoint
 from sdk.networkservice.token import SignPathSegment
 from sdk.registry.core import RegistryChain, RegistryElement
-from sdk.registry.exportdomain import ExportDomain
-from sdk.registry.importdomain import ImportDomain, Published, is_gateway
+from sdk.registry.exportdomain import ExportDomain, is_gateway
+from sdk.registry.importdomain import ImportDomain, Published
 from sdk.registry.kinds import ENDPOINT, SERVICE
 from sdk.registry.todomains import ToDomains
 from sdk.remotelosses import RemoteLossWatch

@@ -14,7 +14,9 @@ domain's gateway may register and unregister endpoints ``name@own``: they are st
 with the URL and ``path_ids`` that gateway gave them (its own public URL and ID last), and finds
 hand them on unchanged but for the ``@own`` names — requests for them go straight to the
 publishing domain's gateway. Only endpoint records may float; a floating domain's own services
-are registered in its registry as usual.
+are registered in its registry as usual. A caller that proved an identity (mTLS) must be a
+gateway and the last ID of the record's ``path_ids`` (the audience requests for it will be
+signed for), else ``PermissionDenied``: nobody publishes in another gateway's name.
 """
 
 from __future__ import annotations
@@ -24,12 +26,34 @@ from typing import Generic, TypeVar
 
 from api.proto.registry_pb2 import NetworkService, NetworkServiceEndpoint
 from sdk.domains import split
-from sdk.errors import PermissionDenied
+from sdk.errors import InvalidArgument, PermissionDenied
 from sdk.registry.core import Event, Query, RegistryChain, RegistryCursor, RegistryElement
 from sdk.registry.domainnames import qualify, query_domain, unqualify
+from sdk.security.peer import identity_of
 from sdk.security.source import SvidSource
+from sdk.security.spiffe import SpiffeId
 
 M = TypeVar("M", NetworkService, NetworkServiceEndpoint)
+
+
+def is_gateway(identity: str) -> bool:
+    """Whether ``identity`` is a gateway's SPIFFE ID (``spiffe://<td>/gateway/<name>``)."""
+    try:
+        return SpiffeId.parse(identity).kind == "gateway"
+    except InvalidArgument:
+        return False
+
+
+def _check_publisher(record: M, peer: str) -> None:
+    caller = identity_of(peer)
+    if caller is None:
+        return  # no mTLS (development): nobody proved anything
+    last = record.path_ids[-1] if record.path_ids else ""
+    if not is_gateway(caller) or last != caller:
+        raise PermissionDenied(
+            f"{caller} may not publish {record.name!r}: only a gateway publishes in a floating "
+            f"domain, in its own name (last path_ids entry {last or 'missing'})"
+        )
 
 
 def handed_on(record: M, url: str, source: SvidSource | None) -> M:
@@ -85,6 +109,7 @@ class ExportDomain(RegistryElement[M], Generic[M]):
     async def register(self, record: M, next: RegistryCursor[M]) -> M:
         if not self._ours(record):
             return await next.register(record)
+        _check_publisher(record, next.ctx.peer)
         stored = await self.local.register(unqualify(record, self.own))
         return qualify(stored, self.own)
 

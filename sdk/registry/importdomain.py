@@ -24,25 +24,14 @@ from typing import Generic, TypeVar
 from api.proto.registry_pb2 import NetworkService, NetworkServiceEndpoint
 from sdk.chain import CallContext
 from sdk.domains import split
-from sdk.errors import InvalidArgument, PermissionDenied
+from sdk.errors import PermissionDenied
 from sdk.registry.core import Event, Query, RegistryCursor, RegistryElement
-from sdk.registry.exportdomain import handed_on
+from sdk.registry.exportdomain import handed_on, is_gateway
 from sdk.security.peer import identity_of
 from sdk.security.source import SvidSource
-from sdk.security.spiffe import SpiffeId
 
 M = TypeVar("M", NetworkService, NetworkServiceEndpoint)
 
-#: The SPIFFE ID kind of a domain's gateway.
-GATEWAY_KIND = "gateway"
-
-
-def is_gateway(identity: str) -> bool:
-    """Whether ``identity`` is a gateway's SPIFFE ID."""
-    try:
-        return SpiffeId.parse(identity).kind == GATEWAY_KIND
-    except InvalidArgument:
-        return False
 
 
 def from_gateway(ctx: CallContext) -> bool:

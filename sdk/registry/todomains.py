@@ -6,12 +6,18 @@ sent unchanged to D's gateway, found by ``resolver`` (:mod:`sdk.domains`), over 
 ``pool``; its answer comes back as D's gateway gave it (names ``...@D``, D's gateway's URL and
 ID last in ``path_ids``). A request naming no domain is refused with ``InvalidArgument``; an
 unknown domain with the resolver's ``NotFound``. Terminal: place it last. Keeps nothing.
+
+What another domain answers is hostile until checked: a found record whose name or service
+names are not all ``...@D`` (e.g. a bare ``nse`` that would pose as an endpoint of this domain,
+or a name of a third domain) is dropped and logged, never handed on.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from typing import Generic, TypeVar
+
+import structlog
 
 from api.proto.registry_pb2 import NetworkService, NetworkServiceEndpoint
 from sdk.channels import ChannelPool
@@ -23,6 +29,15 @@ from sdk.registry.domainnames import query_domain
 from sdk.registry.kinds import RecordKind
 
 M = TypeVar("M", NetworkService, NetworkServiceEndpoint)
+_log = structlog.get_logger("sdk.registry.todomains")
+
+
+def _all_in(record: NetworkService | NetworkServiceEndpoint, domain: str | None) -> bool:
+    """Whether every name ``record`` carries is ``...@domain``."""
+    names = [record.name]
+    if isinstance(record, NetworkServiceEndpoint):
+        names += [*record.network_service_names, *record.network_service_labels]
+    return all(split(name)[1] == domain and split(name)[0] for name in names)
 
 
 class ToDomains(RegistryElement[M], Generic[M]):
@@ -40,9 +55,14 @@ class ToDomains(RegistryElement[M], Generic[M]):
         return RemoteRegistry(self.kind, self.pool.get(found.gateway))
 
     async def find(self, query: Query[M], next: RegistryCursor[M]) -> AsyncIterator[Event[M]]:
-        remote = await self._remote(query_domain(query.template), "query")
+        domain = query_domain(query.template)
+        remote = await self._remote(domain, "query")
         async for event in remote.find(query, next):
-            yield event
+            if _all_in(event.record, domain):
+                yield event
+            else:
+                _log.warning("dropped a record another domain's gateway answered with names "
+                             "outside its domain", domain=domain, name=event.record.name)
 
     async def register(self, record: M, next: RegistryCursor[M]) -> M:
         remote = await self._remote(split(record.name)[1], "name")
