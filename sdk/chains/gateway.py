@@ -4,7 +4,7 @@ The relay chain is the server prefix (:mod:`sdk.chains.server`, with the monitor
 
     MarkDomain → SetExpiry → Switch(
         inbound, for an endpoint of this domain (``nse@own``, or published here):
-            RequireChosenEndpoint → EnterDomain → RouteToEndpoint(domain registry)
+            RequireChosenEndpoint → EnterDomain → RouteToEndpoint(domain registry) → RefuseLoop
         outbound, for an endpoint of another domain (``nse@other``):
             RequireChosenEndpoint → RouteToEndpoint(that domain's gateway) → RefuseLoop
     ) → [SignPathSegment] → Connect
@@ -95,19 +95,20 @@ class GatewayChain(ServerChain):
         local_endpoints = RegistryChain([parts.registry_endpoints])
         other_domains = RegistryChain([ToDomains(ENDPOINT, parts.resolver, parts.pool)])
         nobody = _NoLocalEndpoints()
+        self.urls: set[str] = set()  # this gateway's own addresses (set_urls)
+        no_loop = RefuseLoop(lambda: self.urls)
         self.published = Published()  # this domain's endpoints published in floating domains
         inbound = Case(
             lambda conn: _endpoint_domain(conn) == own
             or self.published.has(conn.network_service_endpoint_name)
             or _from_a_gateway(conn),
             [RequireChosenEndpoint(), EnterDomain(own, self.published.domains),
-             RouteToEndpoint(nobody, local_endpoints, self.losses.follow)],
+             RouteToEndpoint(nobody, local_endpoints, self.losses.follow), no_loop],
         )
-        self.urls: set[str] = set()  # this gateway's own addresses (set_urls)
         outbound = [
             RequireChosenEndpoint(),
             RouteToEndpoint(nobody, other_domains, self.losses.follow),
-            RefuseLoop(lambda: self.urls),
+            no_loop,
         ]
         sign = (
             [SignPathSegment(options.svids, lifetime=parts.token_lifetime)]
