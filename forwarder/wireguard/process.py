@@ -1,11 +1,14 @@
 """One wireguard-go daemon: start it in a namespace, wait for its UAPI socket, stop it.
 
 Contract:
-- :meth:`WgGoProcess.start` runs ``wireguard-go -f IFNAME`` inside the underlay namespace
-  (``nsenter --net=PATH``, which execs in place: the pid we hold is the daemon's), then polls
-  until the UAPI socket accepts connections, with a deadline (no blind sleeps; the file exists
-  a moment before it listens). If the daemon exits or the deadline passes it is killed and
-  :class:`DataplaneError` carries the tail of its output.
+- :meth:`WgGoProcess.start` first claims an inotify instance from ``budget`` (each daemon
+  holds one; :class:`ResourceExhausted` with the limit and the fix when none is left, before
+  anything runs), then runs ``wireguard-go -f IFNAME`` inside the underlay namespace
+  (``nsenter --net=PATH``, which execs in place: the pid we hold is the daemon's) and waits,
+  without polling, for its "UAPI listener started" line (printed once the socket listens),
+  with a deadline. If the daemon exits or the deadline passes it is killed and
+  :class:`DataplaneError` carries the tail of its output; an exit for lack of inotify
+  instances ("too many open files") is :class:`ResourceExhausted` with the same advice.
 - :meth:`WgGoProcess.stop` sends SIGTERM, waits ``stop_timeout``, then SIGKILL; afterwards a stale
   socket (SIGKILL leaves one; connecting gives ECONNREFUSED) is unlinked. Idempotent.
 - :func:`clear_stale_socket` unlinks a socket nobody listens on and reports a live one.
@@ -30,17 +33,17 @@ from pathlib import Path
 
 import structlog
 
-from sdk.errors import DataplaneError
-from sdk.grpcutil import unix_socket_accepts
+from sdk.errors import DataplaneError, ResourceExhausted
 
+from .inotify import DEFAULT_BUDGET, InotifyBudget, exhausted_message, instances_in_use, read_limit
 from .netns import netns_argv
 from .uapi import SOCKET_DIR, socket_path
 
 log = structlog.get_logger()
 
 WIREGUARD_GO = "wireguard-go"
-_POLL_FIRST = 0.002
-_POLL_MAX = 0.05
+_LISTENING = "UAPI listener started"
+_NO_INOTIFY = "too many open files"
 _BANNER = ("\u250c", "\u2502", "\u2514")  # wireguard-go's boxed "kernel has WireGuard" notice
 _MTU_UPDATED = re.compile(r"MTU updated: (\d+)")
 _DEBUG = "DEBUG: "
@@ -83,8 +86,10 @@ class WgGoProcess:
         socket_dir: Path = SOCKET_DIR,
         start_timeout: float = 5.0,
         stop_timeout: float = 3.0,
+        budget: InotifyBudget = DEFAULT_BUDGET,
     ) -> None:
         self.ifname = ifname
+        self.budget = budget
         self.netns = netns
         self.binary = binary
         self.socket = socket_path(ifname, socket_dir)
@@ -95,6 +100,7 @@ class WgGoProcess:
         self._reader: asyncio.Task[None] | None = None
         self.mtu = WIREGUARD_GO_MTU  #: the MTU the daemon last reported using
         self._mtu_seen = asyncio.Event()
+        self._listening = asyncio.Event()
 
     async def wait_mtu(self, mtu: int, timeout: float = 2.0) -> bool:
         """Wait until the daemon reports using ``mtu`` (see the module docstring); False when
@@ -126,6 +132,8 @@ class WgGoProcess:
         env = dict(os.environ, LOG_LEVEL="verbose",
                    WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD="1")
         self.mtu = WIREGUARD_GO_MTU
+        self._listening.clear()
+        self.budget.claim(self)
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
@@ -160,22 +168,30 @@ class WgGoProcess:
 
     async def _wait_for_socket(self, deadline: float) -> None:
         assert self._proc is not None
-        loop = asyncio.get_running_loop()
-        delay = _POLL_FIRST
-        while not unix_socket_accepts(self.socket):
-            if self._proc.returncode is not None:
-                await self._drain_output()
-                raise DataplaneError(
-                    f"wireguard-go for {self.ifname} exited with {self._proc.returncode} before "
-                    f"opening its UAPI socket: {self.output_tail() or 'no output'}"
-                )
-            if loop.time() >= deadline:
-                raise DataplaneError(
-                    f"wireguard-go for {self.ifname} did not open {self.socket} within "
-                    f"{self.start_timeout} s: {self.output_tail() or 'no output'}"
-                )
-            await asyncio.sleep(delay)  # bounded poll for a socket another process opens
-            delay = min(delay * 2, _POLL_MAX)
+        listening = asyncio.ensure_future(self._listening.wait())
+        exited = asyncio.ensure_future(self._proc.wait())
+        timeout = max(0.0, deadline - asyncio.get_running_loop().time())
+        try:
+            await asyncio.wait((listening, exited), timeout=timeout,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            listening.cancel()
+            exited.cancel()
+        if self._listening.is_set():
+            return
+        if self._proc.returncode is None:
+            raise DataplaneError(
+                f"wireguard-go for {self.ifname} did not open {self.socket} within "
+                f"{self.start_timeout} s: {self.output_tail() or 'no output'}"
+            )
+        await self._drain_output()
+        tail = self.output_tail()
+        if _NO_INOTIFY in tail.lower():
+            raise ResourceExhausted(exhausted_message(read_limit(), instances_in_use()))
+        raise DataplaneError(
+            f"wireguard-go for {self.ifname} exited with {self._proc.returncode} before "
+            f"opening its UAPI socket: {tail or 'no output'}"
+        )
 
     async def _read_output(self) -> None:
         assert self._proc is not None and self._proc.stdout is not None
@@ -183,6 +199,8 @@ class WgGoProcess:
             text = line.decode("utf-8", "replace").rstrip()
             if not text or text.startswith(_BANNER):
                 continue
+            if _LISTENING in text:
+                self._listening.set()
             if (found := _MTU_UPDATED.search(text)) is not None:
                 self.mtu = int(found.group(1))
                 self._mtu_seen.set()

@@ -3,7 +3,9 @@
 Contract:
 - ``create`` starts ``wireguard-go -f IFNAME`` in the underlay namespace (so its UDP socket and
   its TUN are born there), sets key and port over UAPI and returns the actual port. On any
-  failure the daemon is stopped: nothing is left behind.
+  failure the daemon is stopped: nothing is left behind. Each daemon claims an inotify instance
+  from ``budget`` first (:mod:`.inotify`): past the limit ``create`` raises
+  ``ResourceExhausted`` naming it, before anything runs.
 - ``move`` moves the TUN link through the kernel port (:mod:`forwarder.kernel`); the daemon
   and its UDP socket stay in the underlay (the "namespace trick"; measured to keep carrying
   traffic, see the privileged tests). It first waits (bounded) until the daemon has seen the
@@ -34,6 +36,7 @@ import structlog
 from forwarder.kernel import KernelPort, real_kernel
 from sdk.errors import AlreadyExists, DataplaneError, FabricError, NotFound
 
+from .inotify import DEFAULT_BUDGET, InotifyBudget
 from .keys import PrivateKey, parse_public_key
 from .model import (
     WgPeer,
@@ -95,8 +98,10 @@ class UserspaceBackend:
         kernel: KernelPort | None = None,
         start_timeout: float = 5.0,
         stop_timeout: float = 3.0,
+        budget: InotifyBudget = DEFAULT_BUDGET,
     ) -> None:
         self.binary = binary
+        self.budget = budget
         self.socket_dir = socket_dir
         self.restart = restart or RestartPolicy()
         self.kernel = kernel or real_kernel()
@@ -239,6 +244,7 @@ class UserspaceBackend:
             socket_dir=self.socket_dir,
             start_timeout=self.start_timeout,
             stop_timeout=self.stop_timeout,
+            budget=self.budget,
         )
 
     async def _configure(
