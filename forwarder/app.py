@@ -6,7 +6,9 @@ path, and this hop signs its segment for its nsmgr, whose SPIFFE ID it learns fr
 registration reply (``path_ids[-1]``).
 On start the forwarder detects the WireGuard backend and the underlay (interface, address, MTU;
 with ``site``, ``nat``, ``external_address`` and ``wan_mtu`` what its tunnels advertise, see
-:mod:`forwarder.reach`), removes the vWires a
+:mod:`forwarder.reach`), reserves its tunnel port range against port-0 binds in its namespace
+(:mod:`forwarder.kernel.sysctl`), raises the inotify instance limit for wireguard-go daemons
+(:mod:`forwarder.wireguard.inotify`), removes the vWires a
 previous run of the same forwarder left behind, serves on its unix socket, and registers itself
 with nsmgr (as an endpoint of the reserved service ``forwarder``) every few seconds, so a
 restarted nsmgr learns about it again quickly. With the wireguard-go backend, a
@@ -30,6 +32,7 @@ from api.mechanisms.wireguard import Reach
 from api.proto.registry_pb2 import NetworkServiceEndpoint
 from forwarder.counters import Counters, add_counters
 from forwarder.kernel import KernelPort
+from forwarder.kernel.sysctl import reserve_ports
 from forwarder.metrics import VWireMetrics
 from forwarder.ports import PortPool, parse_range
 from forwarder.restart import LiveVWires, RestartRecovery
@@ -38,6 +41,7 @@ from forwarder.underlay import advertised_address, detect_underlay
 from forwarder.vwire import sweep
 from forwarder.vwire.mtu import check_mtu
 from forwarder.wireguard import UserspaceBackend, WireGuardBackend, describe
+from forwarder.wireguard.inotify import raise_limit
 from forwarder.xconnect import Node, Xconnect
 from sdk.chains.server import ServerChain, ServerOptions, add_chain_services
 from sdk.channels import ChannelPool
@@ -87,6 +91,11 @@ class Forwarder:
             self.kernel, self.config.underlay_interface, self.config.underlay_ip
         )
         node = await self._node(interface, ip)
+        ports = parse_range(self.config.port_range)
+        # Port-0 binds (a fresh wireguard-go's) must never take a tunnel port.
+        await reserve_ports(None, ports)
+        if isinstance(self.backend, UserspaceBackend):
+            raise_limit()  # one inotify instance per daemon; the default allows ~64 vWires
         removed = await sweep(self.kernel, self.backend, owner=self.name)
         info = await describe(self.backend)
         self.dataplane = {
@@ -107,8 +116,7 @@ class Forwarder:
             live = LiveVWires()
             self.recovery = RestartRecovery(self.kernel, live)
             self.recovery.attach(self.backend)
-        xconnect = Xconnect(self.kernel, self.backend, node, PortPool(parse_range(
-            self.config.port_range)), live)
+        xconnect = Xconnect(self.kernel, self.backend, node, PortPool(ports), live)
         self.xconnect = xconnect
         sign = (
             [SignPathSegment(self.svids, self._nsmgr_id, self.config.token_lifetime)]
