@@ -1,10 +1,23 @@
-"""The real kernel port: rtnetlink through pyroute2's asyncio API.
+"""The real kernel port: rtnetlink through pyroute2's asyncio API, off the event loop.
 
-This is the only module of the project that imports pyroute2. Each call opens a netlink socket
-in the target namespace (fork-free, see :mod:`forwarder.kernel.netns`), hands it to
-``AsyncIPRoute(use_socket=...)``, does its work and closes the socket, so the forwarder never
-holds a reference that would keep a deleted workload namespace alive. pyroute2's
-``netns=`` argument is never used (it forks, and it creates missing namespaces).
+This is the only module of the project that imports pyroute2. Every call runs in the worker
+thread of its namespace (:mod:`forwarder.kernel.worker`): a thread that joined the namespace
+once (``setns``, no fork) and keeps one netlink socket there with ``AsyncIPRoute(use_socket=...)``
+on the thread's own event loop, plus a cache of interface indexes by name. The forwarder's event
+loop only awaits the result, so a slow kernel call (moving a link takes ~20 ms under the
+kernel's RTNL lock) never stalls other connections, and calls in different namespaces proceed in
+parallel. pyroute2's ``netns=`` argument is never used (it forks, and it creates missing
+namespaces).
+
+A workload namespace's worker ends after ``idle`` seconds without a call (default 1 s), so the
+forwarder keeps a namespace its owner deleted alive at most that long. Every path is opened
+through the guard at every call, as before, and the worker is chosen by the identity of what the
+path names now.
+
+Index cache: filled by lookups and renames, emptied for a name by its deletion, move or rename;
+an operation that used a cached index and got "no such device" (the link was deleted and made
+again by someone else) looks the name up once more and retries. Deletion always looks the name
+up afresh.
 
 Every ``NetlinkError`` is translated into an :mod:`sdk.errors` exception whose message names the
 operation, the namespace and the kernel's reason (see :func:`_translate`).
@@ -15,10 +28,10 @@ from __future__ import annotations
 import errno
 import os
 import socket
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from ipaddress import ip_interface, ip_network
-from typing import Any
+from typing import Any, TypeVar
 
 from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -36,13 +49,15 @@ from sdk.netns import open_netns
 from .netns import (
     DEFAULT_GUARD,
     NamespaceGuard,
-    netlink_socket_in,
     own_netns_id,
     resolve_ref,
     workload_namespaces,
 )
 from .nsref import parse_ns_ref
 from .port import MAIN_TABLE, Link, LinkStats, Neighbour, Netns, Route, Rule
+from .worker import NamespaceWorkers
+
+T = TypeVar("T")
 
 _IFF_UP = 0x1
 _IFA_F_NODAD = 0x2
@@ -92,6 +107,52 @@ def _family(cidr: str) -> int:
     return socket.AF_INET if ip_network(cidr, strict=False).version == 4 else socket.AF_INET6
 
 
+class _Rtnl:
+    """One namespace's netlink socket and interface indexes; lives in its worker thread."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(
+            socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE
+        )
+        self.ipr: Any = AsyncIPRoute(use_socket=self.sock, groups=0)
+        self.indexes: dict[str, int] = {}
+        self.where = ""
+
+    def close(self) -> None:
+        try:
+            self.ipr.close()
+        finally:
+            self.sock.close()
+
+    async def lookup(self, name: str) -> int:
+        """The index of ``name``, from the cache or the kernel (NotFound when absent)."""
+        cached = self.indexes.get(name)
+        if cached is not None:
+            return cached
+        with _netlink_errors(f"look up {name} in {self.where}"):
+            found = await self.ipr.link_lookup(ifname=name)
+        if not found:
+            raise NotFound(f"interface {name} does not exist in {self.where}")
+        self.indexes[name] = index = int(found[0])
+        return index
+
+    async def on_link(self, name: str, what: str, op: Callable[[int], Awaitable[T]]) -> T:
+        """``op(index of name)``, translated; retried once with a fresh index when a cached one
+        turns out stale (see the module docstring)."""
+        cached = name in self.indexes
+        index = await self.lookup(name)
+        with _netlink_errors(what):
+            try:
+                return await op(index)
+            except NetlinkError as err:
+                if not cached or err.code != errno.ENODEV:
+                    raise
+                self.indexes.pop(name, None)
+        index = await self.lookup(name)
+        with _netlink_errors(what):
+            return await op(index)
+
+
 class NetlinkKernel:
     """:class:`forwarder.kernel.port.KernelPort` over the running kernel (needs CAP_NET_ADMIN).
 
@@ -99,33 +160,42 @@ class NetlinkKernel:
     :data:`forwarder.kernel.netns.DEFAULT_GUARD`), so neither a request nor a later call can
     reach the forwarder's own or the host's namespace by path unless that is allowed; ``None``
     (the forwarder's own namespace, chosen by the code, never by a request) is always fine.
+    ``idle``: seconds a workload namespace's worker thread outlives its last call.
     """
 
-    def __init__(self, guard: NamespaceGuard | None = None) -> None:
+    def __init__(self, guard: NamespaceGuard | None = None, *, idle: float = 1.0) -> None:
         self._guard = guard
+        self._workers: NamespaceWorkers[_Rtnl] = NamespaceWorkers(
+            _Rtnl, _Rtnl.close, idle=idle
+        )
 
     @property
     def guard(self) -> NamespaceGuard:
         return self._guard or DEFAULT_GUARD
 
-    @asynccontextmanager
-    async def _rtnl(self, netns: Netns) -> AsyncIterator[Any]:
-        sock = await netlink_socket_in(netns, self.guard)
-        try:
-            ipr = AsyncIPRoute(use_socket=sock, groups=0)
-            try:
-                yield ipr
-            finally:
-                ipr.close()
-        finally:
-            sock.close()
+    def workers(self) -> int:
+        """Worker threads running now (one per namespace recently used)."""
+        return self._workers.live()
 
-    async def _index(self, ipr: Any, netns: Netns, name: str) -> int:
-        with _netlink_errors(f"look up {name} in {_where(netns)}"):
-            found = await ipr.link_lookup(ifname=name)
-        if not found:
-            raise NotFound(f"interface {name} does not exist in {_where(netns)}")
-        return int(found[0])
+    def close(self) -> None:
+        """End the worker threads (they finish the calls already submitted)."""
+        self._workers.close()
+
+    async def _run(self, netns: Netns, job: Callable[[_Rtnl], Awaitable[T]]) -> T:
+        """``job`` in the worker of ``netns``, opened through the guard (module docstring)."""
+        where = _where(netns)
+
+        async def named(rtnl: _Rtnl) -> T:
+            rtnl.where = where
+            return await job(rtnl)
+
+        if netns is None:
+            return await self._workers.run(None, named)
+        fd = self.guard.open(netns)
+        try:
+            return await self._workers.run(fd, named)
+        finally:
+            os.close(fd)
 
     # -- namespaces ------------------------------------------------------------------------------
 
@@ -142,18 +212,20 @@ class NetlinkKernel:
         what = (
             f"create veth {name} in {_where(netns)} with peer {peer_name} in {_where(peer_netns)}"
         )
-        peer: dict[str, Any] = {"ifname": peer_name}
         peer_fd = None if peer_netns is None else self.guard.open(peer_netns, "peer_netns")
-        try:
+        if peer_fd is None and netns is not None:
+            # The peer goes to the forwarder's namespace: name it by a fd of our own.
+            peer_fd = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+
+        async def job(rtnl: _Rtnl) -> None:
+            peer: dict[str, Any] = {"ifname": peer_name}
             if peer_fd is not None:
                 peer["net_ns_fd"] = peer_fd
-            elif netns is not None:
-                # The peer goes to the forwarder's namespace: name it by a fd of our own.
-                peer_fd = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-                peer["net_ns_fd"] = peer_fd
-            async with self._rtnl(netns) as ipr:
-                with _netlink_errors(what):
-                    await ipr.link("add", ifname=name, kind="veth", peer=peer)
+            with _netlink_errors(what):
+                await rtnl.ipr.link("add", ifname=name, kind="veth", peer=peer)
+
+        try:
+            await self._run(netns, job)
         finally:
             if peer_fd is not None:
                 os.close(peer_fd)
@@ -179,29 +251,46 @@ class NetlinkKernel:
             changes["state"] = "up" if up else "down"
         if not changes:
             return
-        async with self._rtnl(netns) as ipr:
-            index = await self._index(ipr, netns, name)
-            with _netlink_errors(f"set {sorted(changes)} of {name} in {_where(netns)}"):
-                await ipr.link("set", index=index, **changes)
+
+        async def job(rtnl: _Rtnl) -> None:
+            async def change(index: int) -> None:
+                await rtnl.ipr.link("set", index=index, **changes)
+                if new_name is not None and new_name != name:
+                    rtnl.indexes.pop(name, None)
+                    rtnl.indexes[new_name] = index
+
+            await rtnl.on_link(name, f"set {sorted(changes)} of {name} in {rtnl.where}", change)
+
+        await self._run(netns, job)
 
     async def move_link(self, netns: Netns, name: str, target_netns: Netns) -> None:
         if target_netns is None:
             fd = open_netns("/proc/self/ns/net", "target_netns")
         else:
             fd = self.guard.open(target_netns, "target_netns")
+
+        async def job(rtnl: _Rtnl) -> None:
+            async def move(index: int) -> None:
+                await rtnl.ipr.link("set", index=index, net_ns_fd=fd)
+                rtnl.indexes.pop(name, None)
+
+            what = f"move {name} from {rtnl.where} to {_where(target_netns)}"
+            await rtnl.on_link(name, what, move)
+
         try:
-            async with self._rtnl(netns) as ipr:
-                index = await self._index(ipr, netns, name)
-                with _netlink_errors(f"move {name} from {_where(netns)} to {_where(target_netns)}"):
-                    await ipr.link("set", index=index, net_ns_fd=fd)
+            await self._run(netns, job)
         finally:
             os.close(fd)
 
     async def delete_link(self, netns: Netns, name: str) -> None:
-        async with self._rtnl(netns) as ipr:
-            index = await self._index(ipr, netns, name)
-            with _netlink_errors(f"delete {name} in {_where(netns)}"):
-                await ipr.link("del", index=index)
+        async def job(rtnl: _Rtnl) -> None:
+            rtnl.indexes.pop(name, None)  # never delete by a remembered index
+            index = await rtnl.lookup(name)
+            rtnl.indexes.pop(name, None)
+            with _netlink_errors(f"delete {name} in {rtnl.where}"):
+                await rtnl.ipr.link("del", index=index)
+
+        await self._run(netns, job)
 
     @staticmethod
     def _link(msg: Any) -> Link:
@@ -215,29 +304,35 @@ class NetlinkKernel:
             mac=msg.get("address"),
         )
 
-    async def _dump_links(self, ipr: Any, netns: Netns) -> list[Any]:
-        with _netlink_errors(f"list interfaces in {_where(netns)}"):
-            return [msg async for msg in await ipr.link("dump")]
+    @staticmethod
+    async def _dump_links(rtnl: _Rtnl) -> list[Any]:
+        with _netlink_errors(f"list interfaces in {rtnl.where}"):
+            return [msg async for msg in await rtnl.ipr.link("dump")]
+
+    async def _get_link(self, netns: Netns, name: str, what: str) -> Any:
+        async def job(rtnl: _Rtnl) -> Any:
+            async def get(index: int) -> Any:
+                (msg,) = tuple(await rtnl.ipr.link("get", index=index))
+                return msg
+
+            return await rtnl.on_link(name, f"{what} {name} in {rtnl.where}", get)
+
+        return await self._run(netns, job)
 
     async def get_link(self, netns: Netns, name: str) -> Link:
-        async with self._rtnl(netns) as ipr:
-            index = await self._index(ipr, netns, name)
-            with _netlink_errors(f"read {name} in {_where(netns)}"):
-                (msg,) = tuple(await ipr.link("get", index=index))
-        return self._link(msg)
+        return self._link(await self._get_link(netns, name, "read"))
 
     async def list_links(self, netns: Netns, alias_prefix: str | None = None) -> list[Link]:
-        async with self._rtnl(netns) as ipr:
-            links = [self._link(msg) for msg in await self._dump_links(ipr, netns)]
+        async def job(rtnl: _Rtnl) -> list[Link]:
+            return [self._link(msg) for msg in await self._dump_links(rtnl)]
+
+        links = await self._run(netns, job)
         if alias_prefix is None:
             return links
         return [link for link in links if (link.alias or "").startswith(alias_prefix)]
 
     async def link_stats(self, netns: Netns, name: str) -> LinkStats:
-        async with self._rtnl(netns) as ipr:
-            index = await self._index(ipr, netns, name)
-            with _netlink_errors(f"read counters of {name} in {_where(netns)}"):
-                (msg,) = tuple(await ipr.link("get", index=index))
+        msg = await self._get_link(netns, name, "read counters of")
         stats = msg.get("stats64") or msg.get("stats") or {}
         return LinkStats(
             rx_bytes=int(stats.get("rx_bytes", 0)),
@@ -250,11 +345,18 @@ class NetlinkKernel:
 
     async def _address(self, command: str, netns: Netns, name: str, cidr: str) -> None:
         address, prefixlen = _split(cidr)
-        async with self._rtnl(netns) as ipr:
-            index = await self._index(ipr, netns, name)
-            extra = {"flags": _IFA_F_NODAD} if ":" in address and command == "add" else {}
-            with _netlink_errors(f"{command} address {cidr} on {name} in {_where(netns)}"):
-                await ipr.addr(command, index=index, address=address, prefixlen=prefixlen, **extra)
+        extra = {"flags": _IFA_F_NODAD} if ":" in address and command == "add" else {}
+
+        async def job(rtnl: _Rtnl) -> None:
+            async def change(index: int) -> None:
+                await rtnl.ipr.addr(
+                    command, index=index, address=address, prefixlen=prefixlen, **extra
+                )
+
+            what = f"{command} address {cidr} on {name} in {rtnl.where}"
+            await rtnl.on_link(name, what, change)
+
+        await self._run(netns, job)
 
     async def add_address(self, netns: Netns, name: str, cidr: str) -> None:
         await self._address("add", netns, name, cidr)
@@ -263,10 +365,13 @@ class NetlinkKernel:
         await self._address("del", netns, name, cidr)
 
     async def list_addresses(self, netns: Netns, name: str) -> list[str]:
-        async with self._rtnl(netns) as ipr:
-            index = await self._index(ipr, netns, name)
-            with _netlink_errors(f"list addresses of {name} in {_where(netns)}"):
-                msgs = [msg async for msg in await ipr.addr("dump", index=index)]
+        async def job(rtnl: _Rtnl) -> tuple[int, list[Any]]:
+            async def dump(index: int) -> tuple[int, list[Any]]:
+                return index, [msg async for msg in await rtnl.ipr.addr("dump", index=index)]
+
+            return await rtnl.on_link(name, f"list addresses of {name} in {rtnl.where}", dump)
+
+        index, msgs = await self._run(netns, job)
         result = []
         for msg in msgs:
             if int(msg["index"]) != index:
@@ -279,18 +384,21 @@ class NetlinkKernel:
     # -- routes ----------------------------------------------------------------------------------
 
     async def _route(self, command: str, netns: Netns, route: Route) -> None:
-        what = f"{command} route {route.dst} dev {route.dev} in {_where(netns)}"
-        async with self._rtnl(netns) as ipr:
-            index = await self._index(ipr, netns, route.dev)
-            spec: dict[str, Any] = {"dst": route.dst, "oif": index, "table": route.table}
-            if route.gateway is not None:
-                spec["gateway"] = route.gateway
-            else:
-                spec["scope"] = _RT_SCOPE_LINK  # like `ip route add X dev Y`
-            if route.onlink:
-                spec["flags"] = _RTNH_F_ONLINK
-            with _netlink_errors(what):
-                await ipr.route(command, **spec)
+        async def job(rtnl: _Rtnl) -> None:
+            async def change(index: int) -> None:
+                spec: dict[str, Any] = {"dst": route.dst, "oif": index, "table": route.table}
+                if route.gateway is not None:
+                    spec["gateway"] = route.gateway
+                else:
+                    spec["scope"] = _RT_SCOPE_LINK  # like `ip route add X dev Y`
+                if route.onlink:
+                    spec["flags"] = _RTNH_F_ONLINK
+                await rtnl.ipr.route(command, **spec)
+
+            what = f"{command} route {route.dst} dev {route.dev} in {rtnl.where}"
+            await rtnl.on_link(route.dev, what, change)
+
+        await self._run(netns, job)
 
     async def add_route(self, netns: Netns, route: Route) -> None:
         await self._route("add", netns, route)
@@ -299,11 +407,13 @@ class NetlinkKernel:
         await self._route("del", netns, route)
 
     async def list_routes(self, netns: Netns, table: int = MAIN_TABLE) -> list[Route]:
-        async with self._rtnl(netns) as ipr:
-            links = await self._dump_links(ipr, netns)
-            names = {int(m["index"]): str(m.get("ifname")) for m in links}
-            with _netlink_errors(f"list routes in {_where(netns)}"):
-                msgs = [msg async for msg in await ipr.route("dump")]
+        async def job(rtnl: _Rtnl) -> tuple[list[Any], list[Any]]:
+            links = await self._dump_links(rtnl)
+            with _netlink_errors(f"list routes in {rtnl.where}"):
+                return links, [msg async for msg in await rtnl.ipr.route("dump")]
+
+        links, msgs = await self._run(netns, job)
+        names = {int(m["index"]): str(m.get("ifname")) for m in links}
         routes = []
         for msg in msgs:
             if (
@@ -337,9 +447,12 @@ class NetlinkKernel:
                 spec[key], spec[f"{key}_len"] = _split(cidr)
         if rule.iif is not None:
             spec["iifname"] = rule.iif
-        async with self._rtnl(netns) as ipr:
-            with _netlink_errors(f"{command} rule {rule.priority} in {_where(netns)}"):
-                await ipr.rule(command, **spec)
+
+        async def job(rtnl: _Rtnl) -> None:
+            with _netlink_errors(f"{command} rule {rule.priority} in {rtnl.where}"):
+                await rtnl.ipr.rule(command, **spec)
+
+        await self._run(netns, job)
 
     async def add_rule(self, netns: Netns, rule: Rule) -> None:
         await self._rule("add", netns, rule)
@@ -348,11 +461,12 @@ class NetlinkKernel:
         await self._rule("del", netns, rule)
 
     async def list_rules(self, netns: Netns) -> list[Rule]:
-        async with self._rtnl(netns) as ipr:
-            with _netlink_errors(f"list rules in {_where(netns)}"):
-                msgs = [msg async for msg in await ipr.rule("dump")]
+        async def job(rtnl: _Rtnl) -> list[Any]:
+            with _netlink_errors(f"list rules in {rtnl.where}"):
+                return [msg async for msg in await rtnl.ipr.rule("dump")]
+
         rules = []
-        for msg in msgs:
+        for msg in await self._run(netns, job):
             table = int(msg.get("table") or 0)
             if table in _SYSTEM_TABLES:
                 continue
@@ -373,14 +487,17 @@ class NetlinkKernel:
     # -- neighbours ------------------------------------------------------------------------------
 
     async def _neighbour(self, command: str, netns: Netns, neighbour: Neighbour) -> None:
-        async with self._rtnl(netns) as ipr:
-            index = await self._index(ipr, netns, neighbour.dev)
-            spec: dict[str, Any] = {"dst": neighbour.ip, "ifindex": index}
-            if command == "replace":
-                spec.update(lladdr=neighbour.lladdr, state=_NUD_PERMANENT)
-            what = f"{command} neighbour {neighbour.ip} on {neighbour.dev} in {_where(netns)}"
-            with _netlink_errors(what):
-                await ipr.neigh(command, **spec)
+        async def job(rtnl: _Rtnl) -> None:
+            async def change(index: int) -> None:
+                spec: dict[str, Any] = {"dst": neighbour.ip, "ifindex": index}
+                if command == "replace":
+                    spec.update(lladdr=neighbour.lladdr, state=_NUD_PERMANENT)
+                await rtnl.ipr.neigh(command, **spec)
+
+            what = f"{command} neighbour {neighbour.ip} on {neighbour.dev} in {rtnl.where}"
+            await rtnl.on_link(neighbour.dev, what, change)
+
+        await self._run(netns, job)
 
     async def add_neighbour(self, netns: Netns, neighbour: Neighbour) -> None:
         await self._neighbour("replace", netns, neighbour)
