@@ -12,19 +12,17 @@ Contract of :class:`PeerTrust(source)` (a ``grpc.aio`` server interceptor):
   federated bundle added or removed takes effect for the next TLS handshake, no restart.
   Use them only on a server built with this interceptor (``limited_server(...,
   interceptors=[peers])``): the credentials alone let any federated root vouch for any ID.
-* Every call over TLS is checked before the servicer runs: the peer's leaf certificate (gRPC
-  shows servers the leaf, not the chain) must verify against the bundle of the trust domain its
-  SPIFFE ID names, in the source's current :class:`sdk.security.federation.BundleSet`, at the
-  call's time. A refusal aborts the call with UNAUTHENTICATED and the reason (a trust domain not
-  federated: its name and ``nsmctl ca federate``), counted and logged as an ``mtls`` refusal
-  (:mod:`sdk.security.audit`). Consequence of seeing only the leaf: peers' SVIDs must be signed
-  directly by a root of their trust domain (the built-in CA's are); a leaf signed by an
-  intermediate is refused with that reason.
+* Every call over TLS is checked before the servicer runs: the peer's certificate chain (its
+  leaf, ``x509_pem_cert``, and the intermediates it sent, ``x509_pem_cert_chain``) must verify
+  against the bundle of the trust domain the leaf's SPIFFE ID names, in the source's current
+  :class:`sdk.security.federation.BundleSet`, at the call's time. A refusal aborts the call with
+  UNAUTHENTICATED and the reason (a trust domain not federated: its name and ``nsmctl ca
+  federate``), counted and logged as an ``mtls`` refusal (:mod:`sdk.security.audit`).
 * Calls without a certificate (Unix sockets, insecure TCP) pass unchanged: their callers prove
   who they are with path tokens. Synchronous handlers (the fabric has none) are checked too;
   their refusal is an exception, which gRPC reports as UNKNOWN.
-* A verified leaf is remembered per bundle set while it is valid (at most 256), so a
-  peer's next calls cost a dictionary lookup.
+* A verified chain is remembered per bundle set while it and its roots are valid (at most
+  256), so a peer's next calls cost a dictionary lookup.
 """
 
 from __future__ import annotations
@@ -46,6 +44,8 @@ from sdk.security.source import SvidSource
 from sdk.security.tls import server_credentials
 
 PEER_CERT = "x509_pem_cert"
+#: The certificates the peer sent after its leaf (gRPC sets it when there are any).
+PEER_CHAIN = "x509_pem_cert_chain"
 _KEPT = 256
 
 
@@ -65,29 +65,32 @@ class PeerTrust(grpc.aio.ServerInterceptor):
     def refusal(self, context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
         """Why the call's TLS peer is refused (None: accepted, or no TLS peer)."""
         try:
-            pems = list(context.auth_context().get(PEER_CERT, ()))
+            auth = context.auth_context()
         except Exception:  # a context without a call behind it
             return None
-        if not pems:
+        leaf_pem = _first(auth.get(PEER_CERT, ()))
+        if leaf_pem is None:
             return None
-        pem = pems[0] if isinstance(pems[0], bytes) else str(pems[0]).encode()
+        chain_pem = _first(auth.get(PEER_CHAIN, ())) or b""
         trust = self.source.current().trust
         now = self.clock()
-        key = (id(trust), pem)
+        key = (id(trust), leaf_pem + chain_pem)
         with self._lock:
             known = self._verified.get(key)
             if known is not None and known[0] is trust and now < known[1]:
                 self._verified.move_to_end(key)
                 return None
         try:
-            leaf = x509.load_pem_x509_certificate(pem)
-            trust.verify([leaf], now)
+            chain = _peer_chain(leaf_pem, chain_pem)
+            identity = trust.verify(chain, now)
         except (ValueError, FabricError) as exc:
             reason = f"mTLS peer refused: {exc}"
             audit.record("mtls", reason)
             return reason
+        roots = trust.require(identity.trust_domain).roots
+        until = min(c.not_valid_after_utc.timestamp() for c in (*chain, *roots))
         with self._lock:
-            self._verified[key] = (trust, leaf.not_valid_after_utc.timestamp())
+            self._verified[key] = (trust, until)
             if len(self._verified) > _KEPT:
                 self._verified.popitem(last=False)
         return None
@@ -140,3 +143,16 @@ class PeerTrust(grpc.aio.ServerInterceptor):
             )
             return wrapped
         return handler
+
+
+def _first(values: Any) -> bytes | None:
+    for value in values:
+        return value if isinstance(value, bytes) else str(value).encode()
+    return None
+
+
+def _peer_chain(leaf_pem: bytes, chain_pem: bytes) -> list[x509.Certificate]:
+    """The peer's leaf followed by the other certificates it sent (the leaf not repeated)."""
+    leaf = x509.load_pem_x509_certificate(leaf_pem)
+    rest = x509.load_pem_x509_certificates(chain_pem) if chain_pem.strip() else []
+    return [leaf, *(c for c in rest if c != leaf)]

@@ -20,13 +20,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sdk.errors import Unauthenticated
 from sdk.security import token
-from sdk.security.ca import CertificateAuthority
+from sdk.security.ca import CertificateAuthority, new_key
 from sdk.security.federation import BundleSet, write_federated
 from sdk.security.source import CaSvidSource, FileSvidSource
-from sdk.security.svid import FEDERATED_DIR, Svid, load_private_key, write_svid
+from sdk.security.svid import FEDERATED_DIR, Svid, TrustBundle, load_private_key, write_svid
 from sdk.security.tls import secure_channel, server_name
 from tests.integration.fabric import TRUST_DOMAIN, Identities, temporary_fabric
-from tests.integration.test_federation_mtls import check, serve_tls
+from tests.integration.test_federation_mtls import ca_certificate, check, serve_tls
 
 A, B, C = "cloud-a", "cloud-b", "cloud-c"
 LOCAL_NSMGR = f"spiffe://{A}/nsmgr/a1"
@@ -176,3 +176,24 @@ async def test_a_real_nsmgr_serves_federated_peers_and_refuses_a_forged_local_id
         assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
         assert f"not signed by a root of trust domain {TRUST_DOMAIN!r}" in (
             caught.value.details() or "")
+
+
+async def test_an_intermediate_under_a_federated_root_cannot_speak_for_local_ids(
+    cas: dict[str, CertificateAuthority], tmp_path: Path, servers: list[grpc.aio.Server]
+) -> None:
+    """cloud-b (a CA with intermediates, as SPIRE can have) makes an intermediate that names
+    cloud-a and issues a cloud-a nsmgr ID from it: the handshake passes, the call is refused."""
+    root_key, sub_key = new_key(), new_key()
+    root = ca_certificate(B, root_key, None, root_key, 1)
+    sub = ca_certificate(B, sub_key, root, root_key, 0)
+    cas[A].federate(TrustBundle(B, (root,)))
+    server = await serve_tls(servers, tmp_path / "a.sock",
+                             CaSvidSource(cas[A], SERVER, [server_name(A)]))
+    leaf = CertificateAuthority(A, sub, sub_key).issue(LOCAL_NSMGR)  # the intermediate's key
+    svids = tmp_path / "attacker"
+    write_svid(svids, Svid((leaf.leaf, sub), leaf.key), cas[A].bundle)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await check(server.address, FileSvidSource(svids), A)
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "not signed by a root of trust domain 'cloud-a'" in (caught.value.details() or "")
+    assert server.recorder.callers == []

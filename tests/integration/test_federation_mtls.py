@@ -6,6 +6,7 @@ restart, and removing it refuses the next call at once."""
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -14,16 +15,19 @@ from typing import Any
 
 import grpc
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sdk.errors import Unauthenticated
 from sdk.grpcutil import parse_address
-from sdk.security.ca import CertificateAuthority
+from sdk.security.ca import CertificateAuthority, new_key
 from sdk.security.federation import write_federated
 from sdk.security.peer import peer_spiffe_id
 from sdk.security.peertrust import PeerTrust
 from sdk.security.source import CaSvidSource, FileSvidSource, SvidSource
-from sdk.security.svid import write_svid
+from sdk.security.svid import PrivateKey, Svid, write_svid
 from sdk.security.tls import SecureChannelFactory, secure_channel, server_name
 
 A, B = "cloud-a", "cloud-b"
@@ -47,6 +51,44 @@ class Recorder(health_pb2_grpc.HealthServicer):
 class TlsServer:
     address: str
     recorder: Recorder
+
+
+def ca_certificate(
+    trust_domain: str, key: PrivateKey, issuer: x509.Certificate | None, issuer_key: PrivateKey,
+    path_length: int,
+) -> x509.Certificate:
+    """A CA certificate for ``trust_domain`` (URI SAN ``spiffe://<td>``) signed by ``issuer``
+    (None: self-signed, a root)."""
+    now = dt.datetime.now(dt.UTC)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{trust_domain} {path_length}")])
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name).issuer_name(issuer.subject if issuer is not None else name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+        .add_extension(x509.KeyUsage(
+            digital_signature=True, content_commitment=False, key_encipherment=False,
+            data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
+            encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.SubjectAlternativeName(
+            [x509.UniformResourceIdentifier(f"spiffe://{trust_domain}")]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+            issuer_key.public_key()), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                       critical=False)
+        .sign(issuer_key, hashes.SHA256())
+    )
+
+
+def two_level_ca(trust_domain: str) -> tuple[CertificateAuthority, CertificateAuthority]:
+    """A root that allows one intermediate, and a CA issuing from an intermediate under it."""
+    root_key, sub_key = new_key(), new_key()
+    root = ca_certificate(trust_domain, root_key, None, root_key, 1)
+    sub = ca_certificate(trust_domain, sub_key, root, root_key, 0)
+    return CertificateAuthority(trust_domain, root, root_key), CertificateAuthority(
+        trust_domain, sub, sub_key)
 
 
 @pytest.fixture
@@ -171,3 +213,21 @@ async def test_a_channel_factory_picks_each_servers_trust_domain(
             await health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(), timeout=CALL_TIMEOUT)
         assert server.recorder.callers == [CLIENT]
+
+
+async def test_a_peer_whose_svid_comes_from_an_intermediate_of_its_root_is_accepted(
+    tmp_path: Path, servers: list[grpc.aio.Server]
+) -> None:
+    """The server sees the intermediate the client sent (gRPC's x509_pem_cert_chain) and
+    verifies the whole chain against the client's trust domain's root."""
+    ca_a, sub_a = two_level_ca(A)
+    ca_b = CertificateAuthority.create(B, now=time.time() - 3600)
+    ca_b.federate(ca_a.bundle)
+    leaf = sub_a.issue(CLIENT)
+    svids = tmp_path / "client"  # the SVID with its intermediate, as a CA agent writes it
+    write_svid(svids, Svid((leaf.leaf, sub_a.root), leaf.key), ca_a.bundle)
+    write_federated(svids, (ca_b.bundle,))
+    server = await serve_tls(servers, tmp_path / "b.sock",
+                             CaSvidSource(ca_b, SERVER, [server_name(B)]))
+    await check(server.address, FileSvidSource(svids), B)
+    assert server.recorder.callers == [CLIENT]
