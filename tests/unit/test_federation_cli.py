@@ -4,6 +4,7 @@ source picks them up."""
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 from collections.abc import Callable
@@ -11,6 +12,10 @@ from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from nsmctl.app import main
 from sdk.security.ca import CertificateAuthority
@@ -114,3 +119,33 @@ def test_issue_writes_the_cas_federated_bundles_with_the_svid(domains: Path) -> 
     assert nsmctl("ca", "issue", "--dir", a, "--spiffe-id", f"spiffe://{A}/nsmgr/n1",
                   "--out", str(out))[0] == 0
     assert FileSvidSource(out).current().trust.trust_domains == [A, B]
+
+
+def _root_without_spiffe_san(tmp_path: Path) -> Path:
+    """A CA root that names no trust domain (as SPIRE's 'bundle show -format pem' may print)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "spire root")])
+    now = dt.datetime.now(dt.UTC)
+    root = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    path = tmp_path / "spire.pem"
+    path.write_bytes(root.public_bytes(serialization.Encoding.PEM))
+    return path
+
+
+def test_roots_naming_no_trust_domain_need_trust_domain(domains: Path) -> None:
+    a, pem = str(domains / A), str(_root_without_spiffe_san(domains))
+    code, _, err = nsmctl("ca", "federate", "--dir", a, "--bundle", pem)
+    assert code == 1 and "roots name no trust domain" in err and "--trust-domain" in err
+    code, out, err = nsmctl("ca", "federate", "--dir", a, "--bundle", pem,
+                            "--trust-domain", "spire.example")
+    assert code == 0, err
+    assert out.startswith("federated with trust domain spire.example")
+    assert (domains / A / FEDERATED_DIR / "spire.example.pem").is_file()
+    code, _, err = nsmctl("ca", "federate", "--dir", a, "--bundle",
+                          str(domains / B / "bundle.pem"), "--trust-domain", "spire.example")
+    assert code == 1 and f"roots name trust domain {B!r}, not 'spire.example'" in err
