@@ -15,11 +15,17 @@ runs and the clients that connect to them::
       - {name: db, node: aws-1}      # an endpoint of service db on node aws-1
     clients:
       - {name: web, node: aws-1, services: [db]}
+    vms:                             # a VM joining a domain as a node (nsmctl node join)
+      - {name: vm-1, domain: aws, services: [db]}
+    external_hosts:                  # a host with plain WireGuard (nsmctl external config)
+      - {name: laptop, domain: aws, service: db}
 
 ``nat`` defaults to ``one-to-one`` in a cloud and ``none`` on-prem. :func:`parse` checks
 everything and raises :class:`sdk.errors.InvalidArgument` naming the field (``domains[1].cloud``)
 and the fix: unknown keys or clouds, duplicate names, a bad MTU, a domain without nodes, a
-service or client on a node that does not exist, a client of a service nobody provides.
+service or client on a node that does not exist, a client of a service nobody provides, a VM
+asking for a service of another domain (a joined VM's nsmgr has no gateway), an external host
+of a domain without a node others can reach (its router runs there).
 :data:`BUILT_IN` holds the default ``multi-cloud`` topology (aws + gcp + azure + on-prem).
 """
 
@@ -27,7 +33,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +79,22 @@ class ClientSpec:
 
 
 @dataclass(frozen=True)
+class VmSpec:
+    name: str
+    domain: str
+    services: tuple[str, ...]
+    index: int  # 1-based within its domain's VMs
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    name: str
+    domain: str
+    service: str
+    index: int  # 1-based within the topology
+
+
+@dataclass(frozen=True)
 class MultiCloud:
     """A validated topology (see the module docstring)."""
 
@@ -80,6 +102,14 @@ class MultiCloud:
     services: tuple[Service, ...] = ()
     clients: tuple[ClientSpec, ...] = ()
     wan_mtu: int = 1500
+    vms: tuple[VmSpec, ...] = ()
+    hosts: tuple[HostSpec, ...] = ()
+
+    def domain(self, name: str) -> Domain:
+        return next(d for d in self.domains if d.name == name)
+
+    def domain_of_service(self, service: str) -> Domain:
+        return self.node(next(s.node for s in self.services if s.name == service))[0]
 
     def node(self, name: str) -> tuple[Domain, CloudNode]:
         for domain in self.domains:
@@ -165,7 +195,8 @@ def _domain(raw: Any, field: str, index: int, node_names: set[str], names: set[s
 def parse(document: Any, source: str = "topology") -> MultiCloud:
     """A validated :class:`MultiCloud` from a loaded YAML document (see the module docstring);
     fields in errors start with ``source``."""
-    top = _mapping(document, source, ("domains", "services", "clients", "wan_mtu"))
+    top = _mapping(document, source, ("domains", "services", "clients", "wan_mtu", "vms",
+                                      "external_hosts"))
     domain_names: set[str] = set()
     node_names: set[str] = set()
     raw_domains = _list(top.get("domains"), f"{source}.domains", MAX_DOMAINS,
@@ -192,7 +223,72 @@ def parse(document: Any, source: str = "topology") -> MultiCloud:
                                       "a service of the topology: add it under services")
         clients.append(ClientSpec(name, node, tuple(wanted)))
     wan_mtu = _mtu(top.get("wan_mtu", 1500), f"{source}.wan_mtu")
-    return MultiCloud(domains, services, tuple(clients), wan_mtu)
+    model = MultiCloud(domains, services, tuple(clients), wan_mtu)
+    guests = _Guests(model, source, set(node_names))
+    return replace(model, vms=guests.vms(top.get("vms")),
+                   hosts=guests.hosts(top.get("external_hosts")))
+
+
+class _Guests:
+    """Validation of VMs and external hosts against a validated model."""
+
+    def __init__(self, model: MultiCloud, source: str, names: set[str]) -> None:
+        self.model, self.source, self.names = model, source, names
+        self.domains = {d.name: d for d in model.domains}
+        self.provided = {s.name: model.domain_of_service(s.name).name for s in model.services}
+
+    def _domain(self, value: Any, field: str) -> Domain:
+        if value not in self.domains:
+            raise InvalidArgument(field, f"{quoted(str(value))} is not a domain of the topology: "
+                                  f"use one of {', '.join(self.domains)}")
+        return self.domains[str(value)]
+
+    def _service(self, value: Any, field: str, domain: Domain, why: str) -> str:
+        if value not in self.provided:
+            raise InvalidArgument(field, f"{quoted(str(value))} is not a service of the "
+                                  "topology: add it under services")
+        if self.provided[str(value)] != domain.name:
+            raise InvalidArgument(field, f"{value} runs in domain {self.provided[str(value)]}, "
+                                  f"not {domain.name}: {why}")
+        return str(value)
+
+    def vms(self, raw: Any) -> tuple[VmSpec, ...]:
+        found: list[VmSpec] = []
+        for i, item in enumerate(_list(raw, f"{self.source}.vms", MAX_NODES)):
+            field = f"{self.source}.vms[{i}]"
+            spec = _mapping(item, field, ("name", "domain", "services"))
+            name = _name(spec.get("name"), f"{field}.name", self.names, _short_name)
+            domain = self._domain(spec.get("domain"), f"{field}.domain")
+            wanted = _list(spec.get("services"), f"{field}.services", 8,
+                           empty="give at least one service")
+            services = tuple(self._service(
+                s, f"{field}.services[{j}]", domain, "a joined VM's nsmgr has no gateway, so it "
+                "reaches its own domain's services only") for j, s in enumerate(wanted))
+            index = 1 + sum(1 for vm in found if vm.domain == domain.name)
+            found.append(VmSpec(name, domain.name, services, index))
+        return tuple(found)
+
+    def hosts(self, raw: Any) -> tuple[HostSpec, ...]:
+        found: list[HostSpec] = []
+        for i, item in enumerate(_list(raw, f"{self.source}.external_hosts", MAX_NODES)):
+            field = f"{self.source}.external_hosts[{i}]"
+            spec = _mapping(item, field, ("name", "domain", "service"))
+            name = _name(spec.get("name"), f"{field}.name", self.names, _short_name)
+            domain = self._domain(spec.get("domain"), f"{field}.domain")
+            if router_node(domain) is None:
+                raise InvalidArgument(f"{field}.domain", f"domain {domain.name} has no node "
+                                      "others can reach (nat one-to-one or none) to run the "
+                                      "external-host router on")
+            service = self._service(spec.get("service"), f"{field}.service", domain,
+                                    "the host is served by its domain's router")
+            found.append(HostSpec(name, domain.name, service, i + 1))
+        return tuple(found)
+
+
+def router_node(domain: Domain) -> CloudNode | None:
+    """The node of ``domain`` that runs the external-host router: the first one others can
+    reach (behind 1:1 NAT or without NAT)."""
+    return next((n for n in domain.nodes if n.nat != "masquerade"), None)
 
 
 def _known_node(value: Any, field: str, node_names: set[str]) -> str:
@@ -241,6 +337,10 @@ services:
 clients:
   - {name: web, node: aws-2, services: [db]}
   - {name: app, node: aws-1, services: [cache]}
+vms:
+  - {name: vm-1, domain: azure, services: [db]}
+external_hosts:
+  - {name: laptop, domain: azure, service: db}
 """
 
 

@@ -16,6 +16,11 @@ default route via the router). Addresses, for domain number ``d`` and node numbe
   address a domain exposes for the control plane; nodes are reached from outside only on their
   WireGuard ports (1:1 and ``none`` nodes).
 
+Guests: a VM (:func:`add_vm`, namespace ``P_vm_<name>``) sits on its domain's bridge at
+``172.16.d.(100+k)`` with no NAT of its own (traffic to other domains is masqueraded as the
+domain's address); an external host (:func:`add_host`, ``P_host_<name>``) sits on the internet
+at ``100.64.200.(10+k)``.
+
 Traffic from inside the domain to the domain's own public addresses is hairpinned by the router
 (masqueraded towards the bridge). Everything lives in the topology's namespaces: removing them
 (:func:`lab.network.teardown`) removes the nft tables too.
@@ -81,6 +86,22 @@ def _run(cmd: list[str], stdin: str | None = None) -> None:
         raise FailedPrecondition(f"`{' '.join(cmd)}` failed: {done.stderr.strip()}")
 
 
+def vm_netns(topology: Topology, name: str) -> str:
+    return f"{topology.prefix}_vm_{name}"
+
+
+def vm_address(domain: Domain, index: int) -> str:
+    return f"172.16.{domain.index}.{100 + index}"
+
+
+def host_netns(topology: Topology, name: str) -> str:
+    return f"{topology.prefix}_host_{name}"
+
+
+def host_address(index: int) -> str:
+    return f"100.64.200.{10 + index}"
+
+
 def nat_rules(domain: Domain) -> str:
     """The router's nftables ruleset (see the module docstring)."""
     inside = f"172.16.{domain.index}.0/24"
@@ -94,6 +115,7 @@ def nat_rules(domain: Domain) -> str:
             post.append(f'oifname "up0" ip saddr {where.private} masquerade fully-random')
         else:
             post.append(f'oifname "up0" ip saddr {where.private} accept')
+    post.append(f'oifname "up0" ip saddr {inside} masquerade fully-random')  # VMs
     body = "\n".join([
         f"table ip {NFT_TABLE} {{",
         "  chain prerouting {",
@@ -116,6 +138,36 @@ def build(topology: Topology, model: MultiCloud) -> None:
     _sysctl(inet, "net.ipv4.ip_forward", "1")
     for domain in model.domains:
         _build_domain(topology, model, domain)
+
+
+def add_vm(topology: Topology, domain: Domain, name: str, index: int) -> str:
+    """A VM's namespace on ``domain``'s bridge (``eth0``, default route via the router)."""
+    router, netns = router_netns(topology, domain), vm_netns(topology, name)
+    add_netns(netns)
+    ip("link", "add", "eth0", "netns", netns, "mtu", str(domain.mtu), "type", "veth",
+       "peer", "name", f"vm-{name}"[:15], "netns", router, "mtu", str(domain.mtu))
+    ip("link", "set", f"vm-{name}"[:15], "master", "br0", "up", netns=router)
+    ip("addr", "add", f"{vm_address(domain, index)}/24", "dev", "eth0", netns=netns)
+    ip("link", "set", "eth0", "up", netns=netns)
+    ip("route", "add", "default", "via", f"172.16.{domain.index}.1", netns=netns)
+    return netns
+
+
+def add_host(topology: Topology, name: str, index: int, mtu: int) -> str:
+    """An external host's namespace on the internet (``eth0``, default route via it)."""
+    inet, netns = internet_netns(topology), host_netns(topology, name)
+    add_netns(netns)
+    peer = f"h-{name}"[:15]
+    ip("link", "add", "eth0", "netns", netns, "mtu", str(mtu), "type", "veth",
+       "peer", "name", peer, "netns", inet, "mtu", str(mtu))
+    ip("addr", "add", f"{host_address(index)}/32", "dev", "eth0", netns=netns)
+    ip("link", "set", "eth0", "up", netns=netns)
+    ip("link", "set", peer, "up", netns=inet)
+    ip("route", "add", "100.64.200.254", "dev", "eth0", netns=netns)
+    ip("route", "add", "default", "via", "100.64.200.254", "dev", "eth0", netns=netns)
+    ip("addr", "add", "100.64.200.254/32", "dev", peer, netns=inet)
+    ip("route", "add", f"{host_address(index)}/32", "dev", peer, netns=inet)
+    return netns
 
 
 def _build_domain(topology: Topology, model: MultiCloud, domain: Domain) -> None:

@@ -36,7 +36,16 @@ import yaml
 
 from api.proto.registry_pb2 import NetworkServiceEndpoint
 from lab import internet, network
-from lab.clouds import ClientSpec, CloudNode, Domain, MultiCloud, Service, parse_text
+from lab.clouds import (
+    ClientSpec,
+    CloudNode,
+    Domain,
+    HostSpec,
+    MultiCloud,
+    Service,
+    VmSpec,
+    parse_text,
+)
 from lab.fabric import FORWARDER_SERVICE, RENEW_INTERVAL, SVID_TTL, Fabric, endpoint_cidrs
 from lab.internet import Addresses, addresses, gateway_url, node_netns, router_netns
 from lab.observe import endpoint_address, ping, registered, wait_for
@@ -152,12 +161,14 @@ class MultiLab:
     def spiffe_id(self, domain: str, kind: str, name: str) -> str:
         return f"spiffe://{self.trust_domain(domain)}/{kind}/{name}"
 
-    def identity(self, domain: str, kind: str, name: str) -> Path:
+    def identity(self, domain: str, kind: str, name: str, directory: Path | None = None
+                 ) -> Path:
         """Issue the SVID of process ``name`` of ``kind`` in ``domain`` (with the federated
-        bundles of every other domain); returns its directory."""
+        bundles of every other domain) into ``directory`` (default: where the domain's renewal
+        agent keeps it fresh); returns the directory."""
         ca = self.cas.get(domain) or CertificateAuthority.load(self.ca_dir(domain))
         self.cas[domain] = ca
-        directory = self.identities_dir(domain) / kind / name
+        directory = directory or self.identities_dir(domain) / kind / name
         svid = ca.issue(self.spiffe_id(domain, kind, name),
                         [server_name(self.trust_domain(domain))], ttl=SVID_TTL)
         write_svid_set(directory, svid, ca.trust)
@@ -363,6 +374,22 @@ class MultiLab:
                                for i, s in enumerate(spec.services)),
                          self.topology.state_dir / f"{process}.json")
 
+    def vm_root(self, vm: VmSpec) -> Path:
+        """Where the VM's ``nsmctl node join`` installs (its ``--root``)."""
+        return self.topology.state_dir / f"vm-{vm.name}"
+
+    def vm_client(self, vm: VmSpec) -> LabClient:
+        """The reference client in the VM's workload namespace, asking for its services."""
+        process = f"nsc-{vm.name}"
+        return LabClient(process, f"app-{vm.name}", vm.name,
+                         f"{internet.vm_netns(self.topology, vm.name)}_app",
+                         tuple(f"kernel://{s}/nsm{i}" for i, s in enumerate(vm.services)),
+                         self.topology.state_dir / f"{process}.json")
+
+    def host_file(self, host: HostSpec, suffix: str) -> Path:
+        """The external host's private key (``key``) or wg-quick file (``conf``)."""
+        return self.topology.state_dir / f"host-{host.name}.{suffix}"
+
     def service_name(self, service: str, asking: Domain) -> str:
         """How a client in domain ``asking`` names ``service``: ``service@domain`` when the
         service runs in another domain."""
@@ -393,6 +420,22 @@ class MultiLab:
             "gateway_up": pid_of(f"gateway-{d.name}") is not None,
             "registry_up": pid_of(f"registry-{d.name}") is not None,
         } for d in self.model.domains]
+        vms = [{
+            "name": vm.name, "domain": vm.domain,
+            "netns": internet.vm_netns(self.topology, vm.name),
+            "address": internet.vm_address(self.model.domain(vm.domain), vm.index),
+            "nsmgr": pid_of(f"{vm.name}-nsmgr") is not None,
+            "forwarder": pid_of(f"{vm.name}-forwarder") is not None,
+            "client_netns": self.vm_client(vm).netns,
+            "connections": self.vm_client(vm).connections(),
+        } for vm in self.model.vms]
+        hosts = [{
+            "name": h.name, "domain": h.domain, "service": h.service,
+            "netns": internet.host_netns(self.topology, h.name),
+            "address": internet.host_address(h.index),
+            "config": str(self.host_file(h, "conf")),
+            "configured": self.host_file(h, "conf").exists(),
+        } for h in self.model.hosts]
         return {
             "up": all(n["nsmgr"] and n["forwarder"] for n in nodes)
             and all(d["gateway_up"] and d["registry_up"] for d in domains),
@@ -401,6 +444,8 @@ class MultiLab:
             "domains": domains,
             "nodes": nodes,
             "clients": clients,
+            "vms": vms,
+            "external_hosts": hosts,
         }
 
     def down(self, grace: float = 5.0) -> list[str]:

@@ -15,9 +15,10 @@ import asyncio
 import shutil
 from typing import Any
 
-from lab import run
+from lab import guests, run
 from lab.clouds import MultiCloud, parse_text, read
 from lab.multi import MultiLab, Progress, saved
+from lab.observe import endpoint_address, ping, wait_for
 from lab.topology import DEFAULT, Topology
 from sdk.errors import FailedPrecondition, InvalidArgument
 
@@ -53,6 +54,26 @@ def up(name_or_file: str, progress: Progress = lambda _m: None,
 async def _build(lab: MultiLab, text: str, source: str, progress: Progress) -> None:
     await lab.up(text, source, progress)
     await lab.demo(progress)
+    for vm in lab.model.vms:
+        progress(f"joining VM {vm.name} to domain {vm.domain} (deploy/bootstrap/node.sh: "
+                 f"nsmctl node join) and connecting its workload to {', '.join(vm.services)}")
+        client = await guests.join_vm(lab, vm)
+        for conn in client.connections():
+            await _ping(f"VM {vm.name}", client.netns, endpoint_address(conn), progress)
+    for host in lab.model.hosts:
+        progress(f"external host {host.name}: nsmctl external add/config for {host.service} "
+                 f"in {host.domain}, wg setconf on the host")
+        netns, target = await guests.add_external_host(lab, host)
+        await _ping(f"external host {host.name}", netns, target, progress)
+
+
+async def _ping(who: str, netns: str, target: str, progress: Progress) -> None:
+    progress(f"pinging {target} from {who}")
+
+    async def passes() -> bool:
+        return await ping(netns, target)
+
+    await wait_for(f"{who}'s ping of {target}", passes, 20)
 
 
 def running_topology(topology: Topology = DEFAULT) -> MultiCloud | None:

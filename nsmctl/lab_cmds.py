@@ -141,45 +141,81 @@ def _multi_up(topology: str, single_options: bool) -> None:
     _show_multi(multirun.status())
 
 
-def _show_multi(status: dict[str, Any]) -> None:
-    out = console()
-    domains = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("DOMAIN", "CLOUD", "MTU", "TRUST DOMAIN", "GATEWAY", "REGISTRY"):
-        domains.add_column(column)
+def _table(*columns: str) -> Table:
+    view = Table(box=None, pad_edge=False, header_style="bold")
+    for column in columns:
+        view.add_column(column)
+    return view
+
+
+def _up(*flags: bool) -> str:
+    return "up" if all(flags) else "DOWN"
+
+
+def _domains_table(status: dict[str, Any]) -> Table:
+    view = _table("DOMAIN", "CLOUD", "MTU", "TRUST DOMAIN", "GATEWAY", "REGISTRY")
     for d in status["domains"]:
-        domains.add_row(d["name"], d["cloud"], str(d["mtu"]), d["trust_domain"],
-                        f"{d['gateway']} {'up' if d['gateway_up'] else 'DOWN'}",
-                        "up" if d["registry_up"] else "DOWN")
-    out.print(domains)
-    out.print()
-    nodes = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("NODE", "DOMAIN", "NAT", "UNDERLAY", "PUBLIC", "NSMGR", "FORWARDER"):
-        nodes.add_column(column)
+        view.add_row(d["name"], d["cloud"], str(d["mtu"]), d["trust_domain"],
+                     f"{d['gateway']} {_up(d['gateway_up'])}", _up(d["registry_up"]))
+    return view
+
+
+def _cloud_nodes_table(status: dict[str, Any]) -> Table:
+    view = _table("NODE", "DOMAIN", "NAT", "UNDERLAY", "PUBLIC", "NSMGR", "FORWARDER")
     for n in status["nodes"]:
-        nodes.add_row(n["name"], n["domain"], n["nat"], n["underlay_ip"], n["public_ip"] or "-",
-                      "up" if n["nsmgr"] else "DOWN", "up" if n["forwarder"] else "DOWN")
-    out.print(nodes)
-    out.print(f"internet MTU {status['wan_mtu']}; point nsmctl at a node: "
-              'eval "$(nsmctl lab env --node N)"')
-    out.print()
-    clients = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("CLIENT", "NODE", "SERVICE", "ENDPOINT", "MTU", "PATH"):
-        clients.add_column(column)
-    tries = []
+        view.add_row(n["name"], n["domain"], n["nat"], n["underlay_ip"], n["public_ip"] or "-",
+                     _up(n["nsmgr"]), _up(n["forwarder"]))
+    return view
+
+
+def _clients_table(status: dict[str, Any], tries: list[str]) -> Table:
+    """The clients' connections; appends a DF ping of exactly each vWire's MTU to ``tries``."""
+    view = _table("CLIENT", "NODE", "SERVICE", "ENDPOINT", "MTU", "PATH")
     for client in status["clients"]:
         for conn in client["connections"]:
             target = lab.endpoint_address(conn)
             mtu = conn.get("context", {}).get("MTU", 0)
             hops = [s.get("name", "") for s in conn.get("path", {}).get("path_segments", [])]
-            clients.add_row(client["name"], client["node"], conn.get("network_service", ""),
-                            target, str(mtu), " > ".join(hops))
+            view.add_row(client["name"], client["node"], conn.get("network_service", ""),
+                         target, str(mtu), " > ".join(hops))
             if target and mtu:
                 tries.append(f"  ip netns exec {client['netns']} ping -c3 -M do "
                              f"-s {mtu - 28} {target}")
-    out.print(clients)
+    return view
+
+
+def _guest_lines(status: dict[str, Any], tries: list[str]) -> list[str]:
+    """Lines about the VMs and external hosts; appends a ping per VM connection to ``tries``."""
+    lines = []
+    for vm in status.get("vms", []):
+        lines.append(f"VM {vm['name']} ({vm['domain']}, {vm['address']}, joined with nsmctl "
+                     f"node join): nsmgr and forwarder {_up(vm['nsmgr'], vm['forwarder'])}")
+        for conn in vm["connections"]:
+            target = lab.endpoint_address(conn)
+            lines.append(f"  its workload {vm['client_netns']} -> "
+                         f"{conn.get('network_service')} at {target}")
+            tries.append(f"  ip netns exec {vm['client_netns']} ping -c3 {target}")
+    for host in status.get("external_hosts", []):
+        lines.append(f"external host {host['name']} ({host['address']} on the internet) -> "
+                     f"{host['service']} in {host['domain']}: wg-quick file {host['config']}")
+    return lines
+
+
+def _show_multi(status: dict[str, Any]) -> None:
+    out = console()
+    out.print(_domains_table(status))
+    out.print()
+    out.print(_cloud_nodes_table(status))
+    out.print(f"internet MTU {status['wan_mtu']}; point nsmctl at a node: "
+              'eval "$(nsmctl lab env --node N)"')
+    out.print()
+    tries: list[str] = []
+    out.print(_clients_table(status, tries))
+    for line in _guest_lines(status, tries):
+        out.print(line)
     if tries:
         out.print()
-        out.print("try it (a don't-fragment ping of exactly the vWire's MTU):")
+        out.print("try it (clients: a don't-fragment ping of exactly the vWire's MTU):")
         for line in tries:
             out.print(line)
 

@@ -1,8 +1,10 @@
 """``nsmctl lab up --topology multi-cloud`` (the built-in aws + gcp + azure + on-prem lab),
 ``lab status -o json`` and ``lab down``: four domains each with its registry, gateway and trust
 domain, the demo's cross-cloud clients connected through both gateways with the path's MTU (a
-don't-fragment ping of exactly that size passes), and down leaves no process, wireguard-go,
-namespace (with its nft table) or file. Runs under its own prefix and state directory."""
+don't-fragment ping of exactly that size passes), a VM joined with the bootstrap script whose
+workload reaches its service, an external host configured only from its exported wg-quick file
+that pings its service, and down leaves no process, wireguard-go, namespace (with its nft
+table) or file. Runs under its own prefix and state directory."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import asyncio
 import json
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -50,7 +53,8 @@ async def test_multi_cloud_lab_up_status_down(lab_topology: Topology) -> None:
         return await nsmctl_lab(lab_topology, *args)
 
     shown = await nsmctl("up", "--topology", "multi-cloud")
-    assert "try it (a don't-fragment ping of exactly the vWire's MTU)" in shown
+    assert "try it (clients: a don't-fragment ping of exactly the vWire's MTU)" in shown
+    assert "VM vm-1 (azure, 172.16.3.101, joined with nsmctl node join)" in shown
     status = json.loads(await nsmctl("status", "-o", "json"))
     assert status["up"] is True and status["kind"] == "multi-cloud"
     assert [(d["name"], d["mtu"], d["trust_domain"]) for d in status["domains"]] == [
@@ -68,11 +72,22 @@ async def test_multi_cloud_lab_up_status_down(lab_topology: Topology) -> None:
         target = conn["context"]["ip_context"]["dst_ip_addrs"][0].split("/")[0]
         assert await df_ping(client["netns"], target, mtu), client["name"]
         assert not await df_ping(client["netns"], target, mtu + 1), client["name"]
+    (vm,) = status["vms"]
+    assert vm["nsmgr"] and vm["forwarder"]
+    (conn,) = vm["connections"]
+    assert conn["network_service"] == "db"
+    target = conn["context"]["ip_context"]["dst_ip_addrs"][0].split("/")[0]
+    assert await df_ping(vm["client_netns"], target, 100)
+    (host,) = status["external_hosts"]
+    conf = Path(host["config"]).read_text()
+    assert "PersistentKeepalive = 25" in conf and "Endpoint = 100.64.3.11:" in conf
+    service = conf.split("AllowedIPs = ")[1].split("/")[0]
+    assert await df_ping(host["netns"], service, 100)
     processes = Processes(lab_topology)
     pids = [p for name in processes.recorded() if (p := processes.pid_of(name)) is not None]
     # per domain ca-agent, registry, gateway (4 x 3), per node nsmgr + forwarder (5 x 2),
-    # two endpoints, two clients
-    assert len(pids) == 12 + 10 + 2 + 2
+    # two endpoints, two clients, the VM's nsmgr, forwarder and client, the external router
+    assert len(pids) == 12 + 10 + 2 + 2 + 3 + 1
     assert processes.stray_wireguard()
 
     await nsmctl("down")
