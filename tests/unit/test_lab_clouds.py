@@ -78,15 +78,39 @@ def _with_domain(**domain: Any) -> dict[str, Any]:
     (topology(clients=[{"name": "web", "node": "aws-1", "services": []}]),
      "topology.clients[0].services", "at least one service"),
     (topology(extra=1), "topology", "unknown key 'extra'"),
+    (topology(vms=[{"name": "vm-1", "domain": "gcp", "services": ["db"]}]),
+     "topology.vms[0].domain", "not a domain"),
+    (topology(vms=[{"name": "vm-1", "domain": "aws", "services": ["db"]}]),
+     "topology.vms[0].services[0]", "db runs in domain dc, not aws: a joined VM's nsmgr has no "
+     "gateway"),
+    (topology(vms=[{"name": "aws-1", "domain": "dc", "services": ["db"]}]),
+     "topology.vms[0].name", "given twice"),
+    (topology(external_hosts=[{"name": "laptop", "domain": "dc", "service": "cache"}]),
+     "topology.external_hosts[0].service", "not a service"),
+    (topology(domains=[*topology()["domains"], {"name": "gcp", "cloud": "gcp", "nodes": [
+        {"name": "gcp-1", "nat": "masquerade"}]}], services=[{"name": "db", "node": "gcp-1"}],
+        clients=[], external_hosts=[{"name": "laptop", "domain": "gcp", "service": "db"}]),
+     "topology.external_hosts[0].domain", "no node others can reach"),
     ([1, 2], "topology", "must be a mapping"),
 ], ids=["cloud", "dup-domain", "dup-node", "mtu-range", "mtu-type", "no-nodes", "null-nodes",
         "nat", "node-name", "domain-key", "no-domains", "wan-mtu", "service-node",
-        "client-service", "client-no-service", "top-key", "not-mapping"])
+        "client-service", "client-no-service", "top-key", "vm-domain", "vm-other-domain",
+        "vm-name-taken", "host-service", "host-no-router", "not-mapping"])
 def test_bad_topologies_name_the_field_and_the_fix(doc: Any, field: str, words: str) -> None:
     with pytest.raises(InvalidArgument) as failure:
         parse(doc)
     assert failure.value.field == field
     assert words in failure.value.problem
+
+
+def test_guests_get_their_domain_and_numbers() -> None:
+    model = parse(topology(
+        vms=[{"name": "vm-1", "domain": "dc", "services": ["db"]},
+             {"name": "vm-2", "domain": "dc", "services": ["db"]}],
+        external_hosts=[{"name": "laptop", "domain": "dc", "service": "db"}]))
+    assert [(v.name, v.domain, v.index) for v in model.vms] == [("vm-1", "dc", 1),
+                                                                ("vm-2", "dc", 2)]
+    assert [(h.name, h.service, h.index) for h in model.hosts] == [("laptop", "db", 1)]
 
 
 def test_files_that_cannot_be_read_or_parsed(tmp_path: Path) -> None:
