@@ -76,6 +76,10 @@ async def test_a_name_of_the_own_domain_is_local(domains: TwoDomains) -> None:
     conn = await a.client(a1, "web").chain.run_request(request_for("db@a", "c-2"), CallContext())
     assert "gateway-a" not in names(conn) and names(conn)[-1] == "nse-a"
     assert conn.network_service == "db@a"
+    endpoints = RegistryChain([RemoteRegistry(ENDPOINT, a.pool.get(a.registry_url))])
+    found = [e.record.name async for e in endpoints.find(
+        Query(NetworkServiceEndpoint(name="nse-a@a")))]
+    assert found == ["nse-a"]  # the registry, too, takes its own domain's names as local
 
 
 async def test_finds_through_the_local_registry_name_the_domain(domains: TwoDomains) -> None:
