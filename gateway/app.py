@@ -73,6 +73,11 @@ class TrustDomains:
         return self._by_url.get(address.url)
 
 
+def _unspecified(url: str) -> bool:
+    address = parse_address(url)
+    return address.scheme == "tcp" and address.host in ("0.0.0.0", "::", "")
+
+
 class Gateway:
     """One gateway: build with settings, ``start()``, ``stop()``."""
 
@@ -130,6 +135,11 @@ class Gateway:
             tcp = [f"tcp://{a.target}" for a in self.bound if a.scheme == "tcp"]
             self.advertise = tcp[0] if tcp else self.bound[0].url
         self.local_url = self.config.local_url or self.advertise
+        if _unspecified(self.advertise):
+            _log.warning(
+                "the gateway advertises an unspecified address, which no other domain can "
+                "reach: set --advertise tcp://PUBLIC-HOST:PORT (and --local-url for this "
+                "domain's nsmgrs)", advertise=self.advertise)
         self.gateway.set_urls(self.advertise, self.local_url)
         _log.info("gateway serving", name=self.name, domain=self.config.domain,
                   advertise=self.advertise, local_url=self.local_url,
