@@ -351,6 +351,22 @@ class CertificateAuthority:
         now: float | None = None,
     ) -> Svid:
         """Sign a new SVID; see the module docstring. ``now`` backdates (tests of expiry)."""
+        key = new_key()
+        return Svid((self.sign(spiffe_id, key.public_key(), dns_names, ttl, now),), key)
+
+    def sign(
+        self,
+        spiffe_id: str | SpiffeId,
+        public_key: ec.EllipticCurvePublicKey,
+        dns_names: Sequence[str] = (),
+        ttl: float = DEFAULT_SVID_TTL,
+        now: float | None = None,
+    ) -> x509.Certificate:
+        """The SVID certificate of :meth:`issue` for a key made elsewhere (a CSR's: the private
+        key never reaches the CA). Only P-256 keys are signed."""
+        if not isinstance(public_key, ec.EllipticCurvePublicKey) or not isinstance(
+                public_key.curve, ec.SECP256R1):
+            raise InvalidArgument("public_key", "must be an EC P-256 key")
         ident = spiffe_id if isinstance(spiffe_id, SpiffeId) else SpiffeId.workload(spiffe_id)
         if not ident.member_of(self.trust_domain):
             raise InvalidArgument(
@@ -363,7 +379,6 @@ class CertificateAuthority:
         not_after = min(_utc(start + ttl), self.root.not_valid_after_utc)
         sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(str(ident))]
         sans += [_check_dns(name) for name in dns_names]
-        key = new_key()
         root_ski = self.root.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
         cert = (
             x509.CertificateBuilder()
@@ -372,7 +387,7 @@ class CertificateAuthority:
                 x509.NameAttribute(NameOID.SERIAL_NUMBER, secrets.token_hex(8)),
             ]))
             .issuer_name(self.root.subject)
-            .public_key(key.public_key())
+            .public_key(public_key)
             .serial_number(x509.random_serial_number())
             .not_valid_before(_utc(start - BACKDATE))
             .not_valid_after(not_after)
@@ -397,8 +412,8 @@ class CertificateAuthority:
                 critical=False,
             )
             .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+                x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False
             )
             .sign(self._key, hashes.SHA256())
         )
-        return Svid((cert,), key)
+        return cert
