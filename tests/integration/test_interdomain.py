@@ -128,18 +128,20 @@ async def test_without_a_gateway_another_domain_is_refused_with_the_fix() -> Non
             await a.client(a1).chain.run_request(request_for("db@b", "c-4"), CallContext())
 
 
-async def test_refresh_after_the_remote_gateway_restarted(domains: TwoDomains) -> None:
+@pytest.mark.parametrize("restarted", ["b", "a"], ids=["remote-gateway", "local-gateway"])
+async def test_refresh_after_a_gateway_restarted(domains: TwoDomains, restarted: str) -> None:
     a, b = domains.boxes["a"], domains.boxes["b"]
     a1, b1 = await a.node(), await b.node()
     await b.endpoint(b1, "nse-b", services=["db"])
     client = a.client(a1, "web")
     conn = await client.chain.run_request(request_for("db@b", "c-5"), CallContext())
-    await domains.stop_gateway("b")
-    await domains.start_gateway("b")  # a new process: it knows no connection
+    await domains.stop_gateway(restarted)
+    await domains.start_gateway(restarted)  # a new process: it knows no connection
     refreshed = await client.chain.run_request(refresh_of(conn), CallContext())
     assert names(refreshed) == names(conn)
+    assert [s.id for s in refreshed.path.path_segments] == [s.id for s in conn.path.path_segments]
     assert refreshed.network_service_endpoint_name == "nse-b@b"
-    assert len(domains.gateways["b"].gateway.monitor.connections) == 1
+    assert len(domains.gateways[restarted].gateway.monitor.connections) == 1
     await client.chain.run_close(refreshed, CallContext())
     assert open_connections(domains) == 0
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from gateway.__main__ import main
@@ -26,7 +24,6 @@ def test_bad_settings_name_the_field(settings: dict[str, object], field: str, fi
     assert str(caught.value).startswith(field)
 
 
-def test_the_command_line_says_it_in_one_line(tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_command_line_says_it_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--domain", "Cloud_B"]) == 2
     assert capsys.readouterr().err.startswith("gateway: domain: 'Cloud_B' is not a valid name")
