@@ -7,8 +7,11 @@ as ``RemoteRegistry`` — and the rest of the chain is not run; a query naming t
 domain (``own``) goes on with the suffix removed, as a local query. Register and unregister of a
 record named ``name@other`` go to the gateway too (which accepts them only for a floating domain);
 ``name@own`` goes on as ``name``. Without a gateway, a name of another domain is refused with
-``FailedPrecondition`` saying to configure ``--gateway``. Place it first (in front of
-``Validate``: names with ``@`` are not valid record names). Keeps nothing.
+``FailedPrecondition`` saying to configure ``--gateway``. A record sent on to the gateway is
+validated first, as if its names had no ``@other`` (``InvalidArgument`` naming the field; nothing
+is sent; an endpoint's URL may be empty: the gateway puts its own), since the elements behind,
+which would validate it, do not run for it. Place it first (in front of ``Validate``: names with
+``@`` are not valid record names). Keeps nothing.
 """
 
 from __future__ import annotations
@@ -21,8 +24,10 @@ from sdk.domains import split
 from sdk.errors import FailedPrecondition
 from sdk.registry.core import Event, Query, RegistryCursor, RegistryElement
 from sdk.registry.domainnames import query_domain, unqualify
+from sdk.registry.validate import validate_endpoint, validate_service
 
 M = TypeVar("M", NetworkService, NetworkServiceEndpoint)
+_GATEWAY_SETS_URL = "unix:///the-gateway-sets-its-url"  # stands in for validation only
 
 
 class ToGateway(RegistryElement[M], Generic[M]):
@@ -57,7 +62,14 @@ class ToGateway(RegistryElement[M], Generic[M]):
             return await next.register(record)
         if domain == self.own:
             return await next.register(unqualify(record, domain))
-        return await self._gateway(record.name, domain).register(record, next)
+        gateway = self._gateway(record.name, domain)
+        local = unqualify(record, domain)
+        if isinstance(local, NetworkServiceEndpoint):
+            local.url = local.url or _GATEWAY_SETS_URL
+            validate_endpoint(local)
+        else:
+            validate_service(local)
+        return await gateway.register(record, next)
 
     async def unregister(self, record: M, next: RegistryCursor[M]) -> None:
         _, domain = split(record.name)

@@ -15,7 +15,7 @@ from api.proto.registry_pb2 import NetworkService, NetworkServiceEndpoint
 from gateway.app import Gateway
 from gateway.settings import GatewaySettings
 from sdk.chain import CallContext
-from sdk.errors import FailedPrecondition, NotFound, PermissionDenied
+from sdk.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from sdk.registry.client import RemoteRegistry
 from sdk.registry.core import Query, RegistryChain
 from sdk.registry.kinds import ENDPOINT, SERVICE
@@ -172,6 +172,10 @@ async def test_a_floating_domain_holds_a_registration_served_from_its_domain() -
         a, b, f = (domains.boxes[d] for d in ("a", "b", "f"))
         a1, b1 = await a.node(), await b.node()
         await a.endpoint(a1, "nse-1", services=["svc"])
+        with pytest.raises(InvalidArgument, match=r"network_service_names\[0\]"):
+            await a.endpoints.register(NetworkServiceEndpoint(
+                name="nse-1@f", network_service_names=["Bad_Svc@f"]))
+        assert [e async for e in f.endpoints.find(Query(NetworkServiceEndpoint()))] == []
         # Published through a's registry and gateway into f, which has no nodes.
         await a.endpoints.register(NetworkServiceEndpoint(
             name="nse-1@f", network_service_names=["svc@f"], url="tcp://ignored:1"))
