@@ -10,7 +10,8 @@ Contract:
   and its UDP socket stay in the underlay (the "namespace trick"; measured to keep carrying
   traffic, see the privileged tests). It first waits (bounded) until the daemon has seen the
   link's MTU (:meth:`WgGoProcess.wait_mtu`): after the move it cannot, and it would pad packets
-  of the largest size beyond the path MTU.
+  of the largest size beyond the path MTU. A restarted daemon gets the same MTU on its new TUN
+  before the TUN moves back.
 - ``set_peer``/``remove_peer`` change one peer at a time (never ``replace_peers``); the desired
   configuration (key, actual port, peers, current namespace of the link) is remembered.
 - Supervision: a task per interface waits on its daemon. An unexpected exit is logged and
@@ -79,6 +80,7 @@ class _Device:
     process: WgGoProcess
     netns: str | None  # where the TUN link is now
     peers: dict[str, WgPeer] = field(default_factory=dict)
+    mtu: int = 0  # the link's MTU when it was moved (0: never moved)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     stopping: bool = False
     supervisor: asyncio.Task[None] | None = None
@@ -165,12 +167,22 @@ class UserspaceBackend:
             if device.netns == target_netns:
                 return
             mtu = (await self.kernel.get_link(device.netns, ifname)).mtu
-            if not await device.process.wait_mtu(mtu):
-                log.warning("wireguard_go_mtu_unseen", ifname=ifname, mtu=mtu,
-                            daemon_mtu=device.process.mtu)
+            await self._daemon_sees(device, mtu)
             await self.kernel.move_link(device.netns, ifname, target_netns)
+            device.mtu = mtu
             device.netns = target_netns
         log.info("wireguard_moved", ifname=ifname, netns=target_netns)
+
+    @staticmethod
+    async def _daemon_sees(device: _Device, mtu: int) -> None:
+        """Wait (bounded) until the daemon pads to ``mtu``; a warning if it does not."""
+        if not await device.process.wait_mtu(mtu):
+            log.warning("wireguard_go_mtu_unseen", ifname=device.ifname, mtu=mtu,
+                        daemon_mtu=device.process.mtu)
+
+    def daemon_mtu(self, ifname: str) -> int:
+        """The MTU ``ifname``'s daemon last reported padding packets to."""
+        return self._device(ifname).process.mtu
 
     async def set_peer(self, ifname: str, peer: WgPeer) -> None:
         peer = validate_peer(peer)
@@ -323,6 +335,10 @@ class UserspaceBackend:
                     list(device.peers.values()),
                 )
                 if device.netns != device.underlay and device.netns is not None:
+                    if device.mtu:  # the new daemon's TUN has its default MTU: set it first
+                        await self.kernel.set_link(device.underlay, device.ifname,
+                                                   mtu=device.mtu)
+                        await self._daemon_sees(device, device.mtu)
                     await self.kernel.move_link(device.underlay, device.ifname, device.netns)
                 return None
             except FabricError as exc:

@@ -73,6 +73,7 @@ async def test_sigkilled_wireguard_go_is_restored_and_traffic_flows_again(
         assert "172.16.0.1/32" in link
         shown = run("ip", "-d", "link", "show", "nsm0", netns=lab.client).stdout
         assert "mtu 1440" in shown and f"wg={wg_name}" in shown and ",UP" in shown
+        assert backend.daemon_mtu(wg_name) == 1440  # the new daemon pads to the vWire's MTU
         assert "172.16.0.2 dev nsm0" in run("ip", "route", netns=lab.client).stdout
         again = await a.chain.run_request(client_request(lab, conn))
         assert a.vwire(again) is vwire  # restored in place: a refresh changes nothing
