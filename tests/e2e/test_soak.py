@@ -1,0 +1,242 @@
+"""A bounded soak: connections opened, refreshed, healed and closed in a loop while faults are
+injected, on a fabric with the registry on etcd (two replicas, three etcd members).
+
+Every cycle opens a second client on node 1 and closes it (SIGTERM, its namespace removed),
+then injects one fault in turn — the endpoint the long-lived client uses killed and started
+again, node 2's forwarder killed and started again, registry replica 1 killed and started again
+— and waits until the long-lived client passes traffic. Its tokens live 15 s, so it refreshes
+all along. The other processes (both nsmgrs, node 1's forwarder, registry replica 2, the second
+endpoint, the etcd members) run through the whole soak.
+
+It reports, per process, RSS, open descriptors and (server processes, scraped from their
+``vwire_process_asyncio_tasks`` metric) asyncio tasks at the start (after one warm-up cycle) and
+the end, and fails on growth beyond the tolerances below in a process that ran throughout; the
+fabric's links, addresses, routes, sockets, wireguard-go processes and registry records must be
+back to the start (:mod:`tests.leaks`).
+
+Length: ``VWIRE_SOAK_SECONDS`` (default 60: CI) and at most ``VWIRE_SOAK_CYCLES`` cycles; e.g.
+``VWIRE_SOAK_SECONDS=3600 pytest tests/e2e/test_soak.py`` for an hour.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from lab.fabric import Client, Fabric
+from lab.observe import endpoint_address, ping, wait_for
+from sdk.errors import DeadlineExceeded, FabricError
+from tests.e2e.conftest import MakeFabric
+from tests.leaks import holdings, leaked
+
+SOAK_SECONDS = float(os.environ.get("VWIRE_SOAK_SECONDS", "60"))
+MAX_CYCLES = int(os.environ.get("VWIRE_SOAK_CYCLES", "10000"))
+#: Growth allowed in a process that ran throughout (allocator and cache warm-up, not leaks).
+RSS_TOLERANCE = 0.25  # a quarter more than at the start ...
+RSS_SLACK_KIB = 16 * 1024  # ... or 16 MiB, whichever is larger
+FDS_TOLERANCE = 4
+TASKS_TOLERANCE = 4
+HEAL_WAIT = 20.0
+SHORT_ATTEMPTS = 5
+
+SERVERS = ("VWIRE_NSMGR_", "VWIRE_FORWARDER_", "VWIRE_NSE_", "VWIRE_REGISTRY_")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One process at one moment."""
+
+    pid: int
+    rss_kib: int
+    fds: int
+    tasks: int | None
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def _metrics_url(fabric: Fabric, name: str) -> str | None:
+    url = None
+    log = fabric.processes.log(name)
+    if log.exists():
+        for line in log.read_text(errors="replace").splitlines():
+            if '"serving metrics"' in line:
+                url = json.loads(line).get("url")  # the last start's
+    return url
+
+
+async def _scrape(url: str, netns: str | None) -> int | None:
+    prefix = ["ip", "netns", "exec", netns] if netns else []
+    done = await asyncio.to_thread(subprocess.run, [*prefix, "curl", "-s", "--max-time", "5", url],
+                                   capture_output=True, text=True, timeout=10, check=False)
+    for line in done.stdout.splitlines():
+        if line.startswith("vwire_process_asyncio_tasks "):
+            return int(float(line.split()[1]))
+    return None
+
+
+async def _tasks(fabric: Fabric, name: str, netns: str | None) -> int | None:
+    """The process's asyncio tasks from its metrics (None: it serves none). A process started a
+    moment ago may not have logged its new metrics address yet: asked again, bounded."""
+    if _metrics_url(fabric, name) is None:
+        return None
+    found: list[int] = []
+
+    async def scraped() -> bool:
+        url = _metrics_url(fabric, name)
+        tasks = None if url is None else await _scrape(url, netns)
+        found[:] = [] if tasks is None else [tasks]
+        return bool(found)
+
+    await wait_for(f"{name}'s metrics", scraped, HEAL_WAIT)
+    return found[0]
+
+
+def _netns_of(fabric: Fabric, name: str) -> str | None:
+    for node in fabric.nodes:
+        if name in (node.nsmgr_process, node.forwarder_process):
+            return node.netns
+    endpoint = fabric.endpoints.get(name)
+    return endpoint.netns if endpoint else None
+
+
+async def sample(fabric: Fabric) -> dict[str, Sample]:
+    """Every running process of the fabric except clients."""
+    found = {}
+    for name in fabric.processes.recorded():
+        pid = fabric.processes.pid_of(name)
+        if pid is None or name in fabric.clients:
+            continue
+        try:
+            rss, fds = _rss_kib(pid), len(os.listdir(f"/proc/{pid}/fd"))
+        except OSError:
+            continue
+        found[name] = Sample(pid, rss, fds, await _tasks(fabric, name, _netns_of(fabric, name)))
+    return found
+
+
+def growth(start: dict[str, Sample], end: dict[str, Sample]) -> tuple[list[str], list[str]]:
+    """(the report lines, the leaks) of the processes that ran throughout."""
+    lines, leaks = [], []
+    for name in sorted(start):
+        a, b = start[name], end.get(name)
+        if b is None:
+            leaks.append(f"{name} is gone")
+            continue
+        kept = a.pid == b.pid
+        lines.append(f"{name:16} rss {a.rss_kib / 1024:6.1f} -> {b.rss_kib / 1024:6.1f} MiB  "
+                     f"fds {a.fds:3} -> {b.fds:3}  tasks {a.tasks} -> {b.tasks}"
+                     f"{'' if kept else '  (restarted by the soak)'}")
+        if not kept:
+            continue
+        if b.rss_kib > a.rss_kib + max(a.rss_kib * RSS_TOLERANCE, RSS_SLACK_KIB):
+            leaks.append(f"{name}: RSS {a.rss_kib} -> {b.rss_kib} KiB")
+        if b.fds > a.fds + FDS_TOLERANCE:
+            leaks.append(f"{name}: descriptors {a.fds} -> {b.fds}")
+        if a.tasks is not None and (b.tasks is None or b.tasks > a.tasks + TASKS_TOLERANCE):
+            leaks.append(f"{name}: asyncio tasks {a.tasks} -> {b.tasks}")
+    return lines, leaks
+
+
+async def passes(client: Client) -> None:
+    async def answered() -> bool:
+        conn = client.connection()
+        return bool(conn) and await ping(client.netns, endpoint_address(conn), wait=0.5)
+
+    await wait_for(f"{client.process} passing traffic", answered, HEAL_WAIT)
+
+
+class Soak:
+    """The fabric and its cycle (see the module docstring)."""
+
+    def __init__(self, fabric: Fabric, client: Client) -> None:
+        self.fabric = fabric
+        self.client = client
+        self.cycles = 0
+        self.refused = 0
+
+    async def short_lived_client(self) -> None:
+        """Open a client and close it. A request right after a fault may be refused while the
+        endpoints sit out the circuit breaker's back-off; the client is then started again
+        (bounded) and the refusal counted."""
+        for attempt in range(SHORT_ATTEMPTS):
+            try:
+                other = await self.fabric.add_client("nsc-short", node=1,
+                                                     urls=["kernel://db/nsm0"])
+                await passes(other)
+                return
+            except FabricError:
+                self.refused += 1
+                if attempt == SHORT_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(1.0)  # retry back-off, not a synchronisation
+            finally:
+                await self.remove_short_lived_client()
+
+    async def remove_short_lived_client(self) -> None:
+        client = self.fabric.clients.pop("nsc-short", None)
+        if client is not None:
+            self.fabric.processes.stop(client.process, grace=10.0)
+            await asyncio.to_thread(subprocess.run, ["ip", "netns", "delete", client.netns],
+                                    check=True, timeout=30)
+
+    async def fault(self) -> None:
+        fabric = self.fabric
+        victim = [self.client.connection()["network_service_endpoint_name"],
+                  fabric.node(2).forwarder_process, "registry"][self.cycles % 3]
+        fabric.kill(victim)
+        await fabric.restart(victim)
+        await passes(self.client)
+
+    async def cycle(self) -> None:
+        await self.short_lived_client()
+        await self.fault()
+        self.cycles += 1
+
+
+async def test_soak_leaks_nothing(
+    make_fabric: MakeFabric, monkeypatch: pytest.MonkeyPatch,
+    record_property: pytest.RecordProperty,
+) -> None:
+    for prefix in SERVERS:  # every server serves its metrics on a free loopback port
+        monkeypatch.setenv(f"{prefix}METRICS_LISTEN", "127.0.0.1:0")
+    fabric = await make_fabric(nodes=2, registry_store="etcd", token_lifetime=15.0)
+    await fabric.add_endpoint("nse-a", ["db"], node=2)
+    await fabric.add_endpoint("nse-b", ["db"], node=2, cidrs=("10.64.0.0/16", "fd00:64::/64"))
+    client = await fabric.add_client("nsc", node=1, urls=["kernel://db/nsm0"])
+    soak = Soak(fabric, client)
+    await soak.cycle()  # warm-up: every path has run once
+    before, start = await holdings(fabric), await sample(fabric)
+    servers = [name for name in start if _metrics_url(fabric, name)]
+    assert len(servers) == 8, servers  # 2 registries, 2 nsmgrs, 2 forwarders, 2 endpoints
+    assert all(start[name].tasks for name in servers)
+
+    deadline = time.monotonic() + SOAK_SECONDS
+    while time.monotonic() < deadline and soak.cycles <= MAX_CYCLES:
+        await soak.cycle()
+
+    async def settled() -> bool:  # the last fault's leftovers may take a moment to go
+        return not leaked(before, await holdings(fabric))
+
+    with contextlib.suppress(DeadlineExceeded):
+        await wait_for("the fabric back to what it held at the start", settled, HEAL_WAIT)
+    assert leaked(before, await holdings(fabric)) == []
+    lines, leaks = growth(start, await sample(fabric))
+    print(f"soak: {soak.cycles} cycles in {SOAK_SECONDS:g} s; new clients refused right after "
+          f"a fault and started again: {soak.refused}")
+    print("\n".join(lines))
+    record_property("soak_cycles", soak.cycles)
+    assert soak.cycles >= 2, "the soak ran too few cycles to mean anything"
+    assert not leaks, leaks
