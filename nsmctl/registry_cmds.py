@@ -9,11 +9,13 @@ from __future__ import annotations
 import copy
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from api.proto.registry_pb2 import NetworkService, NetworkServiceEndpoint
 from nsmctl import manifest, render
 from nsmctl.client import RegistryClient, not_found
 from nsmctl.context import (
@@ -27,6 +29,8 @@ from nsmctl.context import (
 )
 from nsmctl.kinds import CliKind, KindWord, parse_kind
 from nsmctl.render import Change, Output
+from sdk.registry.domainnames import qualify
+from sdk.registry.validate import check_name
 
 KindArg = Annotated[
     KindWord,
@@ -141,6 +145,12 @@ def apply(
         typer.Option("--filename", "-f", metavar="FILE",
                      help="YAML manifest with one or more records ('-' reads stdin)"),
     ],
+    domain: Annotated[
+        str,
+        typer.Option("--domain", metavar="DOMAIN",
+                     help="publish the endpoints in floating domain DOMAIN through this "
+                          "domain's gateway (as NAME@DOMAIN; requests for them come here)"),
+    ] = "",
 ) -> None:
     """Create or replace the records of a YAML manifest (all validated before any is sent);
     says per record whether it was created, configured (and what changed, whose record it
@@ -153,7 +163,17 @@ def apply(
         except OSError as exc:
             raise CliError(f"cannot read {filename}: {exc.strerror or exc}") from None
     documents = manifest.load(text, source)
+    if domain:
+        check_name("domain", domain)
+        documents = [replace(d, record=_qualified(d.record, domain)) for d in documents]
     run(_apply(options(ctx), documents))
+
+
+def _qualified(record: NetworkService | NetworkServiceEndpoint,
+               domain: str) -> NetworkService | NetworkServiceEndpoint:
+    if isinstance(record, NetworkService):
+        return qualify(record, domain)
+    return qualify(record, domain)
 
 
 #: Fields the registry manages itself: not compared when deciding whether a record changed.
@@ -212,9 +232,11 @@ async def _apply(opts: Options, documents: list[manifest.Document]) -> None:
                 emit(f"  {note}")
 
 
-def delete(ctx: typer.Context, word: KindArg, name: NameArg) -> None:
-    """Remove a network service or endpoint from the registry."""
+def delete(ctx: typer.Context, word: KindArg, name: NameArg, domain: DomainOpt = "") -> None:
+    """Remove a network service or endpoint from the registry (with --domain: withdraw an
+    endpoint published in a floating domain)."""
     kind = parse_kind(word)
+    name = in_domain(name, domain)
     run(_delete(options(ctx), kind, name))
     emit(f"{kind.ref(name)} deleted")
 
