@@ -133,8 +133,8 @@ def _svid_kind(directory: Path, kind: str) -> None:
                               f"(spiffe://TD/{kind}/...)")
 
 
-def validate(plan: JoinPlan) -> None:
-    """Raise InvalidArgument naming the first bad option."""
+def validate(plan: JoinPlan, identity: bool = True) -> None:
+    """Raise InvalidArgument naming the first bad option (the SVIDs too, with ``identity``)."""
     if not _NAME.match(plan.name):
         raise InvalidArgument("--name", f"{plan.name[:60]!r}: use at most 42 lower-case letters, "
                               "digits and '-', starting and ending with a letter or digit")
@@ -148,7 +148,8 @@ def validate(plan: JoinPlan) -> None:
     if not plan.root.is_absolute():
         raise InvalidArgument("--root", "must be an absolute path")
     for kind in ("nsmgr", "forwarder"):
-        _svid_kind(plan.identity / kind, kind)
+        if identity:
+            _svid_kind(plan.identity / kind, kind)
 
 
 def environment(plan: JoinPlan) -> dict[str, str]:

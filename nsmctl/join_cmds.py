@@ -6,21 +6,33 @@ being one (:mod:`nsmctl.join` does the work; docs/external.md).
   global ``--registry``) installs the env file, the SVIDs and the two units, then starts them
   (systemd or supervisor) and waits until both serve. ``--dry-run`` prints the files instead.
   A failure removes everything made.
+* ``node token create --dir CA --node NODE [--ttl 1h]`` (where the CA is) prints a one-time join
+  token; ``node signer --dir CA --listen tcp://HOST:PORT`` serves join requests
+  (:mod:`nsmctl.joinsigner`); ``node join --token TOKEN --signer tcp://HOST:PORT`` makes the
+  node's keys on the node and gets its SVIDs for the token instead of ``--identity``.
 * ``node leave [--root /] [--mode ...]`` stops both (their sockets, links and registrations go
   with them) and removes every file join made.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import signal
 import sys
+import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from nsmctl import join
+from nsmctl import join, params
+from nsmctl.ca_cmds import DEFAULT_CA_DIR, CaDir
 from nsmctl.context import CliError, options
+from nsmctl.joinsigner import DEFAULT_TTL, JoinSigner, fetch_identity, pin_of
+from nsmctl.jointoken import JoinToken, TokenStore
 from sdk.errors import FabricError, InvalidArgument
+from sdk.security.ca import CertificateAuthority
 
 node_app = typer.Typer(help="This machine as a node of a domain: join, leave.",
                        no_args_is_help=True)
@@ -35,10 +47,17 @@ ModeOpt = Annotated[str, typer.Option(
 @node_app.command("join")
 def join_command(
     ctx: typer.Context,
-    name: Annotated[str, typer.Option("--name", metavar="NODE", help="this node's name")],
-    identity: Annotated[Path, typer.Option(
+    name: Annotated[str, typer.Option("--name", metavar="NODE",
+                                      help="this node's name (default: the token's)")] = "",
+    identity: Annotated[Path | None, typer.Option(
         "--identity", metavar="DIR", help="SVID directories DIR/nsmgr and DIR/forwarder "
-        "(nsmctl ca issue --out)")],
+        "(nsmctl ca issue --out)")] = None,
+    token: Annotated[str, typer.Option(
+        "--token", metavar="TOKEN", envvar="VWIRE_JOIN_TOKEN", show_envvar=False,
+        help="instead of --identity: a join token (nsmctl node token create); keys are made "
+        "here [VWIRE_JOIN_TOKEN]")] = "",
+    signer: Annotated[str, typer.Option(
+        "--signer", metavar="URL", help="with --token: the join signer, tcp://HOST:PORT")] = "",
     advertise: Annotated[str, typer.Option(
         "--advertise", metavar="URL", help="tcp://IP:PORT other nodes reach this nsmgr at "
         "(none: it serves this node only)")] = "",
@@ -57,10 +76,12 @@ def join_command(
                        ] = False,
 ) -> None:
     """Install and start this machine's nsmgr and forwarder as a node of the domain."""
-    plan = join.JoinPlan(name, options(ctx).registry, identity, root, python or sys.executable,
-                         advertise, underlay_interface, netns)
     try:
-        join.validate(plan)
+        parsed, name = _identity_source(identity, token, signer, name)
+        plan = join.JoinPlan(name, options(ctx).registry, identity or Path("/nonexistent"),
+                             root, python or sys.executable, advertise, underlay_interface,
+                             netns)
+        join.validate(plan, identity=parsed is None)
         chosen = join.choose_mode(mode, root)
     except InvalidArgument as exc:
         raise typer.BadParameter(str(exc)) from None
@@ -70,18 +91,91 @@ def join_command(
         for unit, text in join.render_units(plan).items():
             typer.echo(f"# {layout.units / unit}\n{text}")
         return
+    if parsed is None:
+        _install_and_start(plan, chosen)
+    else:
+        with tempfile.TemporaryDirectory(prefix="vwire-join-") as fetched:
+            fetch_identity(parsed, signer, Path(fetched), options(ctx).timeout)
+            _install_and_start(replace(plan, identity=Path(fetched)), chosen)
+    typer.echo(f"node {name} joined ({chosen}): nsmgr and forwarder running; workloads connect "
+               f"with: nsmctl connect URL --nsmgr unix://{join.Layout(root).run / 'nsmgr.sock'}")
+
+
+def _identity_source(identity: Path | None, token: str, signer: str,
+                     name: str) -> tuple[JoinToken | None, str]:
+    """(the parsed token, or None with --identity; the node's name)."""
+    if (identity is None) == (not token):
+        raise InvalidArgument("--identity", "give --identity DIR, or --token and --signer")
+    if not token:
+        if signer:
+            raise InvalidArgument("--signer", "only with --token")
+        return None, name
+    parsed = JoinToken.parse(token)
+    if not signer:
+        raise InvalidArgument("--signer", "give the join signer's address, tcp://HOST:PORT")
+    if name and name != parsed.node:
+        raise InvalidArgument("--name", f"the token is for node {parsed.node!r}")
+    return parsed, parsed.node
+
+
+def _install_and_start(plan: join.JoinPlan, chosen: str) -> None:
     join.install(plan)
     try:
         if chosen == "systemd":
             join.systemctl("daemon-reload")
             join.systemctl("enable", "--now", *join.UNITS)
         else:
-            join.start(root)
+            join.start(plan.root)
     except (FabricError, OSError) as exc:
-        join.uninstall(root)
-        raise CliError(f"node {name} did not start ({exc}): nothing was left installed") from None
-    typer.echo(f"node {name} joined ({chosen}): nsmgr and forwarder running; workloads connect "
-               f"with: nsmctl connect URL --nsmgr unix://{join.Layout(root).run / 'nsmgr.sock'}")
+        join.uninstall(plan.root)
+        raise CliError(f"node {plan.name} did not start ({exc}): nothing was left installed"
+                       ) from None
+
+
+token_app = typer.Typer(help="One-time join tokens for VMs.", no_args_is_help=True)
+node_app.add_typer(token_app, name="token")
+
+
+@token_app.command("create")
+def token_create(
+    node: Annotated[str, typer.Option("--node", metavar="NODE", help="the node it admits")],
+    ttl: Annotated[str, typer.Option("--ttl", metavar="DURATION", callback=params.duration,
+                                     help="how long it may be used (default 1h, at most 24h)",
+                                     show_default=False)] = "1h",
+    directory: CaDir = Path(DEFAULT_CA_DIR),
+) -> None:
+    """Make a one-time join token for NODE (keep it secret; it is shown once)."""
+    ca = CertificateAuthority.load(directory)
+    seconds = params.seconds(ttl)
+    made = TokenStore(directory).create(node, ca.trust_domain, pin_of(ca.root), seconds)
+    typer.echo(made.text())
+    until = dt.datetime.fromtimestamp(dt.datetime.now().timestamp() + seconds, dt.UTC)
+    typer.echo(f"# one use, for node {node}, until {until:%Y-%m-%dT%H:%M:%SZ}", err=True)
+
+
+@node_app.command("signer")
+def signer_command(
+    listen: Annotated[str, typer.Option("--listen", metavar="URL",
+                                        help="tcp://HOST:PORT to serve join requests on")],
+    ttl: Annotated[str, typer.Option("--ttl", metavar="DURATION", callback=params.duration,
+                                     help="lifetime of the SVIDs it signs (default 24h)",
+                                     show_default=False)] = f"{DEFAULT_TTL / 3600:g}h",
+    directory: CaDir = Path(DEFAULT_CA_DIR),
+) -> None:
+    """Sign joining nodes' certificate requests for their join tokens until SIGTERM/SIGINT."""
+    try:
+        signer = JoinSigner(directory, listen, params.seconds(ttl))
+    except InvalidArgument as exc:
+        raise typer.BadParameter(str(exc)) from None
+    wanted = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, wanted)
+    port = signer.start()
+    typer.echo(f"join signer for {signer.ca.trust_domain} on {signer.address.host}:{port}")
+    try:
+        signal.sigwait(wanted)
+    finally:
+        signer.stop()
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, wanted)
 
 
 @node_app.command("leave")

@@ -4,8 +4,12 @@
 #
 # Required:
 #   VWIRE_REGISTRY      the domain's registry, tcp://HOST:PORT or unix:///path.sock
-#   VWIRE_NODE_NAME     this node's name (lower-case letters, digits, '-')
+#   and either
+#   VWIRE_JOIN_TOKEN    a one-time join token (nsmctl node token create): keys are made here
+#   VWIRE_SIGNER        the join signer that takes it, tcp://HOST:PORT (nsmctl node signer)
+#   or
 #   VWIRE_IDENTITY_DIR  holds nsmgr/ and forwarder/ SVID directories (nsmctl ca issue --out)
+#   VWIRE_NODE_NAME     this node's name (lower-case letters, digits, '-'; a token names it)
 # Optional:
 #   VWIRE_ADVERTISE           tcp://IP:PORT other nodes reach this node's nsmgr at
 #   VWIRE_UNDERLAY_INTERFACE  interface carrying tunnels (default eth0)
@@ -56,15 +60,22 @@ case "$VWIRE_ACTION" in
 esac
 
 [ -n "${VWIRE_REGISTRY:-}" ] || fail "set VWIRE_REGISTRY (the domain's registry address)"
-[ -n "${VWIRE_NODE_NAME:-}" ] || fail "set VWIRE_NODE_NAME (this node's name)"
-[ -n "${VWIRE_IDENTITY_DIR:-}" ] || fail "set VWIRE_IDENTITY_DIR (nsmgr/ and forwarder/ SVIDs)"
+if [ -n "${VWIRE_JOIN_TOKEN:-}" ]; then
+  [ -n "${VWIRE_SIGNER:-}" ] || fail "set VWIRE_SIGNER (the join signer, tcp://HOST:PORT)"
+  export VWIRE_JOIN_TOKEN  # read by nsmctl from the environment: never on a command line
+  set -- --signer "$VWIRE_SIGNER"
+else
+  [ -n "${VWIRE_IDENTITY_DIR:-}" ] || fail "set VWIRE_JOIN_TOKEN and VWIRE_SIGNER, or VWIRE_IDENTITY_DIR"
+  [ -n "${VWIRE_NODE_NAME:-}" ] || fail "set VWIRE_NODE_NAME (this node's name)"
+  set -- --identity "$VWIRE_IDENTITY_DIR"
+fi
+[ -z "${VWIRE_NODE_NAME:-}" ] || set -- "$@" --name "$VWIRE_NODE_NAME"
 
 need_packages
 need_vwire
 
-set -- --registry "$VWIRE_REGISTRY" node join --name "$VWIRE_NODE_NAME" \
-  --identity "$VWIRE_IDENTITY_DIR" --underlay-interface "$VWIRE_UNDERLAY_INTERFACE" \
-  --root "$VWIRE_ROOT" --mode "$VWIRE_MODE"
+set -- --registry "$VWIRE_REGISTRY" node join "$@" \
+  --underlay-interface "$VWIRE_UNDERLAY_INTERFACE" --root "$VWIRE_ROOT" --mode "$VWIRE_MODE"
 [ -z "${VWIRE_ADVERTISE:-}" ] || set -- "$@" --advertise "$VWIRE_ADVERTISE"
 [ -z "${VWIRE_NETNS:-}" ] || set -- "$@" --netns "$VWIRE_NETNS"
 exec "$VWIRE_VENV/bin/nsmctl" "$@"

@@ -17,6 +17,8 @@ from lab.external import add_host_netns
 from lab.fabric import Fabric
 from lab.observe import ping
 from lab.topology import netns_path
+from nsmctl.joinsigner import JoinSigner
+from sdk.security.source import FileSvidSource
 from tests.cli import Result, nsmctl
 from tests.e2e.conftest import MakeFabric
 
@@ -66,20 +68,7 @@ async def test_vm_joins_connects_and_leaves_nothing(make_fabric: MakeFabric,
     assert f"NetworkNamespacePath={netns_path(vm)}" in unit
     assert oct((root / "etc/vwire/identity/nsmgr/svid.key").stat().st_mode & 0o777) == "0o600"
 
-    app = f"{fabric.topology.prefix}h-vm1-app"  # a workload namespace on the VM
-    network.add_netns(app)
-    nsmgr = f"unix://{root}/var/run/vwire/nsmgr.sock"
-    connected = await _nsmctl(
-        fabric, "connect", "kernel://db/nsm0", "--netns", app, "--nsmgr", nsmgr,
-        "--svid-dir", str(fabric.identity("nsc", "app-vm1")),
-        "--nsmgr-id", fabric.spiffe_id("nsmgr", "nsmgr-vm1"), "-o", "json")
-    assert connected.code == 0, connected.err
-    conn = json.loads(connected.out)[0]
-    address = conn["context"]["ip_context"]["dst_ip_addrs"][0].split("/")[0]
-    assert await ping(app, address, wait=2.0)
-    assert conn["path"]["path_segments"][1]["name"] == "nsmgr-vm1"
-    closed = await _nsmctl(fabric, "close", conn["id"])
-    assert closed.code == 0, closed.err
+    await _connect_and_ping(fabric, root, "vm1")
 
     left = await _bootstrap({**env, "VWIRE_ACTION": "leave"})
     assert left.returncode == 0, left.stderr
@@ -88,6 +77,58 @@ async def test_vm_joins_connects_and_leaves_nothing(make_fabric: MakeFabric,
     links = network.ip("-o", "link", "show", netns=vm).splitlines()
     assert [line.split(":")[1].strip().split("@")[0] for line in links] == ["lo", "eth0"]
     assert await _vm_records(fabric) == []
+
+
+async def _connect_and_ping(fabric: Fabric, root: Path, node: str) -> None:
+    """A workload namespace on the VM connects to db with nsmctl connect, pings, closes."""
+    app = f"{fabric.topology.prefix}h-{node}-app"
+    network.add_netns(app)
+    connected = await _nsmctl(
+        fabric, "connect", "kernel://db/nsm0", "--netns", app,
+        "--nsmgr", f"unix://{root}/var/run/vwire/nsmgr.sock",
+        "--svid-dir", str(fabric.identity("nsc", f"app-{node}")),
+        "--nsmgr-id", fabric.spiffe_id("nsmgr", f"nsmgr-{node}"), "-o", "json")
+    assert connected.code == 0, connected.err
+    conn = json.loads(connected.out)[0]
+    address = conn["context"]["ip_context"]["dst_ip_addrs"][0].split("/")[0]
+    try:
+        assert await ping(app, address, wait=2.0)
+        assert conn["path"]["path_segments"][1]["name"] == f"nsmgr-{node}"
+    finally:
+        closed = await _nsmctl(fabric, "close", conn["id"])
+        assert closed.code == 0, closed.err
+
+
+async def test_vm_joins_with_a_one_time_token_and_keys_made_on_it(
+        make_fabric: MakeFabric, tmp_path: Path) -> None:
+    fabric = await make_fabric(nodes=1)
+    await fabric.add_endpoint("nse-db", ["db"], node=1)
+    vm = add_host_netns(fabric, "vm3", index=13)
+    ca_dir = fabric.topology.state_dir / "ca"
+    made = await _nsmctl(fabric, "node", "token", "create", "--dir", str(ca_dir),
+                         "--node", "vm3", "--ttl", "10m")
+    assert made.code == 0, made.err
+    signer = JoinSigner(ca_dir, "tcp://127.0.0.1:0", ttl=600)
+    port = signer.start()
+    root = tmp_path / "root"
+    env = {"VWIRE_REGISTRY": fabric.registry_url, "VWIRE_JOIN_TOKEN": made.out.strip(),
+           "VWIRE_SIGNER": f"tcp://127.0.0.1:{port}", "VWIRE_ADVERTISE": "tcp://10.250.0.213:5001",
+           "VWIRE_ROOT": str(root), "VWIRE_MODE": "supervisor", "VWIRE_NETNS": vm,
+           "VWIRE_VENV": sys.prefix}
+    try:
+        joined = await _bootstrap(env)
+        assert joined.returncode == 0, joined.stderr
+        again = await _bootstrap({**env, "VWIRE_ROOT": str(tmp_path / "second")})
+        assert again.returncode == 1 and "already used" in again.stderr
+    finally:
+        signer.stop()
+    assert not (tmp_path / "second").exists()
+    nsmgr_id = FileSvidSource(root / "etc/vwire/identity/nsmgr").current().spiffe_id
+    assert str(nsmgr_id) == fabric.spiffe_id("nsmgr", "nsmgr-vm3")
+    await _connect_and_ping(fabric, root, "vm3")
+    left = await _bootstrap({**env, "VWIRE_ACTION": "leave"})
+    assert left.returncode == 0, left.stderr
+    assert not root.exists()
 
 
 async def test_bad_input_is_refused_and_installs_nothing(make_fabric: MakeFabric,
