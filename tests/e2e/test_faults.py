@@ -1,10 +1,10 @@
-"""Fault matrix (issue 18), registry and store rows: real processes in their own namespaces.
+"""Fault matrix (issue 18): each row a test with real processes in their own namespaces.
 
 Each test builds a fabric with a live connection, takes a snapshot of what it holds
-(:mod:`tests.leaks`), injects the fault with SIGKILL, measures the heal, checks that the
-connection passes traffic and that nothing was lost, and compares what the fabric holds
-afterwards with the snapshot (nothing leaked). Rows of the issue's table covered elsewhere:
-endpoint killed with another candidate and forwarder killed on either node
+(:mod:`tests.leaks`), injects the fault (SIGKILL, or nftables dropping the underlay), measures the
+heal, checks that the connection passes traffic and nothing was lost, and compares what the
+fabric holds afterwards with the snapshot (nothing leaked). Rows covered elsewhere: an endpoint
+killed with another candidate up, and a forwarder killed on either node
 (``tests/e2e/test_heal.py``).
 
 - registry replica killed (etcd, two replicas): a client on both replicas (``Replicas``)
@@ -14,11 +14,22 @@ endpoint killed with another candidate and forwarder killed on either node
   watch goes on (it lists again: a SQLite registry does not number changes).
 - etcd leader killed, then one member lost for good: registrations succeed without an error
   (the registry retries inside), nothing stored is lost.
+- the only endpoint killed: traffic again soon after it returns.
+- the underlay of the endpoint's node cut for 5 s (nftables): the same connection recovers.
+- nsmgr killed and restarted, client's node / endpoint's node: traffic goes on, and the
+  restarted nsmgr holds the connection again (from the next refresh).
+- a whole node stops (its nsmgr, forwarder and endpoint killed) and returns: its connection is
+  rebuilt; a connection through another node is never healed.
+- tokens expiring during a partition (20 s of cut underlay with 10 s tokens; 90 s with
+  ``VWIRE_FAULT_PARTITION_SECONDS=90``): traffic comes back, nothing is left over.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import subprocess
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -27,13 +38,14 @@ import pytest
 
 from api.proto.registry_pb2 import NetworkServiceEndpoint
 from lab.fabric import Client, Fabric
-from lab.observe import endpoint_address, ping
+from lab.observe import endpoint_address, ping, wait_for
+from sdk.errors import DeadlineExceeded
 from sdk.grpcutil import channel
 from sdk.registry.core import Event, Query, RegistryChain
 from sdk.registry.kinds import ENDPOINT
 from sdk.registry.replicas import Replicas
 from tests.e2e.conftest import MakeFabric
-from tests.leaks import holdings, leaked, records
+from tests.leaks import Holdings, holdings, leaked, records
 
 HEAL_GOAL = 2.0  # seconds from the kill to a registration answered and seen by a watch
 WAIT = 10.0
@@ -169,3 +181,161 @@ async def test_etcd_leader_killed_then_a_member_lost_no_error_no_loss(
         for name in ("probe-1", "probe-2", "probe-3"):
             await registry.unregister(probe(name))
     assert leaked(before, await holdings(fabric)) == []
+
+
+# -- data-plane and process rows ------------------------------------------------------------
+
+RETURN_GOAL = 5.0  # seconds from a component's return to traffic over the healed connection
+
+
+async def traffic_within(client: Client, seconds: float, what: str) -> float:
+    """Seconds until ``client`` passes traffic (bounded by ``seconds``)."""
+    start = time.monotonic()
+
+    async def answered() -> bool:
+        conn = client.connection()
+        return bool(conn) and await ping(client.netns, endpoint_address(conn), wait=0.3)
+
+    await wait_for(what, answered, seconds, every=0.05)
+    return time.monotonic() - start
+
+
+async def settled_leaks(fabric: Fabric, before: Holdings) -> list[str]:
+    """What is left over once the fabric had a bounded moment to finish undoing a fault."""
+    async def clean() -> bool:
+        return not leaked(before, await holdings(fabric))
+
+    with contextlib.suppress(DeadlineExceeded):
+        await wait_for("nothing left over", clean, 15.0)
+    return leaked(before, await holdings(fabric))
+
+
+async def test_lone_endpoint_killed_heals_when_it_returns(
+    make_fabric: MakeFabric, record_property: pytest.RecordProperty
+) -> None:
+    fabric, client = await fabric_with_connection(make_fabric, "memory")
+    before = await holdings(fabric)
+    fabric.kill("nse-a")
+    await asyncio.sleep(2.0)  # the fault lasts 2 s: no endpoint for the service meanwhile
+    assert not await ping(client.netns, endpoint_address(client.connection()), wait=0.3)
+    fabric.processes.restart("nse-a")
+    heal = await traffic_within(client, 30.0, "traffic once the endpoint is back")
+    print(f"lone endpoint back: traffic again {heal * 1000:.0f} ms after it was started")
+    record_property("lone_endpoint_return_seconds", heal)
+    assert heal < RETURN_GOAL, f"took {heal:.3f} s"
+    assert await settled_leaks(fabric, before) == []
+
+
+UNDERLAY_CUT = """
+table inet vwire_fault {
+  chain input { type filter hook input priority -10; iifname "ul0" drop; }
+  chain output { type filter hook output priority -10; oifname "ul0" drop; }
+}
+"""
+
+
+def nft(netns: str, script: str) -> None:
+    subprocess.run(["ip", "netns", "exec", netns, "nft", "-f", "-"], input=script, text=True,
+                   check=True, timeout=30)
+
+
+async def test_underlay_cut_for_5_s_recovers_by_itself(
+    make_fabric: MakeFabric, record_property: pytest.RecordProperty
+) -> None:
+    fabric, client = await fabric_with_connection(make_fabric, "memory")
+    before = await holdings(fabric)
+    connection_id = client.connection()["id"]
+    node = fabric.node(2).netns
+    nft(node, UNDERLAY_CUT)
+    try:
+        assert not await ping(client.netns, endpoint_address(client.connection()), wait=0.5)
+        await asyncio.sleep(5.0)  # the cut lasts 5 s
+    finally:
+        nft(node, "delete table inet vwire_fault\n")
+    heal = await traffic_within(client, 30.0, "traffic once the underlay is back")
+    print(f"underlay restored: traffic again after {heal * 1000:.0f} ms")
+    record_property("underlay_cut_recovery_seconds", heal)
+    assert heal < RETURN_GOAL, f"took {heal:.3f} s"
+    assert client.connection()["id"] == connection_id  # the same connection, not a new one
+    assert await settled_leaks(fabric, before) == []
+
+
+@pytest.mark.parametrize("node", [1, 2], ids=["client-node", "endpoint-node"])
+async def test_nsmgr_killed_and_restarted_loses_no_connection(
+    make_fabric: MakeFabric, record_property: pytest.RecordProperty, node: int
+) -> None:
+    """The data plane carries on; the restarted nsmgr holds the connection again from the
+    client's next refresh (tokens of 15 s: a refresh every few seconds)."""
+    fabric = await make_fabric(nodes=2, token_lifetime=15.0)
+    await fabric.add_endpoint("nse-a", ["db"], node=2)
+    client = await fabric.add_client("nsc", node=1, urls=["kernel://db/nsm0"])
+    before = await holdings(fabric)
+    nsmgr = fabric.node(node).nsmgr_process
+    start = time.monotonic()
+    fabric.kill(nsmgr)
+    await fabric.restart(nsmgr)
+    await traffic_within(client, 30.0, "traffic after the nsmgr restart")
+
+    async def held_again() -> bool:  # both nsmgrs know the connection again
+        return all(conns for conns in (await fabric.nsmgr_connections()).values())
+
+    await wait_for("the restarted nsmgr holding the connection", held_again, 30.0)
+    heal = time.monotonic() - start
+    print(f"nsmgr restart (n{node}): connection held and passing traffic after "
+          f"{heal * 1000:.0f} ms")
+    record_property("nsmgr_restart_seconds", heal)
+    assert await settled_leaks(fabric, before) == []
+
+
+async def test_a_whole_node_stops_and_returns_others_never_notice(
+    make_fabric: MakeFabric, record_property: pytest.RecordProperty
+) -> None:
+    fabric = await make_fabric(nodes=3)
+    await fabric.add_endpoint("nse-a", ["db"], node=2)
+    await fabric.add_endpoint("nse-c", ["web"], node=3, cidrs=("10.64.0.0/16", "fd00:64::/64"))
+    victim = await fabric.add_client("nsc-db", node=1, urls=["kernel://db/nsm0"])
+    other = await fabric.add_client("nsc-web", node=1, urls=["kernel://web/nsm0"])
+    before = await holdings(fabric)
+    heals = other.heals()
+    node = fabric.node(2)
+    processes = [node.nsmgr_process, node.forwarder_process, "nse-a"]
+    for name in processes:  # the node goes down: every process of it at once
+        fabric.kill(name)
+    start = time.monotonic()
+    for name in processes:  # started again in the order a booting node starts them
+        await fabric.restart(name)
+    await traffic_within(victim, 30.0, "the stopped node's connection rebuilt")
+    heal = time.monotonic() - start
+    print(f"node n2 stopped and returned: its connection passes traffic {heal * 1000:.0f} ms "
+          "after it was started again")
+    record_property("node_return_seconds", heal)
+    assert await ping(other.netns, endpoint_address(other.connection()))
+    assert other.heals() == heals, "a connection not through the stopped node was healed"
+    assert await settled_leaks(fabric, before) == []
+
+
+PARTITION = float(os.environ.get("VWIRE_FAULT_PARTITION_SECONDS", "20"))
+PARTITION_TOKENS = 10.0  # token lifetime: the partition outlasts it
+
+
+async def test_tokens_expiring_during_a_partition_close_cleanly_and_come_back(
+    make_fabric: MakeFabric, record_property: pytest.RecordProperty
+) -> None:
+    """The issue's row is a 90 s partition (VWIRE_FAULT_PARTITION_SECONDS=90); CI cuts the
+    underlay for 20 s with tokens of 10 s, which crosses their lifetimes just the same."""
+    fabric = await make_fabric(nodes=2, token_lifetime=PARTITION_TOKENS)
+    await fabric.add_endpoint("nse-a", ["db"], node=2)
+    client = await fabric.add_client("nsc", node=1, urls=["kernel://db/nsm0"])
+    before = await holdings(fabric)
+    node = fabric.node(2).netns
+    nft(node, UNDERLAY_CUT)
+    try:
+        await asyncio.sleep(PARTITION)  # the partition: every token on the path expires
+    finally:
+        nft(node, "delete table inet vwire_fault\n")
+    heal = await traffic_within(client, 60.0, "traffic after the partition")
+    print(f"{PARTITION:g} s partition with {PARTITION_TOKENS:g} s tokens: traffic again "
+          f"{heal * 1000:.0f} ms after it ended")
+    record_property("partition_recovery_seconds", heal)
+    assert heal < 3 * PARTITION_TOKENS, f"took {heal:.3f} s"
+    assert await settled_leaks(fabric, before) == []
