@@ -69,6 +69,11 @@ class TrustDomains:
             self._by_url[found.gateway] = found.trust_domain
         return found
 
+    def learn(self, url: str, trust_domain: str) -> None:
+        """A found record leads to ``url`` of ``trust_domain`` (a floating domain's records
+        lead to the publishing domain's gateway); the domains file's word stays."""
+        self._by_url.setdefault(url, trust_domain)
+
     def of(self, address: ListenAddress) -> str | None:
         return self._by_url.get(address.url)
 
@@ -111,6 +116,7 @@ class Gateway:
                 registry_services=RemoteRegistry(SERVICE, registry),
                 registry_endpoints=RemoteRegistry(ENDPOINT, registry),
                 token_lifetime=config.token_lifetime, floating=config.floating,
+                learn_trust=self.domains.learn,
             ),
         )
         self.chain = self.gateway.chain

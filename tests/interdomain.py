@@ -26,8 +26,12 @@ from gateway.settings import GatewaySettings
 from lab.fabric import SVID_TTL, TRUST_DOMAIN, Fabric
 from lab.observe import registered, wait_for
 from lab.topology import Node, netns_path
+from sdk.chain import CallContext
 from sdk.errors import FabricError
-from sdk.grpcutil import unix_socket_accepts
+from sdk.grpcutil import channel, unix_socket_accepts
+from sdk.registry.client import RemoteRegistry
+from sdk.registry.core import RegistryChain
+from sdk.registry.kinds import ENDPOINT
 from sdk.security.ca import CertificateAuthority
 from sdk.security.federation import write_federated
 from sdk.security.svid import write_svid
@@ -110,6 +114,7 @@ class FabricDomains:
     gateways: dict[str, str]
     domains_file: Path
     ca_b: CertificateAuthority
+    floating: str = ""  #: a floating domain (registry and gateway on node 1), if any
 
     def identity(self, domain: str, kind: str, name: str) -> Path:
         """The SVID directory of process ``name`` in ``domain``: a's from the fabric's CA (trust
@@ -117,7 +122,7 @@ class FabricDomains:
         trust domain through its federated bundle."""
         fabric = self.fabric
         assert fabric.ca is not None
-        if domain == "a":
+        if domain != "b":  # a, and the floating domain, share the fabric's trust domain
             directory = fabric.identity(kind, name)
             write_federated(directory, [self.ca_b.bundle])
             return directory
@@ -129,7 +134,7 @@ class FabricDomains:
         return directory
 
     def node_of(self, domain: str) -> Node:
-        return self.fabric.node(1 if domain == "a" else 2)
+        return self.fabric.node(2 if domain == "b" else 1)
 
     def gateway_socket(self, domain: str) -> Path:
         return self.fabric.topology.state_dir / f"gateway-{domain}.sock"
@@ -142,7 +147,18 @@ class FabricDomains:
             "--advertise", self.gateways[domain], "--registry", self.registries[domain],
             "--domains-file", str(self.domains_file), "--dns-server", "off",
             "--svid-dir", str(self.identity(domain, "gateway", f"gateway-{domain}")),
+            *(["--floating"] if domain == self.floating else []),
         ], netns=self.node_of(domain).netns)
+
+    async def publish(self, domain: str, name: str, services: list[str]) -> None:
+        """Register ``name@floating`` in ``domain``'s registry: its gateway publishes it."""
+        async with channel(self.registries[domain]) as ch:
+            chain: RegistryChain[NetworkServiceEndpoint] = RegistryChain(
+                [RemoteRegistry(ENDPOINT, ch)])
+            await chain.register(NetworkServiceEndpoint(
+                name=f"{name}@{self.floating}",
+                network_service_names=[f"{s}@{self.floating}" for s in services],
+            ), CallContext.with_timeout(10.0))
 
     async def wait_gateway(self, domain: str) -> None:
         await _wait_socket(self.fabric, f"gateway-{domain}", self.gateway_socket(domain))
@@ -178,32 +194,40 @@ async def _wait_socket(fabric: Fabric, process: str, path: Path) -> None:
     await wait_for(f"{process} listening on {path}", ready, 30.0)
 
 
-async def split_domains(fabric: Fabric) -> FabricDomains:
+async def split_domains(fabric: Fabric, floating: str = "") -> FabricDomains:
     """Split a running two-node ``fabric`` into domains a and b (see :class:`FabricDomains`):
     b gets its own trust domain (a CA federated both ways with the fabric's) and registry, both
     registries, nsmgrs and forwarders are started again knowing their domain, gateway and
-    identity, and a gateway runs on each node."""
+    identity, and a gateway runs on each node. With ``floating``, a floating domain of that name
+    (a registry and a ``--floating`` gateway on node 1, trust domain of a) is added."""
     state = fabric.topology.state_dir
     n1, n2 = fabric.node(1), fabric.node(2)
     gateways = {"a": f"tcp://{n1.underlay_ip}:{GATEWAY_PORT}",
                 "b": f"tcp://{n2.underlay_ip}:{GATEWAY_PORT}"}
     registries = {"a": fabric.registry_url, "b": f"unix://{state / 'b-registry.sock'}"}
-    domains_file = state / "domains.yaml"
     trust = {"a": TRUST_DOMAIN, "b": TRUST_DOMAIN_B}
+    if floating:
+        gateways[floating] = f"tcp://{n1.underlay_ip}:{GATEWAY_PORT + 1}"
+        registries[floating] = f"unix://{state / 'f-registry.sock'}"
+        trust[floating] = TRUST_DOMAIN
+    domains_file = state / "domains.yaml"
     domains_file.write_text(yaml.safe_dump({"domains": {
         d: {"gateway": gateways[d], "trust_domain": trust[d]} for d in gateways}}))
     ca_b = CertificateAuthority.init(state / "ca-b", TRUST_DOMAIN_B)
     assert fabric.ca is not None
     fabric.ca.federate(ca_b.bundle)  # the fabric's renewal agent hands it to a's SVIDs too
     ca_b.federate(fabric.ca.bundle)
-    split = FabricDomains(fabric, registries, gateways, domains_file, ca_b)
+    split = FabricDomains(fabric, registries, gateways, domains_file, ca_b, floating)
     fabric.kill("registry")
-    for domain, name in (("a", "registry"), ("b", "b-registry")):
-        fabric.processes.start(name, [
+    names = {"a": "registry", "b": "b-registry", floating: "f-registry"}
+    for domain in registries:
+        # A registry reaches its gateway on the gateway's unix socket (no SVID needed).
+        fabric.processes.start(names[domain], [
             "registry", "--listen", registries[domain], "--store", "memory://",
-            "--domain", domain, "--gateway", gateways[domain],
+            "--domain", domain, "--gateway", f"unix://{split.gateway_socket(domain)}",
         ])
-        await _wait_socket(fabric, name, Path(registries[domain].removeprefix("unix://")))
+        await _wait_socket(fabric, names[domain],
+                           Path(registries[domain].removeprefix("unix://")))
     for domain, node in (("a", n1), ("b", n2)):
         split.start_gateway(domain)
         fabric.kill(node.nsmgr_process)
@@ -223,4 +247,7 @@ async def split_domains(fabric: Fabric) -> FabricDomains:
         ], netns=node.netns)
         await fabric.wait_ready(node.forwarder_process)
         await split.wait_gateway(domain)
+    if floating:
+        split.start_gateway(floating)
+        await split.wait_gateway(floating)
     return split

@@ -30,6 +30,7 @@ are then served here like requests for this domain (the inbound branch).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from api.proto.connection_pb2 import Connection
@@ -69,6 +70,8 @@ class GatewayParts:
     local_url: str = ""  #: where this domain's nsmgrs reach this gateway (or :meth:`set_urls`)
     token_lifetime: float = 60.0  #: seconds this hop's path segment stays valid
     floating: bool = False  #: a floating domain: other domains may register endpoints here
+    #: told the trust domain of each gateway a found record leads to (url, trust domain)
+    learn_trust: Callable[[str, str], None] | None = None
 
 
 class _NoLocalEndpoints:
@@ -93,7 +96,8 @@ class GatewayChain(ServerChain):
         self.losses = RemoteLossWatch(parts.pool, self.monitor)
         own = parts.domain
         local_endpoints = RegistryChain([parts.registry_endpoints])
-        other_domains = RegistryChain([ToDomains(ENDPOINT, parts.resolver, parts.pool)])
+        other_domains = RegistryChain(
+            [ToDomains(ENDPOINT, parts.resolver, parts.pool, parts.learn_trust)])
         nobody = _NoLocalEndpoints()
         self.urls: set[str] = set()  # this gateway's own addresses (set_urls)
         no_loop = RefuseLoop(lambda: self.urls)
@@ -137,7 +141,8 @@ class GatewayChain(ServerChain):
             self._exports[0], self._imports[0], ToDomains(SERVICE, parts.resolver, parts.pool),
         ], options.trace)
         self.endpoints: RegistryChain[NetworkServiceEndpoint] = RegistryChain([
-            self._exports[1], self._imports[1], ToDomains(ENDPOINT, parts.resolver, parts.pool),
+            self._exports[1], self._imports[1],
+            ToDomains(ENDPOINT, parts.resolver, parts.pool, parts.learn_trust),
         ], options.trace)
 
     def set_urls(self, public_url: str, local_url: str) -> None:

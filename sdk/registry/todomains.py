@@ -10,11 +10,16 @@ unknown domain with the resolver's ``NotFound``. Terminal: place it last. Keeps 
 What another domain answers is hostile until checked: a found record whose name or service
 names are not all ``...@D`` (e.g. a bare ``nse`` that would pose as an endpoint of this domain,
 or a name of a third domain) is dropped and logged, never handed on.
+
+``learn(url, trust_domain)``, when given, is told the trust domain of the hop each found endpoint
+record leads to (that of the last ``path_ids`` entry): a record of a floating domain leads to the
+publishing domain's gateway, whose trust domain the domains file does not say.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from typing import Generic, TypeVar
 
 import structlog
@@ -27,6 +32,7 @@ from sdk.registry.client import RemoteRegistry
 from sdk.registry.core import Event, Query, RegistryCursor, RegistryElement
 from sdk.registry.domainnames import query_domain
 from sdk.registry.kinds import RecordKind
+from sdk.security.spiffe import SpiffeId
 
 M = TypeVar("M", NetworkService, NetworkServiceEndpoint)
 _log = structlog.get_logger("sdk.registry.todomains")
@@ -43,10 +49,12 @@ def _all_in(record: NetworkService | NetworkServiceEndpoint, domain: str | None)
 class ToDomains(RegistryElement[M], Generic[M]):
     """See the module docstring."""
 
-    def __init__(self, kind: RecordKind[M], resolver: DomainResolver, pool: ChannelPool) -> None:
+    def __init__(self, kind: RecordKind[M], resolver: DomainResolver, pool: ChannelPool,
+                 learn: Callable[[str, str], None] | None = None) -> None:
         self.kind: RecordKind[M] = kind
         self.resolver = resolver
         self.pool = pool
+        self.learn = learn
 
     async def _remote(self, domain: str | None, what: str) -> RemoteRegistry[M]:
         if domain is None:
@@ -59,10 +67,18 @@ class ToDomains(RegistryElement[M], Generic[M]):
         remote = await self._remote(domain, "query")
         async for event in remote.find(query, next):
             if _all_in(event.record, domain):
+                self._learn(event.record)
                 yield event
             else:
                 _log.warning("dropped a record another domain's gateway answered with names "
                              "outside its domain", domain=domain, name=event.record.name)
+
+    def _learn(self, record: M) -> None:
+        if self.learn is None or not isinstance(record, NetworkServiceEndpoint):
+            return
+        if record.url and record.path_ids:
+            with contextlib.suppress(InvalidArgument):  # not a SPIFFE ID: nothing to learn
+                self.learn(record.url, SpiffeId.parse(record.path_ids[-1]).trust_domain)
 
     async def register(self, record: M, next: RegistryCursor[M]) -> M:
         remote = await self._remote(split(record.name)[1], "name")

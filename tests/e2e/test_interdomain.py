@@ -96,3 +96,20 @@ async def test_refresh_through_a_restarted_remote_gateway(make_fabric: MakeFabri
 
     await wait_for("a refresh through the new gateway-b", refreshed_and_passing, 15)
     assert client.heals() == 0, "the refresh went through: nothing to heal"
+
+
+async def test_a_floating_domain_leads_to_the_publishing_domain(make_fabric: MakeFabric) -> None:
+    """b publishes its endpoint in floating domain f (registry and gateway only); a client in a
+    asks for svc@f and reaches b's endpoint, its path never passing f."""
+    fabric = await make_fabric(nodes=2)
+    domains = await split_domains(fabric, floating="f")
+    await domains.add_endpoint("b", "nse-b", ["svc"])
+    await domains.publish("b", "nse-b", ["svc"])
+    client = await fabric.add_client("nsc", node=1, urls=["kernel://svc@f/nsm0"])
+    conn = client.connection()
+    assert names(conn) == [
+        "nsc-n1", "nsmgr-n1", "forwarder-n1", "nsmgr-n1", "gateway-a", "gateway-b",
+        "nsmgr-n2", "forwarder-n2", "nsmgr-n2", "nse-b",
+    ]
+    assert conn["network_service_endpoint_name"] == "nse-b@f"
+    assert await ping(client.netns, endpoint_address(conn))
