@@ -5,7 +5,9 @@ What :func:`install` writes under ``root`` (``/`` on a real VM; a test directory
 
 * ``etc/vwire/node.env``: the EnvironmentFile with the node's settings (``VWIRE_NSMGR_*`` and
   ``VWIRE_FORWARDER_*``: names ``nsmgr-NODE``/``forwarder-NODE``, the registry, sockets under
-  ``var/run/vwire``, the SVID directories, the underlay interface);
+  ``var/run/vwire``, the SVID directories, the underlay interface, and any other setting of
+  either process given as ``--setting VARIABLE=VALUE``, e.g. the nsmgr's domain and gateway or
+  the forwarder's site and NAT);
 * ``etc/vwire/identity/{nsmgr,forwarder}``: the node's SVIDs (keys mode 0600);
 * ``etc/systemd/system/vwire-nsmgr.service`` and ``vwire-forwarder.service`` (the forwarder
   binds to nsmgr); with ``netns`` each has ``NetworkNamespacePath=`` (the lab's simulated VM);
@@ -33,14 +35,19 @@ import shlex
 import signal
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from forwarder.settings import PREFIX as FORWARDER
+from forwarder.settings import ForwarderSettings
+from nsmgr.settings import PREFIX as NSMGR
+from nsmgr.settings import NsmgrSettings
 from sdk.errors import FabricError, FailedPrecondition, InvalidArgument
 from sdk.grpcutil import parse_address, unix_socket_accepts
 from sdk.security.source import FileSvidSource
 from sdk.security.svid import BUNDLE_FILE, CERT_FILE, KEY_FILE
+from sdk.settings import describe
 
 UNITS = ("vwire-nsmgr.service", "vwire-forwarder.service")  # start order
 MODES = ("auto", "systemd", "supervisor")
@@ -61,6 +68,8 @@ class JoinPlan:
     underlay_interface: str = "eth0"
     netns: str = ""  # run both in this named network namespace (lab)
     log_level: str = "info"
+    #: more settings of either process (``VWIRE_NSMGR_DOMAIN``, ``VWIRE_FORWARDER_SITE``, ...)
+    settings: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -152,6 +161,35 @@ def validate(plan: JoinPlan, identity: bool = True) -> None:
             _svid_kind(plan.identity / kind, kind)
 
 
+#: Variables join sets itself (a --setting may not contradict them).
+OWN = ("NAME", "LISTEN", "REGISTRY", "SVID_DIR", "LOG_LEVEL", "NSMGR", "UNDERLAY_INTERFACE")
+
+
+def known_settings() -> set[str]:
+    """Every variable of nsmgr's and the forwarder's settings that join does not set itself."""
+    found = set()
+    for cls, prefix in ((NsmgrSettings, NSMGR), (ForwarderSettings, FORWARDER)):
+        found |= {variable for variable, _, _ in describe(cls, prefix)
+                  if variable.removeprefix(prefix) not in OWN}
+    return found
+
+
+def parse_settings(pairs: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """``VWIRE_..=VALUE`` strings, each a known setting (InvalidArgument naming --setting)."""
+    known = known_settings()
+    found = []
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or name not in known:
+            raise InvalidArgument("--setting", f"{pair[:80]!r}: use VARIABLE=VALUE with one of "
+                                  "the nsmgr's or forwarder's settings in the README (not one "
+                                  "join sets itself)")
+        if "\n" in value or "\0" in value:
+            raise InvalidArgument("--setting", f"{name}: the value must be one line")
+        found.append((name, value))
+    return tuple(found)
+
+
 def environment(plan: JoinPlan) -> dict[str, str]:
     """The EnvironmentFile's variables."""
     where = Layout(plan.root)
@@ -169,6 +207,7 @@ def environment(plan: JoinPlan) -> dict[str, str]:
         "VWIRE_FORWARDER_UNDERLAY_INTERFACE": plan.underlay_interface,
         "VWIRE_FORWARDER_SVID_DIR": str(where.identity / "forwarder"),
         "VWIRE_FORWARDER_LOG_LEVEL": plan.log_level,
+        **dict(plan.settings),
     }
 
 

@@ -72,6 +72,9 @@ def join_command(
     python: Annotated[str, typer.Option(
         "--python", metavar="PATH", help="the Python that runs them (default: nsmctl's own)",
         show_default=False)] = "",
+    setting: Annotated[list[str] | None, typer.Option(
+        "--setting", metavar="VARIABLE=VALUE", help="another nsmgr or forwarder setting, e.g. "
+        "VWIRE_NSMGR_DOMAIN=aws or VWIRE_FORWARDER_SITE=aws; repeatable")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the files, change nothing")
                        ] = False,
 ) -> None:
@@ -80,7 +83,7 @@ def join_command(
         parsed, name = _identity_source(identity, token, signer, name)
         plan = join.JoinPlan(name, options(ctx).registry, identity or Path("/nonexistent"),
                              root, python or sys.executable, advertise, underlay_interface,
-                             netns)
+                             netns, settings=join.parse_settings(setting or []))
         join.validate(plan, identity=parsed is None)
         chosen = join.choose_mode(mode, root)
     except InvalidArgument as exc:

@@ -19,6 +19,8 @@
 #   VWIRE_ROOT                install under this directory (default /)
 #   VWIRE_MODE                auto, systemd or supervisor (default auto)
 #   VWIRE_NETNS               run nsmgr and forwarder in this network namespace (lab)
+#   VWIRE_SETTINGS            more nsmgr/forwarder settings, space-separated VARIABLE=VALUE
+#                             (e.g. "VWIRE_NSMGR_DOMAIN=aws VWIRE_FORWARDER_SITE=aws")
 #   VWIRE_ACTION              join (default) or leave
 set -eu
 
@@ -70,6 +72,7 @@ else
   set -- --identity "$VWIRE_IDENTITY_DIR"
 fi
 [ -z "${VWIRE_NODE_NAME:-}" ] || set -- "$@" --name "$VWIRE_NODE_NAME"
+for setting in ${VWIRE_SETTINGS:-}; do set -- "$@" --setting "$setting"; done
 
 need_packages
 need_vwire

@@ -114,7 +114,7 @@ async def test_vm_joins_with_a_one_time_token_and_keys_made_on_it(
     env = {"VWIRE_REGISTRY": fabric.registry_url, "VWIRE_JOIN_TOKEN": made.out.strip(),
            "VWIRE_SIGNER": f"tcp://127.0.0.1:{port}", "VWIRE_ADVERTISE": "tcp://10.250.0.213:5001",
            "VWIRE_ROOT": str(root), "VWIRE_MODE": "supervisor", "VWIRE_NETNS": vm,
-           "VWIRE_VENV": sys.prefix}
+           "VWIRE_VENV": sys.prefix, "VWIRE_SETTINGS": "VWIRE_FORWARDER_PORT_RANGE=52900-52999"}
     try:
         joined = await _bootstrap(env)
         assert joined.returncode == 0, joined.stderr
@@ -125,6 +125,7 @@ async def test_vm_joins_with_a_one_time_token_and_keys_made_on_it(
     assert not (tmp_path / "second").exists()
     nsmgr_id = FileSvidSource(root / "etc/vwire/identity/nsmgr").current().spiffe_id
     assert str(nsmgr_id) == fabric.spiffe_id("nsmgr", "nsmgr-vm3")
+    assert "VWIRE_FORWARDER_PORT_RANGE=52900-52999" in (root / "etc/vwire/node.env").read_text()
     await _connect_and_ping(fabric, root, "vm3")
     left = await _bootstrap({**env, "VWIRE_ACTION": "leave"})
     assert left.returncode == 0, left.stderr

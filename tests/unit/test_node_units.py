@@ -7,9 +7,13 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from nsmctl import join
+from sdk.errors import InvalidArgument
 
 SCRIPT = Path(__file__).resolve().parents[2] / "deploy/bootstrap/node.sh"
 
@@ -56,3 +60,14 @@ def test_bootstrap_script_is_small_posix_sh() -> None:
     done = subprocess.run([shell, "-n", str(SCRIPT)], capture_output=True, text=True, timeout=10)
     assert done.returncode == 0, done.stderr
     assert "bash" not in SCRIPT.read_text().split("\n", 1)[1]
+
+
+def test_more_settings_reach_the_env_file_and_unknown_ones_are_refused(tmp_path: Path) -> None:
+    extra = join.parse_settings(["VWIRE_NSMGR_DOMAIN=aws", "VWIRE_FORWARDER_SITE=aws-eu"])
+    env = join.environment(replace(_plan(tmp_path), settings=extra))
+    assert env["VWIRE_NSMGR_DOMAIN"] == "aws" and env["VWIRE_FORWARDER_SITE"] == "aws-eu"
+    for bad in ("VWIRE_NSMGR_NOSUCH=1", "VWIRE_NSMGR_REGISTRY=tcp://x:1", "PATH=/tmp",
+                "VWIRE_FORWARDER_SITE", "VWIRE_FORWARDER_SITE=a\nVWIRE_NSMGR_INSECURE=true"):
+        with pytest.raises(InvalidArgument) as caught:
+            join.parse_settings([bad])
+        assert caught.value.field == "--setting"
