@@ -19,6 +19,7 @@ on one host. Contract:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import weakref
@@ -110,12 +111,13 @@ class InotifyBudget:
     def _live(self) -> int:
         return sum(1 for daemon in list(self._daemons) if daemon.returncode is None)
 
-    def claim(self, daemon: _Daemon) -> None:
-        """Check there is room for one more daemon (module docstring), then count ``daemon``."""
+    async def claim(self, daemon: _Daemon) -> None:
+        """Check there is room for one more daemon (module docstring), then count ``daemon``.
+        A count walks ``/proc`` (tens of ms): it runs in a thread, off the event loop."""
         limit = self._limit()
         slack = max(self.margin, limit // 4)  # other forwarders' daemons are not seen starting
         if self._baseline is None or self._baseline + self._live() + 1 + slack > limit:
-            in_use = self._count()
+            in_use = await asyncio.to_thread(self._count)
             self._baseline = max(0, in_use - self._live())
             if in_use + 1 + self.margin > limit:
                 raise ResourceExhausted(exhausted_message(limit, in_use))

@@ -133,7 +133,7 @@ class WgGoProcess:
                    WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD="1")
         self.mtu = WIREGUARD_GO_MTU
         self._listening.clear()
-        self.budget.claim(self)
+        await self.budget.claim(self)
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
