@@ -8,9 +8,17 @@ removed at the end whatever happens): endpoint ``nse-setup`` on n2 for the setup
 and ``--heal-trials`` + 1 endpoints ``nse-<i>`` on n2 and n3 for the heal trials. It measures:
 
 - **setup latency** of remote connections (WireGuard, n1 → n2/n3): ``--sequential`` requests one
-  after the other, then ``--concurrent`` requests at once, each by an in-process
+  after the other (each closed before the next), then ``--concurrent`` requests at once, then as
+  many again at once with the first burst still live, each by an in-process
   :class:`nsc.client.VWireClient` in one client namespace with distinct interface names (time
-  from Request sent to the reply, i.e. both sides programmed); every connection is closed;
+  from Request sent to the reply, i.e. both sides programmed); all are closed at the end;
+- **cost**: CPU seconds of every process of the fabric (registry, nsmgrs, forwarders, endpoints,
+  wireguard-go, counted through their parents once they ended) and of this process (the client)
+  over the sequential phase, per setup (goal < 40 ms), and over the first burst; the burst's
+  **scaling efficiency** = (burst size * sequential CPU per setup / cores) / burst wall time
+  (1.0: the burst is as fast as the machine's CPU allows; goal ≥ 0.8); memory at 0, one burst
+  and two bursts of live connections: RSS of n1's and n2's nsmgr + forwarder (goal < 150 MB at
+  100) and RSS and PSS per wireguard-go device (PSS shares the binary's pages fairly);
 - the **peer**, in the same run: the same data plane made by hand without any negotiation — per
   side a ``wireguard-go`` started in the node namespace (waiting for its UAPI socket), configured
   with ``wg set`` (key, port, peer, endpoint, allowed IPs), moved into a workload namespace,
@@ -23,8 +31,9 @@ and ``--heal-trials`` + 1 endpoints ``nse-<i>`` on n2 and n3 for the heal trials
   (SIGKILL n1's forwarder, start it again at once), each timed to the first ping answered over
   the healed connection (:func:`lab.heal.measure_heal`); every trial's time is printed.
 
-Goals: setup p50 < 100 ms and p99 < 300 ms (sequential, remote); heal < 1 s (endpoint) and < 2 s
-(forwarder), held by the worst trial. Every loop is bounded by its count and ``--max-seconds``.
+Goals: setup p50 < 100 ms and p99 < 300 ms (sequential, remote) and at most the hand-made
+tunnel's; concurrent p99 < 2 s; heal < 1 s (endpoint) and < 2 s (forwarder), held by the worst
+trial. Every loop is bounded by its count and ``--max-seconds``.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ import asyncio
 import contextlib
 import functools
 import os
+import re
 import shutil
 import signal
 import sys
@@ -43,6 +53,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from bench.common import Deadline, Metric, ms, percentile, progress, report
+from bench.procstat import CpuMeter, pss_bytes, rss_bytes
 from forwarder.wireguard.keys import generate_keypair
 from forwarder.wireguard.uapi import socket_path
 from lab.fabric import Client, Fabric
@@ -55,6 +66,11 @@ from sdk.grpcutil import unix_socket_accepts
 NAME = "bench.connect"
 SERVICE = "bench"
 SETUP_P50_GOAL_MS, SETUP_P99_GOAL_MS = 100.0, 300.0
+CONCURRENT_P99_GOAL_MS = 2000.0
+PEER_RATIO_GOAL = 1.01  # at or below the hand-made tunnel
+CPU_PER_SETUP_GOAL_MS = 40.0
+SCALING_GOAL = 0.8
+CONTROL_RSS_GOAL_MB = 150.0
 ENDPOINT_HEAL_GOAL_MS, FORWARDER_HEAL_GOAL_MS = 1000.0, 2000.0
 PEER_TRIALS = 20
 PEER_PORT = 41000
@@ -74,8 +90,14 @@ class Config:
 @dataclass
 class Results:
     sequential: list[float] = field(default_factory=list)
+    #: CPU seconds over the sequential phase, by kind of process
+    sequential_cpu: dict[str, float] = field(default_factory=dict)
     concurrent: list[float] = field(default_factory=list)
     concurrent_wall: float = 0.0
+    concurrent_cpu: dict[str, float] = field(default_factory=dict)
+    second_burst: list[float] = field(default_factory=list)  # with the first burst still live
+    #: live connections -> {"nsmgr+forwarder n1": bytes, ..., "wireguard-go": [rss, pss] each}
+    memory: dict[int, dict[str, list[int]]] = field(default_factory=dict)
     peer: list[float] = field(default_factory=list)
     endpoint_heals: list[float] = field(default_factory=list)
     forwarder_heals: list[float] = field(default_factory=list)
@@ -84,25 +106,68 @@ class Results:
 # -- the vWire setup measurements -----------------------------------------------------------------
 
 
+def fabric_pids(fabric: Fabric) -> dict[int, str]:
+    """The fabric's processes (registry, nsmgrs, forwarders, endpoints) and its wireguard-go,
+    by kind (the process name without its node or instance suffix)."""
+    kinds = {pid: _kind(name) for name in fabric.processes.recorded()
+             if (pid := fabric.processes.pid_of(name)) is not None}
+    return {**kinds, **dict.fromkeys(fabric.wireguard_processes(), "wireguard-go")}
+
+
+def _kind(process: str) -> str:
+    """``n1-forwarder`` -> ``forwarder``, ``nse-setup`` -> ``nse``."""
+    kind = re.sub(r"^n\d+-", "", process)
+    return "nse" if kind.startswith("nse-") else kind
+
+
+def memory_now(fabric: Fabric) -> dict[str, list[int]]:
+    """RSS of each node's nsmgr + forwarder (the control plane), and [RSS, PSS] of every live
+    wireguard-go daemon."""
+    out: dict[str, list[int]] = {}
+    for index in (1, 2):
+        node = fabric.node(index)
+        pids = [fabric.processes.pid_of(node.nsmgr_process),
+                fabric.processes.pid_of(node.forwarder_process)]
+        out[f"n{index}"] = [sum(rss_bytes(pid) for pid in pids if pid is not None)]
+    out["wireguard-go"] = [rss for pid in fabric.wireguard_processes()
+                           for rss in (rss_bytes(pid), pss_bytes(pid))]
+    return out
+
+
 async def measure_setup(fabric: Fabric, config: Config, results: Results,
                         deadline: Deadline) -> None:
-    """Sequential, then concurrent, remote connections from an in-process client on n1."""
+    """Sequential, then two bursts of concurrent remote connections from an in-process client on
+    n1; CPU over the sequential phase and the first burst, memory at 0, one and two bursts."""
     netns = fabric.add_workload_netns(1, "bclient")
+    meter = CpuMeter(functools.partial(fabric_pids, fabric))
     async with fabric.in_process_clients(1, netns, "bench-client") as clients:
+        meter.start()
         for i in range(config.sequential):
             if deadline.expired():
                 break
             client, seconds = await clients.connect(SETUP_SERVICE, f"seq{i}")
             results.sequential.append(seconds)
             await clients.close(client)
+        results.sequential_cpu = meter.stop()
         if deadline.expired():
             return
+        results.memory[0] = memory_now(fabric)
+        meter.start()
         start = time.monotonic()
         made = await asyncio.gather(
             *(clients.connect(SETUP_SERVICE, f"con{i}") for i in range(config.concurrent))
         )
         results.concurrent_wall = time.monotonic() - start
+        results.concurrent_cpu = meter.stop()
         results.concurrent = [seconds for _, seconds in made]
+        results.memory[config.concurrent] = memory_now(fabric)
+        if deadline.expired():
+            return
+        more = await asyncio.gather(
+            *(clients.connect(SETUP_SERVICE, f"cob{i}") for i in range(config.concurrent))
+        )
+        results.second_burst = [seconds for _, seconds in more]
+        results.memory[2 * config.concurrent] = memory_now(fabric)
 
 
 # -- the peer: the same remote data plane by hand --------------------------------------------------
@@ -266,18 +331,57 @@ def _dist(name: str, samples: Sequence[float], p50_goal: float | None = None,
 def metrics_of(results: Results) -> list[Metric]:
     out = [
         *_dist("setup_sequential", results.sequential, SETUP_P50_GOAL_MS, SETUP_P99_GOAL_MS),
-        *_dist("setup_concurrent", results.concurrent),
+        *_dist("setup_concurrent", results.concurrent, p99_goal=CONCURRENT_P99_GOAL_MS),
         Metric("setup_concurrent_wall", ms(results.concurrent_wall), "ms"),
+        *_dist("setup_concurrent_second_burst", results.second_burst),
         *_dist("raw_wireguard_go_setup", results.peer),
     ]
     if results.sequential and results.peer:
         out.append(Metric("setup_p50_vs_raw_wireguard_go",
                           round(percentile(results.sequential, 50) / percentile(results.peer, 50),
-                                2), "x"))
+                                2), "x", PEER_RATIO_GOAL))
+    out += cost_metrics(results)
     out += _dist("heal_endpoint_death", results.endpoint_heals, max_goal=ENDPOINT_HEAL_GOAL_MS)
     out += _dist("heal_forwarder_restart", results.forwarder_heals,
                  max_goal=FORWARDER_HEAL_GOAL_MS)
     return out
+
+
+def cost_metrics(results: Results) -> list[Metric]:
+    """CPU per setup, the burst's scaling efficiency and memory at 0, one and two bursts."""
+    out: list[Metric] = []
+    count = len(results.sequential)
+    cpu = sum(results.sequential_cpu.values()) / count if count else 0.0
+    if cpu:
+        out.append(Metric("cpu_per_setup_sequential", ms(cpu), "ms", CPU_PER_SETUP_GOAL_MS))
+        for kind, seconds in sorted(results.sequential_cpu.items()):
+            name = kind.replace(" ", "_").replace("-", "_")
+            out.append(Metric(f"cpu_per_setup_sequential_{name}", ms(seconds / count), "ms"))
+    if results.concurrent and results.concurrent_wall:
+        burst_cpu = sum(results.concurrent_cpu.values()) / len(results.concurrent)
+        out.append(Metric("cpu_per_setup_concurrent", ms(burst_cpu), "ms"))
+        if cpu:
+            ideal = len(results.concurrent) * cpu / (os.cpu_count() or 1)
+            out.append(Metric("concurrent_scaling_efficiency",
+                              round(ideal / results.concurrent_wall, 3), "",
+                              SCALING_GOAL, higher_is_better=True))
+    for live, memory in sorted(results.memory.items()):
+        for node in ("n1", "n2"):
+            goal = CONTROL_RSS_GOAL_MB if live >= 100 else None
+            out.append(Metric(f"control_plane_rss_{node}_at_{live}", _mb(memory[node][0]), "MB",
+                              goal))
+        daemons = memory["wireguard-go"]
+        if daemons:
+            count = len(daemons) // 2
+            out.append(Metric(f"wireguard_go_rss_per_device_at_{live}",
+                              _mb(sum(daemons[0::2]) / count), "MB"))
+            out.append(Metric(f"wireguard_go_pss_per_device_at_{live}",
+                              _mb(sum(daemons[1::2]) / count), "MB"))
+    return out
+
+
+def _mb(value: float) -> float:
+    return round(value / 1e6, 1)
 
 
 def _parser() -> argparse.ArgumentParser:
