@@ -1,10 +1,12 @@
 """The registry process: assembles the registry chains and serves them over gRPC.
 
 Chains (one per record kind), in order:
-``ToGateway → Validate → [RecordPathIds] → AuthorizeRegistration → Ownership → Quota → [Expire]
-→ Watch → Persist`` —
+``ToGateway → Validate → [RecordPathIds] → AuthorizeRegistration → [Publish] → Ownership → Quota
+→ [Expire] → Watch → Persist`` —
 names of another domain (``nse@cloud-b``) are asked of this domain's gateway and names of this
-domain lose their suffix (:mod:`sdk.registry.togateway`); validation rejects bad input before
+domain lose their suffix (:mod:`sdk.registry.togateway`); a registration of ``name@F``
+(publishing in floating domain F) is validated and authorized as ``name`` and then sent to the
+gateway by ``Publish``, never stored here; validation rejects bad input before
 anything is stored; an endpoint's ``path_ids`` must end with
 the identity of the registrar that calls over mTLS (:mod:`sdk.registry.pathids`); the policy
 says which endpoint identities may register which
@@ -45,6 +47,7 @@ from sdk.registry.kinds import ENDPOINT, SERVICE
 from sdk.registry.ownership import Ownership
 from sdk.registry.pathids import RecordPathIds
 from sdk.registry.persist import Persist
+from sdk.registry.publish import Publish
 from sdk.registry.quota import DEFAULT_MAX_BYTES, DEFAULT_MAX_RECORDS, Quota
 from sdk.registry.server import add_registry
 from sdk.registry.store import SharedStore, Store
@@ -89,9 +92,11 @@ class Registry:
         self.expire: Expire[NetworkServiceEndpoint] = Expire(default_ttl, max_ttl)
         self.services: RegistryChain[NetworkService] = RegistryChain(
             [
-                ToGateway(domain, RemoteRegistry(SERVICE, gateway) if gateway else None),
+                ToGateway(domain, RemoteRegistry(SERVICE, gateway) if gateway else None,
+                          defer=True),
                 Validate(SERVICE),
                 AuthorizeRegistration(allowed),
+                *([Publish(RemoteRegistry(SERVICE, gateway))] if gateway else []),
                 Ownership(SERVICE, self._stored_owner(self.service_records)),
                 Quota(SERVICE, self.service_records, *quota),
                 self.service_watch,
@@ -101,10 +106,12 @@ class Registry:
         )
         self.endpoints: RegistryChain[NetworkServiceEndpoint] = RegistryChain(
             [
-                ToGateway(domain, RemoteRegistry(ENDPOINT, gateway) if gateway else None),
+                ToGateway(domain, RemoteRegistry(ENDPOINT, gateway) if gateway else None,
+                          defer=True),
                 Validate(ENDPOINT),
                 RecordPathIds(),
                 AuthorizeRegistration(allowed),
+                *([Publish(RemoteRegistry(ENDPOINT, gateway))] if gateway else []),
                 Ownership(ENDPOINT, self._stored_owner(self.endpoint_records)),
                 Quota(ENDPOINT, self.endpoint_records, *quota),
                 self.expire,

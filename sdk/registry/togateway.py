@@ -10,8 +10,11 @@ record named ``name@other`` go to the gateway too (which accepts them only for a
 ``FailedPrecondition`` saying to configure ``--gateway``. A record sent on to the gateway is
 validated first, as if its names had no ``@other`` (``InvalidArgument`` naming the field; nothing
 is sent; an endpoint's URL may be empty: the gateway puts its own), since the elements behind,
-which would validate it, do not run for it. Place it first (in front of ``Validate``: names with
-``@`` are not valid record names). Keeps nothing.
+which would validate it, do not run for it. With ``defer`` (the domain registry) such a record
+goes on instead in its local form, marked for its domain (``ctx.values[PUBLISH_TO]``), so the
+registry's own validation and registration policy check it before ``Publish`` sends it to the
+gateway. Place it first (in front of ``Validate``: names with ``@`` are not valid record names).
+Keeps nothing.
 """
 
 from __future__ import annotations
@@ -24,18 +27,21 @@ from sdk.domains import split
 from sdk.errors import FailedPrecondition
 from sdk.registry.core import Event, Query, RegistryCursor, RegistryElement
 from sdk.registry.domainnames import query_domain, unqualify
+from sdk.registry.publish import PUBLISH_TO
 from sdk.registry.validate import validate_endpoint, validate_service
 
 M = TypeVar("M", NetworkService, NetworkServiceEndpoint)
-_GATEWAY_SETS_URL = "unix:///the-gateway-sets-its-url"  # stands in for validation only
+_GATEWAY_SETS_URL = "unix:///the-gateway-sets-its-url"  # stands in until the gateway sets it
 
 
 class ToGateway(RegistryElement[M], Generic[M]):
     """See the module docstring."""
 
-    def __init__(self, own: str, gateway: RegistryElement[M] | None = None) -> None:
+    def __init__(self, own: str, gateway: RegistryElement[M] | None = None,
+                 defer: bool = False) -> None:
         self.own = own
         self.gateway: RegistryElement[M] | None = gateway
+        self.defer = defer
 
     def _gateway(self, name: str, domain: str) -> RegistryElement[M]:
         if self.gateway is None:
@@ -66,6 +72,10 @@ class ToGateway(RegistryElement[M], Generic[M]):
         local = unqualify(record, domain)
         if isinstance(local, NetworkServiceEndpoint):
             local.url = local.url or _GATEWAY_SETS_URL
+        if self.defer:
+            next.ctx.values[PUBLISH_TO] = domain
+            return await next.register(local)
+        if isinstance(local, NetworkServiceEndpoint):
             validate_endpoint(local)
         else:
             validate_service(local)
@@ -76,6 +86,10 @@ class ToGateway(RegistryElement[M], Generic[M]):
         if domain is None:
             await next.unregister(record)
         elif domain == self.own:
+            await next.unregister(unqualify(record, domain))
+        elif self.defer:
+            self._gateway(record.name, domain)
+            next.ctx.values[PUBLISH_TO] = domain
             await next.unregister(unqualify(record, domain))
         else:
             await self._gateway(record.name, domain).unregister(record, next)

@@ -14,11 +14,15 @@ from api.proto.networkservice_pb2 import NetworkServiceRequest
 from api.proto.registry_pb2 import NetworkService, NetworkServiceEndpoint
 from gateway.app import Gateway
 from gateway.settings import GatewaySettings
+from registry.app import Registry
+from registry.store import open_store
 from sdk.chain import CallContext
 from sdk.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from sdk.grpcutil import parse_address
 from sdk.registry.client import RemoteRegistry
 from sdk.registry.core import Query, RegistryChain
 from sdk.registry.kinds import ENDPOINT, SERVICE
+from sdk.security.policy import StaticPolicy, parse_policy
 from sdk.testing import Sandbox, request_for
 from tests.dns_stub import dns_stub
 from tests.interdomain import TwoDomains, two_domains
@@ -254,3 +258,27 @@ async def test_a_domain_found_by_dns_srv(tmp_path: Path) -> None:
                     await a_gateway.stop(0.1)
         finally:
             await b_gateway.stop(0.1)
+
+
+async def test_the_registry_publishes_only_what_its_registration_policy_allows(
+    tmp_path: Path,
+) -> None:
+    """The registry process checks a publication as any registration (``Publish`` behind
+    ``AuthorizeRegistration``): a caller the policy does not allow publishes nothing."""
+    policy = StaticPolicy(parse_policy(
+        "registrations: [{rule: only-alice, services: ['**'], "
+        "endpoints: ['spiffe://a.vwire/nse/alice']}]"))
+    async with two_domains(names=("a", "f"), floating=frozenset({"f"})) as domains:
+        a, f = domains.boxes["a"], domains.boxes["f"]
+        registry = Registry(open_store("memory://"), policy=policy, domain="a",
+                            gateway=a.pool.get(domains.gateway_urls["a"]))
+        url = f"unix://{tmp_path}/registry-a.sock"
+        await registry.start([parse_address(url)])
+        try:
+            endpoints = RegistryChain([RemoteRegistry(ENDPOINT, a.pool.get(url))])
+            with pytest.raises(PermissionDenied, match="no rule allows"):
+                await endpoints.register(NetworkServiceEndpoint(
+                    name="nse-1@f", network_service_names=["svc@f"]))
+        finally:
+            await registry.stop(0.1)
+        assert [e async for e in f.endpoints.find(Query(NetworkServiceEndpoint()))] == []
