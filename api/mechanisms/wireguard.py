@@ -15,7 +15,8 @@ leave its site). A peer that sends none of them (NSM) is a node of the default s
 NAT whose MTUs are unknown.
 
 Ports and MTUs are decimal strings; :meth:`WireguardMechanism.parse` refuses any other non-empty
-value, and a NAT kind it does not know, with ``InvalidArgument`` naming the parameter (it arrives
+value, a NAT kind it does not know, an in-site address that is not an IP address and text longer
+than 253 characters or not printable, with ``InvalidArgument`` naming the parameter (it arrives
 from another node: it is input).
 """
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from ipaddress import ip_address
 
 from api.errors import InvalidArgument, quoted
 from api.mechanisms import REMOTE
@@ -79,10 +81,17 @@ class Reach:
                 f"{field}.parameters[vwire_{side}_nat]",
                 f"must be one of {', '.join(NAT_KINDS)} (got {quoted(nat)})",
             )
+        site_ip = _text(p, f"vwire_{side}_site_ip", field)
+        if site_ip:
+            try:
+                site_ip = str(ip_address(site_ip))
+            except ValueError:
+                raise InvalidArgument(f"{field}.parameters[vwire_{side}_site_ip]",
+                                      f"must be an IP address (got {quoted(site_ip)})") from None
         return cls(
             node=_text(p, f"vwire_{side}_node", field),
             site=_text(p, f"vwire_{side}_site", field),
-            site_ip=_text(p, f"vwire_{side}_site_ip", field),
+            site_ip=site_ip,
             nat=nat,
             underlay_mtu=_number(p, f"vwire_{side}_underlay_mtu", field),
             wan_mtu=_number(p, f"vwire_{side}_wan_mtu", field),

@@ -195,6 +195,14 @@ def test_reach_round_trips_and_refuses_unknown_nat() -> None:
     mech.parameters["vwire_src_underlay_mtu"] = "9k"
     with pytest.raises(InvalidArgument, match=r"vwire_src_underlay_mtu"):
         WireguardMechanism.parse(mech)
+    mech.parameters["vwire_src_underlay_mtu"] = "9001"
+    mech.parameters["vwire_dst_site_ip"] = "10.0.0.1:51820"
+    with pytest.raises(InvalidArgument, match=r"parameters\[vwire_dst_site_ip\]: must be an IP"):
+        WireguardMechanism.parse(mech)
+    mech.parameters["vwire_dst_site_ip"] = "10.0.0.1"
+    mech.parameters["vwire_dst_site"] = "aws\n-eu"
+    with pytest.raises(InvalidArgument, match=r"vwire_dst_site\]: must be at most 253 printable"):
+        WireguardMechanism.parse(mech)
 
 
 @pytest.mark.parametrize(("nat", "external", "fix"), [
