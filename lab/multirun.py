@@ -2,11 +2,12 @@
 :class:`lab.multi.MultiLab` in the user's lab topology (:data:`lab.topology.DEFAULT`), so that
 ``nsmctl lab status`` and ``nsmctl lab down`` find it like the single-domain lab.
 
-:func:`up` validates the topology (and the tools) before it touches a running lab, takes down
-whatever lab runs, builds the domains, runs the demo (every service's endpoint, every client,
-a ping through each client's vWires) and reports progress. When the build fails the logs are
-kept (:func:`lab.run.failed_logs`) and the lab is removed. :func:`status` and :func:`env` read
-a running multi-cloud lab; :func:`running_topology` says whether one is recorded.
+:func:`up` validates the topology (and the tools) before it touches a running lab, reports a
+lab of the same topology whose processes all run as it is, else takes down whatever lab runs,
+builds the domains, runs the demo (every service's endpoint, every client, the VMs and external
+hosts, a ping through each) and reports progress. When the build fails the logs are kept
+(:func:`lab.run.failed_logs`) and the lab is removed. :func:`status` and :func:`env` read a
+running multi-cloud lab; :func:`running_topology` says whether one is recorded.
 """
 
 from __future__ import annotations
@@ -37,8 +38,11 @@ def up(name_or_file: str, progress: Progress = lambda _m: None,
     text, source = read(name_or_file)
     model = parse_text(text, source)
     check_tools()
-    run.down(progress, topology)
     lab = MultiLab(topology, model)
+    if saved(topology) == model and lab.status()["up"]:
+        progress("the lab is already up")
+        return lab
+    run.down(progress, topology)
     try:
         asyncio.run(_build(lab, text, source, progress))
     except BaseException as exc:
