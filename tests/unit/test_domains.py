@@ -98,3 +98,28 @@ def test_a_url_requests_service_at_domain() -> None:
     from sdk.nsmurl import parse
     assert parse("kernel://db@cloud-b/nsm0").requested_service == "db@cloud-b"
     assert parse("kernel://db/nsm0").requested_service == "db"
+
+
+def test_queries_name_one_domain_and_records_are_renamed_for_it() -> None:
+    from api.proto.registry_pb2 import NetworkServiceEndpoint, NetworkServiceLabels
+    from sdk.registry.domainnames import qualify, query_domain, unqualify
+
+    template = NetworkServiceEndpoint(network_service_names=["db@b"])
+    template.network_service_labels["db@b"].CopyFrom(NetworkServiceLabels(labels={"r": "1"}))
+    assert query_domain(template) == "b"
+    assert query_domain(NetworkServiceEndpoint(name="@b")) == "b"
+    assert query_domain(NetworkServiceEndpoint(name="nse")) is None
+    with pytest.raises(InvalidArgument, match="several domains"):
+        query_domain(NetworkServiceEndpoint(name="x@b", network_service_names=["db@c"]))
+    with pytest.raises(InvalidArgument, match="no domain after it"):
+        query_domain(NetworkServiceEndpoint(name="x@"))
+    local = unqualify(template, "b")
+    assert list(local.network_service_names) == ["db"] and set(local.network_service_labels) == {
+        "db"}
+    assert unqualify(NetworkServiceEndpoint(name="@b"), "b").name == ""  # every record
+    record = NetworkServiceEndpoint(name="nse", network_service_names=["db"])
+    record.network_service_labels["db"].CopyFrom(NetworkServiceLabels(labels={"r": "1"}))
+    named = qualify(record, "b")
+    assert (named.name, list(named.network_service_names)) == ("nse@b", ["db@b"])
+    assert dict(named.network_service_labels["db@b"].labels) == {"r": "1"}
+    assert record.name == "nse"  # a copy: the original is untouched
