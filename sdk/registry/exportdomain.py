@@ -86,7 +86,7 @@ class ExportDomain(RegistryElement[M], Generic[M]):
                 yield event
             return
         local = Query(unqualify(query.template, self.own), query.watch)
-        async for event in self.local.find(local):
+        async for event in self.local.find(local, next.ctx):
             record = qualify(event.record, self.own)
             if not self._floats(record):
                 record = handed_on(record, self.public_url, self.source)
@@ -110,11 +110,11 @@ class ExportDomain(RegistryElement[M], Generic[M]):
         if not self._ours(record):
             return await next.register(record)
         _check_publisher(record, next.ctx.peer)
-        stored = await self.local.register(unqualify(record, self.own))
+        stored = await self.local.register(unqualify(record, self.own), next.ctx)
         return qualify(stored, self.own)
 
     async def unregister(self, record: M, next: RegistryCursor[M]) -> None:
         if not self._ours(record):
             await next.unregister(record)
             return
-        await self.local.unregister(unqualify(record, self.own))
+        await self.local.unregister(unqualify(record, self.own), next.ctx)
