@@ -16,9 +16,10 @@ Settings (:class:`gateway.settings.GatewaySettings`, ``VWIRE_GATEWAY_*``): ``dom
 ``local``), ``listen`` (default ``tcp://0.0.0.0:5005``), ``advertise`` (the URL other domains
 use; default the first TCP listener), ``local_url`` (the URL this domain's nsmgrs use; default
 ``advertise``), ``registry`` (this domain's registry), ``domains_file``, ``dns_server``
-(``off`` = the domains file only), ``svid_dir``/``insecure``, ``token_lifetime``,
+(``off`` = the domains file only), ``floating`` (a domain of registrations only: other domains'
+gateways publish endpoints here), ``svid_dir``/``insecure``, ``token_lifetime``,
 ``request_timeout``. This domain's registry and nsmgrs are pointed at it with their
-``--domain`` and ``--gateway``.
+``--domain`` and ``--gateway``; docs/interdomain.md runs two domains and a floating one.
 """
 
 from __future__ import annotations
