@@ -113,3 +113,18 @@ async def test_a_floating_domain_leads_to_the_publishing_domain(make_fabric: Mak
     ]
     assert conn["network_service_endpoint_name"] == "nse-b@f"
     assert await ping(client.netns, endpoint_address(conn))
+
+
+async def test_heal_after_the_remote_node_s_forwarder_restarted(make_fabric: MakeFabric) -> None:
+    """The loss is announced hop by hop back through both gateways (each follows its next
+    hop's monitor stream) and the client heals through the restarted forwarder."""
+    fabric = await make_fabric(nodes=2)
+    domains = await split_domains(fabric)
+    await domains.add_endpoint("b", "nse-b", ["db"])
+    client = await fabric.add_client("nsc", node=1, urls=["kernel://db@b/nsm0"])
+
+    heal = await measure_heal(client, lambda: fabric.processes.restart("n2-forwarder"))
+
+    print(f"cross-domain remote forwarder restart heal: {heal.seconds * 1000:.0f} ms")
+    assert heal.after["network_service_endpoint_name"] == "nse-b@b"
+    assert heal.after["id"] == heal.before["id"], "healing keeps the client's connection id"
