@@ -35,6 +35,12 @@ async def run(config: RegistrySettings) -> None:
     policy = load_policy(config.policy or None)
     svids = FileSvidSource(Path(config.svid_dir)) if config.svid_dir else None
     pool = ChannelPool(SecureChannelFactory(svids) if svids else insecure_factory)
+    tcp_gateway = bool(config.gateway) and parse_address(config.gateway, "gateway").scheme == "tcp"
+    if tcp_gateway and svids is None:
+        structlog.get_logger("registry").warning(
+            "--gateway is TCP but the registry has no --svid-dir: it speaks plain TCP, which "
+            "only a gateway started with --insecure answers; give the registry an SVID or use "
+            "the gateway's unix socket (gateway --listen unix:///...)", gateway=config.gateway)
     registry = Registry(
         store, config.default_ttl, config.max_ttl, config.trace, policy,
         config.max_records_per_identity, config.max_bytes_per_identity,
