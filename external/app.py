@@ -16,6 +16,8 @@ Contract of :class:`ExternalRouter`:
   hosts whose request is gone are removed.
 * It serves gRPC health on ``listen`` (a unix socket): SERVING while it follows the registry,
   NOT_SERVING before the first listing and while reconnecting.
+* At start it deletes every namespace with its prefix (what a killed router left); hosts whose
+  request was removed while it was down lose their key and port at the first listing.
 * :meth:`stop` stops watching and tears every host down (their namespaces, vWires and status
   records) but keeps their keys and ports: a restarted router serves them again with the same
   configuration.
@@ -36,6 +38,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from api.proto.registry_pb2 import NetworkService
 from external.host import ServedHost, Serving
+from external.router import Router
 from external.serve import ServedServer
 from external.settings import ExternalSettings
 from external.state import HostState, parse_ports
@@ -126,6 +129,7 @@ class ExternalRouter:
 
     async def start(self) -> None:
         os.makedirs(self.config.state_dir, mode=0o700, exist_ok=True)
+        await Router.sweep(self.config.netns_prefix)
         await self._health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         self._server = new_server()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
@@ -164,6 +168,8 @@ class ExternalRouter:
         wanted = {host.name for host in map(self._parse, filter(is_request, listed)) if host}
         for gone in (set(self.hosts) | self.failed) - wanted:  # removed while not watching
             await self._remove(gone, forget=True)
+        for gone in self.state.names() - wanted - set(self.hosts):  # removed while we were down
+            self.state.forget(gone)
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
         async for event in self._registry.find(Query(NetworkService(), watch=True)):
             if not is_request(event.record):

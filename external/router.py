@@ -3,6 +3,8 @@ the vWire's interface, and forwarding between them.
 
 Contract:
 
+* :meth:`Router.sweep` deletes every namespace with the routers' prefix (a killed router's
+  leftovers), before a router serves anything.
 * :meth:`Router.create` makes the namespace ``netns`` (an old one of that name, left by a crash,
   is deleted first) with forwarding on and ``accept_local`` on (packets from the host carry the
   vWire's client address as their source, which is also an address of this namespace).
@@ -36,6 +38,7 @@ import structlog
 
 from external.state import WgKey
 from sdk.errors import DataplaneError
+from sdk.grpcutil import unix_socket_accepts
 
 log = structlog.get_logger("external.router")
 
@@ -94,6 +97,19 @@ class Router:
     def _in(self, *args: str) -> list[str]:
         return ["ip", "netns", "exec", self.netns, *args]
 
+    @staticmethod
+    async def sweep(prefix: str) -> list[str]:
+        """Delete every namespace named ``prefix...`` (what a killed router left); returns them.
+        Their WireGuard links go with them, and wireguard-go exits when its link is gone."""
+        listed = await run("ip", "netns", "list")
+        stale = [line.split()[0] for line in listed.splitlines()
+                 if line.split() and line.split()[0].startswith(prefix)]
+        for name in stale:
+            await run("ip", "netns", "del", name, check=False)
+        if stale:
+            log.info("external_routers_swept", namespaces=stale)
+        return stale
+
     async def create(self) -> None:
         await run("ip", "netns", "del", self.netns, check=False)
         await run("ip", "netns", "add", self.netns)
@@ -129,8 +145,22 @@ class Router:
             return False
         return True
 
+    async def _old_daemon_gone(self, socket: Path) -> None:
+        """A wireguard-go of this name from before (its namespace was just swept) must exit
+        before a new one can take the name: wait for it (bounded), unlink a dead socket."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.start_timeout
+        while socket.exists():
+            if not unix_socket_accepts(socket):
+                socket.unlink(missing_ok=True)
+                return
+            if loop.time() > deadline:
+                raise DataplaneError(f"a wireguard-go for {self.ifname} still runs: stop it")
+            await asyncio.sleep(0.05)  # bounded wait for the old daemon's exit
+
     async def _start_daemon(self) -> None:
         socket = WG_SOCKET_DIR / f"{self.ifname}.sock"
+        await self._old_daemon_gone(socket)
         self._daemon = await asyncio.create_subprocess_exec(
             *self._public(self.wireguard_go, "-f", self.ifname), stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,

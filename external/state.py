@@ -118,6 +118,16 @@ class HostState:
         tmp.replace(path)
         return keys
 
+    def names(self) -> set[str]:
+        """The hosts that have state."""
+        found = set()
+        for path in self.directory.glob("*.json"):
+            try:
+                found.add(check_name(path.stem))
+            except InvalidArgument:
+                continue  # not a file of ours
+        return found
+
     def forget(self, name: str) -> None:
         """Delete the host's state (idempotent)."""
         self._file(name).unlink(missing_ok=True)

@@ -8,6 +8,7 @@ For lab code and tests (names below are public)::
     private, public = generate_key(netns)            # `wg genkey` / `wg pubkey` in the host
     # nsmctl --registry <fabric.registry_url> external add laptop --service db --public-key ...
     apply_config(netns, config_text, key_file)       # wg-quick's work, by hand, on wireguard-go
+    remove_config(netns)                             # wg-quick down
 
 :func:`parse_wg_quick` splits a wg-quick file into what ``wg setconf`` takes and what wg-quick
 does itself (addresses, MTU, DNS, PostUp). :func:`apply_config` runs ``wireguard-go`` in the
@@ -22,6 +23,7 @@ import hashlib
 import ipaddress
 import shlex
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -138,6 +140,19 @@ def parse_wg_quick(text: str) -> WgQuick:
 def host_ifname(netns: str) -> str:
     """The host's WireGuard interface: unique per namespace (wireguard-go sockets are global)."""
     return "xh" + hashlib.sha256(netns.encode()).hexdigest()[:10]
+
+
+def remove_config(netns: str, timeout: float = 5.0) -> None:
+    """Take the host's WireGuard interface down as ``wg-quick down`` would, and wait (bounded)
+    until its wireguard-go has exited and its control socket is gone."""
+    ifname = host_ifname(netns)
+    network.ip("link", "del", ifname, netns=netns, check=False)
+    socket = Path(f"/var/run/wireguard/{ifname}.sock")
+    deadline = time.monotonic() + timeout
+    while socket.exists():
+        if time.monotonic() > deadline:
+            raise FailedPrecondition(f"wireguard-go for {ifname} did not exit")
+        time.sleep(0.05)  # bounded wait for the daemon to notice its link is gone
 
 
 def apply_config(netns: str, text: str, key_file: Path | None = None) -> str:

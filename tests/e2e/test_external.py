@@ -8,7 +8,13 @@ import asyncio
 from pathlib import Path
 
 from lab import network
-from lab.external import add_host_netns, apply_config, generate_key, start_router
+from lab.external import (
+    add_host_netns,
+    apply_config,
+    generate_key,
+    remove_config,
+    start_router,
+)
 from lab.fabric import Fabric
 from lab.observe import ping, wait_for
 from tests.cli import Result, nsmctl
@@ -153,3 +159,46 @@ async def test_external_server_is_requested_by_a_client_and_gone_on_remove(
     listed = await _nsmctl(fabric, "get", "nse", "-o", "json")
     assert "external-srv" not in listed.out
     assert not (fabric.node(1).dir / "external-srv.sock").exists()
+
+
+async def test_killed_router_comes_back_with_the_same_key_and_port(
+        make_fabric: MakeFabric, tmp_path: Path) -> None:
+    fabric = await make_fabric(nodes=2)
+    await fabric.add_endpoint("nse-db", ["db"], node=2)
+    router = start_router(fabric, node=1)
+    host = add_host_netns(fabric, "laptop")
+    private, public = generate_key(host)
+    key_file = tmp_path / "laptop.key"
+    key_file.write_text(private + "\n")
+    assert (await _nsmctl(fabric, "external", "add", "laptop", "--service", "db",
+                          "--public-key", public)).code == 0
+    exported = (await _nsmctl(fabric, "external", "config", "laptop")).out
+
+    def daemons() -> set[int]:
+        return {pid for pid, ifname in fabric.wireguard_processes().items()
+                if ifname.startswith("vx")}
+
+    old = daemons()
+    fabric.kill(router)  # SIGKILL: its namespace and wireguard-go stay behind
+    fabric.processes.restart(router)
+
+    async def served_again() -> bool:
+        return len(daemons()) == 1 and not daemons() & old
+
+    await wait_for("a new router namespace and wireguard-go", served_again, 30.0)
+    again = (await _nsmctl(fabric, "external", "config", "laptop")).out
+    kept = ("PublicKey", "Endpoint")  # the tunnel's key and port survive; addresses are new
+    assert [line for line in again.splitlines() if line.startswith(kept)] == [
+        line for line in exported.splitlines() if line.startswith(kept)]
+    assert _left(fabric)["namespaces"] == [f"{fabric.topology.prefix}x-laptop"]
+    apply_config(host, again, key_file)
+    target = next(line for line in again.splitlines() if line.startswith("AllowedIPs"))
+    address = target.split("=")[1].split(",")[0].strip().split("/")[0]
+
+    async def answers() -> bool:
+        return await ping(host, address, wait=0.5)
+
+    await wait_for("the host pings the service through the restarted router", answers, 30.0)
+    assert (await _nsmctl(fabric, "external", "remove", "laptop")).code == 0
+    remove_config(host)
+    assert _left(fabric) == {"namespaces": [], "wireguard-go": [], "state files": []}
