@@ -26,6 +26,7 @@ The topology is kept in ``<state>/multi-cloud.json`` so ``status`` and ``down`` 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -112,6 +113,30 @@ class LabClient:
         except (OSError, ValueError, KeyError, TypeError):
             return []
         return found
+
+
+async def df_ping(netns: str, address: str, size: int, wait: float = 2.0) -> bool:
+    """One ``ping`` of an IP packet of ``size`` bytes with don't-fragment set, from ``netns``."""
+    process = await asyncio.create_subprocess_exec(
+        "ip", "netns", "exec", netns, "ping", "-n", "-q", "-c1", f"-W{wait:g}", "-M", "do",
+        "-s", str(size - 28), address,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    async with asyncio.timeout(wait + 10):
+        return await process.wait() == 0
+
+
+async def check_path_mtu(netns: str, address: str, mtu: int, attempts: int = 3) -> None:
+    """FabricError unless a DF ping of ``mtu`` bytes to ``address`` passes (within a few
+    attempts: a busy machine may drop one) and one of ``mtu + 1`` bytes does not."""
+    for _ in range(attempts):
+        if await df_ping(netns, address, mtu):
+            break
+    else:
+        raise FabricError(f"a don't-fragment ping of {mtu} bytes (the vWire's MTU) from {netns} "
+                          f"to {address} did not pass: the path carries less")
+    if await df_ping(netns, address, mtu + 1, wait=1.0):
+        raise FabricError(f"a don't-fragment ping of {mtu + 1} bytes from {netns} to "
+                          f"{address} passed: the vWire's MTU {mtu} is not its limit")
 
 
 def saved(topology: Topology) -> MultiCloud | None:
@@ -338,7 +363,9 @@ class MultiLab:
                        seconds or self.ready_timeout)
 
     async def demo(self, progress: Progress = lambda _m: None) -> None:
-        """Every service's endpoint, every client, and a ping through each client's vWires."""
+        """Every service's endpoint, every client, and through each client's vWires a ping, then
+        the path MTU check: a don't-fragment ping of exactly the vWire's MTU passes and one of a
+        byte more does not (:class:`FabricError` otherwise)."""
         for index, service in enumerate(self.model.services):
             domain, _ = self.model.node(service.node)
             progress(f"starting endpoint for {service.name} on {service.node} ({domain.name})")
@@ -358,6 +385,10 @@ class MultiLab:
                     return await ping(netns, address)
 
                 await wait_for(f"{name}'s vWire to {conn.get('network_service')}", passes, 20)
+                mtu = int(conn.get("context", {}).get("MTU", 0))
+                if mtu:
+                    await check_path_mtu(client.netns, target, mtu)
+                    progress(f"  a don't-fragment ping of {mtu} bytes passes, {mtu + 1} does not")
 
     # -- inspection and teardown ----------------------------------------------------------------
 

@@ -8,9 +8,7 @@ table) or file. Runs under its own prefix and state directory."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import pytest
 
 from lab import network
 from lab.fabric import Fabric
+from lab.multi import df_ping
 from lab.processes import Processes, alive, run_module
 from lab.topology import Topology
 from tests.e2e.conftest import new_topology
@@ -39,13 +38,6 @@ async def nsmctl_lab(topology: Topology, *args: str) -> str:
 
 # client -> (service as asked, the path's vWire MTU): aws 9001 / azure 1500 / gcp 1460, WG 60
 DEMO = {"web": ("db@azure", 1440), "app": ("cache@gcp", 1400)}
-
-
-async def df_ping(netns: str, address: str, size: int) -> bool:
-    process = await asyncio.create_subprocess_exec(
-        "ip", "netns", "exec", netns, "ping", "-n", "-c1", "-W2", "-M", "do",
-        "-s", str(size - 28), address, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return await asyncio.wait_for(process.wait(), 10) == 0
 
 
 async def test_multi_cloud_lab_up_status_down(lab_topology: Topology) -> None:

@@ -8,8 +8,6 @@ Everything is removed."""
 
 from __future__ import annotations
 
-import asyncio
-import subprocess
 from collections.abc import AsyncIterator
 
 import pytest
@@ -17,7 +15,7 @@ import yaml
 
 from lab import network
 from lab.clouds import parse
-from lab.multi import MultiLab
+from lab.multi import MultiLab, df_ping
 from lab.observe import endpoint_address, wait_for
 from tests.e2e.conftest import new_topology
 
@@ -60,15 +58,6 @@ async def lab() -> AsyncIterator[MultiLab]:
         made.down(grace=3.0)
         assert network.namespaces(made.topology) == []
         assert not made.topology.state_dir.exists()
-
-
-async def df_ping(netns: str, address: str, size: int) -> bool:
-    """One ping of ``size`` bytes of IP packet with don't-fragment set, answered within 1 s."""
-    process = await asyncio.create_subprocess_exec(
-        "ip", "netns", "exec", netns, "ping", "-n", "-c1", "-W1", "-M", "do",
-        "-s", str(size - 28), address,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return await asyncio.wait_for(process.wait(), 10) == 0
 
 
 def link_mtu(netns: str, ifname: str) -> int:
