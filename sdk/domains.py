@@ -9,8 +9,10 @@ given none.
 Resolution (:class:`Domains`): a domain's gateway comes from a static domains file first
 (:class:`StaticDomains`), else from DNS: the SRV record ``_vwire-gateway._tcp.<domain>``
 (:class:`SrvDomains`; NSM's registry proxy looks a domain up by SRV the same way, with its own
-service label). An unknown domain raises :class:`sdk.errors.NotFound` naming both places looked
-in. The domains file is YAML (JSON is YAML too)::
+service label), and its trust domain from an optional TXT record of the same name,
+``"trust_domain=<td>"`` (none: the local trust domain). An unknown domain raises
+:class:`sdk.errors.NotFound` naming both places looked in. The domains file is YAML (JSON is
+YAML too)::
 
     domains:
       cloud-b: tcp://198.51.100.7:5005            # the gateway's address
@@ -32,6 +34,7 @@ import yaml
 from sdk.errors import InvalidArgument, NotFound, Unavailable
 from sdk.grpcutil import parse_address
 from sdk.registry.validate import check_name
+from sdk.security.spiffe import check_trust_domain
 
 #: The domain of a process that was given none.
 DEFAULT_DOMAIN = "local"
@@ -125,7 +128,10 @@ def _entry(field: str, name: str, value: Any) -> Domain:
     if unknown:
         raise InvalidArgument(where, f"unknown keys {sorted(unknown)}: use gateway, trust_domain")
     parse_address(value["gateway"], f"{where}.gateway")
-    return Domain(name, value["gateway"], str(value.get("trust_domain") or ""))
+    trust_domain = str(value.get("trust_domain") or "")
+    if trust_domain:
+        check_trust_domain(trust_domain, f"{where}.trust_domain")
+    return Domain(name, value["gateway"], trust_domain)
 
 
 class SrvDomains:
@@ -133,8 +139,10 @@ class SrvDomains:
 
     ``nameserver`` is ``host`` or ``host:port`` (empty: the system's resolvers). Of the answer,
     the record with the lowest priority and then the highest weight wins; its target and port
-    become ``tcp://target:port``. Answers are kept for their TTL (at most ``max_cache``
-    seconds). NotFound when the record does not exist; Unavailable when DNS does not answer."""
+    become ``tcp://target:port``; a TXT record of the same name ``trust_domain=<td>`` names the
+    domain's trust domain (optional). Answers are kept for the SRV record's TTL (at most
+    ``max_cache`` seconds). NotFound when the SRV record does not exist; Unavailable when DNS
+    does not answer."""
 
     def __init__(self, nameserver: str = "", timeout: float = 2.0, max_cache: float = 60.0,
                  clock: Any = time.monotonic) -> None:
@@ -165,10 +173,26 @@ class SrvDomains:
             ) from None
         best = min(answer, key=lambda r: (r.priority, -r.weight))
         host = best.target.to_text(omit_final_dot=True)
-        found = Domain(domain, f"tcp://{_bracketed(host)}:{best.port}")
+        found = Domain(domain, f"tcp://{_bracketed(host)}:{best.port}",
+                       await self._trust_domain(qname))
         ttl = min(float(answer.rrset.ttl if answer.rrset is not None else 0), self.max_cache)
         self._cache[domain] = (self.clock() + ttl, found)
         return found
+
+
+    async def _trust_domain(self, qname: str) -> str:
+        """``<td>`` of a TXT record ``trust_domain=<td>`` at ``qname`` ('' without one)."""
+        try:
+            answer = await self.resolver.resolve(qname, "TXT", search=False)
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer, dns.resolver.NoNameservers,
+                dns.exception.Timeout):
+            return ""
+        for record in answer:
+            text = b"".join(record.strings).decode("ascii", "replace")
+            key, _, value = text.partition("=")
+            if key == "trust_domain" and value:
+                return check_trust_domain(value, f"TXT {qname}")
+        return ""
 
 
 def _has_port(nameserver: str) -> bool:

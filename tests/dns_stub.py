@@ -1,5 +1,5 @@
-"""A tiny DNS server on loopback UDP for tests: answers SRV queries from a dict, NXDOMAIN
-otherwise, and counts the queries it got."""
+"""A tiny DNS server on loopback UDP for tests: answers SRV (and TXT) queries from dicts,
+NXDOMAIN otherwise, and records the queries it got (``name TYPE``)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ class DnsStub:
 
     records: dict[str, list[str]]
     ttl: int = 60
+    txt: dict[str, list[str]] = field(default_factory=dict)  #: name → TXT strings
     queries: list[str] = field(default_factory=list)
     address: str = ""
 
@@ -31,12 +32,15 @@ class DnsStub:
         reply.flags |= dns.flags.AA
         question = query.question[0]
         name = question.name.to_text()
-        self.queries.append(name)
-        lines = self.records.get(name)
-        if lines is None or question.rdtype != dns.rdatatype.SRV:
+        kind = dns.rdatatype.to_text(question.rdtype)
+        self.queries.append(f"{name} {kind}")
+        table = {"SRV": self.records, "TXT": {
+            n: [f'"{text}"' for text in texts] for n, texts in self.txt.items()}}.get(kind, {})
+        lines = table.get(name)
+        if lines is None:
             reply.set_rcode(dns.rcode.NXDOMAIN)
         else:
-            reply.answer.append(dns.rrset.from_text_list(name, self.ttl, "IN", "SRV", lines))
+            reply.answer.append(dns.rrset.from_text_list(name, self.ttl, "IN", kind, lines))
         return reply.to_wire()
 
 
@@ -54,9 +58,11 @@ class _Protocol(asyncio.DatagramProtocol):
 
 
 @contextlib.asynccontextmanager
-async def dns_stub(records: dict[str, list[str]], ttl: int = 60) -> AsyncIterator[DnsStub]:
-    """Serve ``records`` on 127.0.0.1 (a free port); ``stub.address`` is ``host:port``."""
-    stub = DnsStub(records, ttl)
+async def dns_stub(records: dict[str, list[str]], ttl: int = 60,
+                   txt: dict[str, list[str]] | None = None) -> AsyncIterator[DnsStub]:
+    """Serve ``records`` (and ``txt``) on 127.0.0.1 (a free port); ``stub.address`` is
+    ``host:port``."""
+    stub = DnsStub(records, ttl, txt or {})
     transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
         lambda: _Protocol(stub), local_addr=("127.0.0.1", 0))
     host, port = transport.get_extra_info("sockname")[:2]

@@ -250,7 +250,8 @@ async def test_a_domain_found_by_dns_srv(tmp_path: Path) -> None:
                     conn = await a.client(a1).chain.run_request(
                         request_for("db@b", "c-d"), CallContext())
                     assert conn.network_service_endpoint_name == "nse-b@b"
-                    assert dns.queries and set(dns.queries) == {"_vwire-gateway._tcp.b."}
+                    srv = "_vwire-gateway._tcp.b."
+                    assert set(dns.queries) == {f"{srv} SRV", f"{srv} TXT"}
                     with pytest.raises(NotFound, match=r"no SRV record _vwire-gateway\._tcp\.zz"):
                         await a.client(a1).chain.run_request(
                             request_for("db@zz", "c-z"), CallContext())

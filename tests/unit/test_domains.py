@@ -37,6 +37,7 @@ async def test_static_file_short_and_long_entries(tmp_path: Path) -> None:
     ("domains:\n  b: http://h:1\n", "domains.b.gateway: 'http://h:1' has unknown scheme"),
     ("domains:\n  b: {gateway: 'tcp://h:1', colour: red}\n", "unknown keys \\['colour'\\]"),
     ("domains:\n  b: 7\n", "give the gateway's URL"),
+    ("domains:\n  b: {gateway: 'tcp://h:1', trust_domain: 'B_b'}\n", "domains.b.trust_domain"),
     ("domains: [\n", "is not YAML or JSON"),
 ])
 def test_a_bad_domains_file_names_the_entry(tmp_path: Path, text: str, message: str) -> None:
@@ -60,7 +61,9 @@ async def test_srv_picks_lowest_priority_then_highest_weight_and_caches() -> Non
         found = await srv.resolve("cloud-b")
         assert found == Domain("cloud-b", "tcp://gw.cloud-b:5005")
         assert await srv.resolve("cloud-b") == found
-        assert stub.queries == ["_vwire-gateway._tcp.cloud-b."]  # the second from the cache
+        # the second from the cache
+        assert stub.queries == ["_vwire-gateway._tcp.cloud-b. SRV",
+                                "_vwire-gateway._tcp.cloud-b. TXT"]
 
 
 async def test_srv_ttl_zero_asks_again() -> None:
@@ -68,7 +71,7 @@ async def test_srv_ttl_zero_asks_again() -> None:
         srv = SrvDomains(stub.address)
         await srv.resolve("b")
         await srv.resolve("b")
-        assert len(stub.queries) == 2
+        assert [q for q in stub.queries if q.endswith("SRV")] == ["_vwire-gateway._tcp.b. SRV"] * 2
 
 
 async def test_unknown_everywhere_names_both_places(tmp_path: Path) -> None:
@@ -123,3 +126,13 @@ def test_queries_name_one_domain_and_records_are_renamed_for_it() -> None:
     assert (named.name, list(named.network_service_names)) == ("nse@b", ["db@b"])
     assert dict(named.network_service_labels["db@b"].labels) == {"r": "1"}
     assert record.name == "nse"  # a copy: the original is untouched
+
+
+async def test_srv_txt_names_the_trust_domain_and_a_bad_one_is_refused() -> None:
+    name = "_vwire-gateway._tcp.cloud-b."
+    async with dns_stub({name: ["0 0 5005 gw.b."]},
+                        txt={name: ["v=other", "trust_domain=b.vwire"]}) as stub:
+        assert (await SrvDomains(stub.address).resolve("cloud-b")).trust_domain == "b.vwire"
+    async with dns_stub({name: ["0 0 5005 gw.b."]}, txt={name: ["trust_domain=B_Bad"]}) as stub:
+        with pytest.raises(InvalidArgument, match=f"TXT {name[:-1]}"):
+            await SrvDomains(stub.address).resolve("cloud-b")
