@@ -7,8 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from api.proto.registry_pb2 import NetworkServiceEndpoint, NetworkServiceLabels
 from sdk.domains import Domain, Domains, SrvDomains, StaticDomains, localize, remote_domain, split
 from sdk.errors import InvalidArgument, NotFound
+from sdk.nsmurl import parse
+from sdk.registry.domainnames import qualify, query_domain, unqualify
 from tests.dns_stub import dns_stub
 
 
@@ -98,15 +101,11 @@ async def test_nothing_configured_says_so() -> None:
 
 
 def test_a_url_requests_service_at_domain() -> None:
-    from sdk.nsmurl import parse
     assert parse("kernel://db@cloud-b/nsm0").requested_service == "db@cloud-b"
     assert parse("kernel://db/nsm0").requested_service == "db"
 
 
 def test_queries_name_one_domain_and_records_are_renamed_for_it() -> None:
-    from api.proto.registry_pb2 import NetworkServiceEndpoint, NetworkServiceLabels
-    from sdk.registry.domainnames import qualify, query_domain, unqualify
-
     template = NetworkServiceEndpoint(network_service_names=["db@b"])
     template.network_service_labels["db@b"].CopyFrom(NetworkServiceLabels(labels={"r": "1"}))
     assert query_domain(template) == "b"

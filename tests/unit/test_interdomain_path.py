@@ -5,7 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from nsmctl.connections import hops, summary
+from nsmctl.context import CliError
+from nsmctl.registry_cmds import in_domain
 
 
 def segment(name: str, domain: str = "", **metrics: str) -> dict[str, Any]:
@@ -32,11 +36,6 @@ def test_a_path_within_one_domain_is_unchanged_and_the_mark_is_no_counter() -> N
 
 
 def test_nsmctl_domain_option_names_records_of_that_domain() -> None:
-    import pytest
-
-    from nsmctl.context import CliError
-    from nsmctl.registry_cmds import in_domain
-
     assert in_domain("db", "cloud-b") == "db@cloud-b"
     assert in_domain("", "cloud-b") == "@cloud-b"  # every record of cloud-b
     assert in_domain("db", "") == "db"
