@@ -19,14 +19,14 @@ gateway → the other domain's gateway → the endpoint's nsmgr, and the vWire r
 across the NAT, encrypted.
 
 :meth:`MultiLab.demo` starts an endpoint per service and a client per client of the topology,
-and waits (bounded) until every client's vWire answers a ping. :meth:`MultiLab.down` removes
+waits (bounded) until every client's vWire answers a ping, and checks each one's MTU with
+don't-fragment pings (:func:`lab.observe.check_path_mtu`). :meth:`MultiLab.down` removes
 everything (processes, wireguard-go, namespaces with their nft tables, the state directory).
 The topology is kept in ``<state>/multi-cloud.json`` so ``status`` and ``down`` find it again.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,7 +49,7 @@ from lab.clouds import (
 )
 from lab.fabric import FORWARDER_SERVICE, RENEW_INTERVAL, SVID_TTL, Fabric, endpoint_cidrs
 from lab.internet import Addresses, addresses, gateway_url, node_netns, router_netns
-from lab.observe import endpoint_address, ping, registered, wait_for
+from lab.observe import check_path_mtu, endpoint_address, ping, registered, wait_for
 from lab.topology import Topology, netns_path
 from sdk.errors import FabricError
 from sdk.grpcutil import unix_socket_accepts
@@ -113,30 +113,6 @@ class LabClient:
         except (OSError, ValueError, KeyError, TypeError):
             return []
         return found
-
-
-async def df_ping(netns: str, address: str, size: int, wait: float = 2.0) -> bool:
-    """One ``ping`` of an IP packet of ``size`` bytes with don't-fragment set, from ``netns``."""
-    process = await asyncio.create_subprocess_exec(
-        "ip", "netns", "exec", netns, "ping", "-n", "-q", "-c1", f"-W{wait:g}", "-M", "do",
-        "-s", str(size - 28), address,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
-    async with asyncio.timeout(wait + 10):
-        return await process.wait() == 0
-
-
-async def check_path_mtu(netns: str, address: str, mtu: int, attempts: int = 3) -> None:
-    """FabricError unless a DF ping of ``mtu`` bytes to ``address`` passes (within a few
-    attempts: a busy machine may drop one) and one of ``mtu + 1`` bytes does not."""
-    for _ in range(attempts):
-        if await df_ping(netns, address, mtu):
-            break
-    else:
-        raise FabricError(f"a don't-fragment ping of {mtu} bytes (the vWire's MTU) from {netns} "
-                          f"to {address} did not pass: the path carries less")
-    if await df_ping(netns, address, mtu + 1, wait=1.0):
-        raise FabricError(f"a don't-fragment ping of {mtu + 1} bytes from {netns} to "
-                          f"{address} passed: the vWire's MTU {mtu} is not its limit")
 
 
 def saved(topology: Topology) -> MultiCloud | None:

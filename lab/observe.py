@@ -1,7 +1,9 @@
 """Looking at a running fabric from outside: pings, monitor streams, registry lookups, waits.
 
 * :func:`ping` sends one ICMP echo from inside a namespace (:class:`nsc.probe.Pinger`, no
-  ``ping`` binary); :func:`wait_for` polls any async condition with a bounded deadline.
+  ``ping`` binary); :func:`df_ping` one of a given size with don't-fragment set (the ``ping``
+  binary) and :func:`check_path_mtu` checks a vWire's MTU with it; :func:`wait_for` polls any
+  async condition with a bounded deadline.
 * :func:`monitor_connections` reads an nsmgr's connections (the initial state of its
   ``MonitorConnections`` stream) over its Unix socket: ids, states, addresses, but every path
   token only as its fingerprint (``sha256:`` + 16), as every local caller sees them.
@@ -56,6 +58,30 @@ async def ping(netns: str, address: str, wait: float = 1.0) -> bool:
         return await pinger.ping(address, wait=wait)
     finally:
         pinger.close()
+
+
+async def df_ping(netns: str, address: str, size: int, wait: float = 2.0) -> bool:
+    """One ``ping`` of an IP packet of ``size`` bytes with don't-fragment set, from ``netns``."""
+    process = await asyncio.create_subprocess_exec(
+        "ip", "netns", "exec", netns, "ping", "-n", "-q", "-c1", f"-W{wait:g}", "-M", "do",
+        "-s", str(size - 28), address,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    async with asyncio.timeout(wait + 10):
+        return await process.wait() == 0
+
+
+async def check_path_mtu(netns: str, address: str, mtu: int, attempts: int = 3) -> None:
+    """FabricError unless a DF ping of ``mtu`` bytes to ``address`` passes (within a few
+    attempts: a busy machine may drop one) and one of ``mtu + 1`` bytes does not."""
+    for _ in range(attempts):
+        if await df_ping(netns, address, mtu):
+            break
+    else:
+        raise FabricError(f"a don't-fragment ping of {mtu} bytes (the vWire's MTU) from {netns} "
+                          f"to {address} did not pass: the path carries less")
+    if await df_ping(netns, address, mtu + 1, wait=1.0):
+        raise FabricError(f"a don't-fragment ping of {mtu + 1} bytes from {netns} to "
+                          f"{address} passed: the vWire's MTU {mtu} is not its limit")
 
 
 async def wait_for(

@@ -16,7 +16,7 @@ import pytest
 
 from lab import network
 from lab.fabric import Fabric
-from lab.multi import df_ping
+from lab.observe import df_ping
 from lab.processes import Processes, alive, run_module
 from lab.topology import Topology
 from tests.e2e.conftest import new_topology

@@ -15,8 +15,8 @@ import yaml
 
 from lab import network
 from lab.clouds import parse
-from lab.multi import MultiLab, df_ping
-from lab.observe import endpoint_address, wait_for
+from lab.multi import MultiLab
+from lab.observe import df_ping, endpoint_address, wait_for
 from tests.e2e.conftest import new_topology
 
 TOPOLOGY = """
