@@ -283,3 +283,27 @@ async def test_the_registry_publishes_only_what_its_registration_policy_allows(
         finally:
             await registry.stop(0.1)
         assert [e async for e in f.endpoints.find(Query(NetworkServiceEndpoint()))] == []
+
+
+async def test_the_remote_service_s_matches_select_by_the_client_s_labels(
+    domains: TwoDomains,
+) -> None:
+    a, b = domains.boxes["a"], domains.boxes["b"]
+    a1, b1 = await a.node(), await b.node()
+    for name, role in (("nse-primary", "primary"), ("nse-replica", "replica")):
+        await b.endpoint(b1, name, services=["db"])
+        record = NetworkServiceEndpoint(name=name, network_service_names=["db"],
+                                        url=b1.nsmgr_url)
+        record.network_service_labels["db"].labels["role"] = role
+        await b.endpoints.register(record)
+    service = NetworkService(name="db")
+    match = service.matches.add()
+    match.source_selector["app"] = "web"
+    match.routes.add().destination_selector["role"] = "primary"
+    await b.services.register(service)
+    client = a.client(a1, "web")
+    for i in range(4):  # round robin would alternate without the match
+        request = request_for("db@b", f"c-m{i}")
+        request.connection.labels["app"] = "web"
+        conn = await client.chain.run_request(request, CallContext())
+        assert conn.network_service_endpoint_name == "nse-primary@b"
