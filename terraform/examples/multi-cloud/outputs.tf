@@ -15,7 +15,7 @@ output "paths" {
 output "try_it" {
   description = "What to run next."
   value       = <<-EOT
-    On aws-1 (ssh admin@${one(module.aws.gateway_addresses)}): nsmctl get nse --domain gcp
+    On aws-1 (ssh admin@${module.aws.public_addresses[module.plan.domains["aws"].gateway]}): nsmctl get nse --domain gcp
     From a workload on aws-2: nsmctl connect kernel://db@gcp/nsm0
     Your laptop as an external host: on aws-1 run `nsmctl external add laptop --service db --public-key "$(wg pubkey < laptop.key)"`,
     then `nsmctl external config laptop > wg-vwire.conf` and on the laptop `wg-quick up ./wg-vwire.conf`.

@@ -9,7 +9,7 @@ output "nodes" {
   }
 }
 
-output "gateway_addresses" {
-  description = "The gateway node's public address (one element), for mesh-plan's gateway_addresses."
-  value       = [for name, n in var.nodes : azurerm_public_ip.node[name].ip_address if n.gateway]
+output "public_addresses" {
+  description = "Every node's public address (node => IP), for mesh-plan's public_addresses."
+  value       = { for name in keys(var.nodes) : name => azurerm_public_ip.node[name].ip_address }
 }

@@ -216,17 +216,25 @@ variable "bootstrap" {
   }
 }
 
-variable "gateway_addresses" {
+variable "public_addresses" {
   description = <<-EOT
-    The public address of each domain's gateway (domain => IP or DNS name), once the cloud modules
-    have made them: written into every node's domains file so gateways find each other without
-    DNS SRV records. Domains left out are looked up by DNS SRV (_vwire-gateway._tcp.<domain>).
+    Each node's public address (node => IP), once the cloud modules have made them (they make the
+    addresses before the instances, so this does not loop). A one-to-one NAT node advertises its
+    own for tunnels; the gateways' go into every node's domains file, so gateways find each
+    other without DNS SRV records (a domain whose gateway has none is looked up by SRV,
+    _vwire-gateway._tcp.<domain>).
   EOT
   type        = map(string)
   default     = {}
 
   validation {
-    condition     = alltrue([for d, a in var.gateway_addresses : contains(keys(var.domains), d) && can(regex("^[A-Za-z0-9.:-]{1,253}$", a))])
-    error_message = "gateway_addresses: keys must be domains of var.domains and values IP addresses or DNS names."
+    condition     = alltrue([for n, a in var.public_addresses : contains(keys(var.nodes), n) && can(cidrhost("${a}/32", 0))])
+    error_message = "public_addresses: keys must be nodes of var.nodes and values IPv4 addresses."
   }
+}
+
+variable "signer_port" {
+  description = "The TCP port of each domain's join signer (`nsmctl node signer`) on its gateway node, reached from inside the domain only."
+  type        = number
+  default     = 5006
 }

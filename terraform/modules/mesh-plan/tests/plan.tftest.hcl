@@ -69,8 +69,8 @@ run "path_mtu_is_the_site_mtu_inside_a_cloud_and_the_internet_mtu_across" {
 run "nodes_get_fixed_private_addresses_and_user_data_that_names_their_registry" {
   command = plan
   variables {
-    gateway_addresses = { aws = "198.51.100.1", gcp = "198.51.100.2" }
-    bootstrap         = { join_tokens = { gcp-1 = "one.time.token" } }
+    public_addresses = { aws-1 = "198.51.100.1", gcp-2 = "198.51.100.2", gcp-1 = "198.51.100.3" }
+    bootstrap        = { join_tokens = { gcp-1 = "one.time.token" } }
   }
 
   assert {
@@ -86,8 +86,20 @@ run "nodes_get_fixed_private_addresses_and_user_data_that_names_their_registry" 
     error_message = "the domains file names the other domains' gateways"
   }
   assert {
-    condition     = !strcontains(output.cloud_init["gcp-1"], "198.51.100.2") && strcontains(output.cloud_init["gcp-1"], "VWIRE_JOIN_TOKEN='one.time.token'") && !strcontains(output.cloud_init["gcp-2"], "VWIRE_JOIN_TOKEN")
+    condition     = !strcontains(output.cloud_init["gcp-1"], "198.51.100.2") && strcontains(output.cloud_init["gcp-1"], "VWIRE_JOIN_TOKEN='one.time.token'") && !strcontains(output.cloud_init["gcp-2"], "VWIRE_JOIN_TOKEN='")
     error_message = "a domains file leaves its own domain out; a join token goes to its node only"
+  }
+  assert {
+    condition     = strcontains(output.cloud_init["gcp-1"], "VWIRE_SIGNER='tcp://10.128.2.11:5006'") && strcontains(output.cloud_init["gcp-2"], "VWIRE_IDENTITY_DIR='/etc/vwire/identity'")
+    error_message = "with a join token the node asks its domain's join signer; without one it waits for SVIDs"
+  }
+  assert {
+    condition     = strcontains(output.cloud_init["gcp-2"], "VWIRE_NSMGR_DOMAIN=gcp VWIRE_NSMGR_GATEWAY=tcp://10.128.2.11:5005 VWIRE_FORWARDER_SITE=gcp VWIRE_FORWARDER_NAT=one-to-one VWIRE_FORWARDER_WAN_MTU=1500 VWIRE_FORWARDER_EXTERNAL_ADDRESS=198.51.100.2")
+    error_message = "the node's nsmgr learns its domain and gateway, its forwarder its site, NAT, WAN MTU and public address"
+  }
+  assert {
+    condition     = !strcontains(output.cloud_init["gcp-1"], "EXTERNAL_ADDRESS=") && strcontains(output.cloud_init["gcp-1"], "VWIRE_FORWARDER_NAT=masquerade")
+    error_message = "a node behind a masquerading NAT advertises no public address"
   }
   assert {
     condition     = alltrue([for text in values(output.cloud_init) : startswith(text, "#!/bin/sh\n") && strcontains(text, "nsmctl") && !strcontains(text, "PRIVATE KEY")])
@@ -299,12 +311,12 @@ run "bad_package_is_refused" {
   expect_failures = [var.bootstrap]
 }
 
-run "gateway_address_of_unknown_domain_is_refused" {
+run "public_address_of_unknown_node_is_refused" {
   command = plan
   variables {
-    gateway_addresses = { nowhere = "198.51.100.9" }
+    public_addresses = { nowhere-1 = "198.51.100.9" }
   }
-  expect_failures = [var.gateway_addresses]
+  expect_failures = [var.public_addresses]
 }
 
 run "bad_join_token_is_refused" {
