@@ -48,7 +48,7 @@ async def join_vm(lab: MultiLab, vm: VmSpec) -> LabClient:
     netns = internet.add_vm(lab.topology, domain, vm.name, vm.index)
     root, identity = lab.vm_root(vm), lab.topology.state_dir / f"vm-{vm.name}-identity"
     for kind in ("nsmgr", "forwarder"):
-        lab.identity(vm.domain, kind, f"{kind}-{vm.name}", identity / kind)
+        lab.trust.identity(vm.domain, kind, f"{kind}-{vm.name}", identity / kind)
     if not BOOTSTRAP.exists():
         raise FailedPrecondition(f"the bootstrap script {BOOTSTRAP} is missing")
     address = internet.vm_address(domain, vm.index)
@@ -74,8 +74,8 @@ async def join_vm(lab: MultiLab, vm: VmSpec) -> LabClient:
         "nsc", *client.urls, "--name", client.name, "--nsmgr", f"unix://{sock}",
         "--netns", netns_path(workload), "--state-file", str(client.state_file),
         "--log-level", lab.log_level,
-        "--svid-dir", str(lab.identity(vm.domain, "nsc", client.name)),
-        "--nsmgr-id", lab.spiffe_id(vm.domain, "nsmgr", f"nsmgr-{vm.name}"),
+        "--svid-dir", str(lab.trust.identity(vm.domain, "nsc", client.name)),
+        "--nsmgr-id", lab.trust.spiffe_id(vm.domain, "nsmgr", f"nsmgr-{vm.name}"),
     ], netns=workload)
     lab.clients[process] = client
     await lab.wait_client(process)
@@ -120,8 +120,8 @@ async def start_router(lab: MultiLab, host: HostSpec) -> None:
         "--public-netns", netns_path(where.netns), "--registry", lab.registry_url(host.domain),
         "--nsmgr", f"unix://{where.nsmgr_socket}", "--name", name,
         "--netns-prefix", f"{lab.topology.prefix}_x_", "--state-dir", str(where.dir / "external"),
-        "--svid-dir", str(lab.identity(host.domain, "nsc", name)),
-        "--nsmgr-id", lab.spiffe_id(host.domain, "nsmgr", f"nsmgr-{node.name}"),
+        "--svid-dir", str(lab.trust.identity(host.domain, "nsc", name)),
+        "--nsmgr-id", lab.trust.spiffe_id(host.domain, "nsmgr", f"nsmgr-{node.name}"),
         "--log-level", lab.log_level,
     ])  # in this mount namespace: its router namespaces must be visible to the forwarder
 

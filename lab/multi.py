@@ -4,8 +4,9 @@
 :mod:`lab.internet` (each domain its own bridge with its cloud's MTU and its router's nftables
 NAT), and per domain what a real one has:
 
-* its own trust domain ``<domain>.vwire`` (a CA in ``<state>/ca-<domain>``, every CA federated
-  with every other, and a renewal agent ``ca-agent-<domain>``);
+* its own trust domain ``<domain>.vwire`` (:class:`lab.domaintrust.DomainTrust`: a CA in
+  ``<state>/ca-<domain>``, every CA federated with every other; a renewal agent
+  ``ca-agent-<domain>``);
 * its own registry (``registry-<domain>``) and gateway (``gateway-<domain>``, in the router's
   namespace on the domain's public address ``100.64.d.1:5105``: the one address the domain
   exposes; gateways find each other through ``<state>/domains.yaml``);
@@ -47,15 +48,13 @@ from lab.clouds import (
     VmSpec,
     parse_text,
 )
+from lab.domaintrust import DomainTrust
 from lab.fabric import FORWARDER_SERVICE, RENEW_INTERVAL, SVID_TTL, Fabric, endpoint_cidrs
 from lab.internet import Addresses, addresses, gateway_url, node_netns, router_netns
 from lab.observe import check_path_mtu, endpoint_address, ping, registered, wait_for
 from lab.topology import Topology, netns_path
 from sdk.errors import FabricError
 from sdk.grpcutil import unix_socket_accepts
-from sdk.security.ca import CertificateAuthority
-from sdk.security.federation import write_svid_set
-from sdk.security.tls import server_name
 
 STATE_FILE = "multi-cloud.json"
 Progress = Callable[[str], None]
@@ -135,7 +134,7 @@ class MultiLab:
         self.ready_timeout = ready_timeout
         self.fabric = Fabric(topology, 1, log_level=log_level)  # its processes and down()
         self.processes = self.fabric.processes
-        self.cas: dict[str, CertificateAuthority] = {}
+        self.trust = DomainTrust(topology.state_dir)
         self.nodes = [
             LabNode(domain, node, node_netns(topology, node), addresses(domain, node),
                     topology.state_dir / node.name)
@@ -148,42 +147,6 @@ class MultiLab:
 
     def gateway_socket(self, domain: str) -> Path:
         return self.topology.state_dir / f"gateway-{domain}.sock"
-
-    @staticmethod
-    def trust_domain(domain: str) -> str:
-        return f"{domain}.vwire"
-
-    def ca_dir(self, domain: str) -> Path:
-        return self.topology.state_dir / f"ca-{domain}"
-
-    def identities_dir(self, domain: str) -> Path:
-        return self.topology.state_dir / f"identities-{domain}"
-
-    def spiffe_id(self, domain: str, kind: str, name: str) -> str:
-        return f"spiffe://{self.trust_domain(domain)}/{kind}/{name}"
-
-    def identity(self, domain: str, kind: str, name: str, directory: Path | None = None
-                 ) -> Path:
-        """Issue the SVID of process ``name`` of ``kind`` in ``domain`` (with the federated
-        bundles of every other domain) into ``directory`` (default: where the domain's renewal
-        agent keeps it fresh); returns the directory."""
-        ca = self.cas.get(domain) or CertificateAuthority.load(self.ca_dir(domain))
-        self.cas[domain] = ca
-        directory = directory or self.identities_dir(domain) / kind / name
-        svid = ca.issue(self.spiffe_id(domain, kind, name),
-                        [server_name(self.trust_domain(domain))], ttl=SVID_TTL)
-        write_svid_set(directory, svid, ca.trust)
-        return directory
-
-    def _init_trust(self) -> None:
-        """A CA per domain, each federated with every other."""
-        for domain in self.model.domains:
-            self.cas[domain.name] = CertificateAuthority.init(
-                self.ca_dir(domain.name), self.trust_domain(domain.name))
-        for name, ca in self.cas.items():
-            for other, foreign in self.cas.items():
-                if other != name:
-                    ca.federate(foreign.bundle)
 
     def node(self, name: str) -> LabNode:
         for node in self.nodes:
@@ -203,15 +166,16 @@ class MultiLab:
         progress(f"creating the internet, {len(self.model.domains)} domain routers with NAT and "
                  f"{len(self.nodes)} node namespaces")
         internet.build(self.topology, self.model)
-        self._init_trust()
+        self.trust.init(d.name for d in self.model.domains)
         (state / "domains.yaml").write_text(yaml.safe_dump({"domains": {
-            d.name: {"gateway": gateway_url(d), "trust_domain": self.trust_domain(d.name)}
+            d.name: {"gateway": gateway_url(d),
+                     "trust_domain": self.trust.trust_domain(d.name)}
             for d in self.model.domains}}))
         for domain in self.model.domains:
             names = ", ".join(f"{n.name} ({n.nat})" for n in domain.nodes)
             progress(f"domain {domain.name} ({domain.cloud}, MTU {domain.mtu}, trust domain "
-                     f"{self.trust_domain(domain.name)}): starting its registry and gateway "
-                     f"({gateway_url(domain)}), nsmgr and forwarder on {names}")
+                     f"{self.trust.trust_domain(domain.name)}): starting its registry and "
+                     f"gateway ({gateway_url(domain)}), nsmgr and forwarder on {names}")
             self._start_domain(domain)
             for node in self.nodes:
                 if node.domain == domain:
@@ -224,8 +188,8 @@ class MultiLab:
     def _start_domain(self, domain: Domain) -> None:
         name, state = domain.name, self.topology.state_dir
         self.processes.start(f"ca-agent-{name}", [
-            "nsmctl", "ca", "agent", "--dir", str(self.ca_dir(name)),
-            "--svids", str(self.identities_dir(name)), "--ttl", f"{SVID_TTL:g}s",
+            "nsmctl", "ca", "agent", "--dir", str(self.trust.ca_dir(name)),
+            "--svids", str(self.trust.identities_dir(name)), "--ttl", f"{SVID_TTL:g}s",
             "--interval", f"{RENEW_INTERVAL:g}s",
         ])
         self.processes.start(f"registry-{name}", [
@@ -237,7 +201,7 @@ class MultiLab:
             "--listen", gateway_url(domain), "--listen", f"unix://{self.gateway_socket(name)}",
             "--advertise", gateway_url(domain), "--registry", self.registry_url(name),
             "--domains-file", str(state / "domains.yaml"), "--dns-server", "off",
-            "--svid-dir", str(self.identity(name, "gateway", f"gateway-{name}")),
+            "--svid-dir", str(self.trust.identity(name, "gateway", f"gateway-{name}")),
             "--log-level", self.log_level,
         ], netns=router_netns(self.topology, domain))
 
@@ -248,7 +212,7 @@ class MultiLab:
             "nsmgr", "--name", f"nsmgr-{node.name}",
             "--listen", f"unix://{node.nsmgr_socket}",
             "--listen", f"tcp://{node.where.private}:{internet.NSMGR_PORT}",
-            "--svid-dir", str(self.identity(domain, "nsmgr", f"nsmgr-{node.name}")),
+            "--svid-dir", str(self.trust.identity(domain, "nsmgr", f"nsmgr-{node.name}")),
             "--registry", self.registry_url(domain), "--domain", domain,
             "--gateway", gateway_url(node.domain), "--log-level", self.log_level,
         ], netns=node.netns)
@@ -259,7 +223,8 @@ class MultiLab:
             "--nsmgr", f"unix://{node.nsmgr_socket}", "--underlay-interface", "ul0",
             "--site", node.domain.name, "--nat", node.node.nat, *external,
             "--wan-mtu", str(self.model.wan_mtu), "--log-level", self.log_level,
-            "--svid-dir", str(self.identity(domain, "forwarder", f"forwarder-{node.name}")),
+            "--svid-dir", str(self.trust.identity(domain, "forwarder",
+                                                  f"forwarder-{node.name}")),
         ], netns=node.netns)
 
     async def _wait_socket(self, process: str, path: Path) -> None:
@@ -294,7 +259,7 @@ class MultiLab:
         args = ["nse", "--name", name, "--listen", f"unix://{sock}",
                 "--nsmgr", f"unix://{node.nsmgr_socket}", "--netns", netns_path(netns),
                 "--service", service.name, "--log-level", self.log_level,
-                "--svid-dir", str(self.identity(node.domain.name, "nse", name)),
+                "--svid-dir", str(self.trust.identity(node.domain.name, "nse", name)),
                 *[arg for cidr in endpoint_cidrs(index) for arg in ("--cidr", cidr)]]
         self.processes.start(name, args, netns=netns)
         await self._wait_socket(name, sock)
@@ -314,12 +279,13 @@ class MultiLab:
         network.add_netns(client.netns)
         netns = client.netns
         domain = node.domain.name
-        nsmgr_id = self.spiffe_id(domain, "nsmgr", f"nsmgr-{node.name}")
+        nsmgr_id = self.trust.spiffe_id(domain, "nsmgr", f"nsmgr-{node.name}")
         self.processes.start(client.process, [
             "nsc", *client.urls, "--name", client.name, "--nsmgr", f"unix://{node.nsmgr_socket}",
             "--netns", netns_path(netns), "--state-file", str(client.state_file),
             "--log-level", self.log_level,
-            "--svid-dir", str(self.identity(domain, "nsc", client.name)), "--nsmgr-id", nsmgr_id,
+            "--svid-dir", str(self.trust.identity(domain, "nsc", client.name)),
+            "--nsmgr-id", nsmgr_id,
         ], netns=netns)
         self.clients[spec.name] = client
         if wait:
@@ -422,8 +388,8 @@ class MultiLab:
                    for c in self.model.clients]
         domains = [{
             "name": d.name, "cloud": d.cloud, "mtu": d.mtu,
-            "trust_domain": self.trust_domain(d.name), "gateway": gateway_url(d),
-            "registry": self.registry_url(d.name), "ca_dir": str(self.ca_dir(d.name)),
+            "trust_domain": self.trust.trust_domain(d.name), "gateway": gateway_url(d),
+            "registry": self.registry_url(d.name), "ca_dir": str(self.trust.ca_dir(d.name)),
             "gateway_up": pid_of(f"gateway-{d.name}") is not None,
             "registry_up": pid_of(f"registry-{d.name}") is not None,
         } for d in self.model.domains]

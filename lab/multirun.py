@@ -107,5 +107,5 @@ def env(topology: Topology = DEFAULT, node: int = 1) -> dict[str, str]:
     return {
         "NSMCTL_REGISTRY": lab.registry_url(chosen.domain.name),
         "NSMCTL_NSMGR": f"unix://{chosen.nsmgr_socket}",
-        "VWIRE_CA_DIR": str(lab.ca_dir(chosen.domain.name)),
+        "VWIRE_CA_DIR": str(lab.trust.ca_dir(chosen.domain.name)),
     }
