@@ -194,12 +194,14 @@ async def _wait_socket(fabric: Fabric, process: str, path: Path) -> None:
     await wait_for(f"{process} listening on {path}", ready, 30.0)
 
 
-async def split_domains(fabric: Fabric, floating: str = "") -> FabricDomains:
+async def split_domains(fabric: Fabric, floating: str = "",
+                        policies: dict[str, Path] | None = None) -> FabricDomains:
     """Split a running two-node ``fabric`` into domains a and b (see :class:`FabricDomains`):
     b gets its own trust domain (a CA federated both ways with the fabric's) and registry, both
     registries, nsmgrs and forwarders are started again knowing their domain, gateway and
     identity, and a gateway runs on each node. With ``floating``, a floating domain of that name
-    (a registry and a ``--floating`` gateway on node 1, trust domain of a) is added."""
+    (a registry and a ``--floating`` gateway on node 1, trust domain of a) is added;
+    ``policies`` gives a domain's nsmgr a policy file."""
     state = fabric.topology.state_dir
     n1, n2 = fabric.node(1), fabric.node(2)
     gateways = {"a": f"tcp://{n1.underlay_ip}:{GATEWAY_PORT}",
@@ -236,6 +238,7 @@ async def split_domains(fabric: Fabric, floating: str = "") -> FabricDomains:
             "--listen", f"unix://{node.nsmgr_socket}", "--listen", node.nsmgr_tcp,
             "--svid-dir", str(split.identity(domain, "nsmgr", f"nsmgr-{node.name}")),
             "--registry", registries[domain], "--domain", domain, "--gateway", gateways[domain],
+            *(["--policy", str(policies[domain])] if policies and domain in policies else []),
         ], netns=node.netns)
         await _wait_socket(fabric, node.nsmgr_process, node.nsmgr_socket)
         fabric.kill(node.forwarder_process)

@@ -128,3 +128,27 @@ async def test_heal_after_the_remote_node_s_forwarder_restarted(make_fabric: Mak
     print(f"cross-domain remote forwarder restart heal: {heal.seconds * 1000:.0f} ms")
     assert heal.after["network_service_endpoint_name"] == "nse-b@b"
     assert heal.after["id"] == heal.before["id"], "healing keeps the client's connection id"
+
+
+async def test_domain_b_authorizes_a_s_clients_by_their_own_trust_domain(
+    make_fabric: MakeFabric,
+) -> None:
+    """b's nsmgr enforces a policy naming a foreign client (spiffe://lab.vwire/nsc/web-*): that
+    client of a gets its vWire, another client of a is refused with the policy's reason."""
+    fabric = await make_fabric(nodes=2)
+    policy = fabric.topology.state_dir / "policy-b.yaml"
+    policy.write_text("version: 1\nrequests:\n  - rule: web-of-a\n    services: [db]\n"
+                      "    clients: ['spiffe://lab.vwire/nsc/web-*']\n")
+    domains = await split_domains(fabric, policies={"b": policy})
+    await domains.add_endpoint("b", "nse-b", ["db"])
+    web = await fabric.add_client("web", node=1, urls=["kernel://db@b/nsm0"])
+    assert await ping(web.netns, endpoint_address(web.connection()))
+
+    await fabric.add_client("intruder", node=1, urls=["kernel://db@b/nsm0"], wait=False)
+
+    async def refused() -> bool:
+        return fabric.processes.pid_of("intruder") is None
+
+    await wait_for("the intruder's client to give up", refused, 30)
+    log = fabric.processes.log("intruder").read_text()
+    assert "no rule allows spiffe://lab.vwire/nsc/intruder-n1 to request 'db'" in log, log
