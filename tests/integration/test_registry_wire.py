@@ -22,6 +22,7 @@ from api.proto import (
     registry_pb2,
 )
 from tests.integration.conftest import WAIT
+from tests.interdomain import two_domains
 
 VARINT, LEN = 0, 2
 
@@ -263,8 +264,6 @@ def map_entry(key: str, value: str) -> bytes:
 async def test_raw_bytes_request_for_service_at_another_domain() -> None:
     """A client generated from NSM's protos asks the nsmgr of domain a for ``db@b`` and closes:
     the request crosses both gateways and the reply carries NSM's fields as NSM numbers them."""
-    from tests.interdomain import two_domains
-
     async with two_domains() as domains:
         a, b = domains.boxes["a"], domains.boxes["b"]
         a1, b1 = await a.node(), await b.node()
