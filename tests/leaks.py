@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+import grpc
+
 from api.proto.registry_pb2 import NetworkServiceEndpoint
 from lab import network
 from lab.fabric import Fabric
-from sdk.grpcutil import channel
 from sdk.registry.client import RemoteRegistry
 from sdk.registry.core import Query, RegistryChain
 from sdk.registry.kinds import ENDPOINT
@@ -52,7 +53,11 @@ async def records(fabric: Fabric) -> tuple[str, ...]:
     for process, path in fabric.registries.items():
         if fabric.processes.pid_of(process) is None:
             continue
-        async with channel(f"unix://{path}") as ch:
+        # A channel of its own subchannels: gRPC's shared pool would hand it a subchannel of an
+        # earlier channel to a replica that was killed, still backing off, and fail at once.
+        async with grpc.aio.insecure_channel(
+            f"unix://{path}", options=[("grpc.use_local_subchannel_pool", 1)]
+        ) as ch:
             chain: RegistryChain[NetworkServiceEndpoint] = RegistryChain(
                 [RemoteRegistry(ENDPOINT, ch)]
             )

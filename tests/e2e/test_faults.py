@@ -67,10 +67,6 @@ async def fabric_with_connection(
     return fabric, client
 
 
-async def passes_traffic(client: Client) -> bool:
-    return await ping(client.netns, endpoint_address(client.connection()))
-
-
 async def registry_client(
     stack: AsyncExitStack, fabric: Fabric
 ) -> RegistryChain[NetworkServiceEndpoint]:
@@ -109,7 +105,7 @@ async def test_registry_replica_killed_loses_nothing_and_the_watch_resumes(
         assert heal < HEAL_GOAL, f"took {heal:.3f} s"
 
         assert await records(fabric) == ("nse-a", "probe-1", "probe-2")  # from registry-2
-        assert await passes_traffic(client)
+        await traffic_within(client, 10.0, "traffic through the fault")
         await fabric.restart("registry")
         fabric.kill("registry-2")
         assert await records(fabric) == ("nse-a", "probe-1", "probe-2")  # the restarted one
@@ -146,7 +142,7 @@ async def test_sqlite_registry_restarted_keeps_every_registration(
         assert await next_named(watch) == ("probe-1", False)
         await registry.register(probe("probe-2"))
         assert await next_named(watch) == ("probe-2", False)
-        assert await passes_traffic(client)
+        await traffic_within(client, 10.0, "traffic through the fault")
         for name in ("probe-1", "probe-2"):
             await registry.unregister(probe(name))
     assert leaked(before, await holdings(fabric)) == []
@@ -177,7 +173,7 @@ async def test_etcd_leader_killed_then_a_member_lost_no_error_no_loss(
         fabric.kill(f"etcd-{lost.name}")  # one member gone for good: two of three remain
         await registry.register(probe("probe-3"))
         assert await records(fabric) == ("nse-a", "probe-1", "probe-2", "probe-3")
-        assert await passes_traffic(client)
+        await traffic_within(client, 10.0, "traffic through the fault")
         for name in ("probe-1", "probe-2", "probe-3"):
             await registry.unregister(probe(name))
     assert leaked(before, await holdings(fabric)) == []
