@@ -9,9 +9,10 @@ expiry) and, for each change in revision order, updates the cache of its kind an
 event (with its revision) to that kind's watchers in the same step, so a listing taken between
 two changes and the events after it never overlap. :attr:`Follower.revision` is the last
 revision applied; :meth:`Follower.reached` waits until a revision (e.g. of this replica's own
-write) is applied. If the store lost the history the stream needed
-(:class:`~sdk.registry.store.HistoryLost`), ``run`` loads a new snapshot and publishes the
-difference (records gone as deleted, new or changed ones as registered) before following again;
+write) is applied, or raises Unavailable after ``REACH_TIMEOUT``. If the store lost the history
+the stream needed (:class:`~sdk.registry.store.HistoryLost`), or the stream failed otherwise
+(logged, after a back-off), ``run`` loads a new snapshot and publishes the difference (records
+gone as deleted, new or changed ones as registered) before following again;
 watchers whose resume point is older than that snapshot are then refused by ``Watch`` and list
 again. Records of a kind it does not know are ignored.
 """
@@ -25,12 +26,16 @@ from typing import Any
 
 import structlog
 
+from sdk.errors import FabricError, Unavailable
 from sdk.registry.core import Event
 from sdk.registry.persist import Persist
 from sdk.registry.store import Change, HistoryLost, SharedStore, StoredRecord
 from sdk.registry.watch import Watch
 
 _log = structlog.get_logger("registry.follow")
+
+#: Longest a write waits for this replica to see it in the store's change stream.
+REACH_TIMEOUT = 10.0
 
 
 class Follower:
@@ -82,20 +87,40 @@ class Follower:
         advanced, self._advanced = self._advanced, asyncio.Event()
         advanced.set()
 
-    async def reached(self, revision: int) -> None:
-        """Return once every change up to ``revision`` is applied."""
-        while self.revision < revision:
-            await self._advanced.wait()
+    async def reached(self, revision: int, timeout: float = REACH_TIMEOUT) -> None:
+        """Return once every change up to ``revision`` is applied; Unavailable when that takes
+        longer than ``timeout`` (the replica is not following the store)."""
+        try:
+            async with asyncio.timeout(timeout):
+                while self.revision < revision:
+                    await self._advanced.wait()
+        except TimeoutError:
+            raise Unavailable(
+                f"this registry replica has not caught up with the store's revision {revision} "
+                f"within {timeout:g} s (it follows at {self.revision}); try another replica"
+            ) from None
 
     async def run(self) -> None:
-        """Follow the store's changes until cancelled (see the module docstring)."""
+        """Follow the store's changes until cancelled (see the module docstring). Any other
+        failure of the stream is logged and followed by a new snapshot, after a back-off."""
+        failures = 0
         while True:
             try:
                 async for change in self.store.changes(self.revision):
                     self._apply(change)
                     self._advance(change.revision)
+                    failures = 0
             except HistoryLost as e:
                 _log.warning("registry replica lost the store's history; loading it again",
                              error=str(e))
+            except (FabricError, OSError) as e:
+                failures += 1
+                _log.error("registry replica stopped following the store; loading it again",
+                           error=str(e), failures=failures)
+                await asyncio.sleep(min(0.1 * 2 ** min(failures, 5), 3.0))  # back-off
+            try:
                 revision, records = await self.store.snapshot(time.time())
-                self._resync(revision, records, publish=True)
+            except (FabricError, OSError) as e:
+                _log.error("loading the store again failed", error=str(e))
+                continue
+            self._resync(revision, records, publish=True)
