@@ -11,6 +11,7 @@ from forwarder.kernel.netns import DEFAULT_GUARD
 from forwarder.settings import PREFIX, ForwarderSettings
 from forwarder.wireguard import detect_backend
 from sdk import service
+from sdk.errors import InvalidArgument
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -24,7 +25,11 @@ def _parser() -> argparse.ArgumentParser:
 async def run(config: ForwarderSettings) -> None:
     DEFAULT_GUARD.allow_host = config.allow_host_netns  # every kernel port of this process
     kernel = real_kernel()
-    backend = await detect_backend(config.wireguard)  # type: ignore[arg-type]
+    if config.wireguard_pool < 0:
+        raise InvalidArgument("wireguard_pool", "must be 0 (off) or a number of daemons, e.g. 4")
+    backend = await detect_backend(
+        config.wireguard, pool_size=config.wireguard_pool  # type: ignore[arg-type]
+    )
     forwarder = Forwarder(config, kernel, backend)
     await service.until_signalled(forwarder.start, forwarder.stop)
 

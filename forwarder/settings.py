@@ -38,6 +38,10 @@ class ForwarderSettings:
         "auto", "WireGuard backend: auto, kernel or wireguard-go",
         choices=("auto", "kernel", "wireguard-go"),
     )
+    wireguard_pool: int = setting(
+        0, "wireguard-go daemons kept started ahead (per underlay, at the last vWire's MTU), so "
+        "a vWire does not wait for one to start; 0: start each on demand"
+    )
     svid_dir: str = setting(
         "", "directory with svid.crt, svid.key and bundle.pem: sign and verify path tokens"
     )

@@ -134,7 +134,12 @@ class KernelBackend:
         self._netns: dict[str, Netns] = {}  # ifname -> namespace the link is in now
 
     async def create(
-        self, ifname: str, underlay_netns: str | None, private_key: str, listen_port: int
+        self,
+        ifname: str,
+        underlay_netns: str | None,
+        private_key: str,
+        listen_port: int,
+        mtu: int | None = None,
     ) -> int:
         key = validate_create(ifname, underlay_netns, private_key, listen_port)
         if ifname in self._netns:

@@ -114,7 +114,9 @@ async def program_remote(
 
     async def steps() -> None:
         vwire.undo.push(f"delete {final_name} in {workload_ns}", delete_moved_link)
-        vwire.listen_port = await backend.create(wg_name, underlay_ns, private_key, listen_port)
+        vwire.listen_port = await backend.create(
+            wg_name, underlay_ns, private_key, listen_port, mtu=mtu
+        )
         vwire.undo.push(f"delete wireguard {wg_name}", lambda: backend.delete(wg_name))
         await backend.set_peer(wg_name, peer)
         await kernel.set_link(underlay_ns, wg_name, mtu=mtu, alias=marker(cid, wg_name))

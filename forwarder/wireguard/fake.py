@@ -30,7 +30,12 @@ class FakeWireGuard:
             raise DataplaneError(f"injected failure in wireguard {step}")
 
     async def create(
-        self, ifname: str, underlay_netns: str | None, private_key: str, listen_port: int
+        self,
+        ifname: str,
+        underlay_netns: str | None,
+        private_key: str,
+        listen_port: int,
+        mtu: int | None = None,
     ) -> int:
         self._maybe_fail("create")
         self.kernel.add_link(underlay_netns, ifname, "tun", mtu=1420)

@@ -66,13 +66,19 @@ class WireGuardBackend(Protocol):
     kind: str  # "kernel" or "wireguard-go"
 
     async def create(
-        self, ifname: str, underlay_netns: str | None, private_key: str, listen_port: int
+        self,
+        ifname: str,
+        underlay_netns: str | None,
+        private_key: str,
+        listen_port: int,
+        mtu: int | None = None,
     ) -> int:
         """Create ``ifname`` with its UDP socket in ``underlay_netns``; return the listen port.
 
         ``underlay_netns`` is a netns file path (``/var/run/netns/NAME``, ``/proc/PID/ns/net``)
         or None for the current namespace; ``listen_port`` 0 lets the data plane pick. The link
-        is left DOWN with no addresses.
+        is left DOWN with no addresses. ``mtu`` is a hint: the MTU the caller will set next (a
+        backend may have a device with that MTU ready; it sets nothing itself).
         """
         ...
 

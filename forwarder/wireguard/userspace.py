@@ -5,7 +5,10 @@ Contract:
   its TUN are born there), sets key and port over UAPI and returns the actual port. On any
   failure the daemon is stopped: nothing is left behind. Each daemon claims an inotify instance
   from ``budget`` first (:mod:`.inotify`): past the limit ``create`` raises
-  ``ResourceExhausted`` naming it, before anything runs.
+  ``ResourceExhausted`` naming it, before anything runs. With ``pool_size`` > 0 and the vWire's
+  ``mtu`` given, ``create`` takes a daemon started ahead (:mod:`.pool`) whose TUN already has
+  that MTU, configures it and renames its TUN to ``ifname``; its UAPI socket keeps the name it
+  started with (the device remembers it). Without one ready it starts a daemon as before.
 - ``move`` moves the TUN link through the kernel port (:mod:`forwarder.kernel`); the daemon
   and its UDP socket stay in the underlay (the "namespace trick"; measured to keep carrying
   traffic, see the privileged tests). It first waits (bounded) until the daemon has seen the
@@ -48,6 +51,7 @@ from .model import (
     validate_peer,
 )
 from .netns import check_netns
+from .pool import DevicePool
 from .process import WIREGUARD_GO, WgGoProcess, clear_stale_socket
 from .uapi import (
     SOCKET_DIR,
@@ -101,6 +105,7 @@ class UserspaceBackend:
         start_timeout: float = 5.0,
         stop_timeout: float = 3.0,
         budget: InotifyBudget = DEFAULT_BUDGET,
+        pool_size: int = 0,
     ) -> None:
         self.binary = binary
         self.budget = budget
@@ -112,6 +117,7 @@ class UserspaceBackend:
         self._devices: dict[str, _Device] = {}
         self._creating: set[str] = set()
         self._subscribers: list[EventCallback] = []
+        self.pool = DevicePool(pool_size, self.kernel, self._process)
 
     # ---- events ---------------------------------------------------------------------------
 
@@ -130,7 +136,12 @@ class UserspaceBackend:
     # ---- the backend interface ------------------------------------------------------------
 
     async def create(
-        self, ifname: str, underlay_netns: str | None, private_key: str, listen_port: int
+        self,
+        ifname: str,
+        underlay_netns: str | None,
+        private_key: str,
+        listen_port: int,
+        mtu: int | None = None,
     ) -> int:
         key = validate_create(ifname, underlay_netns, private_key, listen_port)
         if ifname in self._devices or ifname in self._creating:
@@ -142,10 +153,14 @@ class UserspaceBackend:
             )
         self._creating.add(ifname)  # reserved until registered or failed
         try:
-            process = self._process(ifname, underlay_netns)
-            await process.start()
+            process = None if mtu is None else await self.pool.take(underlay_netns, mtu)
+            if process is None:
+                process = self._process(ifname, underlay_netns)
+                await process.start()
             try:
-                port = await self._configure(ifname, key, listen_port, [])
+                port = await self._configure(process.ifname, key, listen_port, [])
+                if process.ifname != ifname:  # a pooled daemon: its TUN takes the name now
+                    await self.kernel.set_link(underlay_netns, process.ifname, new_name=ifname)
             except BaseException:
                 await process.stop()
                 raise
@@ -156,7 +171,8 @@ class UserspaceBackend:
         device.supervisor = asyncio.create_task(
             self._supervise(device), name=f"wg-supervisor-{ifname}"
         )
-        log.info("wireguard_created", ifname=ifname, backend=self.kind, listen_port=port)
+        log.info("wireguard_created", ifname=ifname, backend=self.kind, listen_port=port,
+                 pooled=process.ifname != ifname)
         return port
 
     async def move(self, ifname: str, underlay_netns: str | None, target_netns: str) -> None:
@@ -188,7 +204,7 @@ class UserspaceBackend:
         peer = validate_peer(peer)
         device = self._device(ifname)
         async with device.lock:
-            await self._client(ifname).set(peer_lines(peer))
+            await self._uapi(device).set(peer_lines(peer))
             device.peers[peer.public_key] = peer
         log.info("wireguard_peer_set", ifname=ifname, peer=peer.public_key)
 
@@ -196,13 +212,12 @@ class UserspaceBackend:
         public_key = parse_public_key(public_key)
         device = self._device(ifname)
         async with device.lock:
-            await self._client(ifname).set(removal_lines(public_key))
+            await self._uapi(device).set(removal_lines(public_key))
             device.peers.pop(public_key, None)
         log.info("wireguard_peer_removed", ifname=ifname, peer=public_key)
 
     async def stats(self, ifname: str) -> list[WgPeerStats]:
-        self._device(ifname)
-        state = await self._client(ifname).get()
+        state = await self._uapi(self._device(ifname)).get()
         return [peer.stats() for peer in state.peers]
 
     async def delete(self, ifname: str) -> None:
@@ -230,7 +245,8 @@ class UserspaceBackend:
         return self._device(ifname).process.pid
 
     async def close(self) -> None:
-        """Delete every interface this backend made."""
+        """Delete every interface this backend made and stop the pooled daemons."""
+        await self.pool.close()
         for ifname in list(self._devices):
             await self.delete(ifname)
 
@@ -245,8 +261,12 @@ class UserspaceBackend:
                 f"wireguard interface {ifname} is not managed by this forwarder"
             ) from None
 
-    def _client(self, ifname: str) -> UapiClient:
-        return UapiClient(ifname, self.socket_dir)
+    def _client(self, uapi_name: str) -> UapiClient:
+        """The UAPI client of the daemon started as ``uapi_name`` (its socket's name)."""
+        return UapiClient(uapi_name, self.socket_dir)
+
+    def _uapi(self, device: _Device) -> UapiClient:
+        return self._client(device.process.ifname)
 
     def _process(self, ifname: str, netns: str | None) -> WgGoProcess:
         return WgGoProcess(
@@ -262,7 +282,8 @@ class UserspaceBackend:
     async def _configure(
         self, ifname: str, key: PrivateKey, listen_port: int, peers: list[WgPeer]
     ) -> int:
-        """Apply device settings and peers in one set; return the port actually bound."""
+        """Apply device settings and peers in one set to the daemon started as ``ifname``;
+        return the port actually bound."""
         lines = device_lines(key, listen_port)
         for peer in peers:
             lines.extend(peer_lines(peer))

@@ -209,3 +209,69 @@ async def test_a_link_made_again_behind_the_ports_back_is_found_by_name(
         assert [link.name for link in await kernel.list_links(path)] == ["lo"]
     finally:
         kernel.close()
+
+
+async def test_pooled_daemons_serve_vwires_of_their_mtu_and_leave_nothing(
+    netns: Callable[[str], str],
+) -> None:
+    from forwarder.wireguard import WgPeer
+    from forwarder.wireguard.pool import POOL_ALIAS
+
+    kernel = NetlinkKernel()
+    underlay = netns_path(netns("pool"))
+    workload = netns_path(netns("pwl"))
+    backend = UserspaceBackend(kernel=kernel, pool_size=2)
+    first, second, third = (f"wgp{secrets.token_hex(4)}" for _ in range(3))
+    try:
+        # No pool yet: started on demand; the pool fills at this MTU behind it.
+        await backend.create(first, underlay, generate_keypair()[0], 51830, mtu=1380)
+        assert backend.pid(first) is not None
+        assert not (await kernel.get_link(underlay, first)).alias  # not a pooled one
+        await asyncio.wait_for(backend.pool.filled(underlay), 20)
+        assert backend.pool.ready(underlay) == 2
+        pooled = sorted(link.name for link in await kernel.list_links(underlay, POOL_ALIAS))
+        assert len(pooled) == 2 and all(name.startswith("vwp") for name in pooled)
+        assert all(link.mtu == 1380 for link in await kernel.list_links(underlay, POOL_ALIAS))
+        # A vWire at that MTU takes a started daemon: its TUN is renamed, UAPI still works.
+        port = await backend.create(second, underlay, generate_keypair()[0], 51831, mtu=1380)
+        assert port == 51831
+        link = await kernel.get_link(underlay, second)
+        assert link.mtu == 1380 and link.kind == "tun"
+        peer = WgPeer(public_key=generate_keypair()[1], endpoint=("192.0.2.9", 51820),
+                      allowed_ips=("10.9.0.2/32",))
+        await backend.set_peer(second, peer)
+        assert [s.public_key for s in await backend.stats(second)] == [peer.public_key]
+        await backend.move(second, underlay, workload)  # the daemon saw the MTU: no wait
+        assert (await kernel.get_link(workload, second)).mtu == 1380
+        # Another MTU: the pool has none, so a daemon is started for it.
+        await backend.create(third, underlay, generate_keypair()[0], 51832, mtu=1400)
+        assert not (await kernel.get_link(underlay, third)).alias
+    finally:
+        await backend.close()
+        kernel.close()
+    assert _daemons_named(first) == _daemons_named(second) == _daemons_named(third) == []
+    assert [link.name for link in await NetlinkKernel().list_links(underlay)] == ["lo"]
+    assert not list(SOCKET_DIR.glob("vwp*.sock")) or all(
+        _daemons_named(sock.stem) for sock in SOCKET_DIR.glob("vwp*.sock")
+    )  # sockets left in the shared directory belong to live daemons of other runs
+
+
+async def test_a_gone_forwarders_pooled_tuns_are_removed(netns: Callable[[str], str]) -> None:
+    from forwarder.wireguard.pool import POOL_ALIAS, DevicePool
+
+    name = netns("psweep")
+    path = netns_path(name)
+    kernel = NetlinkKernel()
+    try:
+        run("ip", "link", "add", "vwpdead", "type", "veth", "peer", "name", "xa", netns=name)
+        run("ip", "link", "add", "vwpmine", "type", "veth", "peer", "name", "xb", netns=name)
+        dead = max(int(p) for p in os.listdir("/proc") if p.isdigit()) + 100000
+        await kernel.set_link(path, "vwpdead", alias=f"{POOL_ALIAS}{dead}")
+        await kernel.set_link(path, "vwpmine", alias=f"{POOL_ALIAS}{os.getpid()}")
+        pool = DevicePool(1, kernel, lambda _n, _u: None)  # type: ignore[arg-type, return-value]
+        assert await pool.sweep(path) == ["vwpdead"]
+        # A live forwarder's pooled TUNs are never touched.
+        assert sorted(link.name for link in await kernel.list_links(path)) == [
+            "lo", "vwpmine", "xb"]
+    finally:
+        kernel.close()
