@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import shutil
 import signal
@@ -158,7 +159,7 @@ class EtcdCluster:
         until ``timeout``."""
         deadline = time.monotonic() + timeout
         async with grpc.aio.insecure_channel(f"{HOST}:{member.client_port}") as channel:
-            for attempt in range(1000):
+            for attempt in itertools.count():
                 left = deadline - time.monotonic()
                 try:
                     await rpc.KVStub(channel).Range(
@@ -168,7 +169,8 @@ class EtcdCluster:
                     status: Any = await rpc.MaintenanceStub(channel).Status(
                         rpc.StatusRequest(), timeout=max(left, 0.01)
                     )
-                    break
+                    member.member_id = int(status.header.member_id)
+                    return
                 except grpc.aio.AioRpcError as e:
                     if e.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() >= deadline:
                         raise Unavailable(
@@ -176,7 +178,6 @@ class EtcdCluster:
                             f"({e.details()}); see {member.log}"
                         ) from e
                     await asyncio.sleep(min(0.05 * (attempt + 1), 0.5))  # retry backoff
-        member.member_id = int(status.header.member_id)
 
     async def leader(self, timeout: float = 2.0) -> Member:
         """The member that leads now, as the first member that answers knows it (members this
