@@ -91,9 +91,26 @@ def check_settings(config: ExternalSettings) -> None:
     except ValueError:
         raise InvalidArgument("serve_cidr", f"{config.serve_cidr!r}: give one prefix such as "
                               "100.65.0.0/16") from None
+    check_host_cidrs(config.host_cidrs, len(parse_ports(config.ports)))
     if config.svid_dir and not config.nsmgr_id:
         raise InvalidArgument("nsmgr_id", "signing requests needs the SPIFFE ID of the node's "
                               "nsmgr (--nsmgr-id spiffe://<trust-domain>/nsmgr/<node>)")
+
+
+def check_host_cidrs(cidrs: list[str], hosts: int) -> None:
+    """At most one prefix per IP version, each with a /30 for every port of the range."""
+    versions = set()
+    for cidr in cidrs:
+        try:
+            net = ipaddress.ip_network(cidr)
+        except ValueError:
+            raise InvalidArgument("host_cidrs", f"{cidr!r} is not a prefix") from None
+        if net.version in versions or net.num_addresses < 4 * hosts:
+            raise InvalidArgument("host_cidrs", f"{cidr}: give one IPv4 and/or one IPv6 prefix "
+                                  f"with room for {hosts} hosts (4 addresses each)")
+        versions.add(net.version)
+    if not versions:
+        raise InvalidArgument("host_cidrs", "give at least one prefix")
 
 
 class ExternalRouter:
@@ -112,7 +129,8 @@ class ExternalRouter:
             client_name=config.name or f"external-{socket.gethostname()}",
             netns_prefix=config.netns_prefix, svids=svids, nsmgr_id=config.nsmgr_id,
             lifetime=config.lifetime, request_timeout=config.request_timeout,
-            serve_cidr=config.serve_cidr,
+            serve_cidr=config.serve_cidr, host_cidrs=tuple(config.host_cidrs),
+            first_port=parse_ports(config.ports).start,
             socket_dir=Path(parse_address(config.listen, "listen").path).parent)
         self.hosts: dict[str, ServedHost | ServedServer] = {}
         self.failed: set[str] = set()

@@ -6,18 +6,20 @@ Contract:
 * :meth:`Router.sweep` deletes every namespace with the routers' prefix (a killed router's
   leftovers), before a router serves anything.
 * :meth:`Router.create` makes the namespace ``netns`` (an old one of that name, left by a crash,
-  is deleted first) with forwarding on and ``accept_local`` on (packets from the host carry the
-  vWire's client address as their source, which is also an address of this namespace).
+  is deleted first) with forwarding on.
 * :meth:`Router.wireguard` makes device ``ifname`` in the public namespace (``public_netns``, a
   namespace file; default: the calling process's own), so its UDP socket listens on the node's
   public side, then moves the link into the router namespace
   (the socket stays): the kernel module when ``ip link add type wireguard`` works, otherwise a
   ``wireguard-go -f`` child process. It is configured with ``wg set`` (private key through
   stdin, never on a command line), the host as the only peer.
-* :meth:`Router.route` points the host's addresses at the WireGuard device and makes replies
-  arriving on the vWire interface (whose address they are) go to the host: rule ``iif VWIRE``
-  at preference 100 ahead of the local table (moved from 0 to 1000). It replaces what an earlier
-  call set (after a heal changed the addresses) and sets the peer's allowed IPs to them.
+* :meth:`Router.route` gives the host **stable** addresses: the host's own and the service's,
+  which its exported file names, are mapped 1:1 onto the vWire's client and endpoint addresses
+  by nftables NAT in the router namespace (packets from the host: destination service →
+  endpoint, source host → client; packets the endpoint starts: client → host, endpoint →
+  service; conntrack reverses replies). So a vWire rebuilt with new addresses (a heal, a router
+  restart) only changes the rules, never the host's file. The host's addresses are routed to
+  the WireGuard device and are the peer's allowed IPs.
 * :meth:`Router.route_server` (a served host instead): the host's tunnel address through the
   WireGuard device, and the peer's allowed IPs set to it.
 * :meth:`Router.delete` deletes the namespace (the WireGuard link with it: traffic stops at
@@ -32,6 +34,7 @@ import asyncio
 import contextlib
 import ipaddress
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
@@ -43,9 +46,6 @@ from sdk.grpcutil import unix_socket_accepts
 log = structlog.get_logger("external.router")
 
 WG_SOCKET_DIR = Path("/var/run/wireguard")
-TABLE = "100"
-RULE_PREF = "100"
-LOCAL_PREF = "1000"
 
 
 async def run(*cmd: str, stdin: str | None = None, check: bool = True) -> str:
@@ -58,6 +58,38 @@ async def run(*cmd: str, stdin: str | None = None, check: bool = True) -> str:
         shown = " ".join(cmd)
         raise DataplaneError(f"`{shown}` failed: {err.decode(errors='replace').strip()}")
     return out.decode(errors="replace")
+
+
+@dataclass(frozen=True)
+class NatPair:
+    """One address family's 1:1 mapping: the host's and the service's stable addresses (what
+    the host's file names) and the vWire's client and endpoint addresses (what the fabric
+    gave). All ``ip/32`` or ``ip/128``."""
+
+    host: str
+    service: str
+    vwire_client: str
+    vwire_endpoint: str
+
+
+def nat_rules(pairs: Sequence[NatPair], wg: str, vwire: str) -> str:
+    """The router namespace's whole nftables ruleset (``flush ruleset`` first: atomic)."""
+    pre, post = [], []
+    for pair in pairs:
+        fam = "ip6" if ":" in pair.host else "ip"
+        host, service, client, endpoint = (
+            str(ipaddress.ip_interface(a).ip)
+            for a in (pair.host, pair.service, pair.vwire_client, pair.vwire_endpoint))
+        pre += [f'iifname "{wg}" {fam} daddr {service} dnat {fam} to {endpoint}',
+                f'iifname "{vwire}" {fam} daddr {client} dnat {fam} to {host}']
+        post += [f'oifname "{vwire}" {fam} saddr {host} snat {fam} to {client}',
+                 f'oifname "{wg}" {fam} saddr {endpoint} snat {fam} to {service}']
+    return "\n".join([
+        "flush ruleset", "table inet external {",
+        "  chain pre { type nat hook prerouting priority dstnat; policy accept;",
+        *(f"    {rule}" for rule in pre), "  }",
+        "  chain post { type nat hook postrouting priority srcnat; policy accept;",
+        *(f"    {rule}" for rule in post), "  }", "}", ""])
 
 
 def _family(cidr: str) -> str:
@@ -80,7 +112,6 @@ class Router:
         self.backend = ""
         self.peer_key = ""
         self._daemon: asyncio.subprocess.Process | None = None
-        self._routed: list[str] = []
 
     @property
     def netns_path(self) -> str:
@@ -115,13 +146,7 @@ class Router:
         await run("ip", "netns", "add", self.netns)
         await run(*self._ip("link", "set", "lo", "up"))
         await run(*self._in("sysctl", "-qw", "net.ipv4.ip_forward=1",
-                            "net.ipv4.conf.all.accept_local=1",
                             "net.ipv6.conf.all.forwarding=1"))
-        for family in ("-4", "-6"):  # our rule goes ahead of the local table
-            await run(*self._ip(family, "rule", "add", "pref", LOCAL_PREF, "lookup", "local"))
-            await run(*self._ip(family, "rule", "del", "pref", "0", "lookup", "local"))
-            await run(*self._ip(family, "rule", "add", "pref", RULE_PREF, "iif",
-                                self.vwire_interface, "lookup", TABLE))
 
     async def wireguard(self, key: WgKey, port: int, peer_key: str, mtu: int) -> None:
         if await self._kernel_device():
@@ -176,23 +201,17 @@ class Router:
                 await asyncio.wait_for(self._daemon.wait(), delay)
             delay = min(delay * 2, 0.1)
 
-    async def route(self, host_addresses: Sequence[str]) -> None:
-        wanted = [str(ipaddress.ip_interface(a).ip) + ("/128" if ":" in a else "/32")
-                  for a in host_addresses]
-        for old in self._routed:
-            if old not in wanted:
-                await run(*self._ip(_family(old), "route", "del", old, "dev", self.ifname),
-                          check=False)
-                await run(*self._ip(_family(old), "route", "del", old, "table", TABLE),
-                          check=False)
-        for cidr in wanted:
+    async def route(self, pairs: Sequence[NatPair]) -> None:
+        """Route the host's stable addresses to the WireGuard device (the peer's allowed IPs)
+        and map them 1:1 onto the vWire's (see the module docstring); replaces what an earlier
+        call set, atomically for the NAT rules."""
+        hosts = [pair.host for pair in pairs]
+        for cidr in hosts:
             await run(*self._ip(_family(cidr), "route", "replace", cidr, "dev", self.ifname))
-            await run(*self._ip(_family(cidr), "route", "replace", cidr, "dev", self.ifname,
-                                "table", TABLE))
-        await run(*self._in("sysctl", "-qw", f"net.ipv4.conf.{self.ifname}.accept_local=1"))
         await run(*self._in("wg", "set", self.ifname, "peer", self.peer_key, "allowed-ips",
-                            ",".join(wanted)))
-        self._routed = wanted
+                            ",".join(hosts)))
+        await run(*self._in("nft", "-f", "-"), stdin=nat_rules(pairs, self.ifname,
+                                                                   self.vwire_interface))
 
     async def route_server(self, address: str) -> None:
         """A served host: its tunnel ``address`` is reached through the WireGuard device (the

@@ -23,6 +23,10 @@ class ExternalSettings:
     )
     ports: str = setting("51900-51999", "UDP ports for external hosts' WireGuard: FIRST-LAST")
     public_mtu: int = setting(1500, "MTU of the path external hosts come in on")
+    host_cidrs: list[str] = setting(
+        ["100.66.0.0/16", "fd00:66::/64"], "stable addresses of reaching hosts and their service "
+        "(a /30 per host, NATed onto the vWire's): one IPv4 and/or one IPv6 prefix, comma-separated"
+    )
     serve_cidr: str = setting(
         "100.65.0.0/16", "addresses of the vWires to served hosts (external servers): one prefix"
     )
