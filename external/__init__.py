@@ -7,9 +7,9 @@ request in the registry and builds, per host, a router namespace ``<netns_prefix
 a WireGuard device (the host is its only peer; its UDP socket listens on this node's
 ``public_address`` at the host's port) and a vWire to the service, with forwarding between them.
 The host has stable addresses of its own and of the service, mapped 1:1 onto the vWire's by
-NAT in the router namespace, so its file survives heals and restarts. ``nsmctl external config NAME`` prints
-the host's wg-quick file from the status record this process publishes. Records and their
-encoding: :mod:`sdk.external`; one host: :mod:`external.host`; the namespace:
+NAT in the router namespace, so its file survives heals and restarts. ``nsmctl external config
+NAME`` prints the host's wg-quick file from the status record this process publishes. Records
+and their encoding: :mod:`sdk.external`; one host: :mod:`external.host`; the namespace:
 :mod:`external.router`; lasting keys and ports: :mod:`external.state`; the process:
 :mod:`external.app`. Guide: docs/external.md.
 
