@@ -1,7 +1,8 @@
 """Connection benchmark: remote setup latency and heal times on a real fabric, against a raw peer.
 
 Run (root): ``python -m bench.connect [--sequential 100] [--concurrent 50] [--heal-trials 5]
-[--json]``.
+[--wireguard-pool N] [--json]`` (``--wireguard-pool``: the forwarders keep N wireguard-go daemons
+started ahead, see ``VWIRE_FORWARDER_WIREGUARD_POOL``).
 
 Builds a 3-node fabric with :class:`lab.fabric.Fabric` (its own namespaces ``vwb<pid>-...``,
 removed at the end whatever happens): endpoint ``nse-setup`` on n2 for the setup measurements,
@@ -85,6 +86,7 @@ class Config:
     concurrent: int = 50
     heal_trials: int = 5
     max_seconds: float = 300.0
+    wireguard_pool: int = 0
 
 
 @dataclass
@@ -391,6 +393,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--sequential", type=int, default=defaults.sequential)
     parser.add_argument("--concurrent", type=int, default=defaults.concurrent)
     parser.add_argument("--heal-trials", type=int, default=defaults.heal_trials)
+    parser.add_argument("--wireguard-pool", type=int, default=defaults.wireguard_pool,
+                        help="the forwarders' VWIRE_FORWARDER_WIREGUARD_POOL (daemons started "
+                             "ahead per underlay; 0: none)")
     parser.add_argument("--max-seconds", type=float, default=defaults.max_seconds,
                         help="wall-clock budget; phases stop early when it runs out")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -408,6 +413,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--concurrent must be at most 64 (one channel, bounded in-flight calls)")
     if os.geteuid() != 0:
         parser.error("needs root (network namespaces, wireguard-go)")
+    if config.wireguard_pool < 0:
+        parser.error("--wireguard-pool must be 0 or more")
+    os.environ["VWIRE_FORWARDER_WIREGUARD_POOL"] = str(config.wireguard_pool)  # the forwarders'
     log.configure("warning", json=True)
     pid = os.getpid()
     topology = Topology(f"vwb{pid}-", Path(f"/var/run/vwire-bench/{pid}"))
