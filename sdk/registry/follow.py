@@ -14,7 +14,7 @@ the stream needed (:class:`~sdk.registry.store.HistoryLost`), or the stream fail
 (logged, after a back-off), ``run`` loads a new snapshot and publishes the difference (records
 gone as deleted, new or changed ones as registered) before following again;
 watchers whose resume point is older than that snapshot are then refused by ``Watch`` and list
-again. Records of a kind it does not know are ignored.
+again. Records of a kind it does not know, or whose data does not parse, are ignored (logged).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import structlog
+from google.protobuf.message import DecodeError
 
 from sdk.errors import FabricError, Unavailable
 from sdk.registry.core import Event
@@ -78,7 +79,12 @@ class Follower:
         if persist_watch is None:
             return
         persist, watch = persist_watch
-        event: Event[Any] | None = persist.apply(change)
+        try:
+            event: Event[Any] | None = persist.apply(change)
+        except DecodeError as e:  # not a record this fabric wrote: never served
+            _log.error("ignoring a stored record that does not parse", kind=change.kind,
+                       name=change.name, revision=change.revision, error=str(e))
+            return
         if event is not None and publish:
             watch.publish(event)
 

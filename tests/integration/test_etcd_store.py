@@ -127,3 +127,18 @@ async def test_a_replica_that_lost_history_reloads_and_announces_the_difference(
             assert sorted(await find_endpoints(stub)) == ["added", "kept"]
         finally:
             watch.close()
+
+
+async def test_a_stored_value_that_does_not_parse_is_ignored(
+    registries: StartRegistry, etcd_url: str
+) -> None:
+    running = await registries(etcd_url)
+    other = etcd(etcd_url)
+    try:  # someone with access to etcd writes a record that is not a protobuf message
+        await other.put_at(StoredRecord("nse", "garbage", b"\x0a\xff\xff", None, None))
+    finally:
+        await other.close()
+    async with grpc.aio.insecure_channel(running.target()) as ch:
+        stub = endpoint_stub(ch)
+        await stub.Register(nse("after", ["svc"]), timeout=WAIT)  # the replica still follows
+        assert sorted(await find_endpoints(stub)) == ["after"]
