@@ -69,6 +69,10 @@ FIND_P99_GOAL_MS = 10.0
 FANOUT_GOAL_MS = 1000.0
 #: Bound on any single wait for a reply or an event.
 WAIT = 30.0
+#: Every record comes from one (anonymous) caller: lift the per-identity quota (10,000 records
+#: by default, which the seed of the fan-out phase would exceed at 10,000 endpoints).
+QUOTA = 10_000_000
+QUOTA_BYTES = 16 * 1024 * 1024 * 1024
 
 FANOUT_SERVICE = "fanout"
 ECHO_METHOD = "/bench.Echo/Find"
@@ -137,7 +141,8 @@ async def start_registry(workdir: Path, store: str) -> Registry:
     url = {"sqlite": f"sqlite:///{workdir / 'registry.db'}", "memory": "memory://"}.get(
         store, store
     )
-    registry = Registry(open_store(url), default_ttl=3600.0, max_ttl=3600.0)
+    registry = Registry(open_store(url), default_ttl=3600.0, max_ttl=3600.0,
+                        max_records_per_identity=QUOTA, max_bytes_per_identity=QUOTA_BYTES)
     await registry.start([parse_address(f"unix://{workdir / 'registry.sock'}")])
     return registry
 
@@ -433,6 +438,7 @@ async def start_replicas(workdir: Path, url: str, count: int) -> list[Process]:
         replicas.append(await asyncio.create_subprocess_exec(
             sys.executable, "-m", "registry", "--listen", f"unix://{workdir / f'r{i}.sock'}",
             "--store", url, "--default-ttl", "3600", "--log-level", "warning",
+            "--max-records-per-identity", str(QUOTA), "--max-bytes-per-identity", str(QUOTA_BYTES),
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
             start_new_session=True,
