@@ -20,12 +20,14 @@ and ``--heal-trials`` + 1 endpoints ``nse-<i>`` on n2 and n3 for the heal trials
   (1.0: the burst is as fast as the machine's CPU allows; goal ≥ 0.8); memory at 0, one burst
   and two bursts of live connections: RSS of n1's and n2's nsmgr + forwarder (goal < 150 MB at
   100) and RSS and PSS per wireguard-go device (PSS shares the binary's pages fairly);
-- the **peer**, in the same run: the same data plane made by hand without any negotiation — per
-  side a ``wireguard-go`` started in the node namespace (waiting for its UAPI socket), configured
-  with ``wg set`` (key, port, peer, endpoint, allowed IPs), moved into a workload namespace,
-  addressed and brought up with ``ip``; both sides, one after the other, as the two forwarders
-  do. ``setup_p50_vs_raw_wireguard_go`` is the ratio of the two medians: what negotiation
-  (7 gRPC hops, IPAM, tokens, monitor) and the forwarder's own bookkeeping add;
+- the **peer**, in the same run and interleaved with the sequential setups (one every
+  ``sequential / 20`` setups, so both see the same load): the same data plane made by hand
+  without any negotiation — per side a ``wireguard-go`` started in the node namespace (waiting
+  for its UAPI socket), configured with ``wg set`` (key, port, peer, endpoint, allowed IPs),
+  moved into a workload namespace, addressed and brought up with ``ip``; both sides, one after
+  the other, as the two forwarders do. ``setup_p50_vs_raw_wireguard_go`` is the ratio of the
+  two medians: what negotiation (7 gRPC hops, IPAM, tokens, monitor) and the forwarder's own
+  bookkeeping add;
 - **heal** of a reference client process (``python -m nsc``): ``--heal-trials`` endpoint deaths
   (SIGKILL the endpoint in use; one never killed takes over, so trials do not depend on the
   circuit breaker's back-off for endpoints killed earlier) and as many forwarder restarts
@@ -142,15 +144,20 @@ async def measure_setup(fabric: Fabric, config: Config, results: Results,
     n1; CPU over the sequential phase and the first burst, memory at 0, one and two bursts."""
     netns = fabric.add_workload_netns(1, "bclient")
     meter = CpuMeter(functools.partial(fabric_pids, fabric))
+    peer = Peer(fabric)
+    peer_every = max(1, config.sequential // PEER_TRIALS)
     async with fabric.in_process_clients(1, netns, "bench-client") as clients:
-        meter.start()
         for i in range(config.sequential):
             if deadline.expired():
                 break
+            meter.start()  # CPU of the setup and its close only, not of the peer's trials
             client, seconds = await clients.connect(SETUP_SERVICE, f"seq{i}")
             results.sequential.append(seconds)
             await clients.close(client)
-        results.sequential_cpu = meter.stop()
+            for kind, spent in meter.stop().items():
+                results.sequential_cpu[kind] = results.sequential_cpu.get(kind, 0.0) + spent
+            if i % peer_every == 0 and peer.trials < PEER_TRIALS:
+                results.peer.append(await peer.trial())  # under the same load as the setups
         if deadline.expired():
             return
         results.memory[0] = memory_now(fabric)
@@ -236,23 +243,31 @@ class RawWireGuardSide:
             await self.process.wait()
 
 
-async def measure_peer(fabric: Fabric, results: Results, deadline: Deadline) -> None:
-    """Hand-made wireguard-go tunnels n1 ↔ n2, timed like a vWire setup, then removed."""
-    left, right = fabric.node(1), fabric.node(2)
-    workloads = (fabric.add_workload_netns(1, "pclient"), fabric.add_workload_netns(2, "pserver"))
-    tag = os.getpid() % 100000
-    for i in range(PEER_TRIALS):
-        if deadline.expired():
-            break
-        a = RawWireGuardSide(left, workloads[0], f"wbp{tag}{i:03d}a", fabric.topology.state_dir)
-        b = RawWireGuardSide(right, workloads[1], f"wbp{tag}{i:03d}b", fabric.topology.state_dir)
+class Peer:
+    """Hand-made wireguard-go tunnels n1 <-> n2, timed like a vWire setup, then removed."""
+
+    def __init__(self, fabric: Fabric) -> None:
+        self.fabric = fabric
+        self.workloads = (fabric.add_workload_netns(1, "pclient"),
+                          fabric.add_workload_netns(2, "pserver"))
+        self.tag = os.getpid() % 100000
+        self.trials = 0
+
+    async def trial(self) -> float:
+        """One tunnel made by hand and removed; the seconds it took to make."""
+        i, state = self.trials, self.fabric.topology.state_dir
+        self.trials += 1
+        a = RawWireGuardSide(self.fabric.node(1), self.workloads[0], f"wbp{self.tag}{i:03d}a",
+                             state)
+        b = RawWireGuardSide(self.fabric.node(2), self.workloads[1], f"wbp{self.tag}{i:03d}b",
+                             state)
         try:
             start = time.monotonic()
             for side, peer, mine, theirs in ((b, a, "10.71.0.1", "10.71.0.2"),
                                              (a, b, "10.71.0.2", "10.71.0.1")):
                 await side.start()
                 await side.configure(peer, mine, theirs)
-            results.peer.append(time.monotonic() - start)
+            return time.monotonic() - start
         finally:
             await a.stop()
             await b.stop()
@@ -299,11 +314,10 @@ async def measure(config: Config, topology: Topology) -> Results:
         await fabric.add_endpoint("nse-setup", [SETUP_SERVICE], 2, cidrs=SETUP_CIDRS)
         for i in range(config.heal_trials + 1):  # one to start on, one more per death
             await fabric.add_endpoint(f"nse-{i}", [SERVICE], 2 + i % 2)
-        progress(NAME, f"connection setup: {config.sequential} one by one, "
-                       f"{config.concurrent} at once")
+        progress(NAME, f"connection setup: {config.sequential} one by one (with "
+                       f"{PEER_TRIALS} hand-made tunnels in between), {config.concurrent} at "
+                       "once, twice")
         await measure_setup(fabric, config, results, deadline)
-        progress(NAME, "the peer: hand-made WireGuard between two namespaces")
-        await measure_peer(fabric, results, deadline)
         progress(NAME, f"heals: {config.heal_trials} endpoint deaths, then restarts")
         await measure_heals(fabric, config, results, deadline)
     except BaseException as exc:
