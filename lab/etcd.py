@@ -66,10 +66,11 @@ class Member:
     log: Path
     process: subprocess.Popen[bytes] | None = None
     member_id: int = 0
+    tls: bool = False
 
     @property
     def client_url(self) -> str:
-        return f"http://{HOST}:{self.client_port}"
+        return f"{'https' if self.tls else 'http'}://{HOST}:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
@@ -88,6 +89,9 @@ class EtcdCluster:
     members: int = 1
     keep: bool = False
     client_port: int = 0  #: the first member's client port (0: any free one)
+    #: Clients speak TLS: ``ca.crt``, ``server.crt``/``server.key`` (for 127.0.0.1) and a client
+    #: certificate ``tls.crt``/``tls.key`` the cluster requires (the lab's own checks use it).
+    tls_dir: Path | None = None
     nodes: list[Member] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -102,7 +106,7 @@ class EtcdCluster:
             port = self.client_port if i == 0 and self.client_port else free_port()
             self.nodes.append(Member(
                 name, port, free_port(), self.directory / name,
-                self.directory / f"{name}.log",
+                self.directory / f"{name}.log", tls=self.tls_dir is not None,
             ))
 
     @property
@@ -127,7 +131,23 @@ class EtcdCluster:
             "--initial-cluster-token", f"vwire-{self.nodes[0].client_port}",
             "--heartbeat-interval", "50", "--election-timeout", "500",
             "--logger", "zap", "--log-outputs", "stderr",
+            *self._tls_arguments(),
         ]
+
+    def _tls_arguments(self) -> list[str]:
+        if self.tls_dir is None:
+            return []
+        return ["--cert-file", str(self.tls_dir / "server.crt"),
+                "--key-file", str(self.tls_dir / "server.key"),
+                "--trusted-ca-file", str(self.tls_dir / "ca.crt"), "--client-cert-auth"]
+
+    def channel(self, member: Member) -> grpc.aio.Channel:
+        """A channel to ``member``'s client port (TLS with the client certificate if set)."""
+        target = f"{HOST}:{member.client_port}"
+        if self.tls_dir is None:
+            return grpc.aio.insecure_channel(target)
+        files = [(self.tls_dir / name).read_bytes() for name in ("ca.crt", "tls.key", "tls.crt")]
+        return grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(*files))
 
     def arguments(self, member: Member) -> list[str]:
         """etcd's arguments (without the program) for ``member``."""
@@ -158,7 +178,7 @@ class EtcdCluster:
         Transient refusals while a leader is elected ("leader changed", "no leader") are retried
         until ``timeout``."""
         deadline = time.monotonic() + timeout
-        async with grpc.aio.insecure_channel(f"{HOST}:{member.client_port}") as channel:
+        async with self.channel(member) as channel:
             for attempt in itertools.count():
                 left = deadline - time.monotonic()
                 try:
@@ -185,7 +205,7 @@ class EtcdCluster:
         for member in self.nodes:
             if member.process is not None and not member.running:
                 continue
-            async with grpc.aio.insecure_channel(f"{HOST}:{member.client_port}") as channel:
+            async with self.channel(member) as channel:
                 try:
                     status: Any = await rpc.MaintenanceStub(channel).Status(
                         rpc.StatusRequest(), timeout=timeout

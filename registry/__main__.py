@@ -31,7 +31,8 @@ async def run(config: RegistrySettings) -> None:
     """Serve until a termination signal arrives, then stop gracefully."""
     addresses = [parse_address(url, "listen") for url in config.listen]
     check_name("domain", config.domain)
-    store = open_store(config.store or default_store_url(Path(config.state_dir)))
+    store = open_store(config.store or default_store_url(Path(config.state_dir)),
+                       Path(config.etcd_tls_dir) if config.etcd_tls_dir else None)
     policy = load_policy(config.policy or None)
     svids = FileSvidSource(Path(config.svid_dir)) if config.svid_dir else None
     pool = ChannelPool(SecureChannelFactory(svids) if svids else insecure_factory)

@@ -23,6 +23,10 @@ class RegistrySettings:
         "(default: registry.db in state_dir)",
     )
     state_dir: str = setting("/var/lib/vwire", "directory for the default SQLite store")
+    etcd_tls_dir: str = setting(
+        "", "directory with ca.crt, tls.crt, tls.key: the etcd store speaks TLS, checks etcd's "
+        "certificate against ca.crt and authenticates with tls.crt (plain gRPC when empty)"
+    )
     insecure: bool = setting(False, "allow plain-text TCP listeners (development only)")
     svid_dir: str = setting("", "directory with svid.crt, svid.key, bundle.pem: mTLS on TCP")
     policy: str = setting("", "authorization policy file (YAML): who may register what")

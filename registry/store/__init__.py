@@ -52,27 +52,28 @@ def _open_sqlite(url: str, parts: SplitResult) -> Store:
     return SqliteStore.open(Path(path))
 
 
-def _open_etcd(url: str, parts: SplitResult) -> Store:
+def _open_etcd(url: str, parts: SplitResult, etcd_tls_dir: Path | None = None) -> Store:
     try:
-        return EtcdStore.open(url, parts)
+        return EtcdStore.open(url, parts, etcd_tls_dir)
     except ValueError as e:
         raise _bad(url, str(e)) from None
 
 
-#: URL scheme -> factory. Register new backends here.
+#: URL scheme -> factory. Register new backends here (etcd is opened on its own: it takes TLS).
 _FACTORIES: dict[str, Callable[[str, SplitResult], Store]] = {
     "memory": _open_memory,
     "sqlite": _open_sqlite,
-    "etcd": _open_etcd,
 }
 #: Schemes of backends in the design but not written yet, for a clearer message.
 _PLANNED = ("k8s", "crd")
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str, etcd_tls_dir: Path | None = None) -> Store:
     """Open the store named by ``url``; raise InvalidArgument(``store``) if it is not accepted.
 
     SQLite failures to open (unreadable or corrupt file, newer schema) raise FailedPrecondition.
+    ``etcd_tls_dir`` (etcd:// only, else InvalidArgument on that field) makes the etcd store
+    speak TLS with the CA, certificate and key in that directory.
     """
     if "://" not in url:
         raise _bad(url, "missing '://'")
@@ -82,6 +83,10 @@ def open_store(url: str) -> Store:
         raise _bad(url, f"malformed URL ({e})") from e
     if parts.query or parts.fragment or url.endswith(("?", "#")):
         raise _bad(url, "query strings and fragments are not supported")
+    if parts.scheme == "etcd":
+        return _open_etcd(url, parts, etcd_tls_dir)
+    if etcd_tls_dir is not None:
+        raise InvalidArgument("etcd_tls_dir", f"is for etcd:// stores only (the store is {url})")
     factory = _FACTORIES.get(parts.scheme)
     if factory is None:
         if parts.scheme in _PLANNED:

@@ -23,6 +23,11 @@ Contract (see :class:`sdk.registry.store.SharedStore`; several registry replicas
   to ``retry_for`` seconds, then raises :class:`~sdk.errors.Unavailable` naming the store.
   Writes are idempotent, so a retried Put whose first attempt landed does no harm; a retried
   delete whose first attempt landed reports that nothing was stored.
+- TLS: given a directory with ``ca.crt``, ``tls.crt`` and ``tls.key`` (a Kubernetes TLS secret's
+  layout; the registry's ``etcd_tls_dir``), the store verifies etcd's certificate against
+  ``ca.crt`` for the first host name of the URL and authenticates with its client certificate;
+  missing or unreadable files raise FailedPrecondition naming the file. The files are read once,
+  when the store opens (restart the registry to take new ones).
 - ``close`` is idempotent; other calls after it raise FailedPrecondition.
 """
 
@@ -36,6 +41,7 @@ import math
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import SplitResult
 
@@ -130,28 +136,65 @@ def _alive(record: StoredRecord, now: float) -> bool:
     return record.expires_at is None or record.expires_at > now
 
 
+TLS_FILES = ("ca.crt", "tls.crt", "tls.key")
+
+
+def tls_credentials(directory: Path) -> grpc.ChannelCredentials:
+    """Channel credentials from ``ca.crt``, ``tls.crt`` and ``tls.key`` in ``directory``."""
+    contents = []
+    for name in TLS_FILES:
+        try:
+            contents.append((directory / name).read_bytes())
+        except OSError as e:
+            raise FailedPrecondition(
+                f"etcd_tls_dir: cannot read {directory / name} ({e.strerror}); the directory "
+                f"needs {', '.join(TLS_FILES)} (etcd's CA, this registry's client certificate "
+                "and key)"
+            ) from e
+    ca, cert, key = contents
+    return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key,
+                                        certificate_chain=cert)
+
+
 class EtcdStore:
     """A :class:`~sdk.registry.store.SharedStore` on etcd; create it with :meth:`open`."""
 
-    def __init__(self, url: str, target: str, prefix: str, retry_for: float = RETRY_FOR) -> None:
+    def __init__(
+        self, url: str, target: str, prefix: str, retry_for: float = RETRY_FOR,
+        tls: tuple[grpc.ChannelCredentials, str] | None = None,
+    ) -> None:
+        """``tls``: credentials and the host name etcd's certificate must carry."""
         self.url = url
         self.prefix = prefix.rstrip("/").encode() + b"/"
         self.retry_for = retry_for
         self.clock: Callable[[], float] = time.time
-        self._channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
+        if tls is None:
+            self._channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
+        else:
+            credentials, authority = tls
+            self._channel = grpc.aio.secure_channel(
+                target, credentials, options=(*_CHANNEL_OPTIONS,
+                                              ("grpc.default_authority", authority)),
+            )
         self._kv: Any = rpc.KVStub(self._channel)
         self._lease: Any = rpc.LeaseStub(self._channel)
         self._watch: Any = rpc.WatchStub(self._channel)
         self._closed = False
 
     @classmethod
-    def open(cls, url: str, parts: SplitResult) -> EtcdStore:
-        """Check the URL (ValueError naming the problem) and prepare the channel; nothing is
-        dialled until the first call. A host name that does not resolve raises Unavailable."""
+    def open(cls, url: str, parts: SplitResult, tls_dir: Path | None = None) -> EtcdStore:
+        """Check the URL (ValueError naming the problem) and prepare the channel (TLS with the
+        files in ``tls_dir``); nothing is dialled until the first call. A host name that does
+        not resolve raises Unavailable."""
         if not parts.netloc:
             raise ValueError("etcd:// needs at least one host:port")
         prefix = parts.path.rstrip("/") or DEFAULT_PREFIX
-        return cls(url, grpc_target(url, parts.netloc), prefix)
+        target = grpc_target(url, parts.netloc)
+        tls = None
+        if tls_dir is not None:
+            first, _ = _hostport(parts.netloc.split(",")[0].strip(), url)
+            tls = (tls_credentials(tls_dir), first)
+        return cls(url, target, prefix, tls=tls)
 
     # -- keys ------------------------------------------------------------------------------
 
