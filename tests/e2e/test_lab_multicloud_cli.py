@@ -40,6 +40,7 @@ async def nsmctl_lab(topology: Topology, *args: str) -> str:
 DEMO = {"web": ("db@azure", 1440), "app": ("cache@gcp", 1400)}
 
 
+@pytest.mark.timeout(300)  # 30 processes; the lab comes up in about 20 s on an idle machine
 async def test_multi_cloud_lab_up_status_down(lab_topology: Topology) -> None:
     async def nsmctl(*args: str) -> str:
         return await nsmctl_lab(lab_topology, *args)

@@ -43,7 +43,8 @@ clients:
 PATHS = {"masq": ("g1@gcp", 1400), "pub": ("a2@aws", 1400), "jumbo": ("a1", 8941),
          "gcp": ("g2", 1400)}
 
-pytestmark = pytest.mark.privileged
+# a lab of 4 nodes and 12 processes per test: generous on a loaded 2-core machine
+pytestmark = [pytest.mark.privileged, pytest.mark.timeout(300)]
 
 
 @pytest.fixture
