@@ -124,7 +124,9 @@ def status_of(host: ExternalHost, conn: Connection, keys: HostKeys,
     endpoint's addresses replaced by the service's."""
     pairs = nat_pairs(conn, keys, serving)
     ip = conn.context.ip_context
+    endpoints = {p.vwire_endpoint for p in pairs}  # their routes are the service's address now
     routes = [str(ipaddress.ip_network(route.prefix, strict=False)) for route in ip.src_routes]
+    routes = [route for route in routes if route not in endpoints]
     seen_as = {str(ipaddress.ip_interface(p.vwire_endpoint).ip):
                str(ipaddress.ip_interface(p.service).ip) for p in pairs}
     dns = [seen_as.get(server, server)

@@ -15,9 +15,9 @@ Contract:
   stdin, never on a command line), the host as the only peer.
 * :meth:`Router.route` gives the host **stable** addresses: the host's own and the service's,
   which its exported file names, are mapped 1:1 onto the vWire's client and endpoint addresses
-  by nftables NAT in the router namespace (packets from the host: destination service →
-  endpoint, source host → client; packets the endpoint starts: client → host, endpoint →
-  service; conntrack reverses replies). So a vWire rebuilt with new addresses (a heal, a router
+  by stateless nftables rewriting in the router namespace (from the host: destination service
+  → endpoint, source host → client; from the vWire: destination client → host, source
+  endpoint → service). So a vWire rebuilt with new addresses (a heal, a router
   restart) only changes the rules, never the host's file. The host's addresses are routed to
   the WireGuard device and are the peer's allowed IPs.
 * :meth:`Router.route_server` (a served host instead): the host's tunnel address through the
@@ -73,22 +73,24 @@ class NatPair:
 
 
 def nat_rules(pairs: Sequence[NatPair], wg: str, vwire: str) -> str:
-    """The router namespace's whole nftables ruleset (``flush ruleset`` first: atomic)."""
+    """The router namespace's whole nftables ruleset (``flush ruleset`` first: atomic).
+    Stateless rewriting (no conntrack NAT), so a new mapping applies to the very next packet,
+    also of flows that were open before a heal."""
     pre, post = [], []
     for pair in pairs:
         fam = "ip6" if ":" in pair.host else "ip"
         host, service, client, endpoint = (
             str(ipaddress.ip_interface(a).ip)
             for a in (pair.host, pair.service, pair.vwire_client, pair.vwire_endpoint))
-        pre += [f'iifname "{wg}" {fam} daddr {service} dnat {fam} to {endpoint}',
-                f'iifname "{vwire}" {fam} daddr {client} dnat {fam} to {host}']
-        post += [f'oifname "{vwire}" {fam} saddr {host} snat {fam} to {client}',
-                 f'oifname "{wg}" {fam} saddr {endpoint} snat {fam} to {service}']
+        pre += [f'iifname "{wg}" {fam} daddr {service} {fam} daddr set {endpoint}',
+                f'iifname "{vwire}" {fam} daddr {client} {fam} daddr set {host}']
+        post += [f'oifname "{vwire}" {fam} saddr {host} {fam} saddr set {client}',
+                 f'oifname "{wg}" {fam} saddr {endpoint} {fam} saddr set {service}']
     return "\n".join([
         "flush ruleset", "table inet external {",
-        "  chain pre { type nat hook prerouting priority dstnat; policy accept;",
+        "  chain pre { type filter hook prerouting priority raw; policy accept;",
         *(f"    {rule}" for rule in pre), "  }",
-        "  chain post { type nat hook postrouting priority srcnat; policy accept;",
+        "  chain post { type filter hook postrouting priority srcnat; policy accept;",
         *(f"    {rule}" for rule in post), "  }", "}", ""])
 
 

@@ -15,7 +15,7 @@ from lab.external import (
     remove_config,
     start_router,
 )
-from lab.fabric import Fabric
+from lab.fabric import Fabric, endpoint_cidrs
 from lab.observe import ping, wait_for
 from tests.cli import Result, nsmctl
 from tests.e2e.conftest import MakeFabric
@@ -202,3 +202,35 @@ async def test_killed_router_comes_back_and_the_host_file_stays_valid(
     assert (await _nsmctl(fabric, "external", "remove", "laptop")).code == 0
     remove_config(host)
     assert _left(fabric) == {"namespaces": [], "wireguard-go": [], "state files": []}
+
+
+async def test_heal_to_another_endpoint_keeps_the_host_file_valid(
+        make_fabric: MakeFabric, tmp_path: Path) -> None:
+    fabric = await make_fabric(nodes=2)
+    await fabric.add_endpoint("nse-a", ["db"], node=2)
+    start_router(fabric, node=1)
+    host = add_host_netns(fabric, "laptop")
+    private, public = generate_key(host)
+    key_file = tmp_path / "laptop.key"
+    key_file.write_text(private + "\n")
+    assert (await _nsmctl(fabric, "external", "add", "laptop", "--service", "db",
+                          "--public-key", public)).code == 0
+    exported = (await _nsmctl(fabric, "external", "config", "laptop")).out
+    apply_config(host, exported, key_file)
+    target = next(line for line in exported.splitlines() if line.startswith("AllowedIPs"))
+    address = target.split("=")[1].split(",")[0].strip().split("/")[0]
+
+    async def answers() -> bool:
+        return await ping(host, address, wait=0.5)
+
+    await wait_for("the external host pings nse-a", answers, 20.0)
+    await fabric.add_endpoint("nse-b", ["db"], node=2, cidrs=endpoint_cidrs(1))
+    fabric.kill("nse-a")
+    router_ns = f"{fabric.topology.prefix}x-laptop"
+
+    async def on_b() -> bool:  # the vWire now carries nse-b's pool (10.61.0.0/16)
+        return "10.61." in network.ip("-4", "addr", "show", netns=router_ns, check=False)
+
+    await wait_for("the router's vWire healed onto nse-b", on_b, 45.0)
+    await wait_for("the host pings through the healed vWire, same file", answers, 30.0)
+    assert (await _nsmctl(fabric, "external", "config", "laptop")).out == exported
