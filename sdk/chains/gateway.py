@@ -3,11 +3,12 @@
 The relay chain is the server prefix (:mod:`sdk.chains.server`, with the monitor) followed by::
 
     MarkDomain → SetExpiry → Switch(
-        inbound, for an endpoint of this domain (``nse@own``, or published here):
+        inbound, for an endpoint of this domain (``nse@own``, or published here), or from
+        another gateway (signed paths: the previous segment's verified signer):
             RequireChosenEndpoint → EnterDomain → RouteToEndpoint(domain registry) → RefuseLoop
         outbound, for an endpoint of another domain (``nse@other``):
             RequireChosenEndpoint → RouteToEndpoint(that domain's gateway) → RefuseLoop
-    ) → [SignPathSegment] → Connect
+    ) → [SignPathSegment] → ForgetUnreachable → Connect
 
 A request for another domain comes from an nsmgr of this domain (its forwarder handed it back and
 the endpoint's registration, as this gateway answered it, carries this gateway's URL); it goes to
@@ -40,8 +41,9 @@ from sdk.channels import ChannelPool
 from sdk.domains import DomainResolver, split
 from sdk.networkservice.chosen import RequireChosenEndpoint
 from sdk.networkservice.client import Connect
-from sdk.networkservice.enterdomain import EnterDomain
+from sdk.networkservice.enterdomain import ANY_DOMAIN, EnterDomain
 from sdk.networkservice.expiry import SetExpiry
+from sdk.networkservice.forgetdead import ForgetUnreachable
 from sdk.networkservice.markdomain import MarkDomain
 from sdk.networkservice.monitor import Monitor
 from sdk.networkservice.noloop import RefuseLoop
@@ -104,11 +106,16 @@ class GatewayChain(ServerChain):
         self.published = Published()  # this domain's endpoints published in floating domains
         inbound = Case(
             lambda conn: _endpoint_domain(conn) == own
-            or self.published.has(conn.network_service_endpoint_name)
-            or _from_a_gateway(conn),
+            or self.published.has(conn.network_service_endpoint_name),
             [RequireChosenEndpoint(), EnterDomain(own, self.published.domains),
              RouteToEndpoint(nobody, local_endpoints, self.losses.follow), no_loop],
         )
+        # With signed paths: whatever another gateway sends here is for this domain (a
+        # publication this gateway forgot in a restart, too).
+        from_gateway = Case(_from_a_gateway, [
+            RequireChosenEndpoint(), EnterDomain(own, lambda: ANY_DOMAIN),
+            RouteToEndpoint(nobody, local_endpoints, self.losses.follow), no_loop,
+        ])
         outbound = [
             RequireChosenEndpoint(),
             RouteToEndpoint(nobody, other_domains, self.losses.follow),
@@ -121,8 +128,9 @@ class GatewayChain(ServerChain):
         super().__init__(options, [
             MarkDomain(own),
             SetExpiry(parts.token_lifetime),
-            Switch(inbound, default=outbound),
+            Switch(inbound, from_gateway, default=outbound),
             *sign,
+            ForgetUnreachable(parts.pool),
             Connect(parts.pool),
         ])
         self._exports = (

@@ -10,13 +10,15 @@ Path tokens stay valid: they bind a service name without its domain
 (a gateway's inbound branch; a node manager, for clients naming their own domain), in front of
 every element that reads the names. Keeps nothing.
 
-``also`` names more domains to treat as this hop's own: a gateway's endpoints published in
-floating domains (``name@F`` is served here as ``name``).
+``also`` names more domains to treat as this hop's own (a container: anything with ``in``): a
+gateway's endpoints published in floating domains (``name@F`` is served here as ``name``), or
+:data:`ANY_DOMAIN` for requests another gateway sent here (it sends a gateway only what that
+gateway's domain serves).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Container
 
 from api.proto.connection_pb2 import Connection
 from api.proto.networkservice_pb2 import NetworkServiceRequest
@@ -24,10 +26,21 @@ from sdk.domains import split
 from sdk.networkservice.core import NetworkServiceElement, NSCursor
 
 
+class _AnyDomain:
+    """Every domain."""
+
+    def __contains__(self, domain: object) -> bool:
+        return True
+
+
+#: ``also`` for a hop that takes every domain's names as its own.
+ANY_DOMAIN: Container[str] = _AnyDomain()
+
+
 class EnterDomain(NetworkServiceElement):
     """See the module docstring."""
 
-    def __init__(self, own: str, also: Callable[[], Collection[str]] = frozenset) -> None:
+    def __init__(self, own: str, also: Callable[[], Container[str]] = frozenset) -> None:
         self.own = own
         self.also = also
 

@@ -5,7 +5,10 @@ Contract (a gateway's chains): a find, register or unregister naming domain ``D`
 sent unchanged to D's gateway, found by ``resolver`` (:mod:`sdk.domains`), over a channel of
 ``pool``; its answer comes back as D's gateway gave it (names ``...@D``, D's gateway's URL and
 ID last in ``path_ids``). A request naming no domain is refused with ``InvalidArgument``; an
-unknown domain with the resolver's ``NotFound``. Terminal: place it last. Keeps nothing.
+unknown domain with the resolver's ``NotFound``; a find that cannot reach the gateway
+(``Unavailable`` before any answer) is made once more on a fresh channel (a gateway that came
+back is reached at once, not after the old channel's reconnect back-off). Terminal: place it
+last. Keeps nothing.
 
 What another domain answers is hostile until checked: a found record whose name or service
 names are not all ``...@D`` (e.g. a bare ``nse`` that would pose as an endpoint of this domain,
@@ -27,7 +30,7 @@ import structlog
 from api.proto.registry_pb2 import NetworkService, NetworkServiceEndpoint
 from sdk.channels import ChannelPool
 from sdk.domains import DomainResolver, split
-from sdk.errors import InvalidArgument
+from sdk.errors import InvalidArgument, Unavailable
 from sdk.registry.client import RemoteRegistry
 from sdk.registry.core import Event, Query, RegistryCursor, RegistryElement
 from sdk.registry.domainnames import query_domain
@@ -56,16 +59,32 @@ class ToDomains(RegistryElement[M], Generic[M]):
         self.pool = pool
         self.learn = learn
 
-    async def _remote(self, domain: str | None, what: str) -> RemoteRegistry[M]:
+    async def _remote(self, domain: str | None, what: str) -> tuple[str, RemoteRegistry[M]]:
         if domain is None:
             raise InvalidArgument(what, "names no domain: a gateway relays 'name@domain' only")
         found = await self.resolver.resolve(domain)
-        return RemoteRegistry(self.kind, self.pool.get(found.gateway))
+        return found.gateway, RemoteRegistry(self.kind, self.pool.get(found.gateway))
 
     async def find(self, query: Query[M], next: RegistryCursor[M]) -> AsyncIterator[Event[M]]:
         domain = query_domain(query.template)
-        remote = await self._remote(domain, "query")
-        async for event in remote.find(query, next):
+        url, remote = await self._remote(domain, "query")
+        answered = False
+        try:
+            async for event in self._checked(remote.find(query, next), domain):
+                answered = True
+                yield event
+            return
+        except Unavailable:
+            if answered:
+                raise
+            self.pool.forget(url)  # restarted? dial anew rather than wait out the back-off
+        remote = RemoteRegistry(self.kind, self.pool.get(url))
+        async for event in self._checked(remote.find(query, next), domain):
+            yield event
+
+    async def _checked(self, events: AsyncIterator[Event[M]], domain: str | None,
+                       ) -> AsyncIterator[Event[M]]:
+        async for event in events:
             if _all_in(event.record, domain):
                 self._learn(event.record)
                 yield event
@@ -81,9 +100,9 @@ class ToDomains(RegistryElement[M], Generic[M]):
                 self.learn(record.url, SpiffeId.parse(record.path_ids[-1]).trust_domain)
 
     async def register(self, record: M, next: RegistryCursor[M]) -> M:
-        remote = await self._remote(split(record.name)[1], "name")
+        _, remote = await self._remote(split(record.name)[1], "name")
         return await remote.register(record, next)
 
     async def unregister(self, record: M, next: RegistryCursor[M]) -> None:
-        remote = await self._remote(split(record.name)[1], "name")
+        _, remote = await self._remote(split(record.name)[1], "name")
         await remote.unregister(record, next)

@@ -100,7 +100,8 @@ async def test_refresh_through_a_restarted_remote_gateway(make_fabric: MakeFabri
 
 async def test_a_floating_domain_leads_to_the_publishing_domain(make_fabric: MakeFabric) -> None:
     """b publishes its endpoint in floating domain f (registry and gateway only); a client in a
-    asks for svc@f and reaches b's endpoint, its path never passing f."""
+    asks for svc@f and reaches b's endpoint, its path never passing f; also after b's gateway
+    restarted."""
     fabric = await make_fabric(nodes=2)
     domains = await split_domains(fabric, floating="f")
     await domains.add_endpoint("b", "nse-b", ["svc"])
@@ -113,6 +114,15 @@ async def test_a_floating_domain_leads_to_the_publishing_domain(make_fabric: Mak
     ]
     assert conn["network_service_endpoint_name"] == "nse-b@f"
     assert await ping(client.netns, endpoint_address(conn))
+
+    # b's gateway restarts and forgets its publication; f still points requests at it, and
+    # with signed paths it serves what another gateway sends it.
+    fabric.kill("gateway-b")
+    domains.start_gateway("b")
+    await domains.wait_gateway("b")
+    late = await fabric.add_client("late", node=1, urls=["kernel://svc@f/nsm0"])
+    assert late.connection()["network_service_endpoint_name"] == "nse-b@f"
+    assert await ping(late.netns, endpoint_address(late.connection()))
 
 
 async def test_heal_after_the_remote_node_s_forwarder_restarted(make_fabric: MakeFabric) -> None:

@@ -17,7 +17,13 @@ from gateway.settings import GatewaySettings
 from registry.app import Registry
 from registry.store import open_store
 from sdk.chain import CallContext
-from sdk.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from sdk.errors import (
+    FabricError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+)
 from sdk.grpcutil import parse_address
 from sdk.registry.client import RemoteRegistry
 from sdk.registry.core import Query, RegistryChain
@@ -307,3 +313,19 @@ async def test_the_remote_service_s_matches_select_by_the_client_s_labels(
         request.connection.labels["app"] = "web"
         conn = await client.chain.run_request(request, CallContext())
         assert conn.network_service_endpoint_name == "nse-primary@b"
+
+
+async def test_a_gateway_that_came_back_is_dialled_at_once(domains: TwoDomains) -> None:
+    """Gateway a forgets its channel to gateway b when b did not answer, so the first request
+    after b is back goes through (not only after the old channel's reconnect back-off)."""
+    a, b = domains.boxes["a"], domains.boxes["b"]
+    a1, b1 = await a.node(), await b.node()
+    await b.endpoint(b1, "nse-b", services=["db"])
+    client = a.client(a1, "web")
+    await client.chain.run_request(request_for("db@b", "c-u0"), CallContext())
+    await domains.stop_gateway("b")
+    with pytest.raises(FabricError):
+        await client.chain.run_request(request_for("db@b", "c-u1"), CallContext())
+    await domains.start_gateway("b")
+    conn = await client.chain.run_request(request_for("db@b", "c-u2"), CallContext())
+    assert conn.network_service_endpoint_name == "nse-b@b"

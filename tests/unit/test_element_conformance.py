@@ -21,6 +21,7 @@ from sdk.networkservice.core import NetworkServiceElement
 from sdk.networkservice.discover import CANDIDATES, Discover
 from sdk.networkservice.enterdomain import EnterDomain
 from sdk.networkservice.excludedprefixes import ExcludePrefixes
+from sdk.networkservice.forgetdead import ForgetUnreachable
 from sdk.networkservice.forwarder import FORWARDER, SelectForwarder
 from sdk.networkservice.handover import HandOver, Handovers
 from sdk.networkservice.heal import Heal
@@ -142,6 +143,7 @@ ELEMENTS: dict[str, tuple[Callable[[], NetworkServiceElement], dict[str, object]
     "enter-domain": (lambda: EnterDomain("b"), {"prepare": in_domain_b}),
     "refuse-loop": (lambda: RefuseLoop(lambda: {"unix:///nowhere/self.sock"}), {}),
     "mark-domain": (lambda: MarkDomain("a"), {}),
+    "forget-unreachable": (lambda: ForgetUnreachable(ChannelPool()), {}),
     "connection-owner": (ConnectionOwner, {"front": handing(
         lambda r, ctx: ctx.values.__setitem__(CLIENT_ID, "spiffe://t/nsc/a"))}),
     "exclude-prefixes": (ExcludePrefixes, {}),
