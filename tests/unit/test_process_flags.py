@@ -8,11 +8,13 @@ from typing import Any
 
 import pytest
 
+import external.__main__ as external_main
 import forwarder.__main__ as forwarder_main
 import gateway.__main__ as gateway_main
 import nse.__main__ as nse_main
 import nsmgr.__main__ as nsmgr_main
 import registry.__main__ as registry_main
+from external.settings import ExternalSettings
 from forwarder.settings import ForwarderSettings
 from gateway.settings import GatewaySettings
 from nse.settings import NseSettings
@@ -23,12 +25,12 @@ from sdk import settings
 BINARIES = [
     (registry_main, RegistrySettings), (nsmgr_main, NsmgrSettings),
     (forwarder_main, ForwarderSettings), (nse_main, NseSettings),
-    (gateway_main, GatewaySettings),
+    (gateway_main, GatewaySettings), (external_main, ExternalSettings),
 ]
 
 
 @pytest.mark.parametrize(("module", "cls"), BINARIES, ids=["registry", "nsmgr", "forwarder",
-                                                            "nse", "gateway"])
+                                                            "nse", "gateway", "external"])
 def test_every_setting_has_one_documented_flag(module: Any, cls: type[Any]) -> None:
     text = module._parser().format_help()
     flat = re.sub(r"\s+", " ", text)
