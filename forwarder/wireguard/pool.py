@@ -65,6 +65,7 @@ class DevicePool:
         self.kernel = kernel
         self._start = start  # makes an unstarted WgGoProcess for (ifname, underlay)
         self._underlays: dict[str | None, _Underlay] = {}
+        self._stopping: set[asyncio.Task[None]] = set()
         self._closed = False
 
     def ready(self, underlay: str | None) -> int:
@@ -73,10 +74,13 @@ class DevicePool:
         return len(state.ready) if state else 0
 
     async def filled(self, underlay: str | None) -> None:
-        """Wait until the refill of ``underlay`` running now (if any) has ended."""
+        """Wait until the refill of ``underlay`` and the stops of daemons set aside, running
+        now (if any), have ended."""
         state = self._underlays.get(underlay)
         if state is not None and state.refill is not None:
             await asyncio.shield(state.refill)
+        if self._stopping:
+            await asyncio.shield(asyncio.gather(*self._stopping, return_exceptions=True))
 
     async def take(self, underlay: str | None, mtu: int) -> WgGoProcess | None:
         """A ready daemon of ``underlay`` at ``mtu`` (module docstring), or None."""
@@ -85,8 +89,9 @@ class DevicePool:
         state = self._underlays.setdefault(underlay, _Underlay())
         if state.mtu != mtu:
             stale, state.ready, state.mtu = state.ready, [], mtu
-            for process in stale:
-                await process.stop()
+            if stale:  # stopped behind the request, which does not wait for them
+                self._stopping.add(asyncio.create_task(_stop_all(stale)))
+                self._stopping = {task for task in self._stopping if not task.done()}
         found = None
         while state.ready and found is None:
             process = state.ready.pop()
@@ -155,6 +160,13 @@ class DevicePool:
                 state.refill.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await state.refill
-            for process in state.ready:
-                await process.stop()
+            await _stop_all(state.ready)
             state.ready = []
+        if self._stopping:
+            await asyncio.gather(*self._stopping, return_exceptions=True)
+            self._stopping.clear()
+
+
+async def _stop_all(processes: list[WgGoProcess]) -> None:
+    for process in processes:
+        await process.stop()

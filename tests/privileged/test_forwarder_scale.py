@@ -48,6 +48,20 @@ def _daemons_named(ifname: str) -> list[int]:
     return found
 
 
+def _daemons_in(path: str) -> list[int]:
+    """Pids of wireguard-go processes living in the namespace at ``path``."""
+    ino = os.stat(path).st_ino
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if (Path(f"/proc/{pid}/comm").read_text().strip() == "wireguard-go"
+                    and os.stat(f"/proc/{pid}/ns/net").st_ino == ino):
+                found.append(int(pid))
+        except OSError:
+            continue
+    return found
+
+
 @pytest.fixture
 async def limited(tmp_path: Path) -> AsyncIterator[tuple[UserspaceBackend, Path]]:
     """A backend whose inotify limit is read from a file the test writes; it counts only its
@@ -221,7 +235,7 @@ async def test_pooled_daemons_serve_vwires_of_their_mtu_and_leave_nothing(
     underlay = netns_path(netns("pool"))
     workload = netns_path(netns("pwl"))
     backend = UserspaceBackend(kernel=kernel, pool_size=2)
-    first, second, third = (f"wgp{secrets.token_hex(4)}" for _ in range(3))
+    first, second, third, fourth = (f"wgp{secrets.token_hex(4)}" for _ in range(4))
     try:
         # No pool yet: started on demand; the pool fills at this MTU behind it.
         await backend.create(first, underlay, generate_keypair()[0], 51830, mtu=1380)
@@ -243,13 +257,20 @@ async def test_pooled_daemons_serve_vwires_of_their_mtu_and_leave_nothing(
         assert [s.public_key for s in await backend.stats(second)] == [peer.public_key]
         await backend.move(second, underlay, workload)  # the daemon saw the MTU: no wait
         assert (await kernel.get_link(workload, second)).mtu == 1380
-        # Another MTU: the pool has none, so a daemon is started for it.
+        # Another MTU: the pool has none, so a daemon is started for it; the pool follows.
         await backend.create(third, underlay, generate_keypair()[0], 51832, mtu=1400)
         assert not (await kernel.get_link(underlay, third)).alias
+        await asyncio.wait_for(backend.pool.filled(underlay), 20)
+        assert backend.pool.ready(underlay) == 2
+        await backend.create(fourth, underlay, generate_keypair()[0], 51833, mtu=1400)
+        taken = await kernel.get_link(underlay, fourth)
+        assert taken.mtu == 1400 and (taken.alias or "").startswith(POOL_ALIAS)
+        await asyncio.wait_for(backend.pool.filled(underlay), 20)
+        assert len(_daemons_in(underlay)) == 4 + 2  # four vWires' and two pooled
     finally:
         await backend.close()
         kernel.close()
-    assert _daemons_named(first) == _daemons_named(second) == _daemons_named(third) == []
+    assert _daemons_in(underlay) == []
     assert [link.name for link in await NetlinkKernel().list_links(underlay)] == ["lo"]
     assert not list(SOCKET_DIR.glob("vwp*.sock")) or all(
         _daemons_named(sock.stem) for sock in SOCKET_DIR.glob("vwp*.sock")
