@@ -24,7 +24,7 @@ runs and the clients that connect to them::
 everything and raises :class:`sdk.errors.InvalidArgument` naming the field (``domains[1].cloud``)
 and the fix: unknown keys or clouds, duplicate names, a bad MTU, a domain without nodes, a
 service or client on a node that does not exist, a client of a service nobody provides, a VM
-asking for a service of another domain (a joined VM's nsmgr has no gateway), an external host
+asking for a service of another domain (a joined VM gets no federated bundles), an external host
 of a domain without a node others can reach (its router runs there).
 :data:`BUILT_IN` holds the default ``multi-cloud`` topology (aws + gcp + azure + on-prem).
 """
@@ -262,7 +262,7 @@ class _Guests:
             wanted = _list(spec.get("services"), f"{field}.services", 8,
                            empty="give at least one service")
             services = tuple(self._service(
-                s, f"{field}.services[{j}]", domain, "a joined VM's nsmgr has no gateway, so it "
+                s, f"{field}.services[{j}]", domain, "a joined VM gets no federated bundles, so it "
                 "reaches its own domain's services only") for j, s in enumerate(wanted))
             index = 1 + sum(1 for vm in found if vm.domain == domain.name)
             found.append(VmSpec(name, domain.name, services, index))

@@ -2,9 +2,11 @@
 WireGuard, each brought up the way a user would, through the public tools.
 
 * **VM** (:func:`join_vm`): a namespace on its domain's bridge (:func:`lab.internet.add_vm`),
-  SVIDs for ``nsmgr-<vm>`` and ``forwarder-<vm>`` from its domain's CA, then the bootstrap script
-  ``deploy/bootstrap/node.sh`` (``nsmctl node join`` in supervisor mode, root under the lab's
-  state directory). The VM's nsmgr and forwarder pids are recorded as lab processes
+  SVIDs for ``nsmgr-<vm>`` and ``forwarder-<vm>`` from its domain's CA, then the bootstrap
+  script ``deploy/bootstrap/node.sh`` (``nsmctl node join`` in supervisor mode, root under the
+  lab's state directory; ``VWIRE_SETTINGS`` gives the nsmgr its domain and gateway and the
+  forwarder its site, ``masquerade`` NAT — it goes out through the domain's NAT gateway — and
+  WAN MTU). The VM's nsmgr and forwarder pids are recorded as lab processes
   ``<vm>-nsmgr``/``<vm>-forwarder`` so that ``down`` stops them like any other; a reference
   client ``nsc-<vm>`` in the VM's workload namespace ``P_vm_<vm>_app`` asks for the VM's
   services through the VM's nsmgr.
@@ -16,9 +18,8 @@ WireGuard, each brought up the way a user would, through the public tools.
   and :func:`lab.external.apply_config` (what wg-quick does, on wireguard-go). It returns the
   service's address, the first ``AllowedIPs``.
 
-Known limit: ``nsmctl node join`` sets neither the nsmgr's domain and gateway nor the
-forwarder's site and NAT, so a VM reaches its own domain's services only and its tunnels to the
-domain's nodes are treated as leaving the site (WAN MTU, the nodes' public addresses).
+Known limit: ``nsmctl node join`` copies the SVIDs without the federated bundles, so the VM
+cannot verify other trust domains: it asks for its own domain's services only.
 """
 
 from __future__ import annotations
@@ -57,6 +58,12 @@ async def join_vm(lab: MultiLab, vm: VmSpec) -> LabClient:
         "VWIRE_IDENTITY_DIR": str(identity), "VWIRE_ADVERTISE": f"tcp://{address}:{NSMGR_PORT}",
         "VWIRE_ROOT": str(root), "VWIRE_MODE": "supervisor", "VWIRE_NETNS": netns,
         "VWIRE_VENV": sys.prefix,
+        # a node of its domain like the others; behind the domain's NAT gateway (masquerade)
+        "VWIRE_SETTINGS": " ".join([
+            f"VWIRE_NSMGR_DOMAIN={vm.domain}",
+            f"VWIRE_NSMGR_GATEWAY={internet.gateway_url(domain)}",
+            f"VWIRE_FORWARDER_SITE={vm.domain}", "VWIRE_FORWARDER_NAT=masquerade",
+            f"VWIRE_FORWARDER_WAN_MTU={lab.model.wan_mtu}"]),
     }
     done = await _run(["sh", str(BOOTSTRAP)], env)
     for unit, process in (("vwire-nsmgr.service", f"{vm.name}-nsmgr"),

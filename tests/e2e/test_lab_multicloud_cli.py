@@ -69,6 +69,12 @@ async def test_multi_cloud_lab_up_status_down(lab_topology: Topology) -> None:
     assert vm["nsmgr"] and vm["forwarder"]
     (conn,) = vm["connections"]
     assert conn["network_service"] == "db"
+    assert conn["context"]["MTU"] == 1440  # inside azure's site: its 1500 underlay
+    segments = {s["name"]: s for s in conn["path"]["path_segments"]}
+    assert not [name for name in segments if name.startswith("gateway-")]
+    # a node of azure's site: it dials azure-1 at its address inside the site, not the public one
+    dialled = segments["forwarder-vm-1"].get("metrics", {}).get("wireguard_endpoint", "")
+    assert dialled.startswith("172.16.3.11:"), segments["forwarder-vm-1"]
     target = conn["context"]["ip_context"]["dst_ip_addrs"][0].split("/")[0]
     assert await df_ping(vm["client_netns"], target, 100)
     (host,) = status["external_hosts"]

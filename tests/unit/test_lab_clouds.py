@@ -81,8 +81,8 @@ def _with_domain(**domain: Any) -> dict[str, Any]:
     (topology(vms=[{"name": "vm-1", "domain": "gcp", "services": ["db"]}]),
      "topology.vms[0].domain", "not a domain"),
     (topology(vms=[{"name": "vm-1", "domain": "aws", "services": ["db"]}]),
-     "topology.vms[0].services[0]", "db runs in domain dc, not aws: a joined VM's nsmgr has no "
-     "gateway"),
+     "topology.vms[0].services[0]", "db runs in domain dc, not aws: a joined VM gets no "
+     "federated bundles"),
     (topology(vms=[{"name": "aws-1", "domain": "dc", "services": ["db"]}]),
      "topology.vms[0].name", "given twice"),
     (topology(external_hosts=[{"name": "laptop", "domain": "dc", "service": "cache"}]),
