@@ -1,7 +1,8 @@
 """Element ``Discover``: the candidate endpoints of the requested network service.
 
 Contract: on a request that names no endpoint, asks the domain registry for the network service
-(its ``matches``; an unregistered service has none) and for the endpoints that provide it,
+(its ``matches``; an unregistered service has none) and, at the same time, for the endpoints that
+provide it (one round trip's wait instead of two; a failure of either cancels the other),
 narrows them with the matches and the client's labels (:mod:`sdk.select.match`), and leaves the
 result in ``ctx.values[CANDIDATES]`` for the selection behind it. Raises :class:`NoEndpoint`
 naming the service when nothing provides it or nothing matches the labels. A request that names
@@ -12,6 +13,8 @@ attempt looks again). Keeps nothing; close passes through.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 from api.proto.connection_pb2 import Connection
 from api.proto.networkservice_pb2 import NetworkServiceRequest
@@ -65,15 +68,28 @@ class Discover(NetworkServiceElement):
         query = Query(NetworkServiceEndpoint(network_service_names=[name]))
         return [event.record async for event in self.endpoints.find(query)]
 
+    async def _lookups(self, name: str) -> tuple[list[NetworkServiceEndpoint], NetworkService]:
+        """Providers and service record, both asked at once; the first failure is raised
+        as it is, after the other lookup was cancelled."""
+        providing = asyncio.ensure_future(self._providers(name))
+        service = asyncio.ensure_future(self._service(name))
+        try:
+            return await asyncio.gather(providing, service)
+        except BaseException:
+            for task in (providing, service):
+                task.cancel()
+            await asyncio.gather(providing, service, return_exceptions=True)
+            raise
+
     async def request(self, request: NetworkServiceRequest, next: NSCursor) -> Connection:
         conn = request.connection
         if conn.network_service_endpoint_name:
             return await next.request(request)
         name = conn.network_service
-        providers = await self._providers(name)
+        providers, service = await self._lookups(name)
         if not providers:
             raise NoEndpoint(f"network service {name!r} not found: no endpoint provides it")
-        found = candidates(await self._service(name), providers, dict(conn.labels))
+        found = candidates(service, providers, dict(conn.labels))
         if not found:
             raise NoEndpoint(
                 f"network service {name!r}: no endpoint matches the client's labels "
