@@ -21,7 +21,7 @@ from api.proto.connection_pb2 import Connection
 from api.proto.networkservice_pb2 import NetworkServiceRequest
 from forwarder.kernel import FakeKernel
 from forwarder.ports import PortPool
-from forwarder.reach import path_mtu
+from forwarder.reach import ipv6_underlay, path_mtu
 from forwarder.underlay import advertised_address
 from forwarder.wireguard import WgPeer
 from forwarder.wireguard.fake import FakeWireGuard
@@ -214,3 +214,21 @@ def test_advertised_address_settings_are_checked(nat: str, external: str, fix: s
     with pytest.raises(InvalidArgument) as failure:
         advertised_address(nat, external, "10.1.0.11")
     assert failure.value.field == "external_address" and fix in str(failure.value)
+
+
+async def test_an_ipv6_underlay_costs_80_bytes_on_both_ends_even_when_one_cannot_dial() -> None:
+    """The masqueraded side's peer has no endpoint on the far side; both ends still agree on the
+    IPv6 overhead (from the advertised addresses), not on "unknown: assume IPv6" by luck."""
+    near = Site("v6-1", "aws", NAT_MASQUERADE, "fd00:1::11", "", 9001)
+    far = Site("v6-2", "gcp", NAT_ONE_TO_ONE, "fd00:2::11", "2001:db8::11", 1460)
+    p = pair(near, far)
+    reply = await p.chain.run_request(request())
+    assert p.dialled(CLIENT_NS) == "2001:db8::11" and p.dialled(ENDPOINT_NS) is None
+    assert reply.context.MTU == 1460 - 80
+    assert await p.mtu_in(CLIENT_NS) == await p.mtu_in(ENDPOINT_NS) == 1380
+
+
+def test_the_underlay_family_comes_from_the_first_address_known() -> None:
+    assert ipv6_underlay("", "192.0.2.1", "fd00::1") is False
+    assert ipv6_underlay("fd00::1", "192.0.2.1") is True
+    assert ipv6_underlay("", "") is True  # unknown: the larger overhead, the safe MTU
