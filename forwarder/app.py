@@ -177,7 +177,8 @@ class Forwarder:
         return record
 
     async def stop(self, grace: float = 1.0) -> None:
-        """Unregister, stop serving, close every vWire this forwarder made."""
+        """Unregister, stop serving, close every vWire this forwarder made, stop the
+        wireguard-go daemons it started ahead."""
         if self._registration is not None:
             await self._registration.stop()
         if self._server is not None:
@@ -197,6 +198,8 @@ class Forwarder:
         if self.recovery is not None:
             await self.recovery.close()
             self.recovery = None
+        if isinstance(self.backend, UserspaceBackend):
+            await self.backend.pool.close()  # daemons started ahead belong to no vWire
         await sweep(self.kernel, self.backend, owner=self.name)
         await self.pool.close()
         _log.info("forwarder stopped", name=self.name)
