@@ -1,4 +1,4 @@
-"""Suite-wide fixtures: a check that no test leaves asyncio tasks running.
+"""Suite-wide fixtures: a check that no test leaves asyncio tasks running, and logging restored.
 
 The design forbids leaked asyncio tasks: whatever a test (or its fixtures) starts must be
 finished or cancelled and awaited by the time the test is torn down. The autouse fixture
@@ -14,11 +14,22 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+import structlog
 
 pytest_plugins = ["pytester", "tests.etcd_fixture"]
 
 #: Seconds a task created by the test gets to finish on its own after teardown.
 LEAK_GRACE = 1.0
+
+
+@pytest.fixture(autouse=True)
+def _structlog_restored() -> Iterator[None]:
+    """A test that runs a process's ``main()`` in-process configures structlog to print to the
+    ``sys.stderr`` of that moment, pytest's capture, closed after the test: put the previous
+    configuration back, so later tests do not log into a closed file."""
+    before = structlog.get_config()
+    yield
+    structlog.configure(**before)
 
 
 def describe_task(task: asyncio.Task[object]) -> str:

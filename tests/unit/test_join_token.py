@@ -11,23 +11,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import structlog
 
 from nsmctl.joinsigner import JoinSigner, fetch_identity, pin_of
 from nsmctl.jointoken import JoinToken, TokenStore
 from sdk.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from sdk.security.ca import CertificateAuthority
 from sdk.security.source import FileSvidSource
-
-
-@pytest.fixture(autouse=True)
-def _logs_to_the_current_stdout() -> Iterator[None]:
-    """The signer logs in this process: on structlog's defaults (the current sys.stdout), not
-    on a stream an earlier test configured and pytest has since closed."""
-    before = structlog.get_config()
-    structlog.reset_defaults()
-    yield
-    structlog.configure(**before)
 
 
 @pytest.fixture
