@@ -96,6 +96,7 @@ class Forwarder:
         await reserve_ports(None, ports)
         if isinstance(self.backend, UserspaceBackend):
             raise_limit()  # one inotify instance per daemon; the default allows ~64 vWires
+            await self.backend.pool.sweep(None)  # a previous run's daemons started ahead
         removed = await sweep(self.kernel, self.backend, owner=self.name)
         info = await describe(self.backend)
         self.dataplane = {

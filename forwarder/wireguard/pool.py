@@ -14,9 +14,10 @@ Contract:
   every take schedules a refill in the background. The caller owns the daemon from then on.
 - Refilling starts daemons one at a time; a failure is logged and retried after a growing pause
   (at most 5 s), never raised. Pooled daemons claim inotify instances like any other.
-- Each pooled TUN carries the alias ``vwire-pool:<forwarder pid>``; :meth:`take` and the first
-  refill of an underlay delete pooled TUNs whose pid is gone (a crashed forwarder's: deleting
-  the TUN ends its daemon).
+- Each pooled TUN carries the alias ``vwire-pool:<forwarder pid>``; :meth:`sweep` (the forwarder
+  calls it at start, and the first refill of each underlay) deletes pooled TUNs whose pid is gone
+  (a crashed forwarder's: deleting the TUN ends its daemon) and unlinks pooled daemons' sockets
+  nobody answers on.
 - :meth:`close` stops the refills and every daemon still pooled. ``size`` 0 disables the pool.
 """
 
@@ -28,13 +29,15 @@ import os
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import structlog
 
 from forwarder.kernel import KernelPort
 from sdk.errors import FabricError, NotFound
 
-from .process import WgGoProcess
+from .process import WgGoProcess, clear_stale_socket
+from .uapi import SOCKET_DIR
 
 log = structlog.get_logger()
 
@@ -42,9 +45,12 @@ POOL_ALIAS = "vwire-pool:"
 _MAX_PAUSE = 5.0
 
 
+POOL_PREFIX = "vwp"
+
+
 def pool_name() -> str:
     """A fresh name for a pooled daemon's TUN (and its UAPI socket)."""
-    return f"vwp{secrets.token_hex(3)}"
+    return f"{POOL_PREFIX}{secrets.token_hex(3)}"
 
 
 @dataclass(eq=False)
@@ -59,9 +65,14 @@ class DevicePool:
     """See the module docstring."""
 
     def __init__(
-        self, size: int, kernel: KernelPort, start: Callable[[str, str | None], WgGoProcess]
+        self,
+        size: int,
+        kernel: KernelPort,
+        start: Callable[[str, str | None], WgGoProcess],
+        socket_dir: Path = SOCKET_DIR,
     ) -> None:
         self.size = size
+        self.socket_dir = socket_dir
         self.kernel = kernel
         self._start = start  # makes an unstarted WgGoProcess for (ifname, underlay)
         self._underlays: dict[str | None, _Underlay] = {}
@@ -138,7 +149,11 @@ class DevicePool:
         return process
 
     async def sweep(self, underlay: str | None) -> list[str]:
-        """Delete pooled TUNs of forwarders that are gone; their names."""
+        """Delete pooled TUNs of forwarders that are gone, and unlink the sockets of pooled
+        daemons that died (a daemon whose forwarder was killed dies of SIGPIPE at its next
+        output line, leaving its socket); the TUNs' names."""
+        for sock in self.socket_dir.glob(f"{POOL_PREFIX}*.sock"):
+            clear_stale_socket(sock)  # only sockets nobody answers on
         removed = []
         with contextlib.suppress(NotFound):
             for link in await self.kernel.list_links(underlay, alias_prefix=POOL_ALIAS):

@@ -117,7 +117,7 @@ class UserspaceBackend:
         self._devices: dict[str, _Device] = {}
         self._creating: set[str] = set()
         self._subscribers: list[EventCallback] = []
-        self.pool = DevicePool(pool_size, self.kernel, self._process)
+        self.pool = DevicePool(pool_size, self.kernel, self._process, socket_dir)
 
     # ---- events ---------------------------------------------------------------------------
 

@@ -276,8 +276,18 @@ async def test_pooled_daemons_serve_vwires_of_their_mtu_and_leave_nothing(
     assert set(SOCKET_DIR.glob("vwp*.sock")) <= sockets_before  # none of this test's left
 
 
-async def test_a_gone_forwarders_pooled_tuns_are_removed(netns: Callable[[str], str]) -> None:
+async def test_a_gone_forwarders_pooled_tuns_are_removed(
+    netns: Callable[[str], str], tmp_path: Path
+) -> None:
     from forwarder.wireguard.pool import POOL_ALIAS, DevicePool
+
+    dead_socket, live_socket = tmp_path / "vwpdead.sock", tmp_path / "vwplive.sock"
+    gone = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    gone.bind(str(dead_socket))
+    gone.close()  # the file stays, nobody answers: a daemon killed without cleaning up
+    live = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    live.bind(str(live_socket))
+    live.listen()
 
     name = netns("psweep")
     path = netns_path(name)
@@ -288,10 +298,13 @@ async def test_a_gone_forwarders_pooled_tuns_are_removed(netns: Callable[[str], 
         dead = max(int(p) for p in os.listdir("/proc") if p.isdigit()) + 100000
         await kernel.set_link(path, "vwpdead", alias=f"{POOL_ALIAS}{dead}")
         await kernel.set_link(path, "vwpmine", alias=f"{POOL_ALIAS}{os.getpid()}")
-        pool = DevicePool(1, kernel, lambda _n, _u: None)  # type: ignore[arg-type, return-value]
+        pool = DevicePool(1, kernel, lambda _n, _u: None,  # type: ignore[arg-type, return-value]
+                          socket_dir=tmp_path)
         assert await pool.sweep(path) == ["vwpdead"]
+        assert not dead_socket.exists() and live_socket.exists()
         # A live forwarder's pooled TUNs are never touched.
         assert sorted(link.name for link in await kernel.list_links(path)) == [
             "lo", "vwpmine", "xb"]
     finally:
+        live.close()
         kernel.close()
