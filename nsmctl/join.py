@@ -50,6 +50,8 @@ from sdk.security.svid import BUNDLE_FILE, CERT_FILE, KEY_FILE
 from sdk.settings import describe
 
 UNITS = ("vwire-nsmgr.service", "vwire-forwarder.service")  # start order
+RENEW_UNIT = "vwire-renew.service"  # with a join signer: keeps the node's SVIDs renewed
+SOCKETS = {"vwire-nsmgr.service": "nsmgr.sock", "vwire-forwarder.service": "forwarder.sock"}
 MODES = ("auto", "systemd", "supervisor")
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,40}[a-z0-9])?$")
 _IFNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
@@ -70,6 +72,7 @@ class JoinPlan:
     log_level: str = "info"
     #: more settings of either process (``VWIRE_NSMGR_DOMAIN``, ``VWIRE_FORWARDER_SITE``, ...)
     settings: tuple[tuple[str, str], ...] = ()
+    signer: str = ""  # the join signer: a third unit renews the SVIDs from it
 
 
 @dataclass(frozen=True)
@@ -234,7 +237,7 @@ def render_units(plan: JoinPlan) -> dict[str, str]:
     netns = (f"NetworkNamespacePath=/var/run/netns/{plan.netns}\n" if plan.netns else "")
     common = (f"EnvironmentFile={where.env_file}\n{netns}Restart=on-failure\nRestartSec=2\n"
               "KillMode=mixed\nTimeoutStopSec=15\n")
-    return {
+    units = {
         "vwire-nsmgr.service": (
             "[Unit]\nDescription=vWire node manager (nsmgr)\n"
             "Wants=network-online.target\nAfter=network-online.target\n\n"
@@ -246,6 +249,19 @@ def render_units(plan: JoinPlan) -> dict[str, str]:
             f"[Service]\nType=exec\nExecStart={plan.python} -m forwarder\n{common}\n"
             "[Install]\nWantedBy=multi-user.target\n"),
     }
+    if plan.signer:
+        units[RENEW_UNIT] = (
+            "[Unit]\nDescription=vWire node SVID renewal\n"
+            "Wants=network-online.target\nAfter=network-online.target\n\n"
+            f"[Service]\nType=exec\nExecStart={plan.python} -m nsmctl node renew "
+            f"--signer {plan.signer} --root {plan.root}\nEnvironmentFile={where.env_file}\n"
+            "Restart=always\nRestartSec=30\n\n[Install]\nWantedBy=multi-user.target\n")
+    return units
+
+
+def installed_units(root: Path) -> list[str]:
+    """The units join installed under ``root``, in start order."""
+    return [unit for unit in (*UNITS, RENEW_UNIT) if (Layout(root).units / unit).exists()]
 
 
 @dataclass(frozen=True)
@@ -352,7 +368,7 @@ def uninstall(root: Path) -> list[str]:
     listed = manifest.get("made", [])
     made = [entry for entry in listed if isinstance(entry, str)] if isinstance(listed, list) else []
     where = Layout(root)
-    for unit in UNITS:
+    for unit in (*UNITS, RENEW_UNIT):
         where.pid_file(unit).unlink(missing_ok=True)
         (where.logs / f"{unit}.log").unlink(missing_ok=True)
     for sock in ("nsmgr.sock", "forwarder.sock"):
@@ -379,8 +395,7 @@ def _running(pid: int, unit_command: list[str]) -> bool:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    module = unit_command[-1].encode()
-    return module in argv
+    return all(arg.encode() in argv for arg in unit_command[1:])
 
 
 def start(root: Path, timeout: float = 30.0) -> dict[str, int]:
@@ -389,9 +404,10 @@ def start(root: Path, timeout: float = 30.0) -> dict[str, int]:
     where = Layout(root)
     pids: dict[str, int] = {}
     try:
-        for unit in UNITS:
+        for unit in installed_units(root):
             pids[unit] = _start_unit(where, unit)
-            _wait_ready(where, unit, pids[unit], timeout)
+            if unit in SOCKETS:
+                _wait_ready(where, unit, pids[unit], timeout)
     except BaseException:
         stop(root)
         raise
@@ -411,7 +427,7 @@ def _start_unit(where: Layout, unit: str) -> int:
 
 
 def _wait_ready(where: Layout, unit: str, pid: int, timeout: float) -> None:
-    sock = where.run / ("nsmgr.sock" if "nsmgr" in unit else "forwarder.sock")
+    sock = where.run / SOCKETS[unit]
     deadline = time.monotonic() + timeout
     while not unix_socket_accepts(sock):
         gone = not Path(f"/proc/{pid}").exists() or _zombie(pid)
@@ -442,7 +458,7 @@ def stop(root: Path, grace: float = 10.0) -> list[int]:
     stopped. Pid files are removed."""
     where = Layout(root)
     stopped = []
-    for unit in reversed(UNITS):
+    for unit in reversed(installed_units(root)):
         pid_file = where.pid_file(unit)
         try:
             pid = int(pid_file.read_text())

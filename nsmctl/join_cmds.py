@@ -10,6 +10,9 @@ being one (:mod:`nsmctl.join` does the work; docs/external.md).
   token; ``node signer --dir CA --listen tcp://HOST:PORT`` serves join requests
   (:mod:`nsmctl.joinsigner`); ``node join --token TOKEN --signer tcp://HOST:PORT`` makes the
   node's keys on the node and gets its SVIDs for the token instead of ``--identity``.
+* ``node renew --signer tcp://HOST:PORT [--root /] [--once]`` renews the node's SVIDs at half
+  their lifetime (new keys, authenticated by the current nsmgr SVID); a node that joined by
+  token gets it as a third unit, ``vwire-renew.service``.
 * ``node leave [--root /] [--mode ...]`` stops both (their sockets, links and registrations go
   with them) and removes every file join made.
 """
@@ -20,6 +23,7 @@ import datetime as dt
 import signal
 import sys
 import tempfile
+import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
@@ -29,7 +33,14 @@ import typer
 from nsmctl import join, params
 from nsmctl.ca_cmds import DEFAULT_CA_DIR, CaDir
 from nsmctl.context import CliError, options
-from nsmctl.joinsigner import DEFAULT_TTL, JoinSigner, fetch_identity, pin_of
+from nsmctl.joinsigner import (
+    DEFAULT_TTL,
+    JoinSigner,
+    fetch_identity,
+    pin_of,
+    renew_due,
+    renew_identity,
+)
 from nsmctl.jointoken import JoinToken, TokenStore
 from sdk.errors import FabricError, InvalidArgument
 from sdk.security.ca import CertificateAuthority
@@ -83,7 +94,8 @@ def join_command(
         parsed, name = _identity_source(identity, token, signer, name)
         plan = join.JoinPlan(name, options(ctx).registry, identity or Path("/nonexistent"),
                              root, python or sys.executable, advertise, underlay_interface,
-                             netns, settings=join.parse_settings(setting or []))
+                             netns, settings=join.parse_settings(setting or []),
+                             signer=signer if token else "")
         join.validate(plan, identity=parsed is None)
         chosen = join.choose_mode(mode, root)
     except InvalidArgument as exc:
@@ -126,13 +138,44 @@ def _install_and_start(plan: join.JoinPlan, chosen: str) -> None:
     try:
         if chosen == "systemd":
             join.systemctl("daemon-reload")
-            join.systemctl("enable", "--now", *join.UNITS)
+            join.systemctl("enable", "--now", *join.installed_units(plan.root))
         else:
             join.start(plan.root)
     except (FabricError, OSError) as exc:
         join.uninstall(plan.root)
         raise CliError(f"node {plan.name} did not start ({exc}): nothing was left installed"
                        ) from None
+
+
+@node_app.command("renew")
+def renew_command(
+    signer: Annotated[str, typer.Option("--signer", metavar="URL",
+                                        help="the join signer, tcp://HOST:PORT")],
+    root: RootOpt = Path("/"),
+    once: Annotated[bool, typer.Option("--once", help="check (and renew) once, then exit")
+                    ] = False,
+    interval: Annotated[str, typer.Option("--interval", metavar="DURATION",
+                                          callback=params.duration,
+                                          help="how often to check (default 5m)",
+                                          show_default=False)] = "5m",
+) -> None:
+    """Keep this node's SVIDs renewed from the join signer (at half their lifetime), with new
+    keys made here; nsmgr and forwarder pick the new files up without a restart."""
+    identity = join.Layout(root).identity
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while True:
+        try:
+            if renew_due(identity):
+                node = renew_identity(signer, identity)
+                typer.echo(f"renewed the SVIDs of node {node}")
+        except FabricError as exc:
+            if once:
+                raise
+            typer.echo(f"renewal failed, retrying in {interval}: {exc}", err=True)
+        if once or stop.wait(params.seconds(interval)):
+            return
 
 
 token_app = typer.Typer(help="One-time join tokens for VMs.", no_args_is_help=True)
@@ -192,7 +235,7 @@ def leave_command(root: RootOpt = Path("/"), mode: ModeOpt = "auto") -> None:
     if manifest is None:
         raise CliError(f"no node is installed under {root}: nothing to leave")
     if chosen == "systemd":
-        join.systemctl("disable", "--now", *join.UNITS)
+        join.systemctl("disable", "--now", *join.installed_units(root))
     else:
         join.stop(root)
     join.uninstall(root)

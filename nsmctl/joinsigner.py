@@ -27,6 +27,7 @@ import socket
 import ssl
 import tempfile
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -37,10 +38,25 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from nsmctl.jointoken import JoinToken, TokenStore
-from sdk.errors import FabricError, FailedPrecondition, InvalidArgument, PermissionDenied
+from sdk.errors import (
+    FabricError,
+    FailedPrecondition,
+    InvalidArgument,
+    PermissionDenied,
+    Unauthenticated,
+)
 from sdk.grpcutil import parse_address
 from sdk.security.ca import CertificateAuthority
-from sdk.security.svid import Svid, TrustBundle, load_certificates, write_svid
+from sdk.security.svid import (
+    CERT_FILE,
+    KEY_FILE,
+    Svid,
+    TrustBundle,
+    load_certificates,
+    read_svid,
+    spiffe_id_of,
+    write_svid,
+)
 from sdk.security.tls import server_name
 
 log = structlog.get_logger("nsmctl.signer")
@@ -90,22 +106,49 @@ class JoinSigner:
             doc = json.loads(body)
         except ValueError:
             raise InvalidArgument("body", "is not JSON") from None
-        if not isinstance(doc, dict) or not isinstance(doc.get("csrs"), dict):
-            raise InvalidArgument("csrs", "give {\"token\": ..., \"csrs\": {...}}")
+        if not isinstance(doc, dict):
+            raise InvalidArgument("body", "give {\"token\": ..., \"csrs\": {...}}")
         token = JoinToken.parse(doc.get("token", ""), "token")
-        csrs = {kind: _csr(doc["csrs"].get(kind), kind) for kind in KINDS}
+        csrs = self._csrs(body)
         if token.trust_domain != self.ca.trust_domain:
             raise PermissionDenied("join token refused: it is for another trust domain")
         self.tokens.consume(token)
+        return self._sign(token.node, csrs)
+
+    def answer_renew(self, body: bytes, peer_der: bytes | None) -> dict[str, str]:
+        """The answer to one ``POST /renew``: the caller proved, by the nsmgr SVID it presented
+        (verified by TLS against the bundle), which node it is; both of that node's SVIDs are
+        signed again for the request's new keys."""
+        if not peer_der:
+            raise PermissionDenied("renewal needs the node's current nsmgr SVID as the TLS "
+                                   "client certificate")
+        spiffe = spiffe_id_of(x509.load_der_x509_certificate(peer_der))
+        kind, _, name = spiffe.path.strip("/").partition("/")
+        node = name.removeprefix("nsmgr-")
+        if spiffe.trust_domain != self.ca.trust_domain or kind != "nsmgr" or node == name:
+            raise PermissionDenied(f"{spiffe} is not a node's nsmgr: renewal refused")
+        return self._sign(node, self._csrs(body))
+
+    def _csrs(self, body: bytes) -> dict[str, x509.CertificateSigningRequest]:
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            raise InvalidArgument("body", "is not JSON") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("csrs"), dict):
+            raise InvalidArgument("csrs", "give {\"csrs\": {\"nsmgr\": PEM, \"forwarder\": PEM}}")
+        return {kind: _csr(doc["csrs"].get(kind), kind) for kind in KINDS}
+
+    def _sign(self, node: str, csrs: dict[str, x509.CertificateSigningRequest]
+              ) -> dict[str, str]:
         td = self.ca.trust_domain
         answer = {"bundle": self.ca.bundle.pem().decode()}
         for kind, csr in csrs.items():
             public_key = csr.public_key()
             assert isinstance(public_key, ec.EllipticCurvePublicKey)  # checked by _csr
-            cert = self.ca.sign(f"spiffe://{td}/{kind}/{kind}-{token.node}", public_key,
+            cert = self.ca.sign(f"spiffe://{td}/{kind}/{kind}-{node}", public_key,
                                 [server_name(td)], self.ttl)
             answer[kind] = cert.public_bytes(serialization.Encoding.PEM).decode()
-        log.info("node identities signed", node=token.node, ttl=self.ttl)
+        log.info("node identities signed", node=node, ttl=self.ttl)
         return answer
 
     def start(self) -> int:
@@ -113,6 +156,8 @@ class JoinSigner:
         svid = self.ca.issue(f"spiffe://{self.ca.trust_domain}/signer/join",
                              [server_name(self.ca.trust_domain)], self.ttl)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.verify_mode = ssl.CERT_OPTIONAL  # /renew: the node's SVID; /join: none yet
+        context.load_verify_locations(cadata=self.ca.bundle.pem().decode())
         with tempfile.TemporaryDirectory() as scratch:  # load_cert_chain wants files
             write_svid(Path(scratch), svid, self.ca.bundle)
             context.load_cert_chain(Path(scratch) / "svid.crt", Path(scratch) / "svid.key")
@@ -138,15 +183,20 @@ class JoinSigner:
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
-                if self.path != "/join" or not 0 < length <= MAX_BODY:
-                    self._send(400, {"error": f"POST /join with a body of at most {MAX_BODY} "
-                                              "bytes"})
+                if self.path not in ("/join", "/renew") or not 0 < length <= MAX_BODY:
+                    self._send(400, {"error": "POST /join or /renew with a body of at most "
+                                              f"{MAX_BODY} bytes"})
                     return
+                body = self.rfile.read(length)
                 try:
-                    self._send(200, signer.answer(self.rfile.read(length)))
+                    if self.path == "/join":
+                        self._send(200, signer.answer(body))
+                    else:
+                        peer = self.connection.getpeercert(binary_form=True)  # type: ignore[attr-defined]
+                        self._send(200, signer.answer_renew(body, peer))
                 except InvalidArgument as exc:
                     self._send(400, {"error": str(exc)})
-                except PermissionDenied as exc:
+                except (PermissionDenied, Unauthenticated) as exc:
                     self._send(403, {"error": str(exc)})
                 except Exception:
                     log.exception("join request failed")
@@ -216,31 +266,67 @@ def _pinned_bundle(host: str, port: int, token: JoinToken, timeout: float) -> Tr
     return bundle
 
 
-def fetch_identity(token: JoinToken, signer: str, dest: Path, timeout: float = 10.0) -> None:
-    """Get this node's SVIDs from ``signer`` into ``dest`` (see the module docstring)."""
+def _address(signer: str) -> tuple[str, int]:
     address = parse_address(signer, "--signer")
     if address.scheme != "tcp" or not address.host or not address.port:
         raise InvalidArgument("--signer", "must be tcp://HOST:PORT")
-    bundle = _pinned_bundle(address.host, address.port, token, timeout)
+    return address.host, address.port
+
+
+def _exchange(conn: http.client.HTTPSConnection, path: str, extra: dict[str, str],
+              bundle: TrustBundle, trust_domain: str, node: str, dest: Path) -> None:
+    """Make both key pairs here, send their CSRs, check and store what comes back."""
     keys = {kind: ec.generate_private_key(ec.SECP256R1()) for kind in KINDS}
     csrs = {kind: x509.CertificateSigningRequestBuilder().subject_name(x509.Name([]))
             .sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode()
             for kind, key in keys.items()}
-    context = ssl.create_default_context(cadata=bundle.pem().decode())
-    conn = _Verified(address.host, address.port, context, server_name(token.trust_domain),
-                     timeout)
-    status, data = _call(conn, "POST", "/join",
-                         json.dumps({"token": token.text(), "csrs": csrs}).encode())
+    status, data = _call(conn, "POST", path, json.dumps({**extra, "csrs": csrs}).encode())
     try:
         answer = json.loads(data)
     except ValueError:
         answer = {}
     if status != 200:
         raise PermissionDenied(f"the join signer refused: {answer.get('error', status)}")
+    checked = {}
     for kind, key in keys.items():
         chain = tuple(load_certificates(str(answer.get(kind, "")).encode(), kind))
-        expected = f"spiffe://{token.trust_domain}/{kind}/{kind}-{token.node}"
+        expected = f"spiffe://{trust_domain}/{kind}/{kind}-{node}"
         if str(bundle.verify(chain)) != expected:
             raise FailedPrecondition(f"the signer returned a {kind} certificate that is not "
                                      f"{expected}")
-        write_svid(dest / kind, Svid(chain, key), bundle)
+        checked[kind] = Svid(chain, key)
+    for kind, svid in checked.items():  # only once both are good
+        write_svid(dest / kind, svid, bundle)
+
+
+def fetch_identity(token: JoinToken, signer: str, dest: Path, timeout: float = 10.0) -> None:
+    """Get this node's SVIDs from ``signer`` into ``dest`` (see the module docstring)."""
+    host, port = _address(signer)
+    bundle = _pinned_bundle(host, port, token, timeout)
+    context = ssl.create_default_context(cadata=bundle.pem().decode())
+    conn = _Verified(host, port, context, server_name(token.trust_domain), timeout)
+    _exchange(conn, "/join", {"token": token.text()}, bundle, token.trust_domain, token.node,
+              dest)
+
+
+def renew_due(identity: Path, fraction: float = 0.5, now: float | None = None) -> bool:
+    """Whether either SVID under ``identity`` is past ``fraction`` of its lifetime."""
+    moment = time.time() if now is None else now
+    for kind in KINDS:
+        svid, _ = read_svid(identity / kind)
+        if moment >= svid.not_before + fraction * (svid.not_after - svid.not_before):
+            return True
+    return False
+
+
+def renew_identity(signer: str, identity: Path, timeout: float = 10.0) -> str:
+    """Renew both SVIDs under ``identity`` (``nsmgr/``, ``forwarder/``) from ``signer``,
+    authenticating with the current nsmgr SVID; new keys are made here. Returns the node."""
+    host, port = _address(signer)
+    svid, bundle = read_svid(identity / "nsmgr")
+    node = svid.spiffe_id.path.strip("/").partition("/")[2].removeprefix("nsmgr-")
+    context = ssl.create_default_context(cadata=bundle.pem().decode())
+    context.load_cert_chain(identity / "nsmgr" / CERT_FILE, identity / "nsmgr" / KEY_FILE)
+    conn = _Verified(host, port, context, server_name(bundle.trust_domain), timeout)
+    _exchange(conn, "/renew", {}, bundle, bundle.trust_domain, node, identity)
+    return node

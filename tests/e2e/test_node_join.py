@@ -123,6 +123,10 @@ async def test_vm_joins_with_a_one_time_token_and_keys_made_on_it(
     finally:
         signer.stop()
     assert not (tmp_path / "second").exists()
+    pids = _pids(root)
+    assert len(pids) == 3  # nsmgr, forwarder and the SVID renewal
+    assert all(Path(f"/proc/{pid}").exists() for pid in pids)
+    assert (root / "var/run/vwire/vwire-renew.service.pid").exists()
     nsmgr_id = FileSvidSource(root / "etc/vwire/identity/nsmgr").current().spiffe_id
     assert str(nsmgr_id) == fabric.spiffe_id("nsmgr", "nsmgr-vm3")
     assert "VWIRE_FORWARDER_PORT_RANGE=52900-52999" in (root / "etc/vwire/node.env").read_text()
@@ -130,6 +134,7 @@ async def test_vm_joins_with_a_one_time_token_and_keys_made_on_it(
     left = await _bootstrap({**env, "VWIRE_ACTION": "leave"})
     assert left.returncode == 0, left.stderr
     assert not root.exists()
+    assert not [pid for pid in pids if Path(f"/proc/{pid}").exists()]
 
 
 async def test_bad_input_is_refused_and_installs_nothing(make_fabric: MakeFabric,

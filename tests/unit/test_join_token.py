@@ -1,6 +1,7 @@
 """Join tokens and the join signer over real HTTPS on loopback: a node gets SVIDs for keys it
 made itself, once per token; a token for another CA, a reused, expired or altered token and a bad
-certificate request are refused, and a bad request does not spend the token."""
+certificate request are refused, and a bad request does not spend the token; a node renews its
+SVIDs with new keys by proving itself with its nsmgr SVID, and nothing else renews."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from nsmctl.joinsigner import JoinSigner, fetch_identity, pin_of
+from nsmctl.joinsigner import JoinSigner, fetch_identity, pin_of, renew_due, renew_identity
 from nsmctl.jointoken import JoinToken, TokenStore
 from sdk.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from sdk.security.ca import CertificateAuthority
 from sdk.security.source import FileSvidSource
+from sdk.security.svid import read_svid, write_svid
 
 
 @pytest.fixture
@@ -96,3 +98,34 @@ def test_bad_request_is_refused_and_does_not_spend_the_token(ca_dir: Path, signe
         urllib.request.urlopen(request, context=context, timeout=10)
     assert caught.value.code == 400 and "csrs.nsmgr" in caught.value.read().decode()
     fetch_identity(token, signer, tmp_path / "id")  # still good
+
+
+def test_node_renews_with_new_keys_proving_itself_with_its_nsmgr_svid(
+        ca_dir: Path, signer: str, tmp_path: Path) -> None:
+    identity = tmp_path / "id"
+    fetch_identity(_token(ca_dir), signer, identity)
+    before = {kind: read_svid(identity / kind)[0] for kind in ("nsmgr", "forwarder")}
+    assert not renew_due(identity)
+    assert renew_due(identity, now=before["nsmgr"].not_before + 0.6 * 600)
+    assert renew_identity(signer, identity) == "vm-1"
+    for kind, old in before.items():
+        new, _ = read_svid(identity / kind)
+        assert str(new.spiffe_id) == str(old.spiffe_id)
+        assert new.serial != old.serial
+        assert new.key.public_key().public_numbers() != old.key.public_key().public_numbers()
+
+
+def test_renewal_needs_a_node_nsmgr_svid(ca_dir: Path, signer: str, tmp_path: Path) -> None:
+    ca = CertificateAuthority.load(ca_dir)
+    for kind in ("nsmgr", "forwarder"):  # a workload's SVID posing as the node's identity
+        write_svid(tmp_path / "nsc" / kind, ca.issue("spiffe://join.test/nsc/vm-1"), ca.bundle)
+    with pytest.raises(PermissionDenied, match="is not a node's nsmgr"):
+        renew_identity(signer, tmp_path / "nsc")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    request = urllib.request.Request(f"https://{signer.removeprefix('tcp://')}/renew",
+                                     b'{"csrs": {}}', {"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as caught:  # no client certificate at all
+        urllib.request.urlopen(request, context=context, timeout=10)
+    assert caught.value.code == 403

@@ -24,15 +24,20 @@ def _plan(root: Path, netns: str = "") -> join.JoinPlan:
 
 
 def test_units_verify_and_parse_to_what_the_supervisor_runs(tmp_path: Path) -> None:
-    plan = _plan(tmp_path, netns="lab-vm")
+    plan = replace(_plan(tmp_path, netns="lab-vm"), signer="tcp://10.0.0.1:5443")
     units = join.render_units(plan)
-    assert list(units) == list(join.UNITS)
+    assert list(units) == [*join.UNITS, join.RENEW_UNIT]
+    assert list(join.render_units(_plan(tmp_path))) == list(join.UNITS)  # no signer, no renewal
     for name, text in units.items():
         (tmp_path / name).write_text(text)
         spec = join.parse_unit(text, name)
+        assert spec.env_file == join.Layout(tmp_path).env_file
+        if name == join.RENEW_UNIT:
+            assert spec.exec_start == [sys.executable, "-m", "nsmctl", "node", "renew",
+                                       "--signer", "tcp://10.0.0.1:5443", "--root", str(tmp_path)]
+            continue
         module = "nsmgr" if "nsmgr" in name else "forwarder"
         assert spec.exec_start == [sys.executable, "-m", module]
-        assert spec.env_file == join.Layout(tmp_path).env_file
         assert spec.netns_path == "/var/run/netns/lab-vm"
     assert "BindsTo=vwire-nsmgr.service" in units["vwire-forwarder.service"]
     if shutil.which("systemd-analyze"):
