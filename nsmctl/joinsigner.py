@@ -9,13 +9,17 @@ signature over a P-256 key *before* the token is consumed (:mod:`nsmctl.jointoke
 answers ``{"nsmgr": PEM, "forwarder": PEM, "bundle": PEM}``: certificates for
 ``spiffe://TD/nsmgr/nsmgr-NODE`` and ``spiffe://TD/forwarder/forwarder-NODE`` (the node named by
 the token, never by the request), valid ``ttl``. Refusals: 400 with the field at fault, 403 for
-any token problem (one message), 500 without details (logged).
+any token problem (one message), 500 without details (logged). ``POST /renew`` takes the same
+``csrs`` from a caller whose TLS client certificate is a node's nsmgr SVID (verified against the
+bundle: the node is named by it) and answers the same way: renewal without a token.
 
 Client (:func:`fetch_identity`, used by ``nsmctl node join --token T --signer tcp://HOST:PORT``):
 fetches the bundle, accepts it only if it holds the root the token pins, then talks to the signer
 verifying its certificate against that bundle; makes both key pairs locally, sends their CSRs,
 checks that each certificate returned chains to the bundle and names the expected identity, and
-writes ``DIR/nsmgr`` and ``DIR/forwarder`` (keys 0600). No private key leaves the node.
+writes ``DIR/nsmgr`` and ``DIR/forwarder`` (keys 0600), only once both are good.
+:func:`renew_identity` does the same over ``/renew`` with the current nsmgr SVID as client
+certificate. No private key leaves the node.
 """
 
 from __future__ import annotations
