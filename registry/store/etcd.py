@@ -5,9 +5,12 @@ Contract (see :class:`sdk.registry.store.SharedStore`; several registry replicas
 - Records are keys ``<prefix>/<kind>/<name>`` (prefix ``/vwire/registry`` unless the URL gives a
   path), each value a JSON envelope ``{"data": base64, "expires_at": unix | null, "owner": ...}``,
   so the owner is written with the record in the same Put.
-- A record with an expiry is attached to its own etcd lease of ``ceil(expires_at - now)`` plus
-  ``LEASE_SLACK`` seconds, so it disappears even when no registry replica runs; a refresh puts
-  the record on a new lease and revokes the one it replaced. The expiry itself is exact:
+- A record with an expiry is attached to the etcd lease of its expiry second
+  (``ceil(expires_at) + LEASE_SLACK``), granted once per second and shared by every record that
+  expires then, so it disappears even when no registry replica runs, and a registration costs one
+  Put (a record refreshed moves to a later second's lease; leases are never revoked, they end at
+  their second). A Put refused because its lease is gone is retried once on a new grant. The
+  expiry itself is exact:
   ``load``/``snapshot`` filter on ``expires_at`` and the replicas' sweepers unregister the record
   at that instant (watchers see it deleted then); the slack keeps the lease a backstop that
   fires only when no replica did.
@@ -179,6 +182,7 @@ class EtcdStore:
         self._kv: Any = rpc.KVStub(self._channel)
         self._lease: Any = rpc.LeaseStub(self._channel)
         self._watch: Any = rpc.WatchStub(self._channel)
+        self._leases: dict[int, asyncio.Future[int]] = {}  # expiry second -> its lease
         self._closed = False
 
     @classmethod
@@ -229,32 +233,48 @@ class EtcdStore:
             await asyncio.sleep(min(0.05 * 2 ** min(attempt, 4), 0.5))  # retry backoff
         raise Unavailable(f"registry store {self.url}: {what} failed")
 
-    async def _revoke(self, lease: int) -> None:
+    async def _lease_for(self, expires_at: float) -> int:
+        """The lease of the expiry second ``ceil(expires_at) + LEASE_SLACK``, granted once and
+        shared by every record expiring in that second (see the module docstring)."""
+        until = math.ceil(expires_at) + LEASE_SLACK
+        now = self.clock()
+        for stale in [second for second in self._leases if second <= now]:
+            del self._leases[stale]
+        granted = self._leases.get(until)
+        if granted is None:
+            granted = self._leases[until] = asyncio.ensure_future(self._grant(until - now))
         try:
-            await self._retry("revoke lease", lambda t: self._lease.LeaseRevoke(
-                rpc.LeaseRevokeRequest(ID=lease), timeout=t))
-        except Unavailable as e:
-            if "not found" not in str(e):  # expired meanwhile: nothing to revoke
-                _log.warning("revoking a replaced etcd lease failed", error=str(e))
+            return await asyncio.shield(granted)
+        except BaseException:
+            if self._leases.get(until) is granted and granted.done():
+                del self._leases[until]  # a failed grant is not cached
+            raise
+
+    async def _grant(self, ttl: float) -> int:
+        reply: Any = await self._retry("grant lease", lambda t: self._lease.LeaseGrant(
+            rpc.LeaseGrantRequest(TTL=max(1, math.ceil(ttl))), timeout=t))
+        return int(reply.ID)
 
     # -- Store -----------------------------------------------------------------------------
 
     async def put_at(self, record: StoredRecord) -> int:
-        """Put the record (on a fresh lease when it expires); return the write's revision."""
-        lease = 0
-        if record.expires_at is not None:
-            ttl = max(0, math.ceil(record.expires_at - self.clock())) + LEASE_SLACK
-            granted: Any = await self._retry("grant lease", lambda t: self._lease.LeaseGrant(
-                rpc.LeaseGrantRequest(TTL=ttl), timeout=t))
-            lease = int(granted.ID)
-        request = rpc.PutRequest(
-            key=self._key(record.kind, record.name), value=encode(record), lease=lease,
-            prev_kv=True,
-        )
+        """Put the record (on its expiry second's lease when it expires); return the write's
+        revision."""
+        for attempt in range(2):
+            lease = 0 if record.expires_at is None else await self._lease_for(record.expires_at)
+            request = rpc.PutRequest(
+                key=self._key(record.kind, record.name), value=encode(record), lease=lease,
+            )
+            try:
+                return await self._put(request)
+            except Unavailable as e:
+                if attempt or "lease not found" not in str(e):
+                    raise
+                self._leases.clear()  # revoked or expired under us: grant afresh, once
+        raise AssertionError("unreachable")
+
+    async def _put(self, request: Any) -> int:
         reply: Any = await self._retry("put", lambda t: self._kv.Put(request, timeout=t))
-        previous = int(reply.prev_kv.lease) if reply.HasField("prev_kv") else 0
-        if previous and previous != lease:
-            await self._revoke(previous)
         return int(reply.header.revision)
 
     async def put(self, record: StoredRecord) -> None:
@@ -263,13 +283,10 @@ class EtcdStore:
 
     async def delete_at(self, kind: str, name: str) -> int | None:
         """Delete ``(kind, name)``; the revision of the deletion, None when nothing was stored."""
-        request = rpc.DeleteRangeRequest(key=self._key(kind, name), prev_kv=True)
+        request = rpc.DeleteRangeRequest(key=self._key(kind, name))
         reply: Any = await self._retry("delete", lambda t: self._kv.DeleteRange(request, timeout=t))
         if int(reply.deleted) < 1:
             return None
-        for kv in reply.prev_kvs:
-            if int(kv.lease):
-                await self._revoke(int(kv.lease))
         return int(reply.header.revision)
 
     async def delete(self, kind: str, name: str) -> bool:

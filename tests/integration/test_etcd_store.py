@@ -142,3 +142,30 @@ async def test_a_stored_value_that_does_not_parse_is_ignored(
         stub = endpoint_stub(ch)
         await stub.Register(nse("after", ["svc"]), timeout=WAIT)  # the replica still follows
         assert sorted(await find_endpoints(stub)) == ["after"]
+
+
+async def test_records_of_one_expiry_second_share_a_lease_and_a_lost_lease_is_granted_again(
+    etcd_url: str,
+) -> None:
+    store = etcd(etcd_url)
+    host = etcd_url.removeprefix("etcd://").split("/")[0]
+    try:
+        at = float(int(time.time()) + 600)
+        for name in ("a", "b"):
+            await store.put(StoredRecord("nse", name, b"x", at + 0.25, None))
+        await store.put(StoredRecord("nse", "later", b"x", at + 5, None))
+        async with grpc.aio.insecure_channel(host) as channel:
+            kv, leases = rpc.KVStub(channel), rpc.LeaseStub(channel)
+            prefix = store.prefix + b"nse/"
+            reply: Any = await kv.Range(rpc.RangeRequest(key=prefix, range_end=prefix[:-1] + b"0"),
+                                        timeout=WAIT)
+            lease = {bytes(k.key).rsplit(b"/", 1)[1]: int(k.lease) for k in reply.kvs}
+            assert lease[b"a"] == lease[b"b"] != lease[b"later"]
+            assert all(lease.values())
+            await leases.LeaseRevoke(rpc.LeaseRevokeRequest(ID=lease[b"later"]), timeout=WAIT)
+        # "later" went with its lease; a record of that second is put on a new grant
+        assert [r.name for r in await store.load("nse", 0)] == ["a", "b"]
+        await store.put(StoredRecord("nse", "again", b"x", at + 5, None))
+        assert [r.name for r in await store.load("nse", 0)] == ["a", "again", "b"]
+    finally:
+        await store.close()
