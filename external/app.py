@@ -30,7 +30,9 @@ import contextlib
 import ipaddress
 import os
 import socket
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import grpc
 import structlog
@@ -161,6 +163,9 @@ class ExternalRouter:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         for name in list(self.hosts):
             await self._remove(name, forget=False)
         for name in list(self.failed):
@@ -195,10 +200,10 @@ class ExternalRouter:
             host = self._parse(event.record)
             if host is None:
                 continue
-            if event.deleted:
-                await self._remove(host.name, forget=True)
-            else:
-                await self._serve(host)
+            # One task per change: hosts do not wait for each other; the per-host lock (FIFO)
+            # keeps one host's changes in order.
+            self._spawn(self._remove(host.name, forget=True) if event.deleted
+                        else self._serve(host))
 
     @staticmethod
     def _parse(record: NetworkService) -> ExternalHost | None:
@@ -221,12 +226,12 @@ class ExternalRouter:
                     ServedServer(host, keys, self.serving) if host.serve
                     else ServedHost(host, keys, self.serving, self._publish_later))
                 status = await served.up()
-            except FabricError as exc:
+            except Exception as exc:  # whatever it was, everything built was undone
                 log.error("external_host_failed", name=host.name, service=host.service,
-                          error=str(exc))
+                          error=str(exc), exc_info=not isinstance(exc, FabricError))
                 self.failed.add(host.name)
-                await self._publish(ExternalStatus(host.name, "failed",
-                                                   error=type(exc).__name__))
+                code = type(exc).__name__ if isinstance(exc, FabricError) else "Internal"
+                await self._publish(ExternalStatus(host.name, "failed", error=code))
                 return
             self.failed.discard(host.name)
             self.hosts[host.name] = served
@@ -245,10 +250,19 @@ class ExternalRouter:
         self.failed.discard(name)
         await self._unpublish(name)
 
-    def _publish_later(self, status: ExternalStatus) -> None:
-        task = asyncio.get_running_loop().create_task(self._publish(status))
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _publish_later(self, status: ExternalStatus) -> None:
+        self._spawn(self._republish(status))
+
+    async def _republish(self, status: ExternalStatus) -> None:
+        """A served host's new status (after a heal), unless it was removed meanwhile."""
+        async with self._locks(status.name):
+            if status.name in self.hosts:
+                await self._publish(status)
 
     async def _publish(self, status: ExternalStatus) -> None:
         try:
