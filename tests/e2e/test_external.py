@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from api.proto.registry_pb2 import NetworkService
 from lab import network
 from lab.external import (
     add_host_netns,
@@ -100,7 +101,12 @@ async def test_generated_key_is_printed_once_and_bad_input_leaves_nothing(
     unknown = await _nsmctl(fabric, "external", "add", "h1", "--service", "nosuch",
                             "--generate-key")
     assert unknown.code == 1 and "no endpoint in the registry provides 'nosuch'" in unknown.err
+    await fabric.register_service(NetworkService(name="ghost"))  # known, but nobody provides it
+    failed = await _nsmctl(fabric, "external", "add", "h1", "--service", "ghost",
+                           "--generate-key")
+    assert failed.code == 1 and "could not set h1 up" in failed.err, failed.err
     assert await _records(fabric) == []
+    assert _left(fabric) == {"namespaces": [], "wireguard-go": [], "state files": []}
 
     made = await _nsmctl(fabric, "external", "add", "h1", "--service", "db", "--generate-key")
     assert made.code == 0, made.err
