@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import time
 from dataclasses import asdict
 from typing import Annotated, Any
@@ -117,6 +118,8 @@ async def _add(opts: Options, host: ExternalHost, wait: float) -> ExternalStatus
             raise
         if status is None or status.state != "ready":
             await client.unregister(NS, request_name(host.name))
+            with contextlib.suppress(TimeoutError):  # the router withdraws its status record
+                await _status(client, host.name, wait, gone=True)
             error = status.error if status is not None else "unknown"
             raise CliError(f"the external process could not set {host.name} up ({error}; its "
                            "log says why): request removed")
