@@ -59,11 +59,13 @@ from bench.common import Deadline, Metric, ms, percentile, progress, report
 from bench.procstat import CpuMeter, pss_bytes, rss_bytes
 from forwarder.wireguard.keys import generate_keypair
 from forwarder.wireguard.uapi import socket_path
+from lab.clients import InProcessClients
 from lab.fabric import Client, Fabric
 from lab.heal import measure_heal
 from lab.observe import wait_for
 from lab.topology import Node, Topology
 from sdk import log
+from sdk.errors import FabricError
 from sdk.grpcutil import unix_socket_accepts
 
 NAME = "bench.connect"
@@ -100,6 +102,8 @@ class Results:
     concurrent_wall: float = 0.0
     concurrent_cpu: dict[str, float] = field(default_factory=dict)
     second_burst: list[float] = field(default_factory=list)  # with the first burst still live
+    failures: int = 0  # setups of the bursts that failed
+    first_failure: str = ""
     #: live connections -> {"nsmgr+forwarder n1": bytes, ..., "wireguard-go": [rss, pss] each}
     memory: dict[int, dict[str, list[int]]] = field(default_factory=dict)
     peer: list[float] = field(default_factory=list)
@@ -163,20 +167,31 @@ async def measure_setup(fabric: Fabric, config: Config, results: Results,
         results.memory[0] = memory_now(fabric)
         meter.start()
         start = time.monotonic()
-        made = await asyncio.gather(
-            *(clients.connect(SETUP_SERVICE, f"con{i}") for i in range(config.concurrent))
-        )
+        results.concurrent = await _burst(clients, "con", config.concurrent, results)
         results.concurrent_wall = time.monotonic() - start
         results.concurrent_cpu = meter.stop()
-        results.concurrent = [seconds for _, seconds in made]
         results.memory[config.concurrent] = memory_now(fabric)
         if deadline.expired():
             return
-        more = await asyncio.gather(
-            *(clients.connect(SETUP_SERVICE, f"cob{i}") for i in range(config.concurrent))
-        )
-        results.second_burst = [seconds for _, seconds in more]
+        results.second_burst = await _burst(clients, "cob", config.concurrent, results)
         results.memory[2 * config.concurrent] = memory_now(fabric)
+
+
+async def _burst(clients: InProcessClients, prefix: str, count: int,
+                 results: Results) -> list[float]:
+    """``count`` connections at once; the seconds of those made (failures are counted, with
+    the first reason kept, so one lost setup does not end the run)."""
+    made = await asyncio.gather(
+        *(clients.connect(SETUP_SERVICE, f"{prefix}{i}") for i in range(count)),
+        return_exceptions=True,
+    )
+    for outcome in made:
+        if isinstance(outcome, FabricError):
+            results.failures += 1
+            results.first_failure = results.first_failure or str(outcome)
+        elif isinstance(outcome, BaseException):
+            raise outcome
+    return [outcome[1] for outcome in made if isinstance(outcome, tuple)]
 
 
 # -- the peer: the same remote data plane by hand --------------------------------------------------
@@ -356,6 +371,7 @@ def metrics_of(results: Results) -> list[Metric]:
         out.append(Metric("setup_p50_vs_raw_wireguard_go",
                           round(percentile(results.sequential, 50) / percentile(results.peer, 50),
                                 2), "x", PEER_RATIO_GOAL))
+    out.append(Metric("setup_concurrent_failures", results.failures, "", 1))
     out += cost_metrics(results)
     out += _dist("heal_endpoint_death", results.endpoint_heals, max_goal=ENDPOINT_HEAL_GOAL_MS)
     out += _dist("heal_forwarder_restart", results.forwarder_heals,
@@ -436,6 +452,7 @@ def main(argv: list[str] | None = None) -> int:
     results = asyncio.run(measure(config, topology))
     info = {**asdict(config), "nodes": 3, "samples_sequential": len(results.sequential),
             "samples_peer": len(results.peer), "wireguard": "wireguard-go (userspace)",
+            "first_concurrent_failure": results.first_failure,
             "heal_endpoint_death_ms": [ms(s) for s in results.endpoint_heals],
             "heal_forwarder_restart_ms": [ms(s) for s in results.forwarder_heals]}
     print(report(metrics_of(results), info, json_output))
