@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import time
 from dataclasses import asdict
 from typing import Annotated, Any
@@ -77,19 +76,27 @@ def generate_keypair() -> tuple[str, str]:
     return base64.b64encode(raw).decode(), base64.b64encode(public).decode()
 
 
-async def _status(client: RegistryClient, name: str, wait: float,
-                  gone: bool = False) -> ExternalStatus | None:
-    """Wait until host ``name``'s status is set (or, with ``gone``, removed: None);
-    TimeoutError after ``wait`` seconds."""
-    async def follow() -> ExternalStatus | None:
+async def _status(client: RegistryClient, name: str, wait: float) -> ExternalStatus:
+    """Wait until host ``name``'s status is set; TimeoutError after ``wait`` seconds."""
+    async def follow() -> ExternalStatus:
         async for event in client.watch(NS, status_name(name)):
-            if gone and event.deleted:
-                return None
-            if not gone and not event.deleted:
+            if not event.deleted:
                 return parse_status(event.record)
         raise CliError("the registry ended the watch")
 
     return await asyncio.wait_for(follow(), wait)
+
+
+async def _gone(client: RegistryClient, name: str, wait: float) -> bool:
+    """Whether host ``name``'s status record is gone within ``wait`` seconds (bounded poll:
+    a watch cannot tell "already gone" from "not yet")."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    while await client.list(NS, status_name(name)):
+        if loop.time() > deadline:
+            return False
+        await asyncio.sleep(0.1)  # bounded poll of the registry
+    return True
 
 
 async def _service_known(client: RegistryClient, service: str) -> bool:
@@ -116,11 +123,10 @@ async def _add(opts: Options, host: ExternalHost, wait: float) -> ExternalStatus
                                "'python -m external' running for this registry?): request "
                                "removed") from None
             raise
-        if status is None or status.state != "ready":
+        if status.state != "ready":
             await client.unregister(NS, request_name(host.name))
-            with contextlib.suppress(TimeoutError):  # the router withdraws its status record
-                await _status(client, host.name, wait, gone=True)
-            error = status.error if status is not None else "unknown"
+            await _gone(client, host.name, wait)  # the router withdraws its status record
+            error = status.error or "unknown"
             raise CliError(f"the external process could not set {host.name} up ({error}; its "
                            "log says why): request removed")
         return status
@@ -275,15 +281,8 @@ async def _remove(opts: Options, name: str, wait: float) -> bool:
     async with RegistryClient(opts.registry, opts.timeout) as client:
         if not await client.list(NS, request_name(name)):
             raise NotFound(f"external host {name!r} not found ('nsmctl external list')")
-        had_status = bool(await client.list(NS, status_name(name)))
         await client.unregister(NS, request_name(name))
-        if not had_status:
-            return True
-        try:
-            await _status(client, name, wait, gone=True)
-        except TimeoutError:
-            return False
-        return True
+        return await _gone(client, name, wait)
 
 
 @external_app.command("remove")
