@@ -18,10 +18,12 @@ store's change stream (:mod:`sdk.registry.follow` calls :meth:`Watch.publish`), 
 replica's own calls, so every replica announces every change once, in the store's revision
 order, each event carrying its revision. A listing is a snapshot at one revision (see
 ``Persist``); queued changes up to that revision are then dropped, so nothing is sent twice.
-The last ``history`` published events are kept: a watching find with ``resume`` = R (a revision
-the client saw, e.g. on another replica that died) skips the listing and gets exactly the
-changes after R, first from that history, then live; an R older than the history
-(:attr:`Watch.floor`) raises :class:`sdk.errors.FailedPrecondition` (Find again without it).
+The last ``history`` published events, at most ``max_backlog_bytes`` of records, are kept (a
+registrant re-registering big records cannot make it hold more): a watching find with
+``resume`` = R (a revision the client saw, e.g. on another replica that died) skips the listing
+and gets exactly the changes after R, first from that history, then live; an R older than the
+history (:attr:`Watch.floor`) raises :class:`sdk.errors.FailedPrecondition` (Find again without
+it).
 """
 
 from __future__ import annotations
@@ -74,7 +76,9 @@ class Watch(RegistryElement[M], Generic[M]):
         self.max_backlog_bytes = max_backlog_bytes
         self.publish_local = publish_local
         self._watchers: set[_Watcher[M]] = set()
-        self._history: deque[Event[M]] = deque(maxlen=history)
+        self._history: deque[tuple[Event[M], int]] = deque()
+        self._history_bytes = 0
+        self.history = history
         #: The oldest revision a resume may name: history holds every change after it.
         self.floor = 0
         REGISTRY_WATCHERS.labels(kind.key).set_function(lambda: len(self._watchers))
@@ -92,11 +96,9 @@ class Watch(RegistryElement[M], Generic[M]):
 
     def publish(self, event: Event[M]) -> None:
         """Hand an event to every watcher (cuts watchers that are too far behind)."""
-        if event.revision:
-            if len(self._history) == self._history.maxlen:
-                self.floor = self._history[0].revision
-            self._history.append(event)
         size = event.record.ByteSize()
+        if event.revision:
+            self._remember(event, size)
         for watcher in list(self._watchers):
             if (watcher.queue.qsize() >= self.max_backlog
                     or watcher.queued_bytes + size > self.max_backlog_bytes):
@@ -104,6 +106,20 @@ class Watch(RegistryElement[M], Generic[M]):
             else:
                 watcher.queued_bytes += size
                 watcher.queue.put_nowait((event, size))
+
+    @property
+    def kept(self) -> tuple[int, int]:
+        """How many events, and bytes of records, the resume history holds now."""
+        return len(self._history), self._history_bytes
+
+    def _remember(self, event: Event[M], size: int) -> None:
+        self._history.append((event, size))
+        self._history_bytes += size
+        while self._history and (len(self._history) > self.history
+                                 or self._history_bytes > self.max_backlog_bytes):
+            oldest, oldest_size = self._history.popleft()
+            self._history_bytes -= oldest_size
+            self.floor = oldest.revision
 
     def _cut(self, watcher: _Watcher[M]) -> None:
         self._watchers.discard(watcher)
@@ -143,7 +159,7 @@ class Watch(RegistryElement[M], Generic[M]):
                 f"registry replica keeps the changes after revision {self.floor} only; Find "
                 "again without resume_revision"
             )
-        return [event for event in self._history if event.revision > resume]
+        return [event for event, _ in self._history if event.revision > resume]
 
     async def find(self, query: Query[M], next: RegistryCursor[M]) -> AsyncIterator[Event[M]]:
         if not query.watch:
