@@ -17,7 +17,8 @@ Contract of :class:`ExternalRouter`:
 * It serves gRPC health on ``listen`` (a unix socket): SERVING while it follows the registry,
   NOT_SERVING before the first listing and while reconnecting.
 * At start it deletes every namespace with its prefix (what a killed router left); hosts whose
-  request was removed while it was down lose their key and port at the first listing.
+  request was removed while it was down lose their key and port, and their status record, at the
+  first listing.
 * :meth:`stop` stops watching and tears every host down (their namespaces, vWires and status
   records) but keeps their keys and ports: a restarted router serves them again with the same
   configuration.
@@ -48,9 +49,11 @@ from sdk.chain import CallContext
 from sdk.channels import ChannelPool
 from sdk.errors import FabricError, InvalidArgument
 from sdk.external import (
+    STATUS_PREFIX,
     ExternalHost,
     ExternalStatus,
     is_request,
+    is_status,
     parse_request,
     status_name,
     status_record,
@@ -193,6 +196,11 @@ class ExternalRouter:
             await self._remove(gone, forget=True)
         for gone in self.state.names() - wanted - set(self.hosts):  # removed while we were down
             self.state.forget(gone)
+        for record in filter(is_status, listed):  # statuses a killed router left behind
+            name = record.name.removeprefix(STATUS_PREFIX)
+            if name not in wanted and name not in self.hosts:
+                with contextlib.suppress(InvalidArgument):
+                    await self._unpublish(name)
         await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
         async for event in self._registry.find(Query(NetworkService(), watch=True)):
             if not is_request(event.record):

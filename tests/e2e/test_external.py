@@ -240,3 +240,23 @@ async def test_heal_to_another_endpoint_keeps_the_host_file_valid(
     await wait_for("the router's vWire healed onto nse-b", on_b, 45.0)
     await wait_for("the host pings through the healed vWire, same file", answers, 30.0)
     assert (await _nsmctl(fabric, "external", "config", "laptop")).out == exported
+
+
+async def test_host_removed_while_the_router_was_down_leaves_nothing(
+        make_fabric: MakeFabric) -> None:
+    fabric = await make_fabric(nodes=1)
+    await fabric.add_endpoint("nse-db", ["db"], node=1)
+    router = start_router(fabric, node=1)
+    assert (await _nsmctl(fabric, "external", "add", "gone", "--service", "db",
+                          "--generate-key")).code == 0
+    fabric.kill(router)  # its namespace, daemon, state file and status record stay behind
+    deleted = await _nsmctl(fabric, "delete", "ns", "external.gone")
+    assert deleted.code == 0, deleted.err
+    assert await _records(fabric) == ["external-status.gone"]
+    fabric.processes.restart(router)
+
+    async def cleaned() -> bool:
+        return (_left(fabric) == {"namespaces": [], "wireguard-go": [], "state files": []}
+                and await _records(fabric) == [])
+
+    await wait_for("the restarted router removed what the host left", cleaned, 30.0)
