@@ -314,6 +314,7 @@ PARTITION = float(os.environ.get("VWIRE_FAULT_PARTITION_SECONDS", "20"))
 PARTITION_TOKENS = 10.0  # token lifetime: the partition outlasts it
 
 
+@pytest.mark.timeout(PARTITION + 180)
 async def test_tokens_expiring_during_a_partition_close_cleanly_and_come_back(
     make_fabric: MakeFabric, record_property: pytest.RecordProperty
 ) -> None:

@@ -206,6 +206,7 @@ class Soak:
         self.cycles += 1
 
 
+@pytest.mark.timeout(SOAK_SECONDS + 300)  # the soak itself, then building and settling
 async def test_soak_leaks_nothing(
     make_fabric: MakeFabric, monkeypatch: pytest.MonkeyPatch,
     record_property: pytest.RecordProperty,
