@@ -194,7 +194,9 @@ class MultiLab:
         ])
         self.processes.start(f"registry-{name}", [
             "registry", "--listen", self.registry_url(name), "--store", "memory://",
-            "--domain", name, "--gateway", gateway_url(domain), "--log-level", self.log_level,
+            # the gateway's unix socket: a registry has no SVID of its own for the mTLS port
+            "--domain", name, "--gateway", f"unix://{self.gateway_socket(name)}",
+            "--log-level", self.log_level,
         ])
         self.processes.start(f"gateway-{name}", [
             "gateway", "--domain", name, "--name", f"gateway-{name}",
