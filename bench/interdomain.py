@@ -4,7 +4,7 @@ Run (root): ``python -m bench.interdomain [--trials 50] [--json]``.
 
 Builds a 3-node fabric with :class:`lab.fabric.Fabric` (namespaces ``vwi<pid>-...``, removed at
 the end whatever happens) and splits it into two domains as the e2e tests do
-(``tests/interdomain.py``): n1 and n3 in domain a, n2 in domain b (its own trust domain,
+(``lab/splitdomains.py``): n1 and n3 in domain a, n2 in domain b (its own trust domain,
 federated), a gateway per domain. Endpoint ``nse-near`` on n3 serves ``bench-near`` (same
 domain, another node); endpoint ``nse-far`` on n2 serves ``bench-far`` (domain b). An in-process
 client in a namespace of n1 then requests, ``--trials`` times and alternating so both see the
@@ -30,9 +30,9 @@ from pathlib import Path
 
 from bench.common import Deadline, Metric, ms, percentile, progress, report
 from lab.fabric import Fabric
+from lab.splitdomains import split_domains
 from lab.topology import Topology
 from sdk import log
-from tests.interdomain import split_domains
 
 NAME = "bench.interdomain"
 RATIO_GOAL = 2.0

@@ -14,8 +14,8 @@ import sys
 
 from lab.heal import measure_heal
 from lab.observe import endpoint_address, ping, wait_for
+from lab.splitdomains import split_domains
 from tests.e2e.conftest import MakeFabric
-from tests.interdomain import split_domains
 
 
 def names(conn: dict[str, object]) -> list[str]:
