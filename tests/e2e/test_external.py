@@ -75,6 +75,8 @@ async def test_host_from_exported_file_pings_and_stops_on_remove(
         return await ping(host, address, wait=0.5)
 
     await wait_for(f"the external host pings {address}", answers, 20.0)
+    v6 = target.split("=")[1].split(",")[1].strip().split("/")[0]
+    assert ":" in v6 and await ping(host, v6, wait=2.0)  # the IPv6 mapping too
 
     removed = await _nsmctl(fabric, "external", "remove", "laptop")
     assert removed.code == 0, removed.err
