@@ -39,7 +39,8 @@ need_packages() {
   for tool in wireguard-go:wireguard-go wg:wireguard-tools ip:iproute2 nsenter:util-linux; do
     command -v "${tool%%:*}" >/dev/null 2>&1 || missing="$missing ${tool#*:}"
   done
-  [ -x "$VWIRE_VENV/bin/python" ] || missing="$missing python3-venv"
+  [ -x "$VWIRE_VENV/bin/python" ] || python3 -c 'import ensurepip, venv' 2>/dev/null \
+    || missing="$missing python3-venv"
   [ -n "$missing" ] || return 0
   command -v apt-get >/dev/null 2>&1 || fail "missing:$missing (install them; no apt-get here)"
   [ "$(id -u)" -eq 0 ] || fail "installing$missing needs root"
