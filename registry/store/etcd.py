@@ -53,7 +53,7 @@ import structlog
 from aetcd import rpc
 
 from sdk.errors import FailedPrecondition, Unavailable
-from sdk.registry.store import Change, HistoryLost, StoredRecord
+from sdk.registry.store import Change, HistoryLost, StaleWrite, StoredRecord
 
 T = TypeVar("T")
 
@@ -257,21 +257,40 @@ class EtcdStore:
 
     # -- Store -----------------------------------------------------------------------------
 
-    async def put_at(self, record: StoredRecord) -> int:
+    async def put_at(self, record: StoredRecord, expected: int | None = None) -> int:
         """Put the record (on its expiry second's lease when it expires); return the write's
-        revision."""
+        revision. With ``expected``, only if the key was last written at that revision (0: it
+        does not exist), else StaleWrite."""
+        key = self._key(record.kind, record.name)
         for attempt in range(2):
             lease = 0 if record.expires_at is None else await self._lease_for(record.expires_at)
-            request = rpc.PutRequest(
-                key=self._key(record.kind, record.name), value=encode(record), lease=lease,
-            )
+            request = rpc.PutRequest(key=key, value=encode(record), lease=lease)
             try:
-                return await self._put(request)
+                if expected is None:
+                    return await self._put(request)
+                return await self._if_unchanged(key, expected,
+                                                rpc.RequestOp(request_put=request))
+            except StaleWrite:
+                raise
             except Unavailable as e:
                 if attempt or "lease not found" not in str(e):
                     raise
                 self._leases.clear()  # revoked or expired under us: grant afresh, once
         raise AssertionError("unreachable")
+
+    async def _if_unchanged(self, key: bytes, expected: int, operation: Any) -> int:
+        request = rpc.TxnRequest(
+            compare=[rpc.Compare(key=key, target=rpc.Compare.MOD, result=rpc.Compare.EQUAL,
+                                 mod_revision=expected)],
+            success=[operation],
+        )
+        reply: Any = await self._retry("write", lambda t: self._kv.Txn(request, timeout=t))
+        if not reply.succeeded:
+            raise StaleWrite(
+                f"registry store {self.url}: {key.decode(errors='replace')} changed since "
+                f"revision {expected} (on another replica); nothing was written, try again"
+            )
+        return int(reply.header.revision)
 
     async def _put(self, request: Any) -> int:
         reply: Any = await self._retry("put", lambda t: self._kv.Put(request, timeout=t))
@@ -281,9 +300,13 @@ class EtcdStore:
         """Insert or replace ``(record.kind, record.name)``; returns once etcd committed it."""
         await self.put_at(record)
 
-    async def delete_at(self, kind: str, name: str) -> int | None:
-        """Delete ``(kind, name)``; the revision of the deletion, None when nothing was stored."""
+    async def delete_at(self, kind: str, name: str, expected: int | None = None) -> int | None:
+        """Delete ``(kind, name)``; the revision of the deletion, None when nothing was stored.
+        With ``expected``, only if the key was last written at that revision, else StaleWrite."""
         request = rpc.DeleteRangeRequest(key=self._key(kind, name))
+        if expected is not None:
+            return await self._if_unchanged(request.key, expected,
+                                            rpc.RequestOp(request_delete_range=request))
         reply: Any = await self._retry("delete", lambda t: self._kv.DeleteRange(request, timeout=t))
         if int(reply.deleted) < 1:
             return None
@@ -304,11 +327,13 @@ class EtcdStore:
         records = [r for kv in kvs if (r := self._record(kv)) is not None and _alive(r, now)]
         return sorted(records, key=lambda r: r.name)
 
-    async def snapshot(self, now: float) -> tuple[int, list[StoredRecord]]:
-        """Records of every kind not expired at ``now``, and the revision they are current at."""
+    async def snapshot(self, now: float) -> tuple[int, list[Change]]:
+        """Records of every kind not expired at ``now`` (each as a change at the revision it was
+        last written), and the revision they are all current at."""
         revision, kvs = await self._range(self.prefix)
-        records = [r for kv in kvs if (r := self._record(kv)) is not None and _alive(r, now)]
-        return revision, records
+        changes = [Change(int(kv.mod_revision), r.kind, r.name, r) for kv in kvs
+                   if (r := self._record(kv)) is not None and _alive(r, now)]
+        return revision, changes
 
     async def purge_expired(self, now: float) -> int:
         """Delete every record expired at ``now`` that nobody refreshed meanwhile."""

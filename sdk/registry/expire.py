@@ -30,6 +30,7 @@ from sdk.errors import InvalidArgument, NotFound
 from sdk.metrics import REGISTRY_EXPIRED
 from sdk.registry.core import RegistryChain, RegistryCursor, RegistryElement
 from sdk.registry.persist import Persist, expiry_of
+from sdk.registry.store import StaleWrite
 
 M = TypeVar("M", NetworkService, NetworkServiceEndpoint)
 
@@ -91,8 +92,8 @@ class Expire(RegistryElement[M], Generic[M]):
                     await chain.unregister(current)  # type: ignore[arg-type]
                     REGISTRY_EXPIRED.labels(persist.kind.key).inc()
                     _log.info("registration expired", name=record.name)
-                except NotFound:
-                    pass
+                except (NotFound, StaleWrite):
+                    pass  # removed, or refreshed through another replica, meanwhile
                 except Exception as exc:  # keep sweeping: one failure must not stop expiry
                     _log.error("removing an expired registration failed", name=record.name,
                                error=str(exc))

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import structlog
@@ -30,7 +31,7 @@ from google.protobuf.message import DecodeError
 from sdk.errors import FabricError, Unavailable
 from sdk.registry.core import Event
 from sdk.registry.persist import Persist
-from sdk.registry.store import Change, HistoryLost, SharedStore, StoredRecord
+from sdk.registry.store import Change, HistoryLost, SharedStore
 from sdk.registry.watch import Watch
 
 _log = structlog.get_logger("registry.follow")
@@ -55,26 +56,31 @@ class Follower:
 
     async def load(self, now: float | None = None) -> int:
         """Fill the caches from a snapshot of the store; returns how many records it held."""
-        revision, records = await self.store.snapshot(time.time() if now is None else now)
-        self._resync(revision, records, publish=False)
-        return len(records)
+        revision, changes = await self.store.snapshot(time.time() if now is None else now)
+        self._resync(revision, changes, publish=False)
+        return len(changes)
 
-    def _resync(self, revision: int, records: list[StoredRecord], publish: bool) -> None:
-        wanted = {(r.kind, r.name): r for r in records}
+    def _resync(self, revision: int, changes: list[Change], publish: bool) -> None:
+        """Make the caches what the snapshot at ``revision`` holds; with ``publish``, announce
+        what differs, at that revision."""
+        wanted = {(c.kind, c.name): c for c in changes if c.record is not None}
         for key, (persist, watch) in self._kinds.items():
             for name in [n for n in persist.names() if (key, n) not in wanted]:
-                self._apply(Change(revision, key, name, None), publish)
+                self._apply(Change(revision, key, name, None), publish, revision)
             watch.floor = revision
-        for (kind, name), record in wanted.items():
+        for (kind, name), change in wanted.items():
             persist_watch = self._kinds.get(kind)
-            if persist_watch is None:
+            if persist_watch is None or change.record is None:
                 continue
-            current = persist_watch[0].get(name)
-            if current is None or current.SerializeToString() != record.data:
-                self._apply(Change(revision, kind, name, record), publish)
+            persist = persist_watch[0]
+            current = persist.get(name)
+            if current is None or current.SerializeToString() != change.record.data:
+                self._apply(change, publish, revision)
+            elif persist.revision_of(name) != change.revision:
+                self._apply(change, publish=False)  # same record, written again: no news
         self._advance(revision)
 
-    def _apply(self, change: Change, publish: bool = True) -> None:
+    def _apply(self, change: Change, publish: bool = True, announce_at: int = 0) -> None:
         persist_watch = self._kinds.get(change.kind)
         if persist_watch is None:
             return
@@ -86,7 +92,7 @@ class Follower:
                        name=change.name, revision=change.revision, error=str(e))
             return
         if event is not None and publish:
-            watch.publish(event)
+            watch.publish(replace(event, revision=announce_at) if announce_at else event)
 
     def _advance(self, revision: int) -> None:
         self.revision = max(self.revision, revision)
@@ -125,8 +131,8 @@ class Follower:
                            error=str(e), failures=failures)
                 await asyncio.sleep(min(0.1 * 2 ** min(failures, 5), 3.0))  # back-off
             try:
-                revision, records = await self.store.snapshot(time.time())
+                revision, changes = await self.store.snapshot(time.time())
             except (FabricError, OSError) as e:
                 _log.error("loading the store again failed", error=str(e))
                 continue
-            self._resync(revision, records, publish=True)
+            self._resync(revision, changes, publish=True)

@@ -20,8 +20,11 @@ bytes, one owner holds (for ``Quota``).
 
 On a shared store (registry replicas, :mod:`sdk.registry.follow`) the cache follows the store's
 change stream instead: :meth:`apply` takes each change (from any replica, or the store's own
-expiry); ``register``/``unregister`` write to the store and return once this replica's cache has
-caught up with their write, so a replica reads its own writes. ``find`` then lists a snapshot:
+expiry); ``register``/``unregister`` write to the store only if the record is still at the
+revision this replica's cache holds (else :class:`~sdk.registry.store.StaleWrite`, UNAVAILABLE:
+another replica changed it since, so the checks in front, e.g. ownership, ran on stale data;
+the caller tries again) and return once this replica's cache has caught up with their write, so
+a replica reads its own writes. ``find`` then lists a snapshot:
 every record as of one revision, the last event carrying that revision (left in
 ``ctx.values[LISTED_AT]`` too, for the watch element in front).
 """
@@ -83,6 +86,7 @@ class Persist(RegistryElement[M], Generic[M]):
         self._owners: dict[str, str] = {}
         self._usage: dict[str, tuple[int, int]] = {}  # owner -> (records, bytes)
         self._follower: Follows | None = None
+        self._revisions: dict[str, int] = {}  # shared store: the revision each record is at
         #: Called whenever a record with an expiry enters the cache (the expiry sweeper wakes).
         self.on_expiry: Callable[[], None] | None = None
         REGISTRY_RECORDS.labels(kind.key).set_function(lambda: len(self._records))
@@ -109,11 +113,17 @@ class Persist(RegistryElement[M], Generic[M]):
         """Bring the cache in step with one change of the shared store; the event watchers
         should see (None: a deletion of a record this replica did not hold)."""
         if change.record is None:
+            self._revisions.pop(change.name, None)
             old = self._forget(change.name)
             return None if old is None else Event(old, True, change.revision)
         record = self.kind.parse(change.record.data)
         self._remember(record, change.record.owner)
+        self._revisions[change.name] = change.revision
         return Event(record, False, change.revision)
+
+    def revision_of(self, name: str) -> int:
+        """The store revision the cached record was last written at (0: not cached)."""
+        return self._revisions.get(name, 0)
 
     def __len__(self) -> int:
         return len(self._records)
@@ -206,8 +216,9 @@ class Persist(RegistryElement[M], Generic[M]):
         stored = StoredRecord(
             self.kind.key, record.name, record.SerializeToString(), expiry_of(record), owner
         )
-        if self._follower is not None:
-            await self._follower.reached(await self._follower.store.put_at(stored))
+        if self._follower is not None:  # written only if nobody changed it since we read it
+            revision = await self._follower.store.put_at(stored, self.revision_of(record.name))
+            await self._follower.reached(revision)
             current = self._records.get(record.name)
             return self.kind.copy(record) if current is None else current
         await self.store.put(stored)
@@ -245,7 +256,9 @@ class Persist(RegistryElement[M], Generic[M]):
             if old is None:
                 raise NotFound(f"{self.kind.title} {record.name!r} is not registered")
             if self._follower is not None:
-                revision = await self._follower.store.delete_at(self.kind.key, record.name)
+                revision = await self._follower.store.delete_at(
+                    self.kind.key, record.name, self.revision_of(record.name)
+                )
                 if revision is None:  # another replica, or the store's expiry, was first
                     raise NotFound(f"{self.kind.title} {record.name!r} is not registered")
                 await self._follower.reached(revision)

@@ -18,6 +18,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from sdk.errors import Unavailable
+
 
 @dataclass(frozen=True)
 class StoredRecord:
@@ -69,22 +71,30 @@ class HistoryLost(Exception):
     """A shared store no longer holds the changes asked for (compacted): load a new snapshot."""
 
 
+class StaleWrite(Unavailable):
+    """A conditional write found the record changed since the writer read it (on a shared
+    store, by another replica): nothing was written; try again."""
+
+
 @runtime_checkable
 class SharedStore(Store, Protocol):
     """A :class:`Store` shared by several registry replicas (see the module docstring).
 
     Contract: ``put_at``/``delete_at`` are ``put``/``delete`` that return the revision of the
-    write (``delete_at``: None when nothing was stored); ``snapshot`` returns the records of every
-    kind not expired at ``now`` and the revision they are current at; ``changes(after)`` yields
+    write (``delete_at``: None when nothing was stored); given ``expected`` they write only if
+    the record was last changed at that revision (0: it does not exist) and raise
+    :class:`StaleWrite` otherwise, writing nothing. ``snapshot`` returns the records of every kind
+    not expired at ``now``, each as a change at the revision it was last written, and the
+    revision they are all current at; ``changes(after)`` yields
     every change with a revision above ``after``, in revision order, without end, reconnecting by
     itself when the store is briefly unreachable, and raises :class:`HistoryLost` when the store
     has discarded changes it would have to yield.
     """
 
-    async def put_at(self, record: StoredRecord) -> int: ...
+    async def put_at(self, record: StoredRecord, expected: int | None = None) -> int: ...
 
-    async def delete_at(self, kind: str, name: str) -> int | None: ...
+    async def delete_at(self, kind: str, name: str, expected: int | None = None) -> int | None: ...
 
-    async def snapshot(self, now: float) -> tuple[int, list[StoredRecord]]: ...
+    async def snapshot(self, now: float) -> tuple[int, list[Change]]: ...
 
     def changes(self, after: int) -> AsyncIterator[Change]: ...
