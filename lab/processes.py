@@ -3,9 +3,11 @@
 :class:`Processes` keeps, per process name, ``<state_dir>/<name>.pid``, ``<name>.cmd`` (its
 command, so :meth:`Processes.restart` can start it again), ``<name>.log`` (stderr) and
 ``<name>.out`` (stdout). Every process leads its own session, so signalling its group reaches
-its children too. :meth:`Processes.stop_all` sends SIGTERM to every recorded process, waits a
-bounded time, SIGKILLs what is left, then kills any ``wireguard-go`` still running inside the
-topology's namespaces (e.g. after a forwarder was killed) and unlinks its stale UAPI socket.
+its children too. A pid file whose pid now names a process started after the file was written
+(the pid was reused) counts as no process: it is never signalled. :meth:`Processes.stop_all`
+sends SIGTERM to every recorded process, waits a bounded time, SIGKILLs what is left, then
+kills any ``wireguard-go`` still running inside the topology's namespaces (e.g. after a
+forwarder was killed) and unlinks its stale UAPI socket.
 """
 
 from __future__ import annotations
@@ -39,6 +41,20 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+_PID_SLACK = 1.0  # seconds: the boot time in /proc/stat is whole seconds
+
+
+def started_at(pid: int) -> float | None:
+    """When ``pid`` started (seconds since the epoch), or None if it cannot be read."""
+    try:
+        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
 
 
 def wait_gone(pids: Sequence[int], seconds: float) -> list[int]:
@@ -101,12 +117,22 @@ class Processes:
         return self.start(name, command["args"], command["netns"])
 
     def pid_of(self, name: str) -> int | None:
-        """The pid of a running process, or None."""
+        """The pid of a running process, or None. A pid whose process started after its pid
+        file was written belongs to someone else now (pids wrap at ``kernel.pid_max``, 32768
+        here, within minutes under load) and is never returned, so nothing is signalled by a
+        stale file."""
+        path = self._file(name, "pid")
         try:
-            pid = int(self._file(name, "pid").read_text())
+            pid = int(path.read_text())
+            written = path.stat().st_mtime
         except (OSError, ValueError):
             return None
-        return pid if alive(pid) else None
+        if not alive(pid):
+            return None
+        started = started_at(pid)
+        if started is not None and started > written + _PID_SLACK:
+            return None
+        return pid
 
     def recorded(self) -> list[str]:
         """Names of every process recorded (running or not)."""
