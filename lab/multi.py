@@ -52,7 +52,7 @@ from lab.domaintrust import DomainTrust
 from lab.fabric import FORWARDER_SERVICE, RENEW_INTERVAL, SVID_TTL, Fabric, endpoint_cidrs
 from lab.internet import Addresses, addresses, gateway_url, node_netns, router_netns
 from lab.observe import check_path_mtu, endpoint_address, ping, registered, wait_for
-from lab.topology import Topology, netns_path
+from lab.topology import NodePlaces, Topology, netns_path
 from sdk.errors import FabricError
 from sdk.grpcutil import unix_socket_accepts
 
@@ -61,7 +61,7 @@ Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
-class LabNode:
+class LabNode(NodePlaces):
     """One node of the multi-cloud lab and where its processes live."""
 
     domain: Domain
@@ -73,22 +73,6 @@ class LabNode:
     @property
     def name(self) -> str:
         return self.node.name
-
-    @property
-    def nsmgr_socket(self) -> Path:
-        return self.dir / "nsmgr.sock"
-
-    @property
-    def forwarder_socket(self) -> Path:
-        return self.dir / "forwarder.sock"
-
-    @property
-    def nsmgr_process(self) -> str:
-        return f"{self.name}-nsmgr"
-
-    @property
-    def forwarder_process(self) -> str:
-        return f"{self.name}-forwarder"
 
     def workload_netns(self, role: str) -> str:
         return f"{self.netns}_{role}"

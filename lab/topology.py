@@ -16,6 +16,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from sdk.errors import InvalidArgument
 
@@ -64,8 +65,38 @@ class Topology:
         return [Node(self, i) for i in range(1, count + 1)]
 
 
+class _Located(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def dir(self) -> Path: ...
+
+
+class NodePlaces:
+    """Where a simulated node's nsmgr and forwarder live: their sockets in the node's directory
+    and their names among the lab's processes. Mixed into every kind of lab node (which gives
+    ``name`` and ``dir``)."""
+
+    @property
+    def nsmgr_socket(self: _Located) -> Path:
+        return self.dir / "nsmgr.sock"
+
+    @property
+    def forwarder_socket(self: _Located) -> Path:
+        return self.dir / "forwarder.sock"
+
+    @property
+    def nsmgr_process(self: _Located) -> str:
+        return f"{self.name}-nsmgr"
+
+    @property
+    def forwarder_process(self: _Located) -> str:
+        return f"{self.name}-forwarder"
+
+
 @dataclass(frozen=True)
-class Node:
+class Node(NodePlaces):
     """One simulated node of a topology."""
 
     topology: Topology
@@ -88,24 +119,8 @@ class Node:
         return self.topology.state_dir / self.name
 
     @property
-    def nsmgr_socket(self) -> Path:
-        return self.dir / "nsmgr.sock"
-
-    @property
-    def forwarder_socket(self) -> Path:
-        return self.dir / "forwarder.sock"
-
-    @property
     def nsmgr_tcp(self) -> str:
         return f"tcp://{self.underlay_ip}:{NSMGR_PORT}"
-
-    @property
-    def nsmgr_process(self) -> str:
-        return f"{self.name}-nsmgr"
-
-    @property
-    def forwarder_process(self) -> str:
-        return f"{self.name}-forwarder"
 
     def workload_netns(self, role: str) -> str:
         return f"{self.topology.prefix}{self.name}-{role}"
