@@ -14,6 +14,13 @@ What :func:`install` writes under ``root`` (``/`` on a real VM; a test directory
 * ``etc/vwire/installed.json``: every file and directory made, so :func:`uninstall` removes
   exactly those.
 
+With ``role="gateway"`` (a :class:`~nsmctl.join_domain.DomainPlan`) the node also serves its
+domain (:mod:`nsmctl.join_domain`): the CA is made on the node when ``--ca-dir`` holds none, the
+SVIDs of ``identity/{registry,gateway,nsmgr,forwarder}`` are issued from it instead of copied,
+and four more units come first (CA agent, registry, gateway, join signer); the registry's SQLite
+store lives in ``var/lib/vwire``. Leaving keeps the CA (and the tokens it holds) unless
+``purge_ca`` is given and join made it.
+
 The same unit and env files drive both modes: **systemd** (``systemctl daemon-reload``,
 ``enable --now``; chosen when systemd is PID 1 and ``root`` is ``/``) and **supervisor**
 (:func:`start`: each unit's ``ExecStart`` as a detached process with the env file's variables,
@@ -32,6 +39,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import time
@@ -41,17 +49,22 @@ from pathlib import Path
 
 from forwarder.settings import PREFIX as FORWARDER
 from forwarder.settings import ForwarderSettings
+from nsmctl import join_domain
+from nsmctl.join_domain import DomainPlan
 from nsmgr.settings import PREFIX as NSMGR
 from nsmgr.settings import NsmgrSettings
 from sdk.errors import FabricError, FailedPrecondition, InvalidArgument
 from sdk.grpcutil import parse_address, unix_socket_accepts
+from sdk.security.ca import CertificateAuthority
 from sdk.security.source import FileSvidSource
 from sdk.security.svid import BUNDLE_FILE, CERT_FILE, KEY_FILE
 from sdk.settings import describe
 
 UNITS = ("vwire-nsmgr.service", "vwire-forwarder.service")  # start order
 RENEW_UNIT = "vwire-renew.service"  # with a join signer: keeps the node's SVIDs renewed
-SOCKETS = {"vwire-nsmgr.service": "nsmgr.sock", "vwire-forwarder.service": "forwarder.sock"}
+SOCKETS = {"vwire-nsmgr.service": "nsmgr.sock", "vwire-forwarder.service": "forwarder.sock",
+           **join_domain.SOCKETS}
+ALL_UNITS = (*join_domain.UNITS, *UNITS, RENEW_UNIT)  # start order of every unit join may make
 MODES = ("auto", "systemd", "supervisor")
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,40}[a-z0-9])?$")
 _IFNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
@@ -73,6 +86,8 @@ class JoinPlan:
     #: more settings of either process (``VWIRE_NSMGR_DOMAIN``, ``VWIRE_FORWARDER_SITE``, ...)
     settings: tuple[tuple[str, str], ...] = ()
     signer: str = ""  # the join signer: a third unit renews the SVIDs from it
+    role: str = "node"  # or "gateway": with ``domain``, the node serves its domain too
+    domain: DomainPlan | None = None
 
 
 @dataclass(frozen=True)
@@ -100,6 +115,10 @@ class Layout:
     @property
     def units(self) -> Path:
         return self.root / "etc/systemd/system"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "var/lib/vwire"
 
     @property
     def run(self) -> Path:
@@ -159,8 +178,15 @@ def validate(plan: JoinPlan, identity: bool = True) -> None:
         raise InvalidArgument("--netns", f"{plan.netns!r} is not in 'ip netns list'")
     if not plan.root.is_absolute():
         raise InvalidArgument("--root", "must be an absolute path")
+    if plan.role not in join_domain.ROLES:
+        raise InvalidArgument("--role", f"{plan.role[:40]!r}: use one of "
+                              f"{', '.join(join_domain.ROLES)}")
+    if plan.role == "gateway" and plan.domain is None:
+        raise InvalidArgument("--domain", "a gateway node serves a domain: give --domain NAME")
+    if plan.role != "gateway" and plan.domain is not None:
+        raise InvalidArgument("--role", "only a gateway node serves a domain (--role gateway)")
     for kind in ("nsmgr", "forwarder"):
-        if identity:
+        if identity and plan.domain is None:
             _svid_kind(plan.identity / kind, kind)
 
 
@@ -198,10 +224,15 @@ def environment(plan: JoinPlan) -> dict[str, str]:
     where = Layout(plan.root)
     nsmgr_socket = f"unix://{where.run / 'nsmgr.sock'}"
     listen = [nsmgr_socket] + ([plan.advertise] if plan.advertise else [])
+    domain = (join_domain.environment(plan.domain, where.run, where.identity, where.state,
+                                      plan.log_level) if plan.domain else {})
+    registry = (f"unix://{where.run / join_domain.SOCKETS[join_domain.REGISTRY]}"
+                if plan.domain else plan.registry)
     return {
+        **domain,
         "VWIRE_NSMGR_NAME": f"nsmgr-{plan.name}",
         "VWIRE_NSMGR_LISTEN": ",".join(listen),
-        "VWIRE_NSMGR_REGISTRY": plan.registry,
+        "VWIRE_NSMGR_REGISTRY": registry,
         "VWIRE_NSMGR_SVID_DIR": str(where.identity / "nsmgr"),
         "VWIRE_NSMGR_LOG_LEVEL": plan.log_level,
         "VWIRE_FORWARDER_NAME": f"forwarder-{plan.name}",
@@ -232,12 +263,14 @@ def parse_env(text: str) -> dict[str, str]:
 
 
 def render_units(plan: JoinPlan) -> dict[str, str]:
-    """The two unit files by name."""
+    """The unit files by name, in start order."""
     where = Layout(plan.root)
     netns = (f"NetworkNamespacePath=/var/run/netns/{plan.netns}\n" if plan.netns else "")
     common = (f"EnvironmentFile={where.env_file}\n{netns}Restart=on-failure\nRestartSec=2\n"
               "KillMode=mixed\nTimeoutStopSec=15\n")
-    units = {
+    units = (join_domain.render_units(plan.domain, plan.python, where.identity, common)
+             if plan.domain else {})
+    units |= {
         "vwire-nsmgr.service": (
             "[Unit]\nDescription=vWire node manager (nsmgr)\n"
             "Wants=network-online.target\nAfter=network-online.target\n\n"
@@ -261,7 +294,7 @@ def render_units(plan: JoinPlan) -> dict[str, str]:
 
 def installed_units(root: Path) -> list[str]:
     """The units join installed under ``root``, in start order."""
-    return [unit for unit in (*UNITS, RENEW_UNIT) if (Layout(root).units / unit).exists()]
+    return [unit for unit in ALL_UNITS if (Layout(root).units / unit).exists()]
 
 
 @dataclass(frozen=True)
@@ -322,22 +355,48 @@ def install(plan: JoinPlan) -> list[str]:
         raise FailedPrecondition(f"a node is installed under {plan.root} already "
                                  "(run 'nsmctl node leave' first)")
     made: list[str] = []
+    ca_made = False
     try:
-        for kind in ("nsmgr", "forwarder"):
-            for file in (CERT_FILE, KEY_FILE, BUNDLE_FILE):
-                source = plan.identity / kind / file
-                _write(where.identity / kind / file, source.read_text(), made,
-                       0o600 if file == KEY_FILE else 0o644)
+        if plan.domain is None:
+            _copy_identity(plan.identity, where.identity, made)
+        else:
+            _mkdirs(plan.domain.ca_dir.parent, made)
+            ca, ca_made = join_domain.ensure_ca(plan.domain)
+            _issue_identity(ca, plan.domain, plan.name, where.identity, made)
+            _mkdirs(where.state, made)
         _write(where.env_file, render_env(environment(plan)), made, 0o600)
         for unit, text in render_units(plan).items():
             _write(where.units / unit, text, made)
         _mkdirs(where.run, made)
         _mkdirs(where.logs, made)
-        _write(where.manifest, json.dumps({"node": plan.name, "made": made}, indent=1), made)
+        record: dict[str, object] = {"node": plan.name, "role": plan.role, "made": made}
+        if plan.domain is not None:
+            record["ca"] = {"dir": str(plan.domain.ca_dir), "made": ca_made}
+        _write(where.manifest, json.dumps(record, indent=1), made)
     except BaseException:
+        if ca_made and plan.domain is not None:
+            shutil.rmtree(plan.domain.ca_dir, ignore_errors=True)
         _remove(made)
         raise
     return made
+
+
+def _copy_identity(source: Path, identity: Path, made: list[str]) -> None:
+    for kind in ("nsmgr", "forwarder"):
+        for file in (CERT_FILE, KEY_FILE, BUNDLE_FILE):
+            _write(identity / kind / file, (source / kind / file).read_text(), made,
+                   0o600 if file == KEY_FILE else 0o644)
+
+
+def _issue_identity(ca: CertificateAuthority, domain: DomainPlan, node: str, identity: Path,
+                    made: list[str]) -> None:
+    """The gateway node's SVIDs, issued here; every file and directory recorded in ``made``."""
+    for kind in join_domain.KINDS:
+        _mkdirs(identity / kind, made)
+    join_domain.issue_svids(ca, domain, node, identity)
+    for kind in join_domain.KINDS:
+        for path in sorted((identity / kind).rglob("*")):
+            made.append(str(path) + ("/" if path.is_dir() else ""))
 
 
 def _remove(made: list[str]) -> None:
@@ -360,22 +419,35 @@ def installed(root: Path) -> dict[str, object] | None:
     return found
 
 
-def uninstall(root: Path) -> list[str]:
-    """Remove every file :func:`install` made under ``root`` (pid files and logs too)."""
+def uninstall(root: Path, purge_ca: bool = False) -> list[str]:
+    """Remove every file :func:`install` made under ``root`` (pid files, logs and the registry's
+    store too). A gateway node's CA stays, unless ``purge_ca`` and join made it."""
     manifest = installed(root)
     if manifest is None:
         raise FailedPrecondition(f"no node is installed under {root} (no {Layout(root).manifest})")
     listed = manifest.get("made", [])
     made = [entry for entry in listed if isinstance(entry, str)] if isinstance(listed, list) else []
     where = Layout(root)
-    for unit in (*UNITS, RENEW_UNIT):
+    for unit in ALL_UNITS:
         where.pid_file(unit).unlink(missing_ok=True)
         (where.logs / f"{unit}.log").unlink(missing_ok=True)
-    for sock in ("nsmgr.sock", "forwarder.sock"):
+    for sock in SOCKETS.values():
         (where.run / sock).unlink(missing_ok=True)
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        (where.state / f"registry.db{suffix}").unlink(missing_ok=True)
     where.manifest.unlink()
+    ca = manifest.get("ca")
+    if purge_ca and isinstance(ca, dict) and ca.get("made") is True:
+        shutil.rmtree(str(ca.get("dir")), ignore_errors=True)
     _remove(made)
     return made
+
+
+def ca_kept(root: Path) -> str:
+    """The CA directory a gateway node's leave keeps ('' when none): read before uninstall."""
+    manifest = installed(root) or {}
+    ca = manifest.get("ca")
+    return str(ca.get("dir", "")) if isinstance(ca, dict) else ""
 
 
 # -- systemd ------------------------------------------------------------------------------------
@@ -406,7 +478,7 @@ def start(root: Path, timeout: float = 30.0) -> dict[str, int]:
     try:
         for unit in installed_units(root):
             pids[unit] = _start_unit(where, unit)
-            if unit in SOCKETS:
+            if unit in SOCKETS or unit in join_domain.READY_LINES:
                 _wait_ready(where, unit, pids[unit], timeout)
     except BaseException:
         stop(root)
@@ -426,10 +498,20 @@ def _start_unit(where: Layout, unit: str) -> int:
     return process.pid
 
 
+def _ready(where: Layout, unit: str) -> bool:
+    """Whether ``unit`` serves: its unix socket accepts, or its log has its ready line."""
+    if unit in SOCKETS:
+        return unix_socket_accepts(where.run / SOCKETS[unit])
+    try:
+        return join_domain.READY_LINES[unit] in (where.logs / f"{unit}.log").read_text(
+            errors="replace")
+    except OSError:
+        return False
+
+
 def _wait_ready(where: Layout, unit: str, pid: int, timeout: float) -> None:
-    sock = where.run / SOCKETS[unit]
     deadline = time.monotonic() + timeout
-    while not unix_socket_accepts(sock):
+    while not _ready(where, unit):
         gone = not Path(f"/proc/{pid}").exists() or _zombie(pid)
         if gone or time.monotonic() > deadline:
             tail = _tail(where.logs / f"{unit}.log")

@@ -13,8 +13,14 @@ being one (:mod:`nsmctl.join` does the work; docs/external.md).
 * ``node renew --signer tcp://HOST:PORT [--root /] [--once]`` renews the node's SVIDs at half
   their lifetime (new keys, authenticated by the current nsmgr SVID); a node that joined by
   token gets it as a third unit, ``vwire-renew.service``.
-* ``node leave [--root /] [--mode ...]`` stops both (their sockets, links and registrations go
-  with them) and removes every file join made.
+* ``node join --role gateway --name NODE --domain D [--trust-domain TD] [--ca-dir DIR]
+  [--domains-file FILE] [--gateway-port 5005] [--signer-port 5006]`` (the global ``--registry``
+  is tcp://PRIVATE-IP:PORT, where this node's registry listens) makes the node its domain's
+  gateway node: CA (made here when none), registry, gateway, join signer and CA agent as units
+  beside nsmgr and forwarder (:mod:`nsmctl.join_domain`); no --identity or --token.
+* ``node leave [--root /] [--mode ...] [--purge-ca]`` stops both (their sockets, links and
+  registrations go with them) and removes every file join made; a gateway node's CA stays
+  unless ``--purge-ca``.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from typing import Annotated
 
 import typer
 
-from nsmctl import join, params
+from nsmctl import join, join_domain, params
 from nsmctl.ca_cmds import DEFAULT_CA_DIR, CaDir
 from nsmctl.context import CliError, options
 from nsmctl.joinsigner import (
@@ -88,14 +94,47 @@ def join_command(
         "VWIRE_NSMGR_DOMAIN=aws or VWIRE_FORWARDER_SITE=aws; repeatable")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the files, change nothing")
                        ] = False,
+    role: Annotated[str, typer.Option(
+        "--role", metavar="ROLE", help="node, or gateway: this node also runs its domain's CA, "
+        "registry, gateway and join signer", show_default=False)] = "node",
+    domain: Annotated[str, typer.Option(
+        "--domain", metavar="NAME", help="with --role gateway: the domain it serves (default: "
+        "the VWIRE_NSMGR_DOMAIN setting)", show_default=False)] = "",
+    trust_domain: Annotated[str, typer.Option(
+        "--trust-domain", metavar="TD", help="with --role gateway: the CA's trust domain "
+        "(default: the domain's name)", show_default=False)] = "",
+    ca_dir: Annotated[Path | None, typer.Option(
+        "--ca-dir", metavar="DIR", help="with --role gateway: the domain's CA, made there when "
+        "none exists (default ROOT/etc/vwire/ca)", show_default=False)] = None,
+    domains_file: Annotated[str, typer.Option(
+        "--domains-file", metavar="FILE", help="with --role gateway: the other domains' "
+        "gateways (YAML)")] = "",
+    gateway_port: Annotated[int, typer.Option(
+        "--gateway-port", metavar="PORT", help="with --role gateway: the gateway's TCP port "
+        "(default 5005)", show_default=False)] = 5005,
+    signer_port: Annotated[int, typer.Option(
+        "--signer-port", metavar="PORT", help="with --role gateway: the join signer's TCP port "
+        "(default 5006)", show_default=False)] = 5006,
 ) -> None:
-    """Install and start this machine's nsmgr and forwarder as a node of the domain."""
+    """Install and start this machine's nsmgr and forwarder as a node of the domain (with
+    --role gateway, the domain's own services too)."""
     try:
-        parsed, name = _identity_source(identity, token, signer, name)
+        if role not in join_domain.ROLES:
+            raise InvalidArgument("--role", f"{role[:40]!r}: use node or gateway")
+        settings = join.parse_settings(setting or [])
+        if role == "gateway":
+            parsed = None
+            domain_plan = _domain_plan(options(ctx).registry, dict(settings), domain,
+                                       trust_domain, ca_dir or join.Layout(root).etc / "ca",
+                                       (gateway_port, signer_port), domains_file,
+                                       (identity, token, signer))
+        else:
+            parsed, name = _identity_source(identity, token, signer, name)
+            domain_plan = None
         plan = join.JoinPlan(name, options(ctx).registry, identity or Path("/nonexistent"),
                              root, python or sys.executable, advertise, underlay_interface,
-                             netns, settings=join.parse_settings(setting or []),
-                             signer=signer if token else "")
+                             netns, settings=settings, signer=signer if token else "",
+                             role=role, domain=domain_plan)
         join.validate(plan, identity=parsed is None)
         chosen = join.choose_mode(mode, root)
     except InvalidArgument as exc:
@@ -112,8 +151,25 @@ def join_command(
         with tempfile.TemporaryDirectory(prefix="vwire-join-") as fetched:
             fetch_identity(parsed, signer, Path(fetched), options(ctx).timeout)
             _install_and_start(replace(plan, identity=Path(fetched)), chosen)
+    if domain_plan is not None:
+        typer.echo(f"domain {domain_plan.domain} served here: CA {domain_plan.ca_dir} "
+                   f"({domain_plan.trust_domain}), registry tcp://{domain_plan.address}:"
+                   f"{domain_plan.registry_port}, gateway {domain_plan.gateway_url}, join signer "
+                   f"tcp://{domain_plan.address}:{domain_plan.signer_port}")
     typer.echo(f"node {name} joined ({chosen}): nsmgr and forwarder running; workloads connect "
                f"with: nsmctl connect URL --nsmgr unix://{join.Layout(root).run / 'nsmgr.sock'}")
+
+
+def _domain_plan(registry: str, settings: dict[str, str], domain: str, trust_domain: str,
+                 ca_dir: Path, ports: tuple[int, int], domains_file: str,
+                 identity_options: tuple[Path | None, str, str]) -> join_domain.DomainPlan:
+    """A gateway node's domain services (InvalidArgument naming the option)."""
+    if any(identity_options):
+        raise InvalidArgument("--identity", "a gateway node issues its own SVIDs from its "
+                              "domain's CA: give neither --identity nor --token/--signer")
+    return join_domain.plan_for(registry, domain or settings.get("VWIRE_NSMGR_DOMAIN", ""),
+                                trust_domain, ca_dir, ports, domains_file,
+                                settings.get("VWIRE_FORWARDER_EXTERNAL_ADDRESS", ""))
 
 
 def _identity_source(identity: Path | None, token: str, signer: str,
@@ -142,7 +198,7 @@ def _install_and_start(plan: join.JoinPlan, chosen: str) -> None:
         else:
             join.start(plan.root)
     except (FabricError, OSError) as exc:
-        join.uninstall(plan.root)
+        join.uninstall(plan.root, purge_ca=True)  # only a CA this join made
         raise CliError(f"node {plan.name} did not start ({exc}): nothing was left installed"
                        ) from None
 
@@ -225,8 +281,15 @@ def signer_command(
 
 
 @node_app.command("leave")
-def leave_command(root: RootOpt = Path("/"), mode: ModeOpt = "auto") -> None:
-    """Stop this machine's nsmgr and forwarder and remove everything join installed."""
+def leave_command(
+    root: RootOpt = Path("/"),
+    mode: ModeOpt = "auto",
+    purge_ca: Annotated[bool, typer.Option(
+        "--purge-ca", help="a gateway node: remove its domain's CA too, if join made it")
+                        ] = False,
+) -> None:
+    """Stop this machine's nsmgr and forwarder (a gateway node's domain services too) and remove
+    everything join installed; a gateway node's CA stays unless --purge-ca."""
     try:
         chosen = join.choose_mode(mode, root)
     except InvalidArgument as exc:
@@ -238,11 +301,14 @@ def leave_command(root: RootOpt = Path("/"), mode: ModeOpt = "auto") -> None:
         join.systemctl("disable", "--now", *join.installed_units(root))
     else:
         join.stop(root)
-    join.uninstall(root)
+    ca_dir = join.ca_kept(root)
+    join.uninstall(root, purge_ca)
     if chosen == "systemd":
         join.systemctl("daemon-reload")
     typer.echo(f"node {manifest.get('node', '?')} left: its processes stopped and its files "
                "removed")
+    if ca_dir and Path(ca_dir).exists():
+        typer.echo(f"the domain's CA stays in {ca_dir} (remove it with --purge-ca)")
 
 
 def register(app: typer.Typer) -> None:
