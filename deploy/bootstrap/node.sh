@@ -4,13 +4,20 @@
 #
 # Required:
 #   VWIRE_REGISTRY      the domain's registry, tcp://HOST:PORT or unix:///path.sock
+#                       (gateway role: where this node's registry listens, tcp://PRIVATE-IP:PORT)
 #   and either
 #   VWIRE_JOIN_TOKEN    a one-time join token (nsmctl node token create): keys are made here
 #   VWIRE_SIGNER        the join signer that takes it, tcp://HOST:PORT (nsmctl node signer)
 #   or
 #   VWIRE_IDENTITY_DIR  holds nsmgr/ and forwarder/ SVID directories (nsmctl ca issue --out)
 #   VWIRE_NODE_NAME     this node's name (lower-case letters, digits, '-'; a token names it)
+#   or, with VWIRE_ROLE=gateway, only VWIRE_NODE_NAME: the node makes its domain's CA
 # Optional:
+#   VWIRE_ROLE                node (default) or gateway: also run the domain's CA, registry,
+#                             gateway and join signer (the domain: VWIRE_NSMGR_DOMAIN in
+#                             VWIRE_SETTINGS)
+#   VWIRE_TRUST_DOMAIN        gateway role: the CA's trust domain (default: the domain's name)
+#   VWIRE_DOMAINS_FILE        gateway role: the other domains' gateways (YAML)
 #   VWIRE_ADVERTISE           tcp://IP:PORT other nodes reach this node's nsmgr at
 #   VWIRE_UNDERLAY_INTERFACE  interface carrying tunnels (default eth0)
 #   VWIRE_VENV                the Python environment holding vwire (default /opt/vwire)
@@ -30,6 +37,7 @@ set -eu
 : "${VWIRE_MODE:=auto}"
 : "${VWIRE_UNDERLAY_INTERFACE:=eth0}"
 : "${VWIRE_ACTION:=join}"
+: "${VWIRE_ROLE:=node}"
 
 fail() { echo "vwire bootstrap: $*" >&2; exit 1; }
 
@@ -62,8 +70,18 @@ case "$VWIRE_ACTION" in
   *) fail "VWIRE_ACTION must be join or leave (got '$VWIRE_ACTION')" ;;
 esac
 
+case "$VWIRE_ROLE" in
+  node|gateway) ;;
+  *) fail "VWIRE_ROLE must be node or gateway (got '$VWIRE_ROLE')" ;;
+esac
 [ -n "${VWIRE_REGISTRY:-}" ] || fail "set VWIRE_REGISTRY (the domain's registry address)"
-if [ -n "${VWIRE_JOIN_TOKEN:-}" ]; then
+if [ "$VWIRE_ROLE" = gateway ]; then
+  [ -n "${VWIRE_NODE_NAME:-}" ] || fail "set VWIRE_NODE_NAME (this node's name)"
+  unset VWIRE_JOIN_TOKEN  # the gateway node's CA signs its own SVIDs
+  set -- --role gateway
+  [ -z "${VWIRE_TRUST_DOMAIN:-}" ] || set -- "$@" --trust-domain "$VWIRE_TRUST_DOMAIN"
+  [ -z "${VWIRE_DOMAINS_FILE:-}" ] || set -- "$@" --domains-file "$VWIRE_DOMAINS_FILE"
+elif [ -n "${VWIRE_JOIN_TOKEN:-}" ]; then
   [ -n "${VWIRE_SIGNER:-}" ] || fail "set VWIRE_SIGNER (the join signer, tcp://HOST:PORT)"
   export VWIRE_JOIN_TOKEN  # read by nsmctl from the environment: never on a command line
   set -- --signer "$VWIRE_SIGNER"
