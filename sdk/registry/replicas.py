@@ -40,7 +40,7 @@ M = TypeVar("M", NetworkService, NetworkServiceEndpoint)
 T = TypeVar("T")
 
 DEFAULT_ROUNDS = 3
-BACKOFF = 0.2
+BACKOFF = 0.5  # x passes: 3 passes over one replica span gRPC's first reconnect back-off (1 s)
 
 _log = structlog.get_logger("registry.replicas")
 
