@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from api.proto.registry_pb2 import NetworkService, NetworkServiceEndpoint
-from lab import network
+from lab import network, ready
 from lab.clients import InProcessClients
 from lab.etcd import EtcdCluster, start_in_lab
 from lab.observe import monitor_connections, registered, signed_connections, wait_for
@@ -50,7 +50,7 @@ from lab.processes import Processes
 from lab.topology import Node, Topology, netns_path
 from sdk.chain import CallContext
 from sdk.errors import FabricError, InvalidArgument
-from sdk.grpcutil import channel, unix_socket_accepts
+from sdk.grpcutil import channel
 from sdk.registry.client import RemoteRegistry
 from sdk.registry.core import RegistryChain
 from sdk.registry.kinds import SERVICE
@@ -70,7 +70,6 @@ REGISTRY_STORES = ("memory", "sqlite", "etcd")
 SVID_TTL = 3600.0  # renewed at half-life by the fabric's ``nsmctl ca agent`` process
 RENEW_INTERVAL = 60.0
 CA_AGENT = "ca-agent"
-FORWARDER_SERVICE = "forwarder"  # nsmgr answers finds for this service with its forwarders
 
 
 @dataclass(frozen=True)
@@ -283,26 +282,10 @@ class Fabric:
         ], netns=node.netns)
 
     async def _wait_socket(self, process: str, path: Path) -> None:
-        async def ready() -> bool:
-            if self.processes.pid_of(process) is None:
-                raise FabricError(f"{process} exited: see {self.processes.log(process)}")
-            return unix_socket_accepts(path)
-
-        await wait_for(f"{process} listening on {path}", ready, self.ready_timeout)
+        await ready.listening(self.processes, process, path, self.ready_timeout)
 
     async def _wait_node(self, node: Node) -> None:
-        await self._wait_socket(node.nsmgr_process, node.nsmgr_socket)
-        await self._wait_socket(node.forwarder_process, node.forwarder_socket)
-
-        async def forwarder_registered() -> bool:
-            return await registered(
-                f"unix://{node.nsmgr_socket}",
-                NetworkServiceEndpoint(name=f"forwarder-{node.name}",
-                                       network_service_names=[FORWARDER_SERVICE]),
-            )
-
-        await wait_for(f"forwarder-{node.name} registered with its nsmgr", forwarder_registered,
-                       self.ready_timeout)
+        await ready.node_ready(self.processes, node, self.ready_timeout)
 
     def add_workload_netns(self, node: int, role: str) -> str:
         """Create namespace ``<prefix><node>-<role>`` (removed by :meth:`down`); returns it."""

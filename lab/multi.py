@@ -37,7 +37,7 @@ from typing import Any
 import yaml
 
 from api.proto.registry_pb2 import NetworkServiceEndpoint
-from lab import internet, network
+from lab import internet, network, ready
 from lab.clouds import (
     ClientSpec,
     CloudNode,
@@ -49,12 +49,11 @@ from lab.clouds import (
     parse_text,
 )
 from lab.domaintrust import DomainTrust
-from lab.fabric import FORWARDER_SERVICE, RENEW_INTERVAL, SVID_TTL, Fabric, endpoint_cidrs
+from lab.fabric import RENEW_INTERVAL, SVID_TTL, Fabric, endpoint_cidrs
 from lab.internet import Addresses, addresses, gateway_url, node_netns, router_netns
 from lab.observe import check_path_mtu, endpoint_address, ping, registered, wait_for
 from lab.topology import NodePlaces, Topology, netns_path
 from sdk.errors import FabricError
-from sdk.grpcutil import unix_socket_accepts
 
 STATE_FILE = "multi-cloud.json"
 Progress = Callable[[str], None]
@@ -214,23 +213,10 @@ class MultiLab:
         ], netns=node.netns)
 
     async def _wait_socket(self, process: str, path: Path) -> None:
-        async def ready() -> bool:
-            if self.processes.pid_of(process) is None:
-                raise FabricError(f"{process} exited: see {self.processes.log(process)}")
-            return unix_socket_accepts(path)
-
-        await wait_for(f"{process} listening on {path}", ready, self.ready_timeout)
+        await ready.listening(self.processes, process, path, self.ready_timeout)
 
     async def _wait_node(self, node: LabNode) -> None:
-        await self._wait_socket(node.nsmgr_process, node.nsmgr_socket)
-        await self._wait_socket(node.forwarder_process, node.forwarder_socket)
-
-        async def forwarder_registered() -> bool:
-            return await registered(f"unix://{node.nsmgr_socket}", NetworkServiceEndpoint(
-                name=f"forwarder-{node.name}", network_service_names=[FORWARDER_SERVICE]))
-
-        await wait_for(f"forwarder-{node.name} registered with its nsmgr",
-                       forwarder_registered, self.ready_timeout)
+        await ready.node_ready(self.processes, node, self.ready_timeout)
 
     # -- workloads ------------------------------------------------------------------------------
 

@@ -14,10 +14,10 @@ import yaml
 from api.proto.registry_pb2 import NetworkServiceEndpoint
 from lab.fabric import SVID_TTL, TRUST_DOMAIN, Fabric
 from lab.observe import registered, wait_for
+from lab.ready import listening
 from lab.topology import Node, netns_path
 from sdk.chain import CallContext
-from sdk.errors import FabricError
-from sdk.grpcutil import channel, unix_socket_accepts
+from sdk.grpcutil import channel
 from sdk.registry.client import RemoteRegistry
 from sdk.registry.core import RegistryChain
 from sdk.registry.kinds import ENDPOINT
@@ -116,12 +116,7 @@ class FabricDomains:
 
 
 async def _wait_socket(fabric: Fabric, process: str, path: Path) -> None:
-    async def ready() -> bool:
-        if fabric.processes.pid_of(process) is None:
-            raise FabricError(f"{process} exited: see {fabric.processes.log(process)}")
-        return unix_socket_accepts(path)
-
-    await wait_for(f"{process} listening on {path}", ready, 30.0)
+    await listening(fabric.processes, process, path, 30.0)
 
 
 async def split_domains(fabric: Fabric, floating: str = "",
