@@ -29,13 +29,16 @@ async def _nsmctl(fabric: Fabric, *args: str) -> Result:
     return await asyncio.to_thread(nsmctl, "--registry", fabric.registry_url, *args)
 
 
-async def _bootstrap(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+async def bootstrap(env: dict[str, str], netns: str = "") -> subprocess.CompletedProcess[str]:
+    """Run the bootstrap script with ``env`` (inside ``netns``: the script on the VM itself)."""
+    inside = ["ip", "netns", "exec", netns] if netns else []
     return await asyncio.to_thread(
-        subprocess.run, ["sh", str(SCRIPT)], env={**os.environ, **env}, capture_output=True,
-        text=True, timeout=90)
+        subprocess.run, [*inside, "sh", str(SCRIPT)], env={**os.environ, **env},
+        capture_output=True, text=True, timeout=90)
 
 
-def _pids(root: Path) -> list[int]:
+def unit_pids(root: Path) -> list[int]:
+    """The pids of the units joined under ``root`` (supervisor mode)."""
     return [int(p.read_text()) for p in (root / "var/run/vwire").glob("*.pid")]
 
 
@@ -59,10 +62,10 @@ async def test_vm_joins_connects_and_leaves_nothing(make_fabric: MakeFabric,
            "VWIRE_ROOT": str(root), "VWIRE_MODE": "supervisor", "VWIRE_NETNS": vm,
            "VWIRE_VENV": sys.prefix}
 
-    joined = await _bootstrap(env)
+    joined = await bootstrap(env)
     assert joined.returncode == 0, joined.stderr
     assert "joined (supervisor)" in joined.stdout
-    pids = _pids(root)
+    pids = unit_pids(root)
     assert len(pids) == 2 and all(Path(f"/proc/{pid}").exists() for pid in pids)
     unit = (root / "etc/systemd/system/vwire-nsmgr.service").read_text()
     assert f"NetworkNamespacePath={netns_path(vm)}" in unit
@@ -70,7 +73,7 @@ async def test_vm_joins_connects_and_leaves_nothing(make_fabric: MakeFabric,
 
     await _connect_and_ping(fabric, root, "vm1")
 
-    left = await _bootstrap({**env, "VWIRE_ACTION": "leave"})
+    left = await bootstrap({**env, "VWIRE_ACTION": "leave"})
     assert left.returncode == 0, left.stderr
     assert not root.exists(), sorted(str(p) for p in root.rglob("*"))
     assert not [pid for pid in pids if Path(f"/proc/{pid}").exists()]
@@ -116,14 +119,14 @@ async def test_vm_joins_with_a_one_time_token_and_keys_made_on_it(
            "VWIRE_ROOT": str(root), "VWIRE_MODE": "supervisor", "VWIRE_NETNS": vm,
            "VWIRE_VENV": sys.prefix, "VWIRE_SETTINGS": "VWIRE_FORWARDER_PORT_RANGE=52900-52999"}
     try:
-        joined = await _bootstrap(env)
+        joined = await bootstrap(env)
         assert joined.returncode == 0, joined.stderr
-        again = await _bootstrap({**env, "VWIRE_ROOT": str(tmp_path / "second")})
+        again = await bootstrap({**env, "VWIRE_ROOT": str(tmp_path / "second")})
         assert again.returncode == 1 and "already used" in again.stderr
     finally:
         signer.stop()
     assert not (tmp_path / "second").exists()
-    pids = _pids(root)
+    pids = unit_pids(root)
     assert len(pids) == 3  # nsmgr, forwarder and the SVID renewal
     assert all(Path(f"/proc/{pid}").exists() for pid in pids)
     assert (root / "var/run/vwire/vwire-renew.service.pid").exists()
@@ -131,7 +134,7 @@ async def test_vm_joins_with_a_one_time_token_and_keys_made_on_it(
     assert str(nsmgr_id) == fabric.spiffe_id("nsmgr", "nsmgr-vm3")
     assert "VWIRE_FORWARDER_PORT_RANGE=52900-52999" in (root / "etc/vwire/node.env").read_text()
     await _connect_and_ping(fabric, root, "vm3")
-    left = await _bootstrap({**env, "VWIRE_ACTION": "leave"})
+    left = await bootstrap({**env, "VWIRE_ACTION": "leave"})
     assert left.returncode == 0, left.stderr
     assert not root.exists()
     assert not [pid for pid in pids if Path(f"/proc/{pid}").exists()]
@@ -155,7 +158,7 @@ async def test_bad_input_is_refused_and_installs_nothing(make_fabric: MakeFabric
     no_systemd = await _nsmctl(fabric, "node", "join", "--root", str(root), "--mode", "systemd",
                                "--name", "vm2", "--identity", str(identity))
     assert no_systemd.code == 2
-    script = await _bootstrap({"VWIRE_NODE_NAME": "vm2", "VWIRE_VENV": sys.prefix})
+    script = await bootstrap({"VWIRE_NODE_NAME": "vm2", "VWIRE_VENV": sys.prefix})
     assert script.returncode == 1 and "set VWIRE_REGISTRY" in script.stderr
     assert not root.exists()
     nothing = await _nsmctl(fabric, "node", "leave", "--root", str(root), "--mode", "supervisor")
