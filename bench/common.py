@@ -1,22 +1,50 @@
 """Helpers shared by the benchmarks: percentiles, a result table and JSON output.
 
-A benchmark collects :class:`Metric` values (name, value, unit, optional goal) and hands them to
-:func:`report`, which prints a readable table (metric, value, goal, ok?) or one JSON object.
-Goals are upper bounds (``value < goal``) unless ``higher_is_better`` is set. While it runs it
-says what it is doing on stderr (:func:`progress`), so stdout stays the result alone.
+A benchmark that runs a lab fabric does it inside :func:`running` (stopped however the benchmark
+ends, its logs kept when it fails). A benchmark collects :class:`Metric` values (name, value,
+unit, optional goal) and hands them to :func:`report`, which prints a readable table (metric,
+value, goal, ok?) or one JSON object. Goals are upper bounds (``value < goal``) unless
+``higher_is_better`` is set. While it runs it says what it is doing on stderr
+(:func:`progress`), so stdout stays the result alone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from lab.fabric import Fabric
+
+#: Where a failed benchmark leaves its fabric's logs.
+FAILED_LOGS = Path("/tmp/vwire-bench-logs")
+
 _STARTED = time.monotonic()
+
+
+@contextlib.contextmanager
+def running(bench: str, fabric: Fabric) -> Iterator[Fabric]:
+    """Stop ``fabric`` (and its state directory's parent when no other run uses it) however the
+    block ends; when it fails, keep the fabric's logs in :data:`FAILED_LOGS` and say so."""
+    try:
+        yield fabric
+    except BaseException as exc:
+        shutil.rmtree(FAILED_LOGS, ignore_errors=True)
+        fabric.save_logs(FAILED_LOGS)
+        exc.add_note(f"the fabric's logs are kept in {FAILED_LOGS}")
+        raise
+    finally:
+        progress(bench, "stopping the fabric")
+        fabric.down(grace=3.0)
+        with contextlib.suppress(OSError):
+            fabric.topology.state_dir.parent.rmdir()
 
 
 def progress(bench: str, message: str) -> None:

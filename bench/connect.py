@@ -47,7 +47,6 @@ import contextlib
 import functools
 import os
 import re
-import shutil
 import signal
 import sys
 import time
@@ -55,7 +54,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from bench.common import Deadline, Metric, ms, percentile, progress, report
+from bench.common import Deadline, Metric, ms, percentile, progress, report, running
 from bench.procstat import CpuMeter, pss_bytes, rss_bytes
 from forwarder.wireguard.keys import generate_keypair
 from forwarder.wireguard.uapi import socket_path
@@ -81,7 +80,6 @@ PEER_TRIALS = 20
 PEER_PORT = 41000
 SETUP_SERVICE = "bench-setup"
 SETUP_CIDRS = ("10.64.0.0/16", "fd00:64::/64")
-FAILED_LOGS = Path("/tmp/vwire-bench-logs")
 
 
 @dataclass
@@ -321,8 +319,7 @@ async def measure_heals(fabric: Fabric, config: Config, results: Results,
 async def measure(config: Config, topology: Topology) -> Results:
     results = Results()
     deadline = Deadline(config.max_seconds)
-    fabric = Fabric(topology, 3, log_level="warning")
-    try:
+    with running(NAME, Fabric(topology, 3, log_level="warning")) as fabric:
         progress(NAME, "starting a 3-node fabric (registry, nsmgrs, forwarders)")
         await fabric.up()
         progress(NAME, f"starting {config.heal_trials + 2} endpoints")
@@ -335,16 +332,6 @@ async def measure(config: Config, topology: Topology) -> Results:
         await measure_setup(fabric, config, results, deadline)
         progress(NAME, f"heals: {config.heal_trials} endpoint deaths, then restarts")
         await measure_heals(fabric, config, results, deadline)
-    except BaseException as exc:
-        shutil.rmtree(FAILED_LOGS, ignore_errors=True)
-        fabric.save_logs(FAILED_LOGS)
-        exc.add_note(f"the fabric's logs are kept in {FAILED_LOGS}")
-        raise
-    finally:
-        progress(NAME, "stopping the fabric")
-        fabric.down(grace=3.0)
-        with contextlib.suppress(OSError):
-            topology.state_dir.parent.rmdir()  # only when no other run uses it
     return results
 
 

@@ -20,15 +20,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
-import shutil
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.common import Deadline, Metric, ms, percentile, progress, report
+from bench.common import Deadline, Metric, ms, percentile, progress, report, running
 from lab.fabric import Fabric
 from lab.splitdomains import split_domains
 from lab.topology import Topology
@@ -36,7 +34,6 @@ from sdk import log
 
 NAME = "bench.interdomain"
 RATIO_GOAL = 2.0
-FAILED_LOGS = Path("/tmp/vwire-bench-logs")
 
 
 @dataclass
@@ -48,8 +45,7 @@ class Results:
 async def measure(trials: int, max_seconds: float, topology: Topology) -> Results:
     results = Results()
     deadline = Deadline(max_seconds)
-    fabric = Fabric(topology, 3, log_level="warning")
-    try:
+    with running(NAME, Fabric(topology, 3, log_level="warning")) as fabric:
         progress(NAME, "starting a 3-node fabric and splitting it into domains a and b")
         await fabric.up()
         domains = await split_domains(fabric)
@@ -66,16 +62,6 @@ async def measure(trials: int, max_seconds: float, topology: Topology) -> Result
                     client, seconds = await clients.connect(service, f"v{i}")
                     samples.append(seconds)
                     await clients.close(client)
-    except BaseException as exc:
-        shutil.rmtree(FAILED_LOGS, ignore_errors=True)
-        fabric.save_logs(FAILED_LOGS)
-        exc.add_note(f"the fabric's logs are kept in {FAILED_LOGS}")
-        raise
-    finally:
-        progress(NAME, "stopping the fabric")
-        fabric.down(grace=3.0)
-        with contextlib.suppress(OSError):
-            topology.state_dir.parent.rmdir()  # only when no other run uses it
     return results
 
 
