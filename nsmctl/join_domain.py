@@ -91,8 +91,18 @@ def plan_for(registry: str, domain: str, trust_domain: str, ca_dir: Path,
     if not ca_dir.is_absolute():
         raise InvalidArgument("--ca-dir", "must be an absolute path")
     advertise = f"tcp://{external}:{ports[0]}" if external else ""
-    return DomainPlan(domain, trust_domain or domain, ca_dir, str(where.host), int(where.port),
+    plan = DomainPlan(domain, trust_domain or domain, ca_dir, str(where.host), int(where.port),
                       ports[0], ports[1], domains_file, advertise)
+    if (ca_dir / ROOT_KEY).exists():
+        _check_ca(CertificateAuthority.load(ca_dir), plan)
+    return plan
+
+
+def _check_ca(ca: CertificateAuthority, plan: DomainPlan) -> None:
+    if ca.trust_domain != plan.trust_domain:
+        raise InvalidArgument("--trust-domain", f"{plan.ca_dir} holds the CA of "
+                              f"{ca.trust_domain!r}, not {plan.trust_domain!r}: give "
+                              f"--trust-domain {ca.trust_domain} or another --ca-dir")
 
 
 def ensure_ca(plan: DomainPlan) -> tuple[CertificateAuthority, bool]:
@@ -100,10 +110,7 @@ def ensure_ca(plan: DomainPlan) -> tuple[CertificateAuthority, bool]:
     An existing CA of another trust domain is refused."""
     if (plan.ca_dir / ROOT_KEY).exists():
         ca = CertificateAuthority.load(plan.ca_dir)
-        if ca.trust_domain != plan.trust_domain:
-            raise InvalidArgument("--trust-domain", f"{plan.ca_dir} holds the CA of "
-                                  f"{ca.trust_domain!r}, not {plan.trust_domain!r}: give "
-                                  f"--trust-domain {ca.trust_domain} or another --ca-dir")
+        _check_ca(ca, plan)
         return ca, False
     return CertificateAuthority.init(plan.ca_dir, plan.trust_domain), True
 
