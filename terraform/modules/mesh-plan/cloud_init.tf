@@ -33,6 +33,7 @@ locals {
     {
       VWIRE_NODE_NAME          = name
       VWIRE_ROLE               = node.gateway ? "gateway" : "node"
+      VWIRE_TRUST_DOMAIN       = local.domains[node.domain].trust_domain
       VWIRE_REGISTRY           = "tcp://${local.nodes[local.gateway_of[node.domain]].private_ip}:${var.registry_port}"
       VWIRE_ADVERTISE          = "tcp://${node.private_ip}:5001"
       VWIRE_SETTINGS           = local.process_settings[name]

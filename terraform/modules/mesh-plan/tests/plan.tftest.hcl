@@ -82,6 +82,10 @@ run "nodes_get_fixed_private_addresses_and_user_data_that_names_their_registry" 
     error_message = "a node's user data names its domain's registry on the gateway node, and its role"
   }
   assert {
+    condition     = strcontains(output.cloud_init["azure-1"], "export VWIRE_TRUST_DOMAIN='azure.example'") && strcontains(output.cloud_init["gcp-2"], "export VWIRE_TRUST_DOMAIN='gcp'")
+    error_message = "a gateway node makes its domain's CA for the domain's trust domain"
+  }
+  assert {
     condition     = strcontains(output.cloud_init["gcp-1"], "tcp://198.51.100.1:5005")
     error_message = "the domains file names the other domains' gateways"
   }
