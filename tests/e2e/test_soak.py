@@ -12,7 +12,8 @@ It reports, per process, RSS, open descriptors and (server processes, scraped fr
 ``vwire_process_asyncio_tasks`` metric) asyncio tasks at the start (after one warm-up cycle) and
 the end, and fails on growth beyond the tolerances below in a process that ran throughout; the
 fabric's links, addresses, routes, sockets, wireguard-go processes and registry records must be
-back to the start (:mod:`tests.leaks`).
+back to the start (:mod:`tests.leaks`) within three token lifetimes of the last cycle (the half
+of a connection a killed hop could not close goes when its tokens expire).
 
 Length: ``VWIRE_SOAK_SECONDS`` (default 60: CI) and at most ``VWIRE_SOAK_CYCLES`` cycles; e.g.
 ``VWIRE_SOAK_SECONDS=3600 pytest tests/e2e/test_soak.py`` for an hour.
@@ -45,6 +46,8 @@ RSS_SLACK_KIB = 16 * 1024  # ... or 16 MiB, whichever is larger
 FDS_TOLERANCE = 4
 TASKS_TOLERANCE = 4
 HEAL_WAIT = 20.0
+TOKEN_LIFETIME = 15.0
+SETTLE_WAIT = 3 * TOKEN_LIFETIME
 SHORT_ATTEMPTS = 5
 
 SERVERS = ("VWIRE_NSMGR_", "VWIRE_FORWARDER_", "VWIRE_NSE_", "VWIRE_REGISTRY_")
@@ -213,7 +216,7 @@ async def test_soak_leaks_nothing(
 ) -> None:
     for prefix in SERVERS:  # every server serves its metrics on a free loopback port
         monkeypatch.setenv(f"{prefix}METRICS_LISTEN", "127.0.0.1:0")
-    fabric = await make_fabric(nodes=2, registry_store="etcd", token_lifetime=15.0)
+    fabric = await make_fabric(nodes=2, registry_store="etcd", token_lifetime=TOKEN_LIFETIME)
     await fabric.add_endpoint("nse-a", ["db"], node=2)
     await fabric.add_endpoint("nse-b", ["db"], node=2, cidrs=("10.64.0.0/16", "fd00:64::/64"))
     client = await fabric.add_client("nsc", node=1, urls=["kernel://db/nsm0"])
@@ -231,9 +234,11 @@ async def test_soak_leaks_nothing(
     async def settled() -> bool:  # the last fault's leftovers may take a moment to go
         return not leaked(before, await holdings(fabric))
 
-    with contextlib.suppress(DeadlineExceeded):
-        await wait_for("the fabric back to what it held at the start", settled, HEAL_WAIT)
-    assert leaked(before, await holdings(fabric)) == []
+    with contextlib.suppress(DeadlineExceeded):  # a hop killed mid-change may leave the far
+        # side's half of a connection, which it removes when the connection's tokens expire
+        await wait_for("the fabric back to what it held at the start", settled, SETTLE_WAIT)
+    leftover = leaked(before, await holdings(fabric))
+    assert not leftover, "left over after the soak:\n" + "\n".join(leftover)
     lines, leaks = growth(start, await sample(fabric))
     print(f"soak: {soak.cycles} cycles in {SOAK_SECONDS:g} s; new clients refused right after "
           f"a fault and started again: {soak.refused}")
