@@ -270,10 +270,11 @@ def render_units(plan: JoinPlan) -> dict[str, str]:
               "KillMode=mixed\nTimeoutStopSec=15\n")
     units = (join_domain.render_units(plan.domain, plan.python, where.identity, common)
              if plan.domain else {})
+    after = " ".join(["network-online.target", *units])  # a gateway node: its domain first
     units |= {
         "vwire-nsmgr.service": (
             "[Unit]\nDescription=vWire node manager (nsmgr)\n"
-            "Wants=network-online.target\nAfter=network-online.target\n\n"
+            f"Wants=network-online.target\nAfter={after}\n\n"
             f"[Service]\nType=exec\nExecStart={plan.python} -m nsmgr\n{common}\n"
             "[Install]\nWantedBy=multi-user.target\n"),
         "vwire-forwarder.service": (

@@ -157,8 +157,8 @@ def environment(plan: DomainPlan, run: Path, identity: Path, state: Path,
 
 def render_units(plan: DomainPlan, python: str, identity: Path, common: str) -> dict[str, str]:
     """The four units by name; ``common`` is the [Service] lines every node unit shares."""
-    head = ("[Unit]\nDescription=vWire {what}\n"
-            "Wants=network-online.target\nAfter=network-online.target\n\n[Service]\nType=exec\n")
+    head = ("[Unit]\nDescription=vWire {what}\nWants=network-online.target\n"
+            "After=network-online.target{after}\n\n[Service]\nType=exec\n")
     tail = "\n[Install]\nWantedBy=multi-user.target\n"
     commands = {
         CA_AGENT: ("domain CA: SVID renewal",
@@ -169,5 +169,7 @@ def render_units(plan: DomainPlan, python: str, identity: Path, common: str) -> 
                  f"-m nsmctl node signer --dir {plan.ca_dir} "
                  f"--listen tcp://{plan.address}:{plan.signer_port}"),
     }
-    return {unit: head.format(what=what) + f"ExecStart={python} {args}\n{common}" + tail
+    after = {GATEWAY: f" {REGISTRY}", SIGNER: f" {CA_AGENT}"}  # systemd: start order
+    return {unit: head.format(what=what, after=after.get(unit, ""))
+            + f"ExecStart={python} {args}\n{common}" + tail
             for unit, (what, args) in commands.items()}

@@ -99,6 +99,7 @@ def test_gateway_units_come_first_and_point_nsmgr_at_the_local_services(tmp_path
     assert commands[join_domain.CA_AGENT][2:] == [
         "nsmctl", "ca", "agent", "--dir", ca, "--svids", str(tmp_path / "etc/vwire/identity")]
     assert commands[join_domain.REGISTRY][1:] == ["-m", "registry"]
+    assert f"After=network-online.target {' '.join(join_domain.UNITS)}\n" in units[join.UNITS[0]]
     env = join.environment(plan)
     run = tmp_path / "var/run/vwire"
     assert env["VWIRE_NSMGR_REGISTRY"] == f"unix://{run}/registry.sock"
