@@ -92,7 +92,8 @@ def plan_for(registry: str, domain: str, trust_domain: str, ca_dir: Path,
         raise InvalidArgument("--ca-dir", "must be an absolute path")
     advertise = f"tcp://{external}:{ports[0]}" if external else ""
     plan = DomainPlan(domain, trust_domain or domain, ca_dir, str(where.host), int(where.port),
-                      ports[0], ports[1], domains_file, advertise)
+                      ports[0], ports[1], str(Path(domains_file).resolve()) if domains_file else "",
+                      advertise)  # the units run in /: a relative file would not be found
     if (ca_dir / ROOT_KEY).exists():
         _check_ca(CertificateAuthority.load(ca_dir), plan)
     return plan
