@@ -122,9 +122,11 @@ def test_the_doc_runs_as_written(doc: str, topology: Topology, tmp_path: Path) -
     finally:
         server_pids = [int(p) for p in servers.read_text().split()] if servers.exists() else []
         _stop(server_pids + _clients_started(clients_before))
+        # The lab first: its down also kills wireguard-go left in the doc's own namespaces (they
+        # carry the lab's prefix), which deleting the namespaces would orphan, socket and all.
+        Fabric(topology).down(grace=3.0)
         for name in _namespaces_added(doc_blocks, topology):
             subprocess.run(["ip", "netns", "delete", name], capture_output=True, check=False)
-        Fabric(topology).down(grace=3.0)
         for directory in _unix_dirs(doc_blocks):
             with contextlib.suppress(OSError):
                 directory.rmdir()
