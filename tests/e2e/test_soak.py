@@ -9,7 +9,8 @@ all along. The other processes (both nsmgrs, node 1's forwarder, registry replic
 endpoint, the etcd members) run through the whole soak.
 
 It reports, per process, RSS, open descriptors and (server processes, scraped from their
-``vwire_process_asyncio_tasks`` metric) asyncio tasks at the start (after one warm-up cycle) and
+``vwire_process_asyncio_tasks`` metric) asyncio tasks at the start (after three warm-up cycles,
+one per kind of fault, once the fabric is steady) and
 the end, and fails on growth beyond the tolerances below in a process that ran throughout; the
 fabric's links, addresses, routes, sockets, wireguard-go processes and registry records must be
 back to the start (:mod:`tests.leaks`) within three token lifetimes of the last cycle (the half
@@ -36,7 +37,7 @@ from lab.fabric import Client, Fabric
 from lab.observe import endpoint_address, ping, wait_for
 from sdk.errors import DeadlineExceeded, FabricError
 from tests.e2e.conftest import MakeFabric
-from tests.leaks import holdings, leaked
+from tests.leaks import Holdings, holdings, leaked
 
 SOAK_SECONDS = float(os.environ.get("VWIRE_SOAK_SECONDS", "60"))
 MAX_CYCLES = int(os.environ.get("VWIRE_SOAK_CYCLES", "10000"))
@@ -49,6 +50,7 @@ HEAL_WAIT = 20.0
 TOKEN_LIFETIME = 15.0
 SETTLE_WAIT = 3 * TOKEN_LIFETIME
 SHORT_ATTEMPTS = 5
+WARMUP_CYCLES = 3
 
 SERVERS = ("VWIRE_NSMGR_", "VWIRE_FORWARDER_", "VWIRE_NSE_", "VWIRE_REGISTRY_")
 
@@ -68,6 +70,18 @@ def _rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
+
+
+def _fd_kinds(pid: int) -> dict[str, int]:
+    """What a process's descriptors are, counted by kind (socket, pipe, anon_inode:..., path)."""
+    kinds: dict[str, int] = {}
+    with contextlib.suppress(OSError):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                kind = target.split(":")[0] if ":" in target else target
+                kinds[kind] = kinds.get(kind, 0) + 1
+    return kinds
 
 
 def _metrics_url(fabric: Fabric, name: str) -> str | None:
@@ -147,10 +161,24 @@ def growth(start: dict[str, Sample], end: dict[str, Sample]) -> tuple[list[str],
         if b.rss_kib > a.rss_kib + max(a.rss_kib * RSS_TOLERANCE, RSS_SLACK_KIB):
             leaks.append(f"{name}: RSS {a.rss_kib} -> {b.rss_kib} KiB")
         if b.fds > a.fds + FDS_TOLERANCE:
-            leaks.append(f"{name}: descriptors {a.fds} -> {b.fds}")
+            leaks.append(f"{name}: descriptors {a.fds} -> {b.fds} (now {_fd_kinds(b.pid)})")
         if a.tasks is not None and (b.tasks is None or b.tasks > a.tasks + TASKS_TOLERANCE):
             leaks.append(f"{name}: asyncio tasks {a.tasks} -> {b.tasks}")
     return lines, leaks
+
+
+async def steady(fabric: Fabric) -> Holdings:
+    """What the fabric holds once it is steady: both endpoints registered and two snapshots a
+    moment apart alike (the last fault's heal and refreshes done)."""
+    seen: list[Holdings] = []
+
+    async def still() -> bool:
+        seen.append(await holdings(fabric))
+        return (len(seen) > 1 and seen[-1] == seen[-2]
+                and seen[-1].records == ("nse-a", "nse-b"))
+
+    await wait_for("the fabric steady", still, SETTLE_WAIT, every=1.0)
+    return seen[-1]
 
 
 async def passes(client: Client) -> None:
@@ -221,8 +249,9 @@ async def test_soak_leaks_nothing(
     await fabric.add_endpoint("nse-b", ["db"], node=2, cidrs=("10.64.0.0/16", "fd00:64::/64"))
     client = await fabric.add_client("nsc", node=1, urls=["kernel://db/nsm0"])
     soak = Soak(fabric, client)
-    await soak.cycle()  # warm-up: every path has run once
-    before, start = await holdings(fabric), await sample(fabric)
+    for _ in range(WARMUP_CYCLES):  # every kind of fault once: lazily made things exist
+        await soak.cycle()
+    before, start = await steady(fabric), await sample(fabric)
     servers = [name for name in start if _metrics_url(fabric, name)]
     assert len(servers) == 8, servers  # 2 registries, 2 nsmgrs, 2 forwarders, 2 endpoints
     assert all(start[name].tasks for name in servers)
