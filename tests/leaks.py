@@ -10,7 +10,7 @@ healed connection may be rebuilt under new interface names.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 
@@ -32,6 +32,8 @@ class Holdings:
     sockets: dict[str, int]
     wireguard: int
     records: tuple[str, ...]
+    #: Link names per namespace, to say which ones are left over (not compared).
+    link_names: dict[str, list[str]] = field(default_factory=dict, compare=False)
 
 
 def _count(netns: str, *args: str) -> int:
@@ -77,7 +79,13 @@ async def holdings(fabric: Fabric) -> Holdings:
         sockets={ns: await _sockets(ns) for ns in spaces},
         wireguard=len(fabric.wireguard_processes()),
         records=await records(fabric),
+        link_names={ns: _link_names(ns) for ns in spaces},
     )
+
+
+def _link_names(netns: str) -> list[str]:
+    lines = network.ip("-o", "link", "show", netns=netns).splitlines()
+    return [line.split(":")[1].strip().split("@")[0] for line in lines if line.count(":") > 1]
 
 
 def leaked(before: Holdings, after: Holdings) -> list[str]:
@@ -87,7 +95,8 @@ def leaked(before: Holdings, after: Holdings) -> list[str]:
         was, now = getattr(before, kind), getattr(after, kind)
         for ns in sorted(set(was) | set(now)):
             if now.get(ns, 0) > was.get(ns, 0):
-                found.append(f"{kind} in {ns}: {was.get(ns, 0)} -> {now.get(ns, 0)}")
+                names = f" {after.link_names.get(ns)}" if kind == "links" else ""
+                found.append(f"{kind} in {ns}: {was.get(ns, 0)} -> {now.get(ns, 0)}{names}")
     if after.wireguard > before.wireguard:
         found.append(f"wireguard-go processes: {before.wireguard} -> {after.wireguard}")
     if after.records != before.records:
