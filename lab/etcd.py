@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import itertools
 import os
+import random
 import shutil
 import signal
 import socket
@@ -47,12 +48,23 @@ ETCD_BINARY = "etcd"
 HOST = "127.0.0.1"
 
 
+#: Ports are picked below the kernel's ephemeral range (32768+ by default): a port of that range
+#: is also handed out as the source port of outgoing connections, and etcd, binding it a moment
+#: later, would find it taken.
+PORTS = range(20000, 32000)
+
+
 def free_port(host: str = HOST) -> int:
-    """A TCP port on ``host`` nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A TCP port on ``host`` (outside the ephemeral range) nobody uses right now."""
+    for _ in range(200):
+        port = random.choice(PORTS)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise Unavailable(f"no free TCP port on {host} in {PORTS.start}-{PORTS.stop - 1}")
 
 
 @dataclass
