@@ -10,13 +10,17 @@ healed connection may be rebuilt under new interface names.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 
 from api.proto.registry_pb2 import NetworkServiceEndpoint
 from lab import network
 from lab.fabric import Fabric
+from lab.observe import wait_for
+from sdk.errors import FabricError
 from sdk.registry.client import RemoteRegistry
 from sdk.registry.core import Query, RegistryChain
 from sdk.registry.kinds import ENDPOINT
@@ -50,23 +54,36 @@ async def _sockets(netns: str) -> int:
     return len([line for line in out.decode().splitlines() if line.strip()])
 
 
-async def records(fabric: Fabric) -> tuple[str, ...]:
-    """Names of the endpoint records of the first registry replica that runs."""
-    for process, path in fabric.registries.items():
-        if fabric.processes.pid_of(process) is None:
-            continue
-        # A channel of its own subchannels: gRPC's shared pool would hand it a subchannel of an
-        # earlier channel to a replica that was killed, still backing off, and fail at once.
-        async with grpc.aio.insecure_channel(
-            f"unix://{path}", options=[("grpc.use_local_subchannel_pool", 1)]
-        ) as ch:
-            chain: RegistryChain[NetworkServiceEndpoint] = RegistryChain(
-                [RemoteRegistry(ENDPOINT, ch)]
-            )
-            async with asyncio.timeout(10):
-                found = [e.record.name async for e in chain.find(Query(NetworkServiceEndpoint()))]
-        return tuple(sorted(found))
-    return ()
+async def records(fabric: Fabric, within: float = 10.0) -> tuple[str, ...]:
+    """Names of the endpoint records of the first registry replica that runs and answers
+    (asked again, bounded by ``within``, while none does: one may have just been restarted)."""
+    found: list[tuple[str, ...]] = []
+
+    async def answered() -> bool:
+        for process, path in fabric.registries.items():
+            if fabric.processes.pid_of(process) is None:
+                continue
+            with contextlib.suppress(FabricError, TimeoutError):
+                found[:] = [await _names(path)]
+                return True
+        return False
+
+    await wait_for("a registry replica answering", answered, within, every=0.2)
+    return found[0]
+
+
+async def _names(path: Path) -> tuple[str, ...]:
+    # A channel of its own subchannels: gRPC's shared pool would hand it a subchannel of an
+    # earlier channel to a replica that was killed, still backing off, and fail at once.
+    async with grpc.aio.insecure_channel(
+        f"unix://{path}", options=[("grpc.use_local_subchannel_pool", 1)]
+    ) as ch:
+        chain: RegistryChain[NetworkServiceEndpoint] = RegistryChain(
+            [RemoteRegistry(ENDPOINT, ch)]
+        )
+        async with asyncio.timeout(5):
+            found = [e.record.name async for e in chain.find(Query(NetworkServiceEndpoint()))]
+    return tuple(sorted(found))
 
 
 async def holdings(fabric: Fabric) -> Holdings:

@@ -275,7 +275,7 @@ async def test_nsmgr_killed_and_restarted_loses_no_connection(
     async def held_again() -> bool:  # both nsmgrs know the connection again
         return all(conns for conns in (await fabric.nsmgr_connections()).values())
 
-    await wait_for("the restarted nsmgr holding the connection", held_again, 30.0)
+    await wait_for("the restarted nsmgr holding the connection", held_again, 45.0)  # 3 lifetimes
     heal = time.monotonic() - start
     print(f"nsmgr restart (n{node}): connection held and passing traffic after "
           f"{heal * 1000:.0f} ms")
