@@ -34,12 +34,13 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 
+import grpc
 import pytest
 
 from api.proto.registry_pb2 import NetworkServiceEndpoint
 from lab.fabric import Client, Fabric
 from lab.observe import endpoint_address, ping, wait_for
-from sdk.errors import DeadlineExceeded
+from sdk.errors import DeadlineExceeded, FabricError
 from sdk.grpcutil import channel
 from sdk.registry.core import Event, Query, RegistryChain
 from sdk.registry.kinds import ENDPOINT
@@ -273,7 +274,10 @@ async def test_nsmgr_killed_and_restarted_loses_no_connection(
     await traffic_within(client, 30.0, "traffic after the nsmgr restart")
 
     async def held_again() -> bool:  # both nsmgrs know the connection again
-        return all(conns for conns in (await fabric.nsmgr_connections()).values())
+        try:
+            return all(conns for conns in (await fabric.nsmgr_connections()).values())
+        except (FabricError, grpc.aio.AioRpcError):
+            return False  # the restarted nsmgr's monitor is not answering yet
 
     await wait_for("the restarted nsmgr holding the connection", held_again, 45.0)  # 3 lifetimes
     heal = time.monotonic() - start
