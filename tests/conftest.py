@@ -1,4 +1,5 @@
-"""Suite-wide fixtures: a check that no test leaves asyncio tasks running, and logging restored.
+"""Suite-wide fixtures: a check that no test leaves asyncio tasks running, and logging to stderr,
+restored after every test.
 
 The design forbids leaked asyncio tasks: whatever a test (or its fixtures) starts must be
 finished or cancelled and awaited by the time the test is torn down. The autouse fixture
@@ -11,7 +12,9 @@ merely finishing get a short, bounded chance to complete; what is still pending 
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 import structlog
@@ -20,6 +23,16 @@ pytest_plugins = ["pytester", "tests.etcd_fixture"]
 
 #: Seconds a task created by the test gets to finish on its own after teardown.
 LEAK_GRACE = 1.0
+
+
+def _stderr_of_the_moment(*_args: Any) -> structlog.PrintLogger:
+    return structlog.PrintLogger(sys.stderr)
+
+
+# Logs of in-process servers go to stderr, as the processes' own do: structlog's default is
+# stdout, where a log line from a server still running in the background would land in the
+# output a test is reading (an nsmctl command's, a CLI table).
+structlog.configure(logger_factory=_stderr_of_the_moment, cache_logger_on_first_use=False)
 
 
 @pytest.fixture(autouse=True)
