@@ -260,13 +260,16 @@ async def test_soak_leaks_nothing(
     while time.monotonic() < deadline and soak.cycles <= MAX_CYCLES:
         await soak.cycle()
 
+    leftover: list[str] = []
+
     async def settled() -> bool:  # the last fault's leftovers may take a moment to go
-        return not leaked(before, await holdings(fabric))
+        nonlocal leftover
+        leftover = leaked(before, await holdings(fabric))
+        return not leftover  # one clean snapshot answers: a later one could catch a refresh
 
     with contextlib.suppress(DeadlineExceeded):  # a hop killed mid-change may leave the far
         # side's half of a connection, which it removes when the connection's tokens expire
         await wait_for("the fabric back to what it held at the start", settled, SETTLE_WAIT)
-    leftover = leaked(before, await holdings(fabric))
     assert not leftover, "left over after the soak:\n" + "\n".join(leftover)
     lines, leaks = growth(start, await sample(fabric))
     print(f"soak: {soak.cycles} cycles in {SOAK_SECONDS:g} s; new clients refused right after "
