@@ -321,7 +321,8 @@ KEEPALIVE = 25  # seconds: below the shortest common NAT idle timeout (GCP: 30 s
 
 def render_config(status: ExternalStatus, *, private_key: str = "", key_file: str = "") -> str:
     """The host's wg-quick file. ``private_key`` (only when the fabric made the key) goes into
-    it; otherwise ``PostUp`` loads the key the host made from ``key_file``."""
+    it; otherwise ``PostUp`` loads the key the host made from ``key_file`` and then turns on
+    keepalives, so that the host's first handshake already carries its identity."""
     if status.state != "ready" or status.endpoint is None:
         raise InvalidArgument("status", f"external host {status.name} is not ready")
     host, port = status.endpoint
@@ -332,12 +333,16 @@ def render_config(status: ExternalStatus, *, private_key: str = "", key_file: st
         lines.append(f"MTU = {status.mtu}")
     if status.dns:
         lines.append(f"DNS = {', '.join(status.dns)}")
+    peer = [f"PublicKey = {status.public_key}", f"Endpoint = {endpoint}",
+            f"AllowedIPs = {', '.join(status.allowed_ips)}"]
     if private_key:
         lines.append(f"PrivateKey = {private_key}")
+        peer.append(f"PersistentKeepalive = {KEEPALIVE}")
     else:
-        lines.append(f"PostUp = wg set %i private-key {key_file or '/etc/wireguard/private.key'}")
-    lines += [
-        "", "[Peer]", f"PublicKey = {status.public_key}", f"Endpoint = {endpoint}",
-        f"AllowedIPs = {', '.join(status.allowed_ips)}", f"PersistentKeepalive = {KEEPALIVE}",
-    ]
-    return "\n".join(lines) + "\n"
+        # Keepalives start only once PostUp has loaded the key: the one WireGuard sends when the
+        # link comes up would carry no identity, the fabric refuses it, and the next try comes
+        # 5 s later (a server that only answers stays unreachable until then).
+        lines += ["# PostUp loads the host's key, then starts keepalives (every 25 s)",
+                  f"PostUp = wg set %i private-key {key_file or '/etc/wireguard/private.key'} "
+                  f"peer {status.public_key} persistent-keepalive {KEEPALIVE}"]
+    return "\n".join([*lines, "", "[Peer]", *peer]) + "\n"

@@ -63,7 +63,7 @@ async def test_host_from_exported_file_pings_and_stops_on_remove(
     exported = await _nsmctl(fabric, "external", "config", "laptop")
     assert exported.code == 0, exported.err
     assert "PrivateKey" not in exported.out and private not in exported.out
-    assert "PersistentKeepalive = 25" in exported.out
+    assert "persistent-keepalive 25" in exported.out  # started by PostUp, after the key
     listed = await _nsmctl(fabric, "external", "list", "-o", "json")
     assert '"state": "ready"' in listed.out and private not in listed.out
 

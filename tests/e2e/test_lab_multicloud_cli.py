@@ -79,7 +79,7 @@ async def test_multi_cloud_lab_up_status_down(lab_topology: Topology) -> None:
     assert await df_ping(vm["client_netns"], target, 100)
     (host,) = status["external_hosts"]
     conf = Path(host["config"]).read_text()
-    assert "PersistentKeepalive = 25" in conf and "Endpoint = 100.64.3.11:" in conf
+    assert "persistent-keepalive 25" in conf and "Endpoint = 100.64.3.11:" in conf
     service = conf.split("AllowedIPs = ")[1].split("/")[0]
     assert await df_ping(host["netns"], service, 100)
     processes = Processes(lab_topology)

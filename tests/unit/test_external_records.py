@@ -41,7 +41,9 @@ def test_status_round_trip_with_ipv6_passes_the_registry_rules() -> None:
     validate_service(record)
     assert parse_status(record) == status
     text = render_config(status, key_file="/k")
-    assert "Endpoint = [2001:db8::1]:51900" in text and "PostUp = wg set %i private-key /k" in text
+    assert "Endpoint = [2001:db8::1]:51900" in text
+    assert f"PostUp = wg set %i private-key /k peer {OTHER} persistent-keepalive 25" in text
+    assert "PersistentKeepalive" not in text  # on at link up, it would go out before the key
     assert "Address = 10.60.0.1/32, fd00:60::1/128" in text and "DNS = 10.0.0.53, fd00::53" in text
 
 
