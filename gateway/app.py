@@ -32,7 +32,7 @@ import structlog
 from gateway.settings import GatewaySettings
 from sdk.chains.gateway import GatewayChain, GatewayParts
 from sdk.chains.server import ServerOptions, add_chain_services
-from sdk.channels import ChannelPool
+from sdk.channels import ChannelPool, insecure_factory
 from sdk.domains import Domain, DomainResolver, Domains, SrvDomains, StaticDomains
 from sdk.errors import InvalidArgument
 from sdk.grpcutil import ListenAddress, parse_address, serve, stop
@@ -79,14 +79,6 @@ class TrustDomains:
         return self._by_url.get(address.url)
 
 
-def _own_connections(address: ListenAddress) -> grpc.aio.Channel:
-    """Plain channels that share no connection with each other (gRPC shares them between
-    channels of equal arguments): a channel the pool forgot dials anew, not into the old
-    channel's reconnect back-off. (mTLS channels differ by their credentials already.)"""
-    return grpc.aio.insecure_channel(
-        address.target, options=[("grpc.use_local_subchannel_pool", 1)])
-
-
 def _unspecified(url: str) -> bool:
     address = parse_address(url)
     return address.scheme == "tcp" and address.host in ("0.0.0.0", "::", "")
@@ -112,7 +104,7 @@ class Gateway:
         self.domains = TrustDomains(resolver(config))
         self.pool = ChannelPool(
             SecureChannelFactory(self.svids, trust_domain_of=self.domains.of)
-            if self.svids else _own_connections
+            if self.svids else insecure_factory
         )
         if self.svids is not None:
             self.svids.subscribe(lambda _material: self.pool.renew())

@@ -4,6 +4,11 @@ Contract: ``get(url)`` returns the same channel for the same URL until it is ``d
 after the peer was found dead) or ``forget``-ten (the peer restarted), the pool is ``renew``-ed
 (new credentials) or closed; ``close`` closes every channel. Channel credentials come from one
 factory, so switching the whole process to mTLS is one argument.
+
+Every channel made here owns its connection (:data:`OWN_CONNECTION`): gRPC otherwise shares one
+connection between channels of equal arguments, and equal credentials count as equal, so a
+channel made anew after ``forget`` would inherit the old one's reconnect back-off and fail with
+the old "connection refused" although the peer is back.
 """
 
 from __future__ import annotations
@@ -16,10 +21,13 @@ from sdk.grpcutil import ListenAddress, parse_address
 
 ChannelFactory = Callable[[ListenAddress], grpc.aio.Channel]
 
+#: Channel option: a connection of this channel's own, shared with no other channel.
+OWN_CONNECTION = ("grpc.use_local_subchannel_pool", 1)
+
 
 def insecure_factory(address: ListenAddress) -> grpc.aio.Channel:
     """Plain channels (unix sockets; TCP only for development, in processes run without SVIDs)."""
-    return grpc.aio.insecure_channel(address.target)
+    return grpc.aio.insecure_channel(address.target, options=[OWN_CONNECTION])
 
 
 class ChannelPool:

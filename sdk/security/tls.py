@@ -29,6 +29,7 @@ from collections.abc import Callable
 
 import grpc
 
+from sdk.channels import OWN_CONNECTION, insecure_factory
 from sdk.grpcutil import ListenAddress, parse_address
 from sdk.security.source import Material, SvidSource
 
@@ -101,7 +102,7 @@ def secure_channel(
     return grpc.aio.secure_channel(
         parsed.target,
         channel_credentials(material, domain),
-        options=[("grpc.ssl_target_name_override", target_name)],
+        options=[("grpc.ssl_target_name_override", target_name), OWN_CONNECTION],
     )
 
 
@@ -125,6 +126,6 @@ class SecureChannelFactory:
 
     def __call__(self, address: ListenAddress) -> grpc.aio.Channel:
         if address.scheme == "unix":
-            return grpc.aio.insecure_channel(address.target)
+            return insecure_factory(address)
         domain = self.trust_domain_of(address) if self.trust_domain_of is not None else None
         return secure_channel(address, self.source, self.name, domain or self.trust_domain)
