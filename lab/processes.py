@@ -29,7 +29,10 @@ from sdk.errors import NotFound
 
 
 def alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie does not count)."""
+    """Whether ``pid`` runs. A zombie does not count, unless other threads of it still run: a
+    SIGKILLed process's main thread turns zombie first, and the descriptors (its listening
+    sockets) close only with its last thread, so a restarted process must not be taken as
+    listening meanwhile."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -38,9 +41,10 @@ def alive(pid: int) -> bool:
         return True
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
+        threads = len(os.listdir(f"/proc/{pid}/task"))
     except OSError:
         return False
-    return state != "Z"
+    return state != "Z" or threads > 1
 
 
 _PID_SLACK = 1.0  # seconds: the boot time in /proc/stat is whole seconds
