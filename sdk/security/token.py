@@ -28,7 +28,12 @@ Contract:
   other connection segment, other previous token) with the reason. Token text never appears in
   messages. A signer chain that verified is remembered (per bundle object, while every certificate
   involved is valid; at most 256), so the next token of the same SVID costs one signature check;
-  every token's signature and claims are always checked.
+  every token's signature and claims are checked when it is first seen. A token that verified is
+  remembered too (by its text, per bundle object, at most :data:`_VERIFIED_KEPT`, the oldest
+  forgotten first; dropped once past its close grace): the same token seen again in this process
+  (the next hop of the same request, its close) costs no signature check or parse, but its
+  signer's validity window, its times (expiry, grace, skew) and every binding asked for
+  (audience, segment, previous token) are checked again at every call.
 """
 
 from __future__ import annotations
@@ -322,6 +327,45 @@ def _signer(
     return known
 
 
+@dataclass(frozen=True)
+class _Verified:
+    """A token whose signature and claims verified against ``signer`` (and its bundle)."""
+
+    signer: _Signer
+    claims: Claims
+
+
+# A token travels the whole path, so each process sees it several times (every later hop of the
+# request through it, then the close): its signature is checked once, keyed by the token's text.
+_VERIFIED: OrderedDict[tuple[int, str], _Verified] = OrderedDict()
+_VERIFIED_KEPT = 1024
+
+
+def _remembered(token: str, bundle: Trust, at: float, allow_expired: bool,
+                grace: float) -> _Verified | None:
+    """What ``token`` verified as before against ``bundle``, if its signer's chain is still
+    valid at the instant this call checks it at."""
+    key = (id(bundle), token)
+    known = _VERIFIED.get(key)
+    if known is None or known.signer.bundle is not bundle:
+        return None
+    claims, signer = known.claims, known.signer
+    if at - claims.expires_at > grace:  # no close can use it any more
+        del _VERIFIED[key]
+        return None
+    when = min(at, max(claims.issued_at, at - grace)) if allow_expired else at
+    if not signer.valid_from <= when < signer.valid_until:
+        return None  # checked in full: the error names why
+    _VERIFIED.move_to_end(key)
+    return known
+
+
+def _remember(token: str, bundle: Trust, signer: _Signer, claims: Claims) -> None:
+    _VERIFIED[(id(bundle), token)] = _Verified(signer, claims)
+    if len(_VERIFIED) > _VERIFIED_KEPT:
+        _VERIFIED.popitem(last=False)
+
+
 def verify(
     token: str,
     bundle: Trust,
@@ -338,6 +382,11 @@ def verify(
     ``allow_expired`` accepts a token expired at most ``grace`` seconds ago (closes)."""
     at = time.time() if now is None else now
     parts = _parts(token)
+    known = _remembered(token, bundle, at, allow_expired, grace)
+    if known is not None:
+        _check_times(known.claims, known.signer, at, allow_expired, grace, skew)
+        _check_binding(known.claims, audience, segment_id, previous_token)
+        return known.claims
     # A header text whose signer is remembered was parsed and checked when it was first seen.
     header = None if (id(bundle), parts[0]) in _SIGNERS else _header(parts[0])
     claims = _claims(_json_object(parts[1], "claims"))
@@ -348,6 +397,7 @@ def verify(
     _check_signature(parts, signer, claims)
     _check_times(claims, signer, at, allow_expired, grace, skew)
     _check_binding(claims, audience, segment_id, previous_token)
+    _remember(token, bundle, signer, claims)
     return claims
 
 
