@@ -44,6 +44,7 @@ from sdk.errors import FabricError, InvalidArgument
 from sdk.grpcutil import ListenAddress, parse_address, serve, stop
 from sdk.limits import InFlightLimit, limited_server
 from sdk.networkservice.monitor import Monitor
+from sdk.registry.cache import FindCache
 from sdk.registry.client import RemoteRegistry
 from sdk.registry.core import RegistryChain, RegistryElement
 from sdk.registry.kinds import ENDPOINT, SERVICE, RecordKind
@@ -115,6 +116,17 @@ class Nsmgr:
             ToGateway(config.domain, RemoteRegistry(ENDPOINT, gateway) if gateway else None),
             registry_client(ENDPOINT, registry_channels),
         ])
+        # What the node manager's chain looks up for each request (Discover, RouteToEndpoint):
+        # the own domain's answers come from watches kept per query (sdk.registry.cache).
+        self.service_finds, self.endpoint_finds = FindCache(SERVICE), FindCache(ENDPOINT)
+        services_found: RegistryChain[NetworkService] = RegistryChain([
+            ToGateway(config.domain, RemoteRegistry(SERVICE, gateway) if gateway else None),
+            self.service_finds, registry_client(SERVICE, registry_channels),
+        ])
+        endpoints_found: RegistryChain[NetworkServiceEndpoint] = RegistryChain([
+            ToGateway(config.domain, RemoteRegistry(ENDPOINT, gateway) if gateway else None),
+            self.endpoint_finds, registry_client(ENDPOINT, registry_channels),
+        ])
         self.forwarders = LocalForwarders(on_change=self._forwarder_changed)
         self.local_endpoints = LocalEndpoints(self.advertise, on_change=self._endpoint_changed)
         # One policy file: its requests rules authorize clients, its registrations rules
@@ -140,8 +152,8 @@ class Nsmgr:
                 pool=self.pool,
                 forwarders=self.forwarders,
                 local_endpoints=self.local_endpoints,
-                services=self.services_upstream,
-                endpoints=self.endpoints_upstream,
+                services=services_found,
+                endpoints=endpoints_found,
                 authorization=self.authorization,
                 select_policy=config.select_policy,
                 token_lifetime=config.token_lifetime,
@@ -236,6 +248,8 @@ class Nsmgr:
         self.monitor.end_all()
         await self.watch.close()
         await self.remote_losses.close()
+        await self.service_finds.close()
+        await self.endpoint_finds.close()
         await self.node_manager.timeout.stop()
         if self._server is not None:
             await stop(self._server, self.bound, grace)
