@@ -21,6 +21,7 @@ import contextlib
 import structlog
 
 from forwarder.wireguard import WgPeer, WireGuardBackend
+from sdk.aio import cancel_all
 from sdk.errors import FabricError
 
 KNOCK_INTERVAL = 0.25
@@ -56,9 +57,7 @@ class Knocker:
     async def stop(self) -> None:
         tasks = list(self._tasks.values())
         self._tasks.clear()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_all(tasks)
 
     async def _answered(self, wg_name: str, peer: WgPeer) -> bool:
         return any(s.public_key == peer.public_key and s.last_handshake is not None

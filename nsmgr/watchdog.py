@@ -10,12 +10,12 @@ watching without calling anything.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 
 import grpc
 import structlog
 
+from sdk.aio import cancel_all
 from sdk.channels import ChannelPool
 
 _log = structlog.get_logger("nsmgr.watchdog")
@@ -43,11 +43,7 @@ class PeerWatch:
     async def close(self) -> None:
         tasks = list(self._tasks.values())
         self._tasks.clear()
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all(tasks)
 
     async def _run(self, key: str, url: str, on_dead: Callable[[str], None]) -> None:
         channel = self.pool.get(url)

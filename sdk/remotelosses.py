@@ -12,13 +12,13 @@ close is not announced (``Monitor`` skips connections being closed).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import grpc
 import structlog
 
 from api.proto import connection_pb2_grpc
 from api.proto.connection_pb2 import DELETE, DOWN, ConnectionEvent, MonitorScopeSelector
+from sdk.aio import cancel_all
 from sdk.channels import ChannelPool
 from sdk.networkservice.monitor import Monitor
 from sdk.select.backoff import delays
@@ -64,8 +64,4 @@ class RemoteLossWatch:
     async def close(self) -> None:
         tasks = list(self._tasks.values())
         self._tasks.clear()
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all(tasks)

@@ -41,6 +41,7 @@ from api.proto.connection_pb2 import (
     MonitorScopeSelector,
 )
 from api.proto.networkservice_pb2 import NetworkServiceRequest
+from sdk.aio import cancel_all
 from sdk.channels import ChannelPool
 from sdk.errors import FabricError, InvalidArgument
 from sdk.metrics import HEAL_SECONDS, HEALS
@@ -128,11 +129,7 @@ class Heal(NetworkServiceElement):
             await self._cancel(self._watched.pop(conn_id))
 
     async def _cancel(self, watched: _Watched) -> None:
-        current = asyncio.current_task()
-        tasks = [t for t in (*watched.tasks, watched.healing) if t is not None and t is not current]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_all(t for t in (*watched.tasks, watched.healing) if t is not None)
 
     def _lost(self, watched: _Watched, why: str, reselect: bool, reason: str) -> None:
         if watched.healing is not None and not watched.healing.done():
