@@ -195,6 +195,8 @@ class WgGoProcess:
 
     async def _read_output(self) -> None:
         assert self._proc is not None and self._proc.stdout is not None
+        # Bound once: a line costs no logger construction (and nothing below debug level).
+        debug = log.bind(ifname=self.ifname).debug
         while line := await self._proc.stdout.readline():
             text = line.decode("utf-8", "replace").rstrip()
             if not text or text.startswith(_BANNER):
@@ -206,7 +208,7 @@ class WgGoProcess:
                 self._mtu_seen.set()
             if not text.startswith(_DEBUG):
                 self.output.append(text)
-            log.debug("wireguard_go_output", ifname=self.ifname, line=text)
+            debug("wireguard_go_output", line=text)
 
     async def _drain_output(self) -> None:
         if self._reader is not None:
