@@ -4,3 +4,7 @@
 ``forwarder.vwire`` programs and undoes one side of a connection on top of it;
 ``forwarder.wireguard`` drives WireGuard (kernel module or wireguard-go).
 """
+
+from sdk import lean
+
+lean.start()

@@ -1,1 +1,5 @@
 """The registry process: stores NetworkService and NetworkServiceEndpoint records."""
+
+from sdk import lean
+
+lean.start()

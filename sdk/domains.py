@@ -10,7 +10,9 @@ Resolution (:class:`Domains`): a domain's gateway comes from a static domains fi
 (:class:`StaticDomains`), else from DNS: the SRV record ``_vwire-gateway._tcp.<domain>``
 (:class:`SrvDomains`; NSM's registry proxy looks a domain up by SRV the same way, with its own
 service label), and its trust domain from an optional TXT record of the same name,
-``"trust_domain=<td>"`` (none: the local trust domain). An unknown domain raises
+``"trust_domain=<td>"`` (none: the local trust domain). dnspython is imported only when a
+:class:`SrvDomains` is made (it costs a process ~6 MB resident that a node never given a domain
+does not need). An unknown domain raises
 :class:`sdk.errors.NotFound` naming both places looked in. The domains file is YAML (JSON is
 YAML too)::
 
@@ -26,9 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import dns.asyncresolver
-import dns.exception
-import dns.resolver
 import yaml
 
 from sdk.errors import InvalidArgument, NotFound, Unavailable
@@ -146,6 +145,8 @@ class SrvDomains:
 
     def __init__(self, nameserver: str = "", timeout: float = 2.0, max_cache: float = 60.0,
                  clock: Any = time.monotonic) -> None:
+        import dns.asyncresolver  # lazily: see the module docstring
+
         self.resolver = dns.asyncresolver.Resolver(configure=not nameserver)
         if nameserver:
             host, _, port = nameserver.rpartition(":") if _has_port(nameserver) else (
@@ -159,6 +160,9 @@ class SrvDomains:
         self._cache: dict[str, tuple[float, Domain]] = {}
 
     async def resolve(self, domain: str) -> Domain:
+        import dns.exception  # loaded already by __init__
+        import dns.resolver
+
         cached = self._cache.get(domain)
         if cached is not None and cached[0] > self.clock():
             return cached[1]
@@ -182,6 +186,9 @@ class SrvDomains:
 
     async def _trust_domain(self, qname: str) -> str:
         """``<td>`` of a TXT record ``trust_domain=<td>`` at ``qname`` ('' without one)."""
+        import dns.exception  # loaded already by __init__
+        import dns.resolver
+
         try:
             answer = await self.resolver.resolve(qname, "TXT", search=False)
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer, dns.resolver.NoNameservers,

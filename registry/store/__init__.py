@@ -21,7 +21,6 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import SplitResult, urlsplit
 
-from registry.store.etcd import EtcdStore
 from registry.store.sqlite import SqliteStore
 from sdk.errors import InvalidArgument
 from sdk.registry.memory import MemoryStore
@@ -53,6 +52,9 @@ def _open_sqlite(url: str, parts: SplitResult) -> Store:
 
 
 def _open_etcd(url: str, parts: SplitResult, etcd_tls_dir: Path | None = None) -> Store:
+    # Imported here: the etcd client (aetcd) costs a registry on SQLite ~5 MB resident.
+    from registry.store.etcd import EtcdStore
+
     try:
         return EtcdStore.open(url, parts, etcd_tls_dir)
     except ValueError as e:
