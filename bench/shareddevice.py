@@ -184,13 +184,14 @@ class NodePair:
     """Two node namespaces joined by an underlay veth, their workload namespaces and daemons."""
 
     tag: str
+    prefix: str = ""  # namespace names start with it; "" -> vws<pid>
     workloads: list[str] = field(default_factory=list)
     daemons: list[Daemon] = field(default_factory=list)
     keys: tuple[tuple[str, str], tuple[str, str]] = field(
         default_factory=lambda: (generate_keypair(), generate_keypair()))
 
     def ns(self, role: str) -> str:
-        return f"{PREFIX}{os.getpid()}-{self.tag}-{role}"
+        return f"{self.prefix or PREFIX + str(os.getpid())}-{self.tag}-{role}"
 
     @property
     def nodes(self) -> tuple[str, str]:
