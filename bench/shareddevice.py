@@ -496,6 +496,7 @@ async def isolation_overlap_shared(results: Results) -> None:
                       for i in range(3)]
         await load_filter(pair)
         dev0 = await shared_device(pair, 0)
+        await kernel_options(pair, dev0, results)
         first = Conn(0, *c0, *OVERLAP)
         await shared_connect(pair, dev0, first)
         try:
@@ -551,6 +552,26 @@ async def attack(attacker: Conn, victim: Conn, via: list[str], node: str) -> dic
         victim.endpoint, ns, victim.client_ip, victim.endpoint_ip)
     await batch(ns, [f"addr del {victim.client_ip}/32 dev {via[-1]}"])
     return out
+
+
+async def kernel_options(pair: NodePair, dev: SharedSpace, results: Results) -> None:
+    """Whether the cheaper attachment (ipvlan on the shared device, or on an Ethernet-like
+    dummy) and VRF for address spaces are possible here; what the kernel says when not."""
+    node = pair.nodes[0]
+    tries = {
+        "ipvlan on the shared device": f"link add link {dev.ifnames[0]} name ipv0 type ipvlan "
+                                       "mode l3",
+        "ipvlan on an Ethernet-like device": "link add link ua name ipv1 type ipvlan mode l3",
+        "VRF per address space": "link add vrf1 type vrf table 1001",
+    }
+    for what, line in tries.items():
+        try:
+            await batch(node, [line])
+            outcome = "possible"
+        except RuntimeError as exc:
+            why = re.search(r"Error: [^\n]*|RTNETLINK answers: [^\n]*", str(exc))
+            outcome = "not possible here: " + (why[0] if why else str(exc))
+        results.isolation[f"kernel: {what}"] = outcome
 
 
 def record_attack(results: Results, label: str, outcome: dict[str, bool]) -> None:
