@@ -4,8 +4,8 @@
 for one namespace, sharing a channel pool, and closes them all in :meth:`aclose` (use it as an
 ``async with``). Tests and benchmarks use it for many connections without a process each; they
 are not refreshed or healed (``keep=False``): these connections live only as long as their
-lifetime (default 60 s). With ``svid_dir`` and ``nsmgr_id`` they sign their path segments
-(what an nsmgr with an SVID requires; see :meth:`lab.fabric.Fabric.identity`).
+lifetime (``lifetime``, 60 s by default). With ``svid_dir`` and ``nsmgr_id`` they sign their
+path segments (what an nsmgr with an SVID requires; see :meth:`lab.fabric.Fabric.identity`).
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ class InProcessClients:
 
     def __init__(self, nsmgr_socket: Path, netns_path: str, name: str,
                  request_timeout: float = 15.0, svid_dir: Path | None = None,
-                 nsmgr_id: str = "") -> None:
+                 nsmgr_id: str = "", lifetime: float = 60.0) -> None:
         self.nsmgr = f"unix://{nsmgr_socket}"
+        self.lifetime = lifetime
         self.netns_path = netns_path
         self.name = name
         self.request_timeout = request_timeout
@@ -44,7 +45,7 @@ class InProcessClients:
             name=self.name, nsmgr=self.nsmgr, pool=self.pool, netns_url=self.netns_path,
             network_service=service, interface=interface, labels=labels,
             request_timeout=self.request_timeout, svids=self.svids, nsmgr_id=self.nsmgr_id,
-            keep=False,
+            keep=False, lifetime=self.lifetime,
         )
         start = time.monotonic()
         await client.connect()
