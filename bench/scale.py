@@ -1,0 +1,342 @@
+"""Scale run: hundreds of live vWires over a 3-node lab, all passing traffic, setup kept flat.
+
+Run (root): ``python -m bench.scale [--connections 500] [--steps 10,100] [--probes 10]
+[--batch 8] [--local-share 0.0] [--max-seconds 540] [--json]``.
+
+Builds a 3-node fabric (:class:`lab.fabric.Fabric`, namespaces ``vws<pid>-...``, removed at the
+end however the run ends, Ctrl-C included) with one endpoint on n2 and one on n3 (and one on n1
+when ``--local-share`` > 0), and one client namespace on n1 whose connections are made by an
+in-process :class:`lab.clients.InProcessClients` (unrefreshed; their lifetime outlasts the run).
+Remote connections alternate between n2 and n3: each is a WireGuard tunnel, so one
+``wireguard-go`` per side (two per connection, ~5 MB resident each); ``--local-share`` makes that
+fraction of the connections to the endpoint on n1 instead (a veth pair, no daemon), for a machine
+that cannot hold two daemons per connection.
+
+It ramps up to every step of ``--steps`` and then to ``--connections`` (``--batch`` setups at
+once), and at each step measures, with that many connections live:
+
+- **setup p50** of ``--probes`` remote connections made one by one and each closed at once (the
+  step's live count stays as it is), and its ratio to the first step's p50 (flat: 1.0);
+- **memory**: resident size of every process of the fabric (registry, nsmgr and forwarder of
+  each node, endpoints) and of all wireguard-go daemons together, and their count.
+
+Finally a **ping sweep**: every live connection must answer a ping to each of its destination
+addresses (``--ping-parallel`` at a time, each ping bounded; a connection gets three tries) —
+``passing_traffic`` must equal ``live_connections``. Before starting it checks that the daemons
+fit in the memory available (with ``--local-share`` 0 it refuses a run that would not fit,
+naming the largest ``--connections`` that would, or the share of local connections that makes it
+fit). Every loop is bounded by its count and ``--max-seconds``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from bench.common import Deadline, Metric, ms, percentile, progress, report, running
+from bench.procstat import rss_bytes
+from lab.clients import InProcessClients
+from lab.fabric import Fabric, endpoint_cidrs
+from lab.topology import Topology, netns_path
+from nsc.client import VWireClient
+from sdk import log
+from sdk.errors import FabricError
+
+NAME = "bench.scale"
+#: Resident memory of one wireguard-go daemon (measured ~5.3 MB) with a margin.
+DAEMON_BYTES = 6 * 1024 * 1024
+#: Memory kept free for everything else (the fabric's processes, the client, the system).
+RESERVE_BYTES = 3 * 1024**3
+#: Most remote connections per node pair: the forwarders' tunnel port range holds 1,000.
+MAX_CONNECTIONS = 900
+FLAT_GOAL = 1.5  # setup p50 at the last step / at the first
+PING_TRIES = 3
+
+
+@dataclass
+class Config:
+    connections: int = 500
+    steps: tuple[int, ...] = (10, 100)
+    probes: int = 10
+    batch: int = 8
+    local_share: float = 0.0
+    ping_parallel: int = 16
+    max_seconds: float = 540.0
+
+
+@dataclass
+class Step:
+    live: int
+    probes: list[float] = field(default_factory=list)
+    #: process name ("n1-nsmgr", ..., "wireguard-go") -> resident bytes
+    rss: dict[str, int] = field(default_factory=dict)
+    daemons: int = 0
+
+
+@dataclass
+class Results:
+    steps: list[Step] = field(default_factory=list)
+    ramp_seconds: float = 0.0
+    failures: int = 0
+    first_failure: str = ""
+    live: int = 0
+    passing: int = 0
+    not_passing: list[str] = field(default_factory=list)
+
+
+def steps_of(config: Config) -> list[int]:
+    """The live counts measured at: the steps below ``connections``, then ``connections``."""
+    return sorted({s for s in config.steps if 0 < s < config.connections} | {config.connections})
+
+
+def remote_count(config: Config) -> int:
+    return config.connections - round(config.connections * config.local_share)
+
+
+def memory_available() -> int:
+    """MemAvailable of /proc/meminfo, bytes."""
+    with open("/proc/meminfo", encoding="ascii") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def fit_problem(config: Config, available: int) -> str:
+    """Why the run's daemons do not fit in ``available`` bytes ('' when they do)."""
+    need = 2 * remote_count(config) * DAEMON_BYTES + RESERVE_BYTES
+    if need <= available:
+        return ""
+    fits = max(0, (available - RESERVE_BYTES) // (2 * DAEMON_BYTES))
+    share = 1 - fits / config.connections
+    return (f"{config.connections} connections with {remote_count(config)} remote need "
+            f"~{need / 1024**3:.1f} GiB (two wireguard-go of ~{DAEMON_BYTES >> 20} MiB each "
+            f"per remote one) but {available / 1024**3:.1f} GiB are available: use "
+            f"--connections {fits} or --local-share {min(1.0, share + 0.01):.2f}")
+
+
+# -- the run -------------------------------------------------------------------------------------
+
+
+class Scale:
+    """The live connections of one run and how they are made."""
+
+    def __init__(self, fabric: Fabric, clients: InProcessClients, config: Config,
+                 results: Results) -> None:
+        self.fabric, self.clients, self.config, self.results = fabric, clients, config, results
+        self.live: list[VWireClient] = []
+        self.made = 0  # connections attempted, for interface names and the local share
+
+    def _service(self, index: int) -> str:
+        """Local for an even spread of ``local_share`` of the indexes, else n2 and n3 in turn."""
+        share = self.config.local_share
+        if int((index + 1) * share) > int(index * share):
+            return "scale-local"
+        return f"scale-n{2 + index % 2}"
+
+    async def _one(self, service: str) -> tuple[VWireClient, float] | None:
+        self.made += 1
+        try:
+            return await self.clients.connect(service, f"s{self.made}")
+        except FabricError as exc:
+            self.results.failures += 1
+            self.results.first_failure = self.results.first_failure or str(exc)
+            return None
+
+    async def ramp(self, target: int, deadline: Deadline) -> None:
+        """Make connections, ``batch`` at once, until ``target`` are live."""
+        start = time.monotonic()
+        attempts = 0
+        while len(self.live) < target and not deadline.expired():
+            count = min(self.config.batch, target - len(self.live))
+            made = await asyncio.gather(*(self._one(self._service(self.made + i))
+                                          for i in range(count)))
+            self.live += [m[0] for m in made if m is not None]
+            attempts += count
+            if attempts > 2 * target:  # bounded: most setups fail, stop ramping
+                break
+        self.results.ramp_seconds += time.monotonic() - start
+
+    async def probe(self, step: Step, deadline: Deadline) -> None:
+        """``probes`` remote setups one by one, each closed at once."""
+        for i in range(self.config.probes):
+            if deadline.expired():
+                return
+            made = await self._one(f"scale-n{2 + i % 2}")
+            if made is not None:
+                step.probes.append(made[1])
+                await self.clients.close(made[0])
+
+    def memory(self, step: Step) -> None:
+        for name in self.fabric.processes.recorded():
+            pid = self.fabric.processes.pid_of(name)
+            if pid is not None:
+                step.rss[name] = rss_bytes(pid)
+        daemons = self.fabric.wireguard_processes()
+        step.daemons = len(daemons)
+        step.rss["wireguard-go"] = sum(rss_bytes(pid) for pid in daemons)
+
+    async def sweep(self, deadline: Deadline) -> None:
+        """Ping over every live connection (bounded in parallel, tries and time)."""
+        gate = asyncio.Semaphore(self.config.ping_parallel)
+
+        async def check(client: VWireClient) -> bool:
+            async with gate:
+                for _ in range(PING_TRIES):
+                    if deadline.expired():
+                        return False
+                    if await client.passes_traffic(wait=1.0):
+                        return True
+                return False
+
+        passed = await asyncio.gather(*(check(c) for c in self.live))
+        self.results.live = len(self.live)
+        self.results.passing = sum(passed)
+        self.results.not_passing = [c.mechanism.interface
+                                    for c, ok in zip(self.live, passed, strict=True) if not ok][:10]
+
+
+async def measure(config: Config, topology: Topology) -> Results:
+    results = Results()
+    deadline = Deadline(config.max_seconds)
+    # Tokens and connections outlive the run: nothing refreshes them.
+    lifetime = config.max_seconds + 600
+    with running(NAME, Fabric(topology, 3, log_level="warning",
+                              token_lifetime=lifetime)) as fabric:
+        progress(NAME, "starting a 3-node fabric and its endpoints")
+        await fabric.up()
+        for node in (2, 3):
+            await fabric.add_endpoint(f"nse-n{node}", [f"scale-n{node}"], node,
+                                      cidrs=endpoint_cidrs(node))
+        if config.local_share:
+            await fabric.add_endpoint("nse-n1", ["scale-local"], 1, cidrs=endpoint_cidrs(1))
+        netns = fabric.add_workload_netns(1, "sclient")
+        clients = InProcessClients(
+            fabric.node(1).nsmgr_socket, netns_path(netns), "scale-client",
+            request_timeout=30.0, svid_dir=fabric.identity("nsc", "scale-client"),
+            nsmgr_id=fabric.nsmgr_id(1), lifetime=lifetime,
+        )
+        scale = Scale(fabric, clients, config, results)
+        try:
+            for live in steps_of(config):
+                progress(NAME, f"ramping up to {live} live connections")
+                await scale.ramp(live, deadline)
+                step = Step(len(scale.live))
+                progress(NAME, f"{step.live} live: {config.probes} probe setups, memory")
+                await scale.probe(step, deadline)
+                scale.memory(step)
+                results.steps.append(step)
+                if deadline.expired():
+                    break
+            progress(NAME, f"ping sweep over {len(scale.live)} connections")
+            await scale.sweep(deadline)
+        finally:
+            # The fabric's teardown removes every vWire, daemon and namespace at once; closing
+            # hundreds of connections one by one first would only slow a Ctrl-C down.
+            await clients.pool.close()
+    return results
+
+
+# -- report --------------------------------------------------------------------------------------
+
+
+def _kind(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.lower())
+
+
+def metrics_of(results: Results) -> list[Metric]:
+    out = [Metric("live_connections", results.live),
+           Metric("passing_traffic", results.passing),
+           Metric("not_passing_traffic", results.live - results.passing, "", 1),
+           Metric("setup_failures", results.failures, "", 1),
+           Metric("ramp_wall", round(results.ramp_seconds, 1), "s")]
+    first = next((s for s in results.steps if s.probes), None)
+    for step in results.steps:
+        if step.probes:
+            p50 = percentile(step.probes, 50)
+            out.append(Metric(f"setup_p50_at_{step.live}", ms(p50), "ms"))
+            if first is not None and step is not first:
+                out.append(Metric(f"setup_p50_at_{step.live}_vs_at_{first.live}",
+                                  round(p50 / percentile(first.probes, 50), 2), "x",
+                                  FLAT_GOAL))
+        out.append(Metric(f"wireguard_go_daemons_at_{step.live}", step.daemons))
+        for node in (1, 2, 3):  # as bench.connect counts the control plane: nsmgr + forwarder
+            control = step.rss.get(f"n{node}-nsmgr", 0) + step.rss.get(f"n{node}-forwarder", 0)
+            out.append(Metric(f"control_plane_rss_n{node}_at_{step.live}",
+                              round(control / 1e6, 1), "MB"))
+        for name, rss in sorted(step.rss.items()):
+            out.append(Metric(f"rss_{_kind(name)}_at_{step.live}", round(rss / 1e6, 1), "MB"))
+    return out
+
+
+def _steps(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--steps takes live counts separated by commas, e.g. 10,100 (got {text!r})"
+        ) from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    defaults = Config()
+    parser.add_argument("--connections", type=int, default=defaults.connections,
+                        help=f"live connections at the end (1..{MAX_CONNECTIONS})")
+    parser.add_argument("--steps", type=_steps, default=defaults.steps,
+                        help="live counts measured on the way, comma-separated (default 10,100)")
+    parser.add_argument("--probes", type=int, default=defaults.probes,
+                        help="setups timed at each step")
+    parser.add_argument("--batch", type=int, default=defaults.batch,
+                        help="setups at once while ramping (1..64)")
+    parser.add_argument("--local-share", type=float, default=defaults.local_share,
+                        help="fraction of the connections made to an endpoint on the client's "
+                             "node (no wireguard-go), for a machine short of memory")
+    parser.add_argument("--ping-parallel", type=int, default=defaults.ping_parallel)
+    parser.add_argument("--max-seconds", type=float, default=defaults.max_seconds,
+                        help="wall-clock budget; phases stop early when it runs out")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser
+
+
+def check(config: Config, parser: argparse.ArgumentParser) -> None:
+    if not 1 <= config.connections <= MAX_CONNECTIONS:
+        parser.error(f"--connections must be in 1..{MAX_CONNECTIONS} (got {config.connections})")
+    if config.probes < 1 or not 1 <= config.batch <= 64 or config.ping_parallel < 1:
+        parser.error("--probes and --ping-parallel must be at least 1, --batch in 1..64")
+    if not 0.0 <= config.local_share < 1.0:
+        parser.error(f"--local-share must be in [0, 1) (got {config.local_share})")
+    if problem := fit_problem(config, memory_available()):
+        parser.error(problem)
+    if os.geteuid() != 0:
+        parser.error("needs root (network namespaces, wireguard-go)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = vars(parser.parse_args(argv))
+    json_output = args.pop("json")
+    config = Config(**args)
+    check(config, parser)
+    log.configure("warning", json=True)
+    pid = os.getpid()
+    topology = Topology(f"vws{pid}-", Path(f"/var/run/vwire-bench/s{pid}"))
+    results = asyncio.run(measure(config, topology))
+    info = {**asdict(config), "nodes": 3, "remote_connections": remote_count(config),
+            "first_setup_failure": results.first_failure,
+            "not_passing": results.not_passing,
+            "probes_ms": {s.live: [ms(p) for p in s.probes] for s in results.steps}}
+    print(report(metrics_of(results), info, json_output))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
