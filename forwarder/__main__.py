@@ -10,7 +10,7 @@ from forwarder.kernel import real_kernel
 from forwarder.kernel.netns import DEFAULT_GUARD
 from forwarder.settings import PREFIX, ForwarderSettings
 from forwarder.wireguard import detect_backend
-from sdk import service
+from sdk import lean, service
 from sdk.errors import InvalidArgument
 
 
@@ -23,6 +23,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def run(config: ForwarderSettings) -> None:
+    lean.watch_children()  # no waiting thread per wireguard-go child
     DEFAULT_GUARD.allow_host = config.allow_host_netns  # every kernel port of this process
     kernel = real_kernel()
     if config.wireguard_pool < 0:

@@ -34,3 +34,27 @@ def test_server_starts_without_heavy_modules(process: str) -> None:
 def test_rich_still_imports_after_a_lean_start() -> None:
     loaded = _modules_after("import nsmgr.__main__\nimport rich.console")
     assert "rich" in loaded
+
+
+def test_children_are_waited_for_without_a_thread_each() -> None:
+    code = """
+import asyncio, os, sys
+from sdk import lean
+
+async def main():
+    installed = lean.watch_children()
+    procs = [await asyncio.create_subprocess_exec("sh", "-c", f"read x; exit {i}",
+                                                  stdin=asyncio.subprocess.PIPE)
+             for i in range(20)]
+    threads = len(os.listdir("/proc/self/task"))
+    codes = [(await p.communicate(b"go\\n"), p.returncode)[1] for p in procs]
+    print(installed, threads, codes)
+
+asyncio.run(main())
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True).stdout.split(maxsplit=2)
+    installed, threads, codes = out[0] == "True", int(out[1]), out[2].strip()
+    assert codes == str(list(range(20)))  # every child's exit status arrives
+    if installed:  # Python 3.11; 3.12+ waits with pidfds by itself
+        assert threads < 5  # 20 children alive: no thread each
