@@ -262,6 +262,9 @@ class FakeKernel:
     async def get_link(self, netns: Netns, name: str) -> Link:
         return self._view(self._get(netns, name))
 
+    async def link_mtu(self, netns: Netns, name: str) -> int:
+        return self._view(self._get(netns, name)).mtu
+
     async def list_links(self, netns: Netns, alias_prefix: str | None = None) -> list[Link]:
         links = [self._view(link) for link in self._space(netns).links.values()]
         if alias_prefix is None:

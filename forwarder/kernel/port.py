@@ -140,6 +140,10 @@ class KernelPort(Protocol):
         """Describe one interface."""
         ...
 
+    async def link_mtu(self, netns: Netns, name: str) -> int:
+        """One interface's MTU (cheaper than :meth:`get_link`); NotFound when it is absent."""
+        ...
+
     async def list_links(self, netns: Netns, alias_prefix: str | None = None) -> list[Link]:
         """Interfaces of a namespace (only those whose alias starts with ``alias_prefix``)."""
         ...

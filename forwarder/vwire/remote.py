@@ -64,7 +64,7 @@ async def program_remote(
     )
     underlay_if = validate.ifname(spec.underlay_ifname, "underlay_ifname")
     try:
-        underlay = await kernel.get_link(underlay_ns, underlay_if)
+        underlay_mtu = await kernel.link_mtu(underlay_ns, underlay_if)
     except NotFound as err:
         raise NotFound(f"underlay_ifname: {err}") from None
     private_key = parse_private_key(spec.private_key, "private_key").reveal()
@@ -89,7 +89,7 @@ async def program_remote(
     if ipv6_underlay is None:
         ipv6_underlay = peer.endpoint is None or ip_address(peer.endpoint[0]).version == 6
     mtu = wireguard_mtu(
-        min(underlay.mtu, spec.path_mtu or underlay.mtu),
+        min(underlay_mtu, spec.path_mtu or underlay_mtu),
         ipv6_underlay=ipv6_underlay,
         requested=spec.mtu,
         ipv6=any(a.version == 6 for a in own + peer_addrs),

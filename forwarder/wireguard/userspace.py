@@ -182,7 +182,7 @@ class UserspaceBackend:
         async with device.lock:
             if device.netns == target_netns:
                 return
-            mtu = (await self.kernel.get_link(device.netns, ifname)).mtu
+            mtu = await self.kernel.link_mtu(device.netns, ifname)
             await self._daemon_sees(device, mtu)
             await self.kernel.move_link(device.netns, ifname, target_netns)
             device.mtu = mtu
