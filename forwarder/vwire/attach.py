@@ -129,9 +129,13 @@ def _check_reachable(
     )
 
 
-async def apply_end(kernel: KernelPort, plan: EndPlan, *, mtu: int, alias: str) -> None:
-    """Configure the (existing, down) interface of ``plan`` (see module docstring)."""
-    await kernel.set_link(plan.netns, plan.ifname, mtu=mtu, alias=alias)
+async def apply_end(
+    kernel: KernelPort, plan: EndPlan, *, mtu: int, alias: str, configured: bool = False
+) -> None:
+    """Configure the (existing, down) interface of ``plan`` (see module docstring);
+    ``configured``: it has its MTU and alias already (one kernel call fewer)."""
+    if not configured:
+        await kernel.set_link(plan.netns, plan.ifname, mtu=mtu, alias=alias)
     for cidr in plan.addresses:
         await kernel.add_address(plan.netns, plan.ifname, cidr)
     await kernel.set_link(plan.netns, plan.ifname, up=True)

@@ -125,7 +125,8 @@ async def program_remote(
         if final_name != wg_name:
             await kernel.set_link(workload_ns, wg_name, new_name=final_name)
             where["name"] = final_name
-        await apply_end(kernel, plan, mtu=mtu, alias=marker(cid, wg_name))
+        # MTU and alias were set in the underlay and moved with the link
+        await apply_end(kernel, plan, mtu=mtu, alias=marker(cid, wg_name), configured=True)
 
     return await program_or_rollback(vwire, steps)
 
