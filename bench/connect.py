@@ -27,7 +27,8 @@ and ``--heal-trials`` + 1 endpoints ``nse-<i>`` on n2 and n3 for the heal trials
   moved into a workload namespace, addressed and brought up with ``ip``; both sides, one after
   the other, as the two forwarders do. ``setup_p50_vs_raw_wireguard_go`` is the ratio of the
   two medians: what negotiation (7 gRPC hops, IPAM, tokens, monitor) and the forwarder's own
-  bookkeeping add;
+  bookkeeping add; ``cpu_per_setup_vs_raw_wireguard_go`` compares the CPU per setup with the
+  CPU the peer's processes (wireguard-go, ``wg``, ``ip``) use to make and remove one tunnel;
 - **heal** of a reference client process (``python -m nsc``): ``--heal-trials`` endpoint deaths
   (SIGKILL the endpoint in use; one never killed takes over, so trials do not depend on the
   circuit breaker's back-off for endpoints killed earlier) and as many forwarder restarts
@@ -47,6 +48,7 @@ import contextlib
 import functools
 import os
 import re
+import resource
 import signal
 import sys
 import time
@@ -105,6 +107,8 @@ class Results:
     #: live connections -> {"nsmgr+forwarder n1": bytes, ..., "wireguard-go": [rss, pss] each}
     memory: dict[int, dict[str, list[int]]] = field(default_factory=dict)
     peer: list[float] = field(default_factory=list)
+    #: CPU seconds of the peer's processes (wireguard-go, wg, ip) per hand-made tunnel
+    peer_cpu: list[float] = field(default_factory=list)
     endpoint_heals: list[float] = field(default_factory=list)
     forwarder_heals: list[float] = field(default_factory=list)
 
@@ -159,7 +163,9 @@ async def measure_setup(fabric: Fabric, config: Config, results: Results,
             for kind, spent in meter.stop().items():
                 results.sequential_cpu[kind] = results.sequential_cpu.get(kind, 0.0) + spent
             if i % peer_every == 0 and peer.trials < PEER_TRIALS:
-                results.peer.append(await peer.trial())  # under the same load as the setups
+                seconds, cpu = await peer.trial()  # under the same load as the setups
+                results.peer.append(seconds)
+                results.peer_cpu.append(cpu)
         if deadline.expired():
             return
         results.memory[0] = memory_now(fabric)
@@ -266,8 +272,14 @@ class Peer:
         self.tag = os.getpid() % 100000
         self.trials = 0
 
-    async def trial(self) -> float:
-        """One tunnel made by hand and removed; the seconds it took to make."""
+    async def trial(self) -> tuple[float, float]:
+        """One tunnel made by hand and removed; the seconds it took to make and the CPU seconds
+        its processes used (made, up and removed, as a vWire's setup and close are metered)."""
+        before = _children_cpu()
+        seconds = await self._trial()
+        return seconds, _children_cpu() - before
+
+    async def _trial(self) -> float:
         i, state = self.trials, self.fabric.topology.state_dir
         self.trials += 1
         a = RawWireGuardSide(self.fabric.node(1), self.workloads[0], f"wbp{self.tag}{i:03d}a",
@@ -284,6 +296,13 @@ class Peer:
         finally:
             await a.stop()
             await b.stop()
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's ended children (the peer's wireguard-go, wg and ip; the
+    fabric's processes end only after the setup phase)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 # -- heal trials ---------------------------------------------------------------------------------
@@ -373,6 +392,12 @@ def cost_metrics(results: Results) -> list[Metric]:
     cpu = sum(results.sequential_cpu.values()) / count if count else 0.0
     if cpu:
         out.append(Metric("cpu_per_setup_sequential", ms(cpu), "ms", CPU_PER_SETUP_GOAL_MS))
+        if results.peer_cpu:
+            peer = sum(results.peer_cpu) / len(results.peer_cpu)
+            out.append(Metric("raw_wireguard_go_cpu_per_setup", ms(peer), "ms"))
+            if peer:
+                out.append(Metric("cpu_per_setup_vs_raw_wireguard_go", round(cpu / peer, 2),
+                                  "x"))
         for kind, seconds in sorted(results.sequential_cpu.items()):
             name = kind.replace(" ", "_").replace("-", "_")
             out.append(Metric(f"cpu_per_setup_sequential_{name}", ms(seconds / count), "ms"))
