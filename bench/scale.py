@@ -17,12 +17,17 @@ once), and at each step measures, with that many connections live:
 
 - **setup p50** of ``--probes`` remote connections made one by one and each closed at once (the
   step's live count stays as it is), and its ratio to the first step's p50 (flat: 1.0);
+- **daemons that ended**: how often a forwarder saw a live vWire's ``wireguard-go`` end and
+  restarted it (counted in the forwarders' logs; such a vWire is restored under another
+  interface name and no longer passes traffic: the open issue in ``docs/dataplane.md``);
 - **memory**: resident size of every process of the fabric (registry, nsmgr and forwarder of
   each node, endpoints) and of all wireguard-go daemons together, and their count.
 
 Finally a **ping sweep**: every live connection must answer a ping to each of its destination
 addresses (``--ping-parallel`` at a time, each ping bounded; a connection gets three tries) —
-``passing_traffic`` must equal ``live_connections``. Before starting it checks that the daemons
+``passing_traffic`` must equal ``live_connections``. Ramping stops early when only the share of
+``--max-seconds`` kept for the last probes and the sweep (2 minutes, or a quarter) is left; the
+report says how many connections were live. Before starting it checks that the daemons
 fit in the memory available (with ``--local-share`` 0 it refuses a run that would not fit,
 naming the largest ``--connections`` that would, or the share of local connections that makes it
 fit). Every loop is bounded by its count and ``--max-seconds``.
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
 import sys
@@ -58,6 +64,8 @@ RESERVE_BYTES = 3 * 1024**3
 MAX_CONNECTIONS = 900
 FLAT_GOAL = 1.5  # setup p50 at the last step / at the first
 PING_TRIES = 3
+#: Most of the budget kept for the last probes and the ping sweep (a quarter when it is less).
+RESERVE_SECONDS = 120.0
 
 
 @dataclass
@@ -89,6 +97,8 @@ class Results:
     live: int = 0
     passing: int = 0
     not_passing: list[str] = field(default_factory=list)
+    #: wireguard-go daemons that ended while their vWire was live (the forwarders' logs)
+    daemon_exits: int = 0
 
 
 def steps_of(config: Config) -> list[int]:
@@ -151,10 +161,12 @@ class Scale:
             return None
 
     async def ramp(self, target: int, deadline: Deadline) -> None:
-        """Make connections, ``batch`` at once, until ``target`` are live."""
+        """Make connections, ``batch`` at once, until ``target`` are live; stops early while
+        the probes and the ping sweep still have their share of the budget."""
         start = time.monotonic()
         attempts = 0
-        while len(self.live) < target and not deadline.expired():
+        reserve = min(RESERVE_SECONDS, deadline.seconds / 4)
+        while len(self.live) < target and deadline.left() > reserve:
             count = min(self.config.batch, target - len(self.live))
             made = await asyncio.gather(*(self._one(self._service(self.made + i))
                                           for i in range(count)))
@@ -203,6 +215,16 @@ class Scale:
                                     for c, ok in zip(self.live, passed, strict=True) if not ok][:10]
 
 
+def daemon_exits(fabric: Fabric) -> int:
+    """How many times a forwarder saw a live vWire's wireguard-go end (it restarts it)."""
+    count = 0
+    for node in fabric.nodes:
+        path = fabric.processes.log(node.forwarder_process)
+        with contextlib.suppress(OSError), path.open(encoding="utf-8", errors="replace") as log:
+            count += sum("wireguard-go exited, waiting for its restart" in line for line in log)
+    return count
+
+
 async def measure(config: Config, topology: Topology) -> Results:
     results = Results()
     deadline = Deadline(config.max_seconds)
@@ -237,6 +259,7 @@ async def measure(config: Config, topology: Topology) -> Results:
                     break
             progress(NAME, f"ping sweep over {len(scale.live)} connections")
             await scale.sweep(deadline)
+            results.daemon_exits = daemon_exits(fabric)
         finally:
             # The fabric's teardown removes every vWire, daemon and namespace at once; closing
             # hundreds of connections one by one first would only slow a Ctrl-C down.
@@ -256,6 +279,7 @@ def metrics_of(results: Results) -> list[Metric]:
            Metric("passing_traffic", results.passing),
            Metric("not_passing_traffic", results.live - results.passing, "", 1),
            Metric("setup_failures", results.failures, "", 1),
+           Metric("wireguard_go_exits_while_live", results.daemon_exits, "", 1),
            Metric("ramp_wall", round(results.ramp_seconds, 1), "s")]
     first = next((s for s in results.steps if s.probes), None)
     for step in results.steps:
