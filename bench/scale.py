@@ -147,9 +147,10 @@ class Scale:
     def _service(self, index: int) -> str:
         """Local for an even spread of ``local_share`` of the indexes, else n2 and n3 in turn."""
         share = self.config.local_share
-        if int((index + 1) * share) > int(index * share):
+        locals_so_far = int((index + 1) * share)
+        if locals_so_far > int(index * share):
             return "scale-local"
-        return f"scale-n{2 + index % 2}"
+        return f"scale-n{2 + (index - locals_so_far) % 2}"  # the remote ones alternate
 
     async def _one(self, service: str) -> tuple[VWireClient, float] | None:
         self.made += 1

@@ -1,0 +1,45 @@
+"""bench.scale's planning: what it refuses before building anything, and how it spreads
+connections over the endpoints."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from bench import scale
+from bench.scale import DAEMON_BYTES, RESERVE_BYTES, Config, fit_problem, steps_of
+
+GiB = 1024**3
+
+
+def test_a_run_that_fits_is_not_refused() -> None:
+    need = 2 * 500 * DAEMON_BYTES + RESERVE_BYTES
+    assert fit_problem(Config(connections=500), need) == ""
+
+
+def test_a_run_that_does_not_fit_names_what_would() -> None:
+    problem = fit_problem(Config(connections=500), 4 * GiB)
+    fits = (4 * GiB - RESERVE_BYTES) // (2 * DAEMON_BYTES)
+    assert f"--connections {fits}" in problem and "--local-share 0." in problem
+    share = float(problem.rsplit("--local-share ", 1)[1])
+    assert fit_problem(Config(connections=500, local_share=share), 4 * GiB) == ""
+
+
+def test_steps_are_below_the_total_and_end_with_it() -> None:
+    assert steps_of(Config(connections=500, steps=(100, 10, 900, 0))) == [10, 100, 500]
+
+
+@pytest.mark.parametrize("share", [0.0, 0.25, 0.5])
+def test_local_share_is_spread_evenly(share: float) -> None:
+    plan = scale.Scale.__new__(scale.Scale)
+    plan.config = Config(connections=100, local_share=share)
+    services = [plan._service(i) for i in range(100)]
+    assert services.count("scale-local") == round(100 * share)
+    remote = [s for s in services if s != "scale-local"]
+    assert abs(remote.count("scale-n2") - remote.count("scale-n3")) <= 1  # n2 and n3 in turn
+
+
+def test_bad_steps_name_the_flag() -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match="--steps"):
+        scale._steps("10,many")
