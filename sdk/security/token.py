@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import json
 import re
@@ -134,15 +135,22 @@ def path_identities(tokens: Iterable[str]) -> set[str]:
     process verified when they arrived (e.g. to scope who may watch a connection)."""
     found: set[str] = set()
     for text in tokens:
-        parts = text.split(".")
-        if len(parts) != 3 or len(text) > MAX_TOKEN:
-            continue
-        try:
-            claims = _json_object(parts[1], "claims")
-        except Unauthenticated:
-            continue
-        found.update(v for k in ("sub", "aud") if isinstance(v := claims.get(k), str) and v)
+        found.update(_named_identities(text))
     return found
+
+
+@functools.lru_cache(maxsize=512)
+def _named_identities(text: str) -> tuple[str, ...]:
+    """``sub`` and ``aud`` of one token, unverified (asked for every monitor event: a token is
+    parsed once)."""
+    parts = text.split(".")
+    if len(parts) != 3 or len(text) > MAX_TOKEN:
+        return ()
+    try:
+        claims = _json_object(parts[1], "claims")
+    except Unauthenticated:
+        return ()
+    return tuple(v for k in ("sub", "aud") if isinstance(v := claims.get(k), str) and v)
 
 
 def unverified_subject(text: str) -> str:
@@ -338,7 +346,7 @@ class _Verified:
 # A token travels the whole path, so each process sees it several times (every later hop of the
 # request through it, then the close): its signature is checked once, keyed by the token's text.
 _VERIFIED: OrderedDict[tuple[int, str], _Verified] = OrderedDict()
-_VERIFIED_KEPT = 1024
+_VERIFIED_KEPT = 512
 
 
 def _remembered(token: str, bundle: Trust, at: float, allow_expired: bool,
