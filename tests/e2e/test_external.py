@@ -169,11 +169,9 @@ async def test_external_server_is_requested_by_a_client_and_gone_on_remove(
     assert not (fabric.node(1).dir / "external-srv.sock").exists()
 
 
-async def test_killed_router_comes_back_and_the_host_file_stays_valid(
-        make_fabric: MakeFabric, tmp_path: Path) -> None:
-    fabric = await make_fabric(nodes=2)
-    await fabric.add_endpoint("nse-db", ["db"], node=2)
-    router = start_router(fabric, node=1)
+async def _laptop_for_db(fabric: Fabric, tmp_path: Path) -> tuple[str, str, str]:
+    """Host "laptop" added for service db with its own key and brought up from its exported
+    file; returns its namespace, the file and the service's address."""
     host = add_host_netns(fabric, "laptop")
     private, public = generate_key(host)
     key_file = tmp_path / "laptop.key"
@@ -183,7 +181,15 @@ async def test_killed_router_comes_back_and_the_host_file_stays_valid(
     exported = (await _nsmctl(fabric, "external", "config", "laptop")).out
     apply_config(host, exported, key_file)
     target = next(line for line in exported.splitlines() if line.startswith("AllowedIPs"))
-    address = target.split("=")[1].split(",")[0].strip().split("/")[0]
+    return host, exported, target.split("=")[1].split(",")[0].strip().split("/")[0]
+
+
+async def test_killed_router_comes_back_and_the_host_file_stays_valid(
+        make_fabric: MakeFabric, tmp_path: Path) -> None:
+    fabric = await make_fabric(nodes=2)
+    await fabric.add_endpoint("nse-db", ["db"], node=2)
+    router = start_router(fabric, node=1)
+    host, exported, address = await _laptop_for_db(fabric, tmp_path)
 
     async def answers() -> bool:
         return await ping(host, address, wait=0.5)
@@ -217,16 +223,7 @@ async def test_heal_to_another_endpoint_keeps_the_host_file_valid(
     fabric = await make_fabric(nodes=2)
     await fabric.add_endpoint("nse-a", ["db"], node=2)
     start_router(fabric, node=1)
-    host = add_host_netns(fabric, "laptop")
-    private, public = generate_key(host)
-    key_file = tmp_path / "laptop.key"
-    key_file.write_text(private + "\n")
-    assert (await _nsmctl(fabric, "external", "add", "laptop", "--service", "db",
-                          "--public-key", public)).code == 0
-    exported = (await _nsmctl(fabric, "external", "config", "laptop")).out
-    apply_config(host, exported, key_file)
-    target = next(line for line in exported.splitlines() if line.startswith("AllowedIPs"))
-    address = target.split("=")[1].split(",")[0].strip().split("/")[0]
+    host, exported, address = await _laptop_for_db(fabric, tmp_path)
 
     async def answers() -> bool:
         return await ping(host, address, wait=0.5)

@@ -77,6 +77,19 @@ async def registry_client(
     return RegistryChain([Replicas(ENDPOINT, channels)])
 
 
+async def probe_watched(stack: AsyncExitStack, fabric: Fabric) -> tuple[
+        RegistryChain[NetworkServiceEndpoint], AsyncIterator[Event[NetworkServiceEndpoint]]]:
+    """A registry client of every replica with a watch of service "probe", which has seen
+    "probe-1" registered."""
+    registry = await registry_client(stack, fabric)
+    watch = registry.find(Query(NetworkServiceEndpoint(network_service_names=["probe"]),
+                                watch=True))
+    stack.push_async_callback(watch.aclose)
+    await registry.register(probe("probe-1"))
+    assert await next_named(watch) == ("probe-1", False)
+    return registry, watch
+
+
 async def next_named(events: AsyncIterator[Event[NetworkServiceEndpoint]]) -> tuple[str, bool]:
     async with asyncio.timeout(WAIT):
         event = await anext(events)
@@ -89,12 +102,7 @@ async def test_registry_replica_killed_loses_nothing_and_the_watch_resumes(
     fabric, client = await fabric_with_connection(make_fabric, "etcd")
     before = await holdings(fabric)
     async with AsyncExitStack() as stack:
-        registry = await registry_client(stack, fabric)
-        watch = registry.find(Query(NetworkServiceEndpoint(network_service_names=["probe"]),
-                                    watch=True))
-        stack.push_async_callback(watch.aclose)
-        await registry.register(probe("probe-1"))
-        assert await next_named(watch) == ("probe-1", False)
+        registry, watch = await probe_watched(stack, fabric)
 
         start = time.monotonic()
         fabric.kill("registry")  # the replica the client (and every nsmgr) uses first
@@ -125,12 +133,7 @@ async def test_sqlite_registry_restarted_keeps_every_registration(
     fabric, client = await fabric_with_connection(make_fabric, "sqlite")
     before = await holdings(fabric)
     async with AsyncExitStack() as stack:
-        registry = await registry_client(stack, fabric)
-        watch = registry.find(Query(NetworkServiceEndpoint(network_service_names=["probe"]),
-                                    watch=True))
-        stack.push_async_callback(watch.aclose)
-        await registry.register(probe("probe-1"))
-        assert await next_named(watch) == ("probe-1", False)
+        registry, watch = await probe_watched(stack, fabric)
 
         start = time.monotonic()
         fabric.kill("registry")
