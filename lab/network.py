@@ -39,14 +39,24 @@ def add_netns(name: str) -> None:
     ip("link", "set", "lo", "up", netns=name)
 
 
+def _no_dad(netns: str) -> None:
+    """Interfaces made in ``netns`` from now on skip IPv6 duplicate address detection: their
+    link-local address (and its local route) is there as soon as they are up, not a second or
+    two later, when a leak check's first snapshot may already have been taken."""
+    ip("netns", "exec", netns, "sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0",
+       "net.ipv6.conf.all.accept_dad=0")
+
+
 def build(topology: Topology, node_list: Sequence[Node]) -> None:
     """Create the underlay and the node namespaces (see the module docstring)."""
     underlay = topology.underlay_netns
     add_netns(underlay)
+    _no_dad(underlay)
     ip("link", "add", UNDERLAY_BRIDGE, "type", "bridge", netns=underlay)
     ip("link", "set", UNDERLAY_BRIDGE, "up", netns=underlay)
     for node in node_list:
         add_netns(node.netns)
+        _no_dad(node.netns)
         ip("link", "add", "ul0", "netns", node.netns, "type", "veth", "peer", "name", node.name,
            "netns", underlay)
         ip("link", "set", node.name, "master", UNDERLAY_BRIDGE, "up", netns=underlay)
