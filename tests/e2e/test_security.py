@@ -29,6 +29,9 @@ from sdk.security.ca import CertificateAuthority
 from sdk.security.svid import CERT_FILE
 from tests.e2e.conftest import MakeFabric
 
+# A reply later than this counts as lost: long enough for a loaded machine, while a broken vWire
+# answers never.
+PING_WAIT = 2.0
 LIFETIME = 3.0
 
 
@@ -139,11 +142,11 @@ async def _traffic_survives(fabric: Fabric, rotate: Callable[[], Awaitable[None]
     while not await signed_with_new_svids():  # bounded: FileSvidSource polls every second
         assert time.monotonic() - start < 6 * LIFETIME, "the refreshes never used the new SVIDs"
         pings += 1
-        lost += not await ping(client.netns, target, wait=0.5)
+        lost += not await ping(client.netns, target, wait=PING_WAIT)
         await asyncio.sleep(0.2)  # pacing the pings
     for _ in range(int(LIFETIME / 0.25)):  # another token lifetime on the new SVIDs
         pings += 1
-        lost += not await ping(client.netns, target, wait=0.5)
+        lost += not await ping(client.netns, target, wait=PING_WAIT)
         await asyncio.sleep(0.05)  # pacing the pings
     last = await fabric.signed_connection(client)
     assert client.connection()["id"] == first_id, "no heal: refreshed, not rebuilt"

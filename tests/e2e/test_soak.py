@@ -262,9 +262,17 @@ class Soak:
         """Put the long-lived client back on ``endpoint`` (one more endpoint fault: it heals
         onto the other one), so the namespaces compare like with like: a connection on nse-b
         holds in nse-b's namespace what it held in nse-a's, and the endpoints' pools differ."""
-        if self.endpoint() != endpoint:
-            await self.kill_and_restart(self.endpoint())
-        assert self.endpoint() == endpoint, (self.endpoint(), endpoint)
+        current = self.endpoint()
+        if current == endpoint:
+            return
+        self.fabric.kill(current)
+
+        async def moved() -> bool:  # before the victim is back: a heal under load may be slower
+            return self.endpoint() == endpoint  # than its restart, and would pick it again
+
+        await wait_for(f"{self.client.process} healed onto {endpoint}", moved, HEAL_WAIT)
+        await self.fabric.restart(current)
+        await passes(self.client)
 
     async def cycle(self) -> None:
         await self.short_lived_client()
