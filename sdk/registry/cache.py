@@ -14,10 +14,8 @@ after it. When the watch ends or fails for any reason (registry restart, replica
 cut) the key is forgotten at once, and so is every key after ``max_age`` seconds (a watch that
 silently stalled cannot keep serving), and the least recently used key beyond ``max_keys`` (its
 watch is cancelled); the next find of a forgotten key passes through and starts a new watch.
-Known limit: the registry's watch announces only changes that match the query, so a record
-re-registered so that it no longer matches (an endpoint that dropped the service) is not
-announced to this key and is served until the key ages out (``max_age``); the endpoint then
-refuses the request (``ServesOnly``) and ``Retry`` moves on. Its deletion or expiry is announced.
+A record re-registered so that it no longer matches (an endpoint that dropped the service)
+reaches the key as a deletion, as the registry's watch announces it (:mod:`sdk.registry.watch`).
 Watching finds pass through untouched; register and unregister pass through and forget every
 key of this element (this process reads its own writes).
 

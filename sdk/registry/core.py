@@ -35,11 +35,14 @@ class Query(Generic[R]):
 @dataclass(frozen=True)
 class Event(Generic[R]):
     """One record in a find stream; ``deleted`` marks an unregistration or expiry. ``revision``
-    > 0 is the store revision a reader has seen once it has this event (shared stores only)."""
+    > 0 is the store revision a reader has seen once it has this event (shared stores only).
+    ``previous`` (registrations inside the registry only, never sent): the record this one
+    replaced, so that a watch whose query it matched learns that the name no longer does."""
 
     record: R
     deleted: bool = False
     revision: int = 0
+    previous: R | None = None
 
 
 class RegistryCursor(Cursor["RegistryElement[R]"], Generic[R]):

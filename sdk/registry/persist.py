@@ -27,6 +27,9 @@ the caller tries again) and return once this replica's cache has caught up with 
 a replica reads its own writes. ``find`` then lists a snapshot:
 every record as of one revision, the last event carrying that revision (left in
 ``ctx.values[LISTED_AT]`` too, for the watch element in front).
+A registration that replaced a record leaves the old one in ``ctx.values[REPLACED]`` (and
+:meth:`apply`'s events carry it as ``previous``), so the watch element can tell watchers whose
+query the old record matched and the new one does not.
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ M = TypeVar("M", NetworkService, NetworkServiceEndpoint)
 
 #: The record an unregister removed, for the watch element in front to announce.
 UNREGISTERED: Key[Any] = Key("persist.unregistered")
+#: The record a registration replaced (for the watch element in front).
+REPLACED: Key[Any] = Key("persist.replaced")
 #: The store revision a find's listing was current at (shared stores only).
 LISTED_AT: Key[int] = Key("persist.listed_at")
 
@@ -117,9 +122,10 @@ class Persist(RegistryElement[M], Generic[M]):
             old = self._forget(change.name)
             return None if old is None else Event(old, True, change.revision)
         record = self.kind.parse(change.record.data)
+        previous = self._records.get(change.name)
         self._remember(record, change.record.owner)
         self._revisions[change.name] = change.revision
-        return Event(record, False, change.revision)
+        return Event(record, False, change.revision, previous)
 
     def revision_of(self, name: str) -> int:
         """The store revision the cached record was last written at (0: not cached)."""
@@ -201,7 +207,10 @@ class Persist(RegistryElement[M], Generic[M]):
 
     async def register(self, record: M, next: RegistryCursor[M]) -> M:
         async with self._writing(record.name):
+            previous = self._records.get(record.name)
             kept = await self._write(record, next.ctx.values.get(OWNER))
+        if previous is not None:
+            next.ctx.values[REPLACED] = previous
         return await next.register(self.kind.copy(kept))
 
     async def _write(self, record: M, owner: str | None) -> M:

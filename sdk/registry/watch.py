@@ -2,7 +2,10 @@
 
 Contract: a watching find first yields the current matching records (from the elements behind
 it), then every later change that matches the template: registrations as they were stored, and
-unregistrations/expiries with ``deleted=True``. It subscribes before listing, so no change made
+unregistrations/expiries with ``deleted=True``. A registration that makes a record stop
+matching (e.g. an endpoint re-registered without the service watched) reaches the watchers it
+matched before as a deletion of the record it replaced: a watcher never keeps a record that no
+longer matches its query. It subscribes before listing, so no change made
 meanwhile is lost (a record may then appear twice, never zero times). A watcher that falls more
 than ``max_backlog`` events, or more than ``max_backlog_bytes`` bytes of records, behind is cut:
 its queued events are dropped at once (their memory is freed) and its stream ends with
@@ -38,7 +41,7 @@ from sdk.errors import FailedPrecondition, ResourceExhausted
 from sdk.metrics import REGISTRY_WATCHERS
 from sdk.registry.core import Event, Query, RegistryCursor, RegistryElement
 from sdk.registry.kinds import RecordKind
-from sdk.registry.persist import LISTED_AT, UNREGISTERED
+from sdk.registry.persist import LISTED_AT, REPLACED, UNREGISTERED
 
 M = TypeVar("M", NetworkService, NetworkServiceEndpoint)
 
@@ -96,7 +99,7 @@ class Watch(RegistryElement[M], Generic[M]):
 
     def publish(self, event: Event[M]) -> None:
         """Hand an event to every watcher (cuts watchers that are too far behind)."""
-        size = event.record.ByteSize()
+        size = event.record.ByteSize() + (event.previous.ByteSize() if event.previous else 0)
         if event.revision:
             self._remember(event, size)
         for watcher in list(self._watchers):
@@ -136,8 +139,9 @@ class Watch(RegistryElement[M], Generic[M]):
 
     async def register(self, record: M, next: RegistryCursor[M]) -> M:
         stored = await next.register(record)
+        replaced = next.ctx.values.pop(REPLACED, None)
         if self.publish_local:
-            self.publish(Event(self.kind.copy(stored)))
+            self.publish(Event(self.kind.copy(stored), previous=replaced))
         return stored
 
     async def unregister(self, record: M, next: RegistryCursor[M]) -> None:
@@ -172,8 +176,8 @@ class Watch(RegistryElement[M], Generic[M]):
             seen = query.resume
             if seen:
                 for event in self._replay(seen):  # history up to now; the queue holds the rest
-                    if self.kind.matches(query.template, event.record):
-                        yield event
+                    if (shown := self._as_seen(query, event)) is not None:
+                        yield shown
             else:
                 async for event in next.find(query):
                     yield event
@@ -199,5 +203,15 @@ class Watch(RegistryElement[M], Generic[M]):
             assert isinstance(item, tuple)
             event, size = item
             watcher.queued_bytes -= size
-            if self.kind.matches(query.template, event.record):
-                yield event
+            if (shown := self._as_seen(query, event)) is not None:
+                yield shown
+
+    def _as_seen(self, query: Query[M], event: Event[M]) -> Event[M] | None:
+        """What a watcher of ``query`` gets of ``event``: the event when it matches, a deletion
+        of the replaced record when only that one matched, else nothing."""
+        if self.kind.matches(query.template, event.record):
+            return event
+        previous = event.previous
+        if event.deleted or previous is None or not self.kind.matches(query.template, previous):
+            return None
+        return Event(previous, True, event.revision)

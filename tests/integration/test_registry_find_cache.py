@@ -125,6 +125,27 @@ async def test_finds_are_answered_from_the_watch_and_follow_changes(
         assert cache.keys() == 0
 
 
+async def test_an_endpoint_that_drops_the_service_is_no_longer_served(
+    running: RunningRegistry,
+) -> None:
+    async with grpc.aio.insecure_channel(running.target()) as channel:
+        direct = RegistryChain([RemoteRegistry(ENDPOINT, channel)])
+        await direct.register(nse("nse-a", ["db"]))
+        await direct.register(nse("nse-b", ["db"]))
+        spy, cache = Spy(), FindCache(ENDPOINT)
+        chain = RegistryChain([cache, spy, RemoteRegistry(ENDPOINT, channel)])
+        try:
+            await _warm(chain, spy, "db")
+            before = spy.finds
+            await direct.register(nse("nse-b", ["cache"]))  # re-registered without db
+            await until("the change reached the cache",
+                        lambda: "nse-b" in spy.deleted_taken, spy)
+            assert await names(chain, "db") == ["nse-a"]
+            assert spy.finds == before  # answered from the watch, not by asking again
+        finally:
+            await cache.close()
+
+
 async def test_a_watch_that_ends_forgets_the_key(registries: StartRegistry) -> None:
     running = await registries()
     async with grpc.aio.insecure_channel(running.target()) as channel:
