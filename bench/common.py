@@ -10,9 +10,12 @@ value, goal, ok?) or one JSON object. Goals are upper bounds (``value < goal``) 
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import contextlib
 import json
 import math
+import os
 import shutil
 import sys
 import time
@@ -21,7 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from forwarder.wireguard.uapi import socket_path
 from lab.fabric import Fabric
+from lab.observe import wait_for
+from sdk.grpcutil import unix_socket_accepts
 
 #: Where a failed benchmark leaves its fabric's logs.
 FAILED_LOGS = Path("/tmp/vwire-bench-logs")
@@ -136,3 +142,31 @@ def report(metrics: Sequence[Metric], config: dict[str, Any], json_output: bool)
         return as_json(metrics, config)
     header = ", ".join(f"{k}={v}" for k, v in config.items())
     return f"{header}\n\n{table(metrics)}"
+
+
+def require_root(parser: argparse.ArgumentParser, tools: Sequence[str] = (),
+                 hint: str = "scripts/setup.sh installs them") -> None:
+    """Exit through ``parser`` unless this runs as root with every one of ``tools`` on PATH."""
+    if os.geteuid() != 0:
+        parser.error("needs root (network namespaces, wireguard-go)")
+    for tool in tools:
+        if shutil.which(tool) is None:
+            parser.error(f"{tool} is missing ({hint})")
+
+
+async def start_wireguard_go(netns: str, ifname: str,
+                             every: float = 0.002) -> asyncio.subprocess.Process:
+    """A hand-made peer's wireguard-go for ``ifname`` in ``netns``, once its UAPI socket
+    answers (the benchmarks' reference: no fabric around it)."""
+    process = await asyncio.create_subprocess_exec(
+        "ip", "netns", "exec", netns, "wireguard-go", "-f", ifname,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    sock = socket_path(ifname)
+
+    async def up() -> bool:
+        return unix_socket_accepts(sock)
+
+    await wait_for(f"wireguard-go {ifname}", up, 5.0, every=every)
+    return process

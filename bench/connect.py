@@ -56,18 +56,25 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from bench.common import Deadline, Metric, ms, percentile, progress, report, running
+from bench.common import (
+    Deadline,
+    Metric,
+    ms,
+    percentile,
+    progress,
+    report,
+    require_root,
+    running,
+    start_wireguard_go,
+)
 from bench.procstat import CpuMeter, pss_bytes, rss_bytes
 from forwarder.wireguard.keys import generate_keypair
-from forwarder.wireguard.uapi import socket_path
 from lab.clients import InProcessClients
 from lab.fabric import Client, Fabric
 from lab.heal import measure_heal
-from lab.observe import wait_for
 from lab.topology import Node, Topology
 from sdk import log
 from sdk.errors import FabricError
-from sdk.grpcutil import unix_socket_accepts
 
 NAME = "bench.connect"
 SERVICE = "bench"
@@ -222,17 +229,7 @@ class RawWireGuardSide:
         self.process: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
-        self.process = await asyncio.create_subprocess_exec(
-            "ip", "netns", "exec", self.node.netns, "wireguard-go", "-f", self.ifname,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        sock = socket_path(self.ifname)
-
-        async def up() -> bool:
-            return unix_socket_accepts(sock)
-
-        await wait_for(f"wireguard-go {self.ifname}", up, 5.0, every=0.002)
+        self.process = await start_wireguard_go(self.node.netns, self.ifname)
 
     async def configure(self, peer: RawWireGuardSide, address: str, peer_address: str) -> None:
         self.keyfile.write_text(self.private)
@@ -453,8 +450,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--sequential, --concurrent and --heal-trials must be at least 1")
     if config.concurrent > 64:
         parser.error("--concurrent must be at most 64 (one channel, bounded in-flight calls)")
-    if os.geteuid() != 0:
-        parser.error("needs root (network namespaces, wireguard-go)")
+    require_root(parser)
     if config.wireguard_pool < 0:
         parser.error("--wireguard-pool must be 0 or more")
     os.environ["VWIRE_FORWARDER_WIREGUARD_POOL"] = str(config.wireguard_pool)  # the forwarders'

@@ -44,7 +44,6 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -55,7 +54,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.common import Deadline, Metric, ms, percentile, progress, report
+from bench.common import (
+    Deadline,
+    Metric,
+    ms,
+    percentile,
+    progress,
+    report,
+    require_root,
+    start_wireguard_go,
+)
 from forwarder.kernel import KernelPort, real_kernel
 from forwarder.kernel.wireguard import kernel_wireguard_available
 from forwarder.vwire import (
@@ -68,10 +76,7 @@ from forwarder.vwire import (
     program_remote,
 )
 from forwarder.wireguard import WireGuardBackend, detect_backend, generate_keypair
-from forwarder.wireguard.uapi import socket_path
-from lab.observe import wait_for
 from sdk import log
-from sdk.grpcutil import unix_socket_accepts
 
 PREFIX = "vwd"
 NETNS_DIR = Path("/var/run/netns")
@@ -244,17 +249,7 @@ class HandTunnel:
             if self.kind == "kernel":
                 await sh("ip", "-n", ns, "link", "add", ifname, "type", "wireguard")
             else:
-                self.daemons.append(await asyncio.create_subprocess_exec(
-                    "ip", "netns", "exec", ns, "wireguard-go", "-f", ifname,
-                    stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-                    start_new_session=True,
-                ))
-                sock = socket_path(ifname)
-
-                async def up(sock: Path = sock) -> bool:
-                    return unix_socket_accepts(sock)
-
-                await wait_for(f"wireguard-go {ifname}", up, 5.0, every=0.005)
+                self.daemons.append(await start_wireguard_go(ns, ifname, every=0.005))
             keyfile = self.keydir / f"{ifname}.key"
             keyfile.write_text(keys[i][0])
             other = 1 - i
@@ -501,11 +496,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    if os.geteuid() != 0:
-        parser.error("needs root (network namespaces, wireguard-go)")
-    for tool in ("ip", "iperf3", "wg"):
-        if shutil.which(tool) is None:
-            parser.error(f"{tool} is missing (apt-get install iproute2 iperf3 wireguard-tools)")
+    require_root(parser, ("ip", "iperf3", "wg"), "apt-get install iproute2 iperf3 wireguard-tools")
     if not 1 <= args.seconds <= 60 or not 1 <= args.rounds <= 10 or args.connections < 1:
         parser.error("--seconds 1..60, --rounds 1..10, --connections >= 1")
     config = Config(args.seconds, args.rounds, args.connections, args.max_seconds)

@@ -26,7 +26,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.common import Deadline, Metric, ms, percentile, progress, report, running
+from bench.common import (
+    Deadline,
+    Metric,
+    ms,
+    percentile,
+    progress,
+    report,
+    require_root,
+    running,
+)
 from lab.fabric import Fabric
 from lab.splitdomains import split_domains
 from lab.topology import Topology
@@ -92,8 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.trials < 1:
         parser.error("--trials must be at least 1")
-    if os.geteuid() != 0:
-        parser.error("needs root (network namespaces, wireguard-go)")
+    require_root(parser)
     log.configure("warning", json=True)
     pid = os.getpid()
     topology = Topology(f"vwi{pid}-", Path(f"/var/run/vwire-bench/{pid}"))

@@ -46,7 +46,16 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from bench.common import Deadline, Metric, ms, percentile, progress, report, running
+from bench.common import (
+    Deadline,
+    Metric,
+    ms,
+    percentile,
+    progress,
+    report,
+    require_root,
+    running,
+)
 from bench.procstat import rss_bytes
 from lab.clients import InProcessClients
 from lab.fabric import Fabric, endpoint_cidrs
@@ -341,8 +350,7 @@ def check(config: Config, parser: argparse.ArgumentParser) -> None:
         parser.error(f"--local-share must be in [0, 1) (got {config.local_share})")
     if problem := fit_problem(config, memory_available()):
         parser.error(problem)
-    if os.geteuid() != 0:
-        parser.error("needs root (network namespaces, wireguard-go)")
+    require_root(parser)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

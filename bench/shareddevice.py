@@ -49,7 +49,6 @@ import contextlib
 import os
 import re
 import resource
-import shutil
 import subprocess
 import sys
 import time
@@ -58,15 +57,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.common import Deadline, Metric, ms, percentile, progress, report
+from bench.common import (
+    Deadline,
+    Metric,
+    ms,
+    percentile,
+    progress,
+    report,
+    require_root,
+    start_wireguard_go,
+)
 from bench.dataplane import iperf, kill, sh
 from bench.procstat import CpuMeter, cpu_seconds, pss_bytes, rss_bytes, self_cpu
 from forwarder.wireguard import generate_keypair
 from forwarder.wireguard.keys import b64_to_hex
-from forwarder.wireguard.uapi import UapiClient, socket_path
-from lab.observe import wait_for
+from forwarder.wireguard.uapi import UapiClient
 from sdk import log
-from sdk.grpcutil import unix_socket_accepts
 
 NAME = "bench.shareddevice"
 PREFIX = "vws"
@@ -150,17 +156,7 @@ class Daemon:
         return self.process.pid
 
     async def start(self) -> None:
-        self.process = await asyncio.create_subprocess_exec(
-            "ip", "netns", "exec", self.netns, "wireguard-go", "-f", self.ifname,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        sock = socket_path(self.ifname)
-
-        async def up() -> bool:
-            return unix_socket_accepts(sock)
-
-        await wait_for(f"wireguard-go {self.ifname}", up, 5.0, every=0.002)
+        self.process = await start_wireguard_go(self.netns, self.ifname)
 
     async def configure(self, private: str, port: int, peer_public: str,
                         endpoint: tuple[str, int], allowed: Sequence[str]) -> None:
@@ -721,11 +717,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    if os.geteuid() != 0:
-        parser.error("needs root (network namespaces, wireguard-go)")
-    for tool in ("ip", "iperf3", "wireguard-go", "nft", "ping"):
-        if shutil.which(tool) is None:
-            parser.error(f"{tool} is missing (scripts/setup.sh installs the tools)")
+    require_root(parser, ("ip", "iperf3", "wireguard-go", "nft", "ping"))
     if not 1 <= args.seconds <= 60 or not 1 <= args.rounds <= 10 or not 1 <= args.parallel <= 8:
         parser.error("--seconds 1..60, --rounds 1..10, --parallel 1..8")
     config = Config(args.sizes, args.seconds, args.rounds, args.parallel, args.max_seconds)
