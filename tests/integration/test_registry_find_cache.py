@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import TypeVar
 
 import grpc
@@ -83,67 +84,67 @@ async def _warm(chain: RegistryChain[NSE], spy: Spy, service: str) -> None:
     raise AssertionError("finds were never answered from the cache")
 
 
-async def test_finds_are_answered_from_the_watch_and_follow_changes(
-    running: RunningRegistry,
-) -> None:
+@asynccontextmanager
+async def _cached_db(running: RunningRegistry) -> AsyncIterator[
+        tuple[RegistryChain[NSE], Spy, FindCache[NSE], RegistryChain[NSE]]]:
+    """nse-a and nse-b registered for db; yields the direct chain, the spy, the cache and the
+    chain through it (cache → spy → registry); the cache is closed on the way out."""
     async with grpc.aio.insecure_channel(running.target()) as channel:
         direct = RegistryChain([RemoteRegistry(ENDPOINT, channel)])
         await direct.register(nse("nse-a", ["db"]))
         await direct.register(nse("nse-b", ["db"]))
         spy, cache = Spy(), FindCache(ENDPOINT)
-        chain = RegistryChain([cache, spy, RemoteRegistry(ENDPOINT, channel)])
         try:
-            assert await names(chain, "db") == ["nse-a", "nse-b"]
-            await _warm(chain, spy, "db")
-            before = spy.finds
-            for _ in range(10):
-                assert await names(chain, "db") == ["nse-a", "nse-b"]
-            assert spy.finds == before  # none reached the registry
-            # a record from the cache is the reader's own copy
-            async for event in chain.find(Query(NSE(network_service_names=["db"]))):
-                event.record.url = "tcp://changed:1"
-            assert "tcp://changed:1" not in str(await names(chain, "db"))
-
-            await direct.unregister(nse("nse-b", ["db"]))
-            await until("the deletion reached the cache",
-                        lambda: "nse-b" in spy.deleted_taken, spy)
-            assert await names(chain, "db") == ["nse-a"]  # never again after its deletion
-
-            await direct.register(nse("nse-c", ["db"]))
-            answers: list[list[str]] = []
-
-            async def seen_c() -> None:
-                async with asyncio.timeout(WAIT):
-                    while not answers or answers[-1] != ["nse-a", "nse-c"]:
-                        answers.append(await names(chain, "db"))
-                        await asyncio.sleep(0.01)
-
-            await seen_c()
-            assert spy.finds == before  # still from the watch
+            yield direct, spy, cache, RegistryChain([cache, spy, RemoteRegistry(ENDPOINT, channel)])
         finally:
             await cache.close()
-        assert cache.keys() == 0
+
+
+async def test_finds_are_answered_from_the_watch_and_follow_changes(
+    running: RunningRegistry,
+) -> None:
+    async with _cached_db(running) as (direct, spy, cache, chain):
+        assert await names(chain, "db") == ["nse-a", "nse-b"]
+        await _warm(chain, spy, "db")
+        before = spy.finds
+        for _ in range(10):
+            assert await names(chain, "db") == ["nse-a", "nse-b"]
+        assert spy.finds == before  # none reached the registry
+        # a record from the cache is the reader's own copy
+        async for event in chain.find(Query(NSE(network_service_names=["db"]))):
+            event.record.url = "tcp://changed:1"
+        assert "tcp://changed:1" not in str(await names(chain, "db"))
+
+        await direct.unregister(nse("nse-b", ["db"]))
+        await until("the deletion reached the cache",
+                    lambda: "nse-b" in spy.deleted_taken, spy)
+        assert await names(chain, "db") == ["nse-a"]  # never again after its deletion
+
+        await direct.register(nse("nse-c", ["db"]))
+        answers: list[list[str]] = []
+
+        async def seen_c() -> None:
+            async with asyncio.timeout(WAIT):
+                while not answers or answers[-1] != ["nse-a", "nse-c"]:
+                    answers.append(await names(chain, "db"))
+                    await asyncio.sleep(0.01)
+
+        await seen_c()
+        assert spy.finds == before  # still from the watch
+    assert cache.keys() == 0
 
 
 async def test_an_endpoint_that_drops_the_service_is_no_longer_served(
     running: RunningRegistry,
 ) -> None:
-    async with grpc.aio.insecure_channel(running.target()) as channel:
-        direct = RegistryChain([RemoteRegistry(ENDPOINT, channel)])
-        await direct.register(nse("nse-a", ["db"]))
-        await direct.register(nse("nse-b", ["db"]))
-        spy, cache = Spy(), FindCache(ENDPOINT)
-        chain = RegistryChain([cache, spy, RemoteRegistry(ENDPOINT, channel)])
-        try:
-            await _warm(chain, spy, "db")
-            before = spy.finds
-            await direct.register(nse("nse-b", ["cache"]))  # re-registered without db
-            await until("the change reached the cache",
-                        lambda: "nse-b" in spy.deleted_taken, spy)
-            assert await names(chain, "db") == ["nse-a"]
-            assert spy.finds == before  # answered from the watch, not by asking again
-        finally:
-            await cache.close()
+    async with _cached_db(running) as (direct, spy, _cache, chain):
+        await _warm(chain, spy, "db")
+        before = spy.finds
+        await direct.register(nse("nse-b", ["cache"]))  # re-registered without db
+        await until("the change reached the cache",
+                    lambda: "nse-b" in spy.deleted_taken, spy)
+        assert await names(chain, "db") == ["nse-a"]
+        assert spy.finds == before  # answered from the watch, not by asking again
 
 
 async def test_a_watch_that_ends_forgets_the_key(registries: StartRegistry) -> None:
