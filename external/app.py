@@ -45,6 +45,7 @@ from external.router import Router
 from external.serve import ServedServer
 from external.settings import ExternalSettings
 from external.state import HostState, parse_ports
+from sdk.aio import cancel_all
 from sdk.chain import CallContext
 from sdk.channels import ChannelPool
 from sdk.errors import FabricError, InvalidArgument
@@ -166,9 +167,7 @@ class ExternalRouter:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_all(list(self._tasks))
         for name in list(self.hosts):
             await self._remove(name, forget=False)
         for name in list(self.failed):

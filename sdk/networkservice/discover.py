@@ -19,6 +19,7 @@ import asyncio
 from api.proto.connection_pb2 import Connection
 from api.proto.networkservice_pb2 import NetworkServiceRequest
 from api.proto.registry_pb2 import NetworkService, NetworkServiceEndpoint
+from sdk.aio import cancel_all
 from sdk.chain import Key
 from sdk.errors import InvalidArgument, NotFound
 from sdk.networkservice.core import NetworkServiceElement, NSCursor
@@ -76,9 +77,7 @@ class Discover(NetworkServiceElement):
         try:
             return await asyncio.gather(providing, service)
         except BaseException:
-            for task in (providing, service):
-                task.cancel()
-            await asyncio.gather(providing, service, return_exceptions=True)
+            await cancel_all((providing, service))
             raise
 
     async def request(self, request: NetworkServiceRequest, next: NSCursor) -> Connection:

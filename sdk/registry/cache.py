@@ -26,7 +26,6 @@ and in front of the remote registry. :meth:`close` cancels every watch (call it 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
@@ -35,6 +34,7 @@ from typing import Generic, TypeVar
 import structlog
 
 from api.proto.registry_pb2 import NetworkService, NetworkServiceEndpoint
+from sdk.aio import cancel_all
 from sdk.chain import CallContext
 from sdk.registry.core import Event, Query, RegistryCursor, RegistryElement
 from sdk.registry.kinds import RecordKind
@@ -71,6 +71,11 @@ class _Entry(Generic[M]):
         """A find passed through for this key returned ``names``."""
         self.expected = names
         self._check()
+
+    def drop(self) -> None:
+        """Serve nothing more (the key was forgotten or its watch ended)."""
+        self.ready = False
+        self.records.clear()
 
     def _check(self) -> None:
         if not self.ready and self.expected is not None and self.seen >= self.expected:
@@ -150,15 +155,13 @@ class FindCache(RegistryElement[M], Generic[M]):
         except Exception as exc:  # any end of the stream forgets the key
             log.debug("registry find cache: watch ended", kind=self.kind.key, error=str(exc))
         finally:
-            entry.ready = False
-            entry.records.clear()
+            entry.drop()
             if self._entries.get(key) is entry:
                 del self._entries[key]
 
     def _forget(self, key: bytes) -> None:
         entry = self._entries.pop(key)
-        entry.ready = False
-        entry.records.clear()
+        entry.drop()
         if entry.task is not None:
             entry.task.cancel()
 
@@ -183,6 +186,4 @@ class FindCache(RegistryElement[M], Generic[M]):
         """Cancel every watch and wait for them to end."""
         tasks = [entry.task for entry in self._entries.values() if entry.task is not None]
         self.forget_all()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all(tasks)
