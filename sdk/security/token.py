@@ -389,12 +389,12 @@ def verify(
     """Verify ``token``; see the module docstring. The keyword checks run when given;
     ``allow_expired`` accepts a token expired at most ``grace`` seconds ago (closes)."""
     at = time.time() if now is None else now
-    parts = _parts(token)
     known = _remembered(token, bundle, at, allow_expired, grace)
-    if known is not None:
+    if known is not None:  # its text was split and checked when it was first seen
         _check_times(known.claims, known.signer, at, allow_expired, grace, skew)
         _check_binding(known.claims, audience, segment_id, previous_token)
         return known.claims
+    parts = _parts(token)
     # A header text whose signer is remembered was parsed and checked when it was first seen.
     header = None if (id(bundle), parts[0]) in _SIGNERS else _header(parts[0])
     claims = _claims(_json_object(parts[1], "claims"))
