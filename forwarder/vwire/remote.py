@@ -23,6 +23,17 @@ Contract of :func:`program_remote`:
 * any failure undoes what was done (backend interface first, then any link left in the
   workload's namespace) and re-raises; ``VWire.close`` does the same later, idempotently.
 
+Preparing ahead (:func:`prepare_remote`): the part of the programming that needs neither the
+peer nor the addresses — the backend interface with its key and port, its MTU and marker set
+in the underlay (and seen by wireguard-go), moved into the workload's namespace when that is
+known — can run while the request is still on its way to the far side. :func:`program_remote`
+given such a :class:`PreparedRemote` takes it over: when it was prepared for what ``spec``
+asks (same connection, namespaces, key, port and computed MTU; a preparation not yet moved fits
+any workload namespace) only the peer, the move if not done, the rename, addresses, link up
+and routes remain; otherwise it is removed and the side programmed as without it. Either way
+``program_remote`` owns it: every failure (rejected input included) removes it too, and
+:meth:`PreparedRemote.discard` removes one that is not used (idempotent).
+
 ``VWire.metrics`` adds ``wireguard_rx_bytes``, ``wireguard_tx_bytes``,
 ``wireguard_last_handshake_age_seconds`` (``never`` before the first handshake) and, on the side
 that dials, ``wireguard_endpoint`` (the peer's ``ip:port``).
@@ -32,7 +43,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from ipaddress import ip_address, ip_network
+
+import structlog
 
 from forwarder.kernel import KernelPort, Route
 from forwarder.wireguard import WgPeer, WireGuardBackend
@@ -47,44 +61,178 @@ from .handle import End, VWire, program_or_rollback
 from .mtu import wireguard_mtu
 from .naming import generated_ifname, marker
 from .spec import Attachment, RemoteVWireSpec
+from .undo import UndoLog
 
 ROLE = "workload"
+log = structlog.get_logger("forwarder.vwire")
+
+
+@dataclass(frozen=True)
+class RemotePreparation:
+    """What :func:`prepare_remote` needs: everything of a :class:`RemoteVWireSpec` that is known
+    before the far side answers, and the tunnel MTU expected (``workload_netns`` None: not known
+    yet, the interface stays in the underlay)."""
+
+    connection_id: str
+    private_key: str
+    underlay_ifname: str
+    mtu: int
+    underlay_netns: str | None = None
+    listen_port: int = 0
+    workload_netns: str | None = None
+
+
+class PreparedRemote:
+    """A backend interface made ahead by :func:`prepare_remote` (see the module docstring)."""
+
+    def __init__(
+        self, connection_id: str, wg_name: str, underlay_ns: str | None, workload_ns: str | None,
+        private_key: str, listen_port: int, mtu: int,
+    ) -> None:
+        self.connection_id = connection_id
+        self.wg_name = wg_name
+        self.underlay_ns = underlay_ns
+        self.workload_ns = workload_ns  # where it was moved (None: still in the underlay)
+        self.private_key = private_key
+        self.listen_port = listen_port  # as asked (0: the data plane picked actual_port)
+        self.mtu = mtu
+        self.actual_port = 0
+        self.undo = UndoLog()
+        self.where: dict[str, str | None] = {"netns": underlay_ns, "name": wg_name}
+
+    def fits(self, checked: _Checked) -> bool:
+        """Whether this preparation is what ``checked`` asks for."""
+        return (
+            self.connection_id == checked.cid and self.underlay_ns == checked.underlay_ns
+            and self.private_key == checked.private_key
+            and self.listen_port == checked.listen_port and self.mtu == checked.mtu
+            and self.workload_ns in (None, checked.workload_ns)
+        )
+
+    async def discard(self) -> None:
+        """Remove the interface (and daemon) again; idempotent."""
+        await self.undo.unwind()
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """A spec validated, its namespaces resolved and its MTU computed (nothing created)."""
+
+    cid: str
+    workload_ns: str
+    underlay_ns: str | None
+    private_key: str
+    listen_port: int
+    mtu: int
+    own: list[AnyInterface]
+    peer_addrs: list[AnyInterface]
+
+
+async def prepare_remote(
+    kernel: KernelPort, backend: WireGuardBackend, prep: RemotePreparation
+) -> PreparedRemote:
+    """Make the interface of ``prep`` ahead of its spec (module docstring); all or nothing."""
+    cid = validate.connection_id(prep.connection_id)
+    underlay_ns = await _underlay_ns(kernel, prep.underlay_netns)
+    validate.ifname(prep.underlay_ifname, "underlay_ifname")
+    parse_private_key(prep.private_key, "private_key")
+    listen_port = validate_port(prep.listen_port, "listen_port", allow_zero=True)
+    workload_ns = (
+        None if prep.workload_netns is None
+        else await resolve.namespace(kernel, prep.workload_netns, "workload.netns")
+    )
+    wg_name = generated_ifname(cid, f"wireguard:{workload_ns or underlay_ns}")
+    prepared = PreparedRemote(cid, wg_name, underlay_ns, None, prep.private_key, listen_port,
+                              prep.mtu)
+    try:
+        await _make(kernel, backend, prepared, workload_ns)
+    except BaseException as err:
+        try:
+            await prepared.discard()
+        except Exception as cleanup:
+            err.add_note(f"rollback incomplete: {cleanup}")
+        raise
+    return prepared
+
+
+async def _make(
+    kernel: KernelPort, backend: WireGuardBackend, prepared: PreparedRemote,
+    workload_ns: str | None,
+) -> None:
+    """The steps of :func:`prepare_remote`; each pushes its undo on ``prepared.undo``."""
+    where, wg_name, underlay_ns = prepared.where, prepared.wg_name, prepared.underlay_ns
+
+    async def delete_moved_link() -> None:
+        # Only for a kernel WireGuard link, which outlives the backend's delete once moved.
+        if where["netns"] not in (None, underlay_ns):
+            await kernel.delete_link(where["netns"], str(where["name"]))
+
+    prepared.undo.push(f"delete moved {wg_name}", delete_moved_link)
+    prepared.actual_port = await backend.create(
+        wg_name, underlay_ns, parse_private_key(prepared.private_key).reveal(),
+        prepared.listen_port, mtu=prepared.mtu,
+    )
+    prepared.undo.push(f"delete wireguard {wg_name}", lambda: backend.delete(wg_name))
+    await kernel.set_link(underlay_ns, wg_name, mtu=prepared.mtu,
+                          alias=marker(prepared.connection_id, wg_name))
+    if workload_ns is not None:
+        await _move(backend, prepared, workload_ns)
+
+
+async def _move(backend: WireGuardBackend, prepared: PreparedRemote, workload_ns: str) -> None:
+    await backend.move(prepared.wg_name, prepared.underlay_ns, workload_ns)
+    prepared.where["netns"] = prepared.workload_ns = workload_ns
 
 
 async def program_remote(
-    kernel: KernelPort, backend: WireGuardBackend, spec: RemoteVWireSpec
+    kernel: KernelPort, backend: WireGuardBackend, spec: RemoteVWireSpec,
+    prepared: PreparedRemote | None = None,
 ) -> VWire:
-    """Program this node's side of a remote vWire (see module docstring); return its handle."""
+    """Program this node's side of a remote vWire (see module docstring), taking over
+    ``prepared`` if given; return its handle."""
+    try:
+        checked = await _check(kernel, spec)
+    except BaseException:
+        if prepared is not None:
+            await prepared.discard()
+        raise
+    if prepared is not None and not prepared.fits(checked):
+        log.info("vwire_preparation_unfit", connection_id=checked.cid, mtu=checked.mtu,
+                 prepared_mtu=prepared.mtu)
+        await prepared.discard()
+        prepared = None
+    if prepared is None:
+        prepared = await prepare_remote(kernel, backend, RemotePreparation(
+            checked.cid, checked.private_key, spec.underlay_ifname, checked.mtu,
+            spec.underlay_netns, checked.listen_port, spec.workload.netns))
+    return await _complete(kernel, backend, spec, checked, prepared)
+
+
+async def _underlay_ns(kernel: KernelPort, ref: str | None) -> str | None:
+    return None if ref is None else await resolve.namespace(kernel, ref, "underlay_netns")
+
+
+async def _check(kernel: KernelPort, spec: RemoteVWireSpec) -> _Checked:
+    """Validate ``spec`` whole and compute its MTU; nothing is created."""
     cid = validate.connection_id(spec.connection_id)
     workload_ns = await resolve.namespace(kernel, spec.workload.netns, "workload.netns")
-    underlay_ns = (
-        None
-        if spec.underlay_netns is None
-        else await resolve.namespace(kernel, spec.underlay_netns, "underlay_netns")
-    )
+    underlay_ns = await _underlay_ns(kernel, spec.underlay_netns)
     underlay_if = validate.ifname(spec.underlay_ifname, "underlay_ifname")
     try:
         underlay_mtu = await kernel.link_mtu(underlay_ns, underlay_if)
     except NotFound as err:
         raise NotFound(f"underlay_ifname: {err}") from None
-    private_key = parse_private_key(spec.private_key, "private_key").reveal()
+    parse_private_key(spec.private_key, "private_key")
     listen_port = validate_port(spec.listen_port, "listen_port", allow_zero=True)
-    wg_name = generated_ifname(cid, f"wireguard:{workload_ns}")
-    final_name = _final_name(spec.workload, wg_name)
     own = parse_addresses(spec.workload, ROLE)
     peer_addrs = [
         validate.interface_cidr(a, f"peer.addresses[{i}]")
         for i, a in enumerate(spec.peer.addresses)
     ]
-    plan = plan_end(ROLE, spec.workload, workload_ns, final_name, peer_addrs, point_to_point=True)
-    peer = validate_peer(
-        WgPeer(
-            public_key=spec.peer.public_key,
-            endpoint=spec.peer.endpoint,
-            allowed_ips=_allowed_ips(peer_addrs, plan.routes),
-            keepalive=spec.peer.keepalive,
-        )
-    )
+    wg_name = generated_ifname(cid, f"wireguard:{workload_ns}")
+    plan = plan_end(ROLE, spec.workload, workload_ns, _final_name(spec.workload, wg_name),
+                    peer_addrs, point_to_point=True)
+    peer = _peer(spec, peer_addrs, plan.routes)
     ipv6_underlay = spec.ipv6_underlay
     if ipv6_underlay is None:
         ipv6_underlay = peer.endpoint is None or ip_address(peer.endpoint[0]).version == 6
@@ -94,6 +242,25 @@ async def program_remote(
         requested=spec.mtu,
         ipv6=any(a.version == 6 for a in own + peer_addrs),
     )
+    return _Checked(cid, workload_ns, underlay_ns, spec.private_key, listen_port, mtu, own,
+                    peer_addrs)
+
+
+async def _complete(
+    kernel: KernelPort, backend: WireGuardBackend, spec: RemoteVWireSpec, checked: _Checked,
+    prepared: PreparedRemote,
+) -> VWire:
+    """Peer, move (if not done), rename, addresses, up, routes on ``prepared``; all or
+    nothing (a failure removes ``prepared`` too)."""
+    wg_name, workload_ns, cid = prepared.wg_name, checked.workload_ns, checked.cid
+    try:  # checked already, with the default name (which only the routes' device names)
+        final_name = _final_name(spec.workload, wg_name)
+        plan = plan_end(ROLE, spec.workload, workload_ns, final_name, checked.peer_addrs,
+                        point_to_point=True)
+        peer = _peer(spec, checked.peer_addrs, plan.routes)
+    except BaseException:
+        await prepared.discard()
+        raise
 
     async def wireguard_metrics() -> dict[str, str]:
         metrics = await _wireguard_metrics(backend, wg_name, peer.public_key)
@@ -101,34 +268,37 @@ async def program_remote(
             metrics["wireguard_endpoint"] = format_endpoint(*peer.endpoint)
         return metrics
 
-    vwire = VWire(
-        kernel, cid, mtu, (End(ROLE, workload_ns, final_name),), extra_metrics=wireguard_metrics
-    )
+    vwire = VWire(kernel, cid, checked.mtu, (End(ROLE, workload_ns, final_name),),
+                  listen_port=prepared.actual_port, extra_metrics=wireguard_metrics)
+    vwire.undo = prepared.undo
     vwire.wireguard = (wg_name, peer)
-    where = {"netns": underlay_ns, "name": wg_name}
-
-    async def delete_moved_link() -> None:
-        # Only for a kernel WireGuard link, which outlives the backend's delete once moved.
-        if where["netns"] == workload_ns:
-            await kernel.delete_link(workload_ns, str(where["name"]))
 
     async def steps() -> None:
-        vwire.undo.push(f"delete {final_name} in {workload_ns}", delete_moved_link)
-        vwire.listen_port = await backend.create(
-            wg_name, underlay_ns, private_key, listen_port, mtu=mtu
-        )
-        vwire.undo.push(f"delete wireguard {wg_name}", lambda: backend.delete(wg_name))
         await backend.set_peer(wg_name, peer)
-        await kernel.set_link(underlay_ns, wg_name, mtu=mtu, alias=marker(cid, wg_name))
-        await backend.move(wg_name, underlay_ns, workload_ns)
-        where["netns"] = workload_ns
+        if prepared.workload_ns is None:
+            await _move(backend, prepared, workload_ns)
         if final_name != wg_name:
             await kernel.set_link(workload_ns, wg_name, new_name=final_name)
-            where["name"] = final_name
+            prepared.where["name"] = final_name
         # MTU and alias were set in the underlay and moved with the link
-        await apply_end(kernel, plan, mtu=mtu, alias=marker(cid, wg_name), configured=True)
+        await apply_end(kernel, plan, mtu=checked.mtu, alias=marker(cid, wg_name),
+                        configured=True)
 
     return await program_or_rollback(vwire, steps)
+
+
+
+def _peer(
+    spec: RemoteVWireSpec, peer_addrs: Sequence[AnyInterface], routes: Sequence[Route]
+) -> WgPeer:
+    return validate_peer(
+        WgPeer(
+            public_key=spec.peer.public_key,
+            endpoint=spec.peer.endpoint,
+            allowed_ips=_allowed_ips(peer_addrs, routes),
+            keepalive=spec.peer.keepalive,
+        )
+    )
 
 
 def _final_name(att: Attachment, wg_name: str) -> str:
