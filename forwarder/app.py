@@ -117,7 +117,8 @@ class Forwarder:
             live = LiveVWires()
             self.recovery = RestartRecovery(self.kernel, live)
             self.recovery.attach(self.backend)
-        xconnect = Xconnect(self.kernel, self.backend, node, PortPool(ports), live)
+        xconnect = Xconnect(self.kernel, self.backend, node, PortPool(ports), live,
+                            prepare_ahead=self.config.prepare_ahead)
         self.xconnect = xconnect
         sign = (
             [SignPathSegment(self.svids, self._nsmgr_id, self.config.token_lifetime)]

@@ -42,6 +42,11 @@ class ForwarderSettings:
         0, "wireguard-go daemons kept started ahead (per underlay, at the last vWire's MTU), so "
         "a vWire does not wait for one to start; 0: start each on demand"
     )
+    prepare_ahead: bool = setting(
+        True, "make a remote vWire's tunnel (wireguard-go, key, port, MTU; on the client side "
+        "moved into the client's namespace) while the request is still downstream, so only "
+        "the peer, addresses and routes are left when the answer comes; off: all after it"
+    )
     svid_dir: str = setting(
         "", "directory with svid.crt, svid.key and bundle.pem: sign and verify path tokens"
     )

@@ -57,9 +57,13 @@ from forwarder.ports import PortPool
 from forwarder.reach import check_reachable, dial_address, ipv6_underlay, keepalive, path_mtu
 from forwarder.restart import LiveVWire, LiveVWires, wireguard_name
 from forwarder.vwire import (
+    Ahead,
     Attachment,
     LocalVWireSpec,
     NeighbourSpec,
+    PreparedRemote,
+    Recent,
+    RemotePreparation,
     RemoteVWireSpec,
     RouteSpec,
     VWire,
@@ -68,12 +72,14 @@ from forwarder.vwire import (
     program_remote,
     validate,
 )
+from forwarder.vwire.mtu import wireguard_mtu
 from forwarder.wireguard import WireGuardBackend, generate_keypair
 from sdk.chain import Key, Values
 from sdk.errors import FabricError, InvalidArgument, NotFound, quoted
 from sdk.networkservice.core import NetworkServiceElement, NSCursor
 
 _log = structlog.get_logger("forwarder.xconnect")
+_REMEMBERED = 1024  # services' MTUs and endpoints' namespaces remembered (a few KB)
 
 #: Per-connection metadata this element keeps: the live vWire and what it was built from, the
 #: tunnel key pair, and a vWire set aside after its daemon could not be restarted.
@@ -166,9 +172,14 @@ class Xconnect(NetworkServiceElement):
 
     def __init__(
         self, kernel: KernelPort, backend: WireGuardBackend, node: Node, ports: PortPool,
-        live: LiveVWires | None = None,
+        live: LiveVWires | None = None, *, prepare_ahead: bool = True,
     ) -> None:
         self.kernel = kernel
+        self.prepare_ahead = prepare_ahead
+        #: what the last first request for a network service came out as: the tunnel MTU
+        #: (None: the endpoint was on this node), and the namespace each endpoint answered with
+        self._service_mtu: Recent[str, int | None] = Recent(_REMEMBERED)
+        self._endpoint_netns: Recent[str, str] = Recent(_REMEMBERED)
         self.backend = backend
         self.node = node
         self.ports = ports
@@ -208,17 +219,76 @@ class Xconnect(NetworkServiceElement):
 
     async def _forward(
         self, request: NetworkServiceRequest, next: NSCursor, md: Values, vid: str,
-        offer: list[Mechanism],
+        offer: list[Mechanism], ahead: Ahead,
     ) -> Connection:
-        """Send the request on offering ``offer``; a first request that fails frees its port."""
+        """Send the request on offering ``offer``; a first request that fails removes its
+        preparation and frees its port."""
         del request.mechanism_preferences[:]
         request.mechanism_preferences.extend(offer)
         try:
             return await next.request(request)
         except BaseException:
+            await ahead.discard()
             if VWIRE not in md:
                 self.ports.give_back(vid)
             raise
+
+    def _first(self, md: Values) -> bool:
+        """Whether a preparation ahead may run: on, and no vWire (live or lost) exists yet."""
+        return self.prepare_ahead and VWIRE not in md and LOST not in md
+
+    def _ahead_client(
+        self, request: NetworkServiceRequest, md: Values, vid: str, netns: str, port: int
+    ) -> Ahead:
+        """Start the client side's preparation, in the client's namespace, at the MTU this
+        service's last vWire had (else this node's underlay MTU's); none for a service whose
+        last endpoint was on this node, or when disabled."""
+        service = request.connection.network_service
+        if not self._first(md) or (service in self._service_mtu
+                                   and self._service_mtu.get(service) is None):
+            return Ahead.none()
+        mtu = self._service_mtu.get(service) or self._tunnel_mtu(
+            self.node.reach.underlay_mtu, ipv6_underlay(self.node.underlay_ip),
+            request.connection.context.MTU)
+        if mtu is None:
+            return Ahead.none()
+        return self._ahead(vid, md, port, mtu, netns)
+
+    def _ahead_endpoint(
+        self, request: NetworkServiceRequest, md: Values, vid: str, near: WireguardMechanism,
+        port: int,
+    ) -> Ahead:
+        """Start the endpoint side's preparation at the path's MTU, moved into the namespace
+        the chosen endpoint answered with last time (if it did)."""
+        if not self._first(md):
+            return Ahead.none()
+        me = self.node.own_reach
+        dial = dial_address(me, near.src, near.src_ip)
+        underlay = min(me.underlay_mtu, path_mtu(me, near.src) or me.underlay_mtu)
+        mtu = self._tunnel_mtu(underlay, ipv6_underlay(dial or "", near.src_ip,
+                                                       self.node.underlay_ip),
+                               request.connection.context.MTU)
+        if mtu is None:
+            return Ahead.none()
+        netns = self._endpoint_netns.get(request.connection.network_service_endpoint_name)
+        return self._ahead(vid, md, port, mtu, netns)
+
+    @staticmethod
+    def _tunnel_mtu(underlay: int, ipv6: bool, requested: int) -> int | None:
+        """The tunnel MTU over ``underlay`` (None: unknown or unusable)."""
+        if underlay <= 0:
+            return None
+        try:
+            return wireguard_mtu(underlay, ipv6_underlay=ipv6, requested=requested or None,
+                                 ipv6=False)
+        except FabricError:
+            return None
+
+    def _ahead(self, vid: str, md: Values, port: int, mtu: int, netns: str | None) -> Ahead:
+        private, _ = self._keys(md)
+        return Ahead.start(self.kernel, self.backend, RemotePreparation(
+            vid, private, self.node.underlay_interface, mtu, self.node.underlay_netns, port,
+            netns))
 
     async def _client_side(
         self, request: NetworkServiceRequest, next: NSCursor, md: Values
@@ -248,12 +318,15 @@ class Xconnect(NetworkServiceElement):
             src_ip=self.node.address, src_port=port, src_public_key=public,
             src=self.node.own_reach,
         )
+        ahead = self._ahead_client(request, md, vid, client.netns_url, port)
         reply = await self._forward(
-            request, next, md, vid, [KernelMechanism().to_proto(), offer.to_proto()]
+            request, next, md, vid, [KernelMechanism().to_proto(), offer.to_proto()], ahead
         )
         ip = reply.context.ip_context
         if is_kernel(reply.mechanism):
+            await ahead.discard()
             self.ports.give_back(vid)
+            self._service_mtu.put(request.connection.network_service, None)
             endpoint = KernelMechanism.parse(reply.mechanism)
             spec: LocalVWireSpec | RemoteVWireSpec = LocalVWireSpec(
                 vid, client_attachment(client, ip), endpoint_attachment(endpoint, ip),
@@ -264,7 +337,7 @@ class Xconnect(NetworkServiceElement):
                 far = WireguardMechanism.parse(reply.mechanism)
                 check_reachable(self.node.own_reach, self.node.address, far.dst, far.dst_ip)
             except FabricError:
-                await self._abandon(reply, next, md, vid)
+                await self._abandon(reply, next, md, vid, ahead)
                 raise
             spec = self._remote_spec(
                 vid, client_attachment(client, ip), _Peer(far.dst_public_key, far.dst_ip,
@@ -272,12 +345,14 @@ class Xconnect(NetworkServiceElement):
                 tuple(ip.dst_ip_addrs), port, md, far.mtu or reply.context.MTU or None,
             )
         else:
-            await self._abandon(reply, next, md, vid)
+            await self._abandon(reply, next, md, vid, ahead)
             raise InvalidArgument(
                 "mechanism",
                 f"the far side chose {quoted(reply.mechanism.type)}: not supported here",
             )
-        vwire = await self._program(spec, reply, next, md)
+        vwire = await self._program(spec, reply, next, md, ahead)
+        if isinstance(spec, RemoteVWireSpec):
+            self._service_mtu.put(request.connection.network_service, vwire.mtu)
         reply.mechanism.CopyFrom(
             KernelMechanism(client.netns_url, vwire.ends[0].ifname).to_proto()
         )
@@ -298,17 +373,22 @@ class Xconnect(NetworkServiceElement):
         vid = self._vwire_id(request.connection)
         _, public = self._keys(md)
         port = self.ports.take(vid)
-        reply = await self._forward(request, next, md, vid, [KernelMechanism().to_proto()])
+        ahead = self._ahead_endpoint(request, md, vid, near, port)
+        reply = await self._forward(request, next, md, vid, [KernelMechanism().to_proto()],
+                                    ahead)
         if not is_kernel(reply.mechanism):
-            await self._abandon(reply, next, md, vid)
+            await self._abandon(reply, next, md, vid, ahead)
             raise InvalidArgument("mechanism", "the endpoint must accept a KERNEL mechanism")
         ip = reply.context.ip_context
+        endpoint = KernelMechanism.parse(reply.mechanism)
+        if reply.network_service_endpoint_name and endpoint.netns_url:
+            self._endpoint_netns.put(reply.network_service_endpoint_name, endpoint.netns_url)
         spec = self._remote_spec(
-            vid, endpoint_attachment(KernelMechanism.parse(reply.mechanism), ip),
+            vid, endpoint_attachment(endpoint, ip),
             _Peer(near.src_public_key, near.src_ip, near.src_port, near.src),
             tuple(ip.src_ip_addrs), port, md, reply.context.MTU or None,
         )
-        vwire = await self._program(spec, reply, next, md)
+        vwire = await self._program(spec, reply, next, md, ahead)
         answer = near.with_destination(self.node.address, port, public, vwire.mtu,
                                        self.node.own_reach)
         reply.mechanism.CopyFrom(answer.to_proto())
@@ -338,8 +418,10 @@ class Xconnect(NetworkServiceElement):
 
     async def _program(
         self, spec: LocalVWireSpec | RemoteVWireSpec, reply: Connection, next: NSCursor,
-        md: Values,
+        md: Values, ahead: Ahead,
     ) -> VWire:
+        """Make (or keep, or rebuild) the vWire of ``spec``; a remote one takes over the
+        preparation ``ahead``, which is removed on every other way out."""
         current: VWire | None = md.get(VWIRE)
         if current is not None and _unchanged(md.get(SPEC), spec, current.mtu):
             return current
@@ -354,10 +436,13 @@ class Xconnect(NetworkServiceElement):
                 await lost.close()
                 md.pop(LOST)
             if isinstance(spec, LocalVWireSpec):
+                await ahead.discard()
                 vwire = await program_local(self.kernel, spec)
             else:
-                vwire = await program_remote(self.kernel, self.backend, spec)
+                prepared: PreparedRemote | None = await ahead.take()
+                vwire = await program_remote(self.kernel, self.backend, spec, prepared)
         except BaseException:
+            await ahead.discard()
             await self._close_quietly(reply, next)
             self.ports.give_back(spec.connection_id)
             md.pop(SPEC, None)
@@ -407,10 +492,12 @@ class Xconnect(NetworkServiceElement):
         return reply
 
     async def _abandon(
-        self, reply: Connection, next: NSCursor, md: Values, vid: str
+        self, reply: Connection, next: NSCursor, md: Values, vid: str, ahead: Ahead
     ) -> None:
         """The far side's answer cannot be used: close the rest of the path again and, on a first
-        request, free the tunnel port (as :meth:`_forward` does when the request fails)."""
+        request, remove the preparation and free the tunnel port (as :meth:`_forward` does when
+        the request fails)."""
+        await ahead.discard()
         await self._close_quietly(reply, next)
         if VWIRE not in md:
             self.ports.give_back(vid)
