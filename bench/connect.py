@@ -1,8 +1,10 @@
 """Connection benchmark: remote setup latency and heal times on a real fabric, against a raw peer.
 
 Run (root): ``python -m bench.connect [--sequential 100] [--concurrent 50] [--heal-trials 5]
-[--wireguard-pool N] [--json]`` (``--wireguard-pool``: the forwarders keep N wireguard-go daemons
-started ahead, see ``VWIRE_FORWARDER_WIREGUARD_POOL``).
+[--wireguard-pool N] [--no-prepare-ahead] [--json]`` (``--wireguard-pool``: the forwarders keep N
+wireguard-go daemons started ahead, see ``VWIRE_FORWARDER_WIREGUARD_POOL``;
+``--no-prepare-ahead``: they program a tunnel only once the answer came, as before
+``VWIRE_FORWARDER_PREPARE_AHEAD``).
 
 Builds a 3-node fabric with :class:`lab.fabric.Fabric` (its own namespaces ``vwb<pid>-...``,
 removed at the end whatever happens): endpoint ``nse-setup`` on n2 for the setup measurements,
@@ -98,6 +100,7 @@ class Config:
     heal_trials: int = 5
     max_seconds: float = 300.0
     wireguard_pool: int = 0
+    prepare_ahead: bool = True
 
 
 @dataclass
@@ -435,6 +438,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--wireguard-pool", type=int, default=defaults.wireguard_pool,
                         help="the forwarders' VWIRE_FORWARDER_WIREGUARD_POOL (daemons started "
                              "ahead per underlay; 0: none)")
+    parser.add_argument("--no-prepare-ahead", dest="prepare_ahead", action="store_false",
+                        help="the forwarders' VWIRE_FORWARDER_PREPARE_AHEAD=false (a tunnel is "
+                             "made only once the request's answer came)")
     parser.add_argument("--max-seconds", type=float, default=defaults.max_seconds,
                         help="wall-clock budget; phases stop early when it runs out")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -454,6 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     if config.wireguard_pool < 0:
         parser.error("--wireguard-pool must be 0 or more")
     os.environ["VWIRE_FORWARDER_WIREGUARD_POOL"] = str(config.wireguard_pool)  # the forwarders'
+    os.environ["VWIRE_FORWARDER_PREPARE_AHEAD"] = str(config.prepare_ahead).lower()
     log.configure("warning", json=True)
     pid = os.getpid()
     topology = Topology(f"vwb{pid}-", Path(f"/var/run/vwire-bench/{pid}"))
