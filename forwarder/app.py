@@ -34,6 +34,7 @@ from forwarder.counters import Counters, add_counters
 from forwarder.kernel import KernelPort
 from forwarder.kernel.sysctl import reserve_ports
 from forwarder.metrics import VWireMetrics
+from forwarder.namelock import NameLock
 from forwarder.ports import PortPool, parse_range
 from forwarder.restart import LiveVWires, RestartRecovery
 from forwarder.settings import ForwarderSettings
@@ -85,6 +86,7 @@ class Forwarder:
         self.vwire_metrics: VWireMetrics | None = None
         self._metrics_task: asyncio.Task[None] | None = None
         self.xconnect: Xconnect | None = None
+        self.name_lock = NameLock(self.name)
 
     async def start(self) -> None:
         interface, ip = await detect_underlay(
@@ -97,7 +99,11 @@ class Forwarder:
         if isinstance(self.backend, UserspaceBackend):
             raise_limit()  # one inotify instance per daemon; the default allows ~64 vWires
             await self.backend.pool.sweep(None)  # a previous run's daemons started ahead
-        removed = await sweep(self.kernel, self.backend, owner=self.name)
+        # What carries this name's marker is a dead run's only if no other forwarder of this
+        # name runs on the host (fabrics side by side): forwarder/namelock.py.
+        sole = await self.name_lock.acquire()
+        removed = await sweep(self.kernel, self.backend, owner=self.name) if sole else []
+        await self.name_lock.share()
         info = await describe(self.backend)
         self.dataplane = {
             "wireguard": info.kind,
@@ -202,6 +208,10 @@ class Forwarder:
             self.recovery = None
         if isinstance(self.backend, UserspaceBackend):
             await self.backend.pool.close()  # daemons started ahead belong to no vWire
-        await sweep(self.kernel, self.backend, owner=self.name)
+        if self.name_lock.sole():
+            await sweep(self.kernel, self.backend, owner=self.name)
+        elif isinstance(self.backend, UserspaceBackend):
+            await self.backend.close()  # another forwarder of this name runs: only our tunnels
+        self.name_lock.release()
         await self.pool.close()
         _log.info("forwarder stopped", name=self.name)

@@ -1,0 +1,42 @@
+"""Two fabrics on one host: one coming up and going down leaves the other's vWires alone.
+
+Every lab fabric names its forwarders ``forwarder-n1``, ``forwarder-n2``..., and a forwarder
+sweeps, at start and at stop, the interfaces marked with its name in every namespace of the
+host. Before ``forwarder/namelock.py`` the second fabric's forwarders deleted the first one's
+live vWires (a remote vWire's tunnel device deleted under its wireguard-go, which ended with
+exit 0 and was restarted; a local veth simply gone): the wireguard-go ends of ``bench.scale``
+while tests ran beside it.
+"""
+
+from __future__ import annotations
+
+from lab.observe import endpoint_address, ping, wait_for
+from tests.e2e.conftest import MakeFabric
+
+
+async def test_a_second_fabric_up_and_down_leaves_the_first_ones_vwires_alone(
+    make_fabric: MakeFabric,
+) -> None:
+    first = await make_fabric(nodes=2)
+    await first.add_endpoint("nse-remote", ["remote-svc"], node=2)
+    await first.add_endpoint("nse-local", ["local-svc"], node=1,
+                             cidrs=("10.61.0.0/16", "fd00:61::/64"))
+    client = await first.add_client("nsc", node=1,
+                                    urls=["kernel://remote-svc/nsm0", "kernel://local-svc/nsm1"])
+    daemons = first.wireguard_processes()
+    links = first.vwire_links()
+    assert len(daemons) == 2, daemons  # one wireguard-go per side of the remote vWire
+    assert sum(len(names) for names in links.values()) == 4, links  # + the local veth pair
+
+    second = await make_fabric(nodes=2)  # its forwarders carry the same names
+    second.down(grace=3.0)  # and stop again: both sweeps ran
+
+    assert first.wireguard_processes() == daemons, "the first fabric's daemons were replaced"
+    assert first.vwire_links() == links
+    for service in ("remote-svc", "local-svc"):
+        target = endpoint_address(client.connection(service))
+
+        async def answers(address: str = target) -> bool:
+            return await ping(client.netns, address, wait=0.5)
+
+        await wait_for(f"{service}: ping {target}", answers, 10)
