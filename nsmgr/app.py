@@ -173,7 +173,7 @@ class Nsmgr:
             self.watch.watch(f"forwarder/{name}", url, self._peer_died)
             return
         self.watch.unwatch(f"forwarder/{name}")  # unregistered or dead: its vWires are gone
-        down = self.monitor.mark_down(lambda c: any(s.name == name for s in c.path.path_segments))
+        down = self.monitor.mark_down(lambda c: name in c.path_names)
         _log.warning("forwarder gone", forwarder=name, connections_down=len(down))
 
     def _endpoint_changed(self, name: str, url: str | None) -> None:
@@ -191,8 +191,7 @@ class Nsmgr:
         self.local_endpoints.forget(name)
         self.breaker.record_failure(name)
         affected = [
-            c for c in self.monitor.connections.values()
-            if c.network_service_endpoint_name == name
+            kept.restore() for kept in self.monitor.connections.values() if kept.endpoint == name
         ]
         _log.warning("endpoint died", endpoint=name, connections=len(affected))
         for conn in affected:

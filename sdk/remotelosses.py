@@ -44,8 +44,7 @@ class RemoteLossWatch:
                 continue
             ids = {segment.id for segment in remote.path.path_segments}
             down = self.monitor.mark_down(
-                lambda c, ids=ids: bool(c.path.path_segments)  # type: ignore[misc]
-                and c.path.path_segments[0].id in ids
+                lambda c, ids=ids: bool(c.path_ids) and c.path_ids[0] in ids  # type: ignore[misc]
             )
             if down:
                 _log.warning("a remote node lost connections", count=len(down))

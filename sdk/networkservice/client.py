@@ -36,13 +36,14 @@ from sdk.errors import FabricError, FailedPrecondition
 from sdk.grpcutil import fabric_error
 from sdk.networkservice.core import NetworkServiceElement, NSCursor
 from sdk.networkservice.rebuild import REBUILD
+from sdk.networkservice.stored import StoredConnection
 from sdk.tracing import inject
 
 #: Where to send the request next, set by the element in front that chose the next hop.
 CLIENT_URL: Key[str] = Key("connect.client_url")
-#: Metadata: ``(target, endpoint name, connection as the target returned it, serialized)`` of the
-#: last success (as bytes: ~60 % of a message copy's memory; parsed only to leave that target).
-SENT: Key[tuple[str, str, bytes]] = Key("connect.sent")
+#: Metadata: ``(target, connection as the target returned it)`` of the last success (kept
+#: compactly, :mod:`sdk.networkservice.stored`; restored only to leave that target).
+SENT: Key[tuple[str, StoredConnection]] = Key("connect.sent")
 
 _log = structlog.get_logger("sdk.connect")
 
@@ -72,12 +73,12 @@ class Connect(NetworkServiceElement):
         path = conn.path
         if sent is None or len(path.path_segments) <= path.index + 1:
             return
-        old_url, old_endpoint, old = sent
-        moved = old_endpoint != conn.network_service_endpoint_name
+        old_url, old = sent
+        moved = old.endpoint != conn.network_service_endpoint_name
         if old_url == url and not moved and not next.ctx.values.get(REBUILD):
             return
         try:
-            await self._close_at(old_url, Connection.FromString(old), next)
+            await self._close_at(old_url, old.restore(), next)
             closed = True
         except FabricError as exc:
             _log.info("closing the connection at the previous next hop failed",
@@ -100,8 +101,7 @@ class Connect(NetworkServiceElement):
         # this hop's connection again.
         conn.path.index = request.connection.path.index
         conn.id = request.connection.id
-        next.ctx.metadata[SENT] = (url, conn.network_service_endpoint_name,
-                                   conn.SerializeToString())
+        next.ctx.metadata[SENT] = (url, StoredConnection(conn))
         return conn
 
     async def close(self, conn: Connection, next: NSCursor) -> None:

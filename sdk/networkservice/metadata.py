@@ -18,10 +18,11 @@ request), or close nothing while forgetting the connection (a close).
 
 from __future__ import annotations
 
-from api.proto.connection_pb2 import Connection, PathSegment
+from api.proto.connection_pb2 import Connection
 from api.proto.networkservice_pb2 import NetworkServiceRequest
 from sdk.chain import Values
 from sdk.networkservice.core import NetworkServiceElement, NSCursor
+from sdk.networkservice.stored import StoredSegments
 
 
 class Metadata(NetworkServiceElement):
@@ -29,7 +30,8 @@ class Metadata(NetworkServiceElement):
 
     def __init__(self) -> None:
         self._by_id: dict[str, Values] = {}
-        self._downstream: dict[str, list[PathSegment]] = {}
+        #: Kept compactly (:mod:`sdk.networkservice.stored`): their tokens are most of them.
+        self._downstream: dict[str, StoredSegments] = {}
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -45,15 +47,10 @@ class Metadata(NetworkServiceElement):
         if downstream is None or conn.path.index >= len(segments):
             return
         del segments[conn.path.index + 1 :]
-        segments.extend(downstream)
+        segments.extend(downstream.restore())
 
     def _remember_path(self, conn_id: str, index: int, reply: Connection) -> None:
-        kept = []
-        for segment in reply.path.path_segments[index + 1 :]:
-            copy = PathSegment()
-            copy.CopyFrom(segment)
-            kept.append(copy)
-        self._downstream[conn_id] = kept
+        self._downstream[conn_id] = StoredSegments(reply.path.path_segments[index + 1 :])
 
     async def request(self, request: NetworkServiceRequest, next: NSCursor) -> Connection:
         conn_id = request.connection.id

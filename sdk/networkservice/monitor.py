@@ -1,7 +1,8 @@
 """Element ``Monitor`` and its gRPC service: NSM's ``connection.MonitorConnection``.
 
 Contract of the element: after each successful request it records the connection as returned
-at this hop and announces it (``UPDATE``); after a close it announces ``DELETE``. ``mark_down``
+at this hop (kept compactly, :mod:`sdk.networkservice.stored`) and announces it (``UPDATE``);
+after a close it announces ``DELETE``. ``mark_down``
 lets the process announce that connections lost a downstream component (state ``DOWN``), so
 clients heal without waiting for their own checks; connections being closed are left alone.
 Place it right after ``UpdatePath``/``Timeout``.
@@ -49,6 +50,7 @@ from api.proto.networkservice_pb2 import NetworkServiceRequest
 from sdk.errors import ResourceExhausted
 from sdk.grpcutil import stream_edge
 from sdk.networkservice.core import NetworkServiceElement, NSCursor
+from sdk.networkservice.stored import StoredConnection
 from sdk.security.peer import peer_spiffe_id
 from sdk.security.redact import PREFIX
 from sdk.security.token import path_identities, token_hash
@@ -124,7 +126,8 @@ class Monitor(NetworkServiceElement):
         self, max_backlog_events: int = MAX_BACKLOG_EVENTS,
         max_backlog_bytes: int = MAX_BACKLOG_BYTES,
     ) -> None:
-        self.connections: dict[str, Connection] = {}
+        #: The live connections as returned at this hop, kept compactly (restore() each).
+        self.connections: dict[str, StoredConnection] = {}
         self.max_backlog_events = max_backlog_events
         self.max_backlog_bytes = max_backlog_bytes
         self._closing: set[str] = set()
@@ -141,10 +144,8 @@ class Monitor(NetworkServiceElement):
 
     async def request(self, request: NetworkServiceRequest, next: NSCursor) -> Connection:
         conn = await next.request(request)
-        kept = Connection()
-        kept.CopyFrom(conn)
-        self.connections[conn.id] = kept
-        self._publish(UPDATE, kept)
+        self.connections[conn.id] = StoredConnection(conn, keep_path=True)
+        self._publish(UPDATE, conn)
         return conn
 
     async def close(self, conn: Connection, next: NSCursor) -> None:
@@ -154,16 +155,22 @@ class Monitor(NetworkServiceElement):
         finally:
             self._closing.discard(conn.id)
             gone = self.connections.pop(conn.id, None)
-            self._publish(DELETE, gone or conn)
+            if self._subscribers:
+                self._publish(DELETE, conn if gone is None else gone.restore())
 
-    def mark_down(self, affected: Callable[[Connection], bool]) -> list[str]:
-        """Announce state DOWN for every connection ``affected`` selects; returns their ids."""
+    def mark_down(self, affected: Callable[[StoredConnection], bool]) -> list[str]:
+        """Announce state DOWN for every connection ``affected`` selects (it is given the kept
+        copy, whose ``path_ids``/``path_names`` it can read without restoring the connection);
+        returns their ids."""
         ids = []
-        for conn in self.connections.values():
-            if conn.id not in self._closing and affected(conn) and conn.state != DOWN:
-                conn.state = DOWN
-                self._publish(UPDATE, conn)
-                ids.append(conn.id)
+        for conn_id, kept in list(self.connections.items()):
+            if conn_id in self._closing or kept.down or not affected(kept):
+                continue
+            conn = kept.restore()
+            conn.state = DOWN
+            self.connections[conn_id] = StoredConnection(conn, keep_path=True)
+            self._publish(UPDATE, conn)
+            ids.append(conn_id)
         return ids
 
     def end_all(self) -> None:
@@ -183,7 +190,8 @@ class Monitor(NetworkServiceElement):
         self._subscribers.add(subscriber)
         try:
             initial = ConnectionEvent(type=INITIAL_STATE_TRANSFER)
-            for conn_id, conn in self.connections.items():
+            for conn_id, kept in list(self.connections.items()):
+                conn = kept.restore()
                 if wanted(conn):
                     initial.connections[conn_id].CopyFrom(conn)
             yield initial

@@ -19,6 +19,7 @@ import structlog
 from api.proto.connection_pb2 import Connection
 from api.proto.networkservice_pb2 import NetworkServiceRequest
 from sdk.networkservice.core import NetworkServiceElement, NSCursor
+from sdk.networkservice.stored import StoredConnection
 
 _log = structlog.get_logger("sdk.timeout")
 
@@ -66,15 +67,15 @@ class Timeout(NetworkServiceElement):
         if at is None or self._close is None:
             return
         loop = asyncio.get_running_loop()
-        # Kept serialized: a connection's copy as bytes takes ~60 % of the memory of a message
-        # copy (12 vs 21 KB with a real path's tokens), and it is parsed only if it expires.
-        expired = conn.SerializeToString()
+        # Kept compactly (sdk.networkservice.stored: ~4 KB instead of a 21 KB message copy with
+        # a real path's tokens), restored only if it expires.
+        expired = StoredConnection(conn)
         delay = max(0.0, at - self.clock())
         self._timers[conn.id] = loop.call_later(delay, self._fire, conn.id, expired)
 
-    def _fire(self, conn_id: str, expired: bytes) -> None:
+    def _fire(self, conn_id: str, expired: StoredConnection) -> None:
         self._timers.pop(conn_id, None)
-        conn = Connection.FromString(expired)
+        conn = expired.restore()
         task = asyncio.create_task(self._expire(conn), name=f"timeout-{conn_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
