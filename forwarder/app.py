@@ -99,11 +99,10 @@ class Forwarder:
         if isinstance(self.backend, UserspaceBackend):
             raise_limit()  # one inotify instance per daemon; the default allows ~64 vWires
             await self.backend.pool.sweep(None)  # a previous run's daemons started ahead
-        # What carries this name's marker is a dead run's only if no other forwarder of this
-        # name runs on the host (fabrics side by side): forwarder/namelock.py.
-        sole = await self.name_lock.acquire()
-        removed = await sweep(self.kernel, self.backend, owner=self.name) if sole else []
-        await self.name_lock.share()
+        # Other live forwarders of this name (fabrics side by side) keep theirs: namelock.py.
+        self.name_lock.hold()
+        removed = await sweep(self.kernel, self.backend, owner=self.name,
+                              spare=self.name_lock.spare_others)
         info = await describe(self.backend)
         self.dataplane = {
             "wireguard": info.kind,
@@ -208,10 +207,8 @@ class Forwarder:
             self.recovery = None
         if isinstance(self.backend, UserspaceBackend):
             await self.backend.pool.close()  # daemons started ahead belong to no vWire
-        if self.name_lock.sole():
-            await sweep(self.kernel, self.backend, owner=self.name)
-        elif isinstance(self.backend, UserspaceBackend):
-            await self.backend.close()  # another forwarder of this name runs: only our tunnels
+        await sweep(self.kernel, self.backend, owner=self.name,
+                    spare=self.name_lock.spare_all_but_mine)
         self.name_lock.release()
         await self.pool.close()
         _log.info("forwarder stopped", name=self.name)

@@ -2,23 +2,30 @@
 
 Every interface a vWire creates carries the ifalias ``vwire:<connection-id>``; a WireGuard
 interface adds `` wg=<name>``, the name it was created with (its control socket's name, needed to
-delete it after it was renamed in the workload namespace). :func:`parse_marker` reads it back,
-which is how :mod:`forwarder.vwire.sweep` finds what a crashed run left.
+delete it after it was renamed in the workload namespace); every marker ends with `` by=<pid>``,
+the forwarder process that made it (several forwarders of one name may run on one host, e.g.
+lab fabrics side by side: the sweep spares what a live one made, see ``forwarder/namelock.py``).
+:func:`parse_marker` reads it back, which is how :mod:`forwarder.vwire.sweep` finds what a
+crashed run left.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 
 MARKER_PREFIX = "vwire:"
 _WG_TAG = " wg="
+_BY_TAG = " by="
 GENERATED_PREFIX = "vw"
 
 
-def marker(connection_id: str, wg_name: str | None = None) -> str:
-    """The ifalias of an interface owned by ``connection_id``."""
-    return f"{MARKER_PREFIX}{connection_id}" + (f"{_WG_TAG}{wg_name}" if wg_name else "")
+def marker(connection_id: str, wg_name: str | None = None, owner: int | None = None) -> str:
+    """The ifalias of an interface owned by ``connection_id``, made by process ``owner``
+    (default: this one)."""
+    wg = f"{_WG_TAG}{wg_name}" if wg_name else ""
+    return f"{MARKER_PREFIX}{connection_id}{wg}{_BY_TAG}{os.getpid() if owner is None else owner}"
 
 
 @dataclass(frozen=True)
@@ -27,6 +34,7 @@ class Marker:
 
     connection_id: str
     wg_name: str | None
+    owner: int | None = None  #: the pid of the process that made it (None: an older marker)
 
 
 def parse_marker(alias: str | None) -> Marker | None:
@@ -34,10 +42,14 @@ def parse_marker(alias: str | None) -> Marker | None:
     if not alias or not alias.startswith(MARKER_PREFIX):
         return None
     body = alias[len(MARKER_PREFIX) :]
+    owner = None
+    head, tag, pid = body.rpartition(_BY_TAG)
+    if tag and pid.isdigit():
+        body, owner = head, int(pid)
     connection_id, _, wg_name = body.partition(_WG_TAG)
     if not connection_id:
         return None
-    return Marker(connection_id, wg_name or None)
+    return Marker(connection_id, wg_name or None, owner)
 
 
 def generated_ifname(connection_id: str, role: str) -> str:

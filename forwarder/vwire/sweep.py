@@ -10,7 +10,7 @@ deleted through the backend first (stops wireguard-go, removes its stale control
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from contextlib import suppress
 from dataclasses import dataclass
 from functools import partial
@@ -32,6 +32,7 @@ class Leftover:
     connection_id: str
     wg_name: str | None
     mtu: int
+    owner: int | None = None  #: the pid of the forwarder that made it (None: not recorded)
 
 
 async def find_leftovers(
@@ -50,7 +51,8 @@ async def find_leftovers(
         for link in links:
             mark = parse_marker(link.alias)
             if mark is not None:
-                found.append(Leftover(netns, link.name, mark.connection_id, mark.wg_name, link.mtu))
+                found.append(Leftover(netns, link.name, mark.connection_id, mark.wg_name, link.mtu,
+                                      mark.owner))
     return found
 
 
@@ -71,14 +73,18 @@ async def sweep(
     keep: Collection[str] = (),
     namespaces: Collection[Netns] | None = None,
     owner: str | None = None,
+    spare: Callable[[Leftover], bool] | None = None,
 ) -> list[Leftover]:
     """Remove every leftover (in ``namespaces``, default all) whose connection id is not in
     ``keep`` and, when ``owner`` is given, starts with ``<owner>/`` (a forwarder prefixes its
-    connection ids with its name, so forwarders sharing namespaces never remove each other's
-    vWires); return what was removed."""
+    connection ids with its name, so forwarders of other names never remove each other's
+    vWires), unless ``spare`` says to keep it (forwarders of one name tell theirs apart by the
+    marker's process, ``forwarder/namelock.py``); return what was removed."""
     removed = []
     for item in await find_leftovers(kernel, namespaces):
         if owner is not None and not item.connection_id.startswith(f"{owner}/"):
+            continue
+        if spare is not None and spare(item):
             continue
         if item.connection_id not in keep:
             await _remove(kernel, backend, item)

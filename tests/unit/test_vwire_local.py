@@ -14,6 +14,7 @@ from forwarder.vwire import (
     program_local,
     sweep,
 )
+from forwarder.vwire.naming import marker
 from sdk.errors import AlreadyExists, DataplaneError, InvalidArgument, NotFound
 
 C, E = "/var/run/netns/client", "/var/run/netns/endpoint"
@@ -59,7 +60,7 @@ async def test_programs_both_ends(kernel: FakeKernel) -> None:
     assert (client.netns, client.ifname) == (C, "nsm0")
     assert endpoint.netns == E and endpoint.ifname.startswith("vw") and len(endpoint.ifname) <= 15
     link = await kernel.get_link(C, "nsm0")
-    assert (link.up, link.mtu, link.alias) == (True, 1500, "vwire:conn-1")
+    assert (link.up, link.mtu, link.alias) == (True, 1500, marker("conn-1"))
     assert await kernel.list_addresses(C, "nsm0") == ["10.0.0.1/32", "fd00::1/128"]
     assert set(await kernel.list_routes(C)) == {
         Route("10.0.0.2/32", "nsm0"),

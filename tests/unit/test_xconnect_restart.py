@@ -26,6 +26,7 @@ from forwarder.vwire import (
     WireGuardPeerSpec,
     program_remote,
 )
+from forwarder.vwire.naming import marker
 from forwarder.wireguard import WgProcessEvent, generate_keypair
 from forwarder.wireguard.fake import FakeWireGuard
 from forwarder.xconnect import LOST, VWIRE, Node, Xconnect, _unchanged
@@ -113,7 +114,7 @@ async def test_restarted_event_restores_name_mtu_addresses_up_and_routes(
     await settle(recovery)
     assert recovery.restored == 1 and not lost
     link = await kernel.get_link(CLIENT, "nsm0")
-    assert link.up and link.mtu == vwire.mtu and link.alias == f"vwire:fwd/conn-r wg={wg_name}"
+    assert link.up and link.mtu == vwire.mtu and link.alias == marker("fwd/conn-r", wg_name)
     assert await kernel.list_addresses(CLIENT, "nsm0") == ["10.0.0.1/32"]
     assert {r.dst for r in await kernel.list_routes(CLIENT)} == {"10.0.0.2/32", "10.5.0.0/16"}
     await recovery.close()
