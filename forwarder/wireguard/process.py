@@ -13,7 +13,14 @@ Contract:
   socket (SIGKILL leaves one; connecting gives ECONNREFUSED) is unlinked. Idempotent.
 - :func:`clear_stale_socket` unlinks a socket nobody listens on and reports a live one.
 - The daemon's output is read continuously (a full pipe would block it) and logged at debug;
-  the last lines that are not debug lines are kept for error reports. It never contains keys.
+  its last ``TAIL_LINES`` lines, verbose ("DEBUG: ") ones included, are kept for exit and error
+  reports (:meth:`WgGoProcess.output_tail`), without the goroutine start/stop lines (all but the
+  TUN reader's) and without the interface name and date each line repeats. How a daemon ended
+  shows only in verbose lines; :meth:`WgGoProcess.exit_reason` reads it from them: its TUN
+  reader stopping before "Device closing" with no error line means its tunnel device was
+  deleted (wireguard-go reports that read error as a plain close), "Device closing" first means
+  a signal or its UAPI listener failing (e.g. its socket file removed or changed). It never
+  contains keys.
 - The daemon runs with ``LOG_LEVEL=verbose`` so that its "MTU updated: N" lines tell which MTU
   it pads packets to: it learns a new MTU from the link's netlink event and reads it by
   interface name in its own namespace, so it must have seen the MTU before the link moves to
@@ -46,9 +53,25 @@ _LISTENING = "UAPI listener started"
 _NO_INOTIFY = "too many open files"
 _BANNER = ("\u250c", "\u2502", "\u2514")  # wireguard-go's boxed "kernel has WireGuard" notice
 _MTU_UPDATED = re.compile(r"MTU updated: (\d+)")
-_DEBUG = "DEBUG: "
+#: How many of a daemon's last output lines are kept for exit and error reports.
+TAIL_LINES = 12
+#: Goroutine start/stop lines, kept out of the tail (the TUN reader's tell how a daemon ended).
+_ROUTINE = re.compile(r"Routine: (?!TUN reader)|\) - Routine: ")
+#: "(ifname) 2026/12/05 " at the start of each line.
+_PREFIX = re.compile(r"^\([^)]*\) \d{4}/\d\d/\d\d ")
+_TUN_STOPPED = "Routine: TUN reader - stopped"
+_CLOSING = "Device closing"
 #: The MTU wireguard-go gives the TUN it creates (it logs no update for it).
 WIREGUARD_GO_MTU = 1420
+
+
+def _short(line: str) -> str:
+    """``line`` without its "DEBUG: " and the "(ifname) date " every line repeats."""
+    level, sep, rest = line.partition(": ")
+    if sep and level in ("DEBUG", "ERROR"):
+        short = _PREFIX.sub("", rest)
+        return short if level == "DEBUG" else f"ERROR: {short}"
+    return _PREFIX.sub("", line)
 
 
 def clear_stale_socket(path: Path) -> bool:
@@ -95,7 +118,7 @@ class WgGoProcess:
         self.socket = socket_path(ifname, socket_dir)
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
-        self.output: deque[str] = deque(maxlen=20)
+        self.output: deque[str] = deque(maxlen=TAIL_LINES)
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
         self.mtu = WIREGUARD_GO_MTU  #: the MTU the daemon last reported using
@@ -125,7 +148,30 @@ class WgGoProcess:
         return self._proc.returncode if self._proc else None
 
     def output_tail(self) -> str:
-        return " | ".join(self.output)
+        """The daemon's last output lines (module docstring); once it has exited, led by
+        :meth:`exit_reason`."""
+        tail = " | ".join(self.output)
+        if self.returncode is None:
+            return tail
+        return f"{self.exit_reason()}; last lines: {tail or 'none'}"
+
+    def exit_reason(self) -> str:
+        """How the daemon ended, as far as its exit status and output tell (module docstring)."""
+        code = self.returncode
+        if code is None:
+            return "running"
+        if code < 0:
+            return f"killed by signal {-code}"
+        lines = list(self.output)
+        errors = [line for line in lines if line.startswith("ERROR: ")]
+        if errors:
+            return f"its last error: {errors[-1].removeprefix('ERROR: ')}"
+        closing = next((i for i, line in enumerate(lines) if _CLOSING in line), None)
+        if closing is None:
+            return f"exit status {code}, no reason in its output"
+        if any(_TUN_STOPPED in line for line in lines[:closing]):
+            return "its tunnel device was deleted (the TUN reader stopped first, no error)"
+        return "a signal, or its UAPI listener failed (its socket file removed or changed)"
 
     async def start(self) -> float:
         """Spawn the daemon and wait for its socket; returns seconds until the socket appeared."""
@@ -206,9 +252,9 @@ class WgGoProcess:
             if (found := _MTU_UPDATED.search(text)) is not None:
                 self.mtu = int(found.group(1))
                 self._mtu_seen.set()
-            if not text.startswith(_DEBUG):
-                self.output.append(text)
             debug("wireguard_go_output", line=text)
+            if _ROUTINE.search(text) is None:
+                self.output.append(_short(text))
 
     async def _drain_output(self) -> None:
         if self._reader is not None:
