@@ -1,8 +1,10 @@
 """Connection benchmark: remote setup latency and heal times on a real fabric, against a raw peer.
 
 Run (root): ``python -m bench.connect [--sequential 100] [--concurrent 50] [--heal-trials 5]
-[--wireguard-pool N] [--no-prepare-ahead] [--json]`` (``--wireguard-pool``: the forwarders keep N
-wireguard-go daemons started ahead, see ``VWIRE_FORWARDER_WIREGUARD_POOL``;
+[--wireguard-pool N] [--wireguard-pool-endpoints M] [--no-prepare-ahead] [--json]``
+(``--wireguard-pool``: the forwarders keep N wireguard-go daemons started ahead, see
+``VWIRE_FORWARDER_WIREGUARD_POOL``, and with ``--wireguard-pool-endpoints`` N more each in up to
+M endpoint namespaces, moved in, see ``VWIRE_FORWARDER_WIREGUARD_POOL_ENDPOINTS``;
 ``--no-prepare-ahead``: they program a tunnel only once the answer came, as before
 ``VWIRE_FORWARDER_PREPARE_AHEAD``).
 
@@ -100,6 +102,7 @@ class Config:
     heal_trials: int = 5
     max_seconds: float = 300.0
     wireguard_pool: int = 0
+    wireguard_pool_endpoints: int = 0
     prepare_ahead: bool = True
 
 
@@ -438,6 +441,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--wireguard-pool", type=int, default=defaults.wireguard_pool,
                         help="the forwarders' VWIRE_FORWARDER_WIREGUARD_POOL (daemons started "
                              "ahead per underlay; 0: none)")
+    parser.add_argument("--wireguard-pool-endpoints", type=int,
+                        default=defaults.wireguard_pool_endpoints,
+                        help="the forwarders' VWIRE_FORWARDER_WIREGUARD_POOL_ENDPOINTS (endpoint "
+                             "namespaces --wireguard-pool daemons are also kept ready in)")
     parser.add_argument("--no-prepare-ahead", dest="prepare_ahead", action="store_false",
                         help="the forwarders' VWIRE_FORWARDER_PREPARE_AHEAD=false (a tunnel is "
                              "made only once the request's answer came)")
@@ -457,10 +464,11 @@ def main(argv: list[str] | None = None) -> int:
     if config.concurrent > 64:
         parser.error("--concurrent must be at most 64 (one channel, bounded in-flight calls)")
     require_root(parser)
-    if config.wireguard_pool < 0:
-        parser.error("--wireguard-pool must be 0 or more")
+    if config.wireguard_pool < 0 or config.wireguard_pool_endpoints < 0:
+        parser.error("--wireguard-pool and --wireguard-pool-endpoints must be 0 or more")
     os.environ["VWIRE_FORWARDER_WIREGUARD_POOL"] = str(config.wireguard_pool)  # the forwarders'
     os.environ["VWIRE_FORWARDER_PREPARE_AHEAD"] = str(config.prepare_ahead).lower()
+    os.environ["VWIRE_FORWARDER_WIREGUARD_POOL_ENDPOINTS"] = str(config.wireguard_pool_endpoints)
     log.configure("warning", json=True)
     pid = os.getpid()
     topology = Topology(f"vwb{pid}-", Path(f"/var/run/vwire-bench/{pid}"))

@@ -28,8 +28,12 @@ async def run(config: ForwarderSettings) -> None:
     kernel = real_kernel()
     if config.wireguard_pool < 0:
         raise InvalidArgument("wireguard_pool", "must be 0 (off) or a number of daemons, e.g. 4")
+    if not 0 <= config.wireguard_pool_endpoints <= 64:
+        raise InvalidArgument("wireguard_pool_endpoints",
+                              "must be 0 (off) or a number of namespaces up to 64, e.g. 4")
     backend = await detect_backend(
-        config.wireguard, pool_size=config.wireguard_pool  # type: ignore[arg-type]
+        config.wireguard, pool_size=config.wireguard_pool,  # type: ignore[arg-type]
+        pool_namespaces=config.wireguard_pool_endpoints,
     )
     forwarder = Forwarder(config, kernel, backend)
     await service.until_signalled(forwarder.start, forwarder.stop)

@@ -271,7 +271,7 @@ class Xconnect(NetworkServiceElement):
         if mtu is None:
             return Ahead.none()
         netns = self._endpoint_netns.get(request.connection.network_service_endpoint_name)
-        return self._ahead(vid, md, port, mtu, netns)
+        return self._ahead(vid, md, port, mtu, netns, ready_in_workload=True)
 
     @staticmethod
     def _tunnel_mtu(underlay: int, ipv6: bool, requested: int) -> int | None:
@@ -284,11 +284,12 @@ class Xconnect(NetworkServiceElement):
         except FabricError:
             return None
 
-    def _ahead(self, vid: str, md: Values, port: int, mtu: int, netns: str | None) -> Ahead:
+    def _ahead(self, vid: str, md: Values, port: int, mtu: int, netns: str | None, *,
+               ready_in_workload: bool = False) -> Ahead:
         private, _ = self._keys(md)
         return Ahead.start(self.kernel, self.backend, RemotePreparation(
             vid, private, self.node.underlay_interface, mtu, self.node.underlay_netns, port,
-            netns))
+            netns, ready_in_workload))
 
     async def _client_side(
         self, request: NetworkServiceRequest, next: NSCursor, md: Values

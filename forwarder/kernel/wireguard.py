@@ -140,6 +140,7 @@ class KernelBackend:
         private_key: str,
         listen_port: int,
         mtu: int | None = None,
+        netns: str | None = None,
     ) -> int:
         key = validate_create(ifname, underlay_netns, private_key, listen_port)
         if ifname in self._netns:

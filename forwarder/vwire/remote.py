@@ -53,7 +53,7 @@ from forwarder.wireguard import WgPeer, WireGuardBackend
 from forwarder.wireguard.keys import parse_private_key
 from forwarder.wireguard.model import validate_peer, validate_port
 from forwarder.wireguard.uapi import format_endpoint
-from sdk.errors import NotFound
+from sdk.errors import DataplaneError, NotFound
 
 from . import resolve, validate
 from .attach import AnyInterface, apply_end, parse_addresses, plan_end
@@ -80,6 +80,9 @@ class RemotePreparation:
     underlay_netns: str | None = None
     listen_port: int = 0
     workload_netns: str | None = None
+    #: ask the backend for an interface already in the workload's namespace (a pool of them:
+    #: worth it where the preparation is on the request's path, i.e. the endpoint side)
+    ready_in_workload: bool = False
 
 
 class PreparedRemote:
@@ -145,7 +148,7 @@ async def prepare_remote(
     prepared = PreparedRemote(cid, wg_name, underlay_ns, None, prep.private_key, listen_port,
                               prep.mtu)
     try:
-        await _make(kernel, backend, prepared, workload_ns)
+        await _make(kernel, backend, prepared, workload_ns, prep.ready_in_workload)
     except BaseException as err:
         try:
             await prepared.discard()
@@ -157,7 +160,7 @@ async def prepare_remote(
 
 async def _make(
     kernel: KernelPort, backend: WireGuardBackend, prepared: PreparedRemote,
-    workload_ns: str | None,
+    workload_ns: str | None, ready_in_workload: bool,
 ) -> None:
     """The steps of :func:`prepare_remote`; each pushes its undo on ``prepared.undo``."""
     where, wg_name, underlay_ns = prepared.where, prepared.wg_name, prepared.underlay_ns
@@ -168,15 +171,31 @@ async def _make(
             await kernel.delete_link(where["netns"], str(where["name"]))
 
     prepared.undo.push(f"delete moved {wg_name}", delete_moved_link)
+    hint = workload_ns if ready_in_workload else None
     prepared.actual_port = await backend.create(
         wg_name, underlay_ns, parse_private_key(prepared.private_key).reveal(),
-        prepared.listen_port, mtu=prepared.mtu,
+        prepared.listen_port, mtu=prepared.mtu, netns=hint,
     )
     prepared.undo.push(f"delete wireguard {wg_name}", lambda: backend.delete(wg_name))
+    if hint is not None and await _made_in(kernel, hint, wg_name, prepared.mtu):
+        await kernel.set_link(hint, wg_name, alias=marker(prepared.connection_id, wg_name))
+        prepared.where["netns"] = prepared.workload_ns = hint
+        return
     await kernel.set_link(underlay_ns, wg_name, mtu=prepared.mtu,
                           alias=marker(prepared.connection_id, wg_name))
     if workload_ns is not None:
         await _move(backend, prepared, workload_ns)
+
+
+async def _made_in(kernel: KernelPort, netns: str, name: str, mtu: int) -> bool:
+    """Whether the backend made ``name`` in ``netns`` already (at ``mtu``, else an error)."""
+    try:
+        found = await kernel.link_mtu(netns, name)
+    except NotFound:
+        return False
+    if found != mtu:
+        raise DataplaneError(f"{name} was made in {netns} with MTU {found}, not {mtu}")
+    return True
 
 
 async def _move(backend: WireGuardBackend, prepared: PreparedRemote, workload_ns: str) -> None:

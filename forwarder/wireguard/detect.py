@@ -46,9 +46,11 @@ async def detect_backend(
     kernel_probe: Callable[[], Awaitable[bool]] | None = None,
     binary: str = WIREGUARD_GO,
     pool_size: int = 0,
+    pool_namespaces: int = 0,
 ) -> WireGuardBackend:
     """The best WireGuard backend this host offers (``pool_size``: wireguard-go daemons
-    started ahead, see :mod:`forwarder.wireguard.pool`)."""
+    started ahead, ``pool_namespaces``: workload namespaces they are also kept ready in, see
+    :mod:`forwarder.wireguard.pool`)."""
     if prefer not in ("auto", "kernel", "wireguard-go"):
         raise InvalidArgument("prefer", f"must be auto, kernel or wireguard-go (got {prefer!r})")
     if prefer in ("auto", "kernel"):
@@ -70,7 +72,7 @@ async def detect_backend(
         )
     reason = "forced" if prefer == "wireguard-go" else "kernel module missing"
     log.info("wireguard_backend_selected", kind="wireguard-go", binary=path, reason=reason)
-    return UserspaceBackend(binary=binary, pool_size=pool_size)
+    return UserspaceBackend(binary=binary, pool_size=pool_size, pool_namespaces=pool_namespaces)
 
 
 async def wireguard_go_version(binary: str = WIREGUARD_GO) -> str:

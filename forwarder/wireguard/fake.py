@@ -36,6 +36,7 @@ class FakeWireGuard:
         private_key: str,
         listen_port: int,
         mtu: int | None = None,
+        netns: str | None = None,
     ) -> int:
         self._maybe_fail("create")
         self.kernel.add_link(underlay_netns, ifname, "tun", mtu=1420)

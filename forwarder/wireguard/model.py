@@ -72,13 +72,17 @@ class WireGuardBackend(Protocol):
         private_key: str,
         listen_port: int,
         mtu: int | None = None,
+        netns: str | None = None,
     ) -> int:
         """Create ``ifname`` with its UDP socket in ``underlay_netns``; return the listen port.
 
         ``underlay_netns`` is a netns file path (``/var/run/netns/NAME``, ``/proc/PID/ns/net``)
         or None for the current namespace; ``listen_port`` 0 lets the data plane pick. The link
         is left DOWN with no addresses. ``mtu`` is a hint: the MTU the caller will set next (a
-        backend may have a device with that MTU ready; it sets nothing itself).
+        backend may have a device with that MTU ready; it sets nothing itself). ``netns`` is a
+        hint too: the namespace the caller moves the interface into next; a backend may create
+        it there already (at ``mtu``; ``move`` to it then does nothing), which the caller sees
+        by looking for the interface in ``netns``.
         """
         ...
 

@@ -12,12 +12,20 @@ Contract:
 - :meth:`take` hands out a ready daemon of ``underlay`` whose MTU is ``mtu``, or None (none
   ready, or ready ones have another MTU: those are stopped and the pool refills at the new MTU);
   every take schedules a refill in the background. The caller owns the daemon from then on.
+- With ``namespaces`` > 0, ``take(..., netns=NS)`` (NS: a workload namespace the caller will move
+  the TUN into, e.g. the one an endpoint answered with last time) hands out a daemon whose TUN
+  was moved into NS ahead (at ``mtu``, seen by the daemon before the move), so the move is off
+  the caller's path (:class:`Ready` says where its TUN is); without one ready it answers from
+  the underlay's daemons and starts keeping ``size`` ready in NS. At most ``namespaces``
+  namespaces are kept, the least recently asked for is dropped first (its daemons stopped); a
+  namespace that disappears takes its pooled TUNs with it (the kernel deletes them, their daemons
+  end), and the pool stops keeping it. Idle cost: ``size`` x (1 + ``namespaces``) daemons.
 - Refilling starts daemons one at a time; a failure is logged and retried after a growing pause
   (at most 5 s), never raised. Pooled daemons claim inotify instances like any other.
 - Each pooled TUN carries the alias ``vwire-pool:<forwarder pid>``; :meth:`sweep` (the forwarder
   calls it at start, and the first refill of each underlay) deletes pooled TUNs whose pid is gone
-  (a crashed forwarder's: deleting the TUN ends its daemon) and unlinks pooled daemons' sockets
-  nobody answers on.
+  (a crashed forwarder's: deleting the TUN ends its daemon), in the underlay and in every
+  workload namespace, and unlinks pooled daemons' sockets nobody answers on.
 - :meth:`close` stops the refills and every daemon still pooled. ``size`` 0 disables the pool.
 """
 
@@ -34,6 +42,7 @@ from pathlib import Path
 import structlog
 
 from forwarder.kernel import KernelPort
+from sdk.aio import cancel_all
 from sdk.errors import FabricError, NotFound
 
 from .process import WgGoProcess, clear_stale_socket
@@ -53,12 +62,27 @@ def pool_name() -> str:
     return f"{POOL_PREFIX}{secrets.token_hex(3)}"
 
 
+@dataclass(frozen=True)
+class Ready:
+    """A pooled daemon handed out, and the namespace its TUN is in now (None: the underlay's)."""
+
+    process: WgGoProcess
+    netns: str | None
+
+
 @dataclass(eq=False)
 class _Underlay:
+    """The daemons kept for one (underlay, namespace of their TUN)."""
+
+    netns: str | None = None
     ready: list[WgGoProcess] = field(default_factory=list)
     mtu: int | None = None
     refill: asyncio.Task[None] | None = None
     swept: bool = False
+    gone: bool = False  # its namespace disappeared: no longer kept
+
+
+_Key = tuple[str | None, str | None]  # (underlay, namespace of the TUNs)
 
 
 class DevicePool:
@@ -70,44 +94,92 @@ class DevicePool:
         kernel: KernelPort,
         start: Callable[[str, str | None], WgGoProcess],
         socket_dir: Path = SOCKET_DIR,
+        namespaces: int = 0,
     ) -> None:
         self.size = size
+        self.namespaces = namespaces
         self.socket_dir = socket_dir
         self.kernel = kernel
         self._start = start  # makes an unstarted WgGoProcess for (ifname, underlay)
-        self._underlays: dict[str | None, _Underlay] = {}
+        self._underlays: dict[_Key, _Underlay] = {}  # oldest asked for first
         self._stopping: set[asyncio.Task[None]] = set()
+        self._watchers: dict[WgGoProcess, asyncio.Task[None]] = {}  # pooled in a namespace
         self._closed = False
 
-    def ready(self, underlay: str | None) -> int:
-        """How many daemons of ``underlay`` are ready now."""
-        state = self._underlays.get(underlay)
+    def ready(self, underlay: str | None, netns: str | None = None) -> int:
+        """How many daemons of ``underlay`` (with their TUN in ``netns``) are ready now."""
+        state = self._underlays.get((underlay, netns))
         return len(state.ready) if state else 0
 
-    async def filled(self, underlay: str | None) -> None:
-        """Wait until the refill of ``underlay`` and the stops of daemons set aside, running
-        now (if any), have ended."""
-        state = self._underlays.get(underlay)
+    def kept(self) -> list[str]:
+        """The workload namespaces daemons are kept ready in, oldest asked for first."""
+        return [netns for (_, netns) in self._underlays if netns is not None]
+
+    async def filled(self, underlay: str | None, netns: str | None = None) -> None:
+        """Wait until the refill of ``underlay`` (``netns``) and the stops of daemons set
+        aside, running now (if any), have ended."""
+        state = self._underlays.get((underlay, netns))
         if state is not None and state.refill is not None:
             await asyncio.shield(state.refill)
         if self._stopping:
             await asyncio.shield(asyncio.gather(*self._stopping, return_exceptions=True))
 
-    async def take(self, underlay: str | None, mtu: int) -> WgGoProcess | None:
-        """A ready daemon of ``underlay`` at ``mtu`` (module docstring), or None."""
+    async def take(
+        self, underlay: str | None, mtu: int, netns: str | None = None
+    ) -> Ready | None:
+        """A ready daemon of ``underlay`` at ``mtu``, its TUN in ``netns`` if one is (module
+        docstring), or None."""
         if self.size <= 0 or self._closed:
             return None
-        state = self._underlays.setdefault(underlay, _Underlay())
+        if netns is not None and self.namespaces > 0:
+            found = self._take((underlay, netns), mtu)
+            if found is not None:
+                return Ready(found, netns)
+        found = self._take((underlay, None), mtu)
+        return None if found is None else Ready(found, None)
+
+    def _state(self, key: _Key) -> _Underlay:
+        """The state of ``key``, now the most recently asked for; a namespace beyond
+        ``namespaces`` is dropped (oldest first) and its daemons stopped."""
+        state = self._underlays.pop(key, None) or _Underlay(netns=key[1], swept=key[1] is not None)
+        self._underlays[key] = state
+        kept = [k for k in self._underlays if k[1] is not None]
+        for old in kept[: max(0, len(kept) - self.namespaces)]:
+            self._drop(old)
+        return state
+
+    def _drop(self, key: _Key) -> None:
+        state = self._underlays.pop(key)
+        state.gone = True
+        if state.refill is not None:
+            state.refill.cancel()
+        self._stop_behind(state.ready)
+        state.ready = []
+
+    def _stop_behind(self, processes: list[WgGoProcess]) -> None:
+        """Stop ``processes`` behind the caller, which does not wait for them."""
+        if processes:
+            self._stopping.add(asyncio.create_task(_stop_all(processes)))
+            self._stopping = {task for task in self._stopping if not task.done()}
+
+    def _take(self, key: _Key, mtu: int) -> WgGoProcess | None:
+        underlay = key[0]
+        state = self._state(key)
         if state.mtu != mtu:
             stale, state.ready, state.mtu = state.ready, [], mtu
-            if stale:  # stopped behind the request, which does not wait for them
-                self._stopping.add(asyncio.create_task(_stop_all(stale)))
-                self._stopping = {task for task in self._stopping if not task.done()}
+            self._stop_behind(stale)
         found = None
+        dead = []
         while state.ready and found is None:
             process = state.ready.pop()
+            watcher = self._watchers.pop(process, None)
+            if watcher is not None:
+                watcher.cancel()
             if process.returncode is None:
                 found = process
+            else:  # its namespace went away (or it died): reap it, unlink its socket
+                dead.append(process)
+        self._stop_behind(dead)
         self._refill(underlay, state)
         return found
 
@@ -121,21 +193,49 @@ class DevicePool:
         if not state.swept:
             state.swept = True
             await self.sweep(underlay)
-        while not self._closed and len(state.ready) < self.size and state.mtu is not None:
+        while self._wanted(state):
             mtu = state.mtu
+            assert mtu is not None
             try:
-                process = await self._prepare(underlay, mtu)
+                process = await self._prepare(underlay, mtu, state.netns)
             except FabricError as exc:
+                if state.netns is not None and not os.path.exists(state.netns):
+                    self._underlays.pop((underlay, state.netns), None)  # gone: keep it no more
+                    state.gone = True
+                    return
                 log.warning("wireguard_pool_start_failed", underlay=underlay, error=str(exc))
                 await asyncio.sleep(pause)  # back off before the next attempt
                 pause = min(pause * 2, _MAX_PAUSE)
                 continue
-            if self._closed or state.mtu != mtu:
+            if not self._wanted(state, mtu):
                 await process.stop()
-            else:
-                state.ready.append(process)
+                return
+            state.ready.append(process)
+            if state.netns is not None:
+                self._watchers[process] = asyncio.create_task(
+                    self._watch(underlay, state, process), name=f"wg-pool-{process.ifname}")
 
-    async def _prepare(self, underlay: str | None, mtu: int) -> WgGoProcess:
+    async def _watch(self, underlay: str | None, state: _Underlay, process: WgGoProcess) -> None:
+        """A pooled daemon whose TUN is in a namespace ends when the namespace goes: reap it
+        and stop keeping that namespace (or replace the daemon, if it ended otherwise)."""
+        await process.wait()
+        self._watchers.pop(process, None)
+        if process in state.ready:
+            state.ready.remove(process)
+        await process.stop()  # unlinks its socket
+        if state.netns is not None and not os.path.exists(state.netns):
+            if self._underlays.get((underlay, state.netns)) is state:
+                self._drop((underlay, state.netns))
+            log.info("wireguard_pool_namespace_gone", netns=state.netns)
+        elif not state.gone:
+            self._refill(underlay, state)
+
+    def _wanted(self, state: _Underlay, mtu: int | None = None) -> bool:
+        """Whether ``state`` needs another daemon (one made at ``mtu``, if given)."""
+        return (not self._closed and not state.gone and len(state.ready) < self.size
+                and state.mtu is not None and mtu in (None, state.mtu))
+
+    async def _prepare(self, underlay: str | None, mtu: int, netns: str | None) -> WgGoProcess:
         process = self._start(pool_name(), underlay)
         await process.start()
         try:
@@ -143,6 +243,8 @@ class DevicePool:
                                        alias=f"{POOL_ALIAS}{os.getpid()}")
             if not await process.wait_mtu(mtu):
                 raise NotFound(f"wireguard-go {process.ifname} did not report MTU {mtu}")
+            if netns is not None:
+                await self.kernel.move_link(underlay, process.ifname, netns)
         except BaseException:
             await process.stop()
             raise
@@ -155,21 +257,33 @@ class DevicePool:
         for sock in self.socket_dir.glob(f"{POOL_PREFIX}*.sock"):
             clear_stale_socket(sock)  # only sockets nobody answers on
         removed = []
+        places: list[str | None] = [underlay]
+        if self.namespaces > 0:  # pooled TUNs may have been moved into workload namespaces
+            with contextlib.suppress(FabricError):
+                places += await self.kernel.list_namespaces()
+        for netns in dict.fromkeys(places):
+            removed += await self._sweep_in(netns)
+        if removed:
+            log.info("wireguard_pool_leftovers_removed", underlay=underlay, links=removed)
+        return removed
+
+    async def _sweep_in(self, netns: str | None) -> list[str]:
+        removed = []
         with contextlib.suppress(NotFound):
-            for link in await self.kernel.list_links(underlay, alias_prefix=POOL_ALIAS):
+            for link in await self.kernel.list_links(netns, alias_prefix=POOL_ALIAS):
                 pid = (link.alias or "").removeprefix(POOL_ALIAS)
                 if pid.isdigit() and (int(pid) == os.getpid() or os.path.exists(f"/proc/{pid}")):
                     continue
                 with contextlib.suppress(NotFound):
-                    await self.kernel.delete_link(underlay, link.name)
+                    await self.kernel.delete_link(netns, link.name)
                 removed.append(link.name)
-        if removed:
-            log.info("wireguard_pool_leftovers_removed", underlay=underlay, links=removed)
         return removed
 
     async def close(self) -> None:
         """Stop refilling and stop every pooled daemon."""
         self._closed = True
+        await cancel_all(list(self._watchers.values()))
+        self._watchers.clear()
         for state in self._underlays.values():
             if state.refill is not None:
                 state.refill.cancel()

@@ -9,6 +9,9 @@ Contract:
   ``mtu`` given, ``create`` takes a daemon started ahead (:mod:`.pool`) whose TUN already has
   that MTU, configures it and renames its TUN to ``ifname``; its UAPI socket keeps the name it
   started with (the device remembers it). Without one ready it starts a daemon as before.
+  With ``netns`` (the namespace the caller moves the interface into next) and
+  ``pool_namespaces`` > 0, the pooled daemon may have its TUN in ``netns`` already, at ``mtu``:
+  the interface is then created there and :meth:`move` to ``netns`` does nothing.
 - ``move`` moves the TUN link through the kernel port (:mod:`forwarder.kernel`); the daemon
   and its UDP socket stay in the underlay (the "namespace trick"; measured to keep carrying
   traffic, see the privileged tests). It first waits (bounded) until the daemon has seen the
@@ -106,6 +109,7 @@ class UserspaceBackend:
         stop_timeout: float = 3.0,
         budget: InotifyBudget = DEFAULT_BUDGET,
         pool_size: int = 0,
+        pool_namespaces: int = 0,
     ) -> None:
         self.binary = binary
         self.budget = budget
@@ -117,7 +121,8 @@ class UserspaceBackend:
         self._devices: dict[str, _Device] = {}
         self._creating: set[str] = set()
         self._subscribers: list[EventCallback] = []
-        self.pool = DevicePool(pool_size, self.kernel, self._process, socket_dir)
+        self.pool = DevicePool(pool_size, self.kernel, self._process, socket_dir,
+                               namespaces=pool_namespaces)
 
     # ---- events ---------------------------------------------------------------------------
 
@@ -142,6 +147,7 @@ class UserspaceBackend:
         private_key: str,
         listen_port: int,
         mtu: int | None = None,
+        netns: str | None = None,
     ) -> int:
         key = validate_create(ifname, underlay_netns, private_key, listen_port)
         if ifname in self._devices or ifname in self._creating:
@@ -153,20 +159,25 @@ class UserspaceBackend:
             )
         self._creating.add(ifname)  # reserved until registered or failed
         try:
-            process = None if mtu is None else await self.pool.take(underlay_netns, mtu)
-            if process is None:
+            ready = None if mtu is None else await self.pool.take(underlay_netns, mtu, netns)
+            where = underlay_netns if ready is None or ready.netns is None else ready.netns
+            if ready is None:
                 process = self._process(ifname, underlay_netns)
                 await process.start()
+            else:
+                process = ready.process
             try:
                 port = await self._configure(process.ifname, key, listen_port, [])
                 if process.ifname != ifname:  # a pooled daemon: its TUN takes the name now
-                    await self.kernel.set_link(underlay_netns, process.ifname, new_name=ifname)
+                    await self.kernel.set_link(where, process.ifname, new_name=ifname)
             except BaseException:
                 await process.stop()
                 raise
         finally:
             self._creating.discard(ifname)
-        device = _Device(ifname, underlay_netns, key, port, process, underlay_netns)
+        device = _Device(ifname, underlay_netns, key, port, process, where)
+        if where != underlay_netns:  # moved by the pool at this MTU (restarts move it back)
+            device.mtu = mtu or 0
         self._devices[ifname] = device
         device.supervisor = asyncio.create_task(
             self._supervise(device), name=f"wg-supervisor-{ifname}"
