@@ -13,12 +13,16 @@ Contract:
 * :class:`RestartRecovery` subscribes to the backend's events (:meth:`RestartRecovery.attach`).
   ``restarted`` → :func:`restore` the registered vWire in a task: rename the link back to the
   workload's interface name, then marker, MTU, addresses, link up and routes exactly as
-  :func:`forwarder.vwire.program_remote` planned them. ``restart_failed`` → an error is logged,
-  the vWire leaves the registry and its ``on_lost`` callback runs (Xconnect then rebuilds the
-  vWire on the connection's next request). Events for unknown interfaces are ignored.
-* A restore that fails (e.g. the connection was closed meanwhile) is logged and dropped: it never
-  raises into the backend. :meth:`RestartRecovery.close` unsubscribes and cancels restores in
-  flight, leaving no task behind.
+  :func:`forwarder.vwire.program_remote` planned them. ``restart_failed`` → the vWire is lost:
+  an error is logged, the vWire leaves the registry and its ``on_lost`` callback runs (Xconnect
+  then rebuilds the vWire on the connection's next request). Events for unknown interfaces are
+  ignored.
+* A restore that fails, and a restart beyond ``max_restarts`` within ``window`` seconds of the
+  same vWire (its daemon keeps ending), make the vWire lost the same way instead of restoring it
+  again: restarts of one vWire are bounded, each loss is reported with its reason, and the
+  connection's next request rebuilds the vWire. A vWire closed or replaced meanwhile is dropped
+  quietly. Nothing raises into the backend. :meth:`RestartRecovery.close` unsubscribes and
+  cancels restores in flight, leaving no task behind.
 """
 
 from __future__ import annotations
@@ -116,12 +120,19 @@ class Subscribable(Protocol):
 class RestartRecovery:
     """Turns the backend's process events into restores and losses (see module docstring)."""
 
-    def __init__(self, kernel: KernelPort, live: LiveVWires) -> None:
+    def __init__(
+        self, kernel: KernelPort, live: LiveVWires, *, max_restarts: int = 3,
+        window: float = 60.0,
+    ) -> None:
         self.kernel = kernel
         self.live = live
+        self.max_restarts = max_restarts
+        self.window = window
+        self._restarts: dict[str, list[float]] = {}  # by wg name: recent restart times
         self._tasks: set[asyncio.Task[None]] = set()
         self._unsubscribe: Callable[[], None] | None = None
         self.restored = 0  # count of successful restores (for tests and status)
+        self.lost = 0  # count of vWires given up (for tests and status)
 
     def attach(self, backend: Subscribable) -> None:
         """Start listening to ``backend``'s events."""
@@ -134,19 +145,40 @@ class RestartRecovery:
             return
         cid = entry.vwire.connection_id
         if event.kind == "restarted":
+            if self._too_often(event.ifname):
+                self._lose(event.ifname, entry, f"its wireguard-go ended more than "
+                           f"{self.max_restarts} times within {self.window:.0f} s")
+                return
             task = asyncio.get_running_loop().create_task(
                 self._restore(event.ifname, entry), name=f"vwire-restore-{event.ifname}"
             )
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         elif event.kind == "restart_failed":
-            self.live.pop(event.ifname)
-            _log.error("wireguard-go could not be restarted: vwire lost, the next request "
-                       "rebuilds it", connection_id=cid, ifname=event.ifname, detail=event.detail)
-            entry.on_lost()
+            self._lose(event.ifname, entry,
+                       f"wireguard-go could not be restarted: {event.detail}")
         else:
             _log.warning("wireguard-go exited, waiting for its restart", connection_id=cid,
-                         ifname=event.ifname, returncode=event.returncode)
+                         ifname=event.ifname, returncode=event.returncode, detail=event.detail)
+
+    def _too_often(self, wg_name: str) -> bool:
+        """Count a restart of ``wg_name``; True past ``max_restarts`` within ``window``."""
+        now = asyncio.get_running_loop().time()
+        recent = [t for t in self._restarts.get(wg_name, []) if now - t < self.window]
+        recent.append(now)
+        self._restarts[wg_name] = recent
+        return len(recent) > self.max_restarts
+
+    def _lose(self, wg_name: str, entry: LiveVWire, reason: str) -> None:
+        """Give the vWire up (module docstring), unless it was closed or replaced meanwhile."""
+        if self.live.get(wg_name) is not entry:
+            return
+        self.live.pop(wg_name)
+        self._restarts.pop(wg_name, None)
+        self.lost += 1
+        _log.error("vwire lost: the next request rebuilds it", reason=reason,
+                   connection_id=entry.vwire.connection_id, ifname=wg_name)
+        entry.on_lost()
 
     async def _restore(self, wg_name: str, entry: LiveVWire) -> None:
         cid = entry.vwire.connection_id
@@ -155,8 +187,7 @@ class RestartRecovery:
         try:
             await restore(self.kernel, wg_name, entry)
         except FabricError as exc:
-            _log.warning("restoring a vwire after a wireguard-go restart failed",
-                         connection_id=cid, ifname=wg_name, error=str(exc))
+            self._lose(wg_name, entry, f"restoring it after a wireguard-go restart failed: {exc}")
             return
         self.restored += 1
         _log.info("vwire restored after a wireguard-go restart", connection_id=cid,

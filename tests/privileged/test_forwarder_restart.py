@@ -2,9 +2,11 @@
 
 A remote connection is made with the two forwarder chains of
 :mod:`tests.privileged.test_forwarder_chain`, each with a :class:`RestartRecovery`; its
-wireguard-go daemon is SIGKILLed. Restarted: the vWire is restored in place and traffic flows
-again within a bounded time. Not restartable: the vWire is set aside and the connection's next
-request rebuilds it.
+wireguard-go daemon (whose interface is renamed ``nsm0`` in the client's namespace) is SIGKILLed
+or SIGTERMed. Restarted: the vWire is restored in place, under the name the workload sees, and
+traffic flows again within a bounded time. Not restartable, or not restorable (the workload's
+name taken meanwhile): the vWire is set aside once, reported, and the connection's next request
+rebuilds it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import pytest
 
 from forwarder.kernel import real_kernel
 from forwarder.vwire import find_leftovers
-from forwarder.wireguard import RestartPolicy, UserspaceBackend
+from forwarder.wireguard import RestartPolicy, UserspaceBackend, WgProcessEvent
 from forwarder.xconnect import LOST
 
 from .conftest import netns_path, run
@@ -32,12 +34,14 @@ from .test_vwire_remote import Lab, wait_until
 RECOVERY_LIMIT = 10.0  # seconds from SIGKILL to traffic flowing again
 
 
-def kill_daemon(backend: UserspaceBackend, side: Forwarder) -> tuple[str, int]:
-    """SIGKILL the wireguard-go of ``side``'s only vWire; its name and old pid."""
+def kill_daemon(
+    backend: UserspaceBackend, side: Forwarder, sig: int = signal.SIGKILL
+) -> tuple[str, int]:
+    """Send ``sig`` to the wireguard-go of ``side``'s only vWire; its name and old pid."""
     (wg_name,) = side.live_names()
     pid = backend.pid(wg_name)
     assert pid is not None
-    os.kill(pid, signal.SIGKILL)
+    os.kill(pid, sig)
     return wg_name, pid
 
 
@@ -52,8 +56,9 @@ async def traffic_within(lab: Lab, limit: float) -> float:
     pytest.fail(f"no traffic within {limit} s")
 
 
-async def test_sigkilled_wireguard_go_is_restored_and_traffic_flows_again(
-    lab: Lab, remote: Remote, backend: UserspaceBackend
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
+async def test_ended_wireguard_go_is_restored_and_traffic_flows_again(
+    lab: Lab, remote: Remote, backend: UserspaceBackend, sig: int
 ) -> None:
     names = (lab.node_a, lab.node_b, lab.client, lab.endpoint)
     before = kernel_state(*names)
@@ -63,7 +68,7 @@ async def test_sigkilled_wireguard_go_is_restored_and_traffic_flows_again(
         assert ping(lab.client, "172.16.0.2") == "ok"
         vwire = a.vwire(conn)
         killed_at = time.monotonic()
-        wg_name, old_pid = kill_daemon(backend, a)
+        wg_name, old_pid = kill_daemon(backend, a, sig)
         assert a.recovery is not None
         assert await wait_until(lambda: a.recovery is not None and a.recovery.restored == 1,
                                 RECOVERY_LIMIT)
@@ -117,5 +122,43 @@ async def test_unrestartable_daemon_is_rebuilt_by_the_next_request(
             assert side.recovery is not None
             await side.recovery.close()
         await backend.close()
+    assert kernel_state(*names) == before
+    assert not await find_leftovers(real_kernel(), [netns_path(n) for n in names])
+
+
+async def test_unrestorable_vwire_is_given_up_once_and_rebuilt_by_the_next_request(
+    lab: Lab, remote: Remote, backend: UserspaceBackend
+) -> None:
+    names = (lab.node_a, lab.node_b, lab.client, lab.endpoint)
+    before = kernel_state(*names)
+    a = remote.client_side
+    conn = await a.chain.run_request(client_request(lab))
+    blocker = False
+
+    def take_the_name(event: WgProcessEvent) -> None:
+        nonlocal blocker  # the old TUN is gone with its daemon, the new one not moved back yet
+        if event.kind == "exited" and not blocker:
+            run("ip", "link", "add", "nsm0", "type", "veth", "peer", "name", "nsm0b",
+                netns=lab.client)
+            blocker = True
+
+    unsubscribe = backend.subscribe(take_the_name)
+    try:
+        assert ping(lab.client, "172.16.0.2") == "ok"
+        kill_daemon(backend, a)
+        md = a.metadata.get(conn.id)
+        assert md is not None and a.recovery is not None
+        assert await wait_until(lambda: LOST in md, RECOVERY_LIMIT)
+        assert (a.recovery.lost, a.recovery.restored, a.live_names()) == (1, 0, [])
+        unsubscribe()
+        run("ip", "link", "del", "nsm0b", netns=lab.client)  # the name is free again
+        again = await a.chain.run_request(client_request(lab, conn))
+        assert LOST not in md and len(a.live_names()) == 1 and again.context.MTU == 1440
+        await traffic_within(lab, RECOVERY_LIMIT)
+        assert "172.16.0.1/32" in run("ip", "-o", "addr", "show", "nsm0", netns=lab.client).stdout
+    finally:
+        if blocker:
+            run("ip", "link", "del", "nsm0b", netns=lab.client, check=False)
+        await a.chain.run_close(conn)
     assert kernel_state(*names) == before
     assert not await find_leftovers(real_kernel(), [netns_path(n) for n in names])

@@ -120,6 +120,26 @@ async def test_restarted_event_restores_name_mtu_addresses_up_and_routes(
     await recovery.close()
 
 
+async def test_a_vwire_whose_daemon_keeps_ending_is_given_up_once(kernel: FakeKernel) -> None:
+    vwire = await program_remote(kernel, FakeWireGuard(kernel), remote_spec())
+    wg_name = await wireguard_name(kernel, vwire)
+    assert wg_name is not None
+    live, lost = LiveVWires(), []
+    live.add(wg_name, LiveVWire(vwire, remote_spec(), lambda: lost.append(1)))
+    recovery = RestartRecovery(kernel, live, max_restarts=2, window=60.0)
+    for _ in range(2):  # within the bound: restored each time
+        await simulate_restart(kernel, vwire, wg_name)
+        recovery.on_event(WgProcessEvent(wg_name, "restarted", 0))
+        await settle(recovery)
+    assert (recovery.restored, recovery.lost, lost) == (2, 0, [])
+    await simulate_restart(kernel, vwire, wg_name)
+    recovery.on_event(WgProcessEvent(wg_name, "restarted", 0))  # a third within the window
+    recovery.on_event(WgProcessEvent(wg_name, "restarted", 0))  # no longer ours: ignored
+    await settle(recovery)
+    assert (recovery.restored, recovery.lost, lost, live.names()) == (2, 1, [1], [])
+    await recovery.close()
+
+
 async def test_restore_of_a_closed_vwire_is_dropped_quietly(kernel: FakeKernel) -> None:
     vwire = await program_remote(kernel, FakeWireGuard(kernel), remote_spec())
     wg_name = await wireguard_name(kernel, vwire)
