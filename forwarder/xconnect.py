@@ -22,6 +22,15 @@ Contract, per request (place it after ``Metadata``/``Timeout``, in front of ``Co
   answers (:mod:`forwarder.knock`); :meth:`Xconnect.stop` ends that.
 * The vWire's MTU goes into ``context.MTU``; its counters into this hop's path segment
   ``metrics``. A refresh that changes nothing keeps the vWire; one that changes it rebuilds it.
+* **Prepared ahead** (``prepare_ahead``, :mod:`forwarder.vwire.ahead`): on a first request the
+  tunnel is made while the request is downstream — client side: in the client's namespace at
+  the MTU this network service's last vWire had (else this node's underlay MTU's), none for a
+  service whose last endpoint was on this node; endpoint side: at the path MTU, in the
+  namespace the chosen endpoint answered with last time (asking the backend for a device
+  pooled there), else in the underlay. The answer's vWire takes it over when it fits, else it
+  is removed and the vWire made as without it; a failed, refused or cancelled request and a
+  local answer remove it before the port is freed. At most 1024 services and endpoints are
+  remembered.
 * If programming fails, the rest of the path is closed again and the error raised: nothing is
   left half-applied. Close removes the vWire (and frees the port) after closing downstream, even
   when downstream fails. Private keys stay in this process's memory only.

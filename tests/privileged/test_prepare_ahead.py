@@ -1,7 +1,8 @@
 """Tunnels prepared while the request is downstream (``Xconnect(prepare_ahead=True)``), with real
 namespaces and real wireguard-go: the client side's tunnel is in the client's namespace before
 the far side answered, the endpoint side's in the endpoint's namespace once its namespace is
-known; a refused, a cancelled and a mismatched request leave no link, daemon, socket or port.
+known (or taken from the daemons pooled there); a refused, a cancelled and a mismatched request
+leave no link, daemon, socket or port.
 
 The chains are :mod:`tests.privileged.test_forwarder_chain`'s (client-side forwarder on node A,
 endpoint-side forwarder on node B, a stub endpoint); the stub here waits (bounded) until the
@@ -11,6 +12,7 @@ preparations it expects exist before it answers, refuses or blocks, so each test
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -21,7 +23,8 @@ from api.proto.connection_pb2 import Connection
 from api.proto.networkservice_pb2 import NetworkServiceRequest
 from forwarder.kernel import real_kernel
 from forwarder.vwire import Leftover, VWire, find_leftovers
-from forwarder.wireguard import WireGuardBackend, socket_path
+from forwarder.wireguard import UserspaceBackend, WireGuardBackend, socket_path
+from forwarder.wireguard.pool import POOL_ALIAS
 from forwarder.xconnect import Node
 from sdk.errors import PermissionDenied
 from sdk.networkservice.core import NSCursor
@@ -90,6 +93,12 @@ async def _until(check: object, limit: float = 5.0) -> bool:
 
 @pytest.fixture
 async def fabric(lab: Lab, backend: WireGuardBackend) -> AsyncIterator[tuple[Remote, Stub]]:
+    async with _fabric(lab, backend) as made:
+        yield made
+
+
+@contextlib.asynccontextmanager
+async def _fabric(lab: Lab, backend: WireGuardBackend) -> AsyncIterator[tuple[Remote, Stub]]:
     """The two forwarders of ``remote_forwarders`` (their nodes' underlay MTU known, as the
     forwarder process reads it at start) with :class:`Stub` as the endpoint."""
     stub = Stub(netns_path(lab.endpoint))
@@ -242,3 +251,41 @@ async def test_other_mtu_in_the_answer_discards_the_preparations_and_stays_exact
         await a.chain.run_close(conn)
     assert await wait_until(lambda: not wg_processes(prepared | running))
     await assert_nothing_left(lab, remote, backend, before, prepared | running)
+
+
+async def test_a_tunnel_pooled_in_the_endpoint_namespace_carries_traffic_at_the_exact_mtu(
+    lab: Lab,
+) -> None:
+    pooled_backend = UserspaceBackend(pool_size=1, pool_namespaces=1)
+    try:
+        async with _fabric(lab, pooled_backend) as (remote, _):
+            await _pooled_connection_passes_traffic(lab, remote, pooled_backend)
+    finally:
+        await pooled_backend.close()
+    for ns in (lab.endpoint, lab.node_b, lab.client, lab.node_a):
+        assert POOL_ALIAS not in run("ip", "-o", "link", netns=ns).stdout
+        assert run("ss", "-Hlun", netns=ns).stdout.strip() == ""
+
+
+async def _pooled_connection_passes_traffic(
+    lab: Lab, remote: Remote, backend: UserspaceBackend
+) -> None:
+    a = remote.client_side
+    # the first teaches node B the namespace, the second asks the pool for a device there
+    for cid in ("conn-1", "conn-2"):
+        await a.chain.run_close(await a.chain.run_request(request(lab, cid)))
+    underlay = netns_path(lab.node_b)
+    await asyncio.wait_for(backend.pool.filled(underlay, netns_path(lab.endpoint)), 20)
+    ready = await real_kernel().list_links(netns_path(lab.endpoint), alias_prefix=POOL_ALIAS)
+    assert len(ready) == 1 and ready[0].mtu == 1440
+    index = run("cat", f"/sys/class/net/{ready[0].name}/ifindex", netns=lab.endpoint).stdout
+    conn = await a.chain.run_request(request(lab, "conn-3"))
+    try:
+        # the endpoint's interface is the pooled TUN, renamed where it was
+        assert run("cat", "/sys/class/net/nse0/ifindex", netns=lab.endpoint).stdout == index
+        assert conn.context.MTU == 1440
+        for ns, far in ((lab.client, "172.16.0.2"), (lab.endpoint, "172.16.0.1")):
+            assert ping(ns, far, 1412) == "ok"  # exactly the MTU: 1440 - 28
+            assert ping(ns, far, 1413) == "EMSGSIZE"
+    finally:
+        await a.chain.run_close(conn)
