@@ -27,6 +27,7 @@ import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from cryptography import x509
@@ -137,8 +138,9 @@ class Svid:
     def leaf(self) -> x509.Certificate:
         return self.chain[0]
 
-    @property
+    @cached_property
     def spiffe_id(self) -> SpiffeId:
+        """The leaf's SPIFFE ID (read from its URI SAN once: every token signed asks for it)."""
         return spiffe_id_of(self.leaf)
 
     @property
