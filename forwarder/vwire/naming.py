@@ -1,12 +1,11 @@
 """Names and ownership markers of everything the data plane creates.
 
-Every interface a vWire creates carries the ifalias ``vwire:<connection-id>``; a WireGuard
-interface adds `` wg=<name>``, the name it was created with (its control socket's name, needed to
-delete it after it was renamed in the workload namespace); every marker ends with `` by=<pid>``,
-the forwarder process that made it (several forwarders of one name may run on one host, e.g.
-lab fabrics side by side: the sweep spares what a live one made, see ``forwarder/namelock.py``).
-:func:`parse_marker` reads it back, which is how :mod:`forwarder.vwire.sweep` finds what a
-crashed run left.
+Every interface a vWire creates carries the ifalias ``vwire:<connection-id> by=<pid>``, the pid
+of the forwarder process that made it (several forwarders of one name may run on one host, e.g.
+lab fabrics side by side: the sweep spares what a live one made, see ``forwarder/namelock.py``);
+a WireGuard interface adds `` wg=<name>``, the name it was created with (its control socket's
+name, needed to delete it after it was renamed in the workload namespace). :func:`parse_marker`
+reads it back, which is how :mod:`forwarder.vwire.sweep` finds what a crashed run left.
 """
 
 from __future__ import annotations
@@ -23,9 +22,10 @@ GENERATED_PREFIX = "vw"
 
 def marker(connection_id: str, wg_name: str | None = None, owner: int | None = None) -> str:
     """The ifalias of an interface owned by ``connection_id``, made by process ``owner``
-    (default: this one)."""
+    (default: this one). The process comes before the WireGuard name, so a forwarder that
+    predates it reads the name it needs."""
     wg = f"{_WG_TAG}{wg_name}" if wg_name else ""
-    return f"{MARKER_PREFIX}{connection_id}{wg}{_BY_TAG}{os.getpid() if owner is None else owner}"
+    return f"{MARKER_PREFIX}{connection_id}{_BY_TAG}{os.getpid() if owner is None else owner}{wg}"
 
 
 @dataclass(frozen=True)
@@ -42,11 +42,11 @@ def parse_marker(alias: str | None) -> Marker | None:
     if not alias or not alias.startswith(MARKER_PREFIX):
         return None
     body = alias[len(MARKER_PREFIX) :]
-    owner = None
-    head, tag, pid = body.rpartition(_BY_TAG)
-    if tag and pid.isdigit():
-        body, owner = head, int(pid)
     connection_id, _, wg_name = body.partition(_WG_TAG)
+    owner = None
+    head, tag, pid = connection_id.rpartition(_BY_TAG)
+    if tag and pid.isdigit():
+        connection_id, owner = head, int(pid)
     if not connection_id:
         return None
     return Marker(connection_id, wg_name or None, owner)

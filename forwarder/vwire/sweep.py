@@ -15,12 +15,17 @@ from contextlib import suppress
 from dataclasses import dataclass
 from functools import partial
 
+import structlog
+
 from forwarder.kernel import KernelPort, Netns
 from forwarder.wireguard import WireGuardBackend
-from sdk.errors import FailedPrecondition, NotFound, PermissionDenied
+from forwarder.wireguard.model import validate_ifname
+from sdk.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 
 from .handle import End, VWire
 from .naming import parse_marker
+
+_log = structlog.get_logger()
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,7 @@ async def find_leftovers(
 
 async def _remove(kernel: KernelPort, backend: WireGuardBackend | None, item: Leftover) -> None:
     if item.wg_name is not None:
+        validate_ifname(item.wg_name, "marker wg")
         if backend is None:
             raise FailedPrecondition(
                 f"sweep: {item.ifname} is a WireGuard interface: pass the WireGuard backend"
@@ -79,7 +85,9 @@ async def sweep(
     ``keep`` and, when ``owner`` is given, starts with ``<owner>/`` (a forwarder prefixes its
     connection ids with its name, so forwarders of other names never remove each other's
     vWires), unless ``spare`` says to keep it (forwarders of one name tell theirs apart by the
-    marker's process, ``forwarder/namelock.py``); return what was removed."""
+    marker's process, ``forwarder/namelock.py``); return what was removed. A marker whose
+    WireGuard name is not a valid name (anyone may set an alias on an interface of theirs) is
+    logged and left alone instead of failing the sweep."""
     removed = []
     for item in await find_leftovers(kernel, namespaces):
         if owner is not None and not item.connection_id.startswith(f"{owner}/"):
@@ -87,7 +95,12 @@ async def sweep(
         if spare is not None and spare(item):
             continue
         if item.connection_id not in keep:
-            await _remove(kernel, backend, item)
+            try:
+                await _remove(kernel, backend, item)
+            except InvalidArgument as exc:  # a marker no forwarder wrote (aliases are anyone's)
+                _log.warning("sweep_marker_invalid", netns=item.netns, ifname=item.ifname,
+                             error=str(exc))
+                continue
             removed.append(item)
     return removed
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from forwarder.kernel import FakeKernel, Route
@@ -62,7 +64,7 @@ async def test_programs_wireguard_into_the_workload(
     assert vwire.mtu == 1440 and vwire.listen_port == 51999
     link = await kernel.get_link(WORKLOAD, "nsm0")
     assert (link.kind, link.up, link.mtu) == ("tun", True, 1440)
-    assert link.alias is not None and link.alias.startswith("vwire:conn-r wg=vw")
+    assert link.alias is not None and link.alias.startswith(f"vwire:conn-r by={os.getpid()} wg=vw")
     assert await kernel.list_addresses(WORKLOAD, "nsm0") == ["10.0.0.1/32", "fd00::1/128"]
     assert set(await kernel.list_routes(WORKLOAD)) == {
         Route("10.0.0.2/32", "nsm0"),
@@ -199,3 +201,16 @@ async def test_sweep_and_adopt_wireguard_leftovers(
     await program_remote(kernel, backend, spec())
     assert [x.connection_id for x in await sweep(kernel, backend)] == ["conn-r"]
     assert kernel.snapshot() == before and backend.where == {}
+
+
+async def test_sweep_leaves_markers_it_cannot_have_written_and_what_live_owners_made(
+    kernel: FakeKernel, backend: FakeWireGuard
+) -> None:
+    await program_remote(kernel, backend, spec())
+    kernel.add_link(WORKLOAD, "bogus", "veth")
+    await kernel.set_link(WORKLOAD, "bogus", alias="vwire:conn-x wg=not a name!")
+    (item,) = [x for x in await find_leftovers(kernel) if x.ifname == "nsm0"]
+    assert await sweep(kernel, backend, spare=lambda leftover: leftover is not None) == []
+    assert [x.connection_id for x in await sweep(kernel, backend)] == ["conn-r"]  # bogus stays
+    assert [x.ifname for x in await find_leftovers(kernel)] == ["bogus"]
+    assert item.owner == os.getpid()
