@@ -18,10 +18,13 @@ once), and at each step measures, with that many connections live:
 - **setup p50** of ``--probes`` remote connections made one by one and each closed at once (the
   step's live count stays as it is), and its ratio to the first step's p50 (flat: 1.0);
 - **daemons that ended**: how often a forwarder saw a live vWire's ``wireguard-go`` end and
-  restarted it (counted in the forwarders' logs; such a vWire is restored under another
-  interface name and no longer passes traffic: the open issue in ``docs/dataplane.md``);
+  restarted it, counted by how each ended (the exit report in the forwarders' logs, see
+  ``docs/dataplane.md``), and how many vWires the forwarders gave up after that (``vwire lost``:
+  rebuilt only by a later request, which the benchmark does not make);
 - **memory**: resident size of every process of the fabric (registry, nsmgr and forwarder of
-  each node, endpoints) and of all wireguard-go daemons together, and their count.
+  each node, endpoints) and of all wireguard-go daemons together, and their count; at the end,
+  the control plane's growth per connection from the first step, per node, and the daemons'
+  resident size per daemon.
 
 Finally a **ping sweep**: every live connection must answer a ping to each of its destination
 addresses (``--ping-parallel`` at a time, each ping bounded; a connection gets three tries) —
@@ -38,10 +41,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import re
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -108,6 +113,10 @@ class Results:
     not_passing: list[str] = field(default_factory=list)
     #: wireguard-go daemons that ended while their vWire was live (the forwarders' logs)
     daemon_exits: int = 0
+    #: how they ended (the exit report's reason) -> count
+    exit_reasons: dict[str, int] = field(default_factory=dict)
+    #: vWires a forwarder gave up after its daemon ended (restore failed or too many restarts)
+    lost: int = 0
 
 
 def steps_of(config: Config) -> list[int]:
@@ -225,14 +234,33 @@ class Scale:
                                     for c, ok in zip(self.live, passed, strict=True) if not ok][:10]
 
 
-def daemon_exits(fabric: Fabric) -> int:
-    """How many times a forwarder saw a live vWire's wireguard-go end (it restarts it)."""
-    count = 0
+_EXITED = "wireguard-go exited, waiting for its restart"
+_LOST = "vwire lost"
+
+
+def daemon_exits(fabric: Fabric, results: Results) -> None:
+    """How many times a forwarder saw a live vWire's wireguard-go end (it restarts it), how
+    each ended, and how many vWires it gave up (from the forwarders' logs)."""
+    reasons: Counter[str] = Counter()
     for node in fabric.nodes:
         path = fabric.processes.log(node.forwarder_process)
         with contextlib.suppress(OSError), path.open(encoding="utf-8", errors="replace") as log:
-            count += sum("wireguard-go exited, waiting for its restart" in line for line in log)
-    return count
+            for line in log:
+                if _EXITED in line:
+                    reasons[exit_reason(line)] += 1
+                elif _LOST in line:
+                    results.lost += 1
+    results.daemon_exits = sum(reasons.values())
+    results.exit_reasons = dict(reasons.most_common())
+
+
+def exit_reason(line: str) -> str:
+    """The reason in an exit warning's exit report ("?" when it has none)."""
+    try:
+        detail = json.loads(line).get("detail") or ""
+    except ValueError:
+        return "?"
+    return str(detail).split("; last lines:", 1)[0] or "?"
 
 
 async def measure(config: Config, topology: Topology) -> Results:
@@ -269,7 +297,7 @@ async def measure(config: Config, topology: Topology) -> Results:
                     break
             progress(NAME, f"ping sweep over {len(scale.live)} connections")
             await scale.sweep(deadline)
-            results.daemon_exits = daemon_exits(fabric)
+            daemon_exits(fabric, results)
         finally:
             # The fabric's teardown removes every vWire, daemon and namespace at once; closing
             # hundreds of connections one by one first would only slow a Ctrl-C down.
@@ -290,6 +318,7 @@ def metrics_of(results: Results) -> list[Metric]:
            Metric("not_passing_traffic", results.live - results.passing, "", 1),
            Metric("setup_failures", results.failures, "", 1),
            Metric("wireguard_go_exits_while_live", results.daemon_exits, "", 1),
+           Metric("vwires_lost", results.lost, "", 1),
            Metric("ramp_wall", round(results.ramp_seconds, 1), "s")]
     first = next((s for s in results.steps if s.probes), None)
     for step in results.steps:
@@ -307,6 +336,24 @@ def metrics_of(results: Results) -> list[Metric]:
                               round(control / 1e6, 1), "MB"))
         for name, rss in sorted(step.rss.items()):
             out.append(Metric(f"rss_{_kind(name)}_at_{step.live}", round(rss / 1e6, 1), "MB"))
+    return out + per_connection(results.steps)
+
+
+def per_connection(steps: list[Step]) -> list[Metric]:
+    """Control-plane growth per connection from the first step to the last, per node, and the
+    daemons' resident size per daemon at the last step."""
+    if len(steps) < 2 or steps[-1].live <= steps[0].live:
+        return []
+    first, last = steps[0], steps[-1]
+    out = []
+    for node in (1, 2, 3):
+        grown = sum(last.rss.get(f"n{node}-{p}", 0) - first.rss.get(f"n{node}-{p}", 0)
+                    for p in ("nsmgr", "forwarder"))
+        out.append(Metric(f"control_plane_rss_per_connection_n{node}",
+                          round(grown / (last.live - first.live) / 1e3, 1), "KB"))
+    if last.daemons:
+        out.append(Metric("wireguard_go_rss_per_daemon",
+                          round(last.rss.get("wireguard-go", 0) / last.daemons / 1e6, 2), "MB"))
     return out
 
 
@@ -365,6 +412,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = asyncio.run(measure(config, topology))
     info = {**asdict(config), "nodes": 3, "remote_connections": remote_count(config),
             "first_setup_failure": results.first_failure,
+            "wireguard_go_exit_reasons": results.exit_reasons,
             "not_passing": results.not_passing,
             "probes_ms": {s.live: [ms(p) for p in s.probes] for s in results.steps}}
     print(report(metrics_of(results), info, json_output))

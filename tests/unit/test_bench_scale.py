@@ -4,6 +4,7 @@ connections over the endpoints."""
 from __future__ import annotations
 
 import argparse
+import json
 
 import pytest
 
@@ -43,3 +44,22 @@ def test_local_share_is_spread_evenly(share: float) -> None:
 def test_bad_steps_name_the_flag() -> None:
     with pytest.raises(argparse.ArgumentTypeError, match="--steps"):
         scale._steps("10,many")
+
+
+def test_exit_reports_are_counted_by_how_the_daemons_ended() -> None:
+    deleted = {"event": "wireguard-go exited, waiting for its restart", "returncode": 0,
+               "detail": "its tunnel device was deleted (the TUN reader stopped first, no "
+                         "error); last lines: 06:01:32 Device closing | 06:01:32 Shutting down"}
+    assert scale.exit_reason(json.dumps(deleted)) == str(deleted["detail"]).split(";")[0]
+    assert scale.exit_reason(json.dumps({"event": "x", "detail": None})) == "?"
+    assert scale.exit_reason("not json") == "?"
+
+
+def test_growth_per_connection_is_from_the_first_step_to_the_last() -> None:
+    first = scale.Step(10, rss={"n1-nsmgr": 50_000_000, "n1-forwarder": 90_000_000})
+    last = scale.Step(110, rss={"n1-nsmgr": 60_000_000, "n1-forwarder": 100_000_000,
+                                "wireguard-go": 1_100_000_000}, daemons=220)
+    found = {m.name: m.value for m in scale.per_connection([first, last])}
+    assert found["control_plane_rss_per_connection_n1"] == 200.0  # KB: 20 MB over 100
+    assert found["wireguard_go_rss_per_daemon"] == 5.0
+    assert scale.per_connection([first]) == []
