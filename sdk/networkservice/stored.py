@@ -5,10 +5,11 @@ next hop answered, the path segments after its own. With a real path most of a c
 its tokens (seven of ~1.6 KB), and most of a token is its header, which carries the signer's
 certificate chain: the same text in every token one SVID signs. So a kept copy holds the
 connection serialized *without* its tokens, and each token as its header text and the rest of
-its text, both shared (held weakly by a table keyed by their hash, so each is freed with the last
-copy that holds it; :func:`sys.intern` would keep them forever on Python 3.12): a header with
-every other kept token of the same signer, the rest with the other copies of the same connection
-this process keeps (the monitor's, the timer's, the next hop's answer, per pass).
+its text, both shared through one table (a header with every other kept token of the same
+signer, the rest with the other copies of the same connection this process keeps: the
+monitor's, the timer's, the next hop's answer, per pass). The table drops the texts nothing else
+holds whenever it doubled in size, so it stays within twice what is kept (and at most
+:data:`_SWEEP_MIN` more); :func:`sys.intern` would keep them forever on Python 3.12.
 
 Contract: :meth:`StoredConnection.restore` (and :func:`restore_segments`) give back a message
 equal to the one stored, every token the same text byte for byte (what goes on the wire does not
@@ -19,32 +20,39 @@ a parse, as a serialized copy did.
 
 from __future__ import annotations
 
-import weakref
+import sys
 from collections.abc import Iterable, Sequence
 
 from api.proto.connection_pb2 import DOWN, Connection, Path, PathSegment
 
-#: A kept token: its interned header and the rest (``header + "." + rest``), or the whole text
-#: when it has no ``.``; "" for a segment without a token.
+#: A kept token: its shared header and rest (``header + "." + rest``), or the whole text when it
+#: has no ``.``; "" for a segment without a token.
 _Token = tuple[str, str] | str
 
+#: Kept texts by themselves: equal texts are handed out as one object. An entry that nothing else
+#: holds any more is dropped by :func:`_sweep` once the table doubled since the last sweep.
+_SHARED: dict[str, str] = {}
+_SWEEP_MIN = 1024
+_sweep_at = _SWEEP_MIN
 
-class _Text(str):
-    """A kept text, shared between copies (a ``str`` subclass can be weakly referenced)."""
 
-
-_SHARED: weakref.WeakValueDictionary[int, _Text] = weakref.WeakValueDictionary()
+def _sweep() -> None:
+    """Drop the texts only this table holds (key and value: two references, plus the loop's and
+    the call's). A text dropped while still held elsewhere is only no longer shared."""
+    global _sweep_at
+    for text in [text for text in _SHARED if sys.getrefcount(text) <= 4]:
+        del _SHARED[text]
+    _sweep_at = max(_SWEEP_MIN, 2 * len(_SHARED))
 
 
 def _share(text: str) -> str:
-    """One object for equal texts kept at the same time (a hash collision only means the older
-    text is no longer handed out)."""
-    key = hash(text)
-    known = _SHARED.get(key)
-    if known is not None and known == text:
+    known = _SHARED.get(text)
+    if known is not None:
         return known
-    shared = _SHARED[key] = _Text(text)
-    return shared
+    _SHARED[text] = text
+    if len(_SHARED) >= _sweep_at:
+        _sweep()
+    return text
 
 
 def _keep(token: str) -> _Token:
@@ -56,12 +64,10 @@ def _text(kept: _Token) -> str:
     return kept if isinstance(kept, str) else f"{kept[0]}.{kept[1]}"
 
 
-def _strip(segments: Sequence[PathSegment]) -> tuple[_Token, ...]:
-    """Take the tokens out of ``segments`` (put back by :func:`_put_back`)."""
-    tokens = tuple(_keep(segment.token) for segment in segments)
+def _clear(segments: Iterable[PathSegment]) -> None:
     for segment in segments:
-        segment.token = ""
-    return tokens
+        if segment.token:
+            segment.token = ""
 
 
 def _put_back(segments: Iterable[PathSegment], tokens: tuple[_Token, ...]) -> None:
@@ -78,11 +84,11 @@ class StoredConnection:
     def __init__(self, conn: Connection, keep_path: bool = False) -> None:
         """Keep ``conn``; with ``keep_path`` its segments' ids and names stay readable too."""
         segments = conn.path.path_segments
-        self._tokens = _strip(segments)
-        try:
-            self._data = conn.SerializeToString()
-        finally:
-            _put_back(segments, self._tokens)
+        self._tokens = tuple(_keep(segment.token) for segment in segments)
+        bare = Connection()
+        bare.CopyFrom(conn)  # a scratch copy loses the tokens; ``conn`` keeps them
+        _clear(bare.path.path_segments)
+        self._data = bare.SerializeToString()
         #: Readable without restoring the connection: its id, endpoint name, whether it is DOWN,
         #: and (``keep_path``) its path segments' ids and names, in order.
         self.id: str = conn.id
@@ -115,7 +121,8 @@ class StoredSegments:
     def __init__(self, segments: Sequence[PathSegment]) -> None:
         path = Path()
         path.path_segments.extend(segments)  # copies: the caller's segments stay as they are
-        self._tokens = _strip(path.path_segments)
+        self._tokens = tuple(_keep(segment.token) for segment in path.path_segments)
+        _clear(path.path_segments)
         self._data = path.SerializeToString()
 
     def restore(self) -> list[PathSegment]:

@@ -66,12 +66,27 @@ def test_copies_share_their_token_texts() -> None:
 
 def test_shared_texts_go_with_the_last_copy() -> None:
     conn = _real_path()
-    kept = StoredConnection(conn)
-    before = len(stored._SHARED)
-    assert before >= len(set(HOPS)) + len(HOPS)  # the headers and the rests at least
+    kept, other = StoredConnection(conn), StoredConnection(_real_path())  # another CA: no overlap
+    # As bytes: a set of the texts themselves would hold them.
+    texts = {part.encode() for t in kept._tokens if isinstance(t, tuple) for part in t}
+    assert len(texts) == len(set(HOPS)) + len(HOPS)  # a header per signer, a rest per token
+    stored._sweep()
+    assert texts <= {text.encode() for text in stored._SHARED}  # held by a copy: kept
     del kept
     gc.collect()
-    assert len(stored._SHARED) <= before - len(set(HOPS)) - len(HOPS)
+    stored._sweep()
+    assert not texts & {text.encode() for text in stored._SHARED}
+    assert other.restore().path.path_segments[0].token
+
+
+def test_the_table_is_swept_as_it_grows() -> None:
+    stored._sweep()
+    start = len(stored._SHARED)
+    for i in range(3 * stored._SWEEP_MIN):
+        conn = Connection(id=str(i))
+        conn.path.path_segments.add(token=f"h{i}.r{i}")
+        StoredConnection(conn)  # dropped at once
+    assert len(stored._SHARED) < start + 2 * stored._SWEEP_MIN
 
 
 def _reparsed(conn: Connection) -> Connection:
