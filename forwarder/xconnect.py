@@ -470,10 +470,11 @@ class Xconnect(NetworkServiceElement):
         """Register a remote vWire for restart recovery (best effort: never fails a request)."""
         if self.live is None:
             return
+        # program_remote made it under this name; read back from its marker only otherwise
+        wg_name = vwire.wireguard[0] if vwire.wireguard is not None else None
         try:
-            wg_name = await wireguard_name(self.kernel, vwire)
+            wg_name = wg_name or await wireguard_name(self.kernel, vwire)
         except FabricError as exc:
-            wg_name = None
             _log.warning("cannot read the vwire's wireguard name", error=str(exc))
         if wg_name is None:
             _log.warning("vwire not protected against wireguard-go restarts: no wireguard name",
