@@ -34,8 +34,9 @@ from pathlib import Path
 from forwarder.vwire import Leftover
 from sdk.errors import FailedPrecondition
 
-#: Host-wide, as the sweep (it looks into every namespace of the host).
-LOCK_DIR = Path("/run/vwire/forwarders")
+#: Host-wide, as the sweep (it looks into every namespace of the host): under the node's socket
+#: directory, a host directory in Kubernetes too (deploy/base/node.yaml).
+LOCK_DIR = Path("/var/run/vwire/forwarders")
 LOCKS = Path("/proc/locks")
 
 
