@@ -165,9 +165,10 @@ class RestartRecovery:
         """Count a restart of ``wg_name``; True past ``max_restarts`` within ``window``."""
         now = asyncio.get_running_loop().time()
         recent = [t for t in self._restarts.get(wg_name, []) if now - t < self.window]
-        recent.append(now)
-        self._restarts[wg_name] = recent
-        return len(recent) > self.max_restarts
+        # Names restarted last more than a window ago are forgotten (closed vWires' too).
+        self._restarts = {n: ts for n, ts in self._restarts.items() if now - ts[-1] < self.window}
+        self._restarts[wg_name] = [*recent, now]
+        return len(recent) + 1 > self.max_restarts
 
     def _lose(self, wg_name: str, entry: LiveVWire, reason: str) -> None:
         """Give the vWire up (module docstring), unless it was closed or replaced meanwhile."""
