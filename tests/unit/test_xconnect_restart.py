@@ -174,6 +174,8 @@ async def test_local_refresh_keeps_the_vwire_and_close_removes_it(kernel: FakeKe
     )
     await chain.run_request(refresh)
     assert md[VWIRE] is vwire
-    md[LOST] = md.pop(VWIRE)  # as a restart_failed would leave it: the close removes it too
+    kept = md.pop(VWIRE)
+    assert kept is not None
+    md[LOST] = kept  # as a restart_failed would leave it: the close removes it too
     await chain.run_close(conn)
     assert kernel.snapshot() == before and far.closes == 1
