@@ -9,6 +9,7 @@ idempotent. ``metrics`` reads the counters of every interface as strings for a P
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -61,18 +62,23 @@ class VWire:
         await self.undo.unwind()
 
     async def metrics(self) -> dict[str, str]:
-        """Counters of every end (and the tunnel), as strings."""
+        """Counters of every end (and the tunnel), as strings; read concurrently (the ends'
+        from the kernel, the tunnel's from its data plane)."""
+        ends = asyncio.gather(*(self.kernel.link_stats(e.netns, e.ifname) for e in self.ends))
+        extra = self._extra_metrics() if self._extra_metrics is not None else _nothing()
+        found, tunnel = await asyncio.gather(ends, extra)
         result = {"mtu": str(self.mtu)}
-        for end in self.ends:
-            stats = await self.kernel.link_stats(end.netns, end.ifname)
+        for end, stats in zip(self.ends, found, strict=True):
             result[f"{end.role}_rx_bytes"] = str(stats.rx_bytes)
             result[f"{end.role}_tx_bytes"] = str(stats.tx_bytes)
             result[f"{end.role}_rx_packets"] = str(stats.rx_packets)
             result[f"{end.role}_tx_packets"] = str(stats.tx_packets)
-        if self._extra_metrics is not None:
-            result.update(await self._extra_metrics())
+        result.update(tunnel)
         return result
 
+
+async def _nothing() -> dict[str, str]:
+    return {}
 
 async def program_or_rollback(vwire: VWire, steps: Callable[[], Awaitable[None]]) -> VWire:
     """Run ``steps`` (which push their undo actions on ``vwire.undo``); on any failure (or
