@@ -58,7 +58,7 @@ from sdk.errors import DataplaneError, NotFound
 from . import resolve, validate
 from .attach import AnyInterface, apply_end, parse_addresses, plan_end
 from .handle import End, VWire, program_or_rollback
-from .mtu import wireguard_mtu
+from .mtu import check_mtu, wireguard_mtu
 from .naming import generated_ifname, marker
 from .spec import Attachment, RemoteVWireSpec
 from .undo import UndoLog
@@ -127,7 +127,6 @@ class _Checked:
     private_key: str
     listen_port: int
     mtu: int
-    own: list[AnyInterface]
     peer_addrs: list[AnyInterface]
 
 
@@ -140,6 +139,7 @@ async def prepare_remote(
     validate.ifname(prep.underlay_ifname, "underlay_ifname")
     parse_private_key(prep.private_key, "private_key")
     listen_port = validate_port(prep.listen_port, "listen_port", allow_zero=True)
+    check_mtu(prep.mtu, ipv6=False)
     workload_ns = (
         None if prep.workload_netns is None
         else await resolve.namespace(kernel, prep.workload_netns, "workload.netns")
@@ -261,8 +261,7 @@ async def _check(kernel: KernelPort, spec: RemoteVWireSpec) -> _Checked:
         requested=spec.mtu,
         ipv6=any(a.version == 6 for a in own + peer_addrs),
     )
-    return _Checked(cid, workload_ns, underlay_ns, spec.private_key, listen_port, mtu, own,
-                    peer_addrs)
+    return _Checked(cid, workload_ns, underlay_ns, spec.private_key, listen_port, mtu, peer_addrs)
 
 
 async def _complete(
