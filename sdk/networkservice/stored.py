@@ -8,8 +8,9 @@ connection serialized *without* its tokens, and each token as its header text an
 its text, both shared through one table (a header with every other kept token of the same
 signer, the rest with the other copies of the same connection this process keeps: the
 monitor's, the timer's, the next hop's answer, per pass). The table drops the texts nothing else
-holds whenever it doubled in size, so it stays within twice what is kept (and at most
-:data:`_SWEEP_MIN` more); :func:`sys.intern` would keep them forever on Python 3.12.
+holds whenever it doubled in size, so it holds at most twice the texts kept at its last sweep,
+or :data:`_SWEEP_MIN`; :func:`sys.intern` would keep them forever on Python 3.12. Store and
+restore from one thread (the event loop's, where the chains run).
 
 Contract: :meth:`StoredConnection.restore` (and :func:`restore_segments`) give back a message
 equal to the one stored, every token the same text byte for byte (what goes on the wire does not
