@@ -28,8 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import yaml
-
 from sdk.errors import InvalidArgument, NotFound, Unavailable
 from sdk.grpcutil import parse_address
 from sdk.registry.validate import check_name
@@ -102,6 +100,8 @@ class StaticDomains:
 
 
 def _load(path: str) -> dict[str, Domain]:
+    import yaml  # only when a domains file is read: ~0.9 MB resident in every server otherwise
+
     field = f"domains_file {path}"
     try:
         data: Any = yaml.safe_load(Path(path).read_text())

@@ -1,7 +1,8 @@
 """Servers start without the modules they never use at start (they cost resident memory per
 process, counted per node by bench.connect's control-plane RSS): rich (pulled in by structlog),
 dnspython (only the gateway resolves domains by DNS), the etcd client (only an etcd:// store),
-pyroute2 outside the forwarder (which imports it on first kernel use) and the Kubernetes client.
+pyroute2 outside the forwarder (which imports it on first kernel use), the Kubernetes client and
+PyYAML (only a policy or domains file is YAML; ~0.9 MB).
 Each check runs a fresh interpreter, as ``python -m <process>`` would start."""
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import sys
 
 import pytest
 
-NEVER_AT_START = ("rich", "pygments", "dns", "aetcd", "pyroute2", "kubernetes")
+NEVER_AT_START = ("rich", "pygments", "dns", "aetcd", "pyroute2", "kubernetes", "yaml")
 
 
 def _modules_after(code: str) -> set[str]:
