@@ -29,7 +29,8 @@ Contract:
   messages. A signer chain that verified is remembered (per bundle object, while every certificate
   involved is valid; at most 256), so the next token of the same SVID costs one signature check;
   every token's signature and claims are checked when it is first seen. A token that verified is
-  remembered too (by its text, per bundle object, at most :data:`_VERIFIED_KEPT`, the oldest
+  remembered too (by the SHA-256 of its text, per bundle object, at most :data:`_VERIFIED_KEPT`,
+  so the memory holds no token texts; the oldest
   forgotten first; dropped once past its close grace): the same token seen again in this process
   (the next hop of the same request, its close) costs no signature check or parse, but its
   signer's validity window, its times (expiry, grace, skew) and every binding asked for
@@ -40,7 +41,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import hashlib
 import json
 import re
@@ -139,10 +139,30 @@ def path_identities(tokens: Iterable[str]) -> set[str]:
     return found
 
 
-@functools.lru_cache(maxsize=512)
+# Keyed by the SHA-256 of the token text: the texts (~1.6 KB each) are not kept.
+_NAMED: OrderedDict[bytes, tuple[str, ...]] = OrderedDict()
+_NAMED_KEPT = 512
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.sha256(text.encode()).digest()
+
+
 def _named_identities(text: str) -> tuple[str, ...]:
     """``sub`` and ``aud`` of one token, unverified (asked for every monitor event: a token is
-    parsed once)."""
+    parsed once, the last :data:`_NAMED_KEPT` remembered)."""
+    key = _digest(text)
+    known = _NAMED.get(key)
+    if known is None:
+        known = _NAMED[key] = _read_identities(text)
+        if len(_NAMED) > _NAMED_KEPT:
+            _NAMED.popitem(last=False)
+    else:
+        _NAMED.move_to_end(key)
+    return known
+
+
+def _read_identities(text: str) -> tuple[str, ...]:
     parts = text.split(".")
     if len(parts) != 3 or len(text) > MAX_TOKEN:
         return ()
@@ -344,16 +364,21 @@ class _Verified:
 
 
 # A token travels the whole path, so each process sees it several times (every later hop of the
-# request through it, then the close): its signature is checked once, keyed by the token's text.
-_VERIFIED: OrderedDict[tuple[int, str], _Verified] = OrderedDict()
+# request through it, then the close): its signature is checked once, keyed by the SHA-256 of
+# the token's text (a text is ~1.6 KB, most of it the signer's chain; 512 of them were ~1 MB).
+_VERIFIED: OrderedDict[tuple[int, bytes], _Verified] = OrderedDict()
 _VERIFIED_KEPT = 512
 
 
-def _remembered(token: str, bundle: Trust, at: float, allow_expired: bool,
+def _memo_key(bundle: Trust, token: str) -> tuple[int, bytes]:
+    """The key of ``token`` verified against ``bundle`` in the verified-token memory."""
+    return id(bundle), _digest(token)
+
+
+def _remembered(key: tuple[int, bytes], bundle: Trust, at: float, allow_expired: bool,
                 grace: float) -> _Verified | None:
-    """What ``token`` verified as before against ``bundle``, if its signer's chain is still
-    valid at the instant this call checks it at."""
-    key = (id(bundle), token)
+    """What the token of ``key`` verified as before against ``bundle``, if its signer's chain
+    is still valid at the instant this call checks it at."""
     known = _VERIFIED.get(key)
     if known is None or known.signer.bundle is not bundle:
         return None
@@ -368,8 +393,8 @@ def _remembered(token: str, bundle: Trust, at: float, allow_expired: bool,
     return known
 
 
-def _remember(token: str, bundle: Trust, signer: _Signer, claims: Claims) -> None:
-    _VERIFIED[(id(bundle), token)] = _Verified(signer, claims)
+def _remember(key: tuple[int, bytes], signer: _Signer, claims: Claims) -> None:
+    _VERIFIED[key] = _Verified(signer, claims)
     if len(_VERIFIED) > _VERIFIED_KEPT:
         _VERIFIED.popitem(last=False)
 
@@ -389,7 +414,8 @@ def verify(
     """Verify ``token``; see the module docstring. The keyword checks run when given;
     ``allow_expired`` accepts a token expired at most ``grace`` seconds ago (closes)."""
     at = time.time() if now is None else now
-    known = _remembered(token, bundle, at, allow_expired, grace)
+    memo = _memo_key(bundle, token)
+    known = _remembered(memo, bundle, at, allow_expired, grace)
     if known is not None:  # its text was split and checked when it was first seen
         _check_times(known.claims, known.signer, at, allow_expired, grace, skew)
         _check_binding(known.claims, audience, segment_id, previous_token)
@@ -405,7 +431,7 @@ def verify(
     _check_signature(parts, signer, claims)
     _check_times(claims, signer, at, allow_expired, grace, skew)
     _check_binding(claims, audience, segment_id, previous_token)
-    _remember(token, bundle, signer, claims)
+    _remember(memo, signer, claims)
     return claims
 
 

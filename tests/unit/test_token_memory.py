@@ -65,7 +65,7 @@ def test_a_remembered_token_still_expires_and_binds(signature_checks: list[str])
     assert signature_checks == [NSC]  # all of these were answered from memory
     with pytest.raises(Unauthenticated, match="longer than a close accepts"):
         token.verify(signed, bundle, start + 60 + token.CLOSE_GRACE + 1, allow_expired=True)
-    assert (id(bundle), signed) not in token._VERIFIED  # past the grace: forgotten
+    assert token._memo_key(bundle, signed) not in token._VERIFIED  # past the grace: forgotten
 
 
 def test_memory_is_per_bundle_and_ends_with_the_signer(signature_checks: list[str]) -> None:
@@ -108,3 +108,16 @@ def test_memory_is_bounded(signature_checks: list[str], monkeypatch: pytest.Monk
     token.verify(signed[0], bundle, start + 1)  # the oldest was forgotten: checked again
     token.verify(signed[2], bundle, start + 1)  # still remembered
     assert len(signature_checks) == 4
+
+
+def test_the_memories_hold_no_token_texts(
+    signature_checks: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A token text is ~1.6 KB (most of it its signer's chain): the memories keep a digest."""
+    monkeypatch.setattr(token, "_NAMED", type(token._NAMED)())
+    ca, start, signed = _setup()
+    token.verify(signed, ca.bundle, start + 1)
+    assert token.path_identities([signed]) == {NSC, NSMGR}
+    held = [key[1] for key in token._VERIFIED] + list(token._NAMED)
+    assert len(held) == 2 and all(len(key) == 32 for key in held)  # digests, not ~1.6 KB texts
+    assert token.path_identities([signed]) == {NSC, NSMGR}  # answered from memory
