@@ -51,7 +51,9 @@ async def find_leftovers(
     for netns in namespaces:
         try:
             links = await kernel.list_links(netns, alias_prefix="vwire:")
-        except (NotFound, PermissionDenied):  # vanished, or its /proc/PID is another's now
+        except (NotFound, PermissionDenied, InvalidArgument):
+            # vanished, its /proc/PID is another's now, or it is being deleted: `ip netns
+            # delete` unmounts the namespace before it unlinks the (then plain) file
             continue
         for link in links:
             mark = parse_marker(link.alias)

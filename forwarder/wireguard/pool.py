@@ -43,7 +43,7 @@ import structlog
 
 from forwarder.kernel import KernelPort
 from sdk.aio import cancel_all
-from sdk.errors import FabricError, NotFound
+from sdk.errors import FabricError, InvalidArgument, NotFound
 
 from .process import WgGoProcess, clear_stale_socket
 from .uapi import SOCKET_DIR
@@ -269,7 +269,9 @@ class DevicePool:
 
     async def _sweep_in(self, netns: str | None) -> list[str]:
         removed = []
-        with contextlib.suppress(NotFound):
+        # NotFound/InvalidArgument: a namespace listed a moment ago that is gone or being
+        # deleted (unmounted, its file not yet unlinked) holds no pooled TUN any more
+        with contextlib.suppress(NotFound, InvalidArgument):
             for link in await self.kernel.list_links(netns, alias_prefix=POOL_ALIAS):
                 pid = (link.alias or "").removeprefix(POOL_ALIAS)
                 if pid.isdigit() and (int(pid) == os.getpid() or os.path.exists(f"/proc/{pid}")):
