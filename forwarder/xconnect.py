@@ -44,7 +44,8 @@ Contract, per request (place it after ``Metadata``/``Timeout``, in front of ``Co
   :class:`forwarder.counters.Counters`, the live answer behind ``nsmctl status``).
 
 Connection ids given to the data plane are ``<forwarder name>/<segment id>``, which is how a
-restarted forwarder recognises (and sweeps) only its own leftovers.
+restarted forwarder recognises (and sweeps) only its own leftovers; forwarders of one name on one
+host tell theirs apart by the marker's process and the name lock (:mod:`forwarder.namelock`).
 """
 
 from __future__ import annotations
