@@ -48,7 +48,7 @@ def _daemons_named(ifname: str) -> list[int]:
     return found
 
 
-def _daemons_in(path: str) -> list[int]:
+def daemons_in(path: str) -> list[int]:
     """Pids of wireguard-go processes living in the namespace at ``path``."""
     ino = os.stat(path).st_ino
     found = []
@@ -267,11 +267,11 @@ async def test_pooled_daemons_serve_vwires_of_their_mtu_and_leave_nothing(
         taken = await kernel.get_link(underlay, fourth)
         assert taken.mtu == 1400 and (taken.alias or "").startswith(POOL_ALIAS)
         await asyncio.wait_for(backend.pool.filled(underlay), 20)
-        assert len(_daemons_in(underlay)) == 4 + 2  # four vWires' and two pooled
+        assert len(daemons_in(underlay)) == 4 + 2  # four vWires' and two pooled
     finally:
         await backend.close()
         kernel.close()
-    assert _daemons_in(underlay) == []
+    assert daemons_in(underlay) == []
     assert [link.name for link in await NetlinkKernel().list_links(underlay)] == ["lo"]
     assert set(SOCKET_DIR.glob("vwp*.sock")) <= sockets_before  # none of this test's left
 

@@ -7,9 +7,7 @@ left after close."""
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Callable
-from pathlib import Path
 
 from forwarder.kernel.netlink import NetlinkKernel
 from forwarder.vwire import RemotePreparation, prepare_remote
@@ -18,21 +16,8 @@ from forwarder.wireguard.pool import POOL_ALIAS
 from forwarder.wireguard.uapi import SOCKET_DIR
 
 from .conftest import netns_path, run
+from .test_forwarder_scale import daemons_in
 from .test_vwire_remote import wait_until
-
-
-def daemons_in(path: str) -> list[int]:
-    """Pids of wireguard-go processes living in the namespace at ``path``."""
-    ino = os.stat(path).st_ino
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if (Path(f"/proc/{pid}/comm").read_text().strip() == "wireguard-go"
-                    and os.stat(f"/proc/{pid}/ns/net").st_ino == ino):
-                found.append(int(pid))
-        except OSError:
-            continue
-    return found
 
 
 def index_of(ns: str, name: str) -> str:
