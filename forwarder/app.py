@@ -102,7 +102,7 @@ class Forwarder:
         # Other live forwarders of this name (fabrics side by side) keep theirs: namelock.py.
         self.name_lock.hold()
         removed = await sweep(self.kernel, self.backend, owner=self.name,
-                              spare=self.name_lock.spare_others)
+                              spare=self.name_lock.spare_others())
         info = await describe(self.backend)
         self.dataplane = {
             "wireguard": info.kind,

@@ -16,10 +16,10 @@ Contract (:class:`NameLock`, one per forwarder process):
   process (a killed forwarder's too). Shared holds never wait for each other.
 - :meth:`NameLock.holders` lists the pids holding it now (``/proc/locks``): the live forwarders
   of the name. Every vWire marker names the pid that made it (:mod:`forwarder.vwire.naming`).
-- :meth:`NameLock.spare_others` is the sweep's ``spare``: it keeps what another live forwarder of
-  the name made. What a dead one made (its pid holds no lock, even if the pid was reused), and
-  markers without a pid, are swept as before. :meth:`NameLock.spare_all_but_mine` (at stop) keeps
-  everything this process did not make.
+- :meth:`NameLock.spare_others` makes one sweep's ``spare`` (it reads the holders once): it
+  keeps what another live forwarder of the name made. What a dead one made (its pid holds no
+  lock, even if the pid was reused), and markers without a pid, are swept as before.
+  :meth:`NameLock.spare_all_but_mine` (at stop) keeps everything this process did not make.
 - A directory that cannot be made or written raises ``FailedPrecondition`` naming it.
   :meth:`release` closes the lock (idempotent).
 """
@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from forwarder.vwire import Leftover
@@ -78,10 +79,22 @@ class NameLock:
                     pids.add(int(fields[fields.index(inode) - 1]))
         return pids
 
-    def spare_others(self, item: Leftover) -> bool:
-        """Keep ``item`` when another live forwarder of the name made it."""
-        return item.owner is not None and item.owner != os.getpid() and (
-            item.owner in self.holders())
+    def spare_others(self) -> Callable[[Leftover], bool]:
+        """A sweep's ``spare`` that keeps what another live forwarder of the name made. The
+        holders are read once per sweep, when the first leftover made by another process is
+        asked about: the sweep has listed its leftovers by then, and a forwarder holds the lock
+        before it makes anything, so every maker of a listed leftover holds it then or is gone."""
+        holders: set[int] | None = None
+
+        def spare(item: Leftover) -> bool:
+            nonlocal holders
+            if item.owner is None or item.owner == os.getpid():
+                return False
+            if holders is None:
+                holders = self.holders()
+            return item.owner in holders
+
+        return spare
 
     def spare_all_but_mine(self, item: Leftover) -> bool:
         """Keep ``item`` unless this process made it."""

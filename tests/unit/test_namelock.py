@@ -51,14 +51,15 @@ async def test_what_a_live_forwarder_of_the_name_made_is_spared_until_it_dies(
         assert await asyncio.wait_for(holder.stdout.readline(), 10) == b"held\n"
         lock.hold()
         assert lock.holders() == {os.getpid(), holder.pid}
-        assert lock.spare_others(made_by(holder.pid))  # the other fabric's forwarder-n1
-        assert not lock.spare_others(made_by(os.getpid()))
-        assert not lock.spare_others(made_by(None))  # an older marker: swept as before
+        spare = lock.spare_others()
+        assert spare(made_by(holder.pid))  # the other fabric's forwarder-n1
+        assert not spare(made_by(os.getpid()))
+        assert not spare(made_by(None))  # an older marker: swept as before
         assert NameLock("forwarder-n2", tmp_path).holders() == set()  # another name
         holder.kill()
         await asyncio.wait_for(holder.wait(), 10)
         assert lock.holders() == {os.getpid()}
-        assert not lock.spare_others(made_by(holder.pid))  # dead: its leftovers are swept
+        assert not lock.spare_others()(made_by(holder.pid))  # dead: its leftovers are swept
         assert lock.spare_all_but_mine(made_by(holder.pid))  # at stop only our own go
         assert not lock.spare_all_but_mine(made_by(os.getpid()))
     finally:
