@@ -126,12 +126,13 @@ def request(lab: Lab, cid: str = "conn-1") -> NetworkServiceRequest:
 
 async def assert_nothing_left(lab: Lab, remote: Remote, backend: WireGuardBackend,
                         before: dict[str, str], daemons: set[str]) -> None:
-    """No link, address, route, daemon, control socket, UDP socket or tunnel port is left."""
+    """No link, address, route, daemon, control socket, UDP socket or tunnel port is left (the
+    daemons ``daemons`` are waited for: their ends are reaped behind the calls)."""
+    assert await wait_until(lambda: not wg_processes(daemons))
     names = (lab.node_a, lab.node_b, lab.client, lab.endpoint)
     assert kernel_state(*names) == before
     assert not await marked(*names)
     assert not getattr(backend, "interfaces", list)()
-    assert not wg_processes(daemons)
     assert not [name for name in daemons if socket_path(name).exists()]
     for ns in (lab.node_a, lab.node_b):  # wireguard-go binds its port in the underlay
         assert run("ss", "-Hlun", netns=ns).stdout.strip() == ""
@@ -180,7 +181,6 @@ async def test_client_tunnel_is_ready_before_the_answer_endpoint_learns_its_name
         for conn in made:
             await a.chain.run_close(conn)
     assert len(daemons) == 4
-    assert await wait_until(lambda: not wg_processes(daemons))
     await assert_nothing_left(lab, remote, backend, before, daemons)
 
 
@@ -203,7 +203,6 @@ async def test_refused_request_removes_both_preparations(
         await remote.client_side.chain.run_request(request(lab))
     daemons = _prepared_names(stub)
     assert len(daemons) == 2  # one prepared on each side, both seen while the request was out
-    assert await wait_until(lambda: not wg_processes(daemons))
     await assert_nothing_left(lab, remote, backend, before, daemons)
 
 
@@ -223,7 +222,6 @@ async def test_cancelled_request_removes_both_preparations(
         await pending
     daemons = _prepared_names(stub)
     assert len(daemons) == 2
-    assert await wait_until(lambda: not wg_processes(daemons))
     await assert_nothing_left(lab, remote, backend, before, daemons)
 
 
@@ -249,7 +247,6 @@ async def test_other_mtu_in_the_answer_discards_the_preparations_and_stays_exact
         assert await wait_until(lambda: not wg_processes(prepared - running))
     finally:
         await a.chain.run_close(conn)
-    assert await wait_until(lambda: not wg_processes(prepared | running))
     await assert_nothing_left(lab, remote, backend, before, prepared | running)
 
 
