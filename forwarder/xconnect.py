@@ -72,7 +72,6 @@ from forwarder.vwire import (
     LocalVWireSpec,
     NeighbourSpec,
     PreparedRemote,
-    Recent,
     RemotePreparation,
     RemoteVWireSpec,
     RouteSpec,
@@ -86,6 +85,7 @@ from forwarder.vwire.mtu import wireguard_mtu
 from forwarder.wireguard import WireGuardBackend, generate_keypair
 from sdk.chain import Key, Values
 from sdk.errors import FabricError, InvalidArgument, NotFound, quoted
+from sdk.lru import Lru
 from sdk.networkservice.core import NetworkServiceElement, NSCursor
 
 _log = structlog.get_logger("forwarder.xconnect")
@@ -188,8 +188,8 @@ class Xconnect(NetworkServiceElement):
         self.prepare_ahead = prepare_ahead
         #: what the last first request for a network service came out as: the tunnel MTU
         #: (None: the endpoint was on this node), and the namespace each endpoint answered with
-        self._service_mtu: Recent[str, int | None] = Recent(_REMEMBERED)
-        self._endpoint_netns: Recent[str, str] = Recent(_REMEMBERED)
+        self._service_mtu: Lru[str, int | None] = Lru(_REMEMBERED)
+        self._endpoint_netns: Lru[str, str] = Lru(_REMEMBERED)
         self.backend = backend
         self.node = node
         self.ports = ports

@@ -11,7 +11,7 @@ Helpers with one job each: :mod:`.spec` (input values), :mod:`.validate` (checks
 :mod:`.undo` (rollback log), :mod:`.resolve` (namespace references), :mod:`.handle`.
 """
 
-from .ahead import Ahead, Recent
+from .ahead import Ahead
 from .handle import End, VWire
 from .local import program_local
 from .mtu import DEFAULT_MTU, WIREGUARD_OVERHEAD_IPV4, WIREGUARD_OVERHEAD_IPV6
@@ -38,7 +38,6 @@ __all__ = [
     "LocalVWireSpec",
     "NeighbourSpec",
     "PreparedRemote",
-    "Recent",
     "RemotePreparation",
     "RemoteVWireSpec",
     "RouteSpec",

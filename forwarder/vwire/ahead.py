@@ -9,16 +9,11 @@
   it made, so a request that failed, was cancelled or is answered otherwise leaves nothing; a
   cleanup failure is logged (the marker lets the forwarder's sweep find the interface later);
 * both are idempotent and safe on an :class:`Ahead` that never started (``Ahead.none()``).
-
-:class:`Recent` is a small bounded memory (least recently written forgotten first) for what
-earlier connections taught: the tunnel MTU a service's vWires came out with, the namespace an
-endpoint answered with.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Generic, TypeVar
 
 import structlog
 
@@ -30,8 +25,6 @@ from sdk.errors import FabricError
 from .remote import PreparedRemote, RemotePreparation, prepare_remote
 
 _log = structlog.get_logger("forwarder.vwire")
-K = TypeVar("K")
-V = TypeVar("V")
 
 
 class Ahead:
@@ -78,29 +71,3 @@ class Ahead:
             await task.result().discard()
         except FabricError as exc:
             _log.warning("removing a vwire preparation failed", error=str(exc))
-
-
-class Recent(Generic[K, V]):
-    """A map of at most ``size`` entries; writing an entry makes it the newest."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._entries: dict[K, V] = {}
-
-    def get(self, key: K) -> V | None:
-        return self._entries.get(key)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._entries
-
-    def put(self, key: K, value: V) -> None:
-        self._entries.pop(key, None)
-        self._entries[key] = value
-        while len(self._entries) > self.size:
-            del self._entries[next(iter(self._entries))]
-
-    def forget(self, key: K) -> None:
-        self._entries.pop(key, None)
-
-    def __len__(self) -> int:
-        return len(self._entries)

@@ -30,7 +30,6 @@ from __future__ import annotations
 import inspect
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -38,6 +37,7 @@ import grpc
 from cryptography import x509
 
 from sdk.errors import FabricError, Unauthenticated
+from sdk.lru import Lru
 from sdk.security import audit
 from sdk.security.federation import BundleSet
 from sdk.security.source import SvidSource
@@ -55,7 +55,7 @@ class PeerTrust(grpc.aio.ServerInterceptor):
     def __init__(self, source: SvidSource, clock: Callable[[], float] = time.time) -> None:
         self.source = source
         self.clock = clock
-        self._verified: OrderedDict[tuple[int, bytes], tuple[BundleSet, float]] = OrderedDict()
+        self._verified: Lru[tuple[int, bytes], tuple[BundleSet, float]] = Lru(_KEPT)
         self._lock = threading.Lock()  # synchronous handlers check from gRPC's threads
 
     def credentials(self) -> grpc.ServerCredentials:
@@ -78,7 +78,7 @@ class PeerTrust(grpc.aio.ServerInterceptor):
         with self._lock:
             known = self._verified.get(key)
             if known is not None and known[0] is trust and now < known[1]:
-                self._verified.move_to_end(key)
+                self._verified.touch(key)
                 return None
         try:
             chain = _peer_chain(leaf_pem, chain_pem)
@@ -90,9 +90,7 @@ class PeerTrust(grpc.aio.ServerInterceptor):
         roots = trust.require(identity.trust_domain).roots
         until = min(c.not_valid_after_utc.timestamp() for c in (*chain, *roots))
         with self._lock:
-            self._verified[key] = (trust, until)
-            if len(self._verified) > _KEPT:
-                self._verified.popitem(last=False)
+            self._verified.put(key, (trust, until))
         return None
 
     def _wrap(self, inner: Callable[..., Any]) -> Callable[..., Any]:

@@ -45,7 +45,6 @@ import hashlib
 import json
 import re
 import time
-from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -61,6 +60,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from sdk.errors import FabricError, PermissionDenied, Unauthenticated
+from sdk.lru import Lru
 from sdk.security.federation import BundleSet
 from sdk.security.svid import Svid, TrustBundle
 
@@ -140,8 +140,8 @@ def path_identities(tokens: Iterable[str]) -> set[str]:
 
 
 # Keyed by the SHA-256 of the token text: the texts (~1.6 KB each) are not kept.
-_NAMED: OrderedDict[bytes, tuple[str, ...]] = OrderedDict()
 _NAMED_KEPT = 512
+_NAMED: Lru[bytes, tuple[str, ...]] = Lru(_NAMED_KEPT)
 
 
 def _digest(text: str) -> bytes:
@@ -154,11 +154,10 @@ def _named_identities(text: str) -> tuple[str, ...]:
     key = _digest(text)
     known = _NAMED.get(key)
     if known is None:
-        known = _NAMED[key] = _read_identities(text)
-        if len(_NAMED) > _NAMED_KEPT:
-            _NAMED.popitem(last=False)
+        known = _read_identities(text)
+        _NAMED.put(key, known)
     else:
-        _NAMED.move_to_end(key)
+        _NAMED.touch(key)
     return known
 
 
@@ -311,8 +310,8 @@ class _Signer:
 
 # The same few SVIDs sign every token a process sees: their chains are verified once per bundle
 # and validity window, keyed by the token's header text (which holds the x5c chain).
-_SIGNERS: OrderedDict[tuple[int, str], _Signer] = OrderedDict()
 _SIGNERS_KEPT = 256
+_SIGNERS: Lru[tuple[int, str], _Signer] = Lru(_SIGNERS_KEPT)
 
 
 def _header(text: str) -> dict[str, Any]:
@@ -331,7 +330,7 @@ def _signer(
     key = (id(bundle), header_text)
     known = _SIGNERS.get(key)
     if known is not None and known.bundle is bundle and known.valid_from <= at < known.valid_until:
-        _SIGNERS.move_to_end(key)
+        _SIGNERS.touch(key)
         return known
     chain = _signer_chain(_header(header_text) if header is None else header)
     try:
@@ -344,14 +343,13 @@ def _signer(
     anchors = bundle.bundle_for(signer.trust_domain)
     assert anchors is not None  # verify() found it
     certificates = [*chain, *anchors.roots]
-    known = _SIGNERS[key] = _Signer(
+    known = _Signer(
         bundle, str(signer), public,
         max(c.not_valid_before_utc.timestamp() for c in certificates),
         min(c.not_valid_after_utc.timestamp() for c in certificates),
         chain[0].not_valid_after_utc.timestamp(),
     )
-    if len(_SIGNERS) > _SIGNERS_KEPT:
-        _SIGNERS.popitem(last=False)
+    _SIGNERS.put(key, known)
     return known
 
 
@@ -366,8 +364,8 @@ class _Verified:
 # A token travels the whole path, so each process sees it several times (every later hop of the
 # request through it, then the close): its signature is checked once, keyed by the SHA-256 of
 # the token's text (a text is ~1.6 KB, most of it the signer's chain; 512 of them were ~1 MB).
-_VERIFIED: OrderedDict[tuple[int, bytes], _Verified] = OrderedDict()
 _VERIFIED_KEPT = 512
+_VERIFIED: Lru[tuple[int, bytes], _Verified] = Lru(_VERIFIED_KEPT)
 
 
 def _memo_key(bundle: Trust, token: str) -> tuple[int, bytes]:
@@ -384,19 +382,17 @@ def _remembered(key: tuple[int, bytes], bundle: Trust, at: float, allow_expired:
         return None
     claims, signer = known.claims, known.signer
     if at - claims.expires_at > grace:  # no close can use it any more
-        del _VERIFIED[key]
+        _VERIFIED.forget(key)
         return None
     when = min(at, max(claims.issued_at, at - grace)) if allow_expired else at
     if not signer.valid_from <= when < signer.valid_until:
         return None  # checked in full: the error names why
-    _VERIFIED.move_to_end(key)
+    _VERIFIED.touch(key)
     return known
 
 
 def _remember(key: tuple[int, bytes], signer: _Signer, claims: Claims) -> None:
-    _VERIFIED[key] = _Verified(signer, claims)
-    if len(_VERIFIED) > _VERIFIED_KEPT:
-        _VERIFIED.popitem(last=False)
+    _VERIFIED.put(key, _Verified(signer, claims))
 
 
 def verify(

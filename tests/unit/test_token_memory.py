@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from sdk.errors import PermissionDenied, Unauthenticated
+from sdk.lru import Lru
 from sdk.security import token
 from sdk.security.ca import CertificateAuthority
 
@@ -27,7 +28,7 @@ def signature_checks(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
         check(parts, signer, claims)
 
     monkeypatch.setattr(token, "_check_signature", counted)
-    monkeypatch.setattr(token, "_VERIFIED", type(token._VERIFIED)())
+    monkeypatch.setattr(token, "_VERIFIED", Lru(token._VERIFIED_KEPT))
     yield made
 
 
@@ -96,7 +97,7 @@ def test_an_altered_token_is_checked_in_full(signature_checks: list[str]) -> Non
 
 
 def test_memory_is_bounded(signature_checks: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(token, "_VERIFIED_KEPT", 2)
+    monkeypatch.setattr(token._VERIFIED, "size", 2)
     ca = CertificateAuthority.create(TD)
     start = ca.root.not_valid_before_utc.timestamp() + 3600
     svid = ca.issue(NSC, ttl=600, now=start)
@@ -114,7 +115,7 @@ def test_the_memories_hold_no_token_texts(
     signature_checks: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A token text is ~1.6 KB (most of it its signer's chain): the memories keep a digest."""
-    monkeypatch.setattr(token, "_NAMED", type(token._NAMED)())
+    monkeypatch.setattr(token, "_NAMED", Lru(token._NAMED_KEPT))
     ca, start, signed = _setup()
     token.verify(signed, ca.bundle, start + 1)
     assert token.path_identities([signed]) == {NSC, NSMGR}

@@ -14,7 +14,6 @@ from api.proto.connection_pb2 import Connection, Mechanism
 from api.proto.networkservice_pb2 import NetworkServiceRequest
 from forwarder.kernel import FakeKernel
 from forwarder.ports import PortPool
-from forwarder.vwire import Recent
 from forwarder.wireguard import generate_keypair
 from forwarder.wireguard.fake import FakeWireGuard
 from forwarder.xconnect import Node, Xconnect
@@ -152,15 +151,3 @@ async def test_off_prepares_nothing() -> None:
     with pytest.raises(DataplaneError, match="injected"):
         await chain.run_request(request("c1"))
     assert backend.creates == 1
-
-
-def test_recent_keeps_the_newest_entries() -> None:
-    recent: Recent[str, int] = Recent(2)
-    recent.put("a", 1)
-    recent.put("b", 2)
-    recent.put("a", 3)  # rewritten: now the newest
-    recent.put("c", 4)
-    assert ("a" in recent, "b" in recent, "c" in recent) == (True, False, True)
-    assert recent.get("a") == 3 and len(recent) == 2
-    recent.forget("a")
-    assert recent.get("a") is None
