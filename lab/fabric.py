@@ -140,12 +140,16 @@ class Fabric:
         log_level: str = "info",
         ready_timeout: float = 30.0,
         registry_store: str = "memory",
+        forwarder_args: Mapping[int, Sequence[str]] | None = None,
     ) -> None:
         if not 1 <= nodes <= 16:
             raise InvalidArgument("nodes", f"must be 1-16 (got {nodes})")
         if registry_store not in REGISTRY_STORES:
             raise InvalidArgument("registry_store", f"must be one of {', '.join(REGISTRY_STORES)}"
                                   f" (got {registry_store!r})")
+        if unknown := sorted(set(forwarder_args or {}) - set(range(1, nodes + 1))):
+            raise InvalidArgument("forwarder_args", f"keys are node indexes 1-{nodes} "
+                                  f"(got {unknown})")
         self.registry_store = registry_store
         self.etcd: EtcdCluster | None = None  # once up with registry_store="etcd"
         self.topology = topology
@@ -155,6 +159,9 @@ class Fabric:
         self.select_policy = select_policy
         self.log_level = log_level
         self.ready_timeout = ready_timeout
+        #: extra flags of a node's forwarder, by node index (e.g. ``{1: ["--wireguard-device",
+        #: "shared"]}``); kept in its command, so a restart keeps them too
+        self.forwarder_args = {i: list(a) for i, a in (forwarder_args or {}).items()}
         self.endpoints: dict[str, Endpoint] = {}
         self.clients: dict[str, Client] = {}
         self.ca: CertificateAuthority | None = None
@@ -279,6 +286,7 @@ class Fabric:
             "--listen", f"unix://{node.forwarder_socket}", "--nsmgr", f"unix://{node.nsmgr_socket}",
             "--underlay-interface", "ul0", "--log-level", self.log_level, *self._lifetime_args(),
             "--svid-dir", str(self.identity("forwarder", f"forwarder-{node.name}")),
+            *self.forwarder_args.get(node.index, []),
         ], netns=node.netns)
 
     async def _wait_socket(self, process: str, path: Path) -> None:
