@@ -1,12 +1,15 @@
 """Connection benchmark: remote setup latency and heal times on a real fabric, against a raw peer.
 
 Run (root): ``python -m bench.connect [--sequential 100] [--concurrent 50] [--heal-trials 5]
-[--wireguard-pool N] [--wireguard-pool-endpoints M] [--no-prepare-ahead] [--json]``
-(``--wireguard-pool``: the forwarders keep N wireguard-go daemons started ahead, see
-``VWIRE_FORWARDER_WIREGUARD_POOL``, and with ``--wireguard-pool-endpoints`` N more each in up to
-M endpoint namespaces, moved in, see ``VWIRE_FORWARDER_WIREGUARD_POOL_ENDPOINTS``;
-``--no-prepare-ahead``: they program a tunnel only once the answer came, as before
-``VWIRE_FORWARDER_PREPARE_AHEAD``).
+[--wireguard-pool N] [--wireguard-pool-endpoints M] [--no-prepare-ahead]
+[--wireguard-device per-vwire|shared] [--json]`` (``--wireguard-pool``: the forwarders keep N
+wireguard-go daemons started ahead, see ``VWIRE_FORWARDER_WIREGUARD_POOL``, and with
+``--wireguard-pool-endpoints`` N more each in up to M endpoint namespaces, moved in, see
+``VWIRE_FORWARDER_WIREGUARD_POOL_ENDPOINTS``; ``--no-prepare-ahead``: they program a tunnel only
+once the answer came, as before ``VWIRE_FORWARDER_PREPARE_AHEAD``; ``--wireguard-device
+shared``: both sides share one wireguard-go per node pair and address space instead of one per
+vWire, see ``VWIRE_FORWARDER_WIREGUARD_DEVICE``; the hand-made peer stays a tunnel per
+connection). The settings are in the results' header.
 
 Builds a 3-node fabric with :class:`lab.fabric.Fabric` (its own namespaces ``vwb<pid>-...``,
 removed at the end whatever happens): endpoint ``nse-setup`` on n2 for the setup measurements,
@@ -23,7 +26,8 @@ and ``--heal-trials`` + 1 endpoints ``nse-<i>`` on n2 and n3 for the heal trials
   **scaling efficiency** = (burst size * sequential CPU per setup / cores) / burst wall time
   (1.0: the burst is as fast as the machine's CPU allows; goal ≥ 0.8); memory at 0, one burst
   and two bursts of live connections: RSS of n1's and n2's nsmgr + forwarder (goal < 150 MB at
-  100) and RSS and PSS per wireguard-go device (PSS shares the binary's pages fairly);
+  100), how many wireguard-go run, and RSS and PSS per wireguard-go device (PSS shares the
+  binary's pages fairly);
 - the **peer**, in the same run and interleaved with the sequential setups (one every
   ``sequential / 20`` setups, so both see the same load): the same data plane made by hand
   without any negotiation — per side a ``wireguard-go`` started in the node namespace (waiting
@@ -93,6 +97,7 @@ PEER_TRIALS = 20
 PEER_PORT = 41000
 SETUP_SERVICE = "bench-setup"
 SETUP_CIDRS = ("10.64.0.0/16", "fd00:64::/64")
+WIREGUARD_DEVICES = ("per-vwire", "shared")
 
 
 @dataclass
@@ -104,6 +109,7 @@ class Config:
     wireguard_pool: int = 0
     wireguard_pool_endpoints: int = 0
     prepare_ahead: bool = True
+    wireguard_device: str = "per-vwire"
 
 
 @dataclass
@@ -418,6 +424,7 @@ def cost_metrics(results: Results) -> list[Metric]:
             out.append(Metric(f"control_plane_rss_{node}_at_{live}", _mb(memory[node][0]), "MB",
                               goal))
         daemons = memory["wireguard-go"]
+        out.append(Metric(f"wireguard_go_daemons_at_{live}", len(daemons) // 2, ""))
         if daemons:
             count = len(daemons) // 2
             out.append(Metric(f"wireguard_go_rss_per_device_at_{live}",
@@ -448,6 +455,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-prepare-ahead", dest="prepare_ahead", action="store_false",
                         help="the forwarders' VWIRE_FORWARDER_PREPARE_AHEAD=false (a tunnel is "
                              "made only once the request's answer came)")
+    parser.add_argument("--wireguard-device", choices=WIREGUARD_DEVICES,
+                        default=defaults.wireguard_device,
+                        help="the forwarders' VWIRE_FORWARDER_WIREGUARD_DEVICE (shared: one "
+                             "wireguard-go per node pair and address space)")
     parser.add_argument("--max-seconds", type=float, default=defaults.max_seconds,
                         help="wall-clock budget; phases stop early when it runs out")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -469,6 +480,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["VWIRE_FORWARDER_WIREGUARD_POOL"] = str(config.wireguard_pool)  # the forwarders'
     os.environ["VWIRE_FORWARDER_PREPARE_AHEAD"] = str(config.prepare_ahead).lower()
     os.environ["VWIRE_FORWARDER_WIREGUARD_POOL_ENDPOINTS"] = str(config.wireguard_pool_endpoints)
+    os.environ["VWIRE_FORWARDER_WIREGUARD_DEVICE"] = config.wireguard_device
     log.configure("warning", json=True)
     pid = os.getpid()
     topology = Topology(f"vwb{pid}-", Path(f"/var/run/vwire-bench/{pid}"))
