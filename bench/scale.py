@@ -1,7 +1,8 @@
 """Scale run: hundreds of live vWires over a 3-node lab, all passing traffic, setup kept flat.
 
 Run (root): ``python -m bench.scale [--connections 500] [--steps 10,100] [--probes 10]
-[--batch 8] [--local-share 0.0] [--max-seconds 540] [--json]``.
+[--batch 8] [--local-share 0.0] [--wireguard-device per-vwire|shared] [--max-seconds 540]
+[--json]``.
 
 Builds a 3-node fabric (:class:`lab.fabric.Fabric`, namespaces ``vws<pid>-...``, removed at the
 end however the run ends, Ctrl-C included) with one endpoint on n2 and one on n3 (and one on n1
@@ -10,7 +11,9 @@ in-process :class:`lab.clients.InProcessClients` (unrefreshed; their lifetime ou
 Remote connections alternate between n2 and n3: each is a WireGuard tunnel, so one
 ``wireguard-go`` per side (two per connection, ~5 MB resident each); ``--local-share`` makes that
 fraction of the connections to the endpoint on n1 instead (a veth pair, no daemon), for a machine
-that cannot hold two daemons per connection.
+that cannot hold two daemons per connection. ``--wireguard-device shared`` runs the forwarders
+with ``VWIRE_FORWARDER_WIREGUARD_DEVICE=shared``: one daemon per node pair and side (the
+connections' addresses do not overlap), so four for the run, and a veth per connection.
 
 It ramps up to every step of ``--steps`` and then to ``--connections`` (``--batch`` setups at
 once), and at each step measures, with that many connections live:
@@ -91,6 +94,7 @@ class Config:
     local_share: float = 0.0
     ping_parallel: int = 16
     max_seconds: float = 540.0
+    wireguard_device: str = "per-vwire"
 
 
 @dataclass
@@ -137,11 +141,23 @@ def memory_available() -> int:
     return 0
 
 
+def daemons_needed(config: Config) -> int:
+    """wireguard-go daemons the run starts: two per remote connection, or with shared devices
+    two per node pair (n1-n2, n1-n3), the connections' addresses being all different."""
+    remote = remote_count(config)
+    if config.wireguard_device == "shared":
+        return 2 * min(remote, 2)
+    return 2 * remote
+
+
 def fit_problem(config: Config, available: int) -> str:
     """Why the run's daemons do not fit in ``available`` bytes ('' when they do)."""
-    need = 2 * remote_count(config) * DAEMON_BYTES + RESERVE_BYTES
+    need = daemons_needed(config) * DAEMON_BYTES + RESERVE_BYTES
     if need <= available:
         return ""
+    if config.wireguard_device == "shared":
+        return (f"the run needs ~{need / 1024**3:.1f} GiB but {available / 1024**3:.1f} GiB are "
+                "available: free some memory")
     fits = max(0, (available - RESERVE_BYTES) // (2 * DAEMON_BYTES))
     share = 1 - fits / config.connections
     return (f"{config.connections} connections with {remote_count(config)} remote need "
@@ -268,8 +284,9 @@ async def measure(config: Config, topology: Topology) -> Results:
     deadline = Deadline(config.max_seconds)
     # Tokens and connections outlive the run: nothing refreshes them.
     lifetime = config.max_seconds + 600
-    with running(NAME, Fabric(topology, 3, log_level="warning",
-                              token_lifetime=lifetime)) as fabric:
+    device = ["--wireguard-device", config.wireguard_device]
+    with running(NAME, Fabric(topology, 3, log_level="warning", token_lifetime=lifetime,
+                              forwarder_args=dict.fromkeys((1, 2, 3), device))) as fabric:
         progress(NAME, "starting a 3-node fabric and its endpoints")
         await fabric.up()
         for node in (2, 3):
@@ -382,6 +399,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="fraction of the connections made to an endpoint on the client's "
                              "node (no wireguard-go), for a machine short of memory")
     parser.add_argument("--ping-parallel", type=int, default=defaults.ping_parallel)
+    parser.add_argument("--wireguard-device", choices=("per-vwire", "shared"),
+                        default=defaults.wireguard_device,
+                        help="the forwarders' VWIRE_FORWARDER_WIREGUARD_DEVICE (shared: one "
+                             "wireguard-go per node pair and address space)")
     parser.add_argument("--max-seconds", type=float, default=defaults.max_seconds,
                         help="wall-clock budget; phases stop early when it runs out")
     parser.add_argument("--json", action="store_true", help="print one JSON object")

@@ -63,3 +63,12 @@ def test_growth_per_connection_is_from_the_first_step_to_the_last() -> None:
     assert found["control_plane_rss_per_connection_n1"] == 200.0  # KB: 20 MB over 100
     assert found["wireguard_go_rss_per_daemon"] == 5.0
     assert scale.per_connection([first]) == []
+
+
+def test_shared_devices_need_a_daemon_pair_per_node_pair_not_per_connection() -> None:
+    per_vwire, shared = Config(connections=900), Config(connections=900, wireguard_device="shared")
+    available = RESERVE_BYTES + 8 * DAEMON_BYTES
+    assert (scale.daemons_needed(per_vwire), scale.daemons_needed(shared)) == (1800, 4)
+    assert "--connections 4" in fit_problem(per_vwire, available)
+    assert fit_problem(shared, available) == ""
+    assert scale.daemons_needed(Config(connections=1, wireguard_device="shared")) == 2
