@@ -20,6 +20,7 @@ Test helpers (not part of the port): :meth:`add_netns`, :meth:`remove_netns`, :m
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from ipaddress import ip_address, ip_interface, ip_network
 
@@ -69,6 +70,7 @@ class FakeKernel:
         self._counter = itertools.count(2)
         self._failures: dict[str, tuple[int, FabricError]] = {}
         self.calls: list[str] = []
+        self.sysctls: dict[str, dict[str, str]] = {}  # by namespace made here
         self.add_link(None, "lo", None, up=True)
 
     # -- test helpers ----------------------------------------------------------------------------
@@ -180,6 +182,19 @@ class FakeKernel:
 
     async def list_namespaces(self) -> list[str]:
         return [path for path in self._ns if path is not None]
+
+    async def create_namespace(self, name: str, sysctls: Mapping[str, str]) -> str:
+        self._call("create_namespace", name)
+        path = f"/var/run/netns/{name}"
+        self.add_netns(path)
+        self.sysctls[path] = dict(sysctls)
+        return path
+
+    async def delete_namespace(self, path: str) -> None:
+        self._call("delete_namespace", path)
+        if path in self._ns:
+            self.remove_netns(path)
+        self.sysctls.pop(path, None)
 
     # -- links -----------------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ Conventions shared by every method:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -109,6 +110,17 @@ class KernelPort(Protocol):
     async def list_namespaces(self) -> list[str]:
         """Every workload namespace visible to the forwarder, once each (named preferred): not
         its own, nor the host's unless allowed (see :meth:`resolve_netns`)."""
+        ...
+
+    async def create_namespace(self, name: str, sysctls: Mapping[str, str]) -> str:
+        """Create the named namespace ``name`` (``/var/run/netns/<name>``) with ``lo`` up and
+        ``sysctls`` (``net.ipv4.ip_forward`` -> ``1``) set inside it; return its path.
+        ``AlreadyExists`` when the name is taken; on any failure nothing is left."""
+        ...
+
+    async def delete_namespace(self, path: str) -> None:
+        """Delete a named namespace that :meth:`create_namespace` made, with everything in it
+        (veth pairs with an end inside go with it); an absent one is not an error."""
         ...
 
     async def create_veth(self, name: str, netns: Netns, peer_name: str, peer_netns: Netns) -> None:

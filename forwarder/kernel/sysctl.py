@@ -15,6 +15,10 @@ Contract of :func:`reserve_ports`:
   that namespace. Failure to write raises :class:`FailedPrecondition` naming the setting.
 - The reservation stays with the namespace after the forwarder stops (a restarted forwarder
   finds it in place); it changes nothing but the automatic choice.
+
+:func:`in_namespace` runs any such /proc/sys job in a namespace the same way, and
+:func:`write_sysctls` is the job that sets a few settings (the shared-device namespace's
+forwarding, :mod:`forwarder.shared`).
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 from sdk.errors import FailedPrecondition, InvalidArgument
 from sdk.netns import setns
@@ -29,6 +35,7 @@ from sdk.netns import setns
 from .netns import NamespaceGuard
 from .port import Netns
 
+T = TypeVar("T")
 RESERVED_PORTS = "/proc/sys/net/ipv4/ip_local_reserved_ports"
 SETTING = "net.ipv4.ip_local_reserved_ports"
 
@@ -72,29 +79,32 @@ def _reserve_here(ports: range) -> bool:
     return True
 
 
-def _reserve_in(fd: int, ports: range) -> bool:
+def _run_in(fd: int, job: Callable[[], T]) -> T:
     try:
         setns(fd)  # this thread is discarded afterwards
     finally:
         os.close(fd)
-    return _reserve_here(ports)
+    return job()
 
 
-async def reserve_ports(netns: Netns, ports: range, guard: NamespaceGuard | None = None) -> bool:
-    """Reserve ``ports`` in ``netns`` (see the module docstring); True if the setting changed."""
+async def in_namespace(
+    netns: Netns, job: Callable[[], T], guard: NamespaceGuard | None = None
+) -> T:
+    """Run ``job`` (file access under /proc/sys) in ``netns`` (None: right here), from a
+    short-lived thread that joined that namespace; the path is opened through ``guard``."""
     if netns is None:
-        return _reserve_here(ports)
+        return job()
     fd = (guard or NamespaceGuard()).open(netns, "netns")
     try:
         # A dedicated thread, not the default executor's: it never returns to our namespace.
         loop = asyncio.get_running_loop()
-        result: asyncio.Future[bool] = loop.create_future()
+        result: asyncio.Future[T] = loop.create_future()
 
         own = os.dup(fd)  # the thread's: a cancelled caller closes ``fd`` at once
 
         def run() -> None:
             try:
-                value = _reserve_in(own, ports)
+                value = _run_in(own, job)
             except BaseException as exc:  # handed to the awaiting coroutine
                 loop.call_soon_threadsafe(_settle, result, None, exc)
             else:
@@ -106,10 +116,27 @@ async def reserve_ports(netns: Netns, ports: range, guard: NamespaceGuard | None
         os.close(fd)
 
 
-def _settle(future: asyncio.Future[bool], value: bool | None, exc: BaseException | None) -> None:
+async def reserve_ports(netns: Netns, ports: range, guard: NamespaceGuard | None = None) -> bool:
+    """Reserve ``ports`` in ``netns`` (see the module docstring); True if the setting changed."""
+    return await in_namespace(netns, lambda: _reserve_here(ports), guard)
+
+
+def write_sysctls(values: Mapping[str, str]) -> None:
+    """Write ``values`` (``net.ipv4.ip_forward`` -> ``1``) under /proc/sys of this thread's
+    namespace; FailedPrecondition names a setting that cannot be written."""
+    for key, value in values.items():
+        path = "/proc/sys/" + key.replace(".", "/")
+        try:
+            with open(path, "w", encoding="ascii") as out:
+                out.write(value)
+        except OSError as err:
+            raise FailedPrecondition(f"{key}: cannot set it to {value} ({err.strerror})") from None
+
+
+def _settle(future: asyncio.Future[T], value: T | None, exc: BaseException | None) -> None:
     if future.done():
         return
     if exc is not None:
         future.set_exception(exc)
     else:
-        future.set_result(bool(value))
+        future.set_result(value)  # type: ignore[arg-type]
