@@ -14,7 +14,15 @@ and ``vwire_<side>_wan_mtu`` (the node's underlay MTU, and the MTU it assumes fo
 leave its site). A peer that sends none of them (NSM) is a node of the default site "" without
 NAT whose MTUs are unknown.
 
-Ports and MTUs are decimal strings; :meth:`WireguardMechanism.parse` refuses any other non-empty
+Shared devices (extension): ``vwire_src_shared_key`` — the client-side node's public key for
+tunnels it shares between connections, offered only by a forwarder that may share one (its
+per-connection ``src_*`` stay, so the far side may still choose a device per vWire);
+``vwire_shared_space`` — set by the endpoint side that chose to share: the address space (the
+device pair between the two nodes, 0, 1, ...) this connection goes over; then ``dst_port`` and
+``dst_public_key`` are that shared device's and the client side answers with its own shared
+device for the endpoint's node in that space.
+
+Ports, MTUs and spaces are decimal strings; :meth:`WireguardMechanism.parse` refuses any other non-empty
 value, a NAT kind it does not know, an in-site address that is not an IP address and text longer
 than 253 characters or not printable, with ``InvalidArgument`` naming the parameter (it arrives
 from another node: it is input).
@@ -34,6 +42,7 @@ TYPE = "WIREGUARD"
 SRC_IP, SRC_PORT, SRC_PUBLIC_KEY = "src_ip", "src_port", "src_public_key"
 DST_IP, DST_PORT, DST_PUBLIC_KEY = "dst_ip", "dst_port", "dst_public_key"
 MTU = "MTU"
+SRC_SHARED_KEY, SHARED_SPACE = "vwire_src_shared_key", "vwire_shared_space"
 
 NAT_NONE, NAT_ONE_TO_ONE, NAT_MASQUERADE = "none", "one-to-one", "masquerade"
 NAT_KINDS = (NAT_NONE, NAT_ONE_TO_ONE, NAT_MASQUERADE)
@@ -122,6 +131,8 @@ class WireguardMechanism:
     mtu: int = 0
     src: Reach = field(default_factory=Reach)
     dst: Reach = field(default_factory=Reach)
+    src_shared_key: str = ""
+    shared_space: int | None = None  # None: a device per vWire
 
     @classmethod
     def parse(cls, mechanism: Mechanism, field: str = "mechanism") -> WireguardMechanism:
@@ -139,6 +150,8 @@ class WireguardMechanism:
             mtu=_number(p, MTU, field),
             src=Reach.parse(p, "src", field),
             dst=Reach.parse(p, "dst", field),
+            src_shared_key=_text(p, SRC_SHARED_KEY, field),
+            shared_space=_number(p, SHARED_SPACE, field) if p.get(SHARED_SPACE) else None,
         )
 
     def with_destination(
@@ -157,6 +170,8 @@ class WireguardMechanism:
             DST_PORT: str(self.dst_port) if self.dst_port else "",
             DST_PUBLIC_KEY: self.dst_public_key,
             MTU: str(self.mtu) if self.mtu else "",
+            SRC_SHARED_KEY: self.src_shared_key,
+            SHARED_SPACE: "" if self.shared_space is None else str(self.shared_space),
         }
         mechanism.parameters.update({k: v for k, v in values.items() if v})
         mechanism.parameters.update(self.src.parameters("src"))
