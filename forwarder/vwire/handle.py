@@ -49,8 +49,9 @@ class VWire:
         self.ends = ends
         self.listen_port = listen_port  # WireGuard UDP port (remote sides only)
         self.wireguard: tuple[str, WgPeer] | None = None  # remote sides: (device, its peer)
+        self.space: int | None = None  # over a shared device: its address space
         self.undo = UndoLog()
-        self._extra_metrics = extra_metrics
+        self.extra_metrics = extra_metrics
 
     @property
     def closed(self) -> bool:
@@ -65,7 +66,7 @@ class VWire:
         """Counters of every end (and the tunnel), as strings; read concurrently (the ends'
         from the kernel, the tunnel's from its data plane)."""
         ends = asyncio.gather(*(self.kernel.link_stats(e.netns, e.ifname) for e in self.ends))
-        extra = self._extra_metrics() if self._extra_metrics is not None else _nothing()
+        extra = self.extra_metrics() if self.extra_metrics is not None else _nothing()
         found, tunnel = await asyncio.gather(ends, extra)
         result = {"mtu": str(self.mtu)}
         for end, stats in zip(self.ends, found, strict=True):

@@ -1,0 +1,312 @@
+"""The shared WireGuard devices of one forwarder and the namespace they live in.
+
+Where the kernel has no WireGuard, every remote vWire costs a wireguard-go daemon per side. In
+shared mode a forwarder keeps one device per (other node, address space) instead, and the
+connections between the two nodes are told apart by policy routing (see
+:mod:`forwarder.shared.vwire` and :mod:`forwarder.shared.spaces`).
+
+Contract of :class:`SharedDevices` (one per forwarder process):
+
+* :meth:`start` removes what dead forwarders of this name left (their ``vwsh-<name>-<pid>``
+  namespaces, each with its devices and veth ends) and creates this process's own namespace,
+  ``vwsh-<name>-<pid>``, with forwarding on and reverse-path filtering off (the routing rules
+  decide what may pass; nothing else lives there: no address but loopback, no route out);
+  :meth:`stop` deletes the devices and the namespace (every shared vWire goes with it).
+* One node key pair per process: its public half is offered in the WIREGUARD mechanism
+  (``vwire_src_shared_key``) and answered as the shared device's ``dst_public_key``.
+* :meth:`reserve` (synchronous, so two setups never pick a space at once) puts a connection in
+  a space: the one the far side chose, refused with ``FailedPrecondition`` when it clashes
+  here, or the lowest free one (:func:`forwarder.shared.spaces.choose_space`).
+* :meth:`join` makes sure the device of the connection's (peer, space) runs — created in the
+  underlay (its UDP socket stays there) with the node key, a port from the forwarder's range
+  and the path's tunnel MTU, marked, moved into the namespace and brought up — and sets its one
+  peer: the other node's key, the endpoint last learnt (None: the other node dials), keepalive,
+  and as allowed IPs the far prefixes of every connection in it. Calls on one device are
+  serialised; a failed creation leaves no device and no port taken.
+* :meth:`leave` takes a connection out: the peer's allowed IPs shrink, and the last one out
+  stops the device and frees its port. It is idempotent.
+* Each connection gets its own routing table (:meth:`table`), freed by :meth:`leave`.
+* With :meth:`watch` on a wireguard-go backend, a device whose daemon was restarted is brought
+  back (MTU, marker, up, and every connection's routes through it, kept by :meth:`add_routes`;
+  the rules name the device and match again by themselves); one that could not be restarted
+  makes each of its connections lost (their ``on_lost`` callbacks run once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import structlog
+
+from forwarder.kernel import KernelPort, Route
+from forwarder.ports import PortPool
+from forwarder.vwire.naming import marker
+from forwarder.wireguard import WgPeer, WgProcessEvent, WireGuardBackend, generate_keypair
+from forwarder.wireguard.keys import parse_private_key
+from forwarder.wireguard.model import validate_peer
+from sdk.errors import FabricError, FailedPrecondition
+
+from .spaces import Selectors, choose_space
+
+_log = structlog.get_logger("forwarder.shared")
+NAMESPACE_PREFIX = "vwsh-"
+NAMED = "/var/run/netns"
+FIRST_TABLE = 1000
+#: inside the shared namespace: route between the devices and the veth ends, by our rules only
+SYSCTLS = {
+    "net.ipv4.ip_forward": "1",
+    "net.ipv6.conf.all.forwarding": "1",
+    "net.ipv4.conf.all.rp_filter": "0",
+    "net.ipv4.conf.default.rp_filter": "0",
+}
+
+
+@dataclass
+class _Member:
+    selectors: Selectors
+    on_lost: Callable[[], None] | None
+    routes: list[Route] = field(default_factory=list)  # through the device, in its table
+
+
+@dataclass
+class SharedDevice:
+    """One running shared device: its WireGuard name, port, MTU and peer."""
+
+    peer_key: str
+    space: int
+    wg_name: str
+    port: int
+    mtu: int
+    endpoint: tuple[str, int] | None = None
+    keepalive: int | None = None
+    members: dict[str, _Member] = field(default_factory=dict)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    running: bool = False
+
+
+def namespace_name(forwarder: str, pid: int) -> str:
+    """The shared namespace's name for forwarder ``forwarder`` run by ``pid``."""
+    return f"{NAMESPACE_PREFIX}{forwarder.replace('/', '_')}-{pid}"
+
+
+class SharedDevices:
+    """See the module docstring."""
+
+    def __init__(
+        self, kernel: KernelPort, backend: WireGuardBackend, ports: PortPool, forwarder: str,
+        underlay_netns: str | None = None,
+    ) -> None:
+        self.kernel = kernel
+        self.backend = backend
+        self.ports = ports
+        self.forwarder = forwarder
+        self.underlay_netns = underlay_netns
+        self.private_key, self.public_key = generate_keypair()
+        self.netns = ""  # set by start()
+        self._devices: dict[tuple[str, int], SharedDevice] = {}
+        self._tables: dict[str, int] = {}
+        self._unsubscribe: Callable[[], None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- life --------------------------------------------------------------------------------
+
+    async def start(self, alive: Callable[[int], bool]) -> list[str]:
+        """Remove dead runs' namespaces (``alive(pid)``: that forwarder of this name still
+        runs), create ours; return the paths removed."""
+        removed = []
+        prefix = namespace_name(self.forwarder, 0)[:-1]
+        with contextlib.suppress(FileNotFoundError):
+            for name in sorted(os.listdir(NAMED)):
+                pid = name[len(prefix):]
+                if name.startswith(prefix) and pid.isdigit() and not alive(int(pid)):
+                    await self.kernel.delete_namespace(f"{NAMED}/{name}")
+                    removed.append(f"{NAMED}/{name}")
+        name = namespace_name(self.forwarder, os.getpid())
+        with contextlib.suppress(FabricError):  # a namespace our own pid left: a dead run's
+            await self.kernel.delete_namespace(f"{NAMED}/{name}")
+        self.netns = await self.kernel.create_namespace(name, SYSCTLS)
+        return removed
+
+    async def stop(self) -> None:
+        """Stop every device and delete the namespace (idempotent)."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for device in list(self._devices.values()):
+            with contextlib.suppress(FabricError):
+                await self.backend.delete(device.wg_name)
+            self.ports.give_back(self._port_owner(device))
+        self._devices.clear()
+        if self.netns:
+            await self.kernel.delete_namespace(self.netns)
+            self.netns = ""
+
+    # -- connections -------------------------------------------------------------------------
+
+    def reserve(
+        self, peer_key: str, space: int | None, cid: str, selectors: Selectors,
+        on_lost: Callable[[], None] | None = None,
+    ) -> int:
+        """Put connection ``cid`` in a space of the devices to ``peer_key`` (module docstring)."""
+        members = {
+            s: [m.selectors for c, m in d.members.items() if c != cid]
+            for (key, s), d in self._devices.items() if key == peer_key
+        }
+        if space is None:
+            space = choose_space(members, selectors)
+        elif space != choose_space({space: members.get(space, [])}, selectors):
+            raise FailedPrecondition(
+                f"the other node put connection {cid} in address space {space}, where its "
+                "addresses clash with another connection's on this node; close one of them"
+            )
+        device = self._devices.get((peer_key, space))
+        if device is None:
+            device = SharedDevice(peer_key, space, self._wg_name(peer_key, space), 0, 0)
+            self._devices[(peer_key, space)] = device
+        device.members[cid] = _Member(selectors, on_lost)
+        return space
+
+    async def join(
+        self, peer_key: str, space: int, cid: str, endpoint: tuple[str, int] | None,
+        keepalive: int | None, mtu: int,
+    ) -> SharedDevice:
+        """Run the device of (``peer_key``, ``space``) and set its peer (module docstring)."""
+        device = self._devices[(peer_key, space)]
+        async with device.lock:
+            if not device.running:
+                await self._create(device, mtu)
+            if endpoint is not None:
+                device.endpoint = endpoint
+            if keepalive:
+                device.keepalive = keepalive
+            await self._set_peer(device)
+        return device
+
+    def add_routes(self, peer_key: str, space: int, cid: str, routes: Iterable[Route]) -> None:
+        """Remember the routes through the device that ``cid`` added (restored after a
+        restart of its daemon)."""
+        device = self._devices.get((peer_key, space))
+        if device is not None and cid in device.members:
+            device.members[cid].routes.extend(routes)
+
+    async def leave(self, peer_key: str, space: int, cid: str) -> None:
+        """Take ``cid`` out of its device; the last one out stops it (idempotent)."""
+        device = self._devices.get((peer_key, space))
+        if device is None or device.members.pop(cid, None) is None:
+            return
+        async with device.lock:
+            if device.members:
+                if device.running:
+                    await self._set_peer(device)
+                return
+            if device.running:  # a connection that joins meanwhile makes it again
+                device.running = False
+                try:
+                    await self.backend.delete(device.wg_name)
+                finally:
+                    self.ports.give_back(self._port_owner(device))
+            if not device.members and self._devices.get((peer_key, space)) is device:
+                del self._devices[(peer_key, space)]
+
+    def table(self, cid: str) -> int:
+        """The routing table of connection ``cid`` (the same until :meth:`free_table`)."""
+        if cid not in self._tables:
+            used = set(self._tables.values())
+            self._tables[cid] = next(t for t in range(FIRST_TABLE, FIRST_TABLE + len(used) + 1)
+                                     if t not in used)
+        return self._tables[cid]
+
+    def free_table(self, cid: str) -> None:
+        self._tables.pop(cid, None)
+
+    def devices(self) -> list[SharedDevice]:
+        """The devices now (running or being made)."""
+        return list(self._devices.values())
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _wg_name(self, peer_key: str, space: int) -> str:
+        digest = hashlib.sha256(
+            f"{self.forwarder}\0{os.getpid()}\0{peer_key}\0{space}".encode()).hexdigest()
+        return f"vws{digest[:10]}"
+
+    @staticmethod
+    def _port_owner(device: SharedDevice) -> str:
+        return f"shared:{device.wg_name}"
+
+    async def _create(self, device: SharedDevice, mtu: int) -> None:
+        port = self.ports.take(self._port_owner(device))
+        try:
+            device.port = await self.backend.create(
+                device.wg_name, self.underlay_netns, parse_private_key(self.private_key).reveal(),
+                port, mtu=mtu)
+            try:
+                await self.kernel.set_link(self.underlay_netns, device.wg_name, mtu=mtu,
+                                           alias=self._marker(device))
+                await self.backend.move(device.wg_name, self.underlay_netns, self.netns)
+                await self.kernel.set_link(self.netns, device.wg_name, up=True)
+            except BaseException:
+                await self.backend.delete(device.wg_name)
+                raise
+        except BaseException:
+            self.ports.give_back(self._port_owner(device))
+            raise
+        device.mtu, device.running = mtu, True
+        _log.info("shared device started", wireguard=device.wg_name, space=device.space,
+                  port=device.port, mtu=mtu)
+
+    def _marker(self, device: SharedDevice) -> str:
+        return marker(f"{self.forwarder}/shared/{device.space}", device.wg_name)
+
+    async def _set_peer(self, device: SharedDevice) -> None:
+        allowed = [str(p) for m in device.members.values() for p in m.selectors.far]
+        await self.backend.set_peer(device.wg_name, validate_peer(WgPeer(
+            public_key=device.peer_key, endpoint=device.endpoint,
+            allowed_ips=tuple(dict.fromkeys(allowed)), keepalive=device.keepalive)))
+
+    # -- daemon restarts ---------------------------------------------------------------------
+
+    def watch(self, subscribe: Callable[[Callable[[WgProcessEvent], None]],
+                                        Callable[[], None]]) -> None:
+        """Follow the backend's daemon events (wireguard-go only)."""
+        self._unsubscribe = subscribe(self._on_event)
+
+    def _on_event(self, event: WgProcessEvent) -> None:
+        device = next((d for d in self._devices.values() if d.wg_name == event.ifname), None)
+        if device is None or not device.running:
+            return
+        if event.kind == "restarted":
+            task = asyncio.get_running_loop().create_task(self._restore(device))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        elif event.kind == "restart_failed":
+            self._lose(device, event.detail or "its daemon could not be restarted")
+
+    async def _restore(self, device: SharedDevice) -> None:
+        try:
+            async with device.lock:
+                await self.kernel.set_link(self.netns, device.wg_name, mtu=device.mtu,
+                                           alias=self._marker(device), up=True)
+                for member in list(device.members.values()):
+                    for route in member.routes:
+                        await self.kernel.add_route(self.netns, route)
+            _log.info("shared device restored", wireguard=device.wg_name,
+                      connections=len(device.members))
+        except FabricError as err:
+            self._lose(device, f"restoring it failed: {err}")
+
+    def _lose(self, device: SharedDevice, reason: str) -> None:
+        _log.error("shared device lost", wireguard=device.wg_name, reason=reason,
+                   connections=len(device.members))
+        for member in list(device.members.values()):
+            if member.on_lost is not None:
+                member.on_lost()
+                member.on_lost = None
