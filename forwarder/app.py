@@ -38,6 +38,7 @@ from forwarder.namelock import NameLock
 from forwarder.ports import PortPool, parse_range
 from forwarder.restart import LiveVWires, RestartRecovery
 from forwarder.settings import ForwarderSettings
+from forwarder.shared import SharedDevices
 from forwarder.underlay import advertised_address, detect_underlay
 from forwarder.vwire import sweep
 from forwarder.vwire.mtu import check_mtu
@@ -86,6 +87,7 @@ class Forwarder:
         self.vwire_metrics: VWireMetrics | None = None
         self._metrics_task: asyncio.Task[None] | None = None
         self.xconnect: Xconnect | None = None
+        self.shared: SharedDevices | None = None
         self.name_lock = NameLock(self.name)
 
     async def start(self) -> None:
@@ -113,6 +115,7 @@ class Forwarder:
             "site": node.reach.site,
             "nat": node.reach.nat,
             "tunnel-address": node.address.replace(":", "_"),
+            "wireguard-device": self.config.wireguard_device,
         }
         _log.info("forwarder starting", name=self.name, wireguard=info.kind,
                   wireguard_version=info.version, underlay=interface, underlay_ip=ip,
@@ -122,8 +125,11 @@ class Forwarder:
             live = LiveVWires()
             self.recovery = RestartRecovery(self.kernel, live)
             self.recovery.attach(self.backend)
-        xconnect = Xconnect(self.kernel, self.backend, node, PortPool(ports), live,
-                            prepare_ahead=self.config.prepare_ahead)
+        pool = PortPool(ports)
+        if self.config.wireguard_device == "shared":
+            self.shared = await self._shared_devices(node, pool)
+        xconnect = Xconnect(self.kernel, self.backend, node, pool, live,
+                            prepare_ahead=self.config.prepare_ahead, shared=self.shared)
         self.xconnect = xconnect
         sign = (
             [SignPathSegment(self.svids, self._nsmgr_id, self.config.token_lifetime)]
@@ -169,6 +175,16 @@ class Forwarder:
             site=config.site, nat=config.nat, underlay_mtu=underlay_mtu,
             wan_mtu=config.wan_mtu))
 
+    async def _shared_devices(self, node: Node, pool: PortPool) -> SharedDevices:
+        """The shared devices' namespace, made after removing what dead runs of this name
+        left (forwarder/shared/devices.py)."""
+        shared = SharedDevices(self.kernel, self.backend, pool, self.name, node.underlay_netns)
+        holders = self.name_lock.holders()
+        await shared.start(alive=holders.__contains__)
+        if isinstance(self.backend, UserspaceBackend):
+            shared.watch(self.backend.subscribe)
+        return shared
+
     def _nsmgr_id(self) -> str:
         """The SPIFFE ID of this node's nsmgr, from the last registration reply ('' before)."""
         registered = self._registration.registered if self._registration else None
@@ -202,6 +218,9 @@ class Forwarder:
             await self.server_chain.timeout.stop()
         if self.xconnect is not None:
             await self.xconnect.stop()
+        if self.shared is not None:
+            await self.shared.stop()
+            self.shared = None
         if self.recovery is not None:
             await self.recovery.close()
             self.recovery = None

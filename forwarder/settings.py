@@ -47,6 +47,13 @@ class ForwarderSettings:
         "also kept ready, their tunnel moved in at the path MTU, so the endpoint side's tunnel "
         "needs no move; each idle daemon holds ~5 MB RSS (~2 MB PSS); 0: none"
     )
+    wireguard_device: str = setting(
+        "per-vwire", "per-vwire: a WireGuard device for each remote vWire (isolated by "
+        "construction, spreads over the cores); shared: one per other node (and overlapping "
+        "address space) for all the vWires to it, told apart by policy routing: far less "
+        "memory and faster setup where there is no kernel WireGuard; used when both "
+        "forwarders share", choices=("per-vwire", "shared"),
+    )
     prepare_ahead: bool = setting(
         True, "make a remote vWire's tunnel (wireguard-go, key, port, MTU; on the client side "
         "moved into the client's namespace) while the request is still downstream, so only "

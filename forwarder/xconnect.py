@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import structlog
@@ -64,8 +65,16 @@ from api.proto.networkservice_pb2 import NetworkServiceRequest
 from forwarder.kernel import KernelPort
 from forwarder.knock import Knocker
 from forwarder.ports import PortPool
-from forwarder.reach import check_reachable, dial_address, ipv6_underlay, keepalive, path_mtu
+from forwarder.reach import (
+    NAT_KEEPALIVE,
+    check_reachable,
+    dial_address,
+    ipv6_underlay,
+    keepalive,
+    path_mtu,
+)
 from forwarder.restart import LiveVWire, LiveVWires, wireguard_name
+from forwarder.shared import SharedDevices, SharedPeerSpec, SharedVWireSpec, program_shared
 from forwarder.vwire import (
     Ahead,
     Attachment,
@@ -93,8 +102,9 @@ _REMEMBERED = 1024  # services' MTUs and endpoints' namespaces remembered (a few
 
 #: Per-connection metadata this element keeps: the live vWire and what it was built from, the
 #: tunnel key pair, and a vWire set aside after its daemon could not be restarted.
+AnySpec = LocalVWireSpec | RemoteVWireSpec | SharedVWireSpec
 VWIRE: Key[VWire] = Key("xconnect.vwire")
-SPEC: Key[LocalVWireSpec | RemoteVWireSpec] = Key("xconnect.spec")
+SPEC: Key[AnySpec] = Key("xconnect.spec")
 KEYS: Key[tuple[str, str]] = Key("xconnect.keys")
 LOST: Key[VWire] = Key("xconnect.lost_vwire")
 
@@ -156,10 +166,7 @@ def endpoint_attachment(mech: KernelMechanism, ip: IPContext) -> Attachment:
     )
 
 
-def _unchanged(
-    previous: LocalVWireSpec | RemoteVWireSpec | None, spec: LocalVWireSpec | RemoteVWireSpec,
-    mtu: int,
-) -> bool:
+def _unchanged(previous: AnySpec | None, spec: AnySpec, mtu: int) -> bool:
     """Whether ``spec`` asks for the vWire ``previous`` made (whose MTU came out as ``mtu``).
 
     A refresh carries back the context MTU this element reported, so an MTU equal to the
@@ -168,6 +175,10 @@ def _unchanged(
     if previous is None or type(previous) is not type(spec):
         return False
     return spec == previous or (spec.mtu == mtu and replace(spec, mtu=previous.mtu) == previous)
+
+
+def _prefixes(routes: Any) -> tuple[str, ...]:
+    return tuple(r.prefix for r in routes)
 
 
 def _offered(request: NetworkServiceRequest, test: Any, what: str) -> Any:
@@ -183,8 +194,10 @@ class Xconnect(NetworkServiceElement):
     def __init__(
         self, kernel: KernelPort, backend: WireGuardBackend, node: Node, ports: PortPool,
         live: LiveVWires | None = None, *, prepare_ahead: bool = True,
+        shared: SharedDevices | None = None,
     ) -> None:
         self.kernel = kernel
+        self.shared = shared
         self.prepare_ahead = prepare_ahead
         #: what the last first request for a network service came out as: the tunnel MTU
         #: (None: the endpoint was on this node), and the namespace each endpoint answered with
@@ -328,18 +341,21 @@ class Xconnect(NetworkServiceElement):
         offer = WireguardMechanism(
             src_ip=self.node.address, src_port=port, src_public_key=public,
             src=self.node.own_reach,
+            src_shared_key=self.shared.public_key if self.shared is not None else "",
         )
-        ahead = self._ahead_client(request, md, vid, client.netns_url, port)
+        ahead = (Ahead.none() if self.shared is not None
+                 else self._ahead_client(request, md, vid, client.netns_url, port))
         reply = await self._forward(
             request, next, md, vid, [KernelMechanism().to_proto(), offer.to_proto()], ahead
         )
         ip = reply.context.ip_context
+        spec: AnySpec
         if is_kernel(reply.mechanism):
             await ahead.discard()
             self.ports.give_back(vid)
             self._service_mtu.put(request.connection.network_service, None)
             endpoint = KernelMechanism.parse(reply.mechanism)
-            spec: LocalVWireSpec | RemoteVWireSpec = LocalVWireSpec(
+            spec = LocalVWireSpec(
                 vid, client_attachment(client, ip), endpoint_attachment(endpoint, ip),
                 reply.context.MTU or None,
             )
@@ -347,14 +363,27 @@ class Xconnect(NetworkServiceElement):
             try:
                 far = WireguardMechanism.parse(reply.mechanism)
                 check_reachable(self.node.own_reach, self.node.address, far.dst, far.dst_ip)
+                if far.shared_space is not None and self.shared is None:
+                    raise InvalidArgument("mechanism.parameters[vwire_shared_space]",
+                                          "a shared device was not offered")
             except FabricError:
                 await self._abandon(reply, next, md, vid, ahead)
                 raise
-            spec = self._remote_spec(
-                vid, client_attachment(client, ip), _Peer(far.dst_public_key, far.dst_ip,
-                                                          far.dst_port, far.dst),
-                tuple(ip.dst_ip_addrs), port, md, far.mtu or reply.context.MTU or None,
-            )
+            if far.shared_space is not None:
+                await ahead.discard()
+                self.ports.give_back(vid)
+                spec = self._shared_spec(
+                    vid, client_attachment(client, ip),
+                    _Peer(far.dst_public_key, far.dst_ip, far.dst_port, far.dst),
+                    tuple(ip.dst_ip_addrs), _prefixes(ip.dst_routes), far.shared_space,
+                    far.mtu or reply.context.MTU or None,
+                )
+            else:
+                spec = self._remote_spec(
+                    vid, client_attachment(client, ip), _Peer(far.dst_public_key, far.dst_ip,
+                                                              far.dst_port, far.dst),
+                    tuple(ip.dst_ip_addrs), port, md, far.mtu or reply.context.MTU or None,
+                )
         else:
             await self._abandon(reply, next, md, vid, ahead)
             raise InvalidArgument(
@@ -362,7 +391,7 @@ class Xconnect(NetworkServiceElement):
                 f"the far side chose {quoted(reply.mechanism.type)}: not supported here",
             )
         vwire = await self._program(spec, reply, next, md, ahead)
-        if isinstance(spec, RemoteVWireSpec):
+        if not isinstance(spec, LocalVWireSpec):
             self._service_mtu.put(request.connection.network_service, vwire.mtu)
         reply.mechanism.CopyFrom(
             KernelMechanism(client.netns_url, vwire.ends[0].ifname).to_proto()
@@ -383,8 +412,9 @@ class Xconnect(NetworkServiceElement):
         check_reachable(near.src, near.src_ip, self.node.own_reach, self.node.address)
         vid = self._vwire_id(request.connection)
         _, public = self._keys(md)
-        port = self.ports.take(vid)
-        ahead = self._ahead_endpoint(request, md, vid, near, port)
+        shared = self._shares(near)
+        port = 0 if shared else self.ports.take(vid)
+        ahead = Ahead.none() if shared else self._ahead_endpoint(request, md, vid, near, port)
         reply = await self._forward(request, next, md, vid, [KernelMechanism().to_proto()],
                                     ahead)
         if not is_kernel(reply.mechanism):
@@ -394,16 +424,59 @@ class Xconnect(NetworkServiceElement):
         endpoint = KernelMechanism.parse(reply.mechanism)
         if reply.network_service_endpoint_name and endpoint.netns_url:
             self._endpoint_netns.put(reply.network_service_endpoint_name, endpoint.netns_url)
-        spec = self._remote_spec(
-            vid, endpoint_attachment(endpoint, ip),
-            _Peer(near.src_public_key, near.src_ip, near.src_port, near.src),
-            tuple(ip.src_ip_addrs), port, md, reply.context.MTU or None,
-        )
+        spec: AnySpec
+        if shared:
+            spec = self._shared_spec(
+                vid, endpoint_attachment(endpoint, ip),
+                _Peer(near.src_shared_key, near.src_ip, 0, near.src), tuple(ip.src_ip_addrs),
+                _prefixes(ip.src_routes), None, reply.context.MTU or None,
+            )
+        else:
+            spec = self._remote_spec(
+                vid, endpoint_attachment(endpoint, ip),
+                _Peer(near.src_public_key, near.src_ip, near.src_port, near.src),
+                tuple(ip.src_ip_addrs), port, md, reply.context.MTU or None,
+            )
         vwire = await self._program(spec, reply, next, md, ahead)
-        answer = near.with_destination(self.node.address, port, public, vwire.mtu,
-                                       self.node.own_reach)
+        if self.shared is not None and isinstance(spec, SharedVWireSpec):
+            answer = replace(near.with_destination(
+                self.node.address, vwire.listen_port or 0, self.shared.public_key, vwire.mtu,
+                self.node.own_reach), shared_space=vwire.space)
+        else:
+            answer = near.with_destination(self.node.address, port, public, vwire.mtu,
+                                           self.node.own_reach)
         reply.mechanism.CopyFrom(answer.to_proto())
         return await self._report(reply, vwire)
+
+    def _shares(self, near: WireguardMechanism) -> bool:
+        """Whether this connection goes over a shared device: both forwarders share, and the
+        client side can dial this node (a shared device learns its peer's port from the
+        handshake)."""
+        return (self.shared is not None and bool(near.src_shared_key)
+                and dial_address(near.src, self.node.own_reach, self.node.address) is not None)
+
+    def _shared_spec(
+        self, vid: str, workload: Attachment, peer: _Peer, peer_addresses: tuple[str, ...],
+        peer_routes: tuple[str, ...], space: int | None, mtu: int | None,
+    ) -> SharedVWireSpec:
+        """The side of a shared-device vWire; the side that knows the peer's port dials it
+        and keeps the path open (keepalive: the first one starts the handshake at once)."""
+        me = self.node.own_reach
+        dial = dial_address(me, peer.reach, peer.ip)
+        endpoint = (dial, peer.port) if dial and peer.port else None
+        return SharedVWireSpec(
+            connection_id=vid,
+            workload=workload,
+            peer=SharedPeerSpec(
+                peer.public_key, endpoint, peer_addresses, peer_routes,
+                keepalive=(keepalive(me, peer.reach) or NAT_KEEPALIVE) if endpoint else None),
+            underlay_ifname=self.node.underlay_interface,
+            underlay_netns=self.node.underlay_netns,
+            space=space,
+            mtu=mtu,
+            path_mtu=path_mtu(me, peer.reach) or None,
+            ipv6_underlay=ipv6_underlay(dial or "", peer.ip, self.node.underlay_ip),
+        )
 
     def _remote_spec(
         self, vid: str, workload: Attachment, peer: _Peer, peer_addresses: tuple[str, ...],
@@ -428,7 +501,7 @@ class Xconnect(NetworkServiceElement):
         )
 
     async def _program(
-        self, spec: LocalVWireSpec | RemoteVWireSpec, reply: Connection, next: NSCursor,
+        self, spec: AnySpec, reply: Connection, next: NSCursor,
         md: Values, ahead: Ahead,
     ) -> VWire:
         """Make (or keep, or rebuild) the vWire of ``spec``; a remote one takes over the
@@ -449,6 +522,11 @@ class Xconnect(NetworkServiceElement):
             if isinstance(spec, LocalVWireSpec):
                 await ahead.discard()
                 vwire = await program_local(self.kernel, spec)
+            elif isinstance(spec, SharedVWireSpec):
+                await ahead.discard()
+                assert self.shared is not None  # only chosen when this forwarder shares
+                vwire = await program_shared(self.kernel, self.shared, spec,
+                                             partial(self._set_aside, md))
             else:
                 prepared: PreparedRemote | None = await ahead.take()
                 vwire = await program_remote(self.kernel, self.backend, spec, prepared)
@@ -482,13 +560,16 @@ class Xconnect(NetworkServiceElement):
                          interface=vwire.ends[0].ifname)
             return
 
-        def lost() -> None:
-            if md.get(VWIRE) is vwire:  # set aside; the next request or the close removes it
-                md.pop(VWIRE)
-                md.pop(SPEC, None)
-                md[LOST] = vwire
+        self.live.add(wg_name, LiveVWire(vwire, spec, partial(self._set_aside, md, vwire)))
 
-        self.live.add(wg_name, LiveVWire(vwire, spec, lost))
+    @staticmethod
+    def _set_aside(md: Values, vwire: VWire) -> None:
+        """``vwire`` was lost (its daemon could not be brought back): set it aside; the
+        connection's next request or its close removes it."""
+        if md.get(VWIRE) is vwire:
+            md.pop(VWIRE)
+            md.pop(SPEC, None)
+            md[LOST] = vwire
 
     def _forget(self, vwire: VWire) -> None:
         if self.live is not None:

@@ -282,6 +282,7 @@ async def _complete(
 
     async def wireguard_metrics() -> dict[str, str]:
         metrics = await _wireguard_metrics(backend, wg_name, peer.public_key)
+        metrics["wireguard_device"] = "per-vwire"
         if peer.endpoint is not None:
             metrics["wireguard_endpoint"] = format_endpoint(*peer.endpoint)
         return metrics
