@@ -51,7 +51,7 @@ from forwarder.wireguard.keys import parse_private_key
 from forwarder.wireguard.model import validate_peer
 from sdk.errors import FabricError, FailedPrecondition
 
-from .spaces import Selectors, choose_space
+from .spaces import Selectors, choose_space, clash
 
 _log = structlog.get_logger("forwarder.shared")
 NAMESPACE_PREFIX = "vwsh-"
@@ -162,7 +162,7 @@ class SharedDevices:
         }
         if space is None:
             space = choose_space(members, selectors)
-        elif space != choose_space({space: members.get(space, [])}, selectors):
+        elif any(clash(selectors, other) for other in members.get(space, [])):
             raise FailedPrecondition(
                 f"the other node put connection {cid} in address space {space}, where its "
                 "addresses clash with another connection's on this node; close one of them"
