@@ -176,11 +176,12 @@ class Forwarder:
             wan_mtu=config.wan_mtu))
 
     async def _shared_devices(self, node: Node, pool: PortPool) -> SharedDevices:
-        """The shared devices' namespace, made after removing what dead runs of this name
-        left (forwarder/shared/devices.py)."""
+        """The shared devices and their namespace (forwarder/shared/devices.py)."""
         shared = SharedDevices(self.kernel, self.backend, pool, self.name, node.underlay_netns)
-        holders = self.name_lock.holders()
-        await shared.start(alive=holders.__contains__)
+        await shared.start()
+        # label values allow no '/': /proc/<pid>/fd/<n> reads proc-<pid>-fd-<n>
+        self.dataplane["shared-namespace"] = shared.netns.strip("/").replace("/", "-")
+        _log.info("shared devices' namespace", path=shared.netns)
         if isinstance(self.backend, UserspaceBackend):
             shared.watch(self.backend.subscribe)
         return shared

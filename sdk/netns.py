@@ -9,6 +9,8 @@
   followed on purpose: ``/proc/PID/ns/net`` is one (``O_NOFOLLOW`` would refuse it); callers
   that care *which* namespace it is look at the opened fd (:func:`netns_identity`), not at the
   path.
+* :func:`new_netns` makes a namespace held only by a file descriptor (no name, no mount: it
+  ends with its holder).
 * :func:`socket_in` / :func:`socket_in_fd` create a socket that belongs to a namespace by
   calling ``setns()`` in a dedicated, short-lived thread (a socket stays bound to the namespace
   it was created in). No process is forked, which keeps it safe in processes that run grpcio.
@@ -110,6 +112,28 @@ def setns(fd: int) -> None:
     if _libc.setns(fd, CLONE_NEWNET) != 0:
         errno = ctypes.get_errno()
         raise OSError(errno, os.strerror(errno))
+
+
+def new_netns() -> int:
+    """A new, empty network namespace, held by the returned fd (the caller closes it; the
+    namespace ends when nothing holds it any more, with every device in it). A short-lived thread
+    unshares its own network namespace and opens it: nothing is forked or mounted."""
+    made: list[int] = []
+    failed: list[OSError] = []
+
+    def in_thread() -> None:
+        if _libc.unshare(CLONE_NEWNET) != 0:
+            errno = ctypes.get_errno()
+            failed.append(OSError(errno, f"unshare(CLONE_NEWNET): {os.strerror(errno)}"))
+            return
+        made.append(os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC))
+
+    thread = threading.Thread(target=in_thread, name="netns-new", daemon=True)
+    thread.start()
+    thread.join()
+    if failed:
+        raise DataplaneError(f"cannot make a network namespace: {failed[0]}")
+    return made[0]
 
 
 async def socket_in(path: str | None, make: Callable[[], socket.socket]) -> socket.socket:

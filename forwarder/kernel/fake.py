@@ -20,6 +20,7 @@ Test helpers (not part of the port): :meth:`add_netns`, :meth:`remove_netns`, :m
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from ipaddress import ip_address, ip_interface, ip_network
@@ -183,9 +184,9 @@ class FakeKernel:
     async def list_namespaces(self) -> list[str]:
         return [path for path in self._ns if path is not None]
 
-    async def create_namespace(self, name: str, sysctls: Mapping[str, str]) -> str:
-        self._call("create_namespace", name)
-        path = f"/var/run/netns/{name}"
+    async def create_namespace(self, sysctls: Mapping[str, str]) -> str:
+        self._call("create_namespace")
+        path = f"/proc/{os.getpid()}/fd/{next(self._counter)}"
         self.add_netns(path)
         self.sysctls[path] = dict(sysctls)
         return path

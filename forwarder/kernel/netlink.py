@@ -30,11 +30,9 @@ operation, the namespace and the kernel's reason (see :func:`_translate`).
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import fcntl
 import os
-import re
 import socket
 import struct
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -53,7 +51,7 @@ from sdk.errors import (
     InvalidArgument,
     NotFound,
 )
-from sdk.netns import open_netns
+from sdk.netns import new_netns, open_netns
 
 from .netns import (
     DEFAULT_GUARD,
@@ -80,9 +78,6 @@ _SYSTEM_TABLES = frozenset({0, 253, 254, 255})
 _SIOCGIFMTU = 0x8921
 _IFREQ = struct.Struct("16si12x")  # struct ifreq: the name, then ifr_mtu in the union
 
-
-NAMED_NAMESPACES = "/var/run/netns"
-_NAMESPACE_NAME = re.compile(r"[A-Za-z0-9._-]{1,200}")
 
 def _where(netns: Netns) -> str:
     return "the forwarder's namespace" if netns is None else netns
@@ -122,16 +117,6 @@ def _family(cidr: str) -> int:
     return socket.AF_INET if ip_network(cidr, strict=False).version == 4 else socket.AF_INET6
 
 
-
-async def _ip(*argv: str) -> None:
-    """Run ``ip argv`` (namespaces are made and removed the way iproute2 does it: a bind mount
-    under /var/run/netns); DataplaneError with its message when it fails."""
-    process = await asyncio.create_subprocess_exec(
-        "ip", *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
-    )
-    _, err = await process.communicate()
-    if process.returncode != 0:
-        raise DataplaneError(f"ip {' '.join(argv)}: {err.decode(errors='replace').strip()}")
 
 
 class _Rtnl:
@@ -206,6 +191,7 @@ class NetlinkKernel:
         self._workers: NamespaceWorkers[_Rtnl] = NamespaceWorkers(
             _Rtnl, _Rtnl.close, idle=idle
         )
+        self._held: dict[str, int] = {}  # namespaces made here, by path
 
     @property
     def guard(self) -> NamespaceGuard:
@@ -244,13 +230,10 @@ class NetlinkKernel:
         own = own_netns_id()  # listed as None by callers, never twice
         return [path for ident, path in workload_namespaces(self.guard).items() if ident != own]
 
-    async def create_namespace(self, name: str, sysctls: Mapping[str, str]) -> str:
-        if not _NAMESPACE_NAME.fullmatch(name):
-            raise InvalidArgument("namespace", f"{name!r}: use letters, digits, '.', '_', '-'")
-        path = f"{NAMED_NAMESPACES}/{name}"
-        if os.path.exists(path):
-            raise AlreadyExists(f"network namespace {name} exists")
-        await _ip("netns", "add", name)
+    async def create_namespace(self, sysctls: Mapping[str, str]) -> str:
+        fd = new_netns()
+        path = f"/proc/{os.getpid()}/fd/{fd}"
+        self._held[path] = fd
         try:
             await in_namespace(path, lambda: write_sysctls(sysctls), self.guard)
             await self.set_link(path, "lo", up=True)
@@ -260,11 +243,9 @@ class NetlinkKernel:
         return path
 
     async def delete_namespace(self, path: str) -> None:
-        directory, _, name = path.rpartition("/")
-        if directory != NAMED_NAMESPACES or not _NAMESPACE_NAME.fullmatch(name):
-            raise InvalidArgument("namespace", f"{path!r} is not a named namespace")
-        if os.path.exists(path):
-            await _ip("netns", "delete", name)
+        fd = self._held.pop(path, None)
+        if fd is not None:
+            os.close(fd)
 
     # -- links -----------------------------------------------------------------------------------
 

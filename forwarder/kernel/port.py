@@ -112,15 +112,16 @@ class KernelPort(Protocol):
         its own, nor the host's unless allowed (see :meth:`resolve_netns`)."""
         ...
 
-    async def create_namespace(self, name: str, sysctls: Mapping[str, str]) -> str:
-        """Create the named namespace ``name`` (``/var/run/netns/<name>``) with ``lo`` up and
-        ``sysctls`` (``net.ipv4.ip_forward`` -> ``1``) set inside it; return its path.
-        ``AlreadyExists`` when the name is taken; on any failure nothing is left."""
+    async def create_namespace(self, sysctls: Mapping[str, str]) -> str:
+        """A new namespace held by this process alone, with ``lo`` up and ``sysctls``
+        (``net.ipv4.ip_forward`` -> ``1``) set inside; return its path, ``/proc/<pid>/fd/<n>``.
+        It has no name and no mount: it ends with :meth:`delete_namespace` or with the process
+        (a crash included), the kernel removing every device in it (and veth pairs with an end
+        inside). On any failure nothing is left."""
         ...
 
     async def delete_namespace(self, path: str) -> None:
-        """Delete a named namespace that :meth:`create_namespace` made, with everything in it
-        (veth pairs with an end inside go with it); an absent one is not an error."""
+        """Let go of a namespace :meth:`create_namespace` made (idempotent)."""
         ...
 
     async def create_veth(self, name: str, netns: Netns, peer_name: str, peer_netns: Netns) -> None:

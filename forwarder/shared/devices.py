@@ -7,11 +7,13 @@ connections between the two nodes are told apart by policy routing (see
 
 Contract of :class:`SharedDevices` (one per forwarder process):
 
-* :meth:`start` removes what dead forwarders of this name left (their ``vwsh-<name>-<pid>``
-  namespaces, each with its devices and veth ends) and creates this process's own namespace,
-  ``vwsh-<name>-<pid>``, with forwarding on and reverse-path filtering off (the routing rules
-  decide what may pass; nothing else lives there: no address but loopback, no route out);
-  :meth:`stop` deletes the devices and the namespace (every shared vWire goes with it).
+* :meth:`start` makes the devices' namespace, held by this process alone (no name, no mount:
+  ``/proc/<pid>/fd/<n>``, e.g. for ``nsenter --net=``; the forwarder logs it and shows it as
+  its ``shared-namespace`` label, ``proc-<pid>-fd-<n>``), with forwarding on and reverse-path
+  filtering off: the routing rules decide what may pass, and nothing else lives there (no
+  address but loopback, no route out). :meth:`stop` deletes the devices and lets go of the namespace; a forwarder that dies
+  takes it along, and the kernel removes every device and veth pair in it, so no run leaves
+  anything for the next to sweep.
 * One node key pair per process: its public half is offered in the WIREGUARD mechanism
   (``vwire_src_shared_key``) and answered as the shared device's ``dst_public_key``.
 * :meth:`reserve` (synchronous, so two setups never pick a space at once) puts a connection in
@@ -54,8 +56,6 @@ from sdk.errors import FabricError, FailedPrecondition
 from .spaces import Selectors, choose_space, clash
 
 _log = structlog.get_logger("forwarder.shared")
-NAMESPACE_PREFIX = "vwsh-"
-NAMED = "/var/run/netns"
 FIRST_TABLE = 1000
 #: inside the shared namespace: route between the devices and the veth ends, by our rules only
 SYSCTLS = {
@@ -89,11 +89,6 @@ class SharedDevice:
     running: bool = False
 
 
-def namespace_name(forwarder: str, pid: int) -> str:
-    """The shared namespace's name for forwarder ``forwarder`` run by ``pid``."""
-    return f"{NAMESPACE_PREFIX}{forwarder.replace('/', '_')}-{pid}"
-
-
 class SharedDevices:
     """See the module docstring."""
 
@@ -115,22 +110,9 @@ class SharedDevices:
 
     # -- life --------------------------------------------------------------------------------
 
-    async def start(self, alive: Callable[[int], bool]) -> list[str]:
-        """Remove dead runs' namespaces (``alive(pid)``: that forwarder of this name still
-        runs), create ours; return the paths removed."""
-        removed = []
-        prefix = namespace_name(self.forwarder, 0)[:-1]
-        with contextlib.suppress(FileNotFoundError):
-            for name in sorted(os.listdir(NAMED)):
-                pid = name[len(prefix):]
-                if name.startswith(prefix) and pid.isdigit() and not alive(int(pid)):
-                    await self.kernel.delete_namespace(f"{NAMED}/{name}")
-                    removed.append(f"{NAMED}/{name}")
-        name = namespace_name(self.forwarder, os.getpid())
-        with contextlib.suppress(FabricError):  # a namespace our own pid left: a dead run's
-            await self.kernel.delete_namespace(f"{NAMED}/{name}")
-        self.netns = await self.kernel.create_namespace(name, SYSCTLS)
-        return removed
+    async def start(self) -> None:
+        """Make the namespace of the devices (module docstring)."""
+        self.netns = await self.kernel.create_namespace(SYSCTLS)
 
     async def stop(self) -> None:
         """Stop every device and delete the namespace (idempotent)."""

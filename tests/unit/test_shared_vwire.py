@@ -3,6 +3,7 @@ and rules hold, how connections share and leave a device, and that failures leav
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -40,7 +41,7 @@ def backend(kernel: FakeKernel) -> FakeWireGuard:
 @pytest.fixture
 async def devices(kernel: FakeKernel, backend: FakeWireGuard) -> AsyncIterator[SharedDevices]:
     shared = SharedDevices(kernel, backend, PortPool(range(51820, 51830)), "fwd-unit", NODE)
-    await shared.start(alive=lambda pid: False)
+    await shared.start()
     yield shared
     await shared.stop()
 
@@ -72,7 +73,7 @@ async def test_a_connection_gets_a_veth_a_table_and_rules(
     assert (vwire.space, vwire.mtu, vwire.listen_port) == (0, 1440, 51820)
     (device,) = devices.devices()
     ns = devices.netns
-    assert ns.startswith("/var/run/netns/vwsh-fwd-unit-")
+    assert ns.startswith(f"/proc/{os.getpid()}/fd/")
     assert kernel.sysctls[ns]["net.ipv4.ip_forward"] == "1"
     # the device: in the shared namespace, up, one peer with the far prefixes
     wg = await kernel.get_link(ns, device.wg_name)

@@ -75,7 +75,7 @@ async def make() -> AsyncIterator[object]:
             devices = None
             if shares:
                 devices = SharedDevices(kernel, backend, ports[i], f"fwd-n{i + 1}", ns)
-                await devices.start(alive=lambda pid: False)
+                await devices.start()
                 made.append(devices)
             shared.append(devices)
         answers = Answers()
