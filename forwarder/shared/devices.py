@@ -11,9 +11,9 @@ Contract of :class:`SharedDevices` (one per forwarder process):
   ``/proc/<pid>/fd/<n>``, e.g. for ``nsenter --net=``; the forwarder logs it and shows it as
   its ``shared-namespace`` label, ``proc-<pid>-fd-<n>``), with forwarding on and reverse-path
   filtering off: the routing rules decide what may pass, and nothing else lives there (no
-  address but loopback, no route out). :meth:`stop` deletes the devices and lets go of the namespace; a forwarder that dies
-  takes it along, and the kernel removes every device and veth pair in it, so no run leaves
-  anything for the next to sweep.
+  address but loopback, no route out). :meth:`stop` deletes the devices and lets go of the
+  namespace; a forwarder that dies takes it along, and the kernel removes every device and veth
+  pair in it, so no run leaves anything for the next to sweep.
 * One node key pair per process: its public half is offered in the WIREGUARD mechanism
   (``vwire_src_shared_key``) and answered as the shared device's ``dst_public_key``.
 * :meth:`reserve` (synchronous, so two setups never pick a space at once) puts a connection in
