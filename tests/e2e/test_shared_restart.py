@@ -8,7 +8,7 @@ import os
 import signal
 from pathlib import Path
 
-from lab.fabric import Fabric
+from lab.fabric import Client, Fabric
 from lab.observe import endpoint_address, ping, wait_for
 from tests.e2e.conftest import MakeFabric
 
@@ -33,6 +33,13 @@ def shared_daemons(fabric: Fabric, node: int) -> dict[int, str]:
     return found
 
 
+async def all_reach(targets: list[tuple[Client, str]]) -> None:
+    for client, target in targets:
+        async def answers(netns: str = client.netns, address: str = target) -> bool:
+            return await ping(netns, address, wait=0.5)
+        await wait_for(f"{client.name} reaches {target}", answers, 15)
+
+
 async def test_a_killed_shared_daemon_comes_back_with_every_connection(
     make_fabric: MakeFabric,
 ) -> None:
@@ -42,9 +49,7 @@ async def test_a_killed_shared_daemon_comes_back_with_every_connection(
     clients = [await fabric.add_client(f"nsc-{i}", node=1, urls=["kernel://db/nsm0"],
                                        extra=["--no-probe"]) for i in range(2)]
     targets = [(c, endpoint_address(c.connection())) for c in clients]
-    for client, target in targets:
-        await wait_for(f"{client.name} reaches {target}",
-                       lambda c=client, t=target: ping(c.netns, t, wait=0.5), 15)
+    await all_reach(targets)
     (pid, device), = shared_daemons(fabric, 1).items()
     before = [c.connection()["id"] for c in clients]
 
@@ -55,7 +60,5 @@ async def test_a_killed_shared_daemon_comes_back_with_every_connection(
         return bool(now) and pid not in now
     await wait_for("the shared daemon started again", restarted, 15)
     assert list(shared_daemons(fabric, 1).values()) == [device]
-    for client, target in targets:
-        await wait_for(f"{client.name} reaches {target} again",
-                       lambda c=client, t=target: ping(c.netns, t, wait=0.5), 15)
+    await all_reach(targets)
     assert [c.connection()["id"] for c in clients] == before
