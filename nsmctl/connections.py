@@ -139,15 +139,20 @@ def summary(conn: Mapping[str, Any]) -> dict[str, str]:
     metrics = _metrics(conn)
     wireguard = any(key.startswith("wireguard_") for key in metrics)
     handshake = metrics.get("wireguard_last_handshake_age_seconds")
-    rx = metrics.get("wireguard_rx_bytes") or metrics.get("client_rx_bytes")
-    tx = metrics.get("wireguard_tx_bytes") or metrics.get("client_tx_bytes")
+    rx = (metrics.get("wireguard_rx_bytes") or metrics.get("workload_rx_bytes")
+          or metrics.get("client_rx_bytes"))
+    tx = (metrics.get("wireguard_tx_bytes") or metrics.get("workload_tx_bytes")
+          or metrics.get("client_tx_bytes"))
+    via = "wireguard" if wireguard else ("veth" if metrics else NONE)
+    if metrics.get("wireguard_device") == "shared":
+        via = f"wireguard shared #{metrics.get('wireguard_space', '0')}"
     return {
         "id": connection_id(conn),
         "service": str(conn.get("network_service", "")),
         "endpoint": str(conn.get("network_service_endpoint_name", "")) or NONE,
         "client_addresses": ",".join(ip.get("src_ip_addrs", [])) or NONE,
         "endpoint_addresses": ",".join(ip.get("dst_ip_addrs", [])) or NONE,
-        "via": "wireguard" if wireguard else ("veth" if metrics else NONE),
+        "via": via,
         "mtu": str(conn.get("context", {}).get("MTU", "")) or NONE,
         "handshake": NONE if handshake in (None, "never") else f"{handshake}s ago",
         "rx_tx": f"{_bytes(rx)}/{_bytes(tx)}",

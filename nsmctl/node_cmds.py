@@ -267,8 +267,13 @@ def status(ctx: typer.Context, nsmgr: NsmgrOpt = DEFAULT_NSMGR,
     out = console()
     for fwd in state["forwarders"]:
         underlay = f"{fwd.get('underlay-interface', '?')} {fwd.get('underlay-ip', '')}"
+        shared = ""
+        if fwd.get("wireguard-device") == "shared":
+            where = fwd.get("shared-namespace", "").replace("-", "/")  # proc-<pid>-fd-<n>
+            shared = f", shared devices (nsenter --net=/{where})"
         out.print(f"forwarder {fwd['name']}: {fwd.get('wireguard', '?')} "
-                  f"{fwd.get('wireguard-version', '')}, underlay {underlay.replace('_', ':')}")
+                  f"{fwd.get('wireguard-version', '')}, underlay {underlay.replace('_', ':')}"
+                  f"{shared}")
     if not state["forwarders"]:
         out.print("no forwarder registered: is the forwarder running?")
     for name in state["counters_stale"]:
