@@ -177,7 +177,10 @@ class Forwarder:
 
     async def _shared_devices(self, node: Node, pool: PortPool) -> SharedDevices:
         """The shared devices and their namespace (forwarder/shared/devices.py)."""
-        shared = SharedDevices(self.kernel, self.backend, pool, self.name, node.underlay_netns)
+        if self.config.wireguard_device_linger < 0:
+            raise InvalidArgument("wireguard_device_linger", "must be 0 or more seconds")
+        shared = SharedDevices(self.kernel, self.backend, pool, self.name, node.underlay_netns,
+                               linger=self.config.wireguard_device_linger)
         await shared.start()
         # label values allow no '/': /proc/<pid>/fd/<n> reads proc-<pid>-fd-<n>
         self.dataplane["shared-namespace"] = shared.netns.strip("/").replace("/", "-")

@@ -54,6 +54,10 @@ class ForwarderSettings:
         "memory and faster setup where there is no kernel WireGuard; used when both "
         "forwarders share", choices=("per-vwire", "shared"),
     )
+    wireguard_device_linger: float = setting(
+        30.0, "seconds a shared device keeps running after its last vWire closed, so vWires "
+        "made one after another do not each start a daemon; 0: it stops with the last"
+    )
     prepare_ahead: bool = setting(
         True, "make a remote vWire's tunnel (wireguard-go, key, port, MTU; on the client side "
         "moved into the client's namespace) while the request is still downstream, so only "

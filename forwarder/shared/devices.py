@@ -25,8 +25,10 @@ Contract of :class:`SharedDevices` (one per forwarder process):
   peer: the other node's key, the endpoint last learnt (None: the other node dials), keepalive,
   and as allowed IPs the far prefixes of every connection in it. Calls on one device are
   serialised; a failed creation leaves no device and no port taken.
-* :meth:`leave` takes a connection out: the peer's allowed IPs shrink, and the last one out
-  stops the device and frees its port. It is idempotent.
+* :meth:`leave` takes a connection out: the peer's allowed IPs shrink; after the last one out
+  the device idles ``linger`` seconds (30; a connection that joins meanwhile takes it over
+  without a new daemon, so connections made one after the other do not each start one), then
+  stops and frees its port. It is idempotent.
 * Each connection gets its own routing table (:meth:`table`), freed by :meth:`leave`.
 * With :meth:`watch` on a wireguard-go backend, a device whose daemon was restarted is brought
   back (MTU, marker, up, and every connection's routes through it, kept by :meth:`add_routes`;
@@ -40,8 +42,9 @@ import asyncio
 import contextlib
 import hashlib
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 
@@ -57,6 +60,7 @@ from .spaces import Selectors, choose_space, clash
 
 _log = structlog.get_logger("forwarder.shared")
 FIRST_TABLE = 1000
+LINGER = 30.0  # seconds a device without connections keeps running
 #: inside the shared namespace: route between the devices and the veth ends, by our rules only
 SYSCTLS = {
     "net.ipv4.ip_forward": "1",
@@ -87,6 +91,7 @@ class SharedDevice:
     members: dict[str, _Member] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     running: bool = False
+    idle: asyncio.TimerHandle | None = None  # its stop, after the last connection left
 
 
 class SharedDevices:
@@ -94,9 +99,10 @@ class SharedDevices:
 
     def __init__(
         self, kernel: KernelPort, backend: WireGuardBackend, ports: PortPool, forwarder: str,
-        underlay_netns: str | None = None,
+        underlay_netns: str | None = None, *, linger: float = LINGER,
     ) -> None:
         self.kernel = kernel
+        self.linger = linger
         self.backend = backend
         self.ports = ports
         self.forwarder = forwarder
@@ -119,6 +125,9 @@ class SharedDevices:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        for device in self._devices.values():
+            if device.idle is not None:
+                device.idle.cancel()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -162,6 +171,9 @@ class SharedDevices:
     ) -> SharedDevice:
         """Run the device of (``peer_key``, ``space``) and set its peer (module docstring)."""
         device = self._devices[(peer_key, space)]
+        if device.idle is not None:
+            device.idle.cancel()
+            device.idle = None
         async with device.lock:
             if not device.running:
                 await self._create(device, mtu)
@@ -180,14 +192,25 @@ class SharedDevices:
             device.members[cid].routes.extend(routes)
 
     async def leave(self, peer_key: str, space: int, cid: str) -> None:
-        """Take ``cid`` out of its device; the last one out stops it (idempotent)."""
+        """Take ``cid`` out of its device; after the last one out the device idles for
+        ``linger`` seconds, then stops (idempotent)."""
         device = self._devices.get((peer_key, space))
         if device is None or device.members.pop(cid, None) is None:
             return
         async with device.lock:
+            if device.running and (device.members or self.linger > 0):
+                await self._set_peer(device)
+        if not device.members:
+            if self.linger > 0 and device.running:
+                device.idle = asyncio.get_running_loop().call_later(
+                    self.linger, lambda: self._spawn(self._retire(device)))
+            else:
+                await self._retire(device)
+
+    async def _retire(self, device: SharedDevice) -> None:
+        """Stop ``device`` unless a connection joined it meanwhile."""
+        async with device.lock:
             if device.members:
-                if device.running:
-                    await self._set_peer(device)
                 return
             if device.running:  # a connection that joins meanwhile makes it again
                 device.running = False
@@ -195,8 +218,15 @@ class SharedDevices:
                     await self.backend.delete(device.wg_name)
                 finally:
                     self.ports.give_back(self._port_owner(device))
-            if not device.members and self._devices.get((peer_key, space)) is device:
-                del self._devices[(peer_key, space)]
+            key = (device.peer_key, device.space)
+            if not device.members and self._devices.get(key) is device:
+                del self._devices[key]
+            _log.info("shared device stopped", wireguard=device.wg_name, space=device.space)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def table(self, cid: str) -> int:
         """The routing table of connection ``cid`` (the same until :meth:`free_table`)."""
@@ -266,9 +296,7 @@ class SharedDevices:
         if device is None or not device.running:
             return
         if event.kind == "restarted":
-            task = asyncio.get_running_loop().create_task(self._restore(device))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._restore(device))
         elif event.kind == "restart_failed":
             self._lose(device, event.detail or "its daemon could not be restarted")
 

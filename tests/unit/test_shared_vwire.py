@@ -3,6 +3,7 @@ and rules hold, how connections share and leave a device, and that failures leav
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 from collections.abc import AsyncIterator
@@ -40,7 +41,8 @@ def backend(kernel: FakeKernel) -> FakeWireGuard:
 
 @pytest.fixture
 async def devices(kernel: FakeKernel, backend: FakeWireGuard) -> AsyncIterator[SharedDevices]:
-    shared = SharedDevices(kernel, backend, PortPool(range(51820, 51830)), "fwd-unit", NODE)
+    shared = SharedDevices(kernel, backend, PortPool(range(51820, 51830)), "fwd-unit", NODE,
+                           linger=0)
     await shared.start()
     yield shared
     await shared.stop()
@@ -217,3 +219,30 @@ async def test_a_restarted_daemon_gets_its_routes_back_and_a_lost_one_is_reporte
     callback(WgProcessEvent(device.wg_name, "restart_failed", 1, "gave up"))  # type: ignore[operator]
     assert lost == [vwire]
     await vwire.close()
+
+
+async def test_a_device_lingers_after_its_last_connection(
+    kernel: FakeKernel, backend: FakeWireGuard
+) -> None:
+    devices = SharedDevices(kernel, backend, PortPool(range(51820, 51830)), "fwd-unit", NODE,
+                            linger=0.2)
+    await devices.start()
+    try:
+        first = await program_shared(kernel, devices, spec("w1"))
+        (device,) = devices.devices()
+        await first.close()
+        assert device.running and backend.peers[device.wg_name][PEER].allowed_ips == ()
+        port = device.port
+        again = await program_shared(kernel, devices, spec("w2", "10.60.0.3/32"))
+        assert devices.devices() == [device] and device.running  # taken over, not made again
+        assert device.port == port and kernel.calls.count("create_namespace()") == 1
+        assert backend.peers[device.wg_name][PEER].allowed_ips == ("10.60.0.1/32",)
+        await again.close()
+        for _ in range(100):  # the idle stop runs 0.2 s after the last one left
+            if not devices.devices():
+                break
+            await asyncio.sleep(0.05)
+        assert devices.devices() == [] and device.wg_name not in backend.peers
+        assert devices.ports._by_owner == {}
+    finally:
+        await devices.stop()

@@ -74,7 +74,7 @@ async def make() -> AsyncIterator[object]:
         for i, (shares, ns) in enumerate(((client_shares, N1), (endpoint_shares, N2))):
             devices = None
             if shares:
-                devices = SharedDevices(kernel, backend, ports[i], f"fwd-n{i + 1}", ns)
+                devices = SharedDevices(kernel, backend, ports[i], f"fwd-n{i + 1}", ns, linger=0)
                 await devices.start()
                 made.append(devices)
             shared.append(devices)
