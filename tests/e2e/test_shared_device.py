@@ -1,100 +1,108 @@
 """The forwarder's shared-device WireGuard mode (``--wireguard-device shared``), end to end.
 
-The contract under test (docs/performance.md, "Shared device or device per vWire", and the
-forwarder's settings): a remote connection uses a shared device only when both forwarders run
-with ``wireguard_device=shared``; each forwarder then keeps one namespace
-``vwsh-<forwarder name>-<pid>`` holding one ``wireguard-go`` device (``vws...``) per (peer node,
-address space) and the node-side end (``vs...``) of one veth per connection, the workload-side
-end being the workload's interface. So N connections between two nodes cost one daemon per
-side; connections that cannot be told apart by their addresses go over another device pair.
-A workload reaches only its own connection's far side, from its own addresses. The forwarder
-hops' path segment metrics say ``wireguard_device`` = ``shared`` or ``per-vwire``.
+The contract under test (docs/dataplane.md, "Shared devices"): a remote connection uses a shared
+device only when both forwarders run with ``wireguard_device=shared``; each forwarder keeps one
+namespace of its own (held by the process alone, ``/proc/<pid>/fd/<n>``, logged at start)
+holding one ``wireguard-go`` device (``vws...``) per (other node, address space) and the
+node-side end of one veth per connection, the workload-side end being the workload's
+interface (links are told apart by kind, TUN or veth, not by name). So N connections between
+two nodes cost one daemon per side; connections that cannot be told apart by their addresses
+go over another device pair. A workload reaches only its own connection's far side, from its
+own addresses. The forwarder hops' path segment metrics say ``wireguard_device`` = ``shared``
+or ``per-vwire``.
 
 Every fabric is a real one (:func:`tests.e2e.conftest.make_fabric`, the forwarders' flags per
 node through ``Fabric(forwarder_args=...)``). Packets that must not arrive are counted where
 they would be delivered (``InEchos`` of the receiving namespace's ``/proc/net/snmp``, with the
 clients' own liveness pings off), and each such probe is checked to have left the sender's
-interface, so a probe that was never sent cannot pass for one that was blocked. The
-``vwsh_cleanup`` fixture removes a shared namespace a faulty forwarder left behind (and the
-daemons in it), after the fabric's own teardown.
+interface, so a probe that was never sent cannot pass for one that was blocked. Nothing needs
+removing beyond the fabric's teardown: the shared namespace ends with its forwarder, and the
+daemons live in the node's namespace (their UDP sockets' side), where teardown kills strays.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
-from collections.abc import Iterator
+import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from forwarder.wireguard import clear_stale_socket, socket_path
 from lab import network
 from lab.fabric import Client, Fabric, endpoint_cidrs
 from lab.observe import check_path_mtu, client_address, endpoint_address, ping, wait_for
-from lab.processes import wait_gone
 from lab.topology import netns_path
 from tests.e2e.conftest import MakeFabric
 
 SHARED = ["--wireguard-device", "shared"]
+SHARED_NO_LINGER = [*SHARED, "--wireguard-device-linger", "0"]  # a device stops with its last
 PER_VWIRE = ["--wireguard-device", "per-vwire"]
 NO_PROBE = ["--no-probe"]  # no liveness pings: the echo counters see only the test's
 WAIT = 15.0  # seconds for a vWire to pass traffic or to be removed
 COUNT = 4  # echo requests per counted probe
 OVERLAP_CIDRS = ("10.70.0.0/16", "fd00:70::/64")
+NAMESPACE_LOGGED = "shared devices' namespace"
 
 
 # -- the shared namespaces, the daemons, the links ---------------------------------------------
 
 
 def shared_netns(fabric: Fabric, node: int) -> str:
-    """The name node ``node``'s forwarder (as it runs now) gives its shared namespace."""
+    """The path (``/proc/<pid>/fd/<n>``) of the shared namespace of node ``node``'s forwarder as
+    it runs now, from the line its forwarder logged at start."""
     where = fabric.node(node)
     pid = fabric.processes.pid_of(where.forwarder_process)
     assert pid is not None, f"{where.forwarder_process} does not run"
-    return f"vwsh-forwarder-{where.name}-{pid}"
+    log = fabric.processes.log(where.forwarder_process).read_text()
+    for line in reversed(log.splitlines()):
+        if NAMESPACE_LOGGED in line:
+            path = str(json.loads(line).get("path", ""))
+            if path.startswith(f"/proc/{pid}/fd/"):
+                return path
+    raise AssertionError(f"{where.forwarder_process} (pid {pid}) logged no {NAMESPACE_LOGGED}")
 
 
-def all_netns() -> list[str]:
-    return [line.split()[0] for line in network.ip("netns", "list").splitlines() if line.split()]
+def _links(path: str) -> list[dict[str, Any]]:
+    done = subprocess.run(["nsenter", f"--net={path}", "ip", "-d", "-j", "link", "show"],
+                          capture_output=True, text=True, timeout=30, check=True)
+    links: list[dict[str, Any]] = json.loads(done.stdout)
+    return links
 
 
-def link_names(netns: str) -> list[str]:
-    return sorted(link["ifname"] for link in json.loads(network.ip("-j", "link", "show",
-                                                                   netns=netns)))
+def link_names(path: str) -> list[str]:
+    """The links in the namespace at ``path``."""
+    return sorted(link["ifname"] for link in _links(path))
 
 
-def shared_links(netns: str) -> dict[str, list[str]]:
-    """A shared namespace's links by kind: ``devices`` (vws...), ``veths`` (vs...), ``other``."""
+def shared_links(path: str) -> dict[str, list[str]]:
+    """A shared namespace's links but loopback by kind: ``devices`` (wireguard-go's TUN),
+    ``veths`` (the node ends), ``other``."""
     kinds: dict[str, list[str]] = {"devices": [], "veths": [], "other": []}
-    for name in link_names(netns):
-        kind = "devices" if name.startswith("vws") else "veths" if name.startswith("vs") else (
-            "other" if name != "lo" else "")
-        if kind:
-            kinds[kind].append(name)
+    for link in _links(path):
+        kind = link.get("linkinfo", {}).get("info_kind", "")
+        if link["ifname"] != "lo":
+            kinds[{"tun": "devices", "veth": "veths"}.get(kind, "other")].append(link["ifname"])
     return kinds
 
 
-def _netns_inode(name: str) -> int | None:
+def _inode(path: str) -> int | None:
     try:
-        return os.stat(netns_path(name)).st_ino
+        return os.stat(path).st_ino
     except OSError:
         return None
 
 
-def daemons_in(names: list[str]) -> dict[int, str]:
-    """wireguard-go processes living in any of the named namespaces: pid -> interface."""
-    inodes = {ino for name in names if (ino := _netns_inode(name)) is not None}
+def living_in(inodes: set[int], comm: str = "") -> dict[int, str]:
+    """Processes (named ``comm``, or any) whose network namespace is one of ``inodes``:
+    pid -> the last argument but one (a wireguard-go's interface)."""
     found: dict[int, str] = {}
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
-            if (proc / "comm").read_text().strip() != "wireguard-go":
+            if comm and (proc / "comm").read_text().strip() != comm:
                 continue
             if os.stat(proc / "ns" / "net").st_ino in inodes:
                 argv = (proc / "cmdline").read_bytes().split(b"\0")
@@ -106,9 +114,13 @@ def daemons_in(names: list[str]) -> dict[int, str]:
 
 def daemons(fabric: Fabric, shared: dict[int, str]) -> dict[str, int]:
     """Per node, how many wireguard-go run for it: in its namespace (where a daemon's UDP socket
-    lives) or in its forwarder's shared namespace."""
-    return {fabric.node(i).name: len(daemons_in([fabric.node(i).netns, shared[i]]))
-            for i in shared}
+    lives) or in its forwarder's shared namespace (``shared``, by node index, where it has one)."""
+    counts = {}
+    for node in fabric.nodes:
+        paths = (netns_path(node.netns), shared.get(node.index, ""))
+        inodes = {ino for path in paths if path and (ino := _inode(path)) is not None}
+        counts[node.name] = len(living_in(inodes, "wireguard-go"))
+    return counts
 
 
 def devices(client: Client, service: str) -> dict[str, str]:
@@ -118,39 +130,12 @@ def devices(client: Client, service: str) -> dict[str, str]:
             for s in segments if s.get("name", "").startswith("forwarder-")}
 
 
-@pytest.fixture
-def vwsh_cleanup() -> Iterator[list[str]]:
-    """A list the test puts its forwarders' shared namespaces in. Request it BEFORE
-    ``make_fabric``, so its teardown runs after the fabric's: whatever the forwarders left of
-    them (a defect the test reports) is removed, daemons inside first."""
-    names: list[str] = []
-    yield names
-    left = [name for name in names if name in all_netns()]
-    strays = daemons_in(left)
-    for pid in strays:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    wait_gone(list(strays), 2.0)
-    for ifname in strays.values():
-        if ifname:
-            clear_stale_socket(socket_path(ifname))
-    for name in left:
-        network.ip("netns", "del", name, check=False)
-
-
-async def shared_fabric(make_fabric: MakeFabric, vwsh: list[str],
+async def shared_fabric(make_fabric: MakeFabric,
                         flags: dict[int, list[str]]) -> tuple[Fabric, dict[int, str]]:
-    """A two-node fabric with ``flags`` per node; its shared namespaces, by node index, are
-    recorded for cleanup (those of ``shared`` nodes must exist once the fabric is up)."""
+    """A two-node fabric with ``flags`` per node, and the shared namespaces of its forwarders
+    that share devices, by node index."""
     fabric = await make_fabric(nodes=2, forwarder_args=flags)
-    shared = {i: shared_netns(fabric, i) for i in (1, 2)}
-    vwsh.extend(shared.values())
-    existing = all_netns()
-    for i, name in shared.items():
-        if flags[i] == SHARED:
-            assert name in existing, (f"forwarder n{i} has no shared namespace {name}: "
-                                      f"{[n for n in existing if n.startswith('vwsh-')]}")
-    return fabric, shared
+    return fabric, {i: shared_netns(fabric, i) for i in (1, 2) if flags[i][:2] == SHARED}
 
 
 # -- traffic and counters ----------------------------------------------------------------------
@@ -228,9 +213,10 @@ async def delivered(client: Client, service: str, source: str, target: str,
 
 
 async def test_three_clients_share_one_daemon_per_node_and_close_leaves_nothing(
-    vwsh_cleanup: list[str], make_fabric: MakeFabric,
+    make_fabric: MakeFabric,
 ) -> None:
-    fabric, shared = await shared_fabric(make_fabric, vwsh_cleanup, {1: SHARED, 2: SHARED})
+    flags = {1: SHARED_NO_LINGER, 2: SHARED_NO_LINGER}
+    fabric, shared = await shared_fabric(make_fabric, flags)
     await fabric.add_endpoint("nse", ["svc"], node=2)
     clients = [await fabric.add_client(f"nsc{i}", node=1, urls=["kernel://svc/nsm0"])
                for i in range(3)]
@@ -267,14 +253,17 @@ async def test_three_clients_share_one_daemon_per_node_and_close_leaves_nothing(
     assert left == {name: ["lo"] for name in shared.values()}
     assert daemons(fabric, shared) == {"n1": 0, "n2": 0}
 
+    inodes = {ino for path in shared.values() if (ino := _inode(path)) is not None}
+    assert len(inodes) == 2, shared
     fabric.down(grace=5.0)
-    assert not set(shared.values()) & set(all_netns()), "a shared namespace outlived its forwarder"
+    assert not any(Path(path).exists() for path in shared.values())
+    assert living_in(inodes) == {}, "a process lives on in a stopped forwarder's namespace"
 
 
 async def test_a_workload_reaches_only_its_own_connection_over_a_shared_device(
-    vwsh_cleanup: list[str], make_fabric: MakeFabric,
+    make_fabric: MakeFabric,
 ) -> None:
-    fabric, _ = await shared_fabric(make_fabric, vwsh_cleanup, {1: SHARED, 2: SHARED})
+    fabric, _ = await shared_fabric(make_fabric, {1: SHARED, 2: SHARED})
     ends = {s: await fabric.add_endpoint(f"nse-{s}", [f"svc-{s}"], node=2,
                                          cidrs=endpoint_cidrs(i + 1))
             for i, s in enumerate("ab")}
@@ -312,9 +301,9 @@ async def test_a_workload_reaches_only_its_own_connection_over_a_shared_device(
 
 
 async def test_overlapping_address_spaces_get_a_device_pair_each(
-    vwsh_cleanup: list[str], make_fabric: MakeFabric,
+    make_fabric: MakeFabric,
 ) -> None:
-    fabric, shared = await shared_fabric(make_fabric, vwsh_cleanup, {1: SHARED, 2: SHARED})
+    fabric, shared = await shared_fabric(make_fabric, {1: SHARED, 2: SHARED})
     ends = {s: await fabric.add_endpoint(f"nse-{s}", [f"svc-{s}"], node=2, cidrs=OVERLAP_CIDRS)
             for s in "xy"}
     clients = {s: await fabric.add_client(f"nsc-{s}", node=1, urls=[f"kernel://svc-{s}/nsm0"],
@@ -341,9 +330,9 @@ async def test_overlapping_address_spaces_get_a_device_pair_each(
 
 
 async def test_a_mixed_pair_of_forwarders_uses_a_device_per_vwire(
-    vwsh_cleanup: list[str], make_fabric: MakeFabric,
+    make_fabric: MakeFabric,
 ) -> None:
-    fabric, shared = await shared_fabric(make_fabric, vwsh_cleanup, {1: SHARED, 2: PER_VWIRE})
+    fabric, shared = await shared_fabric(make_fabric, {1: SHARED, 2: PER_VWIRE})
     await fabric.add_endpoint("nse-2", ["svc-2"], node=2)
     await fabric.add_endpoint("nse-1", ["svc-1"], node=1, cidrs=endpoint_cidrs(1))
     offered = await fabric.add_client("nsc-1", node=1, urls=["kernel://svc-2/nsm0"])
@@ -357,9 +346,9 @@ async def test_a_mixed_pair_of_forwarders_uses_a_device_per_vwire(
 
 
 async def test_the_mtu_over_a_shared_device_is_exact(
-    vwsh_cleanup: list[str], make_fabric: MakeFabric,
+    make_fabric: MakeFabric,
 ) -> None:
-    fabric, _ = await shared_fabric(make_fabric, vwsh_cleanup, {1: SHARED, 2: SHARED})
+    fabric, _ = await shared_fabric(make_fabric, {1: SHARED, 2: SHARED})
     await fabric.add_endpoint("nse", ["svc"], node=2)
     client = await fabric.add_client("nsc", node=1, urls=["kernel://svc/nsm0"])
     await reaches(client, "svc")
