@@ -1,6 +1,6 @@
 """A shared device's wireguard-go killed under live connections: the forwarder's backend starts
 it again and the shared devices bring back its MTU, link and every connection's routes through
-it, so all the vWires over it pass traffic again without a new request."""
+it, so all the vWires over it pass traffic again (IPv4 and IPv6) without a new request."""
 
 from __future__ import annotations
 
@@ -48,7 +48,8 @@ async def test_a_killed_shared_daemon_comes_back_with_every_connection(
     # no liveness probes: a client that heals would make a new vWire and hide a failed restore
     clients = [await fabric.add_client(f"nsc-{i}", node=1, urls=["kernel://db/nsm0"],
                                        extra=["--no-probe"]) for i in range(2)]
-    targets = [(c, endpoint_address(c.connection())) for c in clients]
+    targets = [(c, endpoint_address(c.connection(), v)) for c in clients for v in (4, 6)]
+    assert all(target for _, target in targets), "the endpoint hands out both families"
     await all_reach(targets)
     (pid, device), = shared_daemons(fabric, 1).items()
     before = [c.connection()["id"] for c in clients]
