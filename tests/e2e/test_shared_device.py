@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from lab import network
-from lab.fabric import Client, Fabric, endpoint_cidrs
+from lab.fabric import Client, Endpoint, Fabric, endpoint_cidrs
 from lab.observe import check_path_mtu, client_address, endpoint_address, ping, wait_for
 from lab.topology import netns_path
 from tests.e2e.conftest import MakeFabric
@@ -141,9 +141,9 @@ async def shared_fabric(make_fabric: MakeFabric,
 # -- traffic and counters ----------------------------------------------------------------------
 
 
-async def reaches(client: Client, service: str) -> None:
-    """Wait until ``client`` pings its endpoint of ``service`` over IPv4."""
-    target = endpoint_address(client.connection(service))
+async def reaches(client: Client, service: str, version: int = 4) -> None:
+    """Wait until ``client`` pings its endpoint of ``service`` over IP ``version``."""
+    target = endpoint_address(client.connection(service), version)
 
     async def answers() -> bool:
         return await ping(client.netns, target, wait=0.5)
@@ -166,11 +166,21 @@ async def ping_from(netns: str, source: str, target: str, count: int = COUNT) ->
     return 0
 
 
-def echoes_in(netns: str) -> int:
-    """IPv4 echo requests delivered to namespace ``netns`` so far (``Icmp: InEchos``)."""
+def echoes_in(netns: str, version: int = 4) -> int:
+    """Echo requests of IP ``version`` delivered to namespace ``netns`` so far (``InEchos`` of
+    ``/proc/net/snmp``, ``Icmp6InEchos`` of ``/proc/net/snmp6``)."""
+    if version == 6:
+        done = network.ip("netns", "exec", netns, "cat", "/proc/net/snmp6")
+        return int(next(line.split()[1] for line in done.splitlines()
+                        if line.startswith("Icmp6InEchos ")))
     done = network.ip("netns", "exec", netns, "cat", "/proc/net/snmp")
     header, values = [line.split() for line in done.splitlines() if line.startswith("Icmp:")][:2]
     return int(values[header.index("InEchos")])
+
+
+def host(address: str) -> str:
+    """``address`` as a one-address prefix."""
+    return f"{address}/128" if ":" in address else f"{address}/32"
 
 
 def tx_packets(netns: str, ifname: str) -> int:
@@ -184,10 +194,10 @@ def route_into_vwire(client: Client, service: str, target: str) -> None:
     may do this); on an Ethernet link without a gateway, the target's neighbour entry is the
     one the endpoint's address resolved to, so the packets do leave."""
     ifname = client.connection(service)["mechanism"]["parameters"]["name"]
-    own = endpoint_address(client.connection(service))
+    own = endpoint_address(client.connection(service), 6 if ":" in target else 4)
     (route,) = json.loads(network.ip("-j", "route", "get", own, netns=client.netns))
     via = ["via", route["gateway"], "onlink"] if route.get("gateway") else []
-    network.ip("route", "replace", f"{target}/32", *via, "dev", ifname, netns=client.netns)
+    network.ip("route", "replace", host(target), *via, "dev", ifname, netns=client.netns)
     if via:
         return
     neighbours = json.loads(network.ip("-j", "neigh", "show", "to", own, "dev", ifname,
@@ -203,10 +213,41 @@ async def delivered(client: Client, service: str, source: str, target: str,
     """Echo requests from ``source`` to ``target`` sent into ``client``'s vWire for ``service``,
     and how many of them namespace ``receiver`` got; asserts that they left the interface."""
     ifname = client.connection(service)["mechanism"]["parameters"]["name"]
-    sent, before = tx_packets(client.netns, ifname), echoes_in(receiver)
+    version = 6 if ":" in target else 4
+    sent, before = tx_packets(client.netns, ifname), echoes_in(receiver, version)
     await ping_from(client.netns, source, target)
     assert tx_packets(client.netns, ifname) - sent >= COUNT, "the probe never left the client"
-    return echoes_in(receiver) - before
+    return echoes_in(receiver, version) - before
+
+
+async def attacks(fabric: Fabric, a: Client, b: Client, a_end: Endpoint, b_end: Endpoint,
+                  version: int) -> dict[str, int]:
+    """From A's namespace over A's vWire (connection to ``svc-a``), IPv``version`` echo
+    requests to what A must not reach: how many each receiver got. A's own endpoint must get
+    A's, which shows the counting works."""
+    a_conn, b_conn = a.connection("svc-a"), b.connection("svc-b")
+    a_addr, b_addr = client_address(a_conn, version), client_address(b_conn, version)
+    b_target = endpoint_address(b_conn, version)
+    own = endpoint_address(a_conn, version)
+    await reaches(a, "svc-a", version)  # IPv6: the addresses may still be tentative
+    assert await delivered(a, "svc-a", a_addr, own, a_end.netns) >= 1, "the counting is broken"
+    probes = {"B's endpoint": (b_target, b_end.netns),
+              "B's client (a neighbour workload)": (b_addr, b.netns)}
+    if version == 4:  # the underlay has IPv4 addresses only
+        for node in fabric.nodes:
+            probes[f"{node.name}'s underlay address"] = (node.underlay_ip, node.netns)
+    got = {}
+    for what, (target, receiver) in probes.items():
+        route_into_vwire(a, "svc-a", target)
+        got[f"IPv{version} {what}"] = await delivered(a, "svc-a", a_addr, target, receiver)
+    # B's client address on A's interface (after the neighbour probe, which it would capture)
+    network.ip("addr", "add", host(b_addr), "dev", "nsm0", "nodad", netns=a.netns)
+    try:
+        got[f"IPv{version} B's endpoint, from B's client address (spoofed)"] = await delivered(
+            a, "svc-a", b_addr, b_target, b_end.netns)
+    finally:
+        network.ip("addr", "del", host(b_addr), "dev", "nsm0", netns=a.netns)
+    return got
 
 
 # -- the tests ---------------------------------------------------------------------------------
@@ -272,28 +313,9 @@ async def test_a_workload_reaches_only_its_own_connection_over_a_shared_device(
     for client, service in ((a, "svc-a"), (b, "svc-b")):
         await reaches(client, service)
         assert devices(client, service) == {"forwarder-n1": "shared", "forwarder-n2": "shared"}
-    a_addr, b_addr = client_address(a.connection("svc-a")), client_address(b.connection("svc-b"))
-    b_end = endpoint_address(b.connection("svc-b"))
-    n1, n2 = fabric.node(1), fabric.node(2)
-
-    # the counting works: A's own echo requests arrive at A's endpoint
-    own = endpoint_address(a.connection("svc-a"))
-    assert await delivered(a, "svc-a", a_addr, own, ends["a"].netns) >= 1
-
-    for target in (b_end, b_addr, n1.underlay_ip, n2.underlay_ip):
-        route_into_vwire(a, "svc-a", target)
-    probes = {
-        "B's endpoint": (b_end, ends["b"].netns),
-        "B's client (a neighbour workload)": (b_addr, b.netns),
-        "n1's underlay address": (n1.underlay_ip, n1.netns),
-        "n2's underlay address": (n2.underlay_ip, n2.netns),
-    }
-    got = {what: await delivered(a, "svc-a", a_addr, target, receiver)
-           for what, (target, receiver) in probes.items()}
-    network.ip("addr", "add", f"{b_addr}/32", "dev", "nsm0", netns=a.netns)
-    got["B's endpoint, from B's client address (spoofed)"] = await delivered(
-        a, "svc-a", b_addr, b_end, ends["b"].netns)
-    network.ip("addr", "del", f"{b_addr}/32", "dev", "nsm0", netns=a.netns)
+    got = {}
+    for version in (4, 6):
+        got.update(await attacks(fabric, a, b, ends["a"], ends["b"], version))
     assert got == dict.fromkeys(got, 0), got
 
     for client, service in ((a, "svc-a"), (b, "svc-b")):
