@@ -224,6 +224,7 @@ class FakeKernel:
         mtu: int | None = None,
         alias: str | None = None,
         new_name: str | None = None,
+        mac: str | None = None,
     ) -> None:
         self._call("set_link", netns, name)
         link = self._get(netns, name)
@@ -238,6 +239,7 @@ class FakeKernel:
         link.mtu = mtu if mtu is not None else link.mtu
         link.alias = alias if alias is not None else link.alias
         link.up = up if up is not None else link.up
+        link.mac = mac if mac is not None else link.mac
         if new_name is not None and new_name != name:
             self._rename(netns, link, new_name)
 

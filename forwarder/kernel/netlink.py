@@ -280,8 +280,11 @@ class NetlinkKernel:
         mtu: int | None = None,
         alias: str | None = None,
         new_name: str | None = None,
+        mac: str | None = None,
     ) -> None:
         changes: dict[str, Any] = {}
+        if mac is not None:
+            changes["address"] = mac
         if mtu is not None:
             changes["mtu"] = mtu
         if alias is not None:

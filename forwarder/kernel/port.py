@@ -137,8 +137,10 @@ class KernelPort(Protocol):
         mtu: int | None = None,
         alias: str | None = None,
         new_name: str | None = None,
+        mac: str | None = None,
     ) -> None:
-        """Change the given properties of an interface (``None`` leaves a property alone)."""
+        """Change the given properties of an interface (``None`` leaves a property alone);
+        ``mac`` is its link-layer address (``02:…``)."""
         ...
 
     async def move_link(self, netns: Netns, name: str, target_netns: Netns) -> None:

@@ -44,7 +44,7 @@ from forwarder.vwire import resolve, validate
 from forwarder.vwire.attach import AnyInterface, EndPlan, apply_end, parse_addresses, plan_end
 from forwarder.vwire.handle import End, VWire, program_or_rollback
 from forwarder.vwire.mtu import wireguard_mtu
-from forwarder.vwire.naming import generated_ifname, marker
+from forwarder.vwire.naming import generated_ifname, generated_mac, marker
 from forwarder.vwire.spec import Attachment
 from forwarder.wireguard import WgPeer
 from forwarder.wireguard.model import validate_peer
@@ -180,14 +180,16 @@ async def program_shared(
         vwire.listen_port = device.port
         await kernel.create_veth(node_end, shared_ns, checked.ifname, checked.workload_ns)
         vwire.undo.push(f"delete {node_end}", lambda: kernel.delete_link(shared_ns, node_end))
-        await kernel.set_link(shared_ns, node_end, mtu=vwire.mtu, alias=marker(cid), up=True)
-        node_mac = (await kernel.get_link(shared_ns, node_end)).mac or ""
-        await apply_end(kernel, _workload_plan(checked), mtu=vwire.mtu, alias=marker(cid))
+        # MACs of our choosing: each end's static neighbour entry names the other's
+        node_mac, workload_mac = generated_mac(cid, "shared"), generated_mac(cid, ROLE)
+        await kernel.set_link(shared_ns, node_end, mtu=vwire.mtu, alias=marker(cid), up=True,
+                              mac=node_mac)
+        await apply_end(kernel, _workload_plan(checked), mtu=vwire.mtu, alias=marker(cid),
+                        mac=workload_mac)
         families = {ip_network(r.dst).version for r in checked.plan.routes}
         for version in sorted(families):
             await kernel.add_neighbour(
                 checked.workload_ns, Neighbour(checked.ifname, GATEWAY[version], node_mac))
-        workload_mac = (await kernel.get_link(checked.workload_ns, checked.ifname)).mac or ""
         await _node_side(kernel, devices, vwire, checked, node_end, device.wg_name, table,
                          workload_mac)
         devices.add_routes(peer.public_key, space, cid, (

@@ -130,12 +130,14 @@ def _check_reachable(
 
 
 async def apply_end(
-    kernel: KernelPort, plan: EndPlan, *, mtu: int, alias: str, configured: bool = False
+    kernel: KernelPort, plan: EndPlan, *, mtu: int, alias: str, configured: bool = False,
+    mac: str | None = None,
 ) -> None:
     """Configure the (existing, down) interface of ``plan`` (see module docstring);
-    ``configured``: it has its MTU and alias already (one kernel call fewer)."""
+    ``configured``: it has its MTU and alias already (one kernel call fewer); ``mac``: set its
+    link-layer address too."""
     if not configured:
-        await kernel.set_link(plan.netns, plan.ifname, mtu=mtu, alias=alias)
+        await kernel.set_link(plan.netns, plan.ifname, mtu=mtu, alias=alias, mac=mac)
     for cidr in plan.addresses:
         await kernel.add_address(plan.netns, plan.ifname, cidr)
     await kernel.set_link(plan.netns, plan.ifname, up=True)

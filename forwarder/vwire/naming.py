@@ -52,6 +52,13 @@ def parse_marker(alias: str | None) -> Marker | None:
     return Marker(connection_id, wg_name or None, owner)
 
 
+def generated_mac(connection_id: str, role: str) -> str:
+    """A deterministic, locally administered unicast MAC for one role of one connection."""
+    digest = hashlib.sha256(f"{connection_id}\0{role}\0mac".encode()).digest()
+    first = (digest[0] & 0xFC) | 0x02
+    return ":".join(f"{b:02x}" for b in (first, *digest[1:6]))
+
+
 def generated_ifname(connection_id: str, role: str) -> str:
     """A deterministic, valid (13-character) interface name for one role of one connection."""
     digest = hashlib.sha256(f"{connection_id}\0{role}".encode()).hexdigest()

@@ -15,6 +15,7 @@ from forwarder.kernel import FakeKernel, Neighbour, Route, Rule
 from forwarder.ports import PortPool
 from forwarder.shared import SharedDevices, SharedPeerSpec, SharedVWireSpec, program_shared
 from forwarder.vwire import Attachment, RouteSpec, VWire
+from forwarder.vwire.naming import generated_mac
 from forwarder.wireguard import WgProcessEvent, generate_keypair
 from forwarder.wireguard.fake import FakeWireGuard
 from sdk.errors import DataplaneError, FailedPrecondition, InvalidArgument
@@ -246,3 +247,12 @@ async def test_a_device_lingers_after_its_last_connection(
         assert devices.ports._by_owner == {}
     finally:
         await devices.stop()
+
+
+def test_generated_macs_are_local_unicast_and_stable() -> None:
+    macs = {generated_mac(f"fwd/c{i}", role) for i in range(200) for role in ("shared", "w")}
+    assert len(macs) == 400
+    for mac in macs:
+        first = int(mac.split(":")[0], 16)
+        assert first & 0x02 and not first & 0x01, mac  # locally administered, not multicast
+    assert generated_mac("fwd/c1", "w") == generated_mac("fwd/c1", "w")
