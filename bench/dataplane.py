@@ -1,12 +1,14 @@
 """Data-plane benchmark: vWire throughput and setup time against hand-made peers, in one run.
 
-Run (root): ``python -m bench.dataplane [--json] [--seconds N] [--rounds R] [--connections C]``.
+Run (root): ``python -m bench.dataplane [--json] [--seconds N] [--rounds R] [--connections C]
+[--aggregate N]``.
 
 Topology (namespaces ``vwd<pid>-...``, removed at the end whatever happens): two node namespaces
 ``n1``/``n2`` joined by an underlay veth (10.99.0.1 <-> 10.99.0.2, MTU 1500) and by a second,
 jumbo one (10.98.0.1 <-> 10.98.0.2, MTU 9001: an intra-cloud path in AWS), a client namespace
-``c1`` on node 1 and an endpoint namespace ``e2`` on node 2 for remote vWires, and a client
-``lc`` and endpoint ``le`` on node 1 for the local vWire.
+``c1`` on node 1 and an endpoint namespace ``e2`` on node 2 for remote vWires, a client
+``lc`` and endpoint ``le`` on node 1 for the local vWire, and ``--aggregate`` pairs of a client
+``ac<i>`` on node 1 and an endpoint ``ae<i>`` on node 2 for the aggregate rows.
 
 Rows (single-stream ``iperf3 -J`` for ``--seconds``; the server is ``iperf3 -s -1`` on the
 receiving side):
@@ -23,18 +25,30 @@ receiving side):
 - ``remote_vwire_jumbo``: the same remote vWire over the jumbo underlay (path MTU 9001, vWire
   MTU 8941, interfaces ``nsm1``/``nse1`` in the same namespaces);
 - ``local_vwire``: the fabric's local vWire lc <-> le (:func:`program_local`);
+- ``remote_vwire_shared``: a remote vWire c1 <-> e2 over shared devices (:func:`program_shared`
+  on both sides, ``nsm2``/``nse2``): each node has its own :class:`SharedDevices` (its own
+  namespace, node key and port range), the endpoint side chooses the address space and learns
+  the client side's port from the handshake, the client side dials the endpoint side's device
+  port in that space, as two forwarders in shared mode do;
+- ``remote_vwire_aggregate``: ``--aggregate`` remote vWires ac<i> <-> ae<i> (a device pair per
+  vWire), ``iperf3`` on all of them at once for the same ``--seconds``, summed;
+- ``remote_vwire_shared_aggregate``: as many connections between the same namespaces over the
+  one shared device pair of the two nodes, at once, summed;
 - ``kernel_wireguard``: an optional peer, skipped with a note when the host lacks the kernel
   module.
 
 Every row is measured ``--rounds`` times, interleaved, and its best round is kept (tunnels are
 CPU-bound on two cores, so the best round is the least disturbed one). Ratios:
 ``remote_vs_wireguard_go`` (goal >= 0.95; the same-MTU hand tunnel is the reference, see
-``remote_vs_wireguard_go_default_mtu`` for the default-MTU one) and ``local_vs_veth``
-(goal >= 0.90), and ``jumbo_vs_1500_path`` (``remote_vwire_jumbo`` / ``remote_vwire``: what the
+``remote_vs_wireguard_go_default_mtu`` for the default-MTU one), ``local_vs_veth``
+(goal >= 0.90), ``jumbo_vs_1500_path`` (``remote_vwire_jumbo`` / ``remote_vwire``: what the
 per-path MTU buys on an intra-cloud jumbo path; goal >= 2.2, hand-made wireguard-go measured
-1.95 vs 0.85 Gbit/s here). Setup time: ``--connections`` remote vWires (both sides programmed,
-one after the other, as the two forwarders do) and as many local ones, p50/p99, each closed
-before the next. Every loop is bounded by its count and by ``--max-seconds``.
+1.95 vs 0.85 Gbit/s here), ``shared_vs_per_vwire`` (``remote_vwire_shared`` /
+``remote_vwire``) and ``shared_vs_per_vwire_aggregate`` (the two aggregate rows: over shared
+devices all of a node pair's connections go through one daemon per side). Setup time:
+``--connections`` remote vWires (both sides programmed, one after the other, as the two
+forwarders do) and as many local ones, p50/p99, each closed before the next. Every loop is
+bounded by its count and by ``--max-seconds``.
 """
 
 from __future__ import annotations
@@ -49,7 +63,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +80,8 @@ from bench.common import (
 )
 from forwarder.kernel import KernelPort, real_kernel
 from forwarder.kernel.wireguard import kernel_wireguard_available
+from forwarder.ports import PortPool
+from forwarder.shared import SharedDevices, SharedPeerSpec, SharedVWireSpec, program_shared
 from forwarder.vwire import (
     Attachment,
     LocalVWireSpec,
@@ -91,8 +107,16 @@ LOCAL_ADDRS = ("172.17.0.1", "172.17.0.2")
 HAND_PORTS = (41820, 41821)
 FABRIC_PORTS = (51820, 51821)
 SETUP_PORT_BASE = 52000
+AGGREGATE_PORT_BASE = 51900  # two per aggregate vWire: below SETUP_PORT_BASE for MAX_AGGREGATE
+MAX_AGGREGATE = 16
+SHARED_ADDRS = ("172.19.0.1", "172.19.0.2")
+SHARED_IFNAMES = ("nsm2", "nse2")
+#: each node's shared devices take their ports from a range of their own
+SHARED_PORTS = {"n1": range(51840, 51845), "n2": range(51845, 51850)}
+SHARED_KEEPALIVE = 25  # the dialling side's, as the forwarder sets it (first handshake at once)
 WG_OVERHEAD_IPV4 = 60
 REMOTE_GOAL, LOCAL_GOAL, JUMBO_GOAL = 0.95, 0.90, 2.2
+AGGREGATE_ROWS = ("remote_vwire_aggregate", "remote_vwire_shared_aggregate")
 
 
 @dataclass
@@ -101,6 +125,7 @@ class Config:
     rounds: int = 3
     connections: int = 50
     max_seconds: float = 300.0
+    aggregate: int = 4  # connections at once in the aggregate rows; 0: no aggregate rows
 
 
 @dataclass
@@ -135,6 +160,9 @@ async def sh(*cmd: str, netns: str | None = None, timeout: float = 30.0, stdin: 
     except TimeoutError:
         await kill(proc)
         raise RuntimeError(f"`{' '.join(argv)}` took longer than {timeout} s") from None
+    except asyncio.CancelledError:  # e.g. a sibling iperf3 of an aggregate row failed
+        await kill(proc)
+        raise
     if proc.returncode != 0:
         raise RuntimeError(f"`{' '.join(argv)}` failed ({proc.returncode}): {err.decode().strip()}")
     return out.decode()
@@ -173,10 +201,25 @@ def remove_stale_namespaces() -> None:
             subprocess.run(["ip", "netns", "del", entry.name], capture_output=True, timeout=30)
 
 
-async def build() -> Topo:
-    """Create the namespaces and the underlay (see module docstring)."""
-    topo = Topo({role: f"{PREFIX}{os.getpid()}-{role}" for role in ("n1", "n2", "c1", "e2",
-                                                                    "lc", "le")})
+def roles(aggregate: int) -> list[str]:
+    """The namespaces' roles: the fixed ones, then ``ac<i>``/``ae<i>`` per aggregate pair."""
+    pairs = [role for i in range(aggregate) for role in (f"ac{i}", f"ae{i}")]
+    return ["n1", "n2", "c1", "e2", "lc", "le", *pairs]
+
+
+async def build(aggregate: int = 0, prefix: str = PREFIX) -> Topo:
+    """Create the namespaces and the underlay (see module docstring); on failure delete what
+    was made and re-raise."""
+    topo = Topo({role: f"{prefix}{os.getpid()}-{role}" for role in roles(aggregate)})
+    try:
+        await _build(topo)
+    except BaseException:
+        await teardown(topo)
+        raise
+    return topo
+
+
+async def _build(topo: Topo) -> None:
     for name in topo.names.values():
         await sh("ip", "netns", "add", name)
         await sh("ip", "-n", name, "link", "set", "lo", "up")
@@ -189,14 +232,15 @@ async def build() -> Topo:
                      f"net.ipv6.conf.{dev}.disable_ipv6=1")
             await sh("ip", "-n", topo[role], "addr", "add", f"{ip}/24", "dev", dev)
             await sh("ip", "-n", topo[role], "link", "set", dev, "up")
-    return topo
 
 
 async def teardown(topo: Topo) -> None:
-    """Delete every namespace of ``topo`` (errors ignored: best effort, all of them)."""
+    """Delete every namespace of ``topo`` (errors ignored: best effort, all of them; one that
+    was never made is no error)."""
     for name in topo.names.values():
-        with contextlib.suppress(RuntimeError):
-            await sh("ip", "netns", "del", name)
+        if (NETNS_DIR / name).exists():
+            with contextlib.suppress(RuntimeError):
+                await sh("ip", "netns", "del", name)
 
 
 # ---- iperf3 ---------------------------------------------------------------------------------
@@ -224,6 +268,15 @@ async def iperf(server_ns: str, client_ns: str, address: str, seconds: float) ->
         await kill(server)
     result: dict[str, Any] = json.loads(out)
     return float(result["end"]["sum_received"]["bits_per_second"]) / 1e9
+
+
+async def iperf_all(topo: Topo, wires: Sequence[Wire], seconds: float) -> float:
+    """``iperf3`` client -> endpoint on every wire at once, for the same ``seconds``: the sum
+    (Gbit/s). One failing stops the others (their processes killed) and re-raises."""
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(iperf(topo[w.endpoint], topo[w.client], w.addrs[1], seconds))
+                 for w in wires]
+    return sum(task.result() for task in tasks)
 
 
 # ---- peers made by hand ----------------------------------------------------------------------
@@ -281,31 +334,119 @@ class HandTunnel:
 # ---- the fabric's vWires -----------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Wire:
+    """One remote connection of a row: its id, the client (node 1) and endpoint (node 2)
+    namespaces by role, their addresses and interface names (None: generated), and the
+    WireGuard ports of a device per vWire."""
+
+    cid: str
+    client: str
+    endpoint: str
+    addrs: tuple[str, str]
+    ifnames: tuple[str | None, str | None]
+    ports: tuple[int, int] = FABRIC_PORTS
+
+
+def aggregate_wires(count: int, *, shared: bool) -> list[Wire]:
+    """The aggregate rows' connections ac<i> <-> ae<i>: 172.20.<i>.0/24 and ``nsm0``/``nse0``
+    with ports from :data:`AGGREGATE_PORT_BASE` (devices per vWire), 172.21.<i>.0/24 and
+    :data:`SHARED_IFNAMES` (over the shared devices): both sets live side by side."""
+    net, ifnames, tag = ("172.21", SHARED_IFNAMES, "shared-") if shared else (
+        "172.20", ("nsm0", "nse0"), "")
+    return [Wire(f"bench-{tag}aggregate-{i}", f"ac{i}", f"ae{i}", (f"{net}.{i}.1", f"{net}.{i}.2"),
+                 ifnames, (AGGREGATE_PORT_BASE + 2 * i, AGGREGATE_PORT_BASE + 2 * i + 1))
+            for i in range(count)]
+
+
 def remote_specs(topo: Topo, cid: str, ports: tuple[int, int], named: bool = True,
                  *, jumbo: bool = False) -> tuple[RemoteVWireSpec, RemoteVWireSpec]:
     """Both sides of one remote vWire c1 (node 1) <-> e2 (node 2), fresh keys; ``jumbo``: over
     the jumbo underlay, as ``nsm1``/``nse1``."""
+    names = ("nsm1", "nse1") if jumbo else ("nsm0", "nse0")
+    wire = Wire(cid, "c1", "e2", JUMBO_ADDRS if jumbo else REMOTE_ADDRS,
+                names if named else (None, None), ports)
+    return wire_specs(topo, wire, JUMBO_UNDERLAY if jumbo else UNDERLAY)
+
+
+def wire_specs(topo: Topo, wire: Wire, underlay: dict[str, tuple[str, str]] = UNDERLAY,
+               ) -> tuple[RemoteVWireSpec, RemoteVWireSpec]:
+    """Both sides of ``wire`` as a remote vWire with a device per side, fresh keys."""
     priv_a, pub_a = generate_keypair()
     priv_b, pub_b = generate_keypair()
-    a, b = (f"{ip}/32" for ip in (JUMBO_ADDRS if jumbo else REMOTE_ADDRS))
-    underlay = JUMBO_UNDERLAY if jumbo else UNDERLAY
+    a, b = (f"{ip}/32" for ip in wire.addrs)
     (ua, ip_a), (ub, ip_b) = underlay["n1"], underlay["n2"]
-    names = ("nsm1", "nse1") if jumbo else ("nsm0", "nse0")
     client = RemoteVWireSpec(
-        connection_id=cid,
-        workload=Attachment(topo.path("c1"), names[0] if named else None, (a,)),
-        peer=WireGuardPeerSpec(pub_b, (ip_b, ports[1]), (b,)),
+        connection_id=wire.cid,
+        workload=Attachment(topo.path(wire.client), wire.ifnames[0], (a,)),
+        peer=WireGuardPeerSpec(pub_b, (ip_b, wire.ports[1]), (b,)),
         private_key=priv_a, underlay_ifname=ua, underlay_netns=topo.path("n1"),
-        listen_port=ports[0],
+        listen_port=wire.ports[0],
     )
     endpoint = RemoteVWireSpec(
-        connection_id=cid,
-        workload=Attachment(topo.path("e2"), names[1] if named else None, (b,)),
-        peer=WireGuardPeerSpec(pub_a, (ip_a, ports[0]), (a,)),
+        connection_id=wire.cid,
+        workload=Attachment(topo.path(wire.endpoint), wire.ifnames[1], (b,)),
+        peer=WireGuardPeerSpec(pub_a, (ip_a, wire.ports[0]), (a,)),
         private_key=priv_b, underlay_ifname=ub, underlay_netns=topo.path("n2"),
-        listen_port=ports[1],
+        listen_port=wire.ports[1],
     )
     return client, endpoint
+
+
+@contextlib.asynccontextmanager
+async def shared_nodes(topo: Topo, kernel: KernelPort, backend: WireGuardBackend,
+                       ) -> AsyncIterator[tuple[SharedDevices, SharedDevices]]:
+    """Each node's :class:`SharedDevices` (node 1's, node 2's), started with the node's
+    namespace as underlay and a port range of its own; stopped (devices deleted, namespace let
+    go of) however the block ends."""
+    nodes: list[SharedDevices] = []
+    try:
+        for role in ("n1", "n2"):
+            devices = SharedDevices(kernel, backend, PortPool(SHARED_PORTS[role]),
+                                    f"bench-{role}", topo.path(role))
+            nodes.append(devices)
+            await devices.start()
+        yield nodes[0], nodes[1]
+    finally:
+        for devices in reversed(nodes):
+            await devices.stop()
+
+
+def shared_spec(topo: Topo, wire: Wire, side: str, peer: SharedPeerSpec,
+                space: int | None) -> SharedVWireSpec:
+    """One side (``client``: node 1, ``endpoint``: node 2) of ``wire`` over shared devices."""
+    i = 0 if side == "client" else 1
+    node = "n1" if i == 0 else "n2"
+    return SharedVWireSpec(
+        connection_id=wire.cid,
+        workload=Attachment(topo.path(getattr(wire, side)), wire.ifnames[i],
+                            (f"{wire.addrs[i]}/32",)),
+        peer=peer, underlay_ifname=UNDERLAY[node][0], underlay_netns=topo.path(node),
+        space=space, ipv6_underlay=False,
+    )
+
+
+async def program_shared_wire(kernel: KernelPort, nodes: tuple[SharedDevices, SharedDevices],
+                              topo: Topo, wire: Wire) -> list[VWire]:
+    """Both sides of ``wire`` over the nodes' shared devices, in the forwarders' order: the
+    endpoint side first (it chooses the space and does not dial), then the client side (in that
+    space, dialling the endpoint side's device port). On failure what was made is closed."""
+    client_devices, endpoint_devices = nodes
+    endpoint = await program_shared(kernel, endpoint_devices, shared_spec(
+        topo, wire, "endpoint", SharedPeerSpec(client_devices.public_key, None,
+                                               (f"{wire.addrs[0]}/32",)), None))
+    try:
+        port = endpoint.listen_port
+        if port is None:
+            raise RuntimeError(f"{wire.cid}: the endpoint side's shared device has no port")
+        client = await program_shared(kernel, client_devices, shared_spec(
+            topo, wire, "client", SharedPeerSpec(
+                endpoint_devices.public_key, (UNDERLAY["n2"][1], port), (f"{wire.addrs[1]}/32",),
+                keepalive=SHARED_KEEPALIVE), endpoint.space))
+    except BaseException:
+        await endpoint.close()
+        raise
+    return [client, endpoint]
 
 
 def local_spec(topo: Topo, cid: str, named: bool = True) -> LocalVWireSpec:
@@ -343,47 +484,22 @@ Row = Callable[[], Awaitable[float]]
 
 async def measure_throughput(topo: Topo, kernel: KernelPort, backend: WireGuardBackend,
                              config: Config, results: Results, deadline: Deadline) -> None:
-    """Set up every row once, then measure all rows ``config.rounds`` times, interleaved."""
+    """Set up every row once, then measure all rows ``config.rounds`` times, interleaved; what
+    was set up is undone however it ends (every undo runs even when one fails)."""
     underlay_mtu = int(await sh("cat", "/sys/class/net/ua/mtu", netns=topo["n1"]))
-    fabric_mtu = underlay_mtu - WG_OVERHEAD_IPV4
-    kernel_wg = await kernel_wireguard_available()
+    results.mtus["veth"] = underlay_mtu
     with tempfile.TemporaryDirectory(prefix="vwd-keys-") as keydir:
-        rows: dict[str, Row] = {}
-        cleanups: list[Callable[[], Awaitable[None]]] = []
-
-        try:
-            rows["veth"] = lambda: iperf(topo["n2"], topo["n1"], UNDERLAY["n2"][1],
-                                         config.seconds)
-            # Hand-made tunnels share interface names and ports: one at a time, so each row
-            # sets its tunnel up, measures and removes it.
-            hand: dict[str, tuple[str, int | None]] = {
-                "wireguard_go": ("wireguard-go", None),
-                "wireguard_go_same_mtu": ("wireguard-go", fabric_mtu),
+        async with contextlib.AsyncExitStack() as stack:
+            rows: dict[str, Row] = {
+                "veth": lambda: iperf(topo["n2"], topo["n1"], UNDERLAY["n2"][1], config.seconds),
             }
-            if kernel_wg:
-                hand["kernel_wireguard"] = ("kernel", None)
-            else:
-                results.skipped["kernel_wireguard"] = "the kernel has no WireGuard module"
-            for row, (kind, mtu) in hand.items():
-                rows[row] = _hand_row(topo, kind, mtu, Path(keydir), config, results, row)
-            sides = await program_both(kernel, backend,
-                                       remote_specs(topo, "bench-remote", FABRIC_PORTS))
-            cleanups.append(lambda: close_all(sides))
-            results.mtus["remote_vwire"] = sides[0].mtu
-            rows["remote_vwire"] = lambda: iperf(topo["e2"], topo["c1"], REMOTE_ADDRS[1],
-                                                 config.seconds)
-            jumbo = await program_both(kernel, backend, remote_specs(
-                topo, "bench-remote-jumbo", JUMBO_PORTS, jumbo=True))
-            cleanups.append(lambda: close_all(jumbo))
-            results.mtus["remote_vwire_jumbo"] = jumbo[0].mtu
-            rows["remote_vwire_jumbo"] = lambda: iperf(topo["e2"], topo["c1"], JUMBO_ADDRS[1],
-                                                       config.seconds)
-            local = await program_local(kernel, local_spec(topo, "bench-local"))
-            cleanups.append(local.close)
-            results.mtus["local_vwire"] = local.mtu
-            results.mtus["veth"] = underlay_mtu
-            rows["local_vwire"] = lambda: iperf(topo["le"], topo["lc"], LOCAL_ADDRS[1],
-                                                config.seconds)
+            rows.update(await _hand_rows(topo, underlay_mtu - WG_OVERHEAD_IPV4, Path(keydir),
+                                         config, results))
+            rows.update(await _fabric_rows(stack, topo, kernel, backend, config, results))
+            rows.update(await shared_rows(stack, topo, kernel, backend, config, results))
+            for row in AGGREGATE_ROWS:  # last in each round, after the single-stream rows
+                if row in rows:
+                    rows[row] = rows.pop(row)
             for round_no in range(1, config.rounds + 1):
                 for row, measure in rows.items():
                     if deadline.left() < config.seconds + 20:
@@ -391,9 +507,86 @@ async def measure_throughput(topo: Topo, kernel: KernelPort, backend: WireGuardB
                     progress(NAME, f"throughput round {round_no}/{config.rounds}: {row} "
                                    f"({config.seconds:g} s of iperf3)")
                     results.rounds.setdefault(row, []).append(round(await measure(), 3))
-        finally:
-            for cleanup in reversed(cleanups):
-                await cleanup()
+
+
+async def _hand_rows(topo: Topo, fabric_mtu: int, keydir: Path, config: Config,
+                     results: Results) -> dict[str, Row]:
+    """The hand-made tunnels' rows. They share interface names and ports: one at a time, so
+    each row sets its tunnel up, measures and removes it."""
+    hand: dict[str, tuple[str, int | None]] = {
+        "wireguard_go": ("wireguard-go", None),
+        "wireguard_go_same_mtu": ("wireguard-go", fabric_mtu),
+    }
+    if await kernel_wireguard_available():
+        hand["kernel_wireguard"] = ("kernel", None)
+    else:
+        results.skipped["kernel_wireguard"] = "the kernel has no WireGuard module"
+    return {row: _hand_row(topo, kind, mtu, keydir, config, results, row)
+            for row, (kind, mtu) in hand.items()}
+
+
+async def _kept(stack: contextlib.AsyncExitStack, made: Awaitable[list[VWire]]) -> list[VWire]:
+    """The vWires ``made``, closed when ``stack`` unwinds."""
+    vwires = await made
+    stack.push_async_callback(close_all, vwires)
+    return vwires
+
+
+async def _fabric_rows(stack: contextlib.AsyncExitStack, topo: Topo, kernel: KernelPort,
+                       backend: WireGuardBackend, config: Config, results: Results,
+                       ) -> dict[str, Row]:
+    """The fabric's vWires with a device per vWire, and the local one: set up, closed by
+    ``stack``."""
+    seconds = config.seconds
+    sides = await _kept(stack, program_both(kernel, backend,
+                                            remote_specs(topo, "bench-remote", FABRIC_PORTS)))
+    results.mtus["remote_vwire"] = sides[0].mtu
+    jumbo = await _kept(stack, program_both(kernel, backend, remote_specs(
+        topo, "bench-remote-jumbo", JUMBO_PORTS, jumbo=True)))
+    results.mtus["remote_vwire_jumbo"] = jumbo[0].mtu
+    local = await program_local(kernel, local_spec(topo, "bench-local"))
+    stack.push_async_callback(local.close)
+    results.mtus["local_vwire"] = local.mtu
+    rows: dict[str, Row] = {
+        "remote_vwire": lambda: iperf(topo["e2"], topo["c1"], REMOTE_ADDRS[1], seconds),
+        "remote_vwire_jumbo": lambda: iperf(topo["e2"], topo["c1"], JUMBO_ADDRS[1], seconds),
+        "local_vwire": lambda: iperf(topo["le"], topo["lc"], LOCAL_ADDRS[1], seconds),
+    }
+    if config.aggregate:
+        wires = aggregate_wires(config.aggregate, shared=False)
+        for wire in wires:
+            made = await _kept(stack, program_both(kernel, backend, wire_specs(topo, wire)))
+            results.mtus.setdefault("remote_vwire_aggregate", made[0].mtu)
+        rows["remote_vwire_aggregate"] = lambda: iperf_all(topo, wires, seconds)
+    else:
+        results.skipped["remote_vwire_aggregate"] = "--aggregate 0"
+    return rows
+
+
+async def shared_rows(stack: contextlib.AsyncExitStack, topo: Topo, kernel: KernelPort,
+                       backend: WireGuardBackend, config: Config, results: Results,
+                       ) -> dict[str, Row]:
+    """The vWires over the two nodes' shared devices (one device pair: every connection's
+    addresses differ, so all are in space 0): set up, closed by ``stack``, devices stopped
+    after them."""
+    seconds = config.seconds
+    nodes = await stack.enter_async_context(shared_nodes(topo, kernel, backend))
+    single = Wire("bench-shared", "c1", "e2", SHARED_ADDRS, SHARED_IFNAMES)
+    sides = await _kept(stack, program_shared_wire(kernel, nodes, topo, single))
+    results.mtus["remote_vwire_shared"] = sides[0].mtu
+    rows: dict[str, Row] = {"remote_vwire_shared": lambda: iperf_all(topo, [single], seconds)}
+    if config.aggregate:
+        wires = aggregate_wires(config.aggregate, shared=True)
+        for wire in wires:
+            made = await _kept(stack, program_shared_wire(kernel, nodes, topo, wire))
+            results.mtus.setdefault("remote_vwire_shared_aggregate", made[0].mtu)
+        rows["remote_vwire_shared_aggregate"] = lambda: iperf_all(topo, wires, seconds)
+    else:
+        results.skipped["remote_vwire_shared_aggregate"] = "--aggregate 0"
+    devices = {d.wg_name for node in nodes for d in node.devices()}
+    if len(devices) != 2:  # what the rows stand for: one device per node
+        raise RuntimeError(f"the shared rows run over {len(devices)} devices, not 2")
+    return rows
 
 
 def _hand_row(topo: Topo, kind: str, mtu: int | None, keydir: Path, config: Config,
@@ -441,7 +634,7 @@ async def measure(config: Config) -> Results:
     topo = Topo({})
     try:
         progress(NAME, f"building the namespaces (WireGuard backend: {backend.kind})")
-        topo = await build()
+        topo = await build(config.aggregate)
         await measure_throughput(topo, kernel, backend, config, results, deadline)
         progress(NAME, "measuring vWire setup times")
         await measure_setup(topo, kernel, backend, config, results, deadline)
@@ -457,6 +650,12 @@ async def measure(config: Config) -> Results:
 
 # ---- output ----------------------------------------------------------------------------------
 
+#: ratio -> (shared row, the device-per-vWire row it is held against)
+SHARED_RATIOS = {
+    "shared_vs_per_vwire": ("remote_vwire_shared", "remote_vwire"),
+    "shared_vs_per_vwire_aggregate": ("remote_vwire_shared_aggregate", "remote_vwire_aggregate"),
+}
+
 
 def metrics_of(results: Results) -> list[Metric]:
     out = [Metric(f"{row}_gbps", results.best(row), "Gbit/s") for row in results.rounds]
@@ -470,6 +669,10 @@ def metrics_of(results: Results) -> list[Metric]:
                       higher_is_better=True))
     out.append(Metric("local_vs_veth", round(results.best("local_vwire") / results.best("veth"),
                                              3), "x", LOCAL_GOAL, higher_is_better=True))
+    for name, (shared, per_vwire) in SHARED_RATIOS.items():
+        if shared in results.rounds and per_vwire in results.rounds:
+            out.append(Metric(name, round(results.best(shared) / results.best(per_vwire), 3),
+                              "x"))
     if "kernel_wireguard" in results.rounds:
         out.append(Metric("remote_vs_kernel_wireguard",
                           round(remote / results.best("kernel_wireguard"), 3), "x"))
@@ -490,21 +693,32 @@ def _parser() -> argparse.ArgumentParser:
                    help="vWires timed for setup p50/p99")
     p.add_argument("--max-seconds", type=float, default=Config.max_seconds,
                    help="wall-clock budget of the whole run")
+    p.add_argument("--aggregate", type=int, default=Config.aggregate,
+                   help=f"connections at once in the aggregate rows (0..{MAX_AGGREGATE}; "
+                        "0: no aggregate rows)")
     return p
+
+
+def config_of(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Config:
+    """The run's settings; bad ones end the program through ``parser.error`` naming the flag."""
+    if not 1 <= args.seconds <= 60 or not 1 <= args.rounds <= 10 or args.connections < 1:
+        parser.error("--seconds 1..60, --rounds 1..10, --connections >= 1")
+    if not 0 <= args.aggregate <= MAX_AGGREGATE:
+        parser.error(f"--aggregate {args.aggregate}: use 0..{MAX_AGGREGATE} (0: no aggregate "
+                     "rows)")
+    return Config(args.seconds, args.rounds, args.connections, args.max_seconds, args.aggregate)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     require_root(parser, ("ip", "iperf3", "wg"), "apt-get install iproute2 iperf3 wireguard-tools")
-    if not 1 <= args.seconds <= 60 or not 1 <= args.rounds <= 10 or args.connections < 1:
-        parser.error("--seconds 1..60, --rounds 1..10, --connections >= 1")
-    config = Config(args.seconds, args.rounds, args.connections, args.max_seconds)
+    config = config_of(parser, args)
     log.configure("warning", json=True)  # keep the data plane's info lines out of the output
     results = asyncio.run(measure(config))
     info: dict[str, Any] = {
         "backend": results.backend, "seconds": config.seconds, "rounds": config.rounds,
-        "connections": config.connections,
+        "connections": config.connections, "aggregate": config.aggregate,
         "best_of_rounds": results.rounds, "mtu": results.mtus, "notes": results.skipped,
     }
     print(report(metrics_of(results), info, args.json))
