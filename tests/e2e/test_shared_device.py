@@ -23,6 +23,7 @@ daemons live in the node's namespace (their UDP sockets' side), where teardown k
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -110,6 +111,29 @@ def living_in(inodes: set[int], comm: str = "") -> dict[int, str]:
         except OSError:
             continue
     return found
+
+
+def holders(inode: int) -> list[str]:
+    """What keeps the network namespace ``inode`` alive: processes living in it or holding a
+    descriptor of it (``pid N``), a mount of it in the host's mount namespace (``mount``)."""
+    found = {f"pid {pid}" for pid in living_in({inode})}
+    target = f"net:[{inode}]"
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if any(os.readlink(fd) == target for fd in (proc / "fd").iterdir()):
+                found.add(f"pid {proc.name}")
+    if target in Path("/proc/1/mountinfo").read_text():
+        found.add("mount")
+    return sorted(found)
+
+
+def node_daemons(fabric: Fabric, node: int, shared: str) -> set[int]:
+    """Pids of the wireguard-go serving node ``node`` (its namespace or ``shared``)."""
+    paths = (netns_path(fabric.node(node).netns), shared)
+    return set(living_in({ino for path in paths if (ino := _inode(path)) is not None},
+                         "wireguard-go"))
 
 
 def daemons(fabric: Fabric, shared: dict[int, str]) -> dict[str, int]:
@@ -298,7 +322,7 @@ async def test_three_clients_share_one_daemon_per_node_and_close_leaves_nothing(
     assert len(inodes) == 2, shared
     fabric.down(grace=5.0)
     assert not any(Path(path).exists() for path in shared.values())
-    assert living_in(inodes) == {}, "a process lives on in a stopped forwarder's namespace"
+    assert {ino: holders(ino) for ino in inodes} == dict.fromkeys(inodes, [])
 
 
 async def test_a_workload_reaches_only_its_own_connection_over_a_shared_device(
@@ -379,3 +403,48 @@ async def test_the_mtu_over_a_shared_device_is_exact(
     mtu = int(conn["context"]["MTU"])
     assert mtu == 1440, conn["context"]  # the underlay's 1500 less WireGuard's IPv4 overhead
     await check_path_mtu(client.netns, endpoint_address(conn), mtu)
+
+
+async def test_a_killed_forwarder_takes_its_shared_devices_along_and_is_healed_through(
+    make_fabric: MakeFabric,
+) -> None:
+    # no lingering: the device the healed connections leave on n2 stops at once
+    flags = {1: SHARED_NO_LINGER, 2: SHARED_NO_LINGER}
+    fabric, shared = await shared_fabric(make_fabric, flags)
+    await fabric.add_endpoint("nse", ["svc"], node=2)
+    clients = [await fabric.add_client(f"nsc{i}", node=1, urls=["kernel://svc/nsm0"])
+               for i in range(2)]
+    for client in clients:
+        await reaches(client, "svc")
+    inode = _inode(shared[1])
+    assert inode is not None
+    old = node_daemons(fabric, 1, shared[1])
+    assert len(old) == 1, old
+    forwarder = fabric.processes.pid_of(fabric.node(1).forwarder_process)
+    assert forwarder is not None
+
+    os.kill(forwarder, signal.SIGKILL)  # the forwarder alone, not its process group
+
+    async def taken_along() -> bool:
+        return not holders(inode) and not old & node_daemons(fabric, 1, "")
+
+    try:
+        await wait_for("the killed forwarder's namespace and daemon gone", taken_along, WAIT)
+    finally:
+        left = {"holders": holders(inode), "daemons": old & node_daemons(fabric, 1, "")}
+    assert left == {"holders": [], "daemons": set()}
+
+    await fabric.restart(fabric.node(1).forwarder_process)
+    for client in clients:
+        await reaches(client, "svc")
+        assert devices(client, "svc") == {"forwarder-n1": "shared", "forwarder-n2": "shared"}
+    now = {1: shared_netns(fabric, 1), 2: shared[2]}
+
+    async def one_each() -> bool:
+        return daemons(fabric, now) == {"n1": 1, "n2": 1}
+
+    try:
+        await wait_for("one shared daemon per node again", one_each, WAIT)
+    finally:
+        links = {i: shared_links(path) for i, path in now.items()}
+    assert [len(links[i]["devices"]) for i in (1, 2)] == [1, 1], links
