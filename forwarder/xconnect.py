@@ -74,7 +74,13 @@ from forwarder.reach import (
     path_mtu,
 )
 from forwarder.restart import LiveVWire, LiveVWires, wireguard_name
-from forwarder.shared import SharedDevices, SharedPeerSpec, SharedVWireSpec, program_shared
+from forwarder.shared import (
+    MAX_SPACES,
+    SharedDevices,
+    SharedPeerSpec,
+    SharedVWireSpec,
+    program_shared,
+)
 from forwarder.vwire import (
     Ahead,
     Attachment,
@@ -175,6 +181,19 @@ def _unchanged(previous: AnySpec | None, spec: AnySpec, mtu: int) -> bool:
     if previous is None or type(previous) is not type(spec):
         return False
     return spec == previous or (spec.mtu == mtu and replace(spec, mtu=previous.mtu) == previous)
+
+
+def _check_shared_answer(far: WireguardMechanism, offered: bool) -> None:
+    """InvalidArgument unless a shared-device answer can be used: offered, with the device's
+    port to dial, in a space below :data:`MAX_SPACES` (each space is a device pair)."""
+    field = "mechanism.parameters"
+    if not offered:
+        raise InvalidArgument(f"{field}[vwire_shared_space]", "a shared device was not offered")
+    if not far.dst_port:
+        raise InvalidArgument(f"{field}[dst_port]", "a shared device's answer needs its port")
+    if far.shared_space is not None and far.shared_space >= MAX_SPACES:
+        raise InvalidArgument(f"{field}[vwire_shared_space]",
+                              f"must be below {MAX_SPACES} (got {far.shared_space})")
 
 
 def _prefixes(routes: Any) -> tuple[str, ...]:
@@ -363,9 +382,8 @@ class Xconnect(NetworkServiceElement):
             try:
                 far = WireguardMechanism.parse(reply.mechanism)
                 check_reachable(self.node.own_reach, self.node.address, far.dst, far.dst_ip)
-                if far.shared_space is not None and self.shared is None:
-                    raise InvalidArgument("mechanism.parameters[vwire_shared_space]",
-                                          "a shared device was not offered")
+                if far.shared_space is not None:
+                    _check_shared_answer(far, self.shared is not None)
             except FabricError:
                 await self._abandon(reply, next, md, vid, ahead)
                 raise

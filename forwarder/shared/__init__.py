@@ -8,11 +8,12 @@ connection's side. docs/dataplane.md explains when to choose it.
 
 from __future__ import annotations
 
-from .devices import SharedDevices
+from .devices import MAX_SPACES, SharedDevices
 from .spaces import Selectors, choose_space, clash
 from .vwire import SharedPeerSpec, SharedVWireSpec, program_shared
 
 __all__ = [
+    "MAX_SPACES",
     "Selectors",
     "SharedDevices",
     "SharedPeerSpec",

@@ -60,6 +60,7 @@ from .spaces import Selectors, choose_space, clash
 
 _log = structlog.get_logger("forwarder.shared")
 FIRST_TABLE = 1000
+MAX_SPACES = 64  # device pairs between two nodes: a far side's choice beyond is refused
 LINGER = 30.0  # seconds a device without connections keeps running
 #: inside the shared namespace: route between the devices and the veth ends, by our rules only
 SYSCTLS = {
@@ -153,6 +154,11 @@ class SharedDevices:
         }
         if space is None:
             space = choose_space(members, selectors)
+            if space >= MAX_SPACES:
+                raise FailedPrecondition(
+                    f"connection {cid} would need address space {space}: {MAX_SPACES} device "
+                    "pairs to this node already carry connections with the same addresses; use "
+                    "endpoints with distinct address pools")
         elif any(clash(selectors, other) for other in members.get(space, [])):
             raise FailedPrecondition(
                 f"the other node put connection {cid} in address space {space}, where its "

@@ -8,12 +8,20 @@ import os
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from ipaddress import ip_network
 
 import pytest
 
 from forwarder.kernel import FakeKernel, Neighbour, Route, Rule
 from forwarder.ports import PortPool
-from forwarder.shared import SharedDevices, SharedPeerSpec, SharedVWireSpec, program_shared
+from forwarder.shared import (
+    MAX_SPACES,
+    Selectors,
+    SharedDevices,
+    SharedPeerSpec,
+    SharedVWireSpec,
+    program_shared,
+)
 from forwarder.vwire import Attachment, RouteSpec, VWire
 from forwarder.vwire.naming import generated_mac
 from forwarder.wireguard import WgProcessEvent, generate_keypair
@@ -256,3 +264,14 @@ def test_generated_macs_are_local_unicast_and_stable() -> None:
         first = int(mac.split(":")[0], 16)
         assert first & 0x02 and not first & 0x01, mac  # locally administered, not multicast
     assert generated_mac("fwd/c1", "w") == generated_mac("fwd/c1", "w")
+
+
+async def test_address_spaces_are_bounded(devices: SharedDevices) -> None:
+    same = Selectors((ip_network("10.70.0.2/32"),), (ip_network("10.70.0.1/32"),))
+    spaces = [devices.reserve(PEER, None, f"fwd-unit/c{i}", same) for i in range(MAX_SPACES)]
+    assert spaces == list(range(MAX_SPACES))
+    with pytest.raises(FailedPrecondition, match="distinct address pools"):
+        devices.reserve(PEER, None, "fwd-unit/one-too-many", same)
+    for i in range(MAX_SPACES):
+        await devices.leave(PEER, i, f"fwd-unit/c{i}")
+    assert devices.devices() == []

@@ -162,20 +162,33 @@ async def test_otherwise_a_device_per_vwire(
     assert all(devices is None or devices.devices() == [] for devices in f.shared)
 
 
-async def test_a_shared_answer_that_was_not_offered_is_refused_and_undone() -> None:
+@pytest.mark.parametrize(("offered", "port", "space", "field"), [
+    (False, 51820, 0, "mechanism.parameters[vwire_shared_space]"),
+    (True, 0, 0, "mechanism.parameters[dst_port]"),
+    (True, 51820, 64, "mechanism.parameters[vwire_shared_space]"),
+], ids=["not-offered", "no-port", "space-beyond-the-bound"])
+async def test_an_unusable_shared_answer_is_refused_and_undone(
+    offered: bool, port: int, space: int, field: str
+) -> None:
     kernel = FakeKernel()
     for ns in (CLIENT_NS, N1):
         kernel.add_netns(ns)
     kernel.add_link(N1, "eth0", "veth", up=True)
     ports = PortPool(range(51820, 51822))
-    answer = WireguardMechanism(dst_ip="192.0.2.2", dst_port=51820,
-                                dst_public_key=generate_keypair()[1], shared_space=0).to_proto()
-    far = FarSide(answer, "10.0.0.1/32", "10.0.0.2/32")
+    devices = SharedDevices(kernel, FakeWireGuard(kernel), ports, "fwd-n1", N1, linger=0)
+    await devices.start()
+    answer = WireguardMechanism(dst_ip="192.0.2.2", dst_port=port,
+                                dst_public_key=generate_keypair()[1], shared_space=space)
+    far = FarSide(answer.to_proto(), "10.0.0.1/32", "10.0.0.2/32")
     chain = NetworkServiceChain([
         Metadata(), Xconnect(kernel, FakeWireGuard(kernel), Node("n1", "192.0.2.1", "eth0", N1),
-                             ports), far])
+                             ports, shared=devices if offered else None), far])
     before = kernel.snapshot()
-    with pytest.raises(InvalidArgument) as failure:
-        await chain.run_request(request())
-    assert failure.value.field == "mechanism.parameters[vwire_shared_space]"
-    assert far.closes == 1 and ports._by_owner == {} and kernel.snapshot() == before
+    try:
+        with pytest.raises(InvalidArgument) as failure:
+            await chain.run_request(request())
+        assert failure.value.field == field
+        assert far.closes == 1 and ports._by_owner == {} and kernel.snapshot() == before
+        assert devices.devices() == []
+    finally:
+        await devices.stop()
