@@ -182,8 +182,13 @@ async def ping_from(netns: str, source: str, target: str, count: int = COUNT) ->
         "ip", "netns", "exec", netns, "ping", "-n", "-q", "-c", str(count), "-i", "0.2",
         "-W", "1", "-I", source, target,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
-    async with asyncio.timeout(count + 10):
-        out, _ = await process.communicate()
+    try:
+        async with asyncio.timeout(count + 10):
+            out, _ = await process.communicate()
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
     for line in out.decode().splitlines():
         if "received" in line:
             return int(line.split(",")[1].split()[0])
