@@ -196,13 +196,17 @@ async def ping_from(netns: str, source: str, target: str, count: int = COUNT) ->
 
 
 def echoes_in(netns: str, version: int = 4) -> int:
-    """Echo requests of IP ``version`` delivered to namespace ``netns`` so far (``InEchos`` of
-    ``/proc/net/snmp``, ``Icmp6InEchos`` of ``/proc/net/snmp6``)."""
+    """Echo requests of IP ``version`` delivered to namespace ``netns`` (a name, or a path such
+    as a shared namespace's) so far (``InEchos`` of ``/proc/net/snmp``, ``Icmp6InEchos`` of
+    ``/proc/net/snmp6``)."""
+    enter = (["nsenter", f"--net={netns}"] if netns.startswith("/")
+             else ["ip", "netns", "exec", netns])
+    table = "/proc/net/snmp6" if version == 6 else "/proc/net/snmp"
+    done = subprocess.run([*enter, "cat", table], capture_output=True, text=True, timeout=30,
+                          check=True).stdout
     if version == 6:
-        done = network.ip("netns", "exec", netns, "cat", "/proc/net/snmp6")
         return int(next(line.split()[1] for line in done.splitlines()
                         if line.startswith("Icmp6InEchos ")))
-    done = network.ip("netns", "exec", netns, "cat", "/proc/net/snmp")
     header, values = [line.split() for line in done.splitlines() if line.startswith("Icmp:")][:2]
     return int(values[header.index("InEchos")])
 
@@ -349,6 +353,52 @@ async def test_a_workload_reaches_only_its_own_connection_over_a_shared_device(
 
     for client, service in ((a, "svc-a"), (b, "svc-b")):
         await reaches(client, service)
+
+
+def addresses_in(path: str) -> list[dict[str, Any]]:
+    """The addresses in the namespace at ``path`` but loopback's, with their interface."""
+    done = subprocess.run(["nsenter", f"--net={path}", "ip", "-j", "addr", "show"],
+                          capture_output=True, text=True, timeout=30, check=True)
+    return [{**address, "ifname": link["ifname"]} for link in json.loads(done.stdout)
+            for address in link.get("addr_info", []) if link["ifname"] != "lo"]
+
+
+async def test_a_workload_cannot_reach_the_shared_namespace_itself(
+    make_fabric: MakeFabric,
+) -> None:
+    """The shared namespace routes between its devices and veths and is nobody's host: an echo
+    request to any address it has (its link-local ones, once usable) from a workload, sent to
+    the node end of the workload's veth, must not be answered by it."""
+    fabric, shared = await shared_fabric(make_fabric, {1: SHARED, 2: SHARED})
+    await fabric.add_endpoint("nse", ["svc"], node=2)
+    client = await fabric.add_client("nsc", node=1, urls=["kernel://svc/nsm0"], extra=NO_PROBE)
+    await reaches(client, "svc", 6)
+
+    async def settled() -> bool:  # duplicate address detection done: usable or failed
+        return not any(a.get("tentative") for a in addresses_in(shared[1]))
+
+    await wait_for("the shared namespace's addresses past DAD", settled, WAIT)
+    (neighbour,) = json.loads(network.ip("-j", "neigh", "show", "to", "fe80::1", "dev", "nsm0",
+                                         netns=client.netns))
+    got = {}
+    for address in addresses_in(shared[1]):
+        if address.get("dadfailed"):
+            continue
+        target = address["local"]
+        if address.get("scope") == "link":  # reached on the workload's own link
+            network.ip("neigh", "replace", target, "lladdr", neighbour["lladdr"], "dev", "nsm0",
+                       "nud", "permanent", netns=client.netns)
+            destination = f"{target}%nsm0"
+        else:
+            route_into_vwire(client, "svc", target)
+            destination = target
+        sent = tx_packets(client.netns, "nsm0")
+        before = echoes_in(shared[1], 6 if ":" in target else 4)
+        await ping_from(client.netns, "nsm0", destination)
+        assert tx_packets(client.netns, "nsm0") - sent >= COUNT, "the probe never left"
+        got[f"{target} ({address['ifname']})"] = (
+            echoes_in(shared[1], 6 if ":" in target else 4) - before)
+    assert got == dict.fromkeys(got, 0), got
 
 
 async def test_overlapping_address_spaces_get_a_device_pair_each(
