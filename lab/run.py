@@ -37,15 +37,21 @@ __all__ = ["LabConfig", "check", "check_services", "client_connections", "down",
            "endpoint_address", "env", "failed_logs", "ping", "status", "up"]
 
 
+WIREGUARD_DEVICES = ("per-vwire", "shared")
+
+
 @dataclass
 class LabConfig:
     nodes: int = 2
     services: list[str] = field(default_factory=lambda: ["secure-db"])
     registry_store: str = "memory"  # or "etcd": 3 etcd members, 2 registry replicas
+    wireguard_device: str = "per-vwire"  # or "shared": the forwarders' --wireguard-device
 
 
 def _fabric(topology: Topology, config: LabConfig) -> Fabric:
-    return Fabric(topology, config.nodes, registry_store=config.registry_store)
+    device = ["--wireguard-device", config.wireguard_device]
+    return Fabric(topology, config.nodes, registry_store=config.registry_store,
+                  forwarder_args={i: device for i in range(1, config.nodes + 1)})
 
 
 def _config_file(topology: Topology) -> Path:
@@ -101,6 +107,9 @@ def check(config: LabConfig) -> None:
     if config.registry_store not in REGISTRY_STORES:
         raise InvalidArgument("registry_store", f"must be one of {', '.join(REGISTRY_STORES)} "
                               f"(got {config.registry_store!r})")
+    if config.wireguard_device not in WIREGUARD_DEVICES:
+        raise InvalidArgument("wireguard_device", f"must be one of {', '.join(WIREGUARD_DEVICES)}"
+                              f" (got {config.wireguard_device!r})")
     tools = ("ip", "wireguard-go", *(("etcd",) if config.registry_store == "etcd" else ()))
     for tool in tools:
         if shutil.which(tool) is None:

@@ -96,6 +96,13 @@ def _services(values: list[str] | None) -> list[str] | None:
     return values
 
 
+class WireguardDevice(StrEnum):
+    """How the lab's forwarders make remote vWires (VWIRE_FORWARDER_WIREGUARD_DEVICE)."""
+
+    per_vwire = "per-vwire"
+    shared = "shared"
+
+
 class RegistryStore(StrEnum):
     """Where the lab's registry keeps its records."""
 
@@ -114,6 +121,11 @@ def up(
         "--registry-store", show_default=False,
         help="memory: one registry; etcd: a three-member etcd cluster and two registry "
              "replicas (default memory)")] = RegistryStore.memory,
+    wireguard_device: Annotated[WireguardDevice, typer.Option(
+        "--wireguard-device", show_default=False,
+        help="per-vwire: a WireGuard device per remote vWire; shared: one per pair of nodes "
+             "for all their vWires (docs/dataplane.md; default per-vwire)")
+    ] = WireguardDevice.per_vwire,
     topology: Annotated[str | None, typer.Option(
         "--topology", metavar="FILE",
         help=f"build the multi-cloud lab from a topology YAML file, or '{BUILT_IN_NAME}' "
@@ -122,17 +134,20 @@ def up(
     """Build the lab, wait until the client's vWire passes traffic, and show it."""
     if topology is not None:
         _multi_up(topology, nodes != 2 or services is not None
-                  or registry_store is not RegistryStore.memory)
+                  or registry_store is not RegistryStore.memory
+                  or wireguard_device is not WireguardDevice.per_vwire)
         return
     lab.up(lab.LabConfig(nodes=nodes, services=services or ["secure-db"],
-                         registry_store=registry_store.value), _progress)
+                         registry_store=registry_store.value,
+                         wireguard_device=wireguard_device.value), _progress)
     _show(with_live_counters(lab.status()))
 
 
 def _multi_up(topology: str, single_options: bool) -> None:
     if single_options:
-        raise typer.BadParameter("--nodes, --service and --registry-store build the "
-                                 "single-domain lab: the topology file says what to build",
+        raise typer.BadParameter("--nodes, --service, --registry-store and --wireguard-device "
+                                 "build the single-domain lab: the topology file says what to "
+                                 "build",
                                  param_hint="--topology")
     try:
         multirun.up(topology, _progress)

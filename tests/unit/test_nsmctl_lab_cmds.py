@@ -161,6 +161,19 @@ def test_up_checks_the_config_before_taking_a_lab_down(tmp_path: Path) -> None:
     lab.check(lab.LabConfig(nodes=16, services=["secure-db", "a.b-c"]))  # good ones pass
 
 
+@pytest.mark.usefixtures("running_lab")
+def test_the_wireguard_device_is_checked_and_reaches_every_forwarder(tmp_path: Path) -> None:
+    code, out, err = nsmctl("lab", "up", "--wireguard-device", "bogus")
+    assert code == 2 and "'--wireguard-device'" in err and "stopping" not in out
+    code, _, err = nsmctl("lab", "up", "--wireguard-device", "shared", "--topology", "x.yaml")
+    assert code == 2 and "--wireguard-device" in err and "single-domain" in err
+    with pytest.raises(InvalidArgument, match="wireguard_device"):
+        lab.check(lab.LabConfig(wireguard_device="one-per-pod"))
+    fabric = lab._fabric(Topology("vwx-", tmp_path),
+                             lab.LabConfig(nodes=3, wireguard_device="shared"))
+    assert fabric.forwarder_args == {i: ["--wireguard-device", "shared"] for i in (1, 2, 3)}
+
+
 # -- progress -------------------------------------------------------------------------------------
 
 
