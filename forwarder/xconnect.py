@@ -147,6 +147,18 @@ class _Peer:
     reach: Reach
 
 
+@dataclass(frozen=True)
+class _Path:
+    """How this node reaches the other one: the endpoint it dials (None: it waits for the
+    other's handshake), keepalive, the path's underlay MTU (None: unknown) and whether the
+    tunnel runs over IPv6."""
+
+    endpoint: tuple[str, int] | None
+    keepalive: int | None
+    path_mtu: int | None
+    ipv6_underlay: bool
+
+
 def _routes(routes: Any) -> tuple[RouteSpec, ...]:
     return tuple(RouteSpec(r.prefix, r.nextHop) for r in routes)
 
@@ -473,27 +485,36 @@ class Xconnect(NetworkServiceElement):
         return (self.shared is not None and bool(near.src_shared_key)
                 and dial_address(near.src, self.node.own_reach, self.node.address) is not None)
 
+    def _path_to(self, peer: _Peer) -> _Path:
+        """How this node reaches ``peer`` (see :class:`_Path`)."""
+        me = self.node.own_reach
+        dial = dial_address(me, peer.reach, peer.ip)
+        return _Path(
+            endpoint=(dial, peer.port) if dial and peer.port else None,
+            keepalive=keepalive(me, peer.reach),
+            path_mtu=path_mtu(me, peer.reach) or None,
+            ipv6_underlay=ipv6_underlay(dial or "", peer.ip, self.node.underlay_ip),
+        )
+
     def _shared_spec(
         self, vid: str, workload: Attachment, peer: _Peer, peer_addresses: tuple[str, ...],
         peer_routes: tuple[str, ...], space: int | None, mtu: int | None,
     ) -> SharedVWireSpec:
         """The side of a shared-device vWire; the side that knows the peer's port dials it
         and keeps the path open (keepalive: the first one starts the handshake at once)."""
-        me = self.node.own_reach
-        dial = dial_address(me, peer.reach, peer.ip)
-        endpoint = (dial, peer.port) if dial and peer.port else None
+        path = self._path_to(peer)
         return SharedVWireSpec(
             connection_id=vid,
             workload=workload,
             peer=SharedPeerSpec(
-                peer.public_key, endpoint, peer_addresses, peer_routes,
-                keepalive=(keepalive(me, peer.reach) or NAT_KEEPALIVE) if endpoint else None),
+                peer.public_key, path.endpoint, peer_addresses, peer_routes,
+                keepalive=(path.keepalive or NAT_KEEPALIVE) if path.endpoint else None),
             underlay_ifname=self.node.underlay_interface,
             underlay_netns=self.node.underlay_netns,
             space=space,
             mtu=mtu,
-            path_mtu=path_mtu(me, peer.reach) or None,
-            ipv6_underlay=ipv6_underlay(dial or "", peer.ip, self.node.underlay_ip),
+            path_mtu=path.path_mtu,
+            ipv6_underlay=path.ipv6_underlay,
         )
 
     def _remote_spec(
@@ -501,21 +522,19 @@ class Xconnect(NetworkServiceElement):
         port: int, md: Values, mtu: int | None,
     ) -> RemoteVWireSpec:
         private, _ = self._keys(md)
-        me = self.node.own_reach
-        dial = dial_address(me, peer.reach, peer.ip)
-        endpoint = (dial, peer.port) if dial and peer.port else None
+        path = self._path_to(peer)
         return RemoteVWireSpec(
             connection_id=vid,
             workload=workload,
-            peer=WireGuardPeerSpec(peer.public_key, endpoint, peer_addresses,
-                                   keepalive=keepalive(me, peer.reach)),
+            peer=WireGuardPeerSpec(peer.public_key, path.endpoint, peer_addresses,
+                                   keepalive=path.keepalive),
             private_key=private,
             underlay_ifname=self.node.underlay_interface,
             underlay_netns=self.node.underlay_netns,
             listen_port=port,
             mtu=mtu,
-            path_mtu=path_mtu(me, peer.reach) or None,
-            ipv6_underlay=ipv6_underlay(dial or "", peer.ip, self.node.underlay_ip),
+            path_mtu=path.path_mtu,
+            ipv6_underlay=path.ipv6_underlay,
         )
 
     async def _program(
