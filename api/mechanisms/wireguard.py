@@ -22,10 +22,10 @@ device pair between the two nodes, 0, 1, ...) this connection goes over; then ``
 ``dst_public_key`` are that shared device's and the client side answers with its own shared
 device for the endpoint's node in that space.
 
-Ports, MTUs and spaces are decimal strings; :meth:`WireguardMechanism.parse` refuses any other non-empty
-value, a NAT kind it does not know, an in-site address that is not an IP address and text longer
-than 253 characters or not printable, with ``InvalidArgument`` naming the parameter (it arrives
-from another node: it is input).
+Ports, MTUs and spaces are decimal strings; :meth:`WireguardMechanism.parse` refuses any other
+non-empty value, a NAT kind it does not know, an in-site address that is not an IP address and
+text longer than 253 characters or not printable, with ``InvalidArgument`` naming the parameter
+(it arrives from another node: it is input).
 """
 
 from __future__ import annotations
