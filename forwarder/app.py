@@ -39,12 +39,13 @@ from forwarder.ports import PortPool, parse_range
 from forwarder.restart import LiveVWires, RestartRecovery
 from forwarder.settings import ForwarderSettings
 from forwarder.shared import SharedDevices
+from forwarder.specs import Node
 from forwarder.underlay import advertised_address, detect_underlay
 from forwarder.vwire import sweep
 from forwarder.vwire.mtu import check_mtu
 from forwarder.wireguard import UserspaceBackend, WireGuardBackend, describe
 from forwarder.wireguard.inotify import raise_limit
-from forwarder.xconnect import Node, Xconnect
+from forwarder.xconnect import Xconnect
 from sdk.chains.server import ServerChain, ServerOptions, add_chain_services
 from sdk.channels import ChannelPool
 from sdk.errors import InvalidArgument

@@ -51,47 +51,49 @@ host tell theirs apart by the marker's process and the name lock (:mod:`forwarde
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
 import structlog
 
 from api.mechanisms.kernel import KernelMechanism, is_kernel
-from api.mechanisms.wireguard import Reach, WireguardMechanism, is_wireguard
+from api.mechanisms.wireguard import WireguardMechanism, is_wireguard
 from api.proto.connection_pb2 import Connection, Mechanism
-from api.proto.connectioncontext_pb2 import IPContext
 from api.proto.networkservice_pb2 import NetworkServiceRequest
 from forwarder.kernel import KernelPort
 from forwarder.knock import Knocker
 from forwarder.ports import PortPool
 from forwarder.reach import (
-    NAT_KEEPALIVE,
     check_reachable,
     dial_address,
     ipv6_underlay,
-    keepalive,
     path_mtu,
 )
 from forwarder.restart import LiveVWire, LiveVWires, wireguard_name
 from forwarder.shared import (
-    MAX_SPACES,
     SharedDevices,
-    SharedPeerSpec,
     SharedVWireSpec,
     program_shared,
 )
+from forwarder.specs import (
+    Node,
+    Peer,
+    check_shared_answer,
+    client_attachment,
+    endpoint_attachment,
+    prefixes,
+    remote_spec,
+    shared_spec,
+    shares,
+)
 from forwarder.vwire import (
     Ahead,
-    Attachment,
     LocalVWireSpec,
-    NeighbourSpec,
     PreparedRemote,
     RemotePreparation,
     RemoteVWireSpec,
-    RouteSpec,
     VWire,
-    WireGuardPeerSpec,
     program_local,
     program_remote,
     validate,
@@ -115,75 +117,6 @@ KEYS: Key[tuple[str, str]] = Key("xconnect.keys")
 LOST: Key[VWire] = Key("xconnect.lost_vwire")
 
 
-@dataclass(frozen=True)
-class Node:
-    """Where this node's tunnels live: underlay address and interface (namespace None = own);
-    ``advertised_ip`` is the address other sites dial ("" = ``underlay_ip``), ``reach`` what the
-    mechanism says about the node (its ``node`` and ``site_ip`` are filled in from the above)."""
-
-    name: str
-    underlay_ip: str
-    underlay_interface: str
-    underlay_netns: str | None = None
-    advertised_ip: str = ""
-    reach: Reach = field(default_factory=Reach)
-
-    @property
-    def address(self) -> str:
-        return self.advertised_ip or self.underlay_ip
-
-    @property
-    def own_reach(self) -> Reach:
-        return replace(self.reach, node=self.name, site_ip=self.underlay_ip)
-
-
-@dataclass(frozen=True)
-class _Peer:
-    """The other node as its WIREGUARD parameters describe it."""
-
-    public_key: str
-    ip: str
-    port: int
-    reach: Reach
-
-
-@dataclass(frozen=True)
-class _Path:
-    """How this node reaches the other one: the endpoint it dials (None: it waits for the
-    other's handshake), keepalive, the path's underlay MTU (None: unknown) and whether the
-    tunnel runs over IPv6."""
-
-    endpoint: tuple[str, int] | None
-    keepalive: int | None
-    path_mtu: int | None
-    ipv6_underlay: bool
-
-
-def _routes(routes: Any) -> tuple[RouteSpec, ...]:
-    return tuple(RouteSpec(r.prefix, r.nextHop) for r in routes)
-
-
-def client_attachment(mech: KernelMechanism, ip: IPContext) -> Attachment:
-    """The client's end: its namespace and interface, ``src`` addresses and routes."""
-    return Attachment(
-        netns=mech.netns_url,
-        ifname=mech.interface or None,
-        addresses=tuple(ip.src_ip_addrs),
-        routes=_routes(ip.src_routes),
-        neighbours=tuple(NeighbourSpec(n.ip, n.hardware_address) for n in ip.ip_neighbors),
-    )
-
-
-def endpoint_attachment(mech: KernelMechanism, ip: IPContext) -> Attachment:
-    """The endpoint's end: its namespace and interface, ``dst`` addresses and routes."""
-    return Attachment(
-        netns=mech.netns_url,
-        ifname=mech.interface or None,
-        addresses=tuple(ip.dst_ip_addrs),
-        routes=_routes(ip.dst_routes),
-    )
-
-
 def _unchanged(previous: AnySpec | None, spec: AnySpec, mtu: int) -> bool:
     """Whether ``spec`` asks for the vWire ``previous`` made (whose MTU came out as ``mtu``).
 
@@ -193,23 +126,6 @@ def _unchanged(previous: AnySpec | None, spec: AnySpec, mtu: int) -> bool:
     if previous is None or type(previous) is not type(spec):
         return False
     return spec == previous or (spec.mtu == mtu and replace(spec, mtu=previous.mtu) == previous)
-
-
-def _check_shared_answer(far: WireguardMechanism, offered: bool) -> None:
-    """InvalidArgument unless a shared-device answer can be used: offered, with the device's
-    port to dial, in a space below :data:`MAX_SPACES` (each space is a device pair)."""
-    field = "mechanism.parameters"
-    if not offered:
-        raise InvalidArgument(f"{field}[vwire_shared_space]", "a shared device was not offered")
-    if not far.dst_port:
-        raise InvalidArgument(f"{field}[dst_port]", "a shared device's answer needs its port")
-    if far.shared_space is not None and far.shared_space >= MAX_SPACES:
-        raise InvalidArgument(f"{field}[vwire_shared_space]",
-                              f"must be below {MAX_SPACES} (got {far.shared_space})")
-
-
-def _prefixes(routes: Any) -> tuple[str, ...]:
-    return tuple(r.prefix for r in routes)
 
 
 def _offered(request: NetworkServiceRequest, test: Any, what: str) -> Any:
@@ -395,24 +311,25 @@ class Xconnect(NetworkServiceElement):
                 far = WireguardMechanism.parse(reply.mechanism)
                 check_reachable(self.node.own_reach, self.node.address, far.dst, far.dst_ip)
                 if far.shared_space is not None:
-                    _check_shared_answer(far, self.shared is not None)
+                    check_shared_answer(far, self.shared is not None)
             except FabricError:
                 await self._abandon(reply, next, md, vid, ahead)
                 raise
             if far.shared_space is not None:
                 await ahead.discard()
                 self.ports.give_back(vid)
-                spec = self._shared_spec(
-                    vid, client_attachment(client, ip),
-                    _Peer(far.dst_public_key, far.dst_ip, far.dst_port, far.dst),
-                    tuple(ip.dst_ip_addrs), _prefixes(ip.dst_routes), far.shared_space,
+                spec = shared_spec(
+                    self.node, vid, client_attachment(client, ip),
+                    Peer(far.dst_public_key, far.dst_ip, far.dst_port, far.dst),
+                    tuple(ip.dst_ip_addrs), prefixes(ip.dst_routes), far.shared_space,
                     far.mtu or reply.context.MTU or None,
                 )
             else:
-                spec = self._remote_spec(
-                    vid, client_attachment(client, ip), _Peer(far.dst_public_key, far.dst_ip,
-                                                              far.dst_port, far.dst),
-                    tuple(ip.dst_ip_addrs), port, md, far.mtu or reply.context.MTU or None,
+                spec = remote_spec(
+                    self.node, vid, client_attachment(client, ip),
+                    Peer(far.dst_public_key, far.dst_ip, far.dst_port, far.dst),
+                    tuple(ip.dst_ip_addrs), port, self._keys(md)[0],
+                    far.mtu or reply.context.MTU or None,
                 )
         else:
             await self._abandon(reply, next, md, vid, ahead)
@@ -442,7 +359,7 @@ class Xconnect(NetworkServiceElement):
         check_reachable(near.src, near.src_ip, self.node.own_reach, self.node.address)
         vid = self._vwire_id(request.connection)
         _, public = self._keys(md)
-        shared = self._shares(near)
+        shared = shares(self.node, self.shared is not None, near)
         port = 0 if shared else self.ports.take(vid)
         ahead = Ahead.none() if shared else self._ahead_endpoint(request, md, vid, near, port)
         reply = await self._forward(request, next, md, vid, [KernelMechanism().to_proto()],
@@ -456,16 +373,16 @@ class Xconnect(NetworkServiceElement):
             self._endpoint_netns.put(reply.network_service_endpoint_name, endpoint.netns_url)
         spec: AnySpec
         if shared:
-            spec = self._shared_spec(
-                vid, endpoint_attachment(endpoint, ip),
-                _Peer(near.src_shared_key, near.src_ip, 0, near.src), tuple(ip.src_ip_addrs),
-                _prefixes(ip.src_routes), None, reply.context.MTU or None,
+            spec = shared_spec(
+                self.node, vid, endpoint_attachment(endpoint, ip),
+                Peer(near.src_shared_key, near.src_ip, 0, near.src), tuple(ip.src_ip_addrs),
+                prefixes(ip.src_routes), None, reply.context.MTU or None,
             )
         else:
-            spec = self._remote_spec(
-                vid, endpoint_attachment(endpoint, ip),
-                _Peer(near.src_public_key, near.src_ip, near.src_port, near.src),
-                tuple(ip.src_ip_addrs), port, md, reply.context.MTU or None,
+            spec = remote_spec(
+                self.node, vid, endpoint_attachment(endpoint, ip),
+                Peer(near.src_public_key, near.src_ip, near.src_port, near.src),
+                tuple(ip.src_ip_addrs), port, self._keys(md)[0], reply.context.MTU or None,
             )
         vwire = await self._program(spec, reply, next, md, ahead)
         if self.shared is not None and isinstance(spec, SharedVWireSpec):
@@ -477,65 +394,6 @@ class Xconnect(NetworkServiceElement):
                                            self.node.own_reach)
         reply.mechanism.CopyFrom(answer.to_proto())
         return await self._report(reply, vwire)
-
-    def _shares(self, near: WireguardMechanism) -> bool:
-        """Whether this connection goes over a shared device: both forwarders share, and the
-        client side can dial this node (a shared device learns its peer's port from the
-        handshake)."""
-        return (self.shared is not None and bool(near.src_shared_key)
-                and dial_address(near.src, self.node.own_reach, self.node.address) is not None)
-
-    def _path_to(self, peer: _Peer) -> _Path:
-        """How this node reaches ``peer`` (see :class:`_Path`)."""
-        me = self.node.own_reach
-        dial = dial_address(me, peer.reach, peer.ip)
-        return _Path(
-            endpoint=(dial, peer.port) if dial and peer.port else None,
-            keepalive=keepalive(me, peer.reach),
-            path_mtu=path_mtu(me, peer.reach) or None,
-            ipv6_underlay=ipv6_underlay(dial or "", peer.ip, self.node.underlay_ip),
-        )
-
-    def _shared_spec(
-        self, vid: str, workload: Attachment, peer: _Peer, peer_addresses: tuple[str, ...],
-        peer_routes: tuple[str, ...], space: int | None, mtu: int | None,
-    ) -> SharedVWireSpec:
-        """The side of a shared-device vWire; the side that knows the peer's port dials it
-        and keeps the path open (keepalive: the first one starts the handshake at once)."""
-        path = self._path_to(peer)
-        return SharedVWireSpec(
-            connection_id=vid,
-            workload=workload,
-            peer=SharedPeerSpec(
-                peer.public_key, path.endpoint, peer_addresses, peer_routes,
-                keepalive=(path.keepalive or NAT_KEEPALIVE) if path.endpoint else None),
-            underlay_ifname=self.node.underlay_interface,
-            underlay_netns=self.node.underlay_netns,
-            space=space,
-            mtu=mtu,
-            path_mtu=path.path_mtu,
-            ipv6_underlay=path.ipv6_underlay,
-        )
-
-    def _remote_spec(
-        self, vid: str, workload: Attachment, peer: _Peer, peer_addresses: tuple[str, ...],
-        port: int, md: Values, mtu: int | None,
-    ) -> RemoteVWireSpec:
-        private, _ = self._keys(md)
-        path = self._path_to(peer)
-        return RemoteVWireSpec(
-            connection_id=vid,
-            workload=workload,
-            peer=WireGuardPeerSpec(peer.public_key, path.endpoint, peer_addresses,
-                                   keepalive=path.keepalive),
-            private_key=private,
-            underlay_ifname=self.node.underlay_interface,
-            underlay_netns=self.node.underlay_netns,
-            listen_port=port,
-            mtu=mtu,
-            path_mtu=path.path_mtu,
-            ipv6_underlay=path.ipv6_underlay,
-        )
 
     async def _program(
         self, spec: AnySpec, reply: Connection, next: NSCursor,

@@ -29,8 +29,9 @@ from api.proto.networkservice_pb2 import NetworkServiceRequest
 from forwarder.kernel import FakeKernel, KernelPort, real_kernel
 from forwarder.ports import PortPool
 from forwarder.settings import PREFIX, ForwarderSettings
+from forwarder.specs import Node
 from forwarder.wireguard.fake import FakeWireGuard
-from forwarder.xconnect import Node, Xconnect
+from forwarder.xconnect import Xconnect
 from sdk.errors import FabricError, InvalidArgument, NotFound, PermissionDenied
 from sdk.netns import open_netns
 from sdk.networkservice.core import NetworkServiceChain

@@ -44,8 +44,9 @@ from api.proto.registry_pb2 import NetworkServiceEndpoint
 from forwarder.counters import Counters, add_counters
 from forwarder.kernel import FakeKernel, LinkStats
 from forwarder.ports import PortPool
+from forwarder.specs import Node
 from forwarder.wireguard.fake import FakeWireGuard
-from forwarder.xconnect import Node, Xconnect
+from forwarder.xconnect import Xconnect
 from nsmctl import node_cmds
 from registry.app import Registry
 from registry.store import open_store

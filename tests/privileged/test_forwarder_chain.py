@@ -24,9 +24,10 @@ from api.proto.networkservice_pb2 import NetworkServiceRequest
 from forwarder.kernel import real_kernel
 from forwarder.ports import PortPool
 from forwarder.restart import LiveVWires, RestartRecovery
+from forwarder.specs import Node
 from forwarder.vwire import VWire, find_leftovers
 from forwarder.wireguard import UserspaceBackend, WireGuardBackend
-from forwarder.xconnect import VWIRE, Node, Xconnect
+from forwarder.xconnect import VWIRE, Xconnect
 from sdk.errors import NotFound
 from sdk.networkservice.begin import Begin
 from sdk.networkservice.core import NetworkServiceChain, NetworkServiceElement, NSCursor

@@ -22,10 +22,10 @@ from api.mechanisms.wireguard import Reach
 from api.proto.connection_pb2 import Connection
 from api.proto.networkservice_pb2 import NetworkServiceRequest
 from forwarder.kernel import real_kernel
+from forwarder.specs import Node
 from forwarder.vwire import Leftover, VWire, find_leftovers
 from forwarder.wireguard import UserspaceBackend, WireGuardBackend, socket_path
 from forwarder.wireguard.pool import POOL_ALIAS
-from forwarder.xconnect import Node
 from sdk.errors import PermissionDenied
 from sdk.networkservice.core import NSCursor
 

@@ -14,9 +14,10 @@ from api.proto.connection_pb2 import Connection, Mechanism
 from api.proto.networkservice_pb2 import NetworkServiceRequest
 from forwarder.kernel import FakeKernel
 from forwarder.ports import PortPool
+from forwarder.specs import Node
 from forwarder.wireguard import generate_keypair
 from forwarder.wireguard.fake import FakeWireGuard
-from forwarder.xconnect import Node, Xconnect
+from forwarder.xconnect import Xconnect
 from sdk.errors import DataplaneError
 from sdk.networkservice.core import NetworkServiceChain, NSCursor
 from sdk.networkservice.metadata import Metadata

@@ -22,10 +22,11 @@ from api.proto.networkservice_pb2 import NetworkServiceRequest
 from forwarder.kernel import FakeKernel
 from forwarder.ports import PortPool
 from forwarder.reach import ipv6_underlay, path_mtu
+from forwarder.specs import Node
 from forwarder.underlay import advertised_address
 from forwarder.wireguard import WgPeer
 from forwarder.wireguard.fake import FakeWireGuard
-from forwarder.xconnect import Node, Xconnect
+from forwarder.xconnect import Xconnect
 from sdk.errors import FailedPrecondition, InvalidArgument
 from sdk.networkservice.core import NetworkServiceChain, NetworkServiceElement, NSCursor
 from sdk.networkservice.metadata import Metadata

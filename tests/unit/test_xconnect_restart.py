@@ -17,6 +17,7 @@ from api.proto.networkservice_pb2 import NetworkServiceRequest
 from forwarder.kernel import FakeKernel
 from forwarder.ports import PortPool
 from forwarder.restart import LiveVWire, LiveVWires, RestartRecovery, wireguard_name
+from forwarder.specs import Node
 from forwarder.vwire import (
     Attachment,
     LocalVWireSpec,
@@ -29,7 +30,7 @@ from forwarder.vwire import (
 from forwarder.vwire.naming import marker
 from forwarder.wireguard import WgProcessEvent, generate_keypair
 from forwarder.wireguard.fake import FakeWireGuard
-from forwarder.xconnect import LOST, VWIRE, Node, Xconnect, _unchanged
+from forwarder.xconnect import LOST, VWIRE, Xconnect, _unchanged
 from sdk.networkservice.core import NetworkServiceChain
 from sdk.networkservice.metadata import Metadata
 from tests.unit.far_side import FarSide
