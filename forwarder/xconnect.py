@@ -20,6 +20,13 @@ Contract, per request (place it after ``Metadata``/``Timeout``, in front of ``Co
   tunnel MTU comes from the path's underlay MTU (both ends and, across sites, the WAN MTU), the
   same figure on both ends. A side that alone can open its tunnel knocks until the far side
   answers (:mod:`forwarder.knock`); :meth:`Xconnect.stop` ends that.
+* **Shared devices** (``shared``, :mod:`forwarder.shared`): the client side also offers its
+  node's shared-device key; an endpoint side that shares and that the client side can dial
+  answers with its shared device's port, key and address space instead of a port and key of
+  the connection's own, and both sides program a veth over the device pair
+  (:func:`forwarder.shared.program_shared`); no preparation ahead then. An answer naming a
+  shared device that was not offered, without a port or beyond the space bound is refused
+  (:func:`forwarder.specs.check_shared_answer`). The specs come from :mod:`forwarder.specs`.
 * The vWire's MTU goes into ``context.MTU``; its counters into this hop's path segment
   ``metrics``. A refresh that changes nothing keeps the vWire; one that changes it rebuilds it.
 * **Prepared ahead** (``prepare_ahead``, :mod:`forwarder.vwire.ahead`): on a first request the
