@@ -11,9 +11,9 @@ Contract of :class:`SharedDevices` (one per forwarder process):
   ``/proc/<pid>/fd/<n>``, e.g. for ``nsenter --net=``; the forwarder logs it and shows it as
   its ``shared-namespace`` label, ``proc-<pid>-fd-<n>``), with forwarding on and reverse-path
   filtering off: the routing rules decide what may pass, and nothing else lives there (no
-  address but loopback, no route out). :meth:`stop` deletes the devices and lets go of the
-  namespace; a forwarder that dies takes it along, and the kernel removes every device and veth
-  pair in it, so no run leaves anything for the next to sweep.
+  address but loopback, not even IPv6 link-local ones; no route out). :meth:`stop` deletes the
+  devices and lets go of the namespace; a forwarder that dies takes it along, and the kernel
+  removes every device and veth pair in it, so no run leaves anything for the next to sweep.
 * One node key pair per process: its public half is offered in the WIREGUARD mechanism
   (``vwire_src_shared_key``) and answered as the shared device's ``dst_public_key``.
 * :meth:`reserve` (synchronous, so two setups never pick a space at once) puts a connection in
@@ -68,6 +68,9 @@ SYSCTLS = {
     "net.ipv6.conf.all.forwarding": "1",
     "net.ipv4.conf.all.rp_filter": "0",
     "net.ipv4.conf.default.rp_filter": "0",
+    # no address at all, IPv6 link-local ones included: nothing in it can be reached, not even
+    # by a workload pinging the node end of its own veth
+    "net.ipv6.conf.default.addr_gen_mode": "1",
 }
 
 
