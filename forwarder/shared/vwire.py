@@ -54,6 +54,7 @@ from .devices import SharedDevices
 from .spaces import AnyNetwork, Selectors
 
 ROLE = "workload"
+NODE_END_PREFIX = "vs"  # the veth's end in the shared namespace
 RULE_PRIORITY = 100
 GATEWAY = {4: "169.254.0.1", 6: "fe80::1"}
 
@@ -156,7 +157,7 @@ async def program_shared(
     vwire = VWire(kernel, cid, checked.mtu, (End(ROLE, checked.workload_ns, checked.ifname),))
     lost = None if on_lost is None else (lambda: on_lost(vwire))
     space = devices.reserve(peer.public_key, spec.space, cid, checked.selectors, lost)
-    node_end = generated_ifname(cid, "shared")
+    node_end = generated_ifname(cid, "shared", NODE_END_PREFIX)
     shared_ns = devices.netns
     table = devices.table(cid)
     mtu = checked.mtu

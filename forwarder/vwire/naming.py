@@ -59,7 +59,8 @@ def generated_mac(connection_id: str, role: str) -> str:
     return ":".join(f"{b:02x}" for b in (first, *digest[1:6]))
 
 
-def generated_ifname(connection_id: str, role: str) -> str:
-    """A deterministic, valid (13-character) interface name for one role of one connection."""
+def generated_ifname(connection_id: str, role: str, prefix: str = GENERATED_PREFIX) -> str:
+    """A deterministic, valid (13-character) interface name for one role of one connection
+    (``prefix``: two letters saying what it is)."""
     digest = hashlib.sha256(f"{connection_id}\0{role}".encode()).hexdigest()
-    return f"{GENERATED_PREFIX}{digest[:11]}"
+    return f"{prefix}{digest[:11]}"

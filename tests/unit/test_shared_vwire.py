@@ -96,6 +96,7 @@ async def test_a_connection_gets_a_veth_a_table_and_rules(
     w1 = "/var/run/netns/w1"
     nsm0 = await kernel.get_link(w1, "nsm0")
     node_end = next(x for x in await kernel.list_links(ns) if x.kind == "veth")
+    assert node_end.name.startswith("vs") and len(node_end.name) == 13
     assert (nsm0.kind, nsm0.up, nsm0.mtu, node_end.mtu) == ("veth", True, 1440, 1440)
     assert set(await kernel.list_routes(w1)) == {
         Route("10.60.0.1/32", "nsm0", "169.254.0.1", onlink=True),
