@@ -83,11 +83,22 @@ def browser() -> Iterator[WebDriver]:
         driver.quit()
 
 
+#: read in one script, so a table re-rendered meanwhile (every 2 s) cannot leave half of it
+#: stale (a row found, then gone when its cell is read: StaleElementReferenceException)
+_ROWS = """const cell = (r, name) =>
+    ((r.querySelector('td.' + name) || {}).textContent || '').trim();
+return Array.from(document.querySelectorAll('#connections tbody tr')).map(r => [
+    r.dataset.id || '', (r.dataset.state || '') + ' ' + cell(r, 'endpoint'), cell(r, 'rx')]);"""
+
+
+def rows(driver: WebDriver) -> dict[str, tuple[str, str]]:
+    """Every connection row of the table: its full ID → ("STATE endpoint-cell", rx cell)."""
+    return {row_id: (state, rx) for row_id, state, rx in driver.execute_script(_ROWS)}
+
+
 def row_state(driver: WebDriver) -> dict[str, str]:
     """Every connection row of the table: its full ID → "STATE endpoint-cell"."""
-    rows = driver.find_elements(By.CSS_SELECTOR, "#connections tbody tr")
-    return {r.get_attribute("data-id") or "": f"{r.get_attribute('data-state')} "
-            f"{r.find_element(By.CSS_SELECTOR, 'td.endpoint').text}" for r in rows}
+    return {row_id: state for row_id, (state, _) in rows(driver).items()}
 
 
 async def test_dashboard_shows_a_connection_and_its_endpoint_dying(
@@ -109,7 +120,7 @@ async def test_dashboard_shows_a_connection_and_its_endpoint_dying(
         assert chips.get("registry") == "true", chips
         assert sum(1 for k, v in chips.items() if k.startswith("forwarder") and v == "true") == 2
         assert driver.find_elements(By.CSS_SELECTOR, f'#graph path.edge.UP[data-id="{conn_id}"]')
-        rx = driver.find_element(By.CSS_SELECTOR, f'tr[data-id="{conn_id}"] td.rx').text
+        rx = rows(driver)[conn_id][1]
         assert rx != "-", "live counters are shown"
         before = tmp_path / "dashboard-up.png"
         driver.save_screenshot(str(before))
