@@ -99,6 +99,12 @@ def peer_request(peer: WgPeer) -> dict[str, Any]:
     return request
 
 
+def allowed_ips_request(public_key: str, prefixes: Iterable[str]) -> dict[str, Any]:
+    """pyroute2's peer structure that adds ``prefixes`` to an existing peer's allowed IPs and
+    changes nothing else (no keepalive, no endpoint, no replace; never makes the peer)."""
+    return {"public_key": public_key, "update_only": True, "allowed_ips": list(prefixes)}
+
+
 def _text(value: object) -> str:
     return value.decode("ascii") if isinstance(value, bytes) else str(value)
 
@@ -173,6 +179,12 @@ class KernelBackend:
         peer = validate_peer(peer)
         await self._set(ifname, peer_request(peer), "setting a peer")
         log.info("wireguard_peer_set", ifname=ifname, peer=peer.public_key)
+
+    async def add_allowed_ips(
+        self, ifname: str, public_key: str, prefixes: tuple[str, ...]
+    ) -> None:
+        added = validate_peer(WgPeer(public_key, None, prefixes)).allowed_ips
+        await self._set(ifname, allowed_ips_request(public_key, added), "adding allowed IPs")
 
     async def remove_peer(self, ifname: str, public_key: str) -> None:
         public_key = parse_public_key(public_key)

@@ -23,8 +23,10 @@ Contract of :class:`SharedDevices` (one per forwarder process):
   underlay (its UDP socket stays there) with the node key, a port from the forwarder's range
   and the path's tunnel MTU, marked, moved into the namespace and brought up — and sets its one
   peer: the other node's key, the endpoint last learnt (None: the other node dials), keepalive,
-  and as allowed IPs the far prefixes of every connection in it. Calls on one device are
-  serialised; a failed creation leaves no device and no port taken.
+  and as allowed IPs the far prefixes of every connection in it (a connection joining a running
+  device with a known peer only adds its own, so a join does not grow with the connections
+  already there). Calls on one device are serialised; a failed creation leaves no device and no
+  port taken.
 * :meth:`leave` takes a connection out: the peer's allowed IPs shrink; after the last one out
   the device idles ``linger`` seconds (30; a connection that joins meanwhile takes it over
   without a new daemon, so connections made one after the other do not each start one), then
@@ -53,7 +55,6 @@ from forwarder.ports import PortPool
 from forwarder.vwire.naming import marker
 from forwarder.wireguard import WgPeer, WgProcessEvent, WireGuardBackend, generate_keypair
 from forwarder.wireguard.keys import parse_private_key
-from forwarder.wireguard.model import validate_peer
 from sdk.errors import FabricError, FailedPrecondition
 
 from .spaces import Selectors, choose_space, clash
@@ -184,13 +185,19 @@ class SharedDevices:
             device.idle.cancel()
             device.idle = None
         async with device.lock:
-            if not device.running:
+            made = not device.running
+            if made:
                 await self._create(device, mtu)
-            if endpoint is not None:
-                device.endpoint = endpoint
-            if keepalive:
-                device.keepalive = keepalive
-            await self._set_peer(device)
+            changed = ((endpoint is not None and endpoint != device.endpoint)
+                       or bool(keepalive and keepalive != device.keepalive))
+            device.endpoint = endpoint or device.endpoint
+            device.keepalive = keepalive or device.keepalive
+            member = device.members.get(cid)
+            if made or changed or member is None:
+                await self._set_peer(device)
+            else:  # the others' stay: a join costs the same however many share the device
+                await self.backend.add_allowed_ips(
+                    device.wg_name, device.peer_key, tuple(str(p) for p in member.selectors.far))
         return device
 
     def add_routes(self, peer_key: str, space: int, cid: str, routes: Iterable[Route]) -> None:
@@ -289,9 +296,9 @@ class SharedDevices:
 
     async def _set_peer(self, device: SharedDevice) -> None:
         allowed = [str(p) for m in device.members.values() for p in m.selectors.far]
-        await self.backend.set_peer(device.wg_name, validate_peer(WgPeer(
+        await self.backend.set_peer(device.wg_name, WgPeer(
             public_key=device.peer_key, endpoint=device.endpoint,
-            allowed_ips=tuple(dict.fromkeys(allowed)), keepalive=device.keepalive)))
+            allowed_ips=tuple(dict.fromkeys(allowed)), keepalive=device.keepalive))
 
     # -- daemon restarts ---------------------------------------------------------------------
 

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 from forwarder.kernel import FakeKernel, Netns
 from forwarder.wireguard.model import WgPeer, WgPeerStats
@@ -24,8 +25,10 @@ class FakeWireGuard:
         self.where: dict[str, Netns] = {}
         self.peers: dict[str, dict[str, WgPeer]] = {}
         self.fail: str | None = None
+        self.calls: list[tuple[str, str]] = []  # (step, interface)
 
-    def _maybe_fail(self, step: str) -> None:
+    def _maybe_fail(self, step: str, ifname: str = "") -> None:
+        self.calls.append((step, ifname))
         if self.fail == step:
             raise DataplaneError(f"injected failure in wireguard {step}")
 
@@ -50,8 +53,17 @@ class FakeWireGuard:
         self.where[ifname] = target_netns
 
     async def set_peer(self, ifname: str, peer: WgPeer) -> None:
-        self._maybe_fail("set_peer")
+        self._maybe_fail("set_peer", ifname)
         self.peers[ifname][peer.public_key] = peer
+
+    async def add_allowed_ips(
+        self, ifname: str, public_key: str, prefixes: tuple[str, ...]
+    ) -> None:
+        self._maybe_fail("add_allowed_ips", ifname)
+        known = self.peers[ifname].get(public_key)
+        if known is not None:
+            self.peers[ifname][public_key] = replace(
+                known, allowed_ips=tuple(dict.fromkeys(known.allowed_ips + prefixes)))
 
     async def remove_peer(self, ifname: str, public_key: str) -> None:
         self.peers[ifname].pop(public_key, None)

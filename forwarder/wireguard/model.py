@@ -94,6 +94,13 @@ class WireGuardBackend(Protocol):
         """Add the peer or make an existing one match ``peer`` exactly (allowed IPs replaced)."""
         ...
 
+    async def add_allowed_ips(
+        self, ifname: str, public_key: str, prefixes: tuple[str, ...]
+    ) -> None:
+        """Add ``prefixes`` to the allowed IPs of the existing peer ``public_key``; the others
+        stay (and a peer that does not exist is not made)."""
+        ...
+
     async def remove_peer(self, ifname: str, public_key: str) -> None:
         """Remove the peer; removing an absent peer is not an error."""
         ...

@@ -120,6 +120,12 @@ def peer_lines(peer: WgPeer) -> list[str]:
     return lines
 
 
+def allowed_ip_lines(public_key: str, prefixes: Iterable[str]) -> list[str]:
+    """Add allowed IPs to an existing peer (prefixes must be validated already)."""
+    return [f"public_key={b64_to_hex(public_key, 'public_key')}", "update_only=true",
+            *(f"allowed_ip={cidr}" for cidr in prefixes)]
+
+
 def removal_lines(public_key: str) -> list[str]:
     """Remove one peer."""
     return [f"public_key={b64_to_hex(public_key, 'public_key')}", "remove=true"]

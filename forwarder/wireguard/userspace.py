@@ -35,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import structlog
@@ -59,6 +59,7 @@ from .process import WIREGUARD_GO, WgGoProcess, clear_stale_socket
 from .uapi import (
     SOCKET_DIR,
     UapiClient,
+    allowed_ip_lines,
     device_lines,
     peer_lines,
     removal_lines,
@@ -218,6 +219,18 @@ class UserspaceBackend:
             await self._uapi(device).set(peer_lines(peer))
             device.peers[peer.public_key] = peer
         log.info("wireguard_peer_set", ifname=ifname, peer=peer.public_key)
+
+    async def add_allowed_ips(
+        self, ifname: str, public_key: str, prefixes: tuple[str, ...]
+    ) -> None:
+        added = validate_peer(WgPeer(public_key, None, prefixes)).allowed_ips
+        device = self._device(ifname)
+        async with device.lock:
+            await self._uapi(device).set(allowed_ip_lines(public_key, added))
+            known = device.peers.get(public_key)
+            if known is not None:  # what a restarted daemon is given again
+                device.peers[public_key] = replace(
+                    known, allowed_ips=tuple(dict.fromkeys(known.allowed_ips + added)))
 
     async def remove_peer(self, ifname: str, public_key: str) -> None:
         public_key = parse_public_key(public_key)

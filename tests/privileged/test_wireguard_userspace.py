@@ -377,3 +377,29 @@ async def test_namespace_trick_move_keeps_traffic_flowing(
 def test_no_leftover_sockets_of_this_module() -> None:
     leftovers = [p.name for p in Path(SOCKET_DIR).glob("wgt*.sock")] if SOCKET_DIR.exists() else []
     assert leftovers == []
+
+
+async def test_allowed_ips_added_to_a_peer_stay_with_it_after_a_restart(
+    backend: UserspaceBackend, underlay: tuple[str, str]
+) -> None:
+    """A shared device's joins add allowed IPs without rewriting the peer's list; a daemon
+    restarted by the supervisor gets the whole list again."""
+    a, b = await tunnel(backend, underlay)
+    before = await sh("wg", "show", a.ifname, "allowed-ips")
+    kept = ("endpoints", "persistent-keepalive")
+    others = [await sh("wg", "show", a.ifname, what) for what in kept]
+    await backend.add_allowed_ips(a.ifname, b.public, ("10.89.0.0/24", "fd00:89::/64"))
+    shown = await sh("wg", "show", a.ifname, "allowed-ips")
+    for prefix in (*before.split("\t", 1)[1].split(), "10.89.0.0/24", "fd00:89::/64"):
+        assert prefix in shown, shown
+    assert [await sh("wg", "show", a.ifname, what) for what in kept] == others
+    _, stranger = generate_keypair()
+    await backend.add_allowed_ips(a.ifname, stranger, ("10.90.0.0/24",))  # not made
+    assert stranger not in await sh("wg", "show", a.ifname, "peers")
+    restarted = asyncio.Event()
+    backend.subscribe(lambda e: restarted.set() if e.kind == "restarted" else None)
+    pid = backend.pid(a.ifname)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    await asyncio.wait_for(restarted.wait(), 10)
+    assert await sh("wg", "show", a.ifname, "allowed-ips") == shown

@@ -142,6 +142,7 @@ async def test_connections_to_one_node_share_its_device_and_leave_it(
     (device,) = devices.devices()
     assert (first.space, second.space) == (0, 0)
     assert set(backend.peers[device.wg_name][PEER].allowed_ips) == {"10.60.0.1/32"}
+    assert backend.calls.count(("set_peer", device.wg_name)) == 1  # the second only added
     other = await program_shared(kernel, devices,
                                  spec("w3", far="10.61.0.1/32", peer_key=OTHER_PEER))
     assert len(devices.devices()) == 2  # another node: another device
@@ -169,18 +170,19 @@ async def test_identical_addresses_go_over_a_second_device_pair(
     assert third.space == 2
 
 
-@pytest.mark.parametrize("step", ["create", "set_peer", "add_rule", "add_neighbour"])
+@pytest.mark.parametrize("step", ["create", "set_peer", "add_allowed_ips", "add_rule",
+                                  "add_neighbour"])
 async def test_a_failure_leaves_nothing(
     kernel: FakeKernel, backend: FakeWireGuard, devices: SharedDevices, step: str
 ) -> None:
     kept = await program_shared(kernel, devices, spec("w1", "10.60.0.2/32"))
     before = kernel.snapshot()
     allowed = backend.peers[devices.devices()[0].wg_name][PEER].allowed_ips
-    if step in ("create", "set_peer"):
+    if step in ("create", "set_peer", "add_allowed_ips"):
         backend.fail = step
     else:
         kernel.fail_on(step)
-    key = OTHER_PEER if step == "create" else PEER
+    key = OTHER_PEER if step in ("create", "set_peer") else PEER  # a new device, or joining
     with pytest.raises(DataplaneError):
         await program_shared(kernel, devices, spec("w2", "10.60.0.3/32", peer_key=key))
     backend.fail = None

@@ -15,6 +15,7 @@ import forwarder.kernel.wireguard as kernel_mod
 from forwarder.kernel import FakeKernel
 from forwarder.kernel.wireguard import (
     KernelBackend,
+    allowed_ips_request,
     kernel_wireguard_available,
     parse_info,
     peer_request,
@@ -180,3 +181,10 @@ async def test_backends_refuse_unknown_interfaces_and_bad_input() -> None:
         with pytest.raises(NotFound, match="underlay_netns"):
             await backend.create("wgbad0", "/var/run/netns/vwt-absent", generate_keypair()[0], 0)
         await backend.delete("wgnone0")  # idempotent on what never existed
+
+
+def test_kernel_allowed_ips_request_only_adds() -> None:
+    _, public = generate_keypair()
+    request = allowed_ips_request(public, ["10.89.0.0/24"])
+    assert request == {"public_key": public, "update_only": True,
+                       "allowed_ips": ["10.89.0.0/24"]}  # no replace, keepalive or endpoint
