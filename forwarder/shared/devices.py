@@ -55,7 +55,7 @@ from forwarder.ports import PortPool
 from forwarder.vwire.naming import marker
 from forwarder.wireguard import WgPeer, WgProcessEvent, WireGuardBackend, generate_keypair
 from forwarder.wireguard.keys import parse_private_key
-from sdk.errors import FabricError, FailedPrecondition
+from sdk.errors import AlreadyExists, FabricError, FailedPrecondition
 
 from .spaces import Selectors, choose_space, clash
 
@@ -323,7 +323,8 @@ class SharedDevices:
                                            alias=self._marker(device), up=True)
                 for member in list(device.members.values()):
                     for route in member.routes:
-                        await self.kernel.add_route(self.netns, route)
+                        with contextlib.suppress(AlreadyExists):  # put back already
+                            await self.kernel.add_route(self.netns, route)
             _log.info("shared device restored", wireguard=device.wg_name,
                       connections=len(device.members))
         except FabricError as err:
