@@ -162,6 +162,20 @@ async def shared_fabric(make_fabric: MakeFabric,
     return fabric, {i: shared_netns(fabric, i) for i in (1, 2) if flags[i][:2] == SHARED}
 
 
+async def clients_of_one_endpoint(
+    make_fabric: MakeFabric, count: int
+) -> tuple[Fabric, dict[int, str], list[Client]]:
+    """Both forwarders sharing without lingering, endpoint ``nse`` of ``svc`` on n2 and
+    ``count`` clients of it on n1, each reaching it."""
+    fabric, shared = await shared_fabric(make_fabric, {1: SHARED_NO_LINGER, 2: SHARED_NO_LINGER})
+    await fabric.add_endpoint("nse", ["svc"], node=2)
+    clients = [await fabric.add_client(f"nsc{i}", node=1, urls=["kernel://svc/nsm0"])
+               for i in range(count)]
+    for client in clients:
+        await reaches(client, "svc")
+    return fabric, shared, clients
+
+
 # -- traffic and counters ----------------------------------------------------------------------
 
 
@@ -289,13 +303,8 @@ async def attacks(fabric: Fabric, a: Client, b: Client, a_end: Endpoint, b_end: 
 async def test_three_clients_share_one_daemon_per_node_and_close_leaves_nothing(
     make_fabric: MakeFabric,
 ) -> None:
-    flags = {1: SHARED_NO_LINGER, 2: SHARED_NO_LINGER}
-    fabric, shared = await shared_fabric(make_fabric, flags)
-    await fabric.add_endpoint("nse", ["svc"], node=2)
-    clients = [await fabric.add_client(f"nsc{i}", node=1, urls=["kernel://svc/nsm0"])
-               for i in range(3)]
+    fabric, shared, clients = await clients_of_one_endpoint(make_fabric, 3)
     for client in clients:
-        await reaches(client, "svc")
         assert devices(client, "svc") == {"forwarder-n1": "shared", "forwarder-n2": "shared"}
         assert "veth" in network.ip("-d", "link", "show", "nsm0", netns=client.netns)
     assert daemons(fabric, shared) == {"n1": 1, "n2": 1}
@@ -464,13 +473,7 @@ async def test_a_killed_forwarder_takes_its_shared_devices_along_and_is_healed_t
     make_fabric: MakeFabric,
 ) -> None:
     # no lingering: the device the healed connections leave on n2 stops at once
-    flags = {1: SHARED_NO_LINGER, 2: SHARED_NO_LINGER}
-    fabric, shared = await shared_fabric(make_fabric, flags)
-    await fabric.add_endpoint("nse", ["svc"], node=2)
-    clients = [await fabric.add_client(f"nsc{i}", node=1, urls=["kernel://svc/nsm0"])
-               for i in range(2)]
-    for client in clients:
-        await reaches(client, "svc")
+    fabric, shared, clients = await clients_of_one_endpoint(make_fabric, 2)
     inode = _inode(shared[1])
     assert inode is not None
     old = node_daemons(fabric, 1, shared[1])
