@@ -117,8 +117,6 @@ def _family(cidr: str) -> int:
     return socket.AF_INET if ip_network(cidr, strict=False).version == 4 else socket.AF_INET6
 
 
-
-
 class _Rtnl:
     """One namespace's netlink socket and interface indexes; lives in its worker thread."""
 
