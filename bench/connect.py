@@ -76,6 +76,7 @@ from bench.common import (
     start_wireguard_go,
 )
 from bench.procstat import CpuMeter, pss_bytes, rss_bytes
+from forwarder.settings import WIREGUARD_DEVICES
 from forwarder.wireguard.keys import generate_keypair
 from lab.clients import InProcessClients
 from lab.fabric import Client, Fabric
@@ -97,7 +98,6 @@ PEER_TRIALS = 20
 PEER_PORT = 41000
 SETUP_SERVICE = "bench-setup"
 SETUP_CIDRS = ("10.64.0.0/16", "fd00:64::/64")
-WIREGUARD_DEVICES = ("per-vwire", "shared")
 
 
 @dataclass

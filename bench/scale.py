@@ -65,6 +65,7 @@ from bench.common import (
     running,
 )
 from bench.procstat import rss_bytes
+from forwarder.settings import WIREGUARD_DEVICES
 from lab.clients import InProcessClients
 from lab.fabric import Fabric, endpoint_cidrs
 from lab.topology import Topology, netns_path
@@ -399,7 +400,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="fraction of the connections made to an endpoint on the client's "
                              "node (no wireguard-go), for a machine short of memory")
     parser.add_argument("--ping-parallel", type=int, default=defaults.ping_parallel)
-    parser.add_argument("--wireguard-device", choices=("per-vwire", "shared"),
+    parser.add_argument("--wireguard-device", choices=WIREGUARD_DEVICES,
                         default=defaults.wireguard_device,
                         help="the forwarders' VWIRE_FORWARDER_WIREGUARD_DEVICE (shared: one "
                              "wireguard-go per node pair and address space)")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from sdk.settings import setting
 
 PREFIX = "VWIRE_FORWARDER_"
+WIREGUARD_DEVICES = ("per-vwire", "shared")  #: values of ``wireguard_device``
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class ForwarderSettings:
         "construction, spreads over the cores); shared: one per other node (and overlapping "
         "address space) for all the vWires to it, told apart by policy routing: far less "
         "memory and faster setup where there is no kernel WireGuard; used when both "
-        "forwarders share", choices=("per-vwire", "shared"),
+        "forwarders share", choices=WIREGUARD_DEVICES,
     )
     wireguard_device_linger: float = setting(
         30.0, "seconds a shared device keeps running after its last vWire closed, so vWires "

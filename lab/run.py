@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from forwarder.settings import WIREGUARD_DEVICES
 from lab import network, observe
 from lab.fabric import CA_AGENT, REGISTRY_STORES, Client, Fabric, endpoint_cidrs
 from lab.observe import endpoint_address, wait_for
@@ -35,9 +36,6 @@ Progress = Callable[[str], None]
 
 __all__ = ["LabConfig", "check", "check_services", "client_connections", "down",
            "endpoint_address", "env", "failed_logs", "ping", "status", "up"]
-
-
-WIREGUARD_DEVICES = ("per-vwire", "shared")
 
 
 @dataclass
