@@ -33,7 +33,6 @@ node pair's, not the connection's: the veth's are reported as for every vWire).
 from __future__ import annotations
 
 import socket
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -45,6 +44,7 @@ from forwarder.vwire.attach import AnyInterface, EndPlan, apply_end, parse_addre
 from forwarder.vwire.handle import End, VWire, program_or_rollback
 from forwarder.vwire.mtu import wireguard_mtu
 from forwarder.vwire.naming import generated_ifname, generated_mac, marker
+from forwarder.vwire.remote import peer_metrics
 from forwarder.vwire.spec import Attachment
 from forwarder.wireguard import WgPeer
 from forwarder.wireguard.model import validate_peer
@@ -241,8 +241,7 @@ async def _metrics(devices: SharedDevices, peer_key: str, space: int) -> dict[st
                    if d.peer_key == peer_key and d.space == space and d.running), None)
     if device is None:
         return result
-    for stats in await devices.backend.stats(device.wg_name):
-        if stats.public_key == peer_key and stats.last_handshake is not None:
-            age = max(0.0, time.time() - stats.last_handshake)
-            result["wireguard_last_handshake_age_seconds"] = f"{age:.0f}"
+    # the device's byte counters are the node pair's, not this connection's: only the handshake
+    found = await peer_metrics(devices.backend, device.wg_name, peer_key)
+    result["wireguard_last_handshake_age_seconds"] = found["wireguard_last_handshake_age_seconds"]
     return result

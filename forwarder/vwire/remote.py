@@ -281,7 +281,7 @@ async def _complete(
         raise
 
     async def wireguard_metrics() -> dict[str, str]:
-        metrics = await _wireguard_metrics(backend, wg_name, peer.public_key)
+        metrics = await peer_metrics(backend, wg_name, peer.public_key)
         metrics["wireguard_device"] = "per-vwire"
         if peer.endpoint is not None:
             metrics["wireguard_endpoint"] = format_endpoint(*peer.endpoint)
@@ -333,9 +333,10 @@ def _allowed_ips(peer_addrs: Sequence[AnyInterface], routes: Sequence[Route]) ->
     return tuple(dict.fromkeys(prefixes))
 
 
-async def _wireguard_metrics(
+async def peer_metrics(
     backend: WireGuardBackend, wg_name: str, public_key: str
 ) -> dict[str, str]:
+    """The counters and last-handshake age of peer ``public_key`` of device ``wg_name``."""
     for stats in await backend.stats(wg_name):
         if stats.public_key == public_key:
             age = "never"
