@@ -92,6 +92,8 @@ class Forwarder:
         self.name_lock = NameLock(self.name)
 
     async def start(self) -> None:
+        if self.config.wireguard_device_linger < 0:  # before anything is changed
+            raise InvalidArgument("wireguard_device_linger", "must be 0 or more seconds")
         interface, ip = await detect_underlay(
             self.kernel, self.config.underlay_interface, self.config.underlay_ip
         )
@@ -178,8 +180,6 @@ class Forwarder:
 
     async def _shared_devices(self, node: Node, pool: PortPool) -> SharedDevices:
         """The shared devices and their namespace (forwarder/shared/devices.py)."""
-        if self.config.wireguard_device_linger < 0:
-            raise InvalidArgument("wireguard_device_linger", "must be 0 or more seconds")
         shared = SharedDevices(self.kernel, self.backend, pool, self.name, node.underlay_netns,
                                linger=self.config.wireguard_device_linger)
         await shared.start()
