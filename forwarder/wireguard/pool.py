@@ -20,8 +20,10 @@ Contract:
   namespaces are kept, the least recently asked for is dropped first (its daemons stopped); a
   namespace that disappears takes its pooled TUNs with it (the kernel deletes them, their daemons
   end), and the pool stops keeping it. Idle cost: ``size`` x (1 + ``namespaces``) daemons.
-- Refilling starts daemons one at a time; a failure is logged and retried after a growing pause
-  (at most 5 s), never raised. Pooled daemons claim inotify instances like any other.
+- Refilling starts daemons one at a time, at the MTU asked for last (one that was being started
+  when the MTU changed is stopped and the refill goes on at the new MTU); a failure is logged
+  and retried after a growing pause (at most 5 s), never raised. Pooled daemons claim inotify
+  instances like any other.
 - Each pooled TUN carries the alias ``vwire-pool:<forwarder pid>``; :meth:`sweep` (the forwarder
   calls it at start, and the first refill of each underlay) deletes pooled TUNs whose pid is gone
   (a crashed forwarder's: deleting the TUN ends its daemon), in the underlay and in every
@@ -208,8 +210,8 @@ class DevicePool:
                 pause = min(pause * 2, _MAX_PAUSE)
                 continue
             if not self._wanted(state, mtu):
-                await process.stop()
-                return
+                await process.stop()  # the MTU changed meanwhile: the loop goes on at the new one
+                continue
             state.ready.append(process)
             if state.netns is not None:
                 self._watchers[process] = asyncio.create_task(
