@@ -5,7 +5,9 @@
   measurement are counted through their parent. A process that is gone counts 0.
 - :class:`CpuMeter` measures CPU spent between :meth:`CpuMeter.start` and :meth:`CpuMeter.stop`
   by a set of processes given by a function (re-read at both ends, so processes started in
-  between count whole), plus the calling process itself, by kind of process.
+  between count whole), plus the calling process itself, by kind of process. The meter's own
+  work (the function, e.g. a scan of ``/proc``, and the reading of ``/proc``) is not counted as
+  the calling process's: its CPU is read after that work at start and before it at stop.
 - :func:`rss_bytes` / :func:`pss_bytes`: resident and proportional set size of one process
   (PSS splits shared pages, such as one binary's text, between the processes that map them).
 """
@@ -62,8 +64,9 @@ class CpuMeter:
         self._self = self_cpu()
 
     def stop(self) -> dict[str, float]:
+        mine = self_cpu() - self._self  # read first: listing the processes costs CPU here too
         names = {**self._names, **self._kinds()}
-        spent: dict[str, float] = {SELF: self_cpu() - self._self}
+        spent: dict[str, float] = {SELF: mine}
         for pid, kind in names.items():
             own, children = _stat_cpu(pid)
             if not own and not children:  # gone: what it spent is not known
