@@ -22,7 +22,8 @@ and ``--heal-trials`` + 1 endpoints ``nse-<i>`` on n2 and n3 for the heal trials
   from Request sent to the reply, i.e. both sides programmed); all are closed at the end;
 - **cost**: CPU seconds of every process of the fabric (registry, nsmgrs, forwarders, endpoints,
   wireguard-go, counted through their parents once they ended) and of this process (the client)
-  over the sequential phase, per setup (goal < 40 ms), and over the first burst; the burst's
+  per sequential setup (goal < 40 ms) and, apart, per close (each metered until ``SETTLE`` after
+  its reply, so work done behind the reply counts), and over the first burst; the burst's
   **scaling efficiency** = (burst size * sequential CPU per setup / cores) / burst wall time
   (1.0: the burst is as fast as the machine's CPU allows; goal ≥ 0.8); memory at 0, one burst
   and two bursts of live connections: RSS of n1's and n2's nsmgr + forwarder (goal < 150 MB at
@@ -35,8 +36,9 @@ and ``--heal-trials`` + 1 endpoints ``nse-<i>`` on n2 and n3 for the heal trials
   moved into a workload namespace, addressed and brought up with ``ip``; both sides, one after
   the other, as the two forwarders do. ``setup_p50_vs_raw_wireguard_go`` is the ratio of the
   two medians: what negotiation (7 gRPC hops, IPAM, tokens, monitor) and the forwarder's own
-  bookkeeping add; ``cpu_per_setup_vs_raw_wireguard_go`` compares the CPU per setup with the
-  CPU the peer's processes (wireguard-go, ``wg``, ``ip``) use to make and remove one tunnel;
+  bookkeeping add; ``cpu_per_setup_and_close_vs_raw_wireguard_go`` compares the CPU per setup
+  and close with the CPU the peer's processes (wireguard-go, ``wg``, ``ip``) use to make and
+  remove one tunnel;
 - **heal** of a reference client process (``python -m nsc``): ``--heal-trials`` endpoint deaths
   (SIGKILL the endpoint in use; one never killed takes over, so trials do not depend on the
   circuit breaker's back-off for endpoints killed earlier) and as many forwarder restarts
@@ -98,6 +100,7 @@ PEER_TRIALS = 20
 PEER_PORT = 41000
 SETUP_SERVICE = "bench-setup"
 SETUP_CIDRS = ("10.64.0.0/16", "fd00:64::/64")
+SETTLE = 0.05  # seconds a sequential setup or close is metered after its reply
 
 
 @dataclass
@@ -115,8 +118,9 @@ class Config:
 @dataclass
 class Results:
     sequential: list[float] = field(default_factory=list)
-    #: CPU seconds over the sequential phase, by kind of process
+    #: CPU seconds of the sequential setups, and of their closes, by kind of process
     sequential_cpu: dict[str, float] = field(default_factory=dict)
+    close_cpu: dict[str, float] = field(default_factory=dict)
     concurrent: list[float] = field(default_factory=list)
     concurrent_wall: float = 0.0
     concurrent_cpu: dict[str, float] = field(default_factory=dict)
@@ -175,12 +179,15 @@ async def measure_setup(fabric: Fabric, config: Config, results: Results,
         for i in range(config.sequential):
             if deadline.expired():
                 break
-            meter.start()  # CPU of the setup and its close only, not of the peer's trials
+            meter.start()  # CPU of the setup, then of its close, not of the peer's trials
             client, seconds = await clients.connect(SETUP_SERVICE, f"seq{i}")
+            await asyncio.sleep(SETTLE)  # work done after the reply counts too
+            _add(results.sequential_cpu, meter.stop())
             results.sequential.append(seconds)
+            meter.start()
             await clients.close(client)
-            for kind, spent in meter.stop().items():
-                results.sequential_cpu[kind] = results.sequential_cpu.get(kind, 0.0) + spent
+            await asyncio.sleep(SETTLE)
+            _add(results.close_cpu, meter.stop())
             if i % peer_every == 0 and peer.trials < PEER_TRIALS:
                 seconds, cpu = await peer.trial()  # under the same load as the setups
                 results.peer.append(seconds)
@@ -198,6 +205,11 @@ async def measure_setup(fabric: Fabric, config: Config, results: Results,
             return
         results.second_burst = await _burst(clients, "cob", config.concurrent, results)
         results.memory[2 * config.concurrent] = memory_now(fabric)
+
+
+def _add(total: dict[str, float], spent: dict[str, float]) -> None:
+    for kind, seconds in spent.items():
+        total[kind] = total.get(kind, 0.0) + seconds
 
 
 async def _burst(clients: InProcessClients, prefix: str, count: int,
@@ -399,17 +411,22 @@ def cost_metrics(results: Results) -> list[Metric]:
     out: list[Metric] = []
     count = len(results.sequential)
     cpu = sum(results.sequential_cpu.values()) / count if count else 0.0
+    close = sum(results.close_cpu.values()) / count if count else 0.0
     if cpu:
         out.append(Metric("cpu_per_setup_sequential", ms(cpu), "ms", CPU_PER_SETUP_GOAL_MS))
+        out.append(Metric("cpu_per_close_sequential", ms(close), "ms"))
+        out.append(Metric("cpu_per_setup_and_close_sequential", ms(cpu + close), "ms"))
         if results.peer_cpu:
             peer = sum(results.peer_cpu) / len(results.peer_cpu)
-            out.append(Metric("raw_wireguard_go_cpu_per_setup", ms(peer), "ms"))
+            out.append(Metric("raw_wireguard_go_cpu_per_setup_and_close", ms(peer), "ms"))
             if peer:
-                out.append(Metric("cpu_per_setup_vs_raw_wireguard_go", round(cpu / peer, 2),
-                                  "x"))
-        for kind, seconds in sorted(results.sequential_cpu.items()):
-            name = kind.replace(" ", "_").replace("-", "_")
-            out.append(Metric(f"cpu_per_setup_sequential_{name}", ms(seconds / count), "ms"))
+                out.append(Metric("cpu_per_setup_and_close_vs_raw_wireguard_go",
+                                  round((cpu + close) / peer, 2), "x"))
+        for prefix, spent in (("setup", results.sequential_cpu), ("close", results.close_cpu)):
+            for kind, seconds in sorted(spent.items()):
+                name = kind.replace(" ", "_").replace("-", "_")
+                out.append(Metric(f"cpu_per_{prefix}_sequential_{name}", ms(seconds / count),
+                                  "ms"))
     if results.concurrent and results.concurrent_wall:
         burst_cpu = sum(results.concurrent_cpu.values()) / len(results.concurrent)
         out.append(Metric("cpu_per_setup_concurrent", ms(burst_cpu), "ms"))
