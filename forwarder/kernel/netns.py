@@ -23,10 +23,11 @@ credentials), so a local client can still name another workload's namespace (see
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from sdk.errors import NotFound, PermissionDenied, quoted
@@ -62,10 +63,12 @@ def own_netns_id() -> NsId | None:
     return _ns_id("/proc/self/ns/net")
 
 
-def host_netns_ids() -> dict[NsId, str]:
+@functools.cache
+def host_netns_ids() -> Mapping[NsId, str]:
     """Identities of the host's network namespace, with what they are: pid 1's (the init of
     this pid namespace) and the kernel's initial one (kthreadd's, pid 2), whichever are
-    readable here."""
+    readable here. Read once per process (the guard asks at every kernel call; neither process
+    changes its namespace)."""
     found: dict[NsId, str] = {}
     ident = _ns_id("/proc/1/ns/net")
     if ident is not None:
