@@ -53,6 +53,7 @@ from sdk.errors import (
 )
 from sdk.netns import new_netns, open_netns
 
+from . import changes
 from .netns import (
     DEFAULT_GUARD,
     NamespaceGuard,
@@ -72,7 +73,6 @@ _IFA_F_NODAD = 0x2
 _RTPROT_KERNEL = 2
 _RTN_UNICAST = 1
 _RTNH_F_ONLINK = 0x4
-_NUD_PERMANENT = 0x80
 _RT_SCOPE_LINK = 253
 _SYSTEM_TABLES = frozenset({0, 253, 254, 255})
 _SIOCGIFMTU = 0x8921
@@ -125,6 +125,7 @@ class _Rtnl:
             socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE
         )
         self.ipr: Any = AsyncIPRoute(use_socket=self.sock, groups=0)
+        self.changer = changes.Changer()  # single changes, without pyroute2's request layer
         # For interface ioctls: made in this thread, so it answers for this namespace.
         self.ioctl_sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         self.indexes: dict[str, int] = {}
@@ -136,6 +137,7 @@ class _Rtnl:
         finally:
             self.sock.close()
             self.ioctl_sock.close()
+            self.changer.close()
 
     async def lookup(self, name: str) -> int:
         """The index of ``name``, from the cache or the kernel (NotFound when absent)."""
@@ -280,28 +282,20 @@ class NetlinkKernel:
         new_name: str | None = None,
         mac: str | None = None,
     ) -> None:
-        changes: dict[str, Any] = {}
-        if mac is not None:
-            changes["address"] = mac
-        if mtu is not None:
-            changes["mtu"] = mtu
-        if alias is not None:
-            changes["ifalias"] = alias
-        if new_name is not None:
-            changes["ifname"] = new_name
-        if up is not None:
-            changes["state"] = "up" if up else "down"
-        if not changes:
+        given = {"up": up, "mtu": mtu, "alias": alias, "new_name": new_name, "mac": mac}
+        if all(value is None for value in given.values()):
             return
 
         async def job(rtnl: _Rtnl) -> None:
             async def change(index: int) -> None:
-                await rtnl.ipr.link("set", index=index, **changes)
+                rtnl.changer.send(changes.set_link(index, up=up, mtu=mtu, alias=alias,
+                                                   new_name=new_name, mac=mac))
                 if new_name is not None and new_name != name:
                     rtnl.indexes.pop(name, None)
                     rtnl.indexes[new_name] = index
 
-            await rtnl.on_link(name, f"set {sorted(changes)} of {name} in {rtnl.where}", change)
+            what = sorted(key for key, value in given.items() if value is not None)
+            await rtnl.on_link(name, f"set {what} of {name} in {rtnl.where}", change)
 
         await self._run(netns, job)
 
@@ -432,16 +426,16 @@ class NetlinkKernel:
     # -- routes ----------------------------------------------------------------------------------
 
     async def _route(self, command: str, netns: Netns, route: Route) -> None:
+        dst, dst_len = _split(route.dst)
+
         async def job(rtnl: _Rtnl) -> None:
             async def change(index: int) -> None:
-                spec: dict[str, Any] = {"dst": route.dst, "oif": index, "table": route.table}
-                if route.gateway is not None:
-                    spec["gateway"] = route.gateway
-                else:
-                    spec["scope"] = _RT_SCOPE_LINK  # like `ip route add X dev Y`
-                if route.onlink:
-                    spec["flags"] = _RTNH_F_ONLINK
-                await rtnl.ipr.route(command, **spec)
+                rtnl.changer.send(changes.route(
+                    command, dst=dst, dst_len=dst_len, oif=index, table=route.table,
+                    gateway=route.gateway,
+                    # no gateway: a link route, like `ip route add X dev Y`
+                    scope=0 if route.gateway is not None else _RT_SCOPE_LINK,
+                    flags=_RTNH_F_ONLINK if route.onlink else 0))
 
             what = f"{command} route {route.dst} dev {route.dev} in {rtnl.where}"
             await rtnl.on_link(route.dev, what, change)
@@ -485,20 +479,16 @@ class NetlinkKernel:
     # -- rules -----------------------------------------------------------------------------------
 
     async def _rule(self, command: str, netns: Netns, rule: Rule) -> None:
-        spec: dict[str, Any] = {
-            "priority": rule.priority,
-            "table": rule.table,
-            "family": rule.family,
-        }
+        spec: dict[str, Any] = {}
         for key, cidr in (("src", rule.src), ("dst", rule.dst)):
             if cidr is not None:
                 spec[key], spec[f"{key}_len"] = _split(cidr)
-        if rule.iif is not None:
-            spec["iifname"] = rule.iif
+        change = changes.rule(command, family=rule.family, priority=rule.priority,
+                              table=rule.table, iifname=rule.iif, **spec)
 
         async def job(rtnl: _Rtnl) -> None:
             with _netlink_errors(f"{command} rule {rule.priority} in {rtnl.where}"):
-                await rtnl.ipr.rule(command, **spec)
+                rtnl.changer.send(change)
 
         await self._run(netns, job)
 
@@ -537,10 +527,8 @@ class NetlinkKernel:
     async def _neighbour(self, command: str, netns: Netns, neighbour: Neighbour) -> None:
         async def job(rtnl: _Rtnl) -> None:
             async def change(index: int) -> None:
-                spec: dict[str, Any] = {"dst": neighbour.ip, "ifindex": index}
-                if command == "replace":
-                    spec.update(lladdr=neighbour.lladdr, state=_NUD_PERMANENT)
-                await rtnl.ipr.neigh(command, **spec)
+                rtnl.changer.send(changes.neighbour(command, dst=neighbour.ip, ifindex=index,
+                                                    lladdr=neighbour.lladdr))
 
             what = f"{command} neighbour {neighbour.ip} on {neighbour.dev} in {rtnl.where}"
             await rtnl.on_link(neighbour.dev, what, change)

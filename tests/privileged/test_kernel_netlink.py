@@ -53,6 +53,8 @@ async def test_links_addresses_routes_rules_neighbours(
     with pytest.raises(AlreadyExists, match="exists"):
         await kernel.create_veth("x0", a, "y0", b)
     await kernel.set_link(a, "x0", mtu=1400, alias="vwire:test")
+    with pytest.raises(InvalidArgument, match="mtu"):
+        await kernel.set_link(a, "x0", mtu=10)
     await kernel.add_address(a, "x0", "10.0.0.1/32")
     await kernel.add_address(a, "x0", "fd00::1/128")
     await kernel.set_link(a, "x0", up=True)
@@ -81,6 +83,8 @@ async def test_links_addresses_routes_rules_neighbours(
 
     rule = Rule(priority=1000, table=100, family=socket.AF_INET, src="10.0.0.1/32", iif="x0")
     await kernel.add_rule(a, rule)
+    with pytest.raises(AlreadyExists):
+        await kernel.add_rule(a, rule)
     assert await kernel.list_rules(a) == [rule]
     await kernel.delete_rule(a, rule)
     assert await kernel.list_rules(a) == []
@@ -89,6 +93,7 @@ async def test_links_addresses_routes_rules_neighbours(
 
     neighbour = Neighbour("x0", "10.0.0.2", "02:00:00:00:00:02")
     await kernel.add_neighbour(a, neighbour)
+    await kernel.add_neighbour(a, neighbour)  # a replace: again is fine
     assert (
         "10.0.0.2 dev x0 lladdr 02:00:00:00:00:02 PERMANENT"
         in run("ip", "neigh", "show", netns=os.path.basename(a)).stdout
