@@ -65,6 +65,11 @@ class Change:
     flags: int
 
 
+def _given(**attrs: Any) -> list[tuple[str, Any]]:
+    """The attributes whose value is given (not None), in the order named."""
+    return [(name, value) for name, value in attrs.items() if value is not None]
+
+
 def _family(address: str) -> int:
     return socket.AF_INET6 if ":" in address else socket.AF_INET
 
@@ -81,11 +86,8 @@ def route(command: str, *, dst: str, dst_len: int, oif: int, table: int,
     msg["scope"] = scope
     msg["type"] = _RTN_UNICAST if adding else 0
     msg["flags"] = flags
-    attrs: list[tuple[str, Any]] = [("RTA_DST", dst)] if dst_len else []  # none: a default
-    attrs += [("RTA_OIF", oif), ("RTA_TABLE", table)]
-    if gateway is not None:
-        attrs.append(("RTA_GATEWAY", gateway))
-    msg["attrs"] = attrs
+    msg["attrs"] = _given(RTA_DST=dst if dst_len else None,  # none for a default route
+                          RTA_OIF=oif, RTA_TABLE=table, RTA_GATEWAY=gateway)
     return Change(msg, _RTM_NEWROUTE if adding else _RTM_DELROUTE, _ADD if adding else _CHANGE)
 
 
@@ -100,14 +102,8 @@ def rule(command: str, *, family: int, priority: int, table: int, src: str | Non
     msg["dst_len"] = dst_len if dst is not None else 0
     msg["table"] = table if table < 256 else _RT_TABLE_COMPAT
     msg["action"] = _FR_ACT_TO_TBL
-    attrs: list[tuple[str, Any]] = [("FRA_PRIORITY", priority), ("FRA_TABLE", table)]
-    if src is not None:
-        attrs.append(("FRA_SRC", src))
-    if dst is not None:
-        attrs.append(("FRA_DST", dst))
-    if iifname is not None:
-        attrs.append(("FRA_IIFNAME", iifname))
-    msg["attrs"] = attrs
+    msg["attrs"] = [("FRA_PRIORITY", priority), ("FRA_TABLE", table),
+                    *_given(FRA_SRC=src, FRA_DST=dst, FRA_IIFNAME=iifname)]
     return Change(msg, _RTM_NEWRULE if adding else _RTM_DELRULE, _ADD if adding else _CHANGE)
 
 
@@ -119,10 +115,7 @@ def neighbour(command: str, *, dst: str, ifindex: int, lladdr: str | None = None
     msg["family"] = _family(dst)
     msg["ifindex"] = ifindex
     msg["state"] = _NUD_PERMANENT
-    attrs: list[tuple[str, Any]] = [("NDA_DST", dst)]
-    if replacing and lladdr is not None:
-        attrs.append(("NDA_LLADDR", lladdr))
-    msg["attrs"] = attrs
+    msg["attrs"] = [("NDA_DST", dst), *_given(NDA_LLADDR=lladdr if replacing else None)]
     return Change(msg, _RTM_NEWNEIGH if replacing else _RTM_DELNEIGH,
                   _REPLACE if replacing else _CHANGE)
 
@@ -136,16 +129,8 @@ def set_link(index: int, *, up: bool | None = None, mtu: int | None = None,
     if up is not None:
         msg["flags"] = _IFF_UP if up else 0
         msg["change"] = _IFF_UP
-    attrs: list[tuple[str, Any]] = []
-    if mac is not None:
-        attrs.append(("IFLA_ADDRESS", mac))
-    if mtu is not None:
-        attrs.append(("IFLA_MTU", mtu))
-    if alias is not None:
-        attrs.append(("IFLA_IFALIAS", alias))
-    if new_name is not None:
-        attrs.append(("IFLA_IFNAME", new_name))
-    msg["attrs"] = attrs
+    msg["attrs"] = _given(IFLA_ADDRESS=mac, IFLA_MTU=mtu, IFLA_IFALIAS=alias,
+                          IFLA_IFNAME=new_name)
     return Change(msg, _RTM_NEWLINK, _CHANGE)
 
 
