@@ -1,9 +1,12 @@
-"""The real kernel port: rtnetlink through pyroute2's asyncio API, off the event loop.
+"""The real kernel port: rtnetlink through pyroute2, off the event loop.
 
-This is the only module of the project that imports pyroute2. Every call runs in the worker
-thread of its namespace (:mod:`forwarder.kernel.worker`): a thread that joined the namespace
-once (``setns``, no fork) and keeps one netlink socket there with ``AsyncIPRoute(use_socket=...)``
-on the thread's own event loop, plus a cache of interface indexes by name. The forwarder's event
+Only this module and :mod:`forwarder.kernel.changes` import pyroute2: reads and dumps go through
+its asyncio API, single changes (routes, rules, neighbours, link settings) are messages built
+with its classes and sent by a :class:`forwarder.kernel.changes.Changer`. Every call runs in the
+worker thread of its namespace (:mod:`forwarder.kernel.worker`): a thread that joined the
+namespace once (``setns``, no fork) and keeps its netlink sockets there (one with
+``AsyncIPRoute(use_socket=...)`` on the thread's own event loop, one for the changes), plus a
+cache of interface indexes by name. The forwarder's event
 loop only awaits the result, so a slow kernel call (moving a link takes ~20 ms under the
 kernel's RTNL lock) never stalls other connections, and calls in different namespaces proceed in
 parallel. pyroute2's ``netns=`` argument is never used (it forks, and it creates missing
