@@ -7,10 +7,23 @@ of the data plane only sees :class:`KernelPort`.
 from __future__ import annotations
 
 from .fake import FakeKernel
-from .port import MAIN_TABLE, KernelPort, Link, LinkStats, Neighbour, Netns, Route, Rule
+from .port import (
+    MAIN_TABLE,
+    Address,
+    Entry,
+    KernelPort,
+    Link,
+    LinkStats,
+    Neighbour,
+    Netns,
+    Route,
+    Rule,
+)
 
 __all__ = [
     "MAIN_TABLE",
+    "Address",
+    "Entry",
     "FakeKernel",
     "KernelPort",
     "Link",

@@ -10,9 +10,9 @@ the kernel handles an rtnetlink request inside ``send`` and answers at once.
 
 Contract:
 
-- :func:`route`, :func:`rule`, :func:`neighbour` and :func:`set_link` build the message
-  ``AsyncIPRoute`` would send for the same change (same header type and flags, same fields and
-  attributes; tests compare them with pyroute2's ``IPBatch``).
+- :func:`address`, :func:`route`, :func:`rule`, :func:`neighbour` and :func:`set_link` build
+  the message ``AsyncIPRoute`` would send for the same change (same header type and flags, same
+  fields and attributes; tests compare them with pyroute2's ``IPBatch``).
 - :class:`Changer` sends one such message at a time on its own socket (made in the calling
   thread, so in its namespace) and waits for the kernel's acknowledgement: it returns when the
   kernel accepted the change and raises pyroute2's ``NetlinkError`` with the kernel's errno
@@ -29,6 +29,7 @@ from typing import Any
 
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl.fibmsg import fibmsg
+from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.ndmsg import ndmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
@@ -40,6 +41,7 @@ _REPLACE = _NLM_F_REQUEST | _NLM_F_ACK | _NLM_F_REPLACE | _NLM_F_CREATE
 _CHANGE = _NLM_F_REQUEST | _NLM_F_ACK
 _NLMSG_ERROR = 2
 _RTM_NEWLINK = 16
+_RTM_NEWADDR, _RTM_DELADDR = 20, 21
 _RTM_NEWROUTE, _RTM_DELROUTE = 24, 25
 _RTM_NEWNEIGH, _RTM_DELNEIGH = 28, 29
 _RTM_NEWRULE, _RTM_DELRULE = 32, 33
@@ -50,6 +52,7 @@ _RT_TABLE_COMPAT = 252
 _RT_TABLE_MAIN = 254
 _NUD_PERMANENT = 0x80
 _IFF_UP = 0x1
+_IFA_F_NODAD = 0x2
 _HEADER = struct.Struct("=IHHII")  # struct nlmsghdr
 _ERRNO = struct.Struct("=i")
 _TIMEOUT = 10.0  # seconds; the kernel answers within the send, this only bounds a broken one
@@ -74,9 +77,24 @@ def _family(address: str) -> int:
     return socket.AF_INET6 if ":" in address else socket.AF_INET
 
 
-def route(command: str, *, dst: str, dst_len: int, oif: int, table: int,
+def address(command: str, *, index: int, address: str, prefixlen: int,
+            nodad: bool = False) -> Change:
+    """Add (``add``; ``nodad``: without duplicate address detection) or delete (``del``)
+    ``address/prefixlen`` on link ``index``."""
+    msg = ifaddrmsg()
+    adding = command == "add"
+    msg["family"] = _family(address)
+    msg["prefixlen"] = prefixlen
+    msg["index"] = index
+    ipv4 = msg["family"] == socket.AF_INET
+    msg["attrs"] = _given(IFA_ADDRESS=address, IFA_LOCAL=address if ipv4 else None,
+                          IFA_FLAGS=_IFA_F_NODAD if nodad else None)
+    return Change(msg, _RTM_NEWADDR if adding else _RTM_DELADDR, _ADD if adding else _CHANGE)
+
+
+def route(command: str, *, dst: str, dst_len: int, index: int, table: int,
           gateway: str | None = None, scope: int = 0, flags: int = 0) -> Change:
-    """Add (``add``) or delete (``del``) the route to ``dst/dst_len`` out of ``oif``."""
+    """Add (``add``) or delete (``del``) the route to ``dst/dst_len`` out of link ``index``."""
     msg = rtmsg()
     adding = command == "add"
     msg["family"] = _family(dst)
@@ -87,7 +105,7 @@ def route(command: str, *, dst: str, dst_len: int, oif: int, table: int,
     msg["type"] = _RTN_UNICAST if adding else 0
     msg["flags"] = flags
     msg["attrs"] = _given(RTA_DST=dst if dst_len else None,  # none for a default route
-                          RTA_OIF=oif, RTA_TABLE=table, RTA_GATEWAY=gateway)
+                          RTA_OIF=index, RTA_TABLE=table, RTA_GATEWAY=gateway)
     return Change(msg, _RTM_NEWROUTE if adding else _RTM_DELROUTE, _ADD if adding else _CHANGE)
 
 
@@ -107,13 +125,13 @@ def rule(command: str, *, family: int, priority: int, table: int, src: str | Non
     return Change(msg, _RTM_NEWRULE if adding else _RTM_DELRULE, _ADD if adding else _CHANGE)
 
 
-def neighbour(command: str, *, dst: str, ifindex: int, lladdr: str | None = None) -> Change:
+def neighbour(command: str, *, dst: str, index: int, lladdr: str | None = None) -> Change:
     """Set (``replace``, a permanent entry to ``lladdr``) or delete (``del``) the neighbour
-    entry of ``dst`` on ``ifindex``."""
+    entry of ``dst`` on link ``index``."""
     msg = ndmsg()
     replacing = command == "replace"
     msg["family"] = _family(dst)
-    msg["ifindex"] = ifindex
+    msg["ifindex"] = index
     msg["state"] = _NUD_PERMANENT
     msg["attrs"] = [("NDA_DST", dst), *_given(NDA_LLADDR=lladdr if replacing else None)]
     return Change(msg, _RTM_NEWNEIGH if replacing else _RTM_DELNEIGH,

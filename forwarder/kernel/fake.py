@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from ipaddress import ip_address, ip_interface, ip_network
 
@@ -33,8 +33,9 @@ from sdk.errors import (
     NotFound,
 )
 
+from .batch import add_in_order, delete_every
 from .nsref import InodeRef, PathRef, parse_ns_ref
-from .port import MAIN_TABLE, Link, LinkStats, Neighbour, Netns, Route, Rule
+from .port import MAIN_TABLE, Address, Entry, Link, LinkStats, Neighbour, Netns, Route, Rule
 
 _MAX_IFNAME = 15
 
@@ -388,3 +389,20 @@ class FakeKernel:
         if not found:
             raise NotFound(f"delete neighbour {neighbour.ip}: No such file or directory (errno 2)")
         ns.neighbours.remove(found[0])
+
+    async def add_all(self, netns: Netns, entries: Sequence[Entry]) -> None:
+        self._call("add_all", netns, len(entries))
+        await add_in_order(entries, lambda e: self._entry("add", netns, e),
+                           lambda e: self._entry("delete", netns, e))
+
+    async def delete_all(self, netns: Netns, entries: Sequence[Entry]) -> None:
+        self._call("delete_all", netns, len(entries))
+        await delete_every(entries, lambda e: self._entry("delete", netns, e))
+
+    async def _entry(self, command: str, netns: Netns, entry: Entry) -> None:
+        """``add_*`` or ``delete_*`` of one entry, as a caller of that method would."""
+        if isinstance(entry, Address):
+            await getattr(self, f"{command}_address")(netns, entry.dev, entry.cidr)
+        else:
+            kind = {Route: "route", Rule: "rule", Neighbour: "neighbour"}[type(entry)]
+            await getattr(self, f"{command}_{kind}")(netns, entry)

@@ -38,8 +38,9 @@ import fcntl
 import os
 import socket
 import struct
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from functools import partial
 from ipaddress import ip_interface, ip_network
 from typing import Any, TypeVar
 
@@ -57,6 +58,7 @@ from sdk.errors import (
 from sdk.netns import new_netns, open_netns
 
 from . import changes
+from .batch import add_in_order, delete_every
 from .netns import (
     DEFAULT_GUARD,
     NamespaceGuard,
@@ -65,14 +67,23 @@ from .netns import (
     workload_namespaces,
 )
 from .nsref import parse_ns_ref
-from .port import MAIN_TABLE, Link, LinkStats, Neighbour, Netns, Route, Rule
+from .port import (
+    MAIN_TABLE,
+    Address,
+    Entry,
+    Link,
+    LinkStats,
+    Neighbour,
+    Netns,
+    Route,
+    Rule,
+)
 from .sysctl import in_namespace, write_sysctls
 from .worker import NamespaceWorkers
 
 T = TypeVar("T")
 
 _IFF_UP = 0x1
-_IFA_F_NODAD = 0x2
 _RTPROT_KERNEL = 2
 _RTN_UNICAST = 1
 _RTNH_F_ONLINK = 0x4
@@ -388,26 +399,11 @@ class NetlinkKernel:
 
     # -- addresses -------------------------------------------------------------------------------
 
-    async def _address(self, command: str, netns: Netns, name: str, cidr: str) -> None:
-        address, prefixlen = _split(cidr)
-        extra = {"flags": _IFA_F_NODAD} if ":" in address and command == "add" else {}
-
-        async def job(rtnl: _Rtnl) -> None:
-            async def change(index: int) -> None:
-                await rtnl.ipr.addr(
-                    command, index=index, address=address, prefixlen=prefixlen, **extra
-                )
-
-            what = f"{command} address {cidr} on {name} in {rtnl.where}"
-            await rtnl.on_link(name, what, change)
-
-        await self._run(netns, job)
-
     async def add_address(self, netns: Netns, name: str, cidr: str) -> None:
-        await self._address("add", netns, name, cidr)
+        await self._one("add", netns, Address(name, cidr))
 
     async def delete_address(self, netns: Netns, name: str, cidr: str) -> None:
-        await self._address("del", netns, name, cidr)
+        await self._one("del", netns, Address(name, cidr))
 
     async def list_addresses(self, netns: Netns, name: str) -> list[str]:
         async def job(rtnl: _Rtnl) -> tuple[int, list[Any]]:
@@ -428,28 +424,11 @@ class NetlinkKernel:
 
     # -- routes ----------------------------------------------------------------------------------
 
-    async def _route(self, command: str, netns: Netns, route: Route) -> None:
-        dst, dst_len = _split(route.dst)
-
-        async def job(rtnl: _Rtnl) -> None:
-            async def change(index: int) -> None:
-                rtnl.changer.send(changes.route(
-                    command, dst=dst, dst_len=dst_len, oif=index, table=route.table,
-                    gateway=route.gateway,
-                    # no gateway: a link route, like `ip route add X dev Y`
-                    scope=0 if route.gateway is not None else _RT_SCOPE_LINK,
-                    flags=_RTNH_F_ONLINK if route.onlink else 0))
-
-            what = f"{command} route {route.dst} dev {route.dev} in {rtnl.where}"
-            await rtnl.on_link(route.dev, what, change)
-
-        await self._run(netns, job)
-
     async def add_route(self, netns: Netns, route: Route) -> None:
-        await self._route("add", netns, route)
+        await self._one("add", netns, route)
 
     async def delete_route(self, netns: Netns, route: Route) -> None:
-        await self._route("del", netns, route)
+        await self._one("del", netns, route)
 
     async def list_routes(self, netns: Netns, table: int = MAIN_TABLE) -> list[Route]:
         async def job(rtnl: _Rtnl) -> tuple[list[Any], list[Any]]:
@@ -481,25 +460,11 @@ class NetlinkKernel:
 
     # -- rules -----------------------------------------------------------------------------------
 
-    async def _rule(self, command: str, netns: Netns, rule: Rule) -> None:
-        spec: dict[str, Any] = {}
-        for key, cidr in (("src", rule.src), ("dst", rule.dst)):
-            if cidr is not None:
-                spec[key], spec[f"{key}_len"] = _split(cidr)
-        change = changes.rule(command, family=rule.family, priority=rule.priority,
-                              table=rule.table, iifname=rule.iif, **spec)
-
-        async def job(rtnl: _Rtnl) -> None:
-            with _netlink_errors(f"{command} rule {rule.priority} in {rtnl.where}"):
-                rtnl.changer.send(change)
-
-        await self._run(netns, job)
-
     async def add_rule(self, netns: Netns, rule: Rule) -> None:
-        await self._rule("add", netns, rule)
+        await self._one("add", netns, rule)
 
     async def delete_rule(self, netns: Netns, rule: Rule) -> None:
-        await self._rule("del", netns, rule)
+        await self._one("del", netns, rule)
 
     async def list_rules(self, netns: Netns) -> list[Rule]:
         async def job(rtnl: _Rtnl) -> list[Any]:
@@ -527,19 +492,76 @@ class NetlinkKernel:
 
     # -- neighbours ------------------------------------------------------------------------------
 
-    async def _neighbour(self, command: str, netns: Netns, neighbour: Neighbour) -> None:
-        async def job(rtnl: _Rtnl) -> None:
-            async def change(index: int) -> None:
-                rtnl.changer.send(changes.neighbour(command, dst=neighbour.ip, ifindex=index,
-                                                    lladdr=neighbour.lladdr))
+    async def add_neighbour(self, netns: Netns, neighbour: Neighbour) -> None:
+        await self._one("add", netns, neighbour)
 
-            what = f"{command} neighbour {neighbour.ip} on {neighbour.dev} in {rtnl.where}"
-            await rtnl.on_link(neighbour.dev, what, change)
+    async def delete_neighbour(self, netns: Netns, neighbour: Neighbour) -> None:
+        await self._one("del", netns, neighbour)
+
+    # -- entries (addresses, routes, rules, neighbours) ------------------------------------------
+
+    async def add_all(self, netns: Netns, entries: Sequence[Entry]) -> None:
+        async def job(rtnl: _Rtnl) -> None:
+            await add_in_order(entries, partial(_change, rtnl, "add"),
+                               partial(_change, rtnl, "del"))
+
+        if entries:
+            await self._run(netns, job)
+
+    async def delete_all(self, netns: Netns, entries: Sequence[Entry]) -> None:
+        async def job(rtnl: _Rtnl) -> None:
+            await delete_every(entries, partial(_change, rtnl, "del"))
+
+        if entries:
+            await self._run(netns, job)
+
+    async def _one(self, command: str, netns: Netns, entry: Entry) -> None:
+        async def job(rtnl: _Rtnl) -> None:
+            await _change(rtnl, command, entry)
 
         await self._run(netns, job)
 
-    async def add_neighbour(self, netns: Netns, neighbour: Neighbour) -> None:
-        await self._neighbour("replace", netns, neighbour)
 
-    async def delete_neighbour(self, netns: Netns, neighbour: Neighbour) -> None:
-        await self._neighbour("del", netns, neighbour)
+async def _change(rtnl: _Rtnl, command: str, entry: Entry) -> None:
+    """Add (``add``) or delete (``del``) one entry, from the worker of its namespace; errors are
+    translated, naming the entry and the namespace."""
+    if isinstance(entry, Rule):
+        with _netlink_errors(f"{command} rule {entry.priority} in {rtnl.where}"):
+            rtnl.changer.send(_rule_change(command, entry))
+        return
+    build, what = _change_of(command, entry)
+
+    async def send(index: int) -> None:
+        rtnl.changer.send(build(index=index))
+
+    await rtnl.on_link(entry.dev, f"{what} in {rtnl.where}", send)
+
+
+def _change_of(command: str, entry: Address | Route | Neighbour
+               ) -> tuple[Callable[..., changes.Change], str]:
+    """How to make ``command`` of an entry on a link, given the link's index; and its name."""
+    if isinstance(entry, Address):
+        address, prefixlen = _split(entry.cidr)
+        nodad = ":" in address and command == "add"  # IPv6: usable at once
+        return (partial(changes.address, command, address=address, prefixlen=prefixlen,
+                        nodad=nodad), f"{command} address {entry.cidr} on {entry.dev}")
+    if isinstance(entry, Route):
+        dst, dst_len = _split(entry.dst)
+        return (partial(changes.route, command, dst=dst, dst_len=dst_len, table=entry.table,
+                        gateway=entry.gateway,
+                        # no gateway: a link route, like `ip route add X dev Y`
+                        scope=0 if entry.gateway is not None else _RT_SCOPE_LINK,
+                        flags=_RTNH_F_ONLINK if entry.onlink else 0),
+                f"{command} route {entry.dst} dev {entry.dev}")
+    command = "replace" if command == "add" else command  # a neighbour entry is replaced
+    return (partial(changes.neighbour, command, dst=entry.ip, lladdr=entry.lladdr),
+            f"{command} neighbour {entry.ip} on {entry.dev}")
+
+
+def _rule_change(command: str, rule: Rule) -> changes.Change:
+    spec: dict[str, Any] = {}
+    for key, cidr in (("src", rule.src), ("dst", rule.dst)):
+        if cidr is not None:
+            spec[key], spec[f"{key}_len"] = _split(cidr)
+    return changes.rule(command, family=rule.family, priority=rule.priority, table=rule.table,
+                        iifname=rule.iif, **spec)

@@ -22,7 +22,7 @@ Conventions shared by every method:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -89,6 +89,18 @@ class Neighbour:
     dev: str
     ip: str
     lladdr: str
+
+
+@dataclass(frozen=True)
+class Address:
+    """An interface address: ``cidr`` on ``dev`` (an entry of :meth:`KernelPort.add_all`)."""
+
+    dev: str
+    cidr: str
+
+
+Entry = Address | Route | Rule | Neighbour
+"""What :meth:`KernelPort.add_all` adds and :meth:`KernelPort.delete_all` removes."""
 
 
 class KernelPort(Protocol):
@@ -209,4 +221,16 @@ class KernelPort(Protocol):
 
     async def delete_neighbour(self, netns: Netns, neighbour: Neighbour) -> None:
         """Remove a neighbour entry."""
+        ...
+
+    async def add_all(self, netns: Netns, entries: Sequence[Entry]) -> None:
+        """Add ``entries`` in their order, each as its ``add_*`` method would, all or none: when
+        one fails, the ones this call added are removed again (newest first) and that failure
+        is raised. A neighbour entry replaces one that was there (it counts as added). The real
+        port hands the whole list to the namespace's worker at once."""
+        ...
+
+    async def delete_all(self, netns: Netns, entries: Sequence[Entry]) -> None:
+        """Remove ``entries``, each as its ``delete_*`` method would; an entry already gone is
+        skipped; the first other failure is raised once every entry was tried."""
         ...

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from functools import partial
 from ipaddress import ip_address, ip_network
 
-from forwarder.kernel import KernelPort, Neighbour, Route, Rule
+from forwarder.kernel import Entry, KernelPort, Neighbour, Route, Rule
 from forwarder.vwire import resolve, validate
 from forwarder.vwire.attach import AnyInterface, EndPlan, apply_end, parse_addresses, plan_end
 from forwarder.vwire.handle import End, VWire, program_or_rollback
@@ -135,15 +135,19 @@ async def _check(kernel: KernelPort, spec: SharedVWireSpec) -> _Checked:
                     device_mtu, mtu)
 
 
-def _workload_plan(checked: _Checked) -> EndPlan:
-    """The workload end's plan with every far prefix through the link-local next hop."""
+def _workload_plan(checked: _Checked, node_mac: str) -> EndPlan:
+    """The workload end's plan with every far prefix through the link-local next hop, whose
+    neighbour entry is the node end's MAC (``node_mac``)."""
     plan = checked.plan
     routes = tuple(
         Route(dst=r.dst, dev=plan.ifname, gateway=GATEWAY[ip_network(r.dst).version],
               onlink=True)
         for r in plan.routes
     )
-    return EndPlan(plan.role, plan.netns, plan.ifname, plan.addresses, routes, plan.neighbours)
+    families = sorted({ip_network(r.dst).version for r in plan.routes})
+    gateways = tuple(Neighbour(plan.ifname, GATEWAY[version], node_mac) for version in families)
+    return EndPlan(plan.role, plan.netns, plan.ifname, plan.addresses, routes,
+                   plan.neighbours + gateways)
 
 
 async def program_shared(
@@ -185,12 +189,8 @@ async def program_shared(
         node_mac, workload_mac = generated_mac(cid, "shared"), generated_mac(cid, ROLE)
         await kernel.set_link(shared_ns, node_end, mtu=vwire.mtu, alias=marker(cid), up=True,
                               mac=node_mac)
-        await apply_end(kernel, _workload_plan(checked), mtu=vwire.mtu, alias=marker(cid),
-                        mac=workload_mac)
-        families = {ip_network(r.dst).version for r in checked.plan.routes}
-        for version in sorted(families):
-            await kernel.add_neighbour(
-                checked.workload_ns, Neighbour(checked.ifname, GATEWAY[version], node_mac))
+        await apply_end(kernel, _workload_plan(checked, node_mac), mtu=vwire.mtu,
+                        alias=marker(cid), mac=workload_mac)
         await _node_side(kernel, devices, vwire, checked, node_end, device.wg_name, table,
                          workload_mac)
         devices.add_routes(peer.public_key, space, cid, (
@@ -203,31 +203,31 @@ async def _node_side(
     kernel: KernelPort, devices: SharedDevices, vwire: VWire, checked: _Checked, node_end: str,
     wg_name: str, table: int, workload_mac: str,
 ) -> None:
-    """Routes and rules of the connection's table in the shared namespace (module docstring);
-    each pushes its undo on ``vwire.undo``."""
+    """Neighbours, routes and rules of the connection's table in the shared namespace (module
+    docstring), added in one kernel call; what outlives the node end's veth (the routes through
+    the device, the rules) is removed by an undo on ``vwire.undo``, pushed first (it skips what
+    is not there), so it also covers an add whose own rollback failed."""
     ns = devices.netns
+    entries: list[Entry] = []
     for address in checked.own:
-        host = str(ip_network(address.ip))
-        await kernel.add_neighbour(ns, Neighbour(node_end, str(address.ip), workload_mac))
-        await kernel.add_route(ns, Route(dst=host, dev=node_end, table=table))
+        entries.append(Neighbour(node_end, str(address.ip), workload_mac))
+        entries.append(Route(dst=str(ip_network(address.ip)), dev=node_end, table=table))
     hosts = {ip_network(a.ip) for a in checked.own}
     for prefix in checked.peer_routes:
         via = next((a for a in checked.own if a.version == prefix.version), None)
         if via is not None and prefix not in hosts:
-            await kernel.add_route(ns, Route(dst=str(prefix), dev=node_end, gateway=str(via.ip),
-                                             table=table, onlink=True))
-    for far in checked.selectors.far:
-        route = Route(dst=str(far), dev=wg_name, table=table)
-        await kernel.add_route(ns, route)
-        vwire.undo.push(f"delete route {far}", partial(kernel.delete_route, ns, route))
-    rules = [Rule(RULE_PRIORITY, table, _family(n), src=str(n), iif=node_end)
-             for n in checked.selectors.near]
-    rules += [Rule(RULE_PRIORITY, table, _family(n), src=str(f), dst=str(n), iif=wg_name)
-              for f in checked.selectors.far for n in checked.selectors.near
-              if f.version == n.version]
-    for rule in rules:
-        await kernel.add_rule(ns, rule)
-        vwire.undo.push(f"delete rule {rule}", partial(kernel.delete_rule, ns, rule))
+            entries.append(Route(dst=str(prefix), dev=node_end, gateway=str(via.ip),
+                                 table=table, onlink=True))
+    lasting: list[Entry] = [Route(dst=str(far), dev=wg_name, table=table)
+                            for far in checked.selectors.far]
+    lasting += [Rule(RULE_PRIORITY, table, _family(n), src=str(n), iif=node_end)
+                for n in checked.selectors.near]
+    lasting += [Rule(RULE_PRIORITY, table, _family(n), src=str(f), dst=str(n), iif=wg_name)
+                for f in checked.selectors.far for n in checked.selectors.near
+                if f.version == n.version]
+    vwire.undo.push(f"delete the routes through {wg_name} and the rules of table {table}",
+                    partial(kernel.delete_all, ns, lasting))
+    await kernel.add_all(ns, entries + lasting)
 
 
 def _family(network: AnyNetwork) -> int:

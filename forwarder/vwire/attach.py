@@ -15,8 +15,10 @@ field) before anything exists. Route rules:
 * routes equal to a connected prefix or to an already planned destination are dropped.
 
 :func:`apply_end` marks the interface (ifalias), sets its MTU, adds addresses, brings it up, then
-adds neighbours and routes. It pushes no undo actions: everything it adds hangs off the
-interface and disappears when the caller deletes the interface (the caller's undo).
+adds neighbours and routes (the addresses in one kernel call, the neighbours and routes in
+another: :meth:`~forwarder.kernel.KernelPort.add_all`). It pushes no undo actions: everything
+it adds hangs off the interface and disappears when the caller deletes the interface (the
+caller's undo).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Interface, IPv6Interface, ip_address, ip_network
 
-from forwarder.kernel import KernelPort, Neighbour, Route
+from forwarder.kernel import Address, KernelPort, Neighbour, Route
 from sdk.errors import InvalidArgument
 
 from . import validate
@@ -138,10 +140,6 @@ async def apply_end(
     link-layer address too."""
     if not configured:
         await kernel.set_link(plan.netns, plan.ifname, mtu=mtu, alias=alias, mac=mac)
-    for cidr in plan.addresses:
-        await kernel.add_address(plan.netns, plan.ifname, cidr)
+    await kernel.add_all(plan.netns, [Address(plan.ifname, cidr) for cidr in plan.addresses])
     await kernel.set_link(plan.netns, plan.ifname, up=True)
-    for neighbour in plan.neighbours:
-        await kernel.add_neighbour(plan.netns, neighbour)
-    for route in plan.routes:
-        await kernel.add_route(plan.netns, route)
+    await kernel.add_all(plan.netns, [*plan.neighbours, *plan.routes])

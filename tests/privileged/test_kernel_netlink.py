@@ -9,9 +9,15 @@ from collections.abc import Callable
 import pytest
 from pyroute2.netlink.exceptions import NetlinkError
 
-from forwarder.kernel import Neighbour, Route, Rule, real_kernel
+from forwarder.kernel import Address, Neighbour, Route, Rule, real_kernel
 from forwarder.kernel.netlink import _translate
-from sdk.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from sdk.errors import (
+    AlreadyExists,
+    DataplaneError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+)
 
 from .conftest import netns_path, run
 
@@ -123,3 +129,39 @@ def test_netlink_errors_are_translated() -> None:
     assert isinstance(unsupported, FailedPrecondition)
     assert "kernel lacks this feature" in str(unsupported)
     assert isinstance(_translate(NetlinkError(22), "set mtu"), InvalidArgument)
+
+
+async def test_entries_in_one_call_all_or_none(netns: Callable[[str], str]) -> None:
+    kernel = real_kernel()
+    a, b = netns_path(netns("ba")), netns_path(netns("bb"))
+    await kernel.create_veth("y0", a, "y0", b)
+    await kernel.set_link(a, "y0", up=True)
+    entries = [
+        Address("y0", "10.3.0.1/32"),
+        Address("y0", "fd03::1/128"),
+        Neighbour("y0", "169.254.0.1", "02:00:00:00:00:03"),
+        Route("10.4.0.0/16", "y0", gateway="169.254.0.1", onlink=True, table=300),
+        Route("fd04::/64", "y0", table=300),
+        Rule(300, 300, socket.AF_INET, src="10.3.0.1/32", iif="y0"),
+        Rule(300, 300, socket.AF_INET6, src="fd04::/64", dst="fd03::1/128", iif="y0"),
+    ]
+    await kernel.add_all(a, entries)
+    assert await kernel.list_addresses(a, "y0") == ["10.3.0.1/32", "fd03::1/128"]
+    assert set(await kernel.list_routes(a, table=300)) == set(entries[3:5])
+    assert set(await kernel.list_rules(a)) == set(entries[5:])
+    await kernel.delete_all(a, entries[3:])
+    assert await kernel.list_routes(a, table=300) == [] and await kernel.list_rules(a) == []
+    await kernel.delete_all(a, entries[3:])  # gone already: nothing to do
+    # A clash with a route that was there: what the call added goes, the old route stays.
+    await kernel.add_route(a, entries[4])
+    with pytest.raises(AlreadyExists, match="fd04::/64"):
+        await kernel.add_all(a, [Address("y0", "10.3.0.9/32"), *entries[3:]])
+    assert await kernel.list_addresses(a, "y0") == ["10.3.0.1/32", "fd03::1/128"]
+    assert await kernel.list_routes(a, table=300) == [entries[4]]
+    # An unknown device and a value the kernel refuses: the same.
+    with pytest.raises(NotFound, match="nope0"):
+        await kernel.add_all(a, [entries[3], Route("10.5.0.0/16", "nope0", table=300)])
+    with pytest.raises(DataplaneError, match="unreachable"):
+        await kernel.add_all(a, [entries[3], Route("10.6.0.0/16", "y0", gateway="10.7.0.1",
+                                                   table=300)])  # gateway not on link
+    assert await kernel.list_routes(a, table=300) == [entries[4]]

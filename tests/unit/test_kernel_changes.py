@@ -15,6 +15,7 @@ import pytest
 from pyroute2 import IPBatch
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl.fibmsg import fibmsg
+from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.ndmsg import ndmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
@@ -42,6 +43,17 @@ def _same(cls: Any, ours: Change, build: str, *args: Any, **kwargs: Any) -> None
 
 
 @pytest.mark.parametrize("command", ["add", "del"])
+@pytest.mark.parametrize(("address", "prefixlen"), [("10.64.0.2", 32), ("fd00:64::2", 128),
+                                                    ("192.168.1.1", 24)])
+def test_addresses(command: str, address: str, prefixlen: int) -> None:
+    nodad = command == "add" and ":" in address  # as the kernel port asks for IPv6
+    extra = {"flags": 2} if nodad else {}
+    ours = changes.address(command, index=7, address=address, prefixlen=prefixlen, nodad=nodad)
+    _same(ifaddrmsg, ours, "addr", command, index=7, address=address, prefixlen=prefixlen,
+          **extra)
+
+
+@pytest.mark.parametrize("command", ["add", "del"])
 @pytest.mark.parametrize(("dst", "gateway", "scope", "flags", "table"), [
     ("10.64.0.0/16", None, 253, 0, 1000),
     ("10.64.0.2/32", None, 253, 0, 254),
@@ -60,7 +72,7 @@ def test_routes(command: str, dst: str, gateway: str | None, scope: int, flags: 
         spec["gateway"] = gateway
     if flags:
         spec["flags"] = flags
-    ours = changes.route(command, dst=address, dst_len=int(length), oif=5, table=table,
+    ours = changes.route(command, dst=address, dst_len=int(length), index=5, table=table,
                          gateway=gateway, scope=scope, flags=flags)
     _same(rtmsg, ours, "route", command, **spec)
 
@@ -78,11 +90,11 @@ def test_rules(command: str, spec: dict[str, Any]) -> None:
 
 
 def test_neighbours() -> None:
-    _same(ndmsg, changes.neighbour("replace", dst="10.64.0.2", ifindex=9,
+    _same(ndmsg, changes.neighbour("replace", dst="10.64.0.2", index=9,
                                    lladdr="02:aa:bb:cc:dd:ee"),
           "neigh", "replace", dst="10.64.0.2", ifindex=9, lladdr="02:aa:bb:cc:dd:ee",
           state=0x80)
-    _same(ndmsg, changes.neighbour("del", dst="fe80::1", ifindex=9, lladdr="02:aa:bb:cc:dd:ee"),
+    _same(ndmsg, changes.neighbour("del", dst="fe80::1", index=9, lladdr="02:aa:bb:cc:dd:ee"),
           "neigh", "del", dst="fe80::1", ifindex=9)
 
 
@@ -133,8 +145,8 @@ def test_a_refusal_raises_the_kernels_errno_after_skipping_stale_answers() -> No
     changer.sock.close()
     changer.sock = _Kernel([_ack(99, 0), _ack(1, 17)])  # type: ignore[assignment]
     with pytest.raises(NetlinkError) as raised:
-        changer.send(changes.neighbour("del", dst="10.0.0.1", ifindex=3))
+        changer.send(changes.neighbour("del", dst="10.0.0.1", index=3))
     assert raised.value.code == 17
     changer.sock = _Kernel([_ack(2, 0)])  # type: ignore[assignment]
-    changer.send(changes.neighbour("del", dst="10.0.0.1", ifindex=3))  # accepted: returns
+    changer.send(changes.neighbour("del", dst="10.0.0.1", index=3))  # accepted: returns
     assert struct.unpack_from("=I", changer.sock.sent[0], 8)[0] == 2  # type: ignore[attr-defined]
