@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from collections.abc import Callable
@@ -165,3 +166,29 @@ async def test_entries_in_one_call_all_or_none(netns: Callable[[str], str]) -> N
         await kernel.add_all(a, [entries[3], Route("10.6.0.0/16", "y0", gateway="10.7.0.1",
                                                    table=300)])  # gateway not on link
     assert await kernel.list_routes(a, table=300) == [entries[4]]
+
+
+def _ip_counters(netns: str, name: str) -> tuple[int, int, int, int]:
+    (link,) = json.loads(run("ip", "-j", "-s", "link", "show", name,
+                             netns=os.path.basename(netns)).stdout)
+    stats = link["stats64"]
+    return (stats["rx"]["bytes"], stats["tx"]["bytes"], stats["rx"]["packets"],
+            stats["tx"]["packets"])
+
+
+async def test_link_counters_match_what_ip_shows(netns: Callable[[str], str]) -> None:
+    kernel = real_kernel()
+    a, b = netns_path(netns("ca")), netns_path(netns("cb"))
+    await kernel.create_veth("z0", a, "z0", b)
+    for path, address in ((a, "10.8.0.1/24"), (b, "10.8.0.2/24")):
+        await kernel.add_address(path, "z0", address)
+        await kernel.set_link(path, "z0", up=True)
+    run("ping", "-c", "3", "-i", "0.2", "-W", "2", "10.8.0.2", netns=os.path.basename(a))
+    before = _ip_counters(a, "z0")
+    stats = await kernel.link_stats(a, "z0")
+    after = _ip_counters(a, "z0")
+    ours = (stats.rx_bytes, stats.tx_bytes, stats.rx_packets, stats.tx_packets)
+    assert all(x <= y <= z for x, y, z in zip(before, ours, after, strict=True))
+    assert stats.tx_packets >= 3 and stats.rx_packets >= 3  # the echo requests and replies
+    with pytest.raises(NotFound, match="nope0"):
+        await kernel.link_stats(a, "nope0")
