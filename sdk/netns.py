@@ -166,18 +166,20 @@ async def socket_in_fd(
             done.set_result(result)  # type: ignore[arg-type]
 
     def in_thread() -> None:
-        # setns() only switches this thread, which ends right after making the socket.
+        # setns() only switches this thread, which ends right after making the socket. Its
+        # reference is closed before the hand-back: the caller never resumes with it open.
         try:
-            setns(own)
-            sock = make()
+            try:
+                setns(own)
+                sock = make()
+            finally:
+                os.close(own)
         except OSError as err:
             loop.call_soon_threadsafe(
                 deliver, None, DataplaneError(f"cannot enter network namespace {where}: {err}")
             )
         else:
             loop.call_soon_threadsafe(deliver, sock, None)
-        finally:
-            os.close(own)
 
     threading.Thread(target=in_thread, name="netns-socket", daemon=True).start()
     return await done
