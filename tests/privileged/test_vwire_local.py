@@ -9,11 +9,12 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pytest
 
-from forwarder.kernel import KernelPort, real_kernel
+from forwarder.kernel import Address, KernelPort, Route, real_kernel
 from forwarder.vwire import (
     Attachment,
     LocalVWireSpec,
@@ -23,7 +24,7 @@ from forwarder.vwire import (
     program_local,
     sweep,
 )
-from sdk.errors import DataplaneError
+from sdk.errors import DataplaneError, FabricError
 
 from .conftest import netns_path, run
 
@@ -227,14 +228,23 @@ async def test_close_removes_everything(netns: Callable[[str], str]) -> None:
     assert kernel_state(client, endpoint) == before
 
 
+_ENTRIES = {"add_address": Address, "add_route": Route}
+POISON = Route("192.0.2.0/24", "injected0")  # the kernel refuses it: no such device
+
+
 class FailingKernel:
-    """A real kernel port whose ``method`` fails on its ``nth`` call (failure injection)."""
+    """A real kernel port whose ``method`` fails on its ``nth`` call (failure injection). An
+    address or route added through ``add_all`` counts as a call of ``add_address`` or
+    ``add_route``: the nth is preceded by :data:`POISON`, so the real port's ``add_all`` fails
+    there after adding the entries before it, and takes them back itself."""
 
     def __init__(self, inner: KernelPort, method: str, nth: int) -> None:
         self._inner, self._method, self._left = inner, method, nth
 
     def __getattr__(self, name: str) -> Any:
         target = getattr(self._inner, name)
+        if name == "add_all" and self._method in _ENTRIES:
+            return partial(self._add_all, target, _ENTRIES[self._method])
         if name != self._method:
             return target
 
@@ -246,6 +256,16 @@ class FailingKernel:
 
         return wrapped
 
+    async def _add_all(self, target: Any, kind: type, netns: Any, entries: Any) -> None:
+        entries = list(entries)
+        for i, entry in enumerate(entries):
+            if isinstance(entry, kind):
+                self._left -= 1
+                if self._left == 0:
+                    entries.insert(i, POISON)
+                    break
+        await target(netns, entries)
+
 
 @pytest.mark.parametrize(("method", "nth"), [("add_address", 3), ("add_route", 5), ("set_link", 4)])
 async def test_failure_mid_programming_leaves_nothing(
@@ -254,7 +274,7 @@ async def test_failure_mid_programming_leaves_nothing(
     client, endpoint = netns("cli"), netns("nse")
     before = kernel_state(client, endpoint)
     failing: Any = FailingKernel(real_kernel(), method, nth)
-    with pytest.raises(DataplaneError, match="injected"):
+    with pytest.raises(FabricError, match="injected"):
         await program_local(failing, local_spec("conn-fail", client, endpoint))
     assert kernel_state(client, endpoint) == before
 

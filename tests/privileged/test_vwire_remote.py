@@ -30,7 +30,7 @@ from forwarder.vwire import (
     sweep,
 )
 from forwarder.wireguard import WireGuardBackend, detect_backend, generate_keypair
-from sdk.errors import DataplaneError
+from sdk.errors import FabricError
 
 from .conftest import netns_path, run
 from .test_vwire_local import FailingKernel, kernel_state, ping
@@ -241,7 +241,7 @@ async def test_remote_failure_mid_programming_leaves_nothing(
     before = kernel_state(*names)
     side_a, _ = remote_pair(lab, "conn-rf", 51820, 51821)
     failing = FailingKernel(real_kernel(), method, nth)
-    with pytest.raises(DataplaneError, match="injected"):
+    with pytest.raises(FabricError, match="injected"):
         await program_remote(failing, backend, side_a)  # type: ignore[arg-type]
     assert kernel_state(*names) == before
     assert not await find_leftovers(real_kernel(), [netns_path(n) for n in names])
