@@ -67,17 +67,7 @@ from .netns import (
     workload_namespaces,
 )
 from .nsref import parse_ns_ref
-from .port import (
-    MAIN_TABLE,
-    Address,
-    Entry,
-    Link,
-    LinkStats,
-    Neighbour,
-    Netns,
-    Route,
-    Rule,
-)
+from .port import MAIN_TABLE, Address, Entry, Link, LinkStats, Neighbour, Netns, Route, Rule
 from .sysctl import in_namespace, write_sysctls
 from .worker import NamespaceWorkers
 
