@@ -32,6 +32,10 @@ Contract of :class:`SharedDevices` (one per forwarder process):
   without a new daemon, so connections made one after the other do not each start one), then
   stops and frees its port. It is idempotent.
 * Each connection gets its own routing table (:meth:`table`), freed by :meth:`leave`.
+* :meth:`peer_stats` reads a device's peer statistics for the vWires' metrics at most once a
+  second (:data:`STATS_TTL`): the reading lists every allowed prefix of every connection
+  through the device, so reading it for each reply made setups slower as connections grew.
+  Callers that ask while a reading is under way share it; a failed reading is not kept.
 * With :meth:`watch` on a wireguard-go backend, a device whose daemon was restarted is brought
   back (MTU, marker, up, and every connection's routes through it, kept by :meth:`add_routes`;
   the rules name the device and match again by themselves); one that could not be restarted
@@ -44,6 +48,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import time
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,7 +58,13 @@ import structlog
 from forwarder.kernel import KernelPort, Route
 from forwarder.ports import PortPool
 from forwarder.vwire.naming import marker
-from forwarder.wireguard import WgPeer, WgProcessEvent, WireGuardBackend, generate_keypair
+from forwarder.wireguard import (
+    WgPeer,
+    WgPeerStats,
+    WgProcessEvent,
+    WireGuardBackend,
+    generate_keypair,
+)
 from forwarder.wireguard.keys import parse_private_key
 from sdk.errors import AlreadyExists, FabricError, FailedPrecondition
 
@@ -63,6 +74,7 @@ _log = structlog.get_logger("forwarder.shared")
 FIRST_TABLE = 1000
 MAX_SPACES = 64  # device pairs between two nodes: a far side's choice beyond is refused
 LINGER = 30.0  # seconds a device without connections keeps running
+STATS_TTL = 1.0  # seconds one reading of a device's peer statistics serves its vWires
 #: inside the shared namespace: route between the devices and the veth ends, by our rules only
 SYSCTLS = {
     "net.ipv4.ip_forward": "1",
@@ -105,6 +117,7 @@ class SharedDevices:
     def __init__(
         self, kernel: KernelPort, backend: WireGuardBackend, ports: PortPool, forwarder: str,
         underlay_netns: str | None = None, *, linger: float = LINGER,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.kernel = kernel
         self.linger = linger
@@ -118,6 +131,9 @@ class SharedDevices:
         self._tables: dict[str, int] = {}
         self._unsubscribe: Callable[[], None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._clock = clock
+        #: by device name: when its last reading of peer statistics started, and that reading
+        self._readings: dict[str, tuple[float, asyncio.Future[list[WgPeerStats]]]] = {}
 
     # -- life --------------------------------------------------------------------------------
 
@@ -237,7 +253,25 @@ class SharedDevices:
             key = (device.peer_key, device.space)
             if not device.members and self._devices.get(key) is device:
                 del self._devices[key]
+            self._readings.pop(device.wg_name, None)
             _log.info("shared device stopped", wireguard=device.wg_name, space=device.space)
+
+    async def peer_stats(self, device: SharedDevice) -> list[WgPeerStats]:
+        """The peer statistics of ``device``, read at most once per :data:`STATS_TTL`
+        (module docstring)."""
+        now = self._clock()
+        kept = self._readings.get(device.wg_name)
+        if kept is not None:
+            started, reading = kept
+            if not reading.done():
+                return await asyncio.shield(reading)
+            if (now - started < STATS_TTL and not reading.cancelled()
+                    and reading.exception() is None):
+                return reading.result()
+        reading = asyncio.ensure_future(self.backend.stats(device.wg_name))
+        self._readings[device.wg_name] = (now, reading)
+        reading.add_done_callback(_consumed)
+        return await asyncio.shield(reading)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
@@ -337,3 +371,9 @@ class SharedDevices:
             if member.on_lost is not None:
                 member.on_lost()
                 member.on_lost = None
+
+
+def _consumed(reading: asyncio.Future[Any]) -> None:
+    """Mark a failed reading's error as retrieved: its askers may all have been cancelled."""
+    if not reading.cancelled():
+        reading.exception()

@@ -26,8 +26,10 @@ Contract of :func:`program_shared`:
   connection out stops the device) and re-raises; ``VWire.close`` does the same later.
 
 ``VWire.metrics`` adds ``wireguard_device`` (``shared``), ``wireguard_space`` and
-``wireguard_last_handshake_age_seconds`` of the shared peer (the device's byte counters are the
-node pair's, not the connection's: the veth's are reported as for every vWire).
+``wireguard_last_handshake_age_seconds`` of the shared peer, from a reading of the device's
+statistics that its vWires share for a second (:meth:`SharedDevices.peer_stats`; the device's
+byte counters are the node pair's, not the connection's: the veth's are reported as for every
+vWire).
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from forwarder.vwire.attach import AnyInterface, EndPlan, apply_end, parse_addre
 from forwarder.vwire.handle import End, VWire, program_or_rollback
 from forwarder.vwire.mtu import wireguard_mtu
 from forwarder.vwire.naming import generated_ifname, generated_mac, marker
-from forwarder.vwire.remote import peer_metrics
+from forwarder.vwire.remote import metrics_of_peer
 from forwarder.vwire.spec import Attachment
 from forwarder.wireguard import WgPeer
 from forwarder.wireguard.model import validate_peer
@@ -242,6 +244,6 @@ async def _metrics(devices: SharedDevices, peer_key: str, space: int) -> dict[st
     if device is None:
         return result
     # the device's byte counters are the node pair's, not this connection's: only the handshake
-    found = await peer_metrics(devices.backend, device.wg_name, peer_key)
+    found = metrics_of_peer(await devices.peer_stats(device), peer_key)
     result["wireguard_last_handshake_age_seconds"] = found["wireguard_last_handshake_age_seconds"]
     return result

@@ -42,14 +42,14 @@ that dials, ``wireguard_endpoint`` (the peer's ``ip:port``).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from ipaddress import ip_address, ip_network
 
 import structlog
 
 from forwarder.kernel import KernelPort, Route
-from forwarder.wireguard import WgPeer, WireGuardBackend
+from forwarder.wireguard import WgPeer, WgPeerStats, WireGuardBackend
 from forwarder.wireguard.keys import parse_private_key
 from forwarder.wireguard.model import validate_peer, validate_port
 from forwarder.wireguard.uapi import format_endpoint
@@ -337,7 +337,12 @@ async def peer_metrics(
     backend: WireGuardBackend, wg_name: str, public_key: str
 ) -> dict[str, str]:
     """The counters and last-handshake age of peer ``public_key`` of device ``wg_name``."""
-    for stats in await backend.stats(wg_name):
+    return metrics_of_peer(await backend.stats(wg_name), public_key)
+
+
+def metrics_of_peer(peers: Iterable[WgPeerStats], public_key: str) -> dict[str, str]:
+    """The counters and last-handshake age of peer ``public_key`` among ``peers``."""
+    for stats in peers:
         if stats.public_key == public_key:
             age = "never"
             if stats.last_handshake is not None:

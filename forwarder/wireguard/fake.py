@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import replace
 
@@ -69,6 +70,8 @@ class FakeWireGuard:
         self.peers[ifname].pop(public_key, None)
 
     async def stats(self, ifname: str) -> list[WgPeerStats]:
+        self._maybe_fail("stats", ifname)
+        await asyncio.sleep(0)  # a reading takes a turn of the loop, as a socket exchange does
         return [WgPeerStats(k, 5, 6, time.time() - 3) for k in self.peers[ifname]]
 
     async def delete(self, ifname: str) -> None:

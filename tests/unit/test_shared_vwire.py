@@ -278,3 +278,41 @@ async def test_address_spaces_are_bounded(devices: SharedDevices) -> None:
     for i in range(MAX_SPACES):
         await devices.leave(PEER, i, f"fwd-unit/c{i}")
     assert devices.devices() == []
+
+
+async def test_the_vwires_of_a_device_share_one_reading_of_its_peer_statistics(
+    kernel: FakeKernel, backend: FakeWireGuard
+) -> None:
+    now = [100.0]
+    shared = SharedDevices(kernel, backend, PortPool(range(51820, 51830)), "fwd-unit", NODE,
+                           linger=0, clock=lambda: now[0])
+    await shared.start()
+    try:
+        vwires = [await program_shared(kernel, shared, spec(name, f"10.60.0.{i}/32"))
+                  for i, name in enumerate(("w1", "w2", "w3"), start=2)]
+        (device,) = shared.devices()
+
+        def reads() -> int:
+            return backend.calls.count(("stats", device.wg_name))
+
+        before = reads()
+        found = await asyncio.gather(*(v.metrics() for v in vwires))  # at once: one reading
+        assert reads() == before + 1
+        assert {m["wireguard_last_handshake_age_seconds"] for m in found} == {"3"}
+        now[0] += 0.5
+        await vwires[0].metrics()  # within the second: the same reading
+        assert reads() == before + 1
+        now[0] += 0.6
+        await vwires[1].metrics()  # older than a second: read again
+        assert reads() == before + 2
+        backend.fail = "stats"
+        now[0] += 1.1
+        with pytest.raises(DataplaneError, match="injected"):
+            await vwires[2].metrics()
+        backend.fail = None
+        await vwires[2].metrics()  # a failed reading is not kept
+        assert reads() == before + 4
+        for vwire in vwires:
+            await vwire.close()
+    finally:
+        await shared.stop()
