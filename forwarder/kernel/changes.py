@@ -1,12 +1,12 @@
 """Single rtnetlink change requests, built with pyroute2's message classes and sent on a plain
 netlink socket of the namespace's worker thread.
 
-Why: pyroute2's ``AsyncIPRoute.route/rule/neigh/link`` pass every call through its request
-layer (argument processors, a sequence-number pool scanned at every request, an asyncio reply
-queue). For the one message a change is, that layer cost more than building, encoding and
-sending the message: a third of the forwarder's CPU per vWire went to it. Here the message is
-made with the same pyroute2 classes (so the library still encodes it) and sent synchronously;
-the kernel handles an rtnetlink request inside ``send`` and answers at once.
+Why: pyroute2's ``AsyncIPRoute.route/rule/neigh/link`` pass every call through its request layer
+(argument processors, a sequence-number pool scanned at every request, an asyncio reply queue).
+For the one message a change is, that layer cost more than building, encoding and sending the
+message: about a sixth of a forwarder's CPU in a sequential remote setup (py-spy). Here the
+message is made with the same pyroute2 classes (so the library still encodes it) and sent
+synchronously; the kernel handles an rtnetlink request inside ``send`` and answers at once.
 
 Contract:
 

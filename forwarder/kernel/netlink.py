@@ -1,16 +1,15 @@
 """The real kernel port: rtnetlink through pyroute2, off the event loop.
 
 Only this module and :mod:`forwarder.kernel.changes` import pyroute2: reads and dumps go through
-its asyncio API, single changes (routes, rules, neighbours, link settings) are messages built
-with its classes and sent by a :class:`forwarder.kernel.changes.Changer`. Every call runs in the
-worker thread of its namespace (:mod:`forwarder.kernel.worker`): a thread that joined the
-namespace once (``setns``, no fork) and keeps its netlink sockets there (one with
+its asyncio API, single changes (addresses, routes, rules, neighbours, link settings) are
+messages built with its classes and sent by a :class:`forwarder.kernel.changes.Changer`. Every
+call runs in the worker thread of its namespace (:mod:`forwarder.kernel.worker`): a thread that
+joined the namespace once (``setns``, no fork) and keeps its netlink sockets there (one with
 ``AsyncIPRoute(use_socket=...)`` on the thread's own event loop, one for the changes), plus a
-cache of interface indexes by name. The forwarder's event
-loop only awaits the result, so a slow kernel call (moving a link takes ~20 ms under the
-kernel's RTNL lock) never stalls other connections, and calls in different namespaces proceed in
-parallel. pyroute2's ``netns=`` argument is never used (it forks, and it creates missing
-namespaces).
+cache of interface indexes by name. The forwarder's event loop only awaits the result, so a slow
+kernel call (moving a link takes ~20 ms under the kernel's RTNL lock) never stalls other
+connections, and calls in different namespaces proceed in parallel. pyroute2's ``netns=``
+argument is never used (it forks, and it creates missing namespaces).
 
 A workload namespace's worker ends after ``idle`` seconds without a call (default 1 s), so the
 forwarder keeps a namespace its owner deleted alive at most that long. Every path is opened
@@ -41,7 +40,7 @@ import struct
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import partial
-from ipaddress import ip_interface, ip_network
+from ipaddress import ip_interface
 from typing import Any, TypeVar
 
 from pyroute2 import AsyncIPRoute
@@ -116,10 +115,6 @@ def _netlink_errors(what: str) -> Iterator[None]:
 def _split(cidr: str) -> tuple[str, int]:
     iface = ip_interface(cidr)
     return str(iface.ip), iface.network.prefixlen
-
-
-def _family(cidr: str) -> int:
-    return socket.AF_INET if ip_network(cidr, strict=False).version == 4 else socket.AF_INET6
 
 
 class _Rtnl:
