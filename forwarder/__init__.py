@@ -8,3 +8,4 @@
 from sdk import lean
 
 lean.start()
+lean.package_init_on_demand("pyroute2")  # the kernel port imports the parts it uses

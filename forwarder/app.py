@@ -26,7 +26,7 @@ from pathlib import Path
 
 import grpc
 import structlog
-from prometheus_client import REGISTRY
+from prometheus_client.registry import REGISTRY
 
 from api.mechanisms.wireguard import Reach
 from api.proto.registry_pb2 import NetworkServiceEndpoint

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client.metrics import Counter, Gauge, Histogram
 
 from sdk.errors import InvalidArgument
 
@@ -81,6 +81,10 @@ def serve_metrics(listen: str) -> tuple[str, int]:
         raise InvalidArgument(
             "metrics_listen", f"{listen!r} is not host:port (e.g. 127.0.0.1:9090)"
         )
+    # The whole package only here: its __init__ brings the HTTP server (with http.server, email,
+    # wsgiref) and registers the process, platform and gc collectors (see sdk.lean).
+    from prometheus_client import start_http_server
+
     try:
         server, _ = start_http_server(int(port), addr=host)
     except OSError as exc:

@@ -43,7 +43,7 @@ from functools import partial
 from ipaddress import ip_interface
 from typing import Any, TypeVar
 
-from pyroute2 import AsyncIPRoute
+from pyroute2.iproute.linux import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from sdk.errors import (

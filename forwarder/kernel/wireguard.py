@@ -24,9 +24,9 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import structlog
-from pyroute2 import AsyncIPRoute, WireGuard
+from pyroute2.iproute.linux import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.generic.wireguard import AsyncWireGuard
+from pyroute2.netlink.generic.wireguard import AsyncWireGuard, WireGuard
 
 from forwarder.kernel import KernelPort, Netns, real_kernel
 from forwarder.kernel.netns import netlink_socket_in

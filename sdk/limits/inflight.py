@@ -27,7 +27,7 @@ from typing import Any
 
 import grpc
 import structlog
-from prometheus_client import Counter
+from prometheus_client.metrics import Counter
 
 from sdk.errors import InvalidArgument
 from sdk.security.peer import peer_spiffe_id

@@ -10,7 +10,7 @@ identity's registry record), ``token`` (path token chain refused).
 from __future__ import annotations
 
 import structlog
-from prometheus_client import Counter
+from prometheus_client.metrics import Counter
 
 from sdk.errors import FabricError, PermissionDenied
 

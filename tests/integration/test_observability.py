@@ -112,6 +112,8 @@ async def test_a_process_serves_its_metrics_over_http(tmp_path: Path) -> None:
             lambda: urllib.request.urlopen(url, timeout=5).read().decode())
         assert 'vwire_registry_records{kind="nse"} 0.0' in body
         assert "vwire_registry_watchers" in body and "vwire_authz_denied_total" in body
+        # prometheus_client's own collectors, registered when its __init__ ran (sdk.lean)
+        assert "process_resident_memory_bytes" in body and "python_gc_objects_collected" in body
     finally:
         proc.terminate()
         await proc.communicate()
