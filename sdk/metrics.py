@@ -60,6 +60,11 @@ REGISTRY_EXPIRED = Counter(
     "vwire_registry_expired", "Registrations removed because they were not refreshed", ["kind"]
 )
 
+HEAP_TRIMS = Counter(
+    "vwire_process_heap_trims",
+    "Times the process gave its C heap's free pages back to the system after its calls stopped",
+)
+
 ASYNCIO_TASKS = Gauge(
     "vwire_process_asyncio_tasks",
     "asyncio tasks alive in the process's event loop (steady under load; growth is a leak)",

@@ -14,9 +14,12 @@ Contract:
   released however the call ends (success, error, cancellation), and a
   peer with nothing in flight has no entry left (:meth:`InFlightLimit.in_flight` is empty when
   idle). Synchronous handlers are passed through unbounded (the fabric's are all async).
+  Unary calls are also reported to a :class:`sdk.heaptrim.HeapTrim`, when given one, which gives
+  the heap's free pages back once they have stopped.
 * :func:`new_server` builds the ``grpc.aio.Server`` every process uses: receive size capped at
   :data:`MAX_MESSAGE` (gRPC answers a bigger message with RESOURCE_EXHAUSTED and keeps serving)
-  and an :class:`InFlightLimit` first among the interceptors.
+  and an :class:`InFlightLimit` first among the interceptors, reporting to the process's
+  :data:`sdk.heaptrim.PROCESS`.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import structlog
 from prometheus_client.metrics import Counter
 
 from sdk.errors import InvalidArgument
+from sdk.heaptrim import PROCESS, HeapTrim
 from sdk.security.peer import peer_spiffe_id
 
 _log = structlog.get_logger("sdk.limits")
@@ -51,19 +55,22 @@ MAX_STREAMS_PER_PEER = 4096
 class _Budget:
     """Counts what each peer has in flight; a peer at zero has no entry."""
 
-    def __init__(self, kind: str, limit: int) -> None:
+    def __init__(self, kind: str, limit: int, heap: HeapTrim | None = None) -> None:
         if limit < 1:
             raise InvalidArgument(f"max_{kind}_per_peer", f"must be at least 1 (got {limit})")
         self.kind = kind
         self.limit = limit
         self.counts: dict[str, int] = {}
         self._warned: set[str] = set()
+        self._heap = heap
 
     def acquire(self, peer: str) -> str | None:
         """Take a slot for ``peer``; None on success, else the refusal message."""
         held = self.counts.get(peer, 0)
         if held < self.limit:
             self.counts[peer] = held + 1
+            if self._heap is not None:
+                self._heap.begin()
             return None
         REFUSED.labels(kind=self.kind).inc()
         if peer not in self._warned:  # one log line per saturation, not one per refusal
@@ -82,6 +89,8 @@ class _Budget:
         else:
             del self.counts[peer]
             self._warned.discard(peer)
+        if self._heap is not None:
+            self._heap.end()
 
 
 def _peer(context: grpc.aio.ServicerContext[Any, Any]) -> str:
@@ -134,8 +143,9 @@ class InFlightLimit(grpc.aio.ServerInterceptor):
         self,
         max_per_peer: int = MAX_IN_FLIGHT_PER_PEER,
         max_streams_per_peer: int = MAX_STREAMS_PER_PEER,
+        heap: HeapTrim | None = None,
     ) -> None:
-        self.unary = _Budget("unary", max_per_peer)
+        self.unary = _Budget("unary", max_per_peer, heap)
         self.streams = _Budget("streams", max_streams_per_peer)
 
     def in_flight(self) -> dict[str, int]:
@@ -200,7 +210,7 @@ def limited_server(
     """As :func:`new_server`, also returning the limiter (to read its counters)."""
     if max_message < 1:
         raise InvalidArgument("max_message", f"must be at least 1 byte (got {max_message})")
-    limit = InFlightLimit(max_in_flight_per_peer, max_streams_per_peer)
+    limit = InFlightLimit(max_in_flight_per_peer, max_streams_per_peer, heap=PROCESS)
     server = grpc.aio.server(
         interceptors=[limit, *interceptors],
         options=[("grpc.max_receive_message_length", max_message)],

@@ -30,9 +30,10 @@ from api.proto.networkservice_pb2 import NetworkServiceRequest
 from api.proto.registry_pb2 import NetworkServiceLabels
 from nsmgr.app import Nsmgr
 from nsmgr.settings import NsmgrSettings
-from sdk import settings
+from sdk import heaptrim, settings
 from sdk.errors import FailedPrecondition, InvalidArgument
 from sdk.grpcutil import ListenAddress, channel, parse_address, serve, stop
+from sdk.heaptrim import HeapTrim
 from sdk.limits import MAX_MESSAGE, InFlightLimit, limited_server
 from sdk.limits.inflight import REFUSED
 from sdk.limits.shape import MAX_LABELS
@@ -116,9 +117,14 @@ async def servers() -> AsyncIterator[StartServer]:
         max_in_flight_per_peer: int = 3,
         max_streams_per_peer: int = 2,
         credentials: grpc.ServerCredentials | None = None,
+        heap: HeapTrim | None = None,
     ) -> LimitedServer:
-        server, limit = limited_server(max_in_flight_per_peer,
-                                       max_streams_per_peer=max_streams_per_peer)
+        if heap is None:  # the process's own trim, as every server has it
+            server, limit = limited_server(max_in_flight_per_peer,
+                                           max_streams_per_peer=max_streams_per_peer)
+        else:
+            limit = InFlightLimit(max_in_flight_per_peer, max_streams_per_peer, heap=heap)
+            server = grpc.aio.server(interceptors=[limit])
         gate, count, monitor = Gate(), Count(), Monitor()
         add_network_service(server, NetworkServiceChain([count, monitor, gate, Respond()]))
         add_monitor(server, monitor)
@@ -323,6 +329,47 @@ async def test_streams_have_their_own_budget_and_do_not_hold_the_unary_one(
             assert (await again.read()) is not grpc.aio.EOF
         again.cancel()
     await until(lambda: srv.limit.streams_open() == {})
+
+
+async def test_the_heap_is_trimmed_once_unary_calls_stop_not_while_one_is_held(
+    servers: StartServer,
+) -> None:
+    trims: list[float] = []  # when the fake trim ran
+    quiet = 0.1
+    srv = await servers(heap=HeapTrim(quiet, lambda: trims.append(time.monotonic())))
+    async with srv.channel() as ch:
+        watch = connection_pb2_grpc.MonitorConnectionStub(ch).MonitorConnections(
+            MonitorScopeSelector())
+        async with asyncio.timeout(WAIT):  # an open stream is no call in flight
+            assert (await watch.read()) is not grpc.aio.EOF
+        for _ in range(3):
+            await stub(ch).Request(request(), timeout=WAIT)
+        held = asyncio.create_task(status_of(stub(ch).Request(request(slow="yes"),
+                                                                timeout=WAIT)))
+        await srv.gate.until_waiting(1)
+        await asyncio.sleep(4 * quiet)
+        assert trims == []  # a call is in flight
+        srv.gate.release.set()
+        assert await held == grpc.StatusCode.OK
+        await until(lambda: len(trims) == 1)
+        await asyncio.sleep(4 * quiet)
+        assert len(trims) == 1  # the stream stays open, no call ran: no second trim
+        await stub(ch).Request(request(), timeout=WAIT)
+        await until(lambda: len(trims) == 2)
+        watch.cancel()
+
+
+async def test_every_server_reports_its_calls_to_the_process_trim(servers: StartServer) -> None:
+    srv = await servers()
+    before = heaptrim.PROCESS.in_flight
+    async with srv.channel() as ch:
+        held = asyncio.create_task(status_of(stub(ch).Request(request(slow="yes"),
+                                                                timeout=WAIT)))
+        await srv.gate.until_waiting(1)
+        assert heaptrim.PROCESS.in_flight == before + 1
+        srv.gate.release.set()
+        assert await held == grpc.StatusCode.OK
+    assert heaptrim.PROCESS.in_flight == before
 
 
 async def test_over_mtls_the_peer_is_the_spiffe_id_not_the_connection(
