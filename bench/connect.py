@@ -28,7 +28,9 @@ and ``--heal-trials`` + 1 endpoints ``nse-<i>`` on n2 and n3 for the heal trials
   (1.0: the burst is as fast as the machine's CPU allows; goal ≥ 0.8); memory at 0, one burst
   and two bursts of live connections: RSS of n1's and n2's nsmgr + forwarder (goal < 150 MB at
   100), how many wireguard-go run, and RSS and PSS per wireguard-go device (PSS shares the
-  binary's pages fairly);
+  binary's pages fairly). Memory is read at rest, ``MEMORY_REST`` seconds after the last call
+  (after a quiet second a process gives back the free heap a burst left, see ``sdk.heaptrim``);
+  the control plane's RSS right at a burst's end is printed too (``..._burst_end``);
 - the **peer**, in the same run and interleaved with the sequential setups (one every
   ``sequential / 20`` setups, so both see the same load): the same data plane made by hand
   without any negotiation — per side a ``wireguard-go`` started in the node namespace (waiting
@@ -86,6 +88,7 @@ from lab.heal import measure_heal
 from lab.topology import Node, Topology
 from sdk import log
 from sdk.errors import FabricError
+from sdk.heaptrim import QUIET
 
 NAME = "bench.connect"
 SERVICE = "bench"
@@ -95,6 +98,8 @@ PEER_RATIO_GOAL = 1.01  # at or below the hand-made tunnel
 CPU_PER_SETUP_GOAL_MS = 40.0
 SCALING_GOAL = 0.8
 CONTROL_RSS_GOAL_MB = 150.0
+#: Seconds without calls before memory is read: a process trims its heap after QUIET of them.
+MEMORY_REST = QUIET + 1.0
 ENDPOINT_HEAL_GOAL_MS, FORWARDER_HEAL_GOAL_MS = 1000.0, 2000.0
 PEER_TRIALS = 20
 PEER_PORT = 41000
@@ -129,6 +134,8 @@ class Results:
     first_failure: str = ""
     #: live connections -> {"nsmgr+forwarder n1": bytes, ..., "wireguard-go": [rss, pss] each}
     memory: dict[int, dict[str, list[int]]] = field(default_factory=dict)
+    #: the same, read as soon as a burst ended (before the processes trimmed their heaps)
+    burst_end_memory: dict[int, dict[str, list[int]]] = field(default_factory=dict)
     peer: list[float] = field(default_factory=list)
     #: CPU seconds of the peer's processes (wireguard-go, wg, ip) per hand-made tunnel
     peer_cpu: list[float] = field(default_factory=list)
@@ -194,17 +201,25 @@ async def measure_setup(fabric: Fabric, config: Config, results: Results,
                 results.peer_cpu.append(cpu)
         if deadline.expired():
             return
-        results.memory[0] = memory_now(fabric)
+        results.memory[0] = await memory_at_rest(fabric)
         meter.start()
         start = time.monotonic()
         results.concurrent = await _burst(clients, "con", config.concurrent, results)
         results.concurrent_wall = time.monotonic() - start
         results.concurrent_cpu = meter.stop()
-        results.memory[config.concurrent] = memory_now(fabric)
+        results.burst_end_memory[config.concurrent] = memory_now(fabric)
+        results.memory[config.concurrent] = await memory_at_rest(fabric)
         if deadline.expired():
             return
         results.second_burst = await _burst(clients, "cob", config.concurrent, results)
-        results.memory[2 * config.concurrent] = memory_now(fabric)
+        results.burst_end_memory[2 * config.concurrent] = memory_now(fabric)
+        results.memory[2 * config.concurrent] = await memory_at_rest(fabric)
+
+
+async def memory_at_rest(fabric: Fabric) -> dict[str, list[int]]:
+    """:func:`memory_now` after ``MEMORY_REST`` seconds without calls."""
+    await asyncio.sleep(MEMORY_REST)
+    return memory_now(fabric)
 
 
 def _add(total: dict[str, float], spent: dict[str, float]) -> None:
@@ -440,6 +455,9 @@ def cost_metrics(results: Results) -> list[Metric]:
             goal = CONTROL_RSS_GOAL_MB if live >= 100 else None
             out.append(Metric(f"control_plane_rss_{node}_at_{live}", _mb(memory[node][0]), "MB",
                               goal))
+            if live in results.burst_end_memory:
+                out.append(Metric(f"control_plane_rss_{node}_at_{live}_burst_end",
+                                  _mb(results.burst_end_memory[live][node][0]), "MB"))
         daemons = memory["wireguard-go"]
         out.append(Metric(f"wireguard_go_daemons_at_{live}", len(daemons) // 2, ""))
         if daemons:
