@@ -47,7 +47,8 @@ def running(bench: str, fabric: Fabric) -> Iterator[Fabric]:
         exc.add_note(f"the fabric's logs are kept in {FAILED_LOGS}")
         raise
     finally:
-        progress(bench, "stopping the fabric")
+        with contextlib.suppress(OSError):  # stderr closed (e.g. a pipe into `head`): stop anyway
+            progress(bench, "stopping the fabric")
         fabric.down(grace=3.0)
         with contextlib.suppress(OSError):
             fabric.topology.state_dir.parent.rmdir()
