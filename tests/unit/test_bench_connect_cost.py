@@ -1,4 +1,5 @@
-"""bench.connect's cost figures: a setup's CPU and its close's are reported apart."""
+"""bench.connect's cost figures: a setup's CPU and its close's are reported apart; memory read
+at rest carries the goal, the reading at a burst's end is printed beside it."""
 
 from __future__ import annotations
 
@@ -18,3 +19,15 @@ def test_setup_and_close_cpu_are_reported_apart_and_summed_against_the_peer() ->
     assert figures["cpu_per_setup_sequential_forwarder"] == 30.0
     assert figures["cpu_per_close_sequential_forwarder"] == 20.0
     assert "cpu_per_close_sequential_nsmgr" not in figures
+
+
+def test_memory_at_rest_has_the_goal_and_the_burst_end_reading_is_beside_it() -> None:
+    rest = {"n1": [140_000_000], "n2": [139_000_000], "wireguard-go": []}
+    end = {"n1": [147_000_000], "n2": [146_000_000], "wireguard-go": []}
+    metrics = {m.name: m for m in cost_metrics(Results(memory={100: rest},
+                                                       burst_end_memory={100: end}))}
+    assert metrics["control_plane_rss_n1_at_100"].value == 140.0
+    assert metrics["control_plane_rss_n1_at_100"].ok is True  # < 150 MB
+    assert metrics["control_plane_rss_n1_at_100_burst_end"].value == 147.0
+    assert metrics["control_plane_rss_n1_at_100_burst_end"].goal is None
+
