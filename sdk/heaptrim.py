@@ -5,8 +5,8 @@ the free top of a heap. A burst of concurrent calls leaves free holes between wh
 (connections kept, caches), and they stay resident: after 50 concurrent setups an nsmgr's main
 heap held 13.6 MB, 8.8 MB of it in use (``malloc_stats``). ``malloc_trim(0)`` gives back the free
 pages of every arena, holes included; called after such a burst it took n1's nsmgr and forwarder
-from 147 to 140 MB together (measured with ``bench.connect``). It walks the free lists, ~1 ms for
-heaps of this size, so it must not run between the calls of a busy spell.
+from 147 to 140-141 MB together (measured with ``bench.connect``). It walks the free lists, ~1 ms
+for heaps of this size, so it must not run between the calls of a busy spell.
 
 Contract: :class:`HeapTrim` counts the calls in flight (:meth:`HeapTrim.begin` /
 :meth:`HeapTrim.end`, from the event loop's thread). When the count falls to zero it waits
