@@ -49,14 +49,14 @@ class HeapTrim:
         self.quiet = quiet
         self._trim = trim if trim is not None else _libc_trim()
         self.in_flight = 0
-        self._began = 0  # calls begun so far: a trim is due only if none began since its timer
-        self._dirty = False  # calls ran since the last trim
+        # Calls begun so far: a timer trims only if none began since it was set. So a quiet
+        # process is trimmed once: no call ends, no timer is set again.
+        self._began = 0
 
     def begin(self) -> None:
         """A call started."""
         self.in_flight += 1
         self._began += 1
-        self._dirty = True
 
     def end(self) -> None:
         """A call ended; the last one in flight arms the trim."""
@@ -65,9 +65,8 @@ class HeapTrim:
             asyncio.get_running_loop().call_later(self.quiet, self._due, self._began)
 
     def _due(self, began: int) -> None:
-        if self.in_flight or began != self._began or not self._dirty or self._trim is None:
+        if self.in_flight or began != self._began or self._trim is None:
             return
-        self._dirty = False
         self._trim()
         HEAP_TRIMS.inc()
 
