@@ -20,7 +20,7 @@ server of the process reports to (:func:`sdk.limits.inflight.limited_server`).
 from __future__ import annotations
 
 import asyncio
-import ctypes
+import functools
 from collections.abc import Callable
 
 from sdk.metrics import HEAP_TRIMS
@@ -29,8 +29,12 @@ from sdk.metrics import HEAP_TRIMS
 QUIET = 1.0
 
 
+@functools.cache
 def _libc_trim() -> Callable[[], object] | None:
-    """``malloc_trim(0)`` of this process's C library, or None where it has none."""
+    """``malloc_trim(0)`` of this process's C library, or None where it has none. Looked up at
+    the first trim: a process that never trims (a CLI run) does not load ctypes (~0.4 MB)."""
+    import ctypes
+
     try:
         trim = ctypes.CDLL(None).malloc_trim
     except (AttributeError, OSError):
@@ -47,7 +51,7 @@ class HeapTrim:
         if quiet < 0:
             raise ValueError(f"quiet must be 0 seconds or more (got {quiet})")
         self.quiet = quiet
-        self._trim = trim if trim is not None else _libc_trim()
+        self._trim = trim
         self.in_flight = 0
         # Calls begun so far: a timer trims only if none began since it was set. So a quiet
         # process is trimmed once: no call ends, no timer is set again.
@@ -61,13 +65,16 @@ class HeapTrim:
     def end(self) -> None:
         """A call ended; the last one in flight arms the trim."""
         self.in_flight -= 1
-        if self.in_flight == 0 and self._trim is not None:
+        if self.in_flight == 0:
             asyncio.get_running_loop().call_later(self.quiet, self._due, self._began)
 
     def _due(self, began: int) -> None:
-        if self.in_flight or began != self._began or self._trim is None:
+        if self.in_flight or began != self._began:
             return
-        self._trim()
+        trim = self._trim or _libc_trim()
+        if trim is None:  # no malloc_trim in this C library
+            return
+        trim()
         HEAP_TRIMS.inc()
 
 

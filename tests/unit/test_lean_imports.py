@@ -53,6 +53,11 @@ def test_server_starts_without_heavy_modules(process: str) -> None:
     assert _loaded(names - {"pyroute2"}, NEVER_AT_START) == []
 
 
+@pytest.mark.parametrize("process", ["nsmgr", "registry"])
+def test_the_heap_trim_loads_ctypes_only_when_it_first_trims(process: str) -> None:
+    assert "ctypes" not in _modules_after(f"import {process}.__main__")  # sdk.heaptrim is in
+
+
 def test_forwarder_kernel_port_loads_only_the_parts_of_pyroute2_it_uses() -> None:
     names = _module_names_after(
         "import forwarder.__main__, forwarder.kernel.netlink, forwarder.kernel.changes, "
