@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -77,7 +77,8 @@ class _Subscriber:
         self.wanted = wanted
         self.max_events = max_events
         self.max_bytes = max_bytes
-        self.events: deque[tuple[ConnectionEvent, int]] = deque()
+        #: Each event offered, the ids of its connections this subscriber wants, its size.
+        self.events: deque[tuple[ConnectionEvent, list[str], int]] = deque()
         self.bytes = 0
         self.ready = asyncio.Event()
         self.ended = False
@@ -86,7 +87,8 @@ class _Subscriber:
     def offer(self, event: ConnectionEvent, size: int) -> None:
         if self.ended or self.cut is not None:
             return
-        if not any(self.wanted(conn) for conn in event.connections.values()):
+        wanted = [conn_id for conn_id, conn in event.connections.items() if self.wanted(conn)]
+        if not wanted:
             return
         if len(self.events) >= self.max_events or self.bytes + size > self.max_bytes:
             self.cut = ResourceExhausted(
@@ -97,7 +99,7 @@ class _Subscriber:
             self.events.clear()
             self.bytes = 0
         else:
-            self.events.append((event, size))
+            self.events.append((event, wanted, size))
             self.bytes += size
         self.ready.set()
 
@@ -105,8 +107,9 @@ class _Subscriber:
         self.ended = True
         self.ready.set()
 
-    async def next(self) -> ConnectionEvent | None:
-        """The next wanted event; None when the stream ends; raises when it was cut."""
+    async def next(self) -> tuple[ConnectionEvent, list[str]] | None:
+        """The next wanted event and the ids of its connections this subscriber wants (judged
+        once, when it was offered); None when the stream ends; raises when it was cut."""
         while not self.events:
             if self.cut is not None:
                 raise self.cut
@@ -114,9 +117,9 @@ class _Subscriber:
                 return None
             self.ready.clear()
             await self.ready.wait()
-        event, size = self.events.popleft()
+        event, wanted, size = self.events.popleft()
         self.bytes -= size
-        return event
+        return event, wanted
 
 
 class Monitor(NetworkServiceElement):
@@ -180,7 +183,7 @@ class Monitor(NetworkServiceElement):
 
     async def events(
         self, selector: MonitorScopeSelector, visible: Callable[[Connection], bool] | None = None
-    ) -> AsyncIterator[ConnectionEvent]:
+    ) -> AsyncGenerator[ConnectionEvent, None]:
         """The stream described in the module docstring, limited to ``visible`` connections."""
 
         def wanted(conn: Connection) -> bool:
@@ -195,13 +198,12 @@ class Monitor(NetworkServiceElement):
                 if wanted(conn):
                     initial.connections[conn_id].CopyFrom(conn)
             yield initial
-            while (event := await subscriber.next()) is not None:
-                matching = {k: v for k, v in event.connections.items() if wanted(v)}
-                if matching:
-                    out = ConnectionEvent(type=event.type)
-                    for conn_id, conn in matching.items():
-                        out.connections[conn_id].CopyFrom(conn)
-                    yield out
+            while (offered := await subscriber.next()) is not None:
+                event, ids = offered
+                out = ConnectionEvent(type=event.type)  # the subscriber's own copy
+                for conn_id in ids:
+                    out.connections[conn_id].CopyFrom(event.connections[conn_id])
+                yield out
         finally:
             self._subscribers.discard(subscriber)
 
