@@ -12,7 +12,7 @@ shared count and length rules (the registry's validation uses them too).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence, Sized
 
 from api.proto.connection_pb2 import Connection, Mechanism
 from api.proto.connectioncontext_pb2 import ConnectionContext, Route
@@ -46,112 +46,131 @@ MAX_EXTRA_CONTEXT = 64
 MAX_EXTRA_CONTEXT_VALUE = 4096
 
 
-def _join(prefix: str, field: str) -> str:
-    return f"{prefix}.{field}" if prefix else field
+Part = str | int  # a field name, or an index into the repeated field named before it
 
 
-def _text(field: str, value: str, limit: int) -> None:
+def _name(where: tuple[Part, ...]) -> str:
+    """The dotted name of a field, made only when a check fails (most calls pass, and a name
+    per field and item was most of the checks' cost)."""
+    name = ""
+    for part in where:
+        if isinstance(part, int):
+            name += f"[{part}]"
+        elif part:
+            name = f"{name}.{part}" if name else part
+    return name
+
+
+def _text(value: str, limit: int, *where: Part) -> None:
     if len(value) > limit:
-        raise InvalidArgument(field, f"must be at most {limit} characters (got {len(value)})")
+        raise InvalidArgument(_name(where),
+                              f"must be at most {limit} characters (got {len(value)})")
+
+
+def _count(items: Sized, limit: int, *where: Part) -> None:
+    if len(items) > limit:
+        raise InvalidArgument(_name(where), f"at most {limit} entries (got {len(items)})")
+
+
+def _texts(values: Sequence[str], count: int, length: int, *where: Part) -> None:
+    _count(values, count, *where)
+    for i, value in enumerate(values):
+        _text(value, length, *where, i)
 
 
 def check_count(field: str, items: Iterable[object], limit: int) -> None:
-    count = sum(1 for _ in items)
-    if count > limit:
-        raise InvalidArgument(field, f"at most {limit} entries (got {count})")
+    _count(items if isinstance(items, Sized) else list(items), limit, field)
 
 
 def check_texts(field: str, values: Iterable[str], count: int, length: int) -> None:
     """At most ``count`` values, each at most ``length`` characters."""
-    values = list(values)
-    check_count(field, values, count)
-    for i, value in enumerate(values):
-        _text(f"{field}[{i}]", value, length)
+    _texts(values if isinstance(values, Sequence) else list(values), count, length, field)
 
 
-def _map(field: str, pairs: Mapping[str, str], count: int, key_len: int, value_len: int) -> None:
-    check_count(field, pairs, count)
+def _map(pairs: Mapping[str, str], count: int, key_len: int, value_len: int,
+         *where: Part) -> None:
+    _count(pairs, count, *where)
     for key, value in pairs.items():
-        _text(f"{field} key {key[:32]!r}", key, key_len)
-        _text(f"{field}[{key!r}]", value, value_len)
+        if len(key) > key_len:
+            _text(key, key_len, f"{_name(where)} key {key[:32]!r}")
+        if len(value) > value_len:
+            _text(value, value_len, f"{_name(where)}[{key!r}]")
 
 
-def _routes(field: str, routes: Iterable[Route]) -> None:
-    routes = list(routes)
-    check_count(field, routes, MAX_ROUTES)
+def _routes(routes: Sequence[Route], *where: Part) -> None:
+    _count(routes, MAX_ROUTES, *where)
     for i, route in enumerate(routes):
-        _text(f"{field}[{i}].prefix", route.prefix, MAX_ADDRESS)
-        _text(f"{field}[{i}].nextHop", route.nextHop, MAX_ADDRESS)
+        _text(route.prefix, MAX_ADDRESS, *where, i, "prefix")
+        _text(route.nextHop, MAX_ADDRESS, *where, i, "nextHop")
 
 
 def check_mechanism(mechanism: Mechanism, field: str) -> None:
     """Raise InvalidArgument if ``mechanism`` (named ``field``) exceeds a limit."""
-    _text(_join(field, "cls"), mechanism.cls, MAX_NAME)
-    _text(_join(field, "type"), mechanism.type, MAX_NAME)
-    _map(_join(field, "parameters"), mechanism.parameters, MAX_MECHANISM_PARAMETERS,
-         MAX_PARAMETER_KEY, MAX_PARAMETER_VALUE)
+    _mechanism(mechanism, field)
+
+
+def _mechanism(mechanism: Mechanism, *where: Part) -> None:
+    _text(mechanism.cls, MAX_NAME, *where, "cls")
+    _text(mechanism.type, MAX_NAME, *where, "type")
+    _map(mechanism.parameters, MAX_MECHANISM_PARAMETERS, MAX_PARAMETER_KEY,
+         MAX_PARAMETER_VALUE, *where, "parameters")
 
 
 def check_context(context: ConnectionContext, field: str) -> None:
     """Raise InvalidArgument if a ConnectionContext (named ``field``) exceeds a limit."""
     ip = context.ip_context
-    at = _join(field, "ip_context")
-    check_texts(_join(at, "src_ip_addrs"), ip.src_ip_addrs, MAX_IP_ADDRS, MAX_ADDRESS)
-    check_texts(_join(at, "dst_ip_addrs"), ip.dst_ip_addrs, MAX_IP_ADDRS, MAX_ADDRESS)
-    _routes(_join(at, "src_routes"), ip.src_routes)
-    _routes(_join(at, "dst_routes"), ip.dst_routes)
-    check_texts(_join(at, "excluded_prefixes"), ip.excluded_prefixes, MAX_EXCLUDED_PREFIXES,
-                MAX_ADDRESS)
-    check_count(_join(at, "ip_neighbors"), ip.ip_neighbors, MAX_IP_NEIGHBORS)
+    at = (field, "ip_context")
+    _texts(ip.src_ip_addrs, MAX_IP_ADDRS, MAX_ADDRESS, *at, "src_ip_addrs")
+    _texts(ip.dst_ip_addrs, MAX_IP_ADDRS, MAX_ADDRESS, *at, "dst_ip_addrs")
+    _routes(ip.src_routes, *at, "src_routes")
+    _routes(ip.dst_routes, *at, "dst_routes")
+    _texts(ip.excluded_prefixes, MAX_EXCLUDED_PREFIXES, MAX_ADDRESS, *at, "excluded_prefixes")
+    _count(ip.ip_neighbors, MAX_IP_NEIGHBORS, *at, "ip_neighbors")
     for i, neighbor in enumerate(ip.ip_neighbors):
-        _text(_join(at, f"ip_neighbors[{i}].ip"), neighbor.ip, MAX_ADDRESS)
-        _text(_join(at, f"ip_neighbors[{i}].hardware_address"), neighbor.hardware_address,
-              MAX_ADDRESS)
-    check_count(_join(at, "extra_prefix_request"), ip.extra_prefix_request,
-                MAX_EXTRA_PREFIX_REQUESTS)
-    check_texts(_join(at, "extra_prefixes"), ip.extra_prefixes, MAX_EXTRA_PREFIXES, MAX_ADDRESS)
-    check_count(_join(at, "policies"), ip.policies, MAX_POLICIES)
+        _text(neighbor.ip, MAX_ADDRESS, *at, "ip_neighbors", i, "ip")
+        _text(neighbor.hardware_address, MAX_ADDRESS, *at, "ip_neighbors", i, "hardware_address")
+    _count(ip.extra_prefix_request, MAX_EXTRA_PREFIX_REQUESTS, *at, "extra_prefix_request")
+    _texts(ip.extra_prefixes, MAX_EXTRA_PREFIXES, MAX_ADDRESS, *at, "extra_prefixes")
+    _count(ip.policies, MAX_POLICIES, *at, "policies")
     for i, policy in enumerate(ip.policies):
-        pf = _join(at, f"policies[{i}]")
         for name in ("from", "proto", "dst_port", "src_port"):
-            _text(f"{pf}.{name}", getattr(policy, name), MAX_ADDRESS)
-        _routes(f"{pf}.routes", policy.routes)
-    dns = _join(field, "dns_context.configs")
-    check_count(dns, context.dns_context.configs, MAX_DNS_CONFIGS)
+            _text(getattr(policy, name), MAX_ADDRESS, *at, "policies", i, name)
+        _routes(policy.routes, *at, "policies", i, "routes")
+    dns = (field, "dns_context.configs")
+    _count(context.dns_context.configs, MAX_DNS_CONFIGS, *dns)
     for i, config in enumerate(context.dns_context.configs):
-        check_texts(f"{dns}[{i}].dns_server_ips", config.dns_server_ips, MAX_DNS_SERVERS,
-                    MAX_ADDRESS)
-        check_texts(f"{dns}[{i}].search_domains", config.search_domains, MAX_SEARCH_DOMAINS,
-                    MAX_DOMAIN)
-    eth = _join(field, "ethernet_context")
-    _text(f"{eth}.src_mac", context.ethernet_context.src_mac, MAX_ADDRESS)
-    _text(f"{eth}.dst_mac", context.ethernet_context.dst_mac, MAX_ADDRESS)
-    _map(_join(field, "extra_context"), context.extra_context, MAX_EXTRA_CONTEXT,
-         MAX_PARAMETER_KEY, MAX_EXTRA_CONTEXT_VALUE)
+        _texts(config.dns_server_ips, MAX_DNS_SERVERS, MAX_ADDRESS, *dns, i, "dns_server_ips")
+        _texts(config.search_domains, MAX_SEARCH_DOMAINS, MAX_DOMAIN, *dns, i, "search_domains")
+    eth = context.ethernet_context
+    _text(eth.src_mac, MAX_ADDRESS, field, "ethernet_context.src_mac")
+    _text(eth.dst_mac, MAX_ADDRESS, field, "ethernet_context.dst_mac")
+    _map(context.extra_context, MAX_EXTRA_CONTEXT, MAX_PARAMETER_KEY, MAX_EXTRA_CONTEXT_VALUE,
+         field, "extra_context")
 
 
 def check_connection(conn: Connection, field: str = "") -> None:
     """Raise InvalidArgument if ``conn`` exceeds a limit; fields are named under ``field``
     (empty: top level, as for Close, whose message is the Connection)."""
     for name in ("id", "network_service", "network_service_endpoint_name", "payload"):
-        _text(_join(field, name), getattr(conn, name), MAX_NAME)
-    check_mechanism(conn.mechanism, _join(field, "mechanism"))
-    check_context(conn.context, _join(field, "context"))
-    _map(_join(field, "labels"), conn.labels, MAX_LABELS, MAX_LABEL_KEY, MAX_LABEL_VALUE)
-    segments = _join(field, "path.path_segments")
-    check_count(segments, conn.path.path_segments, MAX_PATH_SEGMENTS)
+        _text(getattr(conn, name), MAX_NAME, field, name)
+    _mechanism(conn.mechanism, field, "mechanism")
+    check_context(conn.context, "context" if not field else f"{field}.context")
+    _map(conn.labels, MAX_LABELS, MAX_LABEL_KEY, MAX_LABEL_VALUE, field, "labels")
+    segments = (field, "path.path_segments")
+    _count(conn.path.path_segments, MAX_PATH_SEGMENTS, *segments)
     for i, segment in enumerate(conn.path.path_segments):
-        _text(f"{segments}[{i}].name", segment.name, MAX_NAME)
-        _text(f"{segments}[{i}].id", segment.id, MAX_NAME)
-        _text(f"{segments}[{i}].token", segment.token, MAX_TOKEN)
-        _map(f"{segments}[{i}].metrics", segment.metrics, MAX_SEGMENT_METRICS, MAX_LABEL_KEY,
-             MAX_LABEL_VALUE)
+        _text(segment.name, MAX_NAME, *segments, i, "name")
+        _text(segment.id, MAX_NAME, *segments, i, "id")
+        _text(segment.token, MAX_TOKEN, *segments, i, "token")
+        _map(segment.metrics, MAX_SEGMENT_METRICS, MAX_LABEL_KEY, MAX_LABEL_VALUE,
+             *segments, i, "metrics")
 
 
 def check_request(request: NetworkServiceRequest) -> None:
     """Raise InvalidArgument if ``request`` (its connection and mechanism preferences) exceeds a
     limit."""
     check_connection(request.connection, "connection")
-    check_count("mechanism_preferences", request.mechanism_preferences, MAX_MECHANISM_PREFERENCES)
-    for i, mechanism in enumerate(request.mechanism_preferences):
-        check_mechanism(mechanism, f"mechanism_preferences[{i}]")
+    preferences = request.mechanism_preferences
+    _count(preferences, MAX_MECHANISM_PREFERENCES, "mechanism_preferences")
+    for i, mechanism in enumerate(preferences):
+        _mechanism(mechanism, "mechanism_preferences", i)
