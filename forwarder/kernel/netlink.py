@@ -39,7 +39,7 @@ import socket
 import struct
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from functools import partial
+from functools import lru_cache, partial
 from ipaddress import ip_interface
 from typing import Any, TypeVar
 
@@ -112,6 +112,7 @@ def _netlink_errors(what: str) -> Iterator[None]:
         raise _translate(err, what) from None
 
 
+@lru_cache(maxsize=1024)  # a setup names each prefix in routes and rules, its close again
 def _split(cidr: str) -> tuple[str, int]:
     iface = ip_interface(cidr)
     return str(iface.ip), iface.network.prefixlen
