@@ -14,11 +14,11 @@ field) before anything exists. Route rules:
   of the same family on a veth, straight onto the device on a point-to-point (WireGuard) link;
 * routes equal to a connected prefix or to an already planned destination are dropped.
 
-:func:`apply_end` marks the interface (ifalias), sets its MTU, adds addresses, brings it up, then
-adds neighbours and routes (the addresses in one kernel call, the neighbours and routes in
-another: :meth:`~forwarder.kernel.KernelPort.add_all`). It pushes no undo actions: everything
-it adds hangs off the interface and disappears when the caller deletes the interface (the
-caller's undo).
+:func:`apply_end` marks the interface (ifalias), sets its MTU (and MAC) and brings it up in one
+kernel call, then adds its addresses, neighbours and routes, in that order, in another
+(:meth:`~forwarder.kernel.KernelPort.add_all`: all or none). Up first, because the kernel takes
+a route only through a link that is up. It pushes no undo actions: everything it adds hangs off
+the interface and disappears when the caller deletes the interface (the caller's undo).
 """
 
 from __future__ import annotations
@@ -136,10 +136,11 @@ async def apply_end(
     mac: str | None = None,
 ) -> None:
     """Configure the (existing, down) interface of ``plan`` (see module docstring);
-    ``configured``: it has its MTU and alias already (one kernel call fewer); ``mac``: set its
+    ``configured``: it has its MTU and alias already (only brought up); ``mac``: set its
     link-layer address too."""
-    if not configured:
-        await kernel.set_link(plan.netns, plan.ifname, mtu=mtu, alias=alias, mac=mac)
-    await kernel.add_all(plan.netns, [Address(plan.ifname, cidr) for cidr in plan.addresses])
-    await kernel.set_link(plan.netns, plan.ifname, up=True)
-    await kernel.add_all(plan.netns, [*plan.neighbours, *plan.routes])
+    if configured:
+        await kernel.set_link(plan.netns, plan.ifname, up=True)
+    else:
+        await kernel.set_link(plan.netns, plan.ifname, mtu=mtu, alias=alias, mac=mac, up=True)
+    addresses = [Address(plan.ifname, cidr) for cidr in plan.addresses]
+    await kernel.add_all(plan.netns, [*addresses, *plan.neighbours, *plan.routes])

@@ -267,7 +267,7 @@ class FailingKernel:
         await target(netns, entries)
 
 
-@pytest.mark.parametrize(("method", "nth"), [("add_address", 3), ("add_route", 5), ("set_link", 4)])
+@pytest.mark.parametrize(("method", "nth"), [("add_address", 3), ("add_route", 5), ("set_link", 2)])
 async def test_failure_mid_programming_leaves_nothing(
     netns: Callable[[str], str], method: str, nth: int
 ) -> None:

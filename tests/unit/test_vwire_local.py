@@ -90,7 +90,7 @@ async def test_close_removes_everything_and_is_idempotent(kernel: FakeKernel) ->
 
 @pytest.mark.parametrize(
     ("method", "nth"),
-    [("create_veth", 1), ("set_link", 3), ("add_address", 2), ("add_route", 4), ("add_route", 7)],
+    [("create_veth", 1), ("set_link", 2), ("add_address", 2), ("add_route", 4), ("add_route", 7)],
 )
 async def test_failure_mid_programming_leaves_nothing(
     kernel: FakeKernel, method: str, nth: int
