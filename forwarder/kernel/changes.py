@@ -10,8 +10,9 @@ synchronously; the kernel handles an rtnetlink request inside ``send`` and answe
 
 Contract:
 
-- :func:`address`, :func:`route`, :func:`rule`, :func:`neighbour` and :func:`set_link` build
-  the message ``AsyncIPRoute`` would send for the same change (same header type and flags, same
+- :func:`address`, :func:`route`, :func:`rule`, :func:`neighbour`, :func:`set_link`,
+  :func:`new_veth`, :func:`move_link` and :func:`delete_link` build the message
+  ``AsyncIPRoute`` would send for the same change (same header type and flags, same
   fields and attributes; tests compare them with pyroute2's ``IPBatch``).
 - :class:`Changer` sends one such message at a time on its own socket (made in the calling
   thread, so in its namespace) and waits for the kernel's acknowledgement: it returns when the
@@ -40,7 +41,7 @@ _ADD = _NLM_F_REQUEST | _NLM_F_ACK | _NLM_F_EXCL | _NLM_F_CREATE
 _REPLACE = _NLM_F_REQUEST | _NLM_F_ACK | _NLM_F_REPLACE | _NLM_F_CREATE
 _CHANGE = _NLM_F_REQUEST | _NLM_F_ACK
 _NLMSG_ERROR = 2
-_RTM_NEWLINK = 16
+_RTM_NEWLINK, _RTM_DELLINK = 16, 17
 _RTM_NEWADDR, _RTM_DELADDR = 20, 21
 _RTM_NEWROUTE, _RTM_DELROUTE = 24, 25
 _RTM_NEWNEIGH, _RTM_DELNEIGH = 28, 29
@@ -150,6 +151,33 @@ def set_link(index: int, *, up: bool | None = None, mtu: int | None = None,
     msg["attrs"] = _given(IFLA_ADDRESS=mac, IFLA_MTU=mtu, IFLA_IFALIAS=alias,
                           IFLA_IFNAME=new_name)
     return Change(msg, _RTM_NEWLINK, _CHANGE)
+
+
+def new_veth(name: str, peer_name: str, peer_netns_fd: int | None = None) -> Change:
+    """Create the veth pair ``name`` (here) and ``peer_name`` (in the namespace open at
+    ``peer_netns_fd``; None: here too)."""
+    msg = ifinfmsg()
+    peer = {"attrs": _given(IFLA_IFNAME=peer_name, IFLA_NET_NS_FD=peer_netns_fd)}
+    msg["attrs"] = [("IFLA_IFNAME", name), ("IFLA_LINKINFO", {"attrs": [
+        ("IFLA_INFO_KIND", "veth"),
+        ("IFLA_INFO_DATA", {"attrs": [("VETH_INFO_PEER", peer)]}),
+    ]})]
+    return Change(msg, _RTM_NEWLINK, _ADD)
+
+
+def move_link(index: int, netns_fd: int) -> Change:
+    """Move link ``index`` into the namespace open at ``netns_fd``."""
+    msg = ifinfmsg()
+    msg["index"] = index
+    msg["attrs"] = [("IFLA_NET_NS_FD", netns_fd)]
+    return Change(msg, _RTM_NEWLINK, _CHANGE)
+
+
+def delete_link(index: int) -> Change:
+    """Delete link ``index`` (a veth: both ends)."""
+    msg = ifinfmsg()
+    msg["index"] = index
+    return Change(msg, _RTM_DELLINK, _CHANGE)
 
 
 def encode(change: Change, seq: int) -> bytes:

@@ -1,8 +1,9 @@
 """The real kernel port: rtnetlink through pyroute2, off the event loop.
 
 Only this module and :mod:`forwarder.kernel.changes` import pyroute2: reads and dumps go through
-its asyncio API, single changes (addresses, routes, rules, neighbours, link settings) are
-messages built with its classes and sent by a :class:`forwarder.kernel.changes.Changer`. Every
+its asyncio API; single changes (addresses, routes, rules, neighbours, link settings, veth
+pairs, moves and deletions of links) are messages built with its classes and sent by a
+:class:`forwarder.kernel.changes.Changer`. Every
 call runs in the worker thread of its namespace (:mod:`forwarder.kernel.worker`): a thread that
 joined the namespace once (``setns``, no fork) and keeps its netlink sockets there (one with
 ``AsyncIPRoute(use_socket=...)`` on the thread's own event loop, one for the changes), plus a
@@ -260,11 +261,8 @@ class NetlinkKernel:
             peer_fd = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
 
         async def job(rtnl: _Rtnl) -> None:
-            peer: dict[str, Any] = {"ifname": peer_name}
-            if peer_fd is not None:
-                peer["net_ns_fd"] = peer_fd
             with _netlink_errors(what):
-                await rtnl.ipr.link("add", ifname=name, kind="veth", peer=peer)
+                rtnl.changer.send(changes.new_veth(name, peer_name, peer_fd))
 
         try:
             await self._run(netns, job)
@@ -308,7 +306,7 @@ class NetlinkKernel:
 
         async def job(rtnl: _Rtnl) -> None:
             async def move(index: int) -> None:
-                await rtnl.ipr.link("set", index=index, net_ns_fd=fd)
+                rtnl.changer.send(changes.move_link(index, fd))
                 rtnl.indexes.pop(name, None)
 
             what = f"move {name} from {rtnl.where} to {_where(target_netns)}"
@@ -325,7 +323,7 @@ class NetlinkKernel:
             index = await rtnl.lookup(name)
             rtnl.indexes.pop(name, None)
             with _netlink_errors(f"delete {name} in {rtnl.where}"):
-                await rtnl.ipr.link("del", index=index)
+                rtnl.changer.send(changes.delete_link(index))
 
         await self._run(netns, job)
 

@@ -109,6 +109,20 @@ def test_link_settings(ours: dict[str, Any], theirs: dict[str, Any]) -> None:
     _same(ifinfmsg, changes.set_link(12, **ours), "link", "set", index=12, **theirs)
 
 
+@pytest.mark.parametrize("peer_fd", [None, 9])
+def test_veth_pairs(peer_fd: int | None) -> None:
+    peer: dict[str, Any] = {"ifname": "nsm0"}
+    if peer_fd is not None:
+        peer["net_ns_fd"] = peer_fd
+    _same(ifinfmsg, changes.new_veth("vsabc", "nsm0", peer_fd), "link", "add", ifname="vsabc",
+          kind="veth", peer=peer)
+
+
+def test_moving_and_deleting_links() -> None:
+    _same(ifinfmsg, changes.move_link(12, 9), "link", "set", index=12, net_ns_fd=9)
+    _same(ifinfmsg, changes.delete_link(12), "link", "del", index=12)
+
+
 def _ack(seq: int, code: int) -> bytes:
     body = struct.pack("=i", -code) + struct.pack("=IHHII", 16, 24, 5, seq, 0)
     return struct.pack("=IHHII", 16 + len(body), 2, 0, seq, 0) + body
