@@ -40,7 +40,7 @@ import socket
 import struct
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from functools import lru_cache, partial
+from functools import lru_cache, partial, wraps
 from ipaddress import ip_interface
 from typing import Any, TypeVar
 
@@ -207,19 +207,23 @@ class NetlinkKernel:
         """End the worker threads (they finish the calls already submitted)."""
         self._workers.close()
 
-    async def _run(self, netns: Netns, job: Callable[[_Rtnl], Awaitable[T]]) -> T:
-        """``job`` in the worker of ``netns``, opened through the guard (module docstring)."""
+    async def _run(self, netns: Netns, job: Callable[[_Rtnl], Awaitable[T]], *,
+                   now: bool = False) -> T:
+        """``job`` in the worker of ``netns``, opened through the guard (module docstring);
+        ``now``: it makes only blocking calls (changes, ioctls), no pyroute2 asyncio calls, so
+        it runs without the worker's event loop (:class:`NamespaceWorkers`)."""
         where = _where(netns)
 
+        @wraps(job)  # a job's errors name the job, not this wrapper
         async def named(rtnl: _Rtnl) -> T:
             rtnl.where = where
             return await job(rtnl)
 
         if netns is None:
-            return await self._workers.run(None, named)
+            return await self._workers.run(None, named, now=now)
         fd = self.guard.open(netns)
         try:
-            return await self._workers.run(fd, named)
+            return await self._workers.run(fd, named, now=now)
         finally:
             os.close(fd)
 
@@ -265,7 +269,7 @@ class NetlinkKernel:
                 rtnl.changer.send(changes.new_veth(name, peer_name, peer_fd))
 
         try:
-            await self._run(netns, job)
+            await self._run(netns, job, now=True)
         finally:
             if peer_fd is not None:
                 os.close(peer_fd)
@@ -296,7 +300,7 @@ class NetlinkKernel:
             what = sorted(key for key, value in given.items() if value is not None)
             await rtnl.on_link(name, f"set {what} of {name} in {rtnl.where}", change)
 
-        await self._run(netns, job)
+        await self._run(netns, job, now=True)
 
     async def move_link(self, netns: Netns, name: str, target_netns: Netns) -> None:
         if target_netns is None:
@@ -313,7 +317,7 @@ class NetlinkKernel:
             await rtnl.on_link(name, what, move)
 
         try:
-            await self._run(netns, job)
+            await self._run(netns, job, now=True)
         finally:
             os.close(fd)
 
@@ -325,7 +329,7 @@ class NetlinkKernel:
             with _netlink_errors(f"delete {name} in {rtnl.where}"):
                 rtnl.changer.send(changes.delete_link(index))
 
-        await self._run(netns, job)
+        await self._run(netns, job, now=True)
 
     @staticmethod
     def _link(msg: Any) -> Link:
@@ -361,7 +365,7 @@ class NetlinkKernel:
         async def job(rtnl: _Rtnl) -> int:
             return rtnl.mtu(name)
 
-        return await self._run(netns, job)
+        return await self._run(netns, job, now=True)
 
     async def list_links(self, netns: Netns, alias_prefix: str | None = None) -> list[Link]:
         async def job(rtnl: _Rtnl) -> list[Link]:
@@ -499,20 +503,20 @@ class NetlinkKernel:
                                partial(_change, rtnl, "del"))
 
         if entries:
-            await self._run(netns, job)
+            await self._run(netns, job, now=True)
 
     async def delete_all(self, netns: Netns, entries: Sequence[Entry]) -> None:
         async def job(rtnl: _Rtnl) -> None:
             await delete_every(entries, partial(_change, rtnl, "del"))
 
         if entries:
-            await self._run(netns, job)
+            await self._run(netns, job, now=True)
 
     async def _one(self, command: str, netns: Netns, entry: Entry) -> None:
         async def job(rtnl: _Rtnl) -> None:
             await _change(rtnl, command, entry)
 
-        await self._run(netns, job)
+        await self._run(netns, job, now=True)
 
 
 async def _change(rtnl: _Rtnl, command: str, entry: Entry) -> None:

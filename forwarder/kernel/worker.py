@@ -12,6 +12,10 @@ Contract:
 - :meth:`NamespaceWorkers.run` runs ``job(state)`` — a coroutine function — in the worker
   thread of the namespace open at ``fd`` (``None``: the process's own namespace), on that
   thread's own event loop, and returns its result or raises its exception in the caller's loop.
+  With ``now=True`` the job must finish without waiting for anything (it makes only blocking
+  calls, as the kernel changes do): its coroutine is run to its end at once, without starting
+  the thread's event loop for it (that start and stop cost more than a change itself); a job
+  that does wait is closed and fails with ``DataplaneError`` (a programming error).
   Jobs of one namespace run one at a time, in submission order; jobs of different namespaces run
   in parallel. The caller keeps and closes ``fd``; a worker takes its own reference.
 - Workers are keyed by namespace identity (device, inode of the nsfs file), so two paths of one
@@ -33,7 +37,7 @@ import contextlib
 import os
 import queue
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -51,6 +55,22 @@ class _Pending:
     job: Callable[[Any], Awaitable[Any]]
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
+    now: bool = False
+
+
+def _finished_now(job: Callable[[Any], Awaitable[Any]], state: Any) -> Any:
+    """Run ``job(state)``'s coroutine to its end without an event loop (module docstring)."""
+    coroutine = job(state)
+    if not isinstance(coroutine, Coroutine):
+        raise DataplaneError(f"kernel job {job.__qualname__} is not a coroutine function")
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return done.value
+    coroutine.close()
+    raise DataplaneError(
+        f"kernel job {job.__qualname__} waited for its event loop: submit it without now=True"
+    )
 
 
 def _deliver(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
@@ -81,7 +101,10 @@ class _Worker(Generic[S]):
                     self._answer(pending, None, failure)
                     continue
                 try:
-                    result = loop.run_until_complete(pending.job(state))
+                    if pending.now:
+                        result = _finished_now(pending.job, state)
+                    else:
+                        result = loop.run_until_complete(pending.job(state))
                 except BaseException as exc:  # handed to the caller
                     self._answer(pending, None, exc)
                 else:
@@ -133,11 +156,12 @@ class NamespaceWorkers(Generic[S]):
         self._lock = threading.Lock()
         self._workers: dict[NsKey, _Worker[S]] = {}
 
-    async def run(self, fd: int | None, job: Callable[[S], Awaitable[T]]) -> T:
+    async def run(self, fd: int | None, job: Callable[[S], Awaitable[T]], *,
+                  now: bool = False) -> T:
         """Run ``job(state)`` in the worker of the namespace at ``fd`` (module docstring)."""
         key = None if fd is None else netns_identity(fd)
         loop = asyncio.get_running_loop()
-        pending = _Pending(job, loop, loop.create_future())
+        pending = _Pending(job, loop, loop.create_future(), now)
         with self._lock:
             worker = self._workers.get(key)
             if worker is None:
