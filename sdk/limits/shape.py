@@ -118,8 +118,12 @@ def _mechanism(mechanism: Mechanism, *where: Part) -> None:
 
 def check_context(context: ConnectionContext, field: str) -> None:
     """Raise InvalidArgument if a ConnectionContext (named ``field``) exceeds a limit."""
+    _context(context, field)
+
+
+def _context(context: ConnectionContext, *where: Part) -> None:
     ip = context.ip_context
-    at = (field, "ip_context")
+    at = (*where, "ip_context")
     _texts(ip.src_ip_addrs, MAX_IP_ADDRS, MAX_ADDRESS, *at, "src_ip_addrs")
     _texts(ip.dst_ip_addrs, MAX_IP_ADDRS, MAX_ADDRESS, *at, "dst_ip_addrs")
     _routes(ip.src_routes, *at, "src_routes")
@@ -136,16 +140,16 @@ def check_context(context: ConnectionContext, field: str) -> None:
         for name in ("from", "proto", "dst_port", "src_port"):
             _text(getattr(policy, name), MAX_ADDRESS, *at, "policies", i, name)
         _routes(policy.routes, *at, "policies", i, "routes")
-    dns = (field, "dns_context.configs")
+    dns = (*where, "dns_context.configs")
     _count(context.dns_context.configs, MAX_DNS_CONFIGS, *dns)
     for i, config in enumerate(context.dns_context.configs):
         _texts(config.dns_server_ips, MAX_DNS_SERVERS, MAX_ADDRESS, *dns, i, "dns_server_ips")
         _texts(config.search_domains, MAX_SEARCH_DOMAINS, MAX_DOMAIN, *dns, i, "search_domains")
     eth = context.ethernet_context
-    _text(eth.src_mac, MAX_ADDRESS, field, "ethernet_context.src_mac")
-    _text(eth.dst_mac, MAX_ADDRESS, field, "ethernet_context.dst_mac")
+    _text(eth.src_mac, MAX_ADDRESS, *where, "ethernet_context.src_mac")
+    _text(eth.dst_mac, MAX_ADDRESS, *where, "ethernet_context.dst_mac")
     _map(context.extra_context, MAX_EXTRA_CONTEXT, MAX_PARAMETER_KEY, MAX_EXTRA_CONTEXT_VALUE,
-         field, "extra_context")
+         *where, "extra_context")
 
 
 def check_connection(conn: Connection, field: str = "") -> None:
@@ -154,7 +158,7 @@ def check_connection(conn: Connection, field: str = "") -> None:
     for name in ("id", "network_service", "network_service_endpoint_name", "payload"):
         _text(getattr(conn, name), MAX_NAME, field, name)
     _mechanism(conn.mechanism, field, "mechanism")
-    check_context(conn.context, "context" if not field else f"{field}.context")
+    _context(conn.context, field, "context")
     _map(conn.labels, MAX_LABELS, MAX_LABEL_KEY, MAX_LABEL_VALUE, field, "labels")
     segments = (field, "path.path_segments")
     _count(conn.path.path_segments, MAX_PATH_SEGMENTS, *segments)
