@@ -40,7 +40,7 @@ import socket
 import struct
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from functools import lru_cache, partial, wraps
+from functools import lru_cache, partial
 from ipaddress import ip_interface
 from typing import Any, TypeVar
 
@@ -214,7 +214,6 @@ class NetlinkKernel:
         it runs without the worker's event loop (:class:`NamespaceWorkers`)."""
         where = _where(netns)
 
-        @wraps(job)  # a job's errors name the job, not this wrapper
         async def named(rtnl: _Rtnl) -> T:
             rtnl.where = where
             return await job(rtnl)

@@ -37,8 +37,9 @@ import contextlib
 import os
 import queue
 import threading
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from types import CoroutineType
 from typing import Any, Generic, TypeVar
 
 from sdk.errors import DataplaneError
@@ -61,15 +62,20 @@ class _Pending:
 def _finished_now(job: Callable[[Any], Awaitable[Any]], state: Any) -> Any:
     """Run ``job(state)``'s coroutine to its end without an event loop (module docstring)."""
     coroutine = job(state)
-    if not isinstance(coroutine, Coroutine):
+    if not isinstance(coroutine, CoroutineType):
         raise DataplaneError(f"kernel job {job.__qualname__} is not a coroutine function")
     try:
         coroutine.send(None)
     except StopIteration as done:
         return done.value
+    waiting = coroutine  # name the innermost coroutine that waited: where the fix goes
+    while isinstance(waiting.cr_await, CoroutineType):
+        waiting = waiting.cr_await
+    where = waiting.cr_code.co_qualname
     coroutine.close()
     raise DataplaneError(
-        f"kernel job {job.__qualname__} waited for its event loop: submit it without now=True"
+        f"kernel job {job.__qualname__} waited for its event loop (in {where}): submit it "
+        "without now=True"
     )
 
 

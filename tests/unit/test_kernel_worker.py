@@ -63,7 +63,8 @@ async def test_a_job_run_now_that_waits_fails_naming_it_and_the_worker_goes_on(
         finally:
             state.append("closed")
 
-    with pytest.raises(DataplaneError, match=r"<locals>\.waits waited for its event loop"):
+    with pytest.raises(DataplaneError,
+                       match=r"<locals>\.waits waited for its event loop \(in sleep\)"):
         await workers.run(None, waits, now=True)
     assert not finished, "the job was closed at its first wait, never resumed"
 
