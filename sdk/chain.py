@@ -16,7 +16,7 @@ level, so no element needs its own tracing code.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Self, TypeVar, overload
 
@@ -146,22 +146,28 @@ class Cursor(Generic[E]):
         following: Self = type(self)(self._elements, self._index + 1, self.ctx)
         return self._elements[self._index], following
 
-    async def _call(self, method: str, arg: Any) -> Any:
+    def _call(self, method: str, arg: Any) -> Awaitable[Any]:
+        """The next element's ``method(arg, following)``, to be awaited by the caller: the
+        element's own coroutine, so a pass through the chain makes one coroutine per element
+        (with ``trace``, one more that logs around it)."""
         element, following = self._step()
-        bound: Callable[[Any, Any], Awaitable[Any]] = getattr(element, method)
+        call: Awaitable[Any] = getattr(element, method)(arg, following)
         if not self.ctx.trace:
-            return await bound(arg, following)
-        name = type(element).__name__
-        start = time.perf_counter()
-        _log.debug("chain.enter", element=name, op=method)
-        try:
-            result = await bound(arg, following)
-        except Exception as exc:
-            _log.debug("chain.error", element=name, op=method, error=str(exc))
-            raise
-        _log.debug("chain.exit", element=name, op=method,
-                   seconds=round(time.perf_counter() - start, 6))
-        return result
+            return call
+        return _traced(type(element).__name__, method, call)
+
+
+async def _traced(name: str, method: str, call: Awaitable[Any]) -> Any:
+    start = time.perf_counter()
+    _log.debug("chain.enter", element=name, op=method)
+    try:
+        result = await call
+    except Exception as exc:
+        _log.debug("chain.error", element=name, op=method, error=str(exc))
+        raise
+    _log.debug("chain.exit", element=name, op=method,
+               seconds=round(time.perf_counter() - start, 6))
+    return result
 
 
 def elements_of(*parts: E | Sequence[E]) -> tuple[E, ...]:

@@ -8,7 +8,7 @@ connection it was given.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from typing import cast
 
 from api.proto.connection_pb2 import Connection
@@ -21,11 +21,11 @@ class NSCursor(Cursor["NetworkServiceElement"]):
 
     __slots__ = ()
 
-    async def request(self, request: NetworkServiceRequest) -> Connection:
-        return cast(Connection, await self._call("request", request))
+    def request(self, request: NetworkServiceRequest) -> Awaitable[Connection]:
+        return cast(Awaitable[Connection], self._call("request", request))
 
-    async def close(self, conn: Connection) -> None:
-        await self._call("close", conn)
+    def close(self, conn: Connection) -> Awaitable[None]:
+        return cast(Awaitable[None], self._call("close", conn))
 
 
 class NetworkServiceElement:

@@ -12,7 +12,7 @@ does nothing.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
@@ -50,15 +50,15 @@ class RegistryCursor(Cursor["RegistryElement[R]"], Generic[R]):
 
     __slots__ = ()
 
-    async def register(self, record: R) -> R:
-        return cast(R, await self._call("register", record))
+    def register(self, record: R) -> Awaitable[R]:
+        return cast(Awaitable[R], self._call("register", record))
 
     def find(self, query: Query[R]) -> AsyncIterator[Event[R]]:
         element, following = self._step()
         return element.find(query, following)
 
-    async def unregister(self, record: R) -> None:
-        await self._call("unregister", record)
+    def unregister(self, record: R) -> Awaitable[None]:
+        return cast(Awaitable[None], self._call("unregister", record))
 
 
 class RegistryElement(Generic[R]):

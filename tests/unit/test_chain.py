@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+import sys
 import time
 
 import pytest
@@ -76,6 +79,31 @@ async def test_terminal_element_stops_the_chain() -> None:
     conn = await chain.run_request(req())
     assert conn.labels["answered"] == "yes"
     assert count.requests == 0
+
+
+class AwaitDepth(NetworkServiceElement):
+    """Answers with the number of coroutine frames its call runs under (its own included)."""
+
+    async def request(self, request: NetworkServiceRequest, next: NSCursor) -> Connection:
+        depth, frame = 0, sys._getframe()
+        while frame is not None:
+            depth += bool(frame.f_code.co_flags & inspect.CO_COROUTINE)
+            frame = frame.f_back
+        conn = Connection()
+        conn.labels["depth"] = str(depth)
+        return conn
+
+
+async def test_a_pass_makes_one_coroutine_per_element() -> None:
+    """Every pass through a chain runs at every hop of every call, so the cursor hands on the
+    element's own coroutine instead of wrapping it in two of its own."""
+
+    async def depth_through(passing: int) -> int:
+        chain = NetworkServiceChain([*(Tag(str(i)) for i in range(passing)), AwaitDepth()])
+        conn = await asyncio.create_task(chain.run_request(req()))
+        return int(conn.labels["depth"])
+
+    assert await depth_through(10) - await depth_through(0) == 10
 
 
 async def test_trace_logs_each_element() -> None:
