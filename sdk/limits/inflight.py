@@ -35,6 +35,7 @@ from prometheus_client.metrics import Counter
 from sdk.errors import InvalidArgument
 from sdk.heaptrim import PROCESS, HeapTrim
 from sdk.security.peer import peer_spiffe_id
+from sdk.wrapping import Behaviour, WrappingInterceptor
 
 _log = structlog.get_logger("sdk.limits")
 
@@ -136,7 +137,7 @@ def _bounded(budget: _Budget, inner: Callable[..., Any]) -> Callable[..., Any] |
     return None  # a synchronous handler: runs in gRPC's thread pool, passed through
 
 
-class InFlightLimit(grpc.aio.ServerInterceptor):
+class InFlightLimit(WrappingInterceptor):
     """See the module docstring."""
 
     def __init__(
@@ -145,6 +146,7 @@ class InFlightLimit(grpc.aio.ServerInterceptor):
         max_streams_per_peer: int = MAX_STREAMS_PER_PEER,
         heap: HeapTrim | None = None,
     ) -> None:
+        super().__init__()
         self.unary = _Budget("unary", max_per_peer, heap)
         self.streams = _Budget("streams", max_streams_per_peer)
 
@@ -156,35 +158,8 @@ class InFlightLimit(grpc.aio.ServerInterceptor):
         """Streaming calls open by peer (peers with none are absent)."""
         return dict(self.streams.counts)
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Any],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler: grpc.RpcMethodHandler[Any, Any] | None = await continuation(
-            handler_call_details
-        )
-        if handler is None:
-            return None
-        for attribute, make, budget in (
-            ("unary_unary", grpc.unary_unary_rpc_method_handler, self.unary),
-            ("unary_stream", grpc.unary_stream_rpc_method_handler, self.streams),
-            ("stream_unary", grpc.stream_unary_rpc_method_handler, self.streams),
-            ("stream_stream", grpc.stream_stream_rpc_method_handler, self.streams),
-        ):
-            inner = getattr(handler, attribute)
-            if inner is None:
-                continue
-            bounded = _bounded(budget, inner)
-            if bounded is None:
-                return handler
-            wrapped: grpc.RpcMethodHandler[Any, Any] = make(  # type: ignore[operator]
-                bounded,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-            return wrapped
-        return handler
+    def wrap(self, kind: str, behaviour: Behaviour) -> Behaviour | None:
+        return _bounded(self.unary if kind == "unary_unary" else self.streams, behaviour)
 
 
 def new_server(

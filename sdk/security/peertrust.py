@@ -42,6 +42,7 @@ from sdk.security import audit
 from sdk.security.federation import BundleSet
 from sdk.security.source import SvidSource
 from sdk.security.tls import server_credentials
+from sdk.wrapping import Behaviour, WrappingInterceptor
 
 PEER_CERT = "x509_pem_cert"
 #: The certificates the peer sent after its leaf (gRPC sets it when there are any).
@@ -49,10 +50,11 @@ PEER_CHAIN = "x509_pem_cert_chain"
 _KEPT = 256
 
 
-class PeerTrust(grpc.aio.ServerInterceptor):
+class PeerTrust(WrappingInterceptor):
     """See the module docstring."""
 
     def __init__(self, source: SvidSource, clock: Callable[[], float] = time.time) -> None:
+        super().__init__()
         self.source = source
         self.clock = clock
         self._verified: Lru[tuple[int, bytes], tuple[BundleSet, float]] = Lru(_KEPT)
@@ -93,7 +95,7 @@ class PeerTrust(grpc.aio.ServerInterceptor):
             self._verified.put(key, (trust, until))
         return None
 
-    def _wrap(self, inner: Callable[..., Any]) -> Callable[..., Any]:
+    def wrap(self, kind: str, inner: Behaviour) -> Behaviour:
         if inspect.isasyncgenfunction(inner):
             async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]
                              ) -> AsyncIterator[Any]:
@@ -114,33 +116,6 @@ class PeerTrust(grpc.aio.ServerInterceptor):
                 raise Unauthenticated(why)
             return inner(request, context)
         return synchronous
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Any],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler: grpc.RpcMethodHandler[Any, Any] | None = await continuation(
-            handler_call_details
-        )
-        if handler is None:
-            return None
-        for attribute, make in (
-            ("unary_unary", grpc.unary_unary_rpc_method_handler),
-            ("unary_stream", grpc.unary_stream_rpc_method_handler),
-            ("stream_unary", grpc.stream_unary_rpc_method_handler),
-            ("stream_stream", grpc.stream_stream_rpc_method_handler),
-        ):
-            inner = getattr(handler, attribute)
-            if inner is None:
-                continue
-            wrapped: grpc.RpcMethodHandler[Any, Any] = make(  # type: ignore[operator]
-                self._wrap(inner),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-            return wrapped
-        return handler
 
 
 def _first(values: Any) -> bytes | None:
