@@ -365,7 +365,6 @@ class Xconnect(NetworkServiceElement):
             )
         check_reachable(near.src, near.src_ip, self.node.own_reach, self.node.address)
         vid = self._vwire_id(request.connection)
-        _, public = self._keys(md)
         shared = shares(self.node, self.shared is not None, near)
         port = 0 if shared else self.ports.take(vid)
         ahead = Ahead.none() if shared else self._ahead_endpoint(request, md, vid, near, port)
@@ -397,6 +396,7 @@ class Xconnect(NetworkServiceElement):
                 self.node.address, vwire.listen_port or 0, self.shared.public_key, vwire.mtu,
                 self.node.own_reach), shared_space=vwire.space)
         else:
+            _, public = self._keys(md)  # a vWire's own keys only with its own device
             answer = near.with_destination(self.node.address, port, public, vwire.mtu,
                                            self.node.own_reach)
         reply.mechanism.CopyFrom(answer.to_proto())

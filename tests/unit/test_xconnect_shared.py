@@ -13,6 +13,7 @@ from api.mechanisms.kernel import KernelMechanism
 from api.mechanisms.wireguard import NAT_MASQUERADE, Reach, WireguardMechanism
 from api.proto.connection_pb2 import Connection
 from api.proto.networkservice_pb2 import NetworkServiceRequest
+from forwarder import xconnect
 from forwarder.kernel import FakeKernel
 from forwarder.ports import PortPool
 from forwarder.shared import SharedDevices
@@ -144,6 +145,23 @@ async def test_both_sharing_use_the_endpoint_sides_device(make: object) -> None:
         await f.chain.run_close(conn)
     assert client.devices() == endpoint.devices() == []
     assert f.ports[0]._by_owner == f.ports[1]._by_owner == {}
+
+
+async def test_only_the_offer_needs_a_vwire_key_pair_when_both_share(
+    make: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client side offers a key of the vWire's own (the endpoint side may not share); an
+    endpoint side that answers with its shared device makes none."""
+    made: list[tuple[str, str]] = []
+
+    def counted() -> tuple[str, str]:
+        made.append(generate_keypair())
+        return made[-1]
+
+    monkeypatch.setattr(xconnect, "generate_keypair", counted)
+    f: Fabric = await make(True, True)  # type: ignore[operator]
+    await f.chain.run_request(request())
+    assert [public for _, public in made] == [f.answers.offer.src_public_key]
 
 
 @pytest.mark.parametrize(("client_shares", "endpoint_shares", "nat"), [
