@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import json
 import re
@@ -202,11 +203,6 @@ def sign(
     ``mech`` and ``psub`` claims when given."""
     issued = time.time() if now is None else now
     expires = min(issued + lifetime, svid.not_after)
-    header = {
-        "alg": ALG,
-        "typ": "JWT",
-        "x5c": [base64.b64encode(c.public_bytes(_DER)).decode("ascii") for c in svid.chain],
-    }
     claims = {
         "sub": str(svid.spiffe_id),
         "aud": audience,
@@ -219,9 +215,7 @@ def sign(
         if value:
             claims[name] = value
     signing_input = (
-        _b64url(json.dumps(header, separators=(",", ":")).encode())
-        + "."
-        + _b64url(json.dumps(claims, separators=(",", ":")).encode())
+        _header_part(svid) + "." + _b64url(json.dumps(claims, separators=(",", ":")).encode())
     )
     der = svid.key.sign(signing_input.encode("ascii"), ec.ECDSA(hashes.SHA256()))
     r, s = decode_dss_signature(der)
@@ -229,6 +223,18 @@ def sign(
         s = _N - s
     signature = r.to_bytes(_CURVE_BYTES, "big") + s.to_bytes(_CURVE_BYTES, "big")
     return f"{signing_input}.{_b64url(signature)}", float(int(expires))
+
+
+@functools.lru_cache(maxsize=8)
+def _header_part(svid: Svid) -> str:
+    """The encoded protected header of every token ``svid`` signs: the same for all of them, so
+    made once (a few SVIDs kept: the current one and those it replaced)."""
+    header = {
+        "alg": ALG,
+        "typ": "JWT",
+        "x5c": [base64.b64encode(c.public_bytes(_DER)).decode("ascii") for c in svid.chain],
+    }
+    return _b64url(json.dumps(header, separators=(",", ":")).encode())
 
 
 def _no_constant(name: str) -> Any:

@@ -9,6 +9,7 @@ import json
 from collections.abc import Callable
 
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
 from prometheus_client import REGISTRY
 
 from api.proto.connection_pb2 import Connection
@@ -26,6 +27,7 @@ TD = "example.org"
 NSC = "spiffe://example.org/nsc/web"
 NSMGR = "spiffe://example.org/nsmgr/node1"
 NSE = "spiffe://example.org/nse/db"
+DER = Encoding.DER
 
 
 class Clock:
@@ -123,6 +125,18 @@ async def test_token_expiry_never_outlives_the_svid(hops: Hops) -> None:
     svid = hops.ca.issue(NSC, ttl=60, now=hops.clock.now)
     _, expires = token.sign(svid, NSMGR, "seg", lifetime=600, now=hops.clock.now)
     assert expires <= svid.not_after
+
+
+def test_each_svid_signs_with_its_own_chain(hops: Hops) -> None:
+    """The protected header is made once per SVID: a renewed SVID's tokens carry its chain."""
+    ca, now = hops.ca, hops.clock.now
+    first, renewed = ca.issue(NSMGR, ttl=3600, now=now), ca.issue(NSMGR, ttl=3600, now=now)
+    for svid in (first, renewed, first):
+        tok, _ = token.sign(svid, NSE, "seg", now=now)
+        head = tok.split(".")[0]
+        header = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
+        assert header["x5c"][0] == base64.b64encode(svid.leaf.public_bytes(DER)).decode()
+        assert token.verify(tok, ca.bundle, now, audience=NSE).subject == NSMGR
 
 
 def _with_part(tok: str, index: int, change: Callable[[dict[str, object]], None]) -> str:
