@@ -9,7 +9,8 @@ Contract of :class:`WrappingInterceptor`:
 
 * a subclass says how to wrap a behaviour in :meth:`WrappingInterceptor.wrap`, given the kind of
   call (``unary_unary``, ``unary_stream``, ``stream_unary``, ``stream_stream``); returning None
-  leaves that handler as it is;
+  leaves that handler as it is. ``wrap`` runs once per handler, not per call: every check of a
+  call (its peer, its budget) belongs in the behaviour it returns;
 * :meth:`WrappingInterceptor.intercept_service` hands gRPC the handler the rest of the chain
   gave, with its behaviour wrapped and its (de)serializers kept; the wrapped handler is built
   the first time a handler is seen and reused for the next calls of that handler (at most
