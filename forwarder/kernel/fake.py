@@ -267,6 +267,17 @@ class FakeKernel:
         if link.peer is not None:
             self._get(*link.peer).peer = (target_netns, name)
 
+    async def open_tun(self, netns: Netns, name: str, *, packet_info: bool,
+                       persist: bool = False) -> int | None:
+        """A TUN link (kind ``tun``, MTU 1500) and, unless ``persist``, a real descriptor
+        (of ``/dev/null``) for the caller to close."""
+        self._call("open_tun", netns, name, packet_info, persist)
+        self._check_name(name)
+        if name in self._space(netns).links:
+            raise AlreadyExists(f"create TUN device {name}: an interface of that name exists")
+        self.add_link(netns, name, "tun")
+        return None if persist else os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+
     async def delete_link(self, netns: Netns, name: str) -> None:
         self._call("delete_link", netns, name)
         link = self._get(netns, name)

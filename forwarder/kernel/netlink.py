@@ -33,6 +33,8 @@ operation, the namespace and the kernel's reason (see :func:`_translate`).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import errno
 import fcntl
 import os
@@ -82,6 +84,9 @@ _SYSTEM_TABLES = frozenset({0, 253, 254, 255})
 _SIOCGIFMTU = 0x8921
 _STATS_LINK_64 = 0x1  # IFLA_STATS_FILTER_BIT(IFLA_STATS_LINK_64)
 _IFREQ = struct.Struct("16si12x")  # struct ifreq: the name, then ifr_mtu in the union
+_TUN_IFREQ = struct.Struct("16sH22x")  # struct ifreq: the name, then ifr_flags in the union
+_TUNSETIFF, _TUNSETPERSIST = 0x400454CA, 0x400454CB
+_IFF_TUN, _IFF_NO_PI, _IFF_TUN_EXCL = 0x0001, 0x1000, 0x8000
 
 
 def _where(netns: Netns) -> str:
@@ -319,6 +324,48 @@ class NetlinkKernel:
             await self._run(netns, job, now=True)
         finally:
             os.close(fd)
+
+    async def open_tun(self, netns: Netns, name: str, *, packet_info: bool,
+                       persist: bool = False) -> int | None:
+        flags = _IFF_TUN | _IFF_TUN_EXCL | (0 if packet_info else _IFF_NO_PI)
+
+        async def job(rtnl: _Rtnl) -> int | None:
+            what = f"create TUN device {name} in {rtnl.where}"
+            try:
+                fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
+            except OSError as err:
+                raise FailedPrecondition(
+                    f"{what}: cannot open /dev/net/tun ({err.strerror}); load the tun module"
+                ) from None
+            try:
+                fcntl.ioctl(fd, _TUNSETIFF, _TUN_IFREQ.pack(name.encode(), flags))
+                if persist:
+                    fcntl.ioctl(fd, _TUNSETPERSIST, 1)
+            except OSError as err:
+                os.close(fd)
+                if err.errno in (errno.EBUSY, errno.EEXIST):
+                    raise AlreadyExists(f"{what}: an interface of that name exists; pick "
+                                        "another name or remove the existing one") from None
+                raise DataplaneError(f"{what}: {err.strerror} (errno {err.errno})") from None
+            rtnl.indexes.pop(name, None)
+            if persist:
+                os.close(fd)
+                return None
+            return fd
+
+        # The worker makes the device even if the caller stops waiting: a caller cancelled
+        # meanwhile waits for it and removes it again, so no descriptor or device is left over.
+        made = asyncio.ensure_future(self._run(netns, job, now=True))
+        try:
+            return await asyncio.shield(made)
+        except asyncio.CancelledError:
+            with contextlib.suppress(FabricError):
+                fd = await made
+                if fd is not None:
+                    os.close(fd)
+                else:
+                    await self.delete_link(netns, name)
+            raise
 
     async def delete_link(self, netns: Netns, name: str) -> None:
         async def job(rtnl: _Rtnl) -> None:

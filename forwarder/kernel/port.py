@@ -159,6 +159,14 @@ class KernelPort(Protocol):
         """Move an interface into ``target_netns`` (its addresses and routes are dropped)."""
         ...
 
+    async def open_tun(self, netns: Netns, name: str, *, packet_info: bool,
+                       persist: bool = False) -> int | None:
+        """Create TUN device ``name`` in ``netns``, DOWN (``packet_info``: packets carry the
+        4-byte header, else ``IFF_NO_PI``). Returns its file descriptor, which the caller owns
+        and closes (the device ends with the last descriptor), or, with ``persist``, None: the
+        device then stays until :meth:`delete_link`. ``AlreadyExists`` when the name is taken."""
+        ...
+
     async def delete_link(self, netns: Netns, name: str) -> None:
         """Delete an interface (for veth, both ends) with its addresses, routes and neighbours."""
         ...

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 
 import pytest
@@ -103,3 +104,14 @@ async def test_namespace_references(kernel: FakeKernel) -> None:
     for bad in ("", "inode://x/1", "http://x/y", "/proc/../etc/passwd"):
         with pytest.raises(InvalidArgument):
             parse_ns_ref(bad)
+
+
+async def test_tun_devices_held_or_persistent_and_names_taken_once(kernel: FakeKernel) -> None:
+    fd = await kernel.open_tun(A, "t0", packet_info=True)
+    assert fd is not None
+    os.close(fd)
+    assert (await kernel.get_link(A, "t0")).kind == "tun"
+    assert await kernel.open_tun(B, "t0", packet_info=False, persist=True) is None
+    assert (await kernel.get_link(B, "t0")).up is False
+    with pytest.raises(AlreadyExists):
+        await kernel.open_tun(B, "t0", packet_info=True)
