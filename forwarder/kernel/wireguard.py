@@ -134,6 +134,7 @@ class KernelBackend:
     """:class:`WireGuardBackend` on the Linux kernel module."""
 
     kind = "kernel"
+    tun_in_netns = False
 
     def __init__(self, kernel: KernelPort | None = None) -> None:
         self.kernel = kernel or real_kernel()

@@ -23,6 +23,11 @@ Contract of :func:`program_remote`:
 * any failure undoes what was done (backend interface first, then any link left in the
   workload's namespace) and re-raises; ``VWire.close`` does the same later, idempotently.
 
+A backend that makes the interface in the workload's namespace itself (``tun_in_netns``: a
+wireguard-go handed a TUN made there, its UDP socket still in the underlay) is asked to, and
+nothing moves; its same-named shadow in the underlay (see :mod:`forwarder.wireguard.userspace`)
+carries the connection's marker too, so a sweep after a crash removes it with the rest.
+
 Preparing ahead (:func:`prepare_remote`): the part of the programming that needs neither the
 peer nor the addresses — the backend interface with its key and port, its MTU and marker set
 in the underlay (and seen by wireguard-go), moved into the workload's namespace when that is
@@ -43,6 +48,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from ipaddress import ip_address, ip_network
 
@@ -171,14 +177,18 @@ async def _make(
             await kernel.delete_link(where["netns"], str(where["name"]))
 
     prepared.undo.push(f"delete moved {wg_name}", delete_moved_link)
-    hint = workload_ns if ready_in_workload else None
+    hint = workload_ns if ready_in_workload or backend.tun_in_netns else None
     prepared.actual_port = await backend.create(
         wg_name, underlay_ns, parse_private_key(prepared.private_key).reveal(),
         prepared.listen_port, mtu=prepared.mtu, netns=hint,
     )
     prepared.undo.push(f"delete wireguard {wg_name}", lambda: backend.delete(wg_name))
     if hint is not None and await _made_in(kernel, hint, wg_name, prepared.mtu):
-        await kernel.set_link(hint, wg_name, alias=marker(prepared.connection_id, wg_name))
+        mark = marker(prepared.connection_id, wg_name)
+        await kernel.set_link(hint, wg_name, alias=mark)
+        if backend.tun_in_netns:  # its shadow in the underlay, if any, is the connection's too
+            with suppress(NotFound):
+                await kernel.set_link(underlay_ns, wg_name, alias=mark)
         prepared.where["netns"] = prepared.workload_ns = hint
         return
     await kernel.set_link(underlay_ns, wg_name, mtu=prepared.mtu,

@@ -5,6 +5,9 @@ Contract:
   netlink, else the wireguard-go backend when the binary is on PATH, else raises
   :class:`FailedPrecondition` saying how to fix it. ``prefer`` forces one kind (still checked).
   The choice is logged once per call.
+- The wireguard-go backend makes TUNs in workload namespaces itself (``tun_in_netns``) when
+  ``wireguard-go --version`` is one it was verified with (``TUN_IN_NETNS_VERSIONS``), else its
+  TUNs are moved there.
 - :func:`describe` reports kind and version (wireguard-go's ``--version``, or the kernel release).
 """
 
@@ -24,7 +27,7 @@ from sdk.errors import FailedPrecondition, InvalidArgument
 
 from .model import WireGuardBackend
 from .process import WIREGUARD_GO
-from .userspace import UserspaceBackend
+from .userspace import TUN_IN_NETNS_VERSIONS, UserspaceBackend
 
 log = structlog.get_logger()
 
@@ -71,8 +74,12 @@ async def detect_backend(
             "wireguard-go package (apt-get install wireguard-go) or load the wireguard module"
         )
     reason = "forced" if prefer == "wireguard-go" else "kernel module missing"
-    log.info("wireguard_backend_selected", kind="wireguard-go", binary=path, reason=reason)
-    return UserspaceBackend(binary=binary, pool_size=pool_size, pool_namespaces=pool_namespaces)
+    version = await wireguard_go_version(binary)
+    tun_in_netns = version in TUN_IN_NETNS_VERSIONS
+    log.info("wireguard_backend_selected", kind="wireguard-go", binary=path, reason=reason,
+             version=version, tun_in_netns=tun_in_netns)
+    return UserspaceBackend(binary=binary, pool_size=pool_size, pool_namespaces=pool_namespaces,
+                            tun_in_netns=tun_in_netns)
 
 
 async def wireguard_go_version(binary: str = WIREGUARD_GO) -> str:

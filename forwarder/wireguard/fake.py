@@ -20,6 +20,7 @@ class FakeWireGuard:
     """Stands in for a WireGuardBackend: a "tun" link in the fake kernel plus remembered peers."""
 
     kind = "fake"
+    tun_in_netns = False
 
     def __init__(self, kernel: FakeKernel) -> None:
         self.kernel = kernel

@@ -64,6 +64,9 @@ class WireGuardBackend(Protocol):
     """Creates and programs WireGuard interfaces; one implementation per data plane."""
 
     kind: str  # "kernel" or "wireguard-go"
+    #: whether ``create`` given ``netns`` (and ``mtu``) makes the interface there itself, so
+    #: a caller that knows the namespace should always say it (see ``create``)
+    tun_in_netns: bool
 
     async def create(
         self,

@@ -173,10 +173,14 @@ class WgGoProcess:
             return "its tunnel device was deleted (the TUN reader stopped first, no error)"
         return "a signal, or its UAPI listener failed (its socket file removed or changed)"
 
-    async def start(self) -> float:
-        """Spawn the daemon and wait for its socket; returns seconds until the socket appeared."""
+    async def start(self, tun_fd: int | None = None) -> float:
+        """Spawn the daemon and wait for its socket; returns seconds until the socket appeared.
+        ``tun_fd``: the daemon takes this open TUN device (``WG_TUN_FD``) instead of making one;
+        the caller keeps its own descriptor and closes it."""
         env = dict(os.environ, LOG_LEVEL="verbose",
                    WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD="1")
+        if tun_fd is not None:
+            env["WG_TUN_FD"] = str(tun_fd)
         self.mtu = WIREGUARD_GO_MTU
         self._listening.clear()
         await self.budget.claim(self)
@@ -193,6 +197,7 @@ class WgGoProcess:
                 stderr=asyncio.subprocess.STDOUT,
                 env=env,
                 start_new_session=True,
+                pass_fds=() if tun_fd is None else (tun_fd,),
             )
         except OSError as exc:
             raise DataplaneError(f"cannot run {self.binary} for {self.ifname}: {exc}") from None

@@ -12,6 +12,20 @@ Contract:
   With ``netns`` (the namespace the caller moves the interface into next) and
   ``pool_namespaces`` > 0, the pooled daemon may have its TUN in ``netns`` already, at ``mtu``:
   the interface is then created there and :meth:`move` to ``netns`` does nothing.
+- With ``tun_in_netns`` (:data:`TUN_IN_NETNS_VERSIONS` says for which wireguard-go), ``create``
+  given ``netns`` and ``mtu`` and no pooled daemon makes the TUN in ``netns`` itself and hands
+  it to the daemon (``WG_TUN_FD``): no move, so no RTNL held through an RCU barrier on the
+  setup's path. The daemon still looks its interface up by name in its own namespace (index,
+  MTU), so a persistent TUN of the same name stays DOWN in the underlay beside it, at the
+  vWire's MTU (the "shadow"): the daemon pads packets to that MTU. ``delete`` removes the
+  shadow; a restart makes a new TUN in ``netns`` and sets both MTUs again. The TUN's file keeps
+  ``netns`` alive while the daemon holds it (a moved TUN's file keeps the underlay's instead), so
+  deleting the workload's namespace no longer ends the daemon by itself: every
+  :data:`NETNS_POLL` seconds the backend checks that each such ``netns`` path still names the
+  namespace it made the TUN in, and stops the daemon of one that does not (gone, or replaced
+  by another namespace of that name); the supervisor then goes on as for any exit (restarted
+  where the path now leads, else ``restart_failed``), as when a moved TUN dies with its
+  namespace.
 - ``move`` moves the TUN link through the kernel port (:mod:`forwarder.kernel`); the daemon
   and its UDP socket stay in the underlay (the "namespace trick"; measured to keep carrying
   traffic, see the privileged tests). It first waits (bounded) until the daemon has seen the
@@ -34,6 +48,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -68,6 +84,13 @@ from .uapi import (
 
 log = structlog.get_logger()
 
+#: wireguard-go releases verified to run a TUN the forwarder made in another namespace
+#: (``tun_in_netns``): they read it with the 4-byte packet information header, as the TUN
+#: they make themselves. Later releases make theirs with ``IFF_NO_PI`` and are not verified.
+TUN_IN_NETNS_VERSIONS = frozenset({"v0.0.20220316", "0.0.20220316"})
+#: Seconds between checks that the namespaces of TUNs made in them are still there.
+NETNS_POLL = 0.5
+
 EventCallback = Callable[[WgProcessEvent], None]
 
 
@@ -89,6 +112,8 @@ class _Device:
     netns: str | None  # where the TUN link is now
     peers: dict[str, WgPeer] = field(default_factory=dict)
     mtu: int = 0  # the link's MTU when it was moved (0: never moved)
+    shadow: bool = False  # TUN made in ``netns``; a same-named shadow in the underlay
+    netns_id: tuple[int, int] | None = None  # (dev, inode) of ``netns`` when its TUN was made
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     stopping: bool = False
     supervisor: asyncio.Task[None] | None = None
@@ -111,8 +136,10 @@ class UserspaceBackend:
         budget: InotifyBudget = DEFAULT_BUDGET,
         pool_size: int = 0,
         pool_namespaces: int = 0,
+        tun_in_netns: bool = False,
     ) -> None:
         self.binary = binary
+        self.tun_in_netns = tun_in_netns
         self.budget = budget
         self.socket_dir = socket_dir
         self.restart = restart or RestartPolicy()
@@ -124,6 +151,7 @@ class UserspaceBackend:
         self._subscribers: list[EventCallback] = []
         self.pool = DevicePool(pool_size, self.kernel, self._process, socket_dir,
                                namespaces=pool_namespaces)
+        self._netns_watch: asyncio.Task[None] | None = None
 
     # ---- events ---------------------------------------------------------------------------
 
@@ -162,7 +190,13 @@ class UserspaceBackend:
         try:
             ready = None if mtu is None else await self.pool.take(underlay_netns, mtu, netns)
             where = underlay_netns if ready is None or ready.netns is None else ready.netns
-            if ready is None:
+            shadow = (ready is None and self.tun_in_netns and mtu is not None
+                      and netns is not None and netns != underlay_netns)
+            if shadow:
+                assert mtu is not None and netns is not None
+                process = await self._start_in(ifname, underlay_netns, netns, mtu)
+                where = netns
+            elif ready is None:
                 process = self._process(ifname, underlay_netns)
                 await process.start()
             else:
@@ -173,10 +207,16 @@ class UserspaceBackend:
                     await self.kernel.set_link(where, process.ifname, new_name=ifname)
             except BaseException:
                 await process.stop()
+                if shadow:
+                    await self._remove_shadow(underlay_netns, ifname)
                 raise
         finally:
             self._creating.discard(ifname)
-        device = _Device(ifname, underlay_netns, key, port, process, where)
+        device = _Device(ifname, underlay_netns, key, port, process, where, shadow=shadow,
+                         netns_id=_identity(where) if shadow else None)
+        if shadow and self._netns_watch is None:
+            self._netns_watch = asyncio.create_task(self._watch_namespaces(),
+                                                    name="wg-netns-watch")
         if where != underlay_netns:  # moved by the pool at this MTU (restarts move it back)
             device.mtu = mtu or 0
         self._devices[ifname] = device
@@ -184,8 +224,65 @@ class UserspaceBackend:
             self._supervise(device), name=f"wg-supervisor-{ifname}"
         )
         log.info("wireguard_created", ifname=ifname, backend=self.kind, listen_port=port,
-                 pooled=process.ifname != ifname)
+                 pooled=process.ifname != ifname, netns=where)
         return port
+
+    async def _start_in(
+        self, ifname: str, underlay: str | None, netns: str, mtu: int
+    ) -> WgGoProcess:
+        """A daemon in ``underlay`` running a TUN made in ``netns`` at ``mtu``, beside its
+        shadow (module docstring); nothing is left on failure."""
+        await self.kernel.open_tun(underlay, ifname, packet_info=True, persist=True)
+        try:
+            process = self._process(ifname, underlay)
+            await self._start_with_tun(process, netns)
+            try:
+                await self._set_mtus(process, underlay, netns, mtu)
+            except BaseException:
+                await process.stop()
+                raise
+        except BaseException:
+            await self._remove_shadow(underlay, ifname)
+            raise
+        return process
+
+    async def _start_with_tun(self, process: WgGoProcess, netns: str) -> None:
+        """Start ``process`` on a new TUN of its name in ``netns`` (gone when it exits)."""
+        fd = await self.kernel.open_tun(netns, process.ifname, packet_info=True)
+        assert fd is not None  # not persistent: the descriptor is ours to hand over
+        try:
+            await process.start(tun_fd=fd)
+        finally:
+            os.close(fd)  # the daemon holds its own copy
+
+    async def _set_mtus(
+        self, process: WgGoProcess, underlay: str | None, netns: str, mtu: int
+    ) -> None:
+        """``mtu`` on the TUN in ``netns`` and on its shadow, once the daemon (which set the
+        shadow's MTU to its default when it started) has seen it."""
+        await self.kernel.set_link(netns, process.ifname, mtu=mtu)
+        await self.kernel.set_link(underlay, process.ifname, mtu=mtu)
+        await self._daemon_sees(process, mtu)
+
+    async def _remove_shadow(self, underlay: str | None, ifname: str) -> None:
+        with contextlib.suppress(NotFound):
+            await self.kernel.delete_link(underlay, ifname)
+
+    async def _watch_namespaces(self) -> None:
+        """Stop the daemon of a TUN whose namespace path no longer names the namespace it was
+        made in (module docstring); runs until :meth:`close`."""
+        while True:
+            await asyncio.sleep(NETNS_POLL)
+            for device in list(self._devices.values()):
+                if not device.shadow or device.stopping or device.process.pid is None:
+                    continue
+                assert device.netns is not None
+                if _identity(device.netns) == device.netns_id:
+                    continue
+                log.warning("wireguard_workload_netns_gone", ifname=device.ifname,
+                            netns=device.netns, pid=device.process.pid)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(device.process.pid, signal.SIGTERM)
 
     async def move(self, ifname: str, underlay_netns: str | None, target_netns: str) -> None:
         """Move the TUN; the recorded state, not ``underlay_netns``, says where it is now."""
@@ -195,18 +292,18 @@ class UserspaceBackend:
             if device.netns == target_netns:
                 return
             mtu = await self.kernel.link_mtu(device.netns, ifname)
-            await self._daemon_sees(device, mtu)
+            await self._daemon_sees(device.process, mtu)
             await self.kernel.move_link(device.netns, ifname, target_netns)
             device.mtu = mtu
             device.netns = target_netns
         log.info("wireguard_moved", ifname=ifname, netns=target_netns)
 
     @staticmethod
-    async def _daemon_sees(device: _Device, mtu: int) -> None:
+    async def _daemon_sees(process: WgGoProcess, mtu: int) -> None:
         """Wait (bounded) until the daemon pads to ``mtu``; a warning if it does not."""
-        if not await device.process.wait_mtu(mtu):
-            log.warning("wireguard_go_mtu_unseen", ifname=device.ifname, mtu=mtu,
-                        daemon_mtu=device.process.mtu)
+        if not await process.wait_mtu(mtu):
+            log.warning("wireguard_go_mtu_unseen", ifname=process.ifname, mtu=mtu,
+                        daemon_mtu=process.mtu)
 
     def daemon_mtu(self, ifname: str) -> int:
         """The MTU ``ifname``'s daemon last reported padding packets to."""
@@ -253,6 +350,8 @@ class UserspaceBackend:
                 await device.process.stop()
                 if device.supervisor is not None:
                     await device.supervisor
+                if device.shadow:
+                    await self._remove_shadow(device.underlay, ifname)
                 self._devices.pop(ifname, None)
             log.info("wireguard_deleted", ifname=ifname)
         if not clear_stale_socket(socket_path(ifname, self.socket_dir)):
@@ -270,6 +369,11 @@ class UserspaceBackend:
 
     async def close(self) -> None:
         """Delete every interface this backend made and stop the pooled daemons."""
+        if self._netns_watch is not None:
+            self._netns_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._netns_watch
+            self._netns_watch = None
         await self.pool.close()
         for ifname in list(self._devices):
             await self.delete(ifname)
@@ -371,7 +475,11 @@ class UserspaceBackend:
                 await asyncio.sleep(self.restart.backoff * 2 ** (attempt - 1))  # backoff
             process = self._process(device.ifname, device.underlay)
             try:
-                await process.start()
+                if device.shadow:  # its TUN went with the daemon: a new one where it was
+                    assert device.netns is not None
+                    await self._start_with_tun(process, device.netns)
+                else:
+                    await process.start()
                 device.process = process
                 await self._configure(
                     device.ifname,
@@ -379,11 +487,15 @@ class UserspaceBackend:
                     device.listen_port,
                     list(device.peers.values()),
                 )
-                if device.netns != device.underlay and device.netns is not None:
+                if device.shadow:
+                    assert device.netns is not None
+                    await self._set_mtus(process, device.underlay, device.netns, device.mtu)
+                    device.netns_id = _identity(device.netns)  # where the path leads now
+                elif device.netns != device.underlay and device.netns is not None:
                     if device.mtu:  # the new daemon's TUN has its default MTU: set it first
                         await self.kernel.set_link(device.underlay, device.ifname,
                                                    mtu=device.mtu)
-                        await self._daemon_sees(device, device.mtu)
+                        await self._daemon_sees(process, device.mtu)
                     await self.kernel.move_link(device.underlay, device.ifname, device.netns)
                 return None
             except FabricError as exc:
@@ -397,3 +509,14 @@ class UserspaceBackend:
                 with contextlib.suppress(DataplaneError):
                     await process.stop()
         return error
+
+
+def _identity(path: str | None) -> tuple[int, int] | None:
+    """(device, inode) of the namespace file at ``path`` now (None: there is none)."""
+    if path is None:
+        return None
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return (found.st_dev, found.st_ino)
