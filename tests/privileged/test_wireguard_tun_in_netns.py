@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 
 from forwarder.kernel import KernelPort, real_kernel
-from forwarder.wireguard import UserspaceBackend, WgProcessEvent, generate_keypair
+from forwarder.wireguard import UserspaceBackend, generate_keypair
 from forwarder.wireguard.detect import wireguard_go_version
 from forwarder.wireguard.uapi import SOCKET_DIR
 from forwarder.wireguard.userspace import TUN_IN_NETNS_VERSIONS
@@ -27,15 +26,18 @@ from sdk.errors import AlreadyExists
 from tests.privileged.conftest import netns_path
 
 from .test_wireguard_userspace import (
+    Events,
     Side,
     bring_up,
+    killed_and_restarted,
     make_side,
-    peer_of,
+    peer_and_bring_up,
     ping,
     process_alive,
     sh,
     underlay,
     wg_name,
+    works_from,
 )
 
 __all__ = ["underlay"]
@@ -91,36 +93,32 @@ async def made_in(be: UserspaceBackend, ns: str, overlay: str, n: int) -> Side:
                 f"10.77.0.{n}", f"fd77::{n}")
 
 
+@pytest.fixture
+async def sides(
+    backend: UserspaceBackend, underlay: tuple[str, str], netns: Callable[[str], str],
+) -> tuple[str, Side, Side]:
+    """An overlay namespace, side A's TUN made in it, and side B in its own underlay."""
+    overlay = netns("ov")
+    a = await made_in(backend, underlay[0], overlay, 1)
+    return overlay, a, await make_side(backend, underlay[1], 2)
+
+
 async def test_the_installed_wireguard_go_is_one_verified_for_it() -> None:
     assert await wireguard_go_version() in TUN_IN_NETNS_VERSIONS
 
 
 async def test_tun_made_in_the_workload_namespace_carries_traffic_and_nothing_moves(
-    backend: UserspaceBackend, kernel: Recording, underlay: tuple[str, str],
-    netns: Callable[[str], str],
+    backend: UserspaceBackend, kernel: Recording, sides: tuple[str, Side, Side],
 ) -> None:
-    overlay = netns("ov")
-    a = await made_in(backend, underlay[0], overlay, 1)
-    b = await make_side(backend, underlay[1], 2)
+    overlay, a, b = sides
     # Born in the overlay at the vWire's MTU, DOWN; the shadow of its name in the underlay,
-    # DOWN at the same MTU, which the daemon pads to; the UDP socket in the underlay only.
+    # DOWN at the same MTU, which the daemon pads to.
     shown = await sh("ip", "-o", "link", "show", a.ifname, netns=overlay)
     assert f"mtu {MTU}" in shown and "state DOWN" in shown
     shadow = await sh("ip", "-o", "link", "show", a.ifname, netns=a.ns)
     assert f"mtu {MTU}" in shadow and "UP" not in shadow.split(">")[0]
     assert backend.daemon_mtu(a.ifname) == MTU
-    assert f":{a.port} " in await sh("ss", "-Hulpn", netns=a.ns)
-    assert f":{a.port} " not in await sh("ss", "-Hulpn", netns=overlay)
-    await backend.set_peer(a.ifname, peer_of(b))
-    await backend.set_peer(b.ifname, peer_of(a))
-    await bring_up(a, overlay)
-    await bring_up(b)
-    assert await ping(overlay, b.overlay4)
-    assert await ping(overlay, b.overlay6)
-    assert await ping(b.ns, a.overlay4)
-    assert not await ping(overlay, b.underlay4, within=0.5)  # only through the tunnel
-    [stats] = await backend.stats(a.ifname)
-    assert stats.last_handshake is not None and stats.rx_bytes > 0
+    await works_from(backend, overlay, a, b)
     await backend.move(a.ifname, netns_path(a.ns), netns_path(overlay))  # already there
     assert "move_link" not in kernel.calls
     pid = backend.pid(a.ifname)
@@ -148,31 +146,12 @@ async def test_a_taken_name_in_the_workload_namespace_leaves_nothing(
 
 
 async def test_a_killed_daemon_comes_back_on_a_new_tun_in_the_workload_namespace(
-    backend: UserspaceBackend, kernel: Recording, underlay: tuple[str, str],
-    netns: Callable[[str], str],
+    backend: UserspaceBackend, kernel: Recording, sides: tuple[str, Side, Side],
 ) -> None:
-    overlay = netns("ov")
-    a = await made_in(backend, underlay[0], overlay, 1)
-    b = await make_side(backend, underlay[1], 2)
-    await backend.set_peer(a.ifname, peer_of(b))
-    await backend.set_peer(b.ifname, peer_of(a))
-    await bring_up(a, overlay)
-    await bring_up(b)
+    overlay, a, b = sides
+    await peer_and_bring_up(backend, a, b, overlay)
     assert await ping(overlay, b.overlay4)
-    events: list[WgProcessEvent] = []
-    restarted = asyncio.Event()
-
-    def on_event(event: WgProcessEvent) -> None:
-        events.append(event)
-        if event.kind == "restarted":
-            restarted.set()
-
-    backend.subscribe(on_event)
-    old_pid = backend.pid(a.ifname)
-    assert old_pid is not None
-    os.kill(old_pid, signal.SIGKILL)
-    await asyncio.wait_for(restarted.wait(), 10)
-    assert [e.kind for e in events] == ["exited", "restarted"]
+    await killed_and_restarted(backend, a.ifname)
     # A new TUN in the overlay at the vWire's MTU, DOWN (addresses are the subscriber's); the
     # shadow kept; the new daemon pads to the MTU again.
     shown = await sh("ip", "-o", "link", "show", a.ifname, netns=overlay)
@@ -214,20 +193,12 @@ async def test_a_deleted_workload_namespace_ends_the_daemon_and_is_not_kept(
     await sh("ip", "link", "add", "probe0", "type", "veth", "peer", "name", "probe1", "netns",
              netns_path(underlay[0]), netns=overlay)
     a = await made_in(backend, underlay[0], overlay, 1)
-    events: list[WgProcessEvent] = []
-    failed = asyncio.Event()
-
-    def on_event(event: WgProcessEvent) -> None:
-        events.append(event)
-        if event.kind == "restart_failed":
-            failed.set()
-
-    backend.subscribe(on_event)
+    events = Events(backend, "restart_failed")
     pid = backend.pid(a.ifname)
     assert pid is not None
     await sh("ip", "netns", "del", overlay)
-    await asyncio.wait_for(failed.wait(), 15)
-    assert [e.kind for e in events] == ["exited", "restart_failed"]
+    await events.wait(15)
+    assert events.kinds() == ["exited", "restart_failed"]
     assert not process_alive(pid)
 
     async def namespace_ended() -> bool:

@@ -95,6 +95,27 @@ def process_alive(pid: int) -> bool:
         return False
 
 
+class Events:
+    """The process events of a backend, in order, and whether one of ``kind`` came."""
+
+    def __init__(self, backend: UserspaceBackend, kind: str) -> None:
+        self.seen: list[WgProcessEvent] = []
+        self.came = asyncio.Event()
+        self.kind = kind
+        backend.subscribe(self._on_event)
+
+    def _on_event(self, event: WgProcessEvent) -> None:
+        self.seen.append(event)
+        if event.kind == self.kind:
+            self.came.set()
+
+    def kinds(self) -> list[str]:
+        return [event.kind for event in self.seen]
+
+    async def wait(self, seconds: float) -> None:
+        await asyncio.wait_for(self.came.wait(), seconds)
+
+
 @dataclass
 class Side:
     ns: str
@@ -160,6 +181,40 @@ def peer_of(side: Side, *, v6_underlay: bool = False, endpoint: bool = True) -> 
         endpoint=(host, side.port) if endpoint else None,
         allowed_ips=(f"{side.overlay4}/32", f"{side.overlay6}/128"),
     )
+
+
+async def peer_and_bring_up(be: UserspaceBackend, a: Side, b: Side, a_ns: str) -> None:
+    """Each side the other's peer, both up (``a`` in ``a_ns``)."""
+    await be.set_peer(a.ifname, peer_of(b))
+    await be.set_peer(b.ifname, peer_of(a))
+    await bring_up(a, a_ns)
+    await bring_up(b)
+
+
+async def works_from(be: UserspaceBackend, overlay: str, a: Side, b: Side) -> None:
+    """``a``'s interface is in ``overlay``, its UDP socket in its underlay only; peered with
+    ``b`` and up, echo passes both ways and nothing from the overlay reaches the underlay (so
+    traffic really goes through the tunnel), after a handshake."""
+    assert f":{a.port} " in await sh("ss", "-Hulpn", netns=a.ns)
+    assert f":{a.port} " not in await sh("ss", "-Hulpn", netns=overlay)
+    await peer_and_bring_up(be, a, b, overlay)
+    assert await ping(overlay, b.overlay4)
+    assert await ping(overlay, b.overlay6)
+    assert await ping(b.ns, a.overlay4)
+    assert not await ping(overlay, b.underlay4, within=0.5)
+    [stats] = await be.stats(a.ifname)
+    assert stats.last_handshake is not None and stats.rx_bytes > 0
+
+
+async def killed_and_restarted(be: UserspaceBackend, ifname: str) -> Events:
+    """SIGKILL the daemon of ``ifname`` and wait until it was restarted; its events."""
+    events = Events(be, "restarted")
+    pid = be.pid(ifname)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    await events.wait(10)
+    assert events.kinds() == ["exited", "restarted"]
+    return events
 
 
 async def tunnel(
@@ -280,21 +335,9 @@ async def test_sigkill_is_reported_restarted_and_reconfigured(
     await backend.move(a.ifname, netns_path(a.ns), netns_path(overlay))
     await bring_up(a, overlay)
     assert await ping(overlay, b.overlay4)
-    events: list[WgProcessEvent] = []
-    restarted = asyncio.Event()
-
-    def on_event(event: WgProcessEvent) -> None:
-        events.append(event)
-        if event.kind == "restarted":
-            restarted.set()
-
-    backend.subscribe(on_event)
     old_pid = backend.pid(a.ifname)
-    assert old_pid is not None
-    os.kill(old_pid, signal.SIGKILL)
-    await asyncio.wait_for(restarted.wait(), 10)
-    assert [e.kind for e in events] == ["exited", "restarted"]
-    assert events[0].returncode == -signal.SIGKILL
+    events = await killed_and_restarted(backend, a.ifname)
+    assert events.seen[0].returncode == -signal.SIGKILL
     new_pid = backend.pid(a.ifname)
     assert new_pid is not None and new_pid != old_pid and process_alive(new_pid)
     # Same key, same port, same peers; the new TUN is back in the overlay namespace, DOWN.
@@ -315,24 +358,16 @@ async def test_sigkill_without_restart_possible_is_reported_and_socket_removed(
     doomed = netns("doom")
     ifname = wg_name()
     sock = SOCKET_DIR / f"{ifname}.sock"
-    events: list[WgProcessEvent] = []
-    failed = asyncio.Event()
-
-    def on_event(event: WgProcessEvent) -> None:
-        events.append(event)
-        if event.kind == "restart_failed":
-            failed.set()
-
-    be.subscribe(on_event)
+    events = Events(be, "restart_failed")
     try:
         await be.create(ifname, netns_path(doomed), generate_keypair()[0], 0)
         pid = be.pid(ifname)
         assert pid is not None
         await sh("ip", "netns", "del", doomed)  # the underlay vanishes: no restart possible
         os.kill(pid, signal.SIGKILL)
-        await asyncio.wait_for(failed.wait(), 10)
-        assert [e.kind for e in events] == ["exited", "restart_failed"]
-        assert "does not exist" in events[-1].detail
+        await events.wait(10)
+        assert events.kinds() == ["exited", "restart_failed"]
+        assert "does not exist" in events.seen[-1].detail
         assert not sock.exists()  # the stale socket SIGKILL left was unlinked
     finally:
         await be.close()
@@ -349,20 +384,7 @@ async def test_namespace_trick_move_keeps_traffic_flowing(
     await backend.move(a.ifname, netns_path(a.ns), netns_path(overlay))  # idempotent
     assert a.ifname not in await sh("ip", "-o", "link", netns=a.ns)
     assert "state DOWN" in await sh("ip", "-o", "link", "show", a.ifname, netns=overlay)
-    # The UDP socket stayed in the underlay namespace; the overlay has none.
-    assert f":{a.port} " in await sh("ss", "-Hulpn", netns=a.ns)
-    assert f":{a.port} " not in await sh("ss", "-Hulpn", netns=overlay)
-    await backend.set_peer(a.ifname, peer_of(b))
-    await backend.set_peer(b.ifname, peer_of(a))
-    await bring_up(a, overlay)
-    await bring_up(b)
-    assert await ping(overlay, b.overlay4)
-    assert await ping(overlay, b.overlay6)
-    assert await ping(b.ns, a.overlay4)
-    # The overlay namespace has no route to the underlay: traffic really went through the tunnel.
-    assert not await ping(overlay, b.underlay4, within=0.5)
-    [stats] = await backend.stats(a.ifname)
-    assert stats.last_handshake is not None and stats.rx_bytes > 0
+    await works_from(backend, overlay, a, b)  # the UDP socket stayed in the underlay
     # Link down/up in the overlay: wireguard-go only sees it through its 1 s write() probe
     # (its netlink listener stayed in the underlay), and still rebinds the same underlay port.
     await sh("ip", "link", "set", a.ifname, "down", netns=overlay)
