@@ -50,7 +50,8 @@ class NamespaceRefused(PermissionDenied):
         self.problem = problem
 
 
-def _ns_id(path: str) -> NsId | None:
+def ns_id(path: str) -> NsId | None:
+    """Identity (device, inode) of the namespace file at ``path`` now; None when there is none."""
     try:
         st = os.stat(path)
     except (OSError, ValueError):
@@ -60,7 +61,7 @@ def _ns_id(path: str) -> NsId | None:
 
 def own_netns_id() -> NsId | None:
     """Identity of the forwarder's own network namespace."""
-    return _ns_id("/proc/self/ns/net")
+    return ns_id("/proc/self/ns/net")
 
 
 @functools.cache
@@ -70,7 +71,7 @@ def host_netns_ids() -> Mapping[NsId, str]:
     readable here. Read once per process (the guard asks at every kernel call; neither process
     changes its namespace)."""
     found: dict[NsId, str] = {}
-    ident = _ns_id("/proc/1/ns/net")
+    ident = ns_id("/proc/1/ns/net")
     if ident is not None:
         found[ident] = "the host's network namespace (pid 1's)"
     try:
@@ -78,7 +79,7 @@ def host_netns_ids() -> Mapping[NsId, str]:
             kthreadd = comm.read().strip() == "kthreadd"
     except OSError:
         kthreadd = False
-    ident = _ns_id("/proc/2/ns/net") if kthreadd else None
+    ident = ns_id("/proc/2/ns/net") if kthreadd else None
     if ident is not None:
         found.setdefault(ident, "the host's network namespace (the kernel's initial one)")
     return found
@@ -159,7 +160,7 @@ def find_namespaces(include: Callable[[str], bool] = lambda _p: True) -> dict[Ns
         glob.glob("/proc/[0-9]*/ns/net"), key=lambda p: int(p.split("/")[2])
     )
     for path in candidates:
-        ident = _ns_id(path)
+        ident = ns_id(path)
         if ident is not None and ident not in found and include(path):
             found[ident] = path
     return found

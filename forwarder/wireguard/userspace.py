@@ -57,6 +57,7 @@ from pathlib import Path
 import structlog
 
 from forwarder.kernel import KernelPort, real_kernel
+from forwarder.kernel.netns import NsId, ns_id
 from sdk.errors import AlreadyExists, DataplaneError, FabricError, NotFound
 
 from .inotify import DEFAULT_BUDGET, InotifyBudget
@@ -111,9 +112,9 @@ class _Device:
     process: WgGoProcess
     netns: str | None  # where the TUN link is now
     peers: dict[str, WgPeer] = field(default_factory=dict)
-    mtu: int = 0  # the link's MTU when it was moved (0: never moved)
+    mtu: int = 0  # its MTU outside the underlay, set again on restarts (0: in the underlay)
     shadow: bool = False  # TUN made in ``netns``; a same-named shadow in the underlay
-    netns_id: tuple[int, int] | None = None  # (dev, inode) of ``netns`` when its TUN was made
+    netns_id: NsId | None = None  # identity of ``netns`` when its TUN was made there
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     stopping: bool = False
     supervisor: asyncio.Task[None] | None = None
@@ -213,11 +214,11 @@ class UserspaceBackend:
         finally:
             self._creating.discard(ifname)
         device = _Device(ifname, underlay_netns, key, port, process, where, shadow=shadow,
-                         netns_id=_identity(where) if shadow else None)
+                         netns_id=ns_id(where) if shadow and where else None)
         if shadow and self._netns_watch is None:
             self._netns_watch = asyncio.create_task(self._watch_namespaces(),
                                                     name="wg-netns-watch")
-        if where != underlay_netns:  # moved by the pool at this MTU (restarts move it back)
+        if where != underlay_netns:  # pooled there or made there, at this MTU (restarts too)
             device.mtu = mtu or 0
         self._devices[ifname] = device
         device.supervisor = asyncio.create_task(
@@ -277,7 +278,7 @@ class UserspaceBackend:
                 if not device.shadow or device.stopping or device.process.pid is None:
                     continue
                 assert device.netns is not None
-                if _identity(device.netns) == device.netns_id:
+                if ns_id(device.netns) == device.netns_id:
                     continue
                 log.warning("wireguard_workload_netns_gone", ifname=device.ifname,
                             netns=device.netns, pid=device.process.pid)
@@ -490,7 +491,7 @@ class UserspaceBackend:
                 if device.shadow:
                     assert device.netns is not None
                     await self._set_mtus(process, device.underlay, device.netns, device.mtu)
-                    device.netns_id = _identity(device.netns)  # where the path leads now
+                    device.netns_id = ns_id(device.netns)  # where the path leads now
                 elif device.netns != device.underlay and device.netns is not None:
                     if device.mtu:  # the new daemon's TUN has its default MTU: set it first
                         await self.kernel.set_link(device.underlay, device.ifname,
@@ -510,13 +511,3 @@ class UserspaceBackend:
                     await process.stop()
         return error
 
-
-def _identity(path: str | None) -> tuple[int, int] | None:
-    """(device, inode) of the namespace file at ``path`` now (None: there is none)."""
-    if path is None:
-        return None
-    try:
-        found = os.stat(path)
-    except OSError:
-        return None
-    return (found.st_dev, found.st_ino)
