@@ -271,11 +271,16 @@ class UserspaceBackend:
 
     async def _watch_namespaces(self) -> None:
         """Stop the daemon of a TUN whose namespace path no longer names the namespace it was
-        made in (module docstring); runs until :meth:`close`."""
+        made in (module docstring); ends with the last such TUN (``create`` starts it again)
+        or at :meth:`close`."""
         while True:
             await asyncio.sleep(NETNS_POLL)
-            for device in list(self._devices.values()):
-                if not device.shadow or device.stopping or device.process.pid is None:
+            watched = [device for device in self._devices.values() if device.shadow]
+            if not watched:
+                self._netns_watch = None
+                return
+            for device in watched:
+                if device.stopping or device.process.pid is None:
                     continue
                 assert device.netns is not None
                 if ns_id(device.netns) == device.netns_id:

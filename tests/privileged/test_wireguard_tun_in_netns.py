@@ -127,6 +127,18 @@ async def test_tun_made_in_the_workload_namespace_carries_traffic_and_nothing_mo
     assert a.ifname not in await links(overlay)
     assert a.ifname not in await links(a.ns)
     assert not (SOCKET_DIR / f"{a.ifname}.sock").exists()
+    # With no TUN made in a namespace left, nothing keeps checking namespaces.
+    assert await watch_ends(), "the namespace check outlived the last TUN it watched"
+
+
+async def watch_ends(within: float = 2.0) -> bool:
+    """Whether the backend's namespace check task is gone within ``within`` seconds."""
+    deadline = asyncio.get_running_loop().time() + within
+    while any(task.get_name() == "wg-netns-watch" for task in asyncio.all_tasks()):
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
 
 
 async def test_a_taken_name_in_the_workload_namespace_leaves_nothing(
