@@ -18,6 +18,8 @@ from forwarder.wireguard.process import WgGoProcess
 from tests.privileged.conftest import netns_path, run
 
 Ending = Callable[[WgGoProcess, str], Awaitable[None]]
+#: Seconds from "UAPI listener started" until wireguard-go surely handles SIGTERM itself.
+SIGNAL_SETTLE = 0.2
 
 
 async def delete_device(process: WgGoProcess, ns: str) -> None:
@@ -26,6 +28,9 @@ async def delete_device(process: WgGoProcess, ns: str) -> None:
 
 async def sigterm(process: WgGoProcess, ns: str) -> None:
     assert process.pid is not None
+    # wireguard-go asks for SIGTERM (signal.Notify) only after it printed "UAPI listener
+    # started": a SIGTERM in between kills it by the signal (-15) instead of its clean exit.
+    await asyncio.sleep(SIGNAL_SETTLE)
     os.kill(process.pid, signal.SIGTERM)
 
 
