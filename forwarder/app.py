@@ -1,9 +1,13 @@
 """The forwarder process: its NetworkService chain, registration with nsmgr, start-up sweep.
 
-Chain: the server prefix (:class:`sdk.chains.server.ServerChain`), then ``SetExpiry → Xconnect →
-[SignPathSegment] → Connect(nsmgr)``; with an SVID directory requests must carry a valid signed
-path, and this hop signs its segment for its nsmgr, whose SPIFFE ID it learns from the
-registration reply (``path_ids[-1]``).
+Chain: the server prefix (:class:`sdk.chains.server.ServerChain`), then ``SetExpiry → FollowRoute
+→ Xconnect → FilterMechanisms → [SignPathSegment] → Connect``: the forwarder sends each request on
+along the route its nsmgr chose (the endpoint's socket, another node's nsmgr or a gateway;
+:mod:`sdk.networkservice.route`), offering the class of mechanism that hop takes. With an SVID
+directory requests must carry a valid signed path whose previous segment is signed by this
+forwarder's nsmgr (whose SPIFFE ID it learns from the registration reply, ``path_ids[-1]``) with
+the route bound, this hop signs its segment for the route's next hop, and other nodes are dialled
+over mTLS.
 On start the forwarder detects the WireGuard backend and the underlay (interface, address, MTU;
 with ``site``, ``nat``, ``external_address`` and ``wan_mtu`` what its tunnels advertise, see
 :mod:`forwarder.reach`), reserves its tunnel port range against port-0 binds in its namespace
@@ -47,13 +51,15 @@ from forwarder.wireguard import UserspaceBackend, WireGuardBackend, describe
 from forwarder.wireguard.inotify import raise_limit
 from forwarder.xconnect import Xconnect
 from sdk.chains.server import ServerChain, ServerOptions, add_chain_services
-from sdk.channels import ChannelPool
+from sdk.channels import ChannelPool, insecure_factory
 from sdk.errors import InvalidArgument
 from sdk.grpcutil import ListenAddress, parse_address, serve, stop
 from sdk.limits import new_server
 from sdk.networkservice.client import Connect
 from sdk.networkservice.core import NetworkServiceChain
 from sdk.networkservice.expiry import SetExpiry
+from sdk.networkservice.mechanisms import FilterMechanisms
+from sdk.networkservice.route import FollowRoute
 from sdk.networkservice.token import SignPathSegment
 from sdk.registry.client import RemoteRegistry
 from sdk.registry.core import RegistryChain
@@ -61,6 +67,7 @@ from sdk.registry.keepalive import KeepRegistered
 from sdk.registry.kinds import ENDPOINT
 from sdk.registry.pathids import last_id
 from sdk.security.source import FileSvidSource
+from sdk.security.tls import SecureChannelFactory
 
 FORWARDER_SERVICE = "forwarder"
 _log = structlog.get_logger("forwarder")
@@ -76,8 +83,12 @@ class Forwarder:
         self.name = config.name or f"forwarder-{socket.gethostname()}"
         self.kernel = kernel
         self.backend = backend
-        self.pool = ChannelPool()
         self.svids = FileSvidSource(Path(config.svid_dir)) if config.svid_dir else None
+        self.pool = ChannelPool(
+            SecureChannelFactory(self.svids) if self.svids else insecure_factory
+        )
+        if self.svids is not None:
+            self.svids.subscribe(lambda _material: self.pool.renew())
         self.address: ListenAddress = parse_address(config.listen, "listen")
         self.server_chain: ServerChain | None = None
         self.chain: NetworkServiceChain | None = None
@@ -135,16 +146,18 @@ class Forwarder:
                             prepare_ahead=self.config.prepare_ahead, shared=self.shared)
         self.xconnect = xconnect
         sign = (
-            [SignPathSegment(self.svids, self._nsmgr_id, self.config.token_lifetime)]
+            [SignPathSegment(self.svids, lifetime=self.config.token_lifetime)]
             if self.svids else []
         )
         self.server_chain = ServerChain(
             ServerOptions(self.name, "forwarder", self.svids, trace=self.config.trace),
             [
                 SetExpiry(self.config.token_lifetime),
+                FollowRoute(self._nsmgr_id),
                 xconnect,
+                FilterMechanisms(),
                 *sign,
-                Connect(self.pool, self.config.nsmgr),
+                Connect(self.pool),
             ],
         )
         self.chain = self.server_chain.chain

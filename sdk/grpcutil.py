@@ -34,6 +34,12 @@ from sdk.tracing import TRACE_HEADERS
 
 _log = structlog.get_logger("sdk.grpc")
 
+#: Call headers that carry the route a node manager hands its forwarder: URL, SPIFFE ID and
+#: mechanism class of the next hop (:mod:`sdk.networkservice.route`).
+ROUTE_HEADERS = ("vwire-route-url", "vwire-route-id", "vwire-route-class")
+#: The call headers a chain's elements read (the rest of a call's metadata is not passed in).
+CHAIN_HEADERS = frozenset((*TRACE_HEADERS, *ROUTE_HEADERS))
+
 U = TypeVar("U", bound=Callable[..., Awaitable[Any]])
 S = TypeVar("S", bound=Callable[..., AsyncIterator[Any]])
 
@@ -133,11 +139,11 @@ def parse_address(url: str, field: str = "address") -> ListenAddress:
 
 def call_context(context: grpc.aio.ServicerContext[Any, Any]) -> CallContext:
     """A chain CallContext carrying the RPC's deadline, peer (the SPIFFE ID of an mTLS caller,
-    else the transport address) and trace context headers."""
+    else the transport address) and the headers of :data:`CHAIN_HEADERS` it was sent."""
     remaining = context.time_remaining()
     headers = {
         key: value for key, value in (context.invocation_metadata() or ())
-        if key in TRACE_HEADERS and isinstance(value, str)
+        if key in CHAIN_HEADERS and isinstance(value, str)
     }
     return CallContext.with_timeout(
         remaining, peer=peer_spiffe_id(context) or context.peer() or "", headers=headers

@@ -1,27 +1,28 @@
 """The node manager's NetworkService chain.
 
-A request passes a node's manager twice: once on its way in (from a client of this node or from
-another node) and once coming back from the forwarder it was handed to. The chain is the server
-prefix (:mod:`sdk.chains.server`, with the monitor) followed by::
+A request passes a node's manager once, on its way in (from a client of this node or from another
+node); the manager chooses where it goes and hands it, with that route, to one of its forwarders,
+which dials the route itself (:mod:`sdk.networkservice.route`). The chain is the server prefix
+(:mod:`sdk.chains.server`, with the monitor) followed by::
 
     SetExpiry → Switch(
-        from this node's forwarder: CheckHandover → RouteToEndpoint → FilterMechanisms
         from a client of this node: EnterDomain → Authorize → Reselect → CheckNamedEndpoint
-            → RebuildOnHeal → CountLoad → Retry → Discover → SelectEndpoint → SelectForwarder
-            → HandOver
+            → RebuildOnHeal → CountLoad → Retry → Discover → SelectEndpoint
         from another node:          Authorize → RequireChosenEndpoint → RebuildOnHeal
-            → CountLoad → SelectForwarder → HandOver
-    ) → [SignPathSegment] → Connect
+            → CountLoad
+    ) → RouteToEndpoint → HandRoute → SelectForwarder → [SignPathSegment] → Connect
 
 Only the client's own node manager chooses the endpoint (the client is the previous segment:
 with signed paths, ``RequireRelays`` guarantees that every later segment is a relay's, so a
 workload cannot pose as another node); a client naming its own domain (``db@own``) is served as
 asking for ``db``, another domain's names are found through the gateway (the parts' registry
 chains, see ``nsmgr``); every node authorizes the client named by the first
-segment of the verified path. The parts it needs from the process — the node's forwarders and
-endpoints as they registered, the registry, the pool of channels — come in
-:class:`NodeManagerParts`; the handles the process needs back (monitor, timeout, load, handovers,
-circuit breaker) are attributes of :class:`NodeManagerChain`.
+segment of the verified path. The route is the endpoint's own socket when it registered on this
+node, else the nsmgr of its node (or the gateway, for another domain); this hop's path token binds
+it, so the forwarder goes nowhere else. The parts it needs from the process — the node's
+forwarders and endpoints as they registered, the registry, the pool of channels — come in
+:class:`NodeManagerParts`; the handles the process needs back (monitor, timeout, load, circuit
+breaker) are attributes of :class:`NodeManagerChain`.
 """
 
 from __future__ import annotations
@@ -41,19 +42,17 @@ from sdk.networkservice.discover import Discover
 from sdk.networkservice.enterdomain import EnterDomain
 from sdk.networkservice.expiry import SetExpiry
 from sdk.networkservice.forwarder import Forwarders, SelectForwarder
-from sdk.networkservice.handover import CheckHandover, HandOver, Handovers
 from sdk.networkservice.load import CountLoad
-from sdk.networkservice.mechanisms import FilterMechanisms
 from sdk.networkservice.monitor import Monitor
 from sdk.networkservice.named import CheckNamedEndpoint
 from sdk.networkservice.rebuild import RebuildOnHeal
 from sdk.networkservice.reselect import Reselect
 from sdk.networkservice.retry import Retry
+from sdk.networkservice.route import HandRoute
 from sdk.networkservice.select import SelectEndpoint
 from sdk.networkservice.switch import Case, Switch
 from sdk.networkservice.toendpoint import LocalEndpoints, RouteToEndpoint
 from sdk.networkservice.token import SignPathSegment
-from sdk.networkservice.updatepath import previous_hop
 from sdk.registry.core import RegistryChain
 from sdk.security.policy import PolicySource
 from sdk.select.breaker import CircuitBreaker
@@ -85,18 +84,8 @@ class NodeManagerChain(ServerChain):
             options = replace(options, monitor=Monitor())
         self.breaker = CircuitBreaker()
         self.load = CountLoad()
-        self.handovers = Handovers()
-        forwarders = parts.forwarders
         policy = make_policy(parts.select_policy, self.load.load, self.breaker)
         authorize = Authorize(parts.authorization)
-        handed_back = Case(
-            lambda conn: previous_hop(conn) in forwarders.names(),
-            [
-                CheckHandover(self.handovers, forwarders),
-                RouteToEndpoint(parts.local_endpoints, parts.endpoints, parts.on_remote),
-                FilterMechanisms(),
-            ],
-        )
         from_client = Case(
             _from_client,
             [
@@ -104,20 +93,19 @@ class NodeManagerChain(ServerChain):
                 CheckNamedEndpoint(parts.endpoints), RebuildOnHeal(),
                 self.load, Retry(self.breaker, parts.attempts),
                 Discover(parts.services, parts.endpoints), SelectEndpoint(policy),
-                SelectForwarder(forwarders), HandOver(self.handovers),
             ],
         )
-        from_node = [
-            authorize, RequireChosenEndpoint(), RebuildOnHeal(), self.load,
-            SelectForwarder(forwarders), HandOver(self.handovers),
-        ]
+        from_node = [authorize, RequireChosenEndpoint(), RebuildOnHeal(), self.load]
         sign = (
             [SignPathSegment(options.svids, lifetime=parts.token_lifetime)]
             if options.svids is not None else []
         )
         super().__init__(options, [
             SetExpiry(parts.token_lifetime),
-            Switch(handed_back, from_client, default=from_node),
+            Switch(from_client, default=from_node),
+            RouteToEndpoint(parts.local_endpoints, parts.endpoints, parts.on_remote),
+            HandRoute(),
+            SelectForwarder(parts.forwarders),
             *sign,
             Connect(parts.pool),
         ])

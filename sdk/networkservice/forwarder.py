@@ -3,11 +3,11 @@
 Contract: keeps the forwarder the connection was built through while it is registered, unless a
 rebuild was asked for (``ctx.values[REBUILD]``: a heal or a retry); otherwise picks one from the
 node's :class:`Forwarders` (rotating; ``NotFound`` when none is registered). It points the request
-at it (``ctx.values[CLIENT_URL]``, and ``NEXT_HOP_ID`` for the signature) and names it in
-``ctx.values[FORWARDER]`` for the handover; the choice is kept in the metadata once the request
-succeeded. With no forwarder registered it raises :class:`NoForwarder` (``NotFound``): a fault of
-this node, which ``Retry`` does not count against the endpoint. Close passes through (``Connect``
-closes where the request went). Place it behind the endpoint choice, in front of ``HandOver``.
+at it (``ctx.values[CLIENT_URL]``, and ``NEXT_HOP_ID`` for the signature); the choice is kept in
+the metadata once the request succeeded. With no forwarder registered it raises
+:class:`NoForwarder` (``NotFound``): a fault of this node, which ``Retry`` does not count against
+the endpoint. Close passes through (``Connect`` closes where the request went). Place it behind
+the endpoint choice and ``HandRoute``.
 """
 
 from __future__ import annotations
@@ -28,8 +28,7 @@ class NoForwarder(NotFound):
     """This node has no forwarder to carry the request: no endpoint is to blame."""
 
 
-#: The forwarder this request goes to (per call); metadata: the one it was built through.
-FORWARDER: Key[str] = Key("forwarder.name")
+#: Metadata: the forwarder the connection was built through.
 _KEPT: Key[str] = Key("forwarder.kept")
 
 
@@ -41,9 +40,6 @@ class Forwarders(Protocol):
 
     def spiffe_id(self, name: str) -> str:
         """The identity forwarder ``name`` registered with ('' without one)."""
-
-    def names(self) -> set[str]:
-        """Every forwarder that registered and was not removed."""
 
     def pick(self) -> tuple[str, str]:
         """A usable forwarder's (name, url), rotating; NotFound when there is none."""
@@ -68,7 +64,6 @@ class SelectForwarder(NetworkServiceElement):
                 raise NoForwarder(str(exc)) from None
         ctx.values[CLIENT_URL] = url
         ctx.values[NEXT_HOP_ID] = self.forwarders.spiffe_id(name)
-        ctx.values[FORWARDER] = name
         reply = await next.request(request)
         ctx.metadata[_KEPT] = name
         return reply

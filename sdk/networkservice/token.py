@@ -9,7 +9,9 @@ checks the chain of signatures before it.
     segment's id, to the previous segment's token and its subject (``psub``), and to what this
     hop decided: the request's network service and labels (``req``, :func:`request_binding`) and
     the mechanism preferences it sends on (``mech``, :func:`mechanisms_binding`) — so place it
-    after every element that changes them (right before ``Connect``). Sets the segment's
+    after every element that changes them (right before ``Connect``), and to the route it hands
+    its audience when an element in front chose one (``nxt``, ``ctx.values[ROUTE_CLAIM]``: a node
+    manager's forwarder, :mod:`sdk.networkservice.route`). Sets the segment's
     ``token`` and ``expires`` (= min(lifetime, SVID expiry): the time by which the connection must
     be refreshed). Without an audience it raises :class:`sdk.errors.FailedPrecondition`. Close
     passes through.
@@ -25,9 +27,10 @@ checks the chain of signatures before it.
     SPIFFE ID (Unix socket) is accepted as the last subject when ``trust_unix_peers`` (local
     workloads prove themselves with the token alone; the socket's file mode guards who may
     connect); in-process calls (empty peer) always are. On success ``ctx.values[CLIENT_ID]`` is
-    the first subject (the client the request started from) and ``ctx.values[PATH_IDS]`` all
-    subjects. A request must also carry what its tokens bind: every token's ``req`` must match
-    the request's network service and labels, and the last token's ``mech`` the mechanism
+    the first subject (the client the request started from), ``ctx.values[PATH_IDS]`` all
+    subjects and ``ctx.values[SIGNED_ROUTE]`` the last token's ``nxt`` claim. A request must
+    also carry what its tokens bind: every token's ``req`` must match the request's network
+    service and labels, and the last token's ``mech`` the mechanism
     preferences received (each hop binds what it sent; earlier hops' preferences were checked
     where they arrived) — so a token replayed with another namespace, interface, service or labels
     is refused. Tokens without these claims bind nothing but their own signer's requests.
@@ -63,12 +66,17 @@ NEXT_HOP_ID: Key[str] = Key("next_hop_spiffe_id")
 CLIENT_ID: Key[str] = Key("client_spiffe_id")
 #: Every subject of the verified path, in order (segments 0 .. this hop's previous one).
 PATH_IDS: Key[list[str]] = Key("path_spiffe_ids")
+#: The ``nxt`` claim this hop signs: the route it hands its audience (``HandRoute``).
+ROUTE_CLAIM: Key[str] = Key("route_claim")
+#: The ``nxt`` claim of the verified path's last token ('' when it has none).
+SIGNED_ROUTE: Key[str] = Key("signed_route")
 
 Clock = Callable[[], float]
 Audience = str | Callable[[], str] | None
 
 
-def _digest(fields: list[str]) -> str:
+def field_digest(fields: list[str]) -> str:
+    """A claim value binding ``fields`` in order."""
     # Length-prefixed, so no two field lists share an encoding (and faster than JSON).
     return token.token_hash("".join(f"{len(f)}:{f}" for f in fields))
 
@@ -82,7 +90,7 @@ def request_binding(conn: Connection) -> str:
     fields = [split(conn.network_service)[0], str(len(conn.labels))]
     for key, value in sorted(conn.labels.items()):
         fields += (key, value)
-    return _digest(fields)
+    return field_digest(fields)
 
 
 def mechanisms_binding(preferences: Iterable[Mechanism]) -> str:
@@ -93,7 +101,7 @@ def mechanisms_binding(preferences: Iterable[Mechanism]) -> str:
         fields += (m.cls, m.type, str(len(m.parameters)))
         for key, value in sorted(m.parameters.items()):
             fields += (key, value)
-    return _digest(fields)
+    return field_digest(fields)
 
 
 class SignPathSegment(NetworkServiceElement):
@@ -130,6 +138,7 @@ class SignPathSegment(NetworkServiceElement):
             request=request_binding(request.connection),
             mechanisms=mechanisms_binding(request.mechanism_preferences),
             previous_subject=self._previous_subject(next, path.index, previous),
+            route=next.ctx.values.get(ROUTE_CLAIM, ""),
         )
         segment.expires.FromSeconds(int(expires))
         return await next.request(request)
@@ -156,7 +165,7 @@ class VerifyPath(NetworkServiceElement):
 
     def _verify(
         self, conn: Connection, peer: str, request: NetworkServiceRequest | None
-    ) -> list[str]:
+    ) -> tuple[list[str], token.Claims]:
         closing = request is None
         segments = conn.path.path_segments
         index = conn.path.index
@@ -223,18 +232,19 @@ class VerifyPath(NetworkServiceElement):
             raise Unauthenticated(
                 f"caller {peer!r} has no SPIFFE ID: connect over mTLS"
             )
-        return subjects
+        return subjects, previous
 
     def _check(
         self, conn: Connection, next: NSCursor, request: NetworkServiceRequest | None
     ) -> None:
         try:
-            subjects = self._verify(conn, next.ctx.peer, request)
+            subjects, last = self._verify(conn, next.ctx.peer, request)
         except FabricError as exc:
             audit.record("token", str(exc), peer=next.ctx.peer)
             raise
         next.ctx.values[CLIENT_ID] = subjects[0]
         next.ctx.values[PATH_IDS] = subjects
+        next.ctx.values[SIGNED_ROUTE] = last.route
 
     async def request(self, request: NetworkServiceRequest, next: NSCursor) -> Connection:
         self._check(request.connection, next, request)

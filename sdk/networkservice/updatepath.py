@@ -63,13 +63,6 @@ def claim_segment(conn: Connection, name: str, create: bool = True) -> int | Non
     return path.index
 
 
-def previous_hop(conn: Connection) -> str:
-    """Name of the segment before this hop's, or '' at the first hop."""
-    index = conn.path.index
-    return conn.path.path_segments[index - 1].name if 0 < index <= len(conn.path.path_segments) \
-        else ""
-
-
 def _check_segments(segments: Sequence[PathSegment]) -> None:
     first: dict[str, int] = {}
     for i, segment in enumerate(segments):

@@ -9,8 +9,10 @@ Contract:
 - :func:`sign` makes a token whose expiry is ``min(now + lifetime, SVID expiry)``, with a low-S
   signature. Optional claims bind the token to what its signer decided: ``req`` (a hash of the
   request's network service and labels), ``mech`` (a hash of the mechanism preferences the signer
-  sent) and ``psub`` (the subject of the segment before, for closes: see
-  :mod:`sdk.networkservice.token`); this module carries them, the elements compute and compare.
+  sent), ``psub`` (the subject of the segment before, for closes: see
+  :mod:`sdk.networkservice.token`) and ``nxt`` (a hash of the route a node manager hands its
+  forwarder: :mod:`sdk.networkservice.route`); this module carries them, the elements compute and
+  compare.
 - :func:`verify` accepts only ``alg: ES256`` compact tokens of at most :data:`MAX_TOKEN` bytes in
   canonical base64url (no padding, no stray bits: one token text per signed content), whose header
   and claims are JSON objects of at most :data:`MAX_NESTING` brackets with times that are finite
@@ -129,6 +131,8 @@ class Claims:
     mechanisms: str = ""
     #: ``psub``: the subject of the segment before, as the signer saw it ("" for none).
     previous_subject: str = ""
+    #: ``nxt``: hash of the route the signer handed its audience to follow ("" when none).
+    route: str = ""
 
 
 def path_identities(tokens: Iterable[str]) -> set[str]:
@@ -197,10 +201,11 @@ def sign(
     request: str = "",
     mechanisms: str = "",
     previous_subject: str = "",
+    route: str = "",
 ) -> tuple[str, float]:
     """A token for ``segment_id`` from this SVID's owner to ``audience``; returns it and its
-    expiry (Unix time). ``request``, ``mechanisms`` and ``previous_subject`` become the ``req``,
-    ``mech`` and ``psub`` claims when given."""
+    expiry (Unix time). ``request``, ``mechanisms``, ``previous_subject`` and ``route`` become
+    the ``req``, ``mech``, ``psub`` and ``nxt`` claims when given."""
     issued = time.time() if now is None else now
     expires = min(issued + lifetime, svid.not_after)
     claims = {
@@ -211,7 +216,8 @@ def sign(
         "iat": int(issued),
         "exp": int(expires),
     }
-    for name, value in (("req", request), ("mech", mechanisms), ("psub", previous_subject)):
+    for name, value in (("req", request), ("mech", mechanisms), ("psub", previous_subject),
+                        ("nxt", route)):
         if value:
             claims[name] = value
     signing_input = (
@@ -281,7 +287,7 @@ def _claims(payload: dict[str, Any]) -> Claims:
         segment_id=_string(payload, "cid"), previous=_string(payload, "prev"),
         issued_at=_time(payload, "iat"), expires_at=_time(payload, "exp"),
         request=_string(payload, "req", False), mechanisms=_string(payload, "mech", False),
-        previous_subject=_string(payload, "psub", False),
+        previous_subject=_string(payload, "psub", False), route=_string(payload, "nxt", False),
     )
 
 

@@ -3,12 +3,13 @@
 :class:`Sandbox` serves, on real ``grpc.aio`` servers over unix sockets in a temporary directory:
 one domain registry (``Validate → Watch → Persist`` over a memory store, per record kind);
 per node a node manager (:class:`sdk.chains.nsmgr.NodeManagerChain`) and a forwarder stand-in
-(:class:`sdk.chains.server.ServerChain` with :class:`CrossConnect`, which negotiates mechanisms
-as a forwarder does but touches no kernel); endpoints (:class:`sdk.chains.endpoint.EndpointChain`
-with the real point-to-point IPAM and :class:`AcceptMechanism`, plus any elements of the test's
-own); and clients (:class:`sdk.chains.client.ClientChain`). Nothing runs as root, nothing touches
-the kernel, no process is started: a new chain (a gateway, an injected client) is tested by
-putting it between these parts. Everything is stopped and removed on exit.
+(:class:`sdk.chains.server.ServerChain` with ``FollowRoute``, :class:`CrossConnect`, which
+negotiates mechanisms as a forwarder does but touches no kernel, and ``FilterMechanisms``);
+endpoints (:class:`sdk.chains.endpoint.EndpointChain` with the real point-to-point IPAM and
+:class:`AcceptMechanism`, plus any elements of the test's own); and clients
+(:class:`sdk.chains.client.ClientChain`). Nothing runs as root, nothing touches the kernel, no
+process is started: a new chain (a gateway, an injected client) is tested by putting it between
+these parts. Everything is stopped and removed on exit.
 
 Each node's manager knows its forwarder and its endpoints through the sandbox (what the nsmgr
 process learns from registrations); an endpoint is registered in the domain registry with its
@@ -51,6 +52,8 @@ from sdk.networkservice.clientbegin import ChangeFn
 from sdk.networkservice.core import NetworkServiceElement, NSCursor
 from sdk.networkservice.expiry import SetExpiry
 from sdk.networkservice.ipam import Ipam
+from sdk.networkservice.mechanisms import FilterMechanisms
+from sdk.networkservice.route import FollowRoute
 from sdk.registry.client import RemoteRegistry
 from sdk.registry.core import RegistryChain
 from sdk.registry.kinds import ENDPOINT, SERVICE
@@ -69,9 +72,10 @@ TUNNEL = Mechanism(cls=REMOTE, type="WIREGUARD")
 
 class CrossConnect(NetworkServiceElement):
     """A forwarder's mechanism negotiation without a data plane: a request with a LOCAL
-    preference (from a client) goes on offering LOCAL and REMOTE (the node manager keeps the
-    one that fits where the endpoint is); one with only REMOTE preferences (from another node)
-    goes on offering LOCAL to the endpoint. The reply carries the mechanism the caller offered."""
+    preference (from a client) goes on offering LOCAL and REMOTE (``FilterMechanisms`` behind
+    it keeps the one that fits where the route goes); one with only REMOTE preferences (from
+    another node) goes on offering LOCAL to the endpoint. The reply carries the mechanism the
+    caller offered."""
 
     async def request(self, request: NetworkServiceRequest, next: NSCursor) -> Connection:
         offered = list(request.mechanism_preferences)
@@ -132,9 +136,6 @@ class _Forwarders:
 
     def spiffe_id(self, name: str) -> str:
         return ""
-
-    def names(self) -> set[str]:
-        return {self.node.forwarder}
 
     def pick(self) -> tuple[str, str]:
         return self.node.forwarder, self.node.forwarder_url
@@ -222,7 +223,8 @@ class Sandbox:
         await add_chain_services(server, manager.chain, manager.monitor)
         await self._serve(server, node.nsmgr_url)
         forwarder = ServerChain(ServerOptions(f"forwarder-{name}", "forwarder"), [
-            SetExpiry(self.lifetime), CrossConnect(), Connect(self.pool, node.nsmgr_url),
+            SetExpiry(self.lifetime), FollowRoute(lambda: ""), CrossConnect(),
+            FilterMechanisms(), Connect(self.pool),
         ])
         server = grpc.aio.server()
         await add_chain_services(server, forwarder.chain)

@@ -64,7 +64,7 @@ async def test_every_hop_signs_its_segment_for_the_next(make_fabric: MakeFabric)
     names = [s["name"] for s in conn["path"]["path_segments"]]
     claims = _claims(conn, fabric)
     assert len(claims) == len(names) - 1, "every hop but the endpoint signs"
-    kinds = ["nsc", "nsmgr", "forwarder", "nsmgr", "nsmgr", "forwarder", "nsmgr", "nse"]
+    kinds = ["nsc", "nsmgr", "forwarder", "nsmgr", "forwarder", "nse"]
     expected = [Fabric.spiffe_id(kind, name) for kind, name in zip(kinds, names, strict=True)]
     assert [c.subject for c in claims] == expected[:-1]
     assert [c.audience for c in claims] == expected[1:], "each token is for the next hop"

@@ -1,6 +1,6 @@
 """One request is one trace across processes (issue 16): a live fabric's processes export their
 spans over OTLP (the standard OTEL_* variables) to a collector the test runs, and the client's
-request shows up as one trace whose spans — from nsc, both nsmgrs (twice each), both
+request shows up as one trace whose spans — from nsc, both nsmgrs, both
 forwarders and the endpoint, each reported by its own process — chain parent to child."""
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from tests.e2e.conftest import MakeFabric
 
 CHAIN = ["client.Request", "nsmgr.Request", "forwarder.Request", "nsmgr.Request",
-         "nsmgr.Request", "forwarder.Request", "nsmgr.Request", "endpoint.Request"]
-SERVICES = ["nsc", "nsmgr", "forwarder", "nsmgr", "nsmgr", "forwarder", "nsmgr", "nse"]
+         "forwarder.Request", "endpoint.Request"]
+SERVICES = ["nsc", "nsmgr", "forwarder", "nsmgr", "forwarder", "nse"]
 
 
 class Collector(trace_service_pb2_grpc.TraceServiceServicer):

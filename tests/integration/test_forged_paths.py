@@ -1,8 +1,10 @@
 """Forged requests get no further than the nsmgr (fake kernels, real servers).
 
 A workload must not skip the nsmgr's endpoint choice and the authorization in front of it by
-naming a forwarder as the hop before the nsmgr (with or without path tokens), nor reach an
-endpoint of another service by naming it; and an endpoint serves only what it registered.
+naming a forwarder as the hop before the nsmgr (with or without path tokens), nor by calling the
+forwarder itself (without a route, with a route it signed, or with a real path of its own sent
+somewhere else), nor reach an endpoint of another service by naming it; and an endpoint serves
+only what it registered.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import pytest
 from api.proto import networkservice_pb2_grpc
 from api.proto.connection_pb2 import Connection, Mechanism, PathSegment
 from api.proto.networkservice_pb2 import NetworkServiceRequest
+from sdk.networkservice.route import Route
 from sdk.security import token
 from sdk.security.source import FileSvidSource
 from tests.integration.fabric import Fabric, FakeNode, Identities, temporary_fabric
@@ -37,17 +40,24 @@ def request_for(node: FakeNode, client: str, service: str, endpoint: str = "",
     return request
 
 
-async def call(url: str, request: NetworkServiceRequest) -> Connection:
+async def call(url: str, request: NetworkServiceRequest,
+               route: Route | None = None) -> Connection:
+    metadata = list(route.headers().items()) if route is not None else []
     async with grpc.aio.insecure_channel(url.replace("unix:///", "unix:/")) as ch:
         reply: Connection = await networkservice_pb2_grpc.NetworkServiceStub(ch).Request(
-            request, timeout=5)
+            request, timeout=5, metadata=metadata)
         return reply
 
 
-async def refused(url: str, request: NetworkServiceRequest) -> grpc.aio.AioRpcError:
+async def refused(url: str, request: NetworkServiceRequest,
+                  route: Route | None = None) -> grpc.aio.AioRpcError:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call(url, request)
+        await call(url, request, route)
     return caught.value
+
+
+def forwarder_url(node: FakeNode) -> str:
+    return f"unix://{node.dir}/forwarder.sock"
 
 
 async def programmed(fabric: Fabric, node: FakeNode) -> list[str]:
@@ -71,12 +81,18 @@ async def test_a_forged_forwarder_hop_does_not_skip_authorization(
         honest.connection.labels["team"] = "web"
         assert (await refused(node.nsmgr_url, honest)).code() == grpc.StatusCode.PERMISSION_DENIED
 
+        # Posing as relayed from a forwarder: served as from another node, still authorized.
         forged = request_for(node, "web", "db", "nse-a",
                              path=[("web", "w-1"), ("forwarder-n1", "f-1")])
         forged.connection.labels["team"] = "web"
         error = await refused(node.nsmgr_url, forged)
         assert error.code() == grpc.StatusCode.PERMISSION_DENIED
-        assert "no connection this nsmgr handed to it" in (error.details() or "")
+        assert "no rule allows" in (error.details() or "")
+        # Straight to the forwarder: it takes requests with its nsmgr's route only.
+        direct = request_for(node, "web", "db", "nse-a", path=[("web", "w-2")])
+        error = await refused(forwarder_url(node), direct)
+        assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "carries no route" in (error.details() or "")
         assert await programmed(fabric, node) == []
 
 
@@ -116,6 +132,43 @@ async def test_a_forwarder_hop_signed_by_a_workload_is_refused(signed_fabric: Fa
         error = await refused(node.nsmgr_url, forged)
         assert error.code() == grpc.StatusCode.PERMISSION_DENIED, error
         assert why in (error.details() or "")
+    assert await programmed(fabric, node) == before
+
+
+async def test_a_forwarder_goes_only_where_its_nsmgr_signed(signed_fabric: Fabric) -> None:
+    fabric = signed_fabric
+    await fabric.start(1)
+    node = fabric.nodes[0]
+    await fabric.endpoint(node, "nse-a")
+    await fabric.endpoint(node, "nse-s", service="secret")
+    client = fabric.client(node, "c1")
+    conn = await client.connect()
+    before = await programmed(fabric, node)
+    assert fabric.identities is not None
+    svid = FileSvidSource(
+        fabric.identities.root / "identities" / "nsc" / "c1").current().svid
+    me = Identities.spiffe_id("nsc", "c1")
+    forwarder = Identities.spiffe_id("forwarder", "forwarder-n1")
+    secret = Route(f"unix://{node.dir}/nse-s.sock", Identities.spiffe_id("nse", "nse-s"),
+                   "LOCAL")
+
+    # The workload signs for the forwarder itself, route bound and all: not its nsmgr.
+    own = request_for(node, "c1", "db", "nse-s", path=[("c1", "c-own")])
+    own.connection.path.path_segments[0].token, _ = token.sign(
+        svid, forwarder, "c-own", route=secret.binding())
+    error = await refused(forwarder_url(node), own, secret)
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED, error
+    assert f"comes from {me}, not from this forwarder's nsmgr" in (error.details() or "")
+
+    # Its real path, signed by the nsmgr for nse-a, sent with a route to another endpoint.
+    replayed = request_for(node, "c1", "db", "nse-a")
+    replayed.connection.CopyFrom(conn)
+    del replayed.connection.path.path_segments[2:]
+    replayed.connection.path.index = 1
+    replayed.connection.id = conn.path.path_segments[1].id
+    error = await refused(forwarder_url(node), replayed, secret)
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED, error
+    assert "not the one the nsmgr signed" in (error.details() or "")
     assert await programmed(fabric, node) == before
 
 

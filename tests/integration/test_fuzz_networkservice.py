@@ -8,11 +8,9 @@ at three servers:
 * ``nsmgr`` — node n1's nsmgr on its unix socket, as a client calls it (endpoints: ``nse-local``
   on n1 for ``local-db``, ``nse-remote`` on n2 for ``db``);
 * ``forwarder`` — n1's forwarder directly, as its nsmgr calls it (client side: KERNEL into the
-  client's namespace, endpoint chosen; endpoint side: a WIREGUARD offer from another node). For
-  the forwarder's request back to the nsmgr to be accepted, the harness plays the nsmgr's part
-  too: for the duration of the call, the nsmgr holds a handover
-  (:mod:`sdk.networkservice.handover`) of the request's current segment to ``forwarder-n1`` for the
-  request's endpoint and service;
+  client's namespace, endpoint chosen; endpoint side: a WIREGUARD offer from another node). The
+  harness plays the nsmgr's part: each call carries the route n1's nsmgr would hand on for the
+  request's endpoint (:mod:`sdk.networkservice.route`; none for an endpoint it does not know);
 * ``nse`` — the reference endpoint ``nse-local`` directly.
 
 Requests start from a valid one and get hostile changes: huge strings and maps, odd CIDRs and IPs
@@ -72,8 +70,8 @@ from api.proto.networkservice_pb2 import NetworkServiceRequest
 from forwarder.wireguard import generate_keypair
 from forwarder.xconnect import Xconnect
 from sdk.networkservice.begin import Begin
-from sdk.networkservice.handover import Handover
 from sdk.networkservice.metadata import Metadata
+from sdk.networkservice.route import Route as NextHop
 from sdk.networkservice.timeout import Timeout
 from tests.integration.background import BackgroundLoop
 from tests.integration.fabric import Fabric
@@ -193,7 +191,6 @@ class ServedFabric:
                 dict(node.nsmgr.node_manager.load.counts),
                 # a hostile request is the caller's fault: it must not get an endpoint ejected
                 {name: node.nsmgr.breaker.state(name).value for name in SERVICES},
-                len(node.nsmgr.node_manager.handovers),
             )
             xconnect = next(e for e in node.forwarder.chain.elements if isinstance(e, Xconnect))
             state[f"{node.name} forwarder"] = chain_state(
@@ -223,33 +220,35 @@ class ServedFabric:
         started = time.monotonic()
         return self.finish_call(self.start_call(target, method, message), started)
 
-    async def _hand(self, request: NetworkServiceRequest) -> Callable[[], None]:
-        """The handover n1's nsmgr would hold while it sends ``request`` to its forwarder."""
-        nsmgr = self.fabric.nodes[0].nsmgr
-        assert nsmgr is not None
-        path, conn = request.connection.path, request.connection
-        own = path.path_segments[path.index].id if path.index < len(path.path_segments) else ""
-        return nsmgr.node_manager.handovers.hand(own, Handover(
-            "forwarder-n1", conn.network_service_endpoint_name, conn.network_service))
+    def route(self, message: Any) -> list[tuple[str, str]]:
+        """The route headers n1's nsmgr would send its forwarder with ``message`` (none for an
+        endpoint it does not know)."""
+        conn = message.connection if isinstance(message, NetworkServiceRequest) else message
+        if not isinstance(conn, Connection):
+            return []
+        n1, n2 = self.fabric.nodes
+        assert n1.nsmgr is not None and n2.nsmgr is not None
+        name = conn.network_service_endpoint_name
+        local = n1.nsmgr.local_endpoints.url(name)
+        if local:
+            return list(NextHop(local, "", "LOCAL").headers().items())
+        if name == "nse-remote":
+            return list(NextHop(str(n2.nsmgr.advertise), "", "REMOTE").headers().items())
+        return []
 
-    def start_call(self, target: str, method: str, message: Any) -> tuple[Any, Callable[[], None]]:
-        undo: Callable[[], None] = lambda: None  # noqa: E731
-        if target == "forwarder" and method == "Request" and isinstance(
-                message, NetworkServiceRequest):
-            undo = self.run(self._hand(message))
-        return getattr(self.stubs[target], method).future(message, timeout=WAIT), undo
+    def start_call(self, target: str, method: str, message: Any) -> Any:
+        metadata = self.route(message) if target == "forwarder" else []
+        return getattr(self.stubs[target], method).future(
+            message, timeout=WAIT, metadata=metadata)
 
-    def finish_call(self, call: tuple[Any, Callable[[], None]], started: float) -> Outcome:
+    def finish_call(self, future: Any, started: float) -> Outcome:
         """How a call ended (not checked yet: the caller cleans up first, then checks)."""
-        future, undo = call
         try:
             reply = future.result()
         except grpc.RpcError as exc:
             code: grpc.StatusCode = exc.code()  # type: ignore[attr-defined]
             details: str = exc.details() or ""  # type: ignore[attr-defined]
             return Outcome(code, details, None, time.monotonic() - started)
-        finally:
-            self.background.call_soon(undo)
         return Outcome(grpc.StatusCode.OK, "", reply, time.monotonic() - started)
 
     def close_accepted(self, target: str, outcomes: list[Outcome]) -> list[Outcome]:

@@ -16,14 +16,14 @@ from api.proto.registry_pb2 import NetworkService, NetworkServiceEndpoint
 from sdk.chain import CallContext
 from sdk.channels import ChannelPool
 from sdk.networkservice.chosen import RequireChosenEndpoint
+from sdk.networkservice.client import CLIENT_URL
 from sdk.networkservice.clientbegin import ClientBegin
 from sdk.networkservice.core import NetworkServiceElement
 from sdk.networkservice.discover import CANDIDATES, Discover
 from sdk.networkservice.enterdomain import EnterDomain
 from sdk.networkservice.excludedprefixes import ExcludePrefixes
 from sdk.networkservice.forgetdead import ForgetUnreachable
-from sdk.networkservice.forwarder import FORWARDER, SelectForwarder
-from sdk.networkservice.handover import HandOver, Handovers
+from sdk.networkservice.forwarder import SelectForwarder
 from sdk.networkservice.heal import Heal
 from sdk.networkservice.load import CountLoad
 from sdk.networkservice.markdomain import MarkDomain
@@ -38,6 +38,7 @@ from sdk.networkservice.refresh import Refresh
 from sdk.networkservice.relays import RequireRelays
 from sdk.networkservice.reselect import Reselect
 from sdk.networkservice.retry import Retry
+from sdk.networkservice.route import FollowRoute, HandRoute, Route
 from sdk.networkservice.select import SelectEndpoint
 from sdk.networkservice.switch import Case, Switch
 from sdk.networkservice.toendpoint import MECHANISM_CLASS, RouteToEndpoint
@@ -71,9 +72,6 @@ class Forwarders:
 
     def spiffe_id(self, name: str) -> str:
         return ""
-
-    def names(self) -> set[str]:
-        return {"fwd"}
 
     def pick(self) -> tuple[str, str]:
         return "fwd", "unix:///nowhere/fwd.sock"
@@ -136,8 +134,11 @@ ELEMENTS: dict[str, tuple[Callable[[], NetworkServiceElement], dict[str, object]
     "count-load": (CountLoad, {"front": lambda: [Metadata()], "prepare": named}),
     "retry": (lambda: Retry(CircuitBreaker(), attempts=1), {"prepare": named}),
     "select-forwarder": (lambda: SelectForwarder(Forwarders()), {"front": lambda: [Metadata()]}),
-    "hand-over": (lambda: HandOver(Handovers()),
-                  {"front": handing(lambda r, ctx: ctx.values.__setitem__(FORWARDER, "fwd"))}),
+    "hand-route": (HandRoute, {"front": handing(
+        lambda r, ctx: ctx.values.__setitem__(CLIENT_URL, "unix:///nowhere/nse-1.sock"))}),
+    "follow-route": (lambda: FollowRoute(lambda: ""), {"front": handing(
+        lambda r, ctx: ctx.headers.update(Route("unix:///nowhere/nse-1.sock", "", REMOTE)
+                                          .headers()))}),
     "filter-mechanisms": (FilterMechanisms, {"front": handing(remote)}),
     "require-relays": (RequireRelays, {}),
     "enter-domain": (lambda: EnterDomain("b"), {"prepare": in_domain_b}),
