@@ -209,7 +209,8 @@ def _connection(views: list[dict[str, Any]], nodes_by_nsmgr: Mapping[str, str],
     names = [str(s.get("name", "")) for s in _segments(conn)]
     ip = conn.get("context", {}).get("ip_context", {})
     client_nsmgr = names[1] if len(names) > 2 else ""
-    endpoint_nsmgr = names[-2] if len(names) > 2 else ""
+    # The endpoint's node: the last nsmgr on the path (its forwarder dials the endpoint).
+    endpoint_nsmgr = next((n for n in reversed(names[1:-1]) if n in nodes_by_nsmgr), "")
     state = DOWN if any(v.get("state", UP) == DOWN for v in views) else UP
     return {
         "id": connections.connection_id(conn),

@@ -19,12 +19,11 @@ from nsmctl.graph import NodeSource, NodeView, Snapshot
 
 CONN = "0fe67980-d4d7-4a9f-8e63-a1b2b4ce7bfd"
 FWD1, FWD2 = "22222979-fwd1", "1145243e-fwd2"
-NAMES = ["nsc-n1", "nsmgr-n1", "forwarder-n1", "nsmgr-n1", "nsmgr-n2", "forwarder-n2",
-         "nsmgr-n2", 'nse "db" <n2>']
+NAMES = ["nsc-n1", "nsmgr-n1", "forwarder-n1", "nsmgr-n2", "forwarder-n2", 'nse "db" <n2>']
 
 
 def _conn(index: int, state: str | None = None) -> dict[str, Any]:
-    ids = [CONN, "m1", FWD1, "m1b", "m2", FWD2, "m2b", "nse"]
+    ids = [CONN, "m1", FWD1, "m2", FWD2, "nse"]
     conn: dict[str, Any] = {
         "id": ids[index], "network_service": "secure-db",
         "network_service_endpoint_name": NAMES[-1],
@@ -40,11 +39,11 @@ def _conn(index: int, state: str | None = None) -> dict[str, Any]:
 
 def snapshot(state_at_n1: str | None = None) -> Snapshot:
     n1 = NodeView(NodeSource("unix:///lab/n1/nsmgr.sock", "n1"), up=True,
-                  connections=[_conn(1, state_at_n1), _conn(3)],
+                  connections=[_conn(1, state_at_n1)],
                   forwarders=[{"name": "forwarder-n1", "url": "unix:///lab/n1/fwd.sock",
                                "wireguard": "wireguard-go", "underlay-ip": "10.250.0.1"}])
     n2 = NodeView(NodeSource("unix:///lab/n2/nsmgr.sock", "n2"), up=True,
-                  connections=[_conn(4), _conn(6)],
+                  connections=[_conn(3)],
                   forwarders=[{"name": "forwarder-n2", "url": "unix:///lab/n2/fwd.sock",
                                "wireguard": "wireguard-go", "underlay-ip": "10.250.0.2"}])
     endpoint = {"name": NAMES[-1], "network_service_names": ["secure-db"],
@@ -91,6 +90,17 @@ def test_a_hop_reporting_down_makes_the_vwire_down_and_a_missing_endpoint_shows(
                                          "up": False, "error": "does not answer"}
     assert [(e["name"], e["registered"]) for e in topo["endpoints"]] == [(NAMES[-1], False)]
     assert topo["domain"]["name"] == graph.DEFAULT_DOMAIN
+
+
+def test_a_local_vwire_ends_on_the_clients_node() -> None:
+    local = {"id": "c-local", "network_service": "cache", "network_service_endpoint_name": "nse-c",
+             "path": {"index": 1, "path_segments": [
+                 {"id": "c-local", "name": "nsc-n1"}, {"id": "m", "name": "nsmgr-n1"},
+                 {"id": "f", "name": "forwarder-n1"}, {"id": "e", "name": "nse-c"}]}}
+    snap = snapshot()
+    snap.nodes[0].connections.append(local)
+    conn = next(c for c in graph.build(snap)["connections"] if c["id"] == "c-local")
+    assert (conn["client_node"], conn["endpoint"], conn["endpoint_node"]) == ("n1", "nse-c", "n1")
 
 
 def _text(renderable: Any) -> str:
