@@ -1,6 +1,6 @@
-"""Element ``RouteToEndpoint``: where a node manager sends a connection its forwarder handed
-back: the endpoint itself when it registered on this node, else the node manager of the node it
-registered from.
+"""Element ``RouteToEndpoint``: where the chosen endpoint is reached: the endpoint itself when it
+registered on this node, else the node manager of the node it registered from (or, for another
+domain, the gateway the registry names).
 
 Contract: reads the endpoint the connection names; when it registered here
 (:class:`LocalEndpoints`) the target is its own URL, otherwise the URL the domain registry has for
@@ -10,7 +10,8 @@ the proxying nsmgr's — the registration's last ``path_ids`` entry — when rem
 ``ctx.values[MECHANISM_CLASS]`` (``LOCAL`` or ``REMOTE``) for ``FilterMechanisms``. After a
 successful request to another node, ``on_remote(url)`` is told (to follow that node's losses).
 Keeps nothing; close passes through (``Connect`` closes where the request went). Place it behind
-``CheckHandover``.
+the endpoint choice: a node manager hands the route to its forwarder (``HandRoute`` behind it), a
+gateway dials it itself.
 """
 
 from __future__ import annotations
