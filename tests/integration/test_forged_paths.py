@@ -20,6 +20,7 @@ from api.proto.networkservice_pb2 import NetworkServiceRequest
 from sdk.networkservice.route import Route
 from sdk.security import token
 from sdk.security.source import FileSvidSource
+from sdk.security.svid import Svid
 from tests.integration.fabric import Fabric, FakeNode, Identities, temporary_fabric
 
 
@@ -102,18 +103,24 @@ async def signed_fabric() -> AsyncIterator[Fabric]:
         yield fabric
 
 
-async def test_a_forwarder_hop_signed_by_a_workload_is_refused(signed_fabric: Fabric) -> None:
-    fabric = signed_fabric
+async def connected(fabric: Fabric) -> tuple[FakeNode, Connection, Svid]:
+    """One node with endpoints nse-a (db) and nse-s (secret), client c1 connected to db: its
+    node, its connection and its SVID (what a workload has to forge with)."""
     await fabric.start(1)
     node = fabric.nodes[0]
     await fabric.endpoint(node, "nse-a")
     await fabric.endpoint(node, "nse-s", service="secret")
-    client = fabric.client(node, "c1")
-    conn = await client.connect()
-    before = await programmed(fabric, node)
+    conn = await fabric.client(node, "c1").connect()
     assert fabric.identities is not None
     svid = FileSvidSource(
         fabric.identities.root / "identities" / "nsc" / "c1").current().svid
+    return node, conn, svid
+
+
+async def test_a_forwarder_hop_signed_by_a_workload_is_refused(signed_fabric: Fabric) -> None:
+    fabric = signed_fabric
+    node, conn, svid = await connected(fabric)
+    before = await programmed(fabric, node)
     me, nsmgr = Identities.spiffe_id("nsc", "c1"), Identities.spiffe_id("nsmgr", "nsmgr-n1")
     handed = conn.path.path_segments[1].id  # the client's own connection, handed to the forwarder
 
@@ -137,16 +144,8 @@ async def test_a_forwarder_hop_signed_by_a_workload_is_refused(signed_fabric: Fa
 
 async def test_a_forwarder_goes_only_where_its_nsmgr_signed(signed_fabric: Fabric) -> None:
     fabric = signed_fabric
-    await fabric.start(1)
-    node = fabric.nodes[0]
-    await fabric.endpoint(node, "nse-a")
-    await fabric.endpoint(node, "nse-s", service="secret")
-    client = fabric.client(node, "c1")
-    conn = await client.connect()
+    node, conn, svid = await connected(fabric)
     before = await programmed(fabric, node)
-    assert fabric.identities is not None
-    svid = FileSvidSource(
-        fabric.identities.root / "identities" / "nsc" / "c1").current().svid
     me = Identities.spiffe_id("nsc", "c1")
     forwarder = Identities.spiffe_id("forwarder", "forwarder-n1")
     secret = Route(f"unix://{node.dir}/nse-s.sock", Identities.spiffe_id("nse", "nse-s"),
