@@ -55,6 +55,10 @@ class LocalForwarders(RegistryElement[NetworkServiceEndpoint]):
         record = self._records.get(name)
         return registrant_id(record) if record is not None else ""
 
+    def names(self) -> set[str]:
+        """Names of every forwarder that ever registered and was not removed."""
+        return set(self._urls)
+
     def pick(self, exclude: set[str] | frozenset[str] = frozenset()) -> tuple[str, str]:
         """A usable forwarder (name, url), rotating; NotFound when there is none."""
         live = [name for name in self._live() if name not in exclude]
