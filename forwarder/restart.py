@@ -11,9 +11,9 @@ Contract:
   interface name (the name the backend's events carry, see :func:`wireguard_name`). Xconnect adds
   a vWire once it is programmed and forgets it before closing or replacing it.
 * :class:`RestartRecovery` subscribes to the backend's events (:meth:`RestartRecovery.attach`).
-  ``restarted`` → :func:`restore` the registered vWire in a task: rename the link back to the
-  workload's interface name, then marker, MTU, addresses, link up and routes exactly as
-  :func:`forwarder.vwire.program_remote` planned them. ``restart_failed`` → the vWire is lost:
+  ``restarted`` → :func:`restore` the registered vWire in a task: the link takes the
+  workload's interface name back, its marker and MTU and comes up (one call), then addresses
+  and routes exactly as :func:`forwarder.vwire.program_remote` planned them. ``restart_failed`` → the vWire is lost:
   an error is logged, the vWire leaves the registry and its ``on_lost`` callback runs (Xconnect
   then rebuilds the vWire on the connection's next request). Events for unknown interfaces are
   ignored.
@@ -101,14 +101,13 @@ async def restore(kernel: KernelPort, wg_name: str, entry: LiveVWire) -> None:
     end = vwire.ends[0]
     if end.netns is None:  # program_remote always resolves the workload's namespace to a path
         raise DataplaneError(f"vwire {vwire.connection_id} has no workload namespace")
-    if end.ifname != wg_name:
-        await kernel.set_link(end.netns, wg_name, new_name=end.ifname)
     peers = [
         vwire_validate.interface_cidr(a, f"peer.addresses[{i}]")
         for i, a in enumerate(spec.peer.addresses)
     ]
     plan = plan_end(ROLE, spec.workload, end.netns, end.ifname, peers, point_to_point=True)
-    await apply_end(kernel, plan, mtu=vwire.mtu, alias=marker(vwire.connection_id, wg_name))
+    await apply_end(kernel, plan, mtu=vwire.mtu, alias=marker(vwire.connection_id, wg_name),
+                    rename_from=wg_name)
 
 
 class Subscribable(Protocol):

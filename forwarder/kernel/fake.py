@@ -268,14 +268,18 @@ class FakeKernel:
             self._get(*link.peer).peer = (target_netns, name)
 
     async def open_tun(self, netns: Netns, name: str, *, packet_info: bool,
-                       persist: bool = False) -> int | None:
-        """A TUN link (kind ``tun``, MTU 1500) and, unless ``persist``, a real descriptor
-        (of ``/dev/null``) for the caller to close."""
+                       persist: bool = False, mtu: int | None = None,
+                       alias: str | None = None) -> int | None:
+        """A TUN link (kind ``tun``, MTU ``mtu`` or 1500, ``alias``) and, unless ``persist``, a
+        real descriptor (of ``/dev/null``) for the caller to close."""
         self._call("open_tun", netns, name, packet_info, persist)
         self._check_name(name)
         if name in self._space(netns).links:
             raise AlreadyExists(f"create TUN device {name}: an interface of that name exists")
-        self.add_link(netns, name, "tun")
+        if mtu is not None and not 68 <= mtu <= 65535:
+            raise InvalidArgument(f"set mtu of {name}", "the kernel rejected the value")
+        self.add_link(netns, name, "tun", mtu=mtu or 1500)
+        self._space(netns).links[name].alias = alias
         return None if persist else os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
 
     async def delete_link(self, netns: Netns, name: str) -> None:

@@ -183,6 +183,11 @@ class _Rtnl:
             return await op(index)
 
 
+async def _settle_tun(rtnl: _Rtnl, mtu: int | None, alias: str | None, index: int) -> None:
+    """MTU and alias of a TUN device just made (one change)."""
+    rtnl.changer.send(changes.set_link(index, mtu=mtu, alias=alias))
+
+
 class NetlinkKernel:
     """:class:`forwarder.kernel.port.KernelPort` over the running kernel (needs CAP_NET_ADMIN).
 
@@ -326,8 +331,11 @@ class NetlinkKernel:
             os.close(fd)
 
     async def open_tun(self, netns: Netns, name: str, *, packet_info: bool,
-                       persist: bool = False) -> int | None:
+                       persist: bool = False, mtu: int | None = None,
+                       alias: str | None = None) -> int | None:
         flags = _IFF_TUN | _IFF_TUN_EXCL | (0 if packet_info else _IFF_NO_PI)
+        settings = sorted(key for key, value in (("alias", alias), ("mtu", mtu))
+                          if value is not None)
 
         async def job(rtnl: _Rtnl) -> int | None:
             what = f"create TUN device {name} in {rtnl.where}"
@@ -348,6 +356,17 @@ class NetlinkKernel:
                                         "another name or remove the existing one") from None
                 raise DataplaneError(f"{what}: {err.strerror} (errno {err.errno})") from None
             rtnl.indexes.pop(name, None)
+            if settings:
+                try:
+                    await rtnl.on_link(name, f"set {settings} of the new TUN device {name} in "
+                                       f"{rtnl.where}", partial(_settle_tun, rtnl, mtu, alias))
+                except BaseException:
+                    if persist:  # the descriptor alone does not end a persistent device
+                        with contextlib.suppress(OSError):
+                            fcntl.ioctl(fd, _TUNSETPERSIST, 0)
+                    os.close(fd)
+                    rtnl.indexes.pop(name, None)
+                    raise
             if persist:
                 os.close(fd)
                 return None

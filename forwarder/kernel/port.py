@@ -160,11 +160,14 @@ class KernelPort(Protocol):
         ...
 
     async def open_tun(self, netns: Netns, name: str, *, packet_info: bool,
-                       persist: bool = False) -> int | None:
+                       persist: bool = False, mtu: int | None = None,
+                       alias: str | None = None) -> int | None:
         """Create TUN device ``name`` in ``netns``, DOWN (``packet_info``: packets carry the
-        4-byte header, else ``IFF_NO_PI``). Returns its file descriptor, which the caller owns
-        and closes (the device ends with the last descriptor), or, with ``persist``, None: the
-        device then stays until :meth:`delete_link`. ``AlreadyExists`` when the name is taken."""
+        4-byte header, else ``IFF_NO_PI``), with ``mtu`` and ``alias`` when given (set in the
+        same call; if that fails, no device is left). Returns its file descriptor, which the
+        caller owns and closes (the device ends with the last descriptor), or, with
+        ``persist``, None: the device then stays until :meth:`delete_link`. ``AlreadyExists``
+        when the name is taken."""
         ...
 
     async def delete_link(self, netns: Netns, name: str) -> None:

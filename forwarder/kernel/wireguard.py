@@ -148,6 +148,7 @@ class KernelBackend:
         listen_port: int,
         mtu: int | None = None,
         netns: str | None = None,
+        alias: str | None = None,
     ) -> int:
         key = validate_create(ifname, underlay_netns, private_key, listen_port)
         if ifname in self._netns:

@@ -133,14 +133,18 @@ def _check_reachable(
 
 async def apply_end(
     kernel: KernelPort, plan: EndPlan, *, mtu: int, alias: str, configured: bool = False,
-    mac: str | None = None,
+    mac: str | None = None, rename_from: str | None = None,
 ) -> None:
     """Configure the (existing, down) interface of ``plan`` (see module docstring);
     ``configured``: it has its MTU and alias already (only brought up); ``mac``: set its
-    link-layer address too."""
+    link-layer address too; ``rename_from``: it is still named so, and takes ``plan.ifname``
+    in the call that brings it up (the kernel renames before it changes the flags)."""
+    current = rename_from or plan.ifname
+    new_name = plan.ifname if current != plan.ifname else None
     if configured:
-        await kernel.set_link(plan.netns, plan.ifname, up=True)
+        await kernel.set_link(plan.netns, current, up=True, new_name=new_name)
     else:
-        await kernel.set_link(plan.netns, plan.ifname, mtu=mtu, alias=alias, mac=mac, up=True)
+        await kernel.set_link(plan.netns, current, mtu=mtu, alias=alias, mac=mac, up=True,
+                              new_name=new_name)
     addresses = [Address(plan.ifname, cidr) for cidr in plan.addresses]
     await kernel.add_all(plan.netns, [*addresses, *plan.neighbours, *plan.routes])

@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from contextlib import suppress
 from dataclasses import dataclass
 from ipaddress import ip_address, ip_network
 
@@ -174,25 +173,25 @@ async def _make(
     async def delete_moved_link() -> None:
         # Only for a kernel WireGuard link, which outlives the backend's delete once moved.
         if where["netns"] not in (None, underlay_ns):
-            await kernel.delete_link(where["netns"], str(where["name"]))
+            try:
+                await kernel.delete_link(where["netns"], str(where["name"]))
+            except NotFound:  # a rename that did not happen: it kept its creation name
+                if where["name"] == wg_name:
+                    raise
+                await kernel.delete_link(where["netns"], wg_name)
 
     prepared.undo.push(f"delete moved {wg_name}", delete_moved_link)
     hint = workload_ns if ready_in_workload or backend.tun_in_netns else None
+    mark = marker(prepared.connection_id, wg_name)
     prepared.actual_port = await backend.create(
         wg_name, underlay_ns, parse_private_key(prepared.private_key).reveal(),
-        prepared.listen_port, mtu=prepared.mtu, netns=hint,
+        prepared.listen_port, mtu=prepared.mtu, netns=hint, alias=mark,
     )
     prepared.undo.push(f"delete wireguard {wg_name}", lambda: backend.delete(wg_name))
     if hint is not None and await _made_in(kernel, hint, wg_name, prepared.mtu):
-        mark = marker(prepared.connection_id, wg_name)
-        await kernel.set_link(hint, wg_name, alias=mark)
-        if backend.tun_in_netns:  # its shadow in the underlay, if any, is the connection's too
-            with suppress(NotFound):
-                await kernel.set_link(underlay_ns, wg_name, alias=mark)
-        prepared.where["netns"] = prepared.workload_ns = hint
+        prepared.where["netns"] = prepared.workload_ns = hint  # marked by the backend
         return
-    await kernel.set_link(underlay_ns, wg_name, mtu=prepared.mtu,
-                          alias=marker(prepared.connection_id, wg_name))
+    await kernel.set_link(underlay_ns, wg_name, mtu=prepared.mtu, alias=mark)
     if workload_ns is not None:
         await _move(backend, prepared, workload_ns)
 
@@ -306,12 +305,10 @@ async def _complete(
         await backend.set_peer(wg_name, peer)
         if prepared.workload_ns is None:
             await _move(backend, prepared, workload_ns)
-        if final_name != wg_name:
-            await kernel.set_link(workload_ns, wg_name, new_name=final_name)
-            prepared.where["name"] = final_name
-        # MTU and alias were set in the underlay and moved with the link
+        prepared.where["name"] = final_name  # from the next call on (its undo knows both)
+        # MTU and alias were set in the underlay and moved with the link; renamed as it comes up
         await apply_end(kernel, plan, mtu=checked.mtu, alias=marker(cid, wg_name),
-                        configured=True)
+                        configured=True, rename_from=wg_name)
 
     return await program_or_rollback(vwire, steps)
 

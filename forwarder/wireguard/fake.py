@@ -42,6 +42,7 @@ class FakeWireGuard:
         listen_port: int,
         mtu: int | None = None,
         netns: str | None = None,
+        alias: str | None = None,
     ) -> int:
         self._maybe_fail("create")
         self.kernel.add_link(underlay_netns, ifname, "tun", mtu=1420)

@@ -76,6 +76,7 @@ class WireGuardBackend(Protocol):
         listen_port: int,
         mtu: int | None = None,
         netns: str | None = None,
+        alias: str | None = None,
     ) -> int:
         """Create ``ifname`` with its UDP socket in ``underlay_netns``; return the listen port.
 
@@ -84,8 +85,9 @@ class WireGuardBackend(Protocol):
         is left DOWN with no addresses. ``mtu`` is a hint: the MTU the caller will set next (a
         backend may have a device with that MTU ready; it sets nothing itself). ``netns`` is a
         hint too: the namespace the caller moves the interface into next; a backend may create
-        it there already (at ``mtu``; ``move`` to it then does nothing), which the caller sees
-        by looking for the interface in ``netns``.
+        it there already (at ``mtu``, marked ``alias``, and so is any same-named companion it
+        keeps in the underlay; ``move`` to it then does nothing), which the caller sees by
+        looking for the interface in ``netns``. Otherwise ``alias`` is the caller's to set.
         """
         ...
 

@@ -178,6 +178,7 @@ class UserspaceBackend:
         listen_port: int,
         mtu: int | None = None,
         netns: str | None = None,
+        alias: str | None = None,
     ) -> int:
         key = validate_create(ifname, underlay_netns, private_key, listen_port)
         if ifname in self._devices or ifname in self._creating:
@@ -195,7 +196,7 @@ class UserspaceBackend:
                       and netns is not None and netns != underlay_netns)
             if shadow:
                 assert mtu is not None and netns is not None
-                process = await self._start_in(ifname, underlay_netns, netns, mtu)
+                process = await self._start_in(ifname, underlay_netns, netns, mtu, alias)
                 where = netns
             elif ready is None:
                 process = self._process(ifname, underlay_netns)
@@ -205,7 +206,8 @@ class UserspaceBackend:
             try:
                 port = await self._configure(process.ifname, key, listen_port, [])
                 if process.ifname != ifname:  # a pooled daemon: its TUN takes the name now
-                    await self.kernel.set_link(where, process.ifname, new_name=ifname)
+                    await self.kernel.set_link(where, process.ifname, new_name=ifname,
+                                               alias=alias)
             except BaseException:
                 await process.stop()
                 if shadow:
@@ -229,16 +231,16 @@ class UserspaceBackend:
         return port
 
     async def _start_in(
-        self, ifname: str, underlay: str | None, netns: str, mtu: int
+        self, ifname: str, underlay: str | None, netns: str, mtu: int, alias: str | None
     ) -> WgGoProcess:
         """A daemon in ``underlay`` running a TUN made in ``netns`` at ``mtu``, beside its
-        shadow (module docstring); nothing is left on failure."""
-        await self.kernel.open_tun(underlay, ifname, packet_info=True, persist=True)
+        shadow, both marked ``alias`` (module docstring); nothing is left on failure."""
+        await self.kernel.open_tun(underlay, ifname, packet_info=True, persist=True, alias=alias)
         try:
             process = self._process(ifname, underlay)
-            await self._start_with_tun(process, netns)
+            await self._start_with_tun(process, netns, mtu, alias)
             try:
-                await self._set_mtus(process, underlay, netns, mtu)
+                await self._set_shadow_mtu(process, underlay, mtu)
             except BaseException:
                 await process.stop()
                 raise
@@ -247,21 +249,23 @@ class UserspaceBackend:
             raise
         return process
 
-    async def _start_with_tun(self, process: WgGoProcess, netns: str) -> None:
-        """Start ``process`` on a new TUN of its name in ``netns`` (gone when it exits)."""
-        fd = await self.kernel.open_tun(netns, process.ifname, packet_info=True)
+    async def _start_with_tun(self, process: WgGoProcess, netns: str, mtu: int,
+                              alias: str | None = None) -> None:
+        """Start ``process`` on a new TUN of its name in ``netns`` at ``mtu`` (gone when it
+        exits). The daemon never changes that TUN's MTU: what it sets at start, by name in its
+        own namespace, is its shadow's."""
+        fd = await self.kernel.open_tun(netns, process.ifname, packet_info=True, mtu=mtu,
+                                        alias=alias)
         assert fd is not None  # not persistent: the descriptor is ours to hand over
         try:
             await process.start(tun_fd=fd)
         finally:
             os.close(fd)  # the daemon holds its own copy
 
-    async def _set_mtus(
-        self, process: WgGoProcess, underlay: str | None, netns: str, mtu: int
-    ) -> None:
-        """``mtu`` on the TUN in ``netns`` and on its shadow, once the daemon (which set the
-        shadow's MTU to its default when it started) has seen it."""
-        await self.kernel.set_link(netns, process.ifname, mtu=mtu)
+    async def _set_shadow_mtu(self, process: WgGoProcess, underlay: str | None,
+                              mtu: int) -> None:
+        """``mtu`` on the shadow, once the daemon (which set the shadow's MTU to its default
+        when it started) has seen it."""
         await self.kernel.set_link(underlay, process.ifname, mtu=mtu)
         await self._daemon_sees(process, mtu)
 
@@ -423,6 +427,8 @@ class UserspaceBackend:
             lines.extend(peer_lines(peer))
         client = self._client(ifname)
         await client.set(lines)
+        if listen_port:  # the daemon reports the port it was given, bound or not yet
+            return listen_port
         # The daemon binds its UDP socket only once it sees its TUN come up (an asynchronous
         # netlink event shortly after start); until then a requested port 0 reads back as 0.
         loop = asyncio.get_running_loop()
@@ -483,7 +489,7 @@ class UserspaceBackend:
             try:
                 if device.shadow:  # its TUN went with the daemon: a new one where it was
                     assert device.netns is not None
-                    await self._start_with_tun(process, device.netns)
+                    await self._start_with_tun(process, device.netns, device.mtu)
                 else:
                     await process.start()
                 device.process = process
@@ -495,7 +501,7 @@ class UserspaceBackend:
                 )
                 if device.shadow:
                     assert device.netns is not None
-                    await self._set_mtus(process, device.underlay, device.netns, device.mtu)
+                    await self._set_shadow_mtu(process, device.underlay, device.mtu)
                     device.netns_id = ns_id(device.netns)  # where the path leads now
                 elif device.netns != device.underlay and device.netns is not None:
                     if device.mtu:  # the new daemon's TUN has its default MTU: set it first

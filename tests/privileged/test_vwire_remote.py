@@ -233,7 +233,7 @@ async def test_remote_close_removes_everything(lab: Lab, backend: WireGuardBacke
     assert wg_names == {"nsm0", "nse0"}
 
 
-@pytest.mark.parametrize(("method", "nth"), [("set_link", 2), ("add_route", 2)])
+@pytest.mark.parametrize(("method", "nth"), [("set_link", 1), ("add_route", 2)])
 async def test_remote_failure_mid_programming_leaves_nothing(
     lab: Lab, backend: WireGuardBackend, method: str, nth: int
 ) -> None:

@@ -22,7 +22,7 @@ from forwarder.wireguard import UserspaceBackend, generate_keypair
 from forwarder.wireguard.detect import wireguard_go_version
 from forwarder.wireguard.uapi import SOCKET_DIR
 from forwarder.wireguard.userspace import TUN_IN_NETNS_VERSIONS
-from sdk.errors import AlreadyExists
+from sdk.errors import AlreadyExists, FabricError
 from tests.privileged.conftest import netns_path
 
 from .test_wireguard_userspace import (
@@ -131,6 +131,23 @@ async def test_tun_made_in_the_workload_namespace_carries_traffic_and_nothing_mo
     assert await watch_ends(), "the namespace check outlived the last TUN it watched"
 
 
+async def test_the_tun_and_its_shadow_are_made_marked_and_the_tun_at_its_mtu(
+    backend: UserspaceBackend, kernel: Recording, underlay: tuple[str, str],
+    netns: Callable[[str], str],
+) -> None:
+    """The alias and the TUN's MTU come with the calls that make the links: the only link
+    change left is the shadow's MTU, which must follow the daemon's start."""
+    overlay = netns("ov")
+    ifname = wg_name()
+    await backend.create(ifname, netns_path(underlay[0]), generate_keypair()[0], 0, mtu=MTU,
+                         netns=netns_path(overlay), alias=f"vwire:c1 wg={ifname}")
+    for ns in (overlay, underlay[0]):
+        shown = await sh("ip", "-o", "link", "show", ifname, netns=ns)
+        assert f"mtu {MTU}" in shown and f"alias vwire:c1 wg={ifname}" in shown
+    assert kernel.calls.count("open_tun") == 2 and kernel.calls.count("set_link") == 1
+    await backend.delete(ifname)
+
+
 async def watch_ends(within: float = 2.0) -> bool:
     """Whether the backend's namespace check task is gone within ``within`` seconds."""
     deadline = asyncio.get_running_loop().time() + within
@@ -222,6 +239,27 @@ async def test_a_deleted_workload_namespace_ends_the_daemon_and_is_not_kept(
         await asyncio.sleep(0.05)
     await backend.delete(a.ifname)
     assert a.ifname not in await links(underlay[0])  # the shadow too
+
+
+@pytest.mark.parametrize("persist", [False, True])
+async def test_open_tun_sets_mtu_and_alias_or_leaves_no_device(
+    netns: Callable[[str], str], persist: bool,
+) -> None:
+    ns = netns("tun")
+    kernel = real_kernel()
+    fd = await kernel.open_tun(netns_path(ns), "vtun3", packet_info=True, persist=persist,
+                               mtu=1380, alias="vwire:c1")
+    shown = await sh("ip", "-o", "link", "show", "vtun3", netns=ns)
+    assert "mtu 1380" in shown and "alias vwire:c1" in shown
+    if fd is not None:
+        os.close(fd)
+    else:
+        await kernel.delete_link(netns_path(ns), "vtun3")
+    before = await links(ns)
+    with pytest.raises(FabricError, match="vtun4"):  # above what a TUN takes
+        await kernel.open_tun(netns_path(ns), "vtun4", packet_info=True, persist=persist,
+                              mtu=70000, alias="vwire:c2")
+    assert await links(ns) == before
 
 
 @pytest.mark.parametrize("persist", [False, True])

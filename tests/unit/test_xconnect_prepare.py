@@ -38,13 +38,15 @@ class CountingWireGuard(FakeWireGuard):
         self.created = asyncio.Event()
 
     async def create(self, ifname: str, underlay_netns: str | None, private_key: str,
-                     listen_port: int, mtu: int | None = None, netns: str | None = None) -> int:
+                     listen_port: int, mtu: int | None = None, netns: str | None = None,
+                     alias: str | None = None) -> int:
         self.creates += 1
         self.created.set()
         if self.fail_creates:
             self.fail_creates -= 1
             raise DataplaneError("injected: no daemon")
-        return await super().create(ifname, underlay_netns, private_key, listen_port, mtu, netns)
+        return await super().create(ifname, underlay_netns, private_key, listen_port, mtu, netns,
+                                    alias)
 
 
 class WaitingFarSide(FarSide):
