@@ -13,10 +13,10 @@ Contract:
 * :class:`RestartRecovery` subscribes to the backend's events (:meth:`RestartRecovery.attach`).
   ``restarted`` → :func:`restore` the registered vWire in a task: the link takes the
   workload's interface name back, its marker and MTU and comes up (one call), then addresses
-  and routes exactly as :func:`forwarder.vwire.program_remote` planned them. ``restart_failed`` → the vWire is lost:
-  an error is logged, the vWire leaves the registry and its ``on_lost`` callback runs (Xconnect
-  then rebuilds the vWire on the connection's next request). Events for unknown interfaces are
-  ignored.
+  and routes exactly as :func:`forwarder.vwire.program_remote` planned them.
+  ``restart_failed`` → the vWire is lost: an error is logged, the vWire leaves the registry
+  and its ``on_lost`` callback runs (Xconnect then rebuilds the vWire on the connection's next
+  request). Events for unknown interfaces are ignored.
 * A restore that fails, and a restart beyond ``max_restarts`` within ``window`` seconds of the
   same vWire (its daemon keeps ending), make the vWire lost the same way instead of restoring it
   again: restarts of one vWire are bounded, each loss is reported with its reason, and the

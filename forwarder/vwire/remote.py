@@ -61,7 +61,7 @@ from forwarder.wireguard.uapi import format_endpoint
 from sdk.errors import DataplaneError, NotFound
 
 from . import resolve, validate
-from .attach import AnyInterface, apply_end, parse_addresses, plan_end
+from .attach import AnyInterface, EndPlan, apply_end, parse_addresses, plan_end
 from .handle import End, VWire, program_or_rollback
 from .mtu import check_mtu, wireguard_mtu
 from .naming import generated_ifname, marker
@@ -124,7 +124,8 @@ class PreparedRemote:
 
 @dataclass(frozen=True)
 class _Checked:
-    """A spec validated, its namespaces resolved and its MTU computed (nothing created)."""
+    """A spec validated, its namespaces resolved and its MTU computed (nothing created); its
+    plan and peer as for an interface made under ``wg_name``."""
 
     cid: str
     workload_ns: str
@@ -133,6 +134,9 @@ class _Checked:
     listen_port: int
     mtu: int
     peer_addrs: list[AnyInterface]
+    wg_name: str
+    plan: EndPlan
+    peer: WgPeer
 
 
 async def prepare_remote(
@@ -270,7 +274,8 @@ async def _check(kernel: KernelPort, spec: RemoteVWireSpec) -> _Checked:
         requested=spec.mtu,
         ipv6=any(a.version == 6 for a in own + peer_addrs),
     )
-    return _Checked(cid, workload_ns, underlay_ns, spec.private_key, listen_port, mtu, peer_addrs)
+    return _Checked(cid, workload_ns, underlay_ns, spec.private_key, listen_port, mtu, peer_addrs,
+                    wg_name, plan, peer)
 
 
 async def _complete(
@@ -280,14 +285,16 @@ async def _complete(
     """Peer, move (if not done), rename, addresses, up, routes on ``prepared``; all or
     nothing (a failure removes ``prepared`` too)."""
     wg_name, workload_ns, cid = prepared.wg_name, checked.workload_ns, checked.cid
-    try:  # checked already, with the default name (which only the routes' device names)
-        final_name = _final_name(spec.workload, wg_name)
-        plan = plan_end(ROLE, spec.workload, workload_ns, final_name, checked.peer_addrs,
-                        point_to_point=True)
-        peer = _peer(spec, checked.peer_addrs, plan.routes)
-    except BaseException:
-        await prepared.discard()
-        raise
+    final_name = _final_name(spec.workload, wg_name)
+    plan, peer = checked.plan, checked.peer
+    if plan.ifname != final_name:  # prepared under another name, which the routes name
+        try:  # checked already: this cannot fail
+            plan = plan_end(ROLE, spec.workload, workload_ns, final_name, checked.peer_addrs,
+                            point_to_point=True)
+            peer = _peer(spec, checked.peer_addrs, plan.routes)
+        except BaseException:
+            await prepared.discard()
+            raise
 
     async def wireguard_metrics() -> dict[str, str]:
         metrics = await peer_metrics(backend, wg_name, peer.public_key)

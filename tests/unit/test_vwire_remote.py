@@ -17,6 +17,7 @@ from forwarder.vwire import (
     program_remote,
     sweep,
 )
+from forwarder.vwire.remote import RemotePreparation, prepare_remote
 from forwarder.wireguard import generate_keypair
 from forwarder.wireguard.fake import FakeWireGuard
 from sdk.errors import DataplaneError, FailedPrecondition, InvalidArgument, NotFound
@@ -76,6 +77,23 @@ async def test_programs_wireguard_into_the_workload(
     assert peer.allowed_ips == ("10.0.0.2/32", "fd00::2/128", "10.5.0.0/16")
     assert (peer.endpoint, peer.keepalive) == (("192.0.2.2", 51820), 25)
     assert [x.name for x in await kernel.list_links(NODE)] == ["lo", "eth0"]
+
+
+async def test_a_preparation_under_another_name_gets_routes_naming_it(
+    kernel: FakeKernel, backend: FakeWireGuard
+) -> None:
+    """Prepared before the workload's namespace was known, the interface has a name of the
+    underlay's; with no name asked for it keeps that name, and its routes name it too."""
+    unnamed = spec(workload=Attachment(WORKLOAD, "", ("10.0.0.1/32",), (RouteSpec("10.5.0.0/16"),)),
+                   peer=WireGuardPeerSpec(PEER_PUBLIC, ("192.0.2.2", 51820), ("10.0.0.2/32",)))
+    prepared = await prepare_remote(kernel, backend, RemotePreparation(
+        "conn-r", PRIVATE, "eth0", 1440, NODE))
+    vwire = await program_remote(kernel, backend, unnamed, prepared)
+    (name,) = [link.name for link in await kernel.list_links(WORKLOAD) if link.name != "lo"]
+    assert vwire.ends[0].ifname == name == prepared.wg_name
+    assert set(await kernel.list_routes(WORKLOAD)) == {
+        Route("10.0.0.2/32", name), Route("10.5.0.0/16", name)}
+    await vwire.close()
 
 
 @pytest.mark.parametrize(
