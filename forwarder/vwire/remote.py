@@ -17,8 +17,8 @@ Contract of :func:`program_remote`:
 * creates the interface under a generated, globally unique name (wireguard-go's control socket
   name), configures the peer (allowed IPs = the other side's addresses as host prefixes plus this
   side's route prefixes), marks it ``vwire:<id> wg=<name>``, moves it into the workload's
-  namespace and renames it to ``workload.ifname`` (when given), then adds addresses, brings it up
-  and installs routes (straight onto the point-to-point device; see
+  namespace, renames it to ``workload.ifname`` (when given) as it brings it up, then adds
+  addresses and installs routes (straight onto the point-to-point device; see
   :mod:`forwarder.vwire.attach`); neighbours are ignored (no link layer);
 * any failure undoes what was done (backend interface first, then any link left in the
   workload's namespace) and re-raises; ``VWire.close`` does the same later, idempotently.
@@ -125,7 +125,7 @@ class PreparedRemote:
 @dataclass(frozen=True)
 class _Checked:
     """A spec validated, its namespaces resolved and its MTU computed (nothing created); its
-    plan and peer as for an interface made under ``wg_name``."""
+    plan and peer for the interface under the name it gets when made for ``workload_ns``."""
 
     cid: str
     workload_ns: str
@@ -134,7 +134,6 @@ class _Checked:
     listen_port: int
     mtu: int
     peer_addrs: list[AnyInterface]
-    wg_name: str
     plan: EndPlan
     peer: WgPeer
 
@@ -275,14 +274,14 @@ async def _check(kernel: KernelPort, spec: RemoteVWireSpec) -> _Checked:
         ipv6=any(a.version == 6 for a in own + peer_addrs),
     )
     return _Checked(cid, workload_ns, underlay_ns, spec.private_key, listen_port, mtu, peer_addrs,
-                    wg_name, plan, peer)
+                    plan, peer)
 
 
 async def _complete(
     kernel: KernelPort, backend: WireGuardBackend, spec: RemoteVWireSpec, checked: _Checked,
     prepared: PreparedRemote,
 ) -> VWire:
-    """Peer, move (if not done), rename, addresses, up, routes on ``prepared``; all or
+    """Peer, move (if not done), rename and up, addresses, routes on ``prepared``; all or
     nothing (a failure removes ``prepared`` too)."""
     wg_name, workload_ns, cid = prepared.wg_name, checked.workload_ns, checked.cid
     final_name = _final_name(spec.workload, wg_name)

@@ -13,19 +13,19 @@ Contract:
   ``pool_namespaces`` > 0, the pooled daemon may have its TUN in ``netns`` already, at ``mtu``:
   the interface is then created there and :meth:`move` to ``netns`` does nothing.
 - With ``tun_in_netns`` (:data:`TUN_IN_NETNS_VERSIONS` says for which wireguard-go), ``create``
-  given ``netns`` and ``mtu`` and no pooled daemon makes the TUN in ``netns`` itself and hands
-  it to the daemon (``WG_TUN_FD``): no move, so no RTNL held through an RCU barrier on the
-  setup's path. The daemon still looks its interface up by name in its own namespace (index,
-  MTU), so a persistent TUN of the same name stays DOWN in the underlay beside it, at the
-  vWire's MTU (the "shadow"): the daemon pads packets to that MTU. ``delete`` removes the
-  shadow; a restart makes a new TUN in ``netns`` and sets both MTUs again. The TUN's file keeps
-  ``netns`` alive while the daemon holds it (a moved TUN's file keeps the underlay's instead), so
-  deleting the workload's namespace no longer ends the daemon by itself: every
+  given ``netns`` and ``mtu`` and no pooled daemon makes the TUN in ``netns`` itself, at ``mtu``
+  and marked ``alias``, and hands it to the daemon (``WG_TUN_FD``): no move, so no RTNL held
+  through an RCU barrier on the setup's path. The daemon still looks its interface up by name in
+  its own namespace (index, MTU), so a persistent TUN of the same name stays DOWN in the underlay
+  beside it, at the vWire's MTU and marked too (the "shadow"): the daemon pads packets to that
+  MTU, which it resets at start, so the shadow's MTU is set once it runs. ``delete`` removes the
+  shadow; a restart makes a new TUN in ``netns`` at the MTU and sets the shadow's again. The TUN's
+  file keeps ``netns`` alive while the daemon holds it (a moved TUN's file keeps the underlay's
+  instead), so deleting the workload's namespace no longer ends the daemon by itself: every
   :data:`NETNS_POLL` seconds the backend checks that each such ``netns`` path still names the
-  namespace it made the TUN in, and stops the daemon of one that does not (gone, or replaced
-  by another namespace of that name); the supervisor then goes on as for any exit (restarted
-  where the path now leads, else ``restart_failed``), as when a moved TUN dies with its
-  namespace.
+  namespace it made the TUN in, and stops the daemon of one that does not (gone, or replaced by
+  another namespace of that name); the supervisor then goes on as for any exit (restarted where
+  the path now leads, else ``restart_failed``), as when a moved TUN dies with its namespace.
 - ``move`` moves the TUN link through the kernel port (:mod:`forwarder.kernel`); the daemon
   and its UDP socket stay in the underlay (the "namespace trick"; measured to keep carrying
   traffic, see the privileged tests). It first waits (bounded) until the daemon has seen the
