@@ -46,10 +46,12 @@ async def test_replicas_share_records_and_every_change(
         watch_a, watch_b = endpoint_watcher(on_a), endpoint_watcher(on_b)
         try:
             await on_a.Register(nse("nse-1", ["svc"]), timeout=WAIT)
-            assert set(await find_endpoints(on_b)) == {"nse-1"}  # read on the other replica
             first_a, first_b = await watch_a.next(), await watch_b.next()
             assert named(first_a) == named(first_b) == ("nse-1", False)
             assert first_a.revision == first_b.revision > 0  # the store's revision, the same
+            # Read on the other replica: it applies a change and announces it in one step, so
+            # once its watchers saw it, so does its find (before, it may not have had it yet).
+            assert set(await find_endpoints(on_b)) == {"nse-1"}
 
             await on_b.Unregister(nse("nse-1", ["svc"]), timeout=WAIT)
             gone_a, gone_b = await watch_a.next(), await watch_b.next()
