@@ -21,11 +21,14 @@ and ``--heal-trials`` + 1 endpoints ``nse-<i>`` on n2 and n3 for the heal trials
   :class:`nsc.client.VWireClient` in one client namespace with distinct interface names (time
   from Request sent to the reply, i.e. both sides programmed); all are closed at the end;
 - **cost**: CPU seconds of every process of the fabric (registry, nsmgrs, forwarders, endpoints,
-  wireguard-go, counted through their parents once they ended) and of this process (the client)
+  wireguard-go: each read from its CPU-time clock, so a daemon started during a setup counts in
+  that setup; one that ended counts through its parent, once) and of this process (the client)
   per sequential setup (goal < 40 ms) and, apart, per close (each metered until ``SETTLE`` after
   its reply, so work done behind the reply counts), and over the first burst; the burst's
   **scaling efficiency** = (burst size * sequential CPU per setup / cores) / burst wall time
-  (1.0: the burst is as fast as the machine's CPU allows; goal ≥ 0.8); memory at 0, one burst
+  (1.0: the burst is as fast as the machine's CPU allows; goal ≥ 0.8), beside the share of the
+  machine's cores busy during the burst (every process and the kernel's threads: whether the
+  burst waited for CPU or for something else); memory at 0, one burst
   and two bursts of live connections: RSS of n1's and n2's nsmgr + forwarder (goal < 150 MB at
   100), how many wireguard-go run, and RSS and PSS per wireguard-go device (PSS shares the
   binary's pages fairly). Memory is read at rest, ``MEMORY_REST`` seconds after the last call
@@ -79,7 +82,7 @@ from bench.common import (
     running,
     start_wireguard_go,
 )
-from bench.procstat import CpuMeter, pss_bytes, rss_bytes
+from bench.procstat import CpuMeter, busy_share, machine_ticks, pss_bytes, rss_bytes
 from forwarder.settings import WIREGUARD_DEVICES
 from forwarder.wireguard.keys import generate_keypair
 from lab.clients import InProcessClients
@@ -129,6 +132,7 @@ class Results:
     concurrent: list[float] = field(default_factory=list)
     concurrent_wall: float = 0.0
     concurrent_cpu: dict[str, float] = field(default_factory=dict)
+    concurrent_busy: float = 0.0  # share of the machine's cores busy during the first burst
     second_burst: list[float] = field(default_factory=list)  # with the first burst still live
     failures: int = 0  # setups of the bursts that failed
     first_failure: str = ""
@@ -203,9 +207,10 @@ async def measure_setup(fabric: Fabric, config: Config, results: Results,
             return
         results.memory[0] = await memory_at_rest(fabric)
         meter.start()
-        start = time.monotonic()
+        start, ticks = time.monotonic(), machine_ticks()
         results.concurrent = await _burst(clients, "con", config.concurrent, results)
         results.concurrent_wall = time.monotonic() - start
+        results.concurrent_busy = busy_share(ticks, machine_ticks())
         results.concurrent_cpu = meter.stop()
         results.burst_end_memory[config.concurrent] = memory_now(fabric)
         results.memory[config.concurrent] = await memory_at_rest(fabric)
@@ -445,6 +450,8 @@ def cost_metrics(results: Results) -> list[Metric]:
     if results.concurrent and results.concurrent_wall:
         burst_cpu = sum(results.concurrent_cpu.values()) / len(results.concurrent)
         out.append(Metric("cpu_per_setup_concurrent", ms(burst_cpu), "ms"))
+        out.append(Metric("setup_concurrent_cores_busy", round(100 * results.concurrent_busy, 1),
+                          "%"))
         if cpu:
             ideal = len(results.concurrent) * cpu / (os.cpu_count() or 1)
             out.append(Metric("concurrent_scaling_efficiency",

@@ -15,6 +15,9 @@
   part twice. The meter's own work (the function, e.g. a scan of ``/proc``, and the reading of
   ``/proc``) is not counted as the calling process's: its CPU is read after that work at start
   and before it at stop.
+- :func:`machine_ticks` reads the whole machine's busy and total CPU time (all cores, every
+  process and the kernel's own threads, from ``/proc/stat``); :func:`busy_share` is the busy
+  share between two readings.
 - :func:`rss_bytes` / :func:`pss_bytes`: resident and proportional set size of one process
   (PSS splits shared pages, such as one binary's text, between the processes that map them).
 """
@@ -112,6 +115,21 @@ class CpuMeter:
             key = f"{kind} children"
             spent[key] = spent.get(key, 0.0) + now.children - before.children
         return {kind: seconds for kind, seconds in spent.items() if seconds}
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) clock ticks of all cores since boot; idle and I/O wait are not busy."""
+    with open("/proc/stat", encoding="ascii") as stat:
+        fields = stat.readline().split()
+    # cpu user nice system idle iowait irq softirq steal (guest time is in user already)
+    ticks = [int(value) for value in fields[1:9]]
+    return sum(ticks) - ticks[3] - ticks[4], sum(ticks)
+
+
+def busy_share(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """Share of all cores' time that was busy between two :func:`machine_ticks` readings."""
+    total = after[1] - before[1]
+    return (after[0] - before[0]) / total if total > 0 else 0.0
 
 
 def _status_kb(pid: int, field: str, path: str = "status") -> int:

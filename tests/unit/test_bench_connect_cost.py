@@ -3,6 +3,8 @@ at rest carries the goal, the reading at a burst's end is printed beside it."""
 
 from __future__ import annotations
 
+import os
+
 from bench.connect import Results, cost_metrics
 
 
@@ -31,3 +33,14 @@ def test_memory_at_rest_has_the_goal_and_the_burst_end_reading_is_beside_it() ->
     assert metrics["control_plane_rss_n1_at_100_burst_end"].value == 147.0
     assert metrics["control_plane_rss_n1_at_100_burst_end"].goal is None
 
+
+
+def test_the_burst_reports_its_efficiency_and_how_busy_the_cores_were() -> None:
+    results = Results(sequential=[0.05] * 4, sequential_cpu={"forwarder": 0.16},  # 40 ms each
+                      concurrent=[0.5] * 50, concurrent_wall=1.0, concurrent_busy=0.934,
+                      concurrent_cpu={"forwarder": 1.5, "wireguard-go": 0.5})
+    figures = {metric.name: metric.value for metric in cost_metrics(results)}
+    assert figures["cpu_per_setup_concurrent"] == 40.0
+    assert figures["setup_concurrent_cores_busy"] == 93.4
+    cores = os.cpu_count() or 1
+    assert figures["concurrent_scaling_efficiency"] == round(50 * 0.04 / cores / 1.0, 3)

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from bench.procstat import SELF, CpuMeter, self_cpu
+from bench.procstat import SELF, CpuMeter, busy_share, machine_ticks, self_cpu
 
 
 def _burn(seconds: float) -> None:
@@ -83,3 +83,16 @@ def test_a_process_that_ended_counts_once_what_it_spent_in_between() -> None:
     spent = meter.stop()
     assert 0.03 <= spent["parent children"] <= 0.1  # was ~0.2: what it spent before, again
     assert "daemon" not in spent
+
+
+def test_the_machine_share_busy_counts_this_process_burning_one_core() -> None:
+    before = machine_ticks()
+    _burn(0.3)
+    share = busy_share(before, machine_ticks())
+    # one core of os.cpu_count() busy at least (other work only adds), never more than all
+    assert 0.8 / (os.cpu_count() or 1) <= share <= 1.0
+
+
+def test_the_busy_share_of_two_readings() -> None:
+    assert busy_share((100, 400), (250, 600)) == 0.75
+    assert busy_share((100, 400), (100, 400)) == 0.0  # no tick between: nothing to divide
