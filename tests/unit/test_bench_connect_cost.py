@@ -34,7 +34,6 @@ def test_memory_at_rest_has_the_goal_and_the_burst_end_reading_is_beside_it() ->
     assert metrics["control_plane_rss_n1_at_100_burst_end"].goal is None
 
 
-
 def test_the_burst_reports_its_efficiency_and_how_busy_the_cores_were() -> None:
     results = Results(sequential=[0.05] * 4, sequential_cpu={"forwarder": 0.16},  # 40 ms each
                       concurrent=[0.5] * 50, concurrent_wall=1.0, concurrent_busy=0.934,
