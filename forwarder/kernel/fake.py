@@ -254,6 +254,24 @@ class FakeKernel:
         link.name = new_name
         ns.links[new_name] = link
 
+    async def reset_link(self, netns: Netns, name: str, *, new_name: str,
+                         alias: str) -> LinkStats:
+        self._call("reset_link", netns, name)
+        link = self._get(netns, name)
+        if new_name != name:
+            self._check_name(new_name)
+            if new_name in self._space(netns).links:
+                raise AlreadyExists(f"rename {name} to {new_name}: File exists (errno 17)")
+        ns = self._space(netns)
+        link.up = False
+        link.addresses.clear()
+        ns.routes = [r for r in ns.routes if r.dev != name]
+        ns.connected = [r for r in ns.connected if r.dev != name]
+        link.alias = alias
+        if new_name != name:
+            self._rename(netns, link, new_name)
+        return link.stats
+
     async def move_link(self, netns: Netns, name: str, target_netns: Netns) -> None:
         self._call("move_link", netns, name, target_netns)
         link = self._get(netns, name)

@@ -183,6 +183,16 @@ class _Rtnl:
             return await op(index)
 
 
+def _link_stats(stats: Any) -> LinkStats:
+    """:class:`LinkStats` of an ``IFLA_STATS_LINK_64`` attribute."""
+    return LinkStats(
+        rx_bytes=int(stats.get("rx_bytes", 0)),
+        tx_bytes=int(stats.get("tx_bytes", 0)),
+        rx_packets=int(stats.get("rx_packets", 0)),
+        tx_packets=int(stats.get("tx_packets", 0)),
+    )
+
+
 async def _settle_tun(rtnl: _Rtnl, mtu: int | None, alias: str | None, index: int) -> None:
     """MTU and alias of a TUN device just made (one change)."""
     rtnl.changer.send(changes.set_link(index, mtu=mtu, alias=alias))
@@ -310,6 +320,26 @@ class NetlinkKernel:
             await rtnl.on_link(name, f"set {what} of {name} in {rtnl.where}", change)
 
         await self._run(netns, job, now=True)
+
+    async def reset_link(self, netns: Netns, name: str, *, new_name: str,
+                         alias: str) -> LinkStats:
+        async def job(rtnl: _Rtnl) -> Any:
+            async def reset(index: int) -> Any:
+                rtnl.changer.send(changes.set_link(index, up=False))  # routes go with it
+                for msg in [msg async for msg in await rtnl.ipr.addr("dump", index=index)]:
+                    if int(msg["index"]) == index:
+                        rtnl.changer.send(changes.address(
+                            "del", index=index, prefixlen=int(msg["prefixlen"]),
+                            address=str(msg.get("local") or msg.get("address"))))
+                rtnl.changer.send(changes.set_link(index, new_name=new_name, alias=alias))
+                rtnl.indexes.pop(name, None)
+                rtnl.indexes[new_name] = index
+                (msg,) = await rtnl.ipr.stats("get", ifindex=index, filter_mask=_STATS_LINK_64)
+                return msg.get("IFLA_STATS_LINK_64")
+
+            return await rtnl.on_link(name, f"reset {name} in {rtnl.where}", reset)
+
+        return _link_stats(await self._run(netns, job) or {})
 
     async def move_link(self, netns: Netns, name: str, target_netns: Netns) -> None:
         if target_netns is None:
@@ -451,13 +481,7 @@ class NetlinkKernel:
 
             return await rtnl.on_link(name, f"read counters of {name} in {rtnl.where}", get)
 
-        stats = await self._run(netns, job) or {}
-        return LinkStats(
-            rx_bytes=int(stats.get("rx_bytes", 0)),
-            tx_bytes=int(stats.get("tx_bytes", 0)),
-            rx_packets=int(stats.get("rx_packets", 0)),
-            tx_packets=int(stats.get("tx_packets", 0)),
-        )
+        return _link_stats(await self._run(netns, job) or {})
 
     # -- addresses -------------------------------------------------------------------------------
 

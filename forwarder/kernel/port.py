@@ -155,6 +155,13 @@ class KernelPort(Protocol):
         ``mac`` is its link-layer address (``02:…``)."""
         ...
 
+    async def reset_link(self, netns: Netns, name: str, *, new_name: str,
+                         alias: str) -> LinkStats:
+        """Bring an interface down, remove every address from it (its routes go with the link
+        going down), rename it ``new_name`` and mark it ``alias``; its counters then, which the
+        kernel cannot reset. A failure may leave it down with some of its addresses."""
+        ...
+
     async def move_link(self, netns: Netns, name: str, target_netns: Netns) -> None:
         """Move an interface into ``target_netns`` (its addresses and routes are dropped)."""
         ...

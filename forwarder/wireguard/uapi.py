@@ -126,6 +126,11 @@ def allowed_ip_lines(public_key: str, prefixes: Iterable[str]) -> list[str]:
             *(f"allowed_ip={cidr}" for cidr in prefixes)]
 
 
+def wipe_lines() -> list[str]:
+    """Forget the private key (an all-zero key removes it), release the port and every peer."""
+    return ["private_key=" + "0" * 64, "listen_port=0", "replace_peers=true"]
+
+
 def removal_lines(public_key: str) -> list[str]:
     """Remove one peer."""
     return [f"public_key={b64_to_hex(public_key, 'public_key')}", "remove=true"]
