@@ -31,9 +31,12 @@ async def run(config: ForwarderSettings) -> None:
     if not 0 <= config.wireguard_pool_endpoints <= 64:
         raise InvalidArgument("wireguard_pool_endpoints",
                               "must be 0 (off) or a number of namespaces up to 64, e.g. 4")
+    if not 0 <= config.wireguard_reuse <= 64:
+        raise InvalidArgument("wireguard_reuse",
+                              "must be 0 (off) or a number of daemons up to 64, e.g. 4")
     backend = await detect_backend(
         config.wireguard, pool_size=config.wireguard_pool,  # type: ignore[arg-type]
-        pool_namespaces=config.wireguard_pool_endpoints,
+        pool_namespaces=config.wireguard_pool_endpoints, reuse=config.wireguard_reuse,
     )
     forwarder = Forwarder(config, kernel, backend)
     await service.until_signalled(forwarder.start, forwarder.stop)

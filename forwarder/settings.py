@@ -48,6 +48,12 @@ class ForwarderSettings:
         "also kept ready, their tunnel moved in at the path MTU, so the endpoint side's tunnel "
         "needs no move; each idle daemon holds ~5 MB RSS (~2 MB PSS); 0: none"
     )
+    wireguard_reuse: int = setting(
+        4, "wireguard-go daemons of closed endpoint-side vWires kept, wiped (no key, port or "
+        "peer) with their tunnel down and renamed vwp... in the endpoint's namespace, for up "
+        "to 30 s, so the endpoint's next vWire starts none; each holds ~5 MB RSS; 0: each "
+        "stops with its vWire"
+    )
     wireguard_device: str = setting(
         "per-vwire", "per-vwire: a WireGuard device for each remote vWire (isolated by "
         "construction, spreads over the cores); shared: one per other node (and overlapping "

@@ -28,7 +28,7 @@ from pyroute2.iproute.linux import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.generic.wireguard import AsyncWireGuard, WireGuard
 
-from forwarder.kernel import KernelPort, Netns, real_kernel
+from forwarder.kernel import KernelPort, LinkStats, Netns, real_kernel
 from forwarder.kernel.netns import netlink_socket_in
 from forwarder.wireguard.keys import parse_public_key
 from forwarder.wireguard.model import (
@@ -206,6 +206,13 @@ class KernelBackend:
         validate_ifname(ifname)
         await self._delete_link(ifname, self._netns.pop(ifname, None))
         log.info("wireguard_deleted", ifname=ifname)
+
+    async def retire(self, ifname: str, netns: str, current: str) -> None:
+        """Deleted: a kernel device costs nothing worth keeping."""
+        await self.delete(ifname)
+
+    def baseline(self, ifname: str) -> LinkStats | None:
+        return None
 
     async def _delete_link(self, ifname: str, netns: Netns) -> None:
         with contextlib.suppress(NotFound):  # already gone (or its namespace is)

@@ -4,7 +4,9 @@ A :class:`VWire` is returned by ``program_local``/``program_remote`` (and ``adop
 :class:`~forwarder.vwire.undo.UndoLog` holds what must be removed; ``close`` unwinds it and is
 idempotent. ``metrics`` reads the counters of every interface as strings for a PathSegment's
 ``metrics`` map: ``<role>_rx_bytes``, ``<role>_tx_bytes``, ``<role>_rx_packets``,
-``<role>_tx_packets`` per end, ``mtu``, plus whatever the remote side adds (WireGuard handshake).
+``<role>_tx_packets`` per end (counted from when this vWire got the interface: a kept one's
+counters, which the kernel cannot reset, start at ``baselines``), ``mtu``, plus whatever the
+remote side adds (WireGuard handshake).
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from forwarder.kernel import KernelPort, Netns
+from forwarder.kernel import KernelPort, LinkStats, Netns
 from forwarder.wireguard import WgPeer
 
 from .undo import UndoLog
 
 ExtraMetrics = Callable[[], Awaitable[dict[str, str]]]
+_ZERO = LinkStats(0, 0, 0, 0)
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,7 @@ class VWire:
         self.space: int | None = None  # over a shared device: its address space
         self.undo = UndoLog()
         self.extra_metrics = extra_metrics
+        self.baselines: dict[End, LinkStats] = {}  # counters an end had when this vWire got it
 
     @property
     def closed(self) -> bool:
@@ -70,10 +74,11 @@ class VWire:
         found, tunnel = await asyncio.gather(ends, extra)
         result = {"mtu": str(self.mtu)}
         for end, stats in zip(self.ends, found, strict=True):
-            result[f"{end.role}_rx_bytes"] = str(stats.rx_bytes)
-            result[f"{end.role}_tx_bytes"] = str(stats.tx_bytes)
-            result[f"{end.role}_rx_packets"] = str(stats.rx_packets)
-            result[f"{end.role}_tx_packets"] = str(stats.tx_packets)
+            base = self.baselines.get(end, _ZERO)
+            result[f"{end.role}_rx_bytes"] = str(stats.rx_bytes - base.rx_bytes)
+            result[f"{end.role}_tx_bytes"] = str(stats.tx_bytes - base.tx_bytes)
+            result[f"{end.role}_rx_packets"] = str(stats.rx_packets - base.rx_packets)
+            result[f"{end.role}_tx_packets"] = str(stats.tx_packets - base.tx_packets)
         result.update(tunnel)
         return result
 

@@ -21,7 +21,11 @@ Contract of :func:`program_remote`:
   addresses and installs routes (straight onto the point-to-point device; see
   :mod:`forwarder.vwire.attach`); neighbours are ignored (no link layer);
 * any failure undoes what was done (backend interface first, then any link left in the
-  workload's namespace) and re-raises; ``VWire.close`` does the same later, idempotently.
+  workload's namespace) and re-raises; ``VWire.close`` does the same later, idempotently, except
+  that a side prepared with ``ready_in_workload`` and programmed whole hands its interface to
+  ``backend.retire`` instead (the backend may keep it, wiped, for the next vWire of that
+  namespace); its counters then carry on, so the next vWire's ``VWire.metrics`` count from
+  ``backend.baseline``.
 
 A backend that makes the interface in the workload's namespace itself (``tun_in_netns``: a
 wireguard-go handed a TUN made there, its UDP socket still in the underlay) is asked to, and
@@ -85,8 +89,10 @@ class RemotePreparation:
     underlay_netns: str | None = None
     listen_port: int = 0
     workload_netns: str | None = None
-    #: ask the backend for an interface already in the workload's namespace (a pool of them:
-    #: worth it where the preparation is on the request's path, i.e. the endpoint side)
+    #: ask the backend for an interface already in the workload's namespace (a pool of them,
+    #: or one a closed vWire left there: worth it where the preparation is on the request's
+    #: path, i.e. the endpoint side), and leave it to the backend to keep at close
+    #: (``WireGuardBackend.retire``)
     ready_in_workload: bool = False
 
 
@@ -95,7 +101,7 @@ class PreparedRemote:
 
     def __init__(
         self, connection_id: str, wg_name: str, underlay_ns: str | None, workload_ns: str | None,
-        private_key: str, listen_port: int, mtu: int,
+        private_key: str, listen_port: int, mtu: int, keep: bool = False,
     ) -> None:
         self.connection_id = connection_id
         self.wg_name = wg_name
@@ -105,6 +111,8 @@ class PreparedRemote:
         self.listen_port = listen_port  # as asked (0: the data plane picked actual_port)
         self.mtu = mtu
         self.actual_port = 0
+        self.keep = keep  # once programmed, its close retires the interface (backend.retire)
+        self.programmed = False
         self.undo = UndoLog()
         self.where: dict[str, str | None] = {"netns": underlay_ns, "name": wg_name}
 
@@ -154,7 +162,7 @@ async def prepare_remote(
     )
     wg_name = generated_ifname(cid, f"wireguard:{workload_ns or underlay_ns}")
     prepared = PreparedRemote(cid, wg_name, underlay_ns, None, prep.private_key, listen_port,
-                              prep.mtu)
+                              prep.mtu, keep=prep.ready_in_workload)
     try:
         await _make(kernel, backend, prepared, workload_ns, prep.ready_in_workload)
     except BaseException as err:
@@ -190,7 +198,17 @@ async def _make(
         wg_name, underlay_ns, parse_private_key(prepared.private_key).reveal(),
         prepared.listen_port, mtu=prepared.mtu, netns=hint, alias=mark,
     )
-    prepared.undo.push(f"delete wireguard {wg_name}", lambda: backend.delete(wg_name))
+
+    async def delete_or_retire() -> None:
+        netns = where["netns"]
+        if prepared.programmed and prepared.keep and netns not in (None, underlay_ns):
+            assert netns is not None
+            await backend.retire(wg_name, netns, str(where["name"]))
+            where["netns"] = None  # not deleted: no longer ours, whatever it is called
+        else:
+            await backend.delete(wg_name)
+
+    prepared.undo.push(f"delete wireguard {wg_name}", delete_or_retire)
     if hint is not None and await _made_in(kernel, hint, wg_name, prepared.mtu):
         prepared.where["netns"] = prepared.workload_ns = hint  # marked by the backend
         return
@@ -306,6 +324,9 @@ async def _complete(
                   listen_port=prepared.actual_port, extra_metrics=wireguard_metrics)
     vwire.undo = prepared.undo
     vwire.wireguard = (wg_name, peer)
+    baseline = backend.baseline(wg_name)
+    if baseline is not None:  # a kept interface: its counters go on from its last vWire's
+        vwire.baselines[vwire.ends[0]] = baseline
 
     async def steps() -> None:
         await backend.set_peer(wg_name, peer)
@@ -315,6 +336,7 @@ async def _complete(
         # MTU and alias were set in the underlay and moved with the link; renamed as it comes up
         await apply_end(kernel, plan, mtu=checked.mtu, alias=marker(cid, wg_name),
                         configured=True, rename_from=wg_name)
+        prepared.programmed = True
 
     return await program_or_rollback(vwire, steps)
 

@@ -50,10 +50,12 @@ async def detect_backend(
     binary: str = WIREGUARD_GO,
     pool_size: int = 0,
     pool_namespaces: int = 0,
+    reuse: int = 0,
 ) -> WireGuardBackend:
     """The best WireGuard backend this host offers (``pool_size``: wireguard-go daemons
     started ahead, ``pool_namespaces``: workload namespaces they are also kept ready in, see
-    :mod:`forwarder.wireguard.pool`)."""
+    :mod:`forwarder.wireguard.pool`; ``reuse``: daemons of closed vWires kept for the next
+    vWire of their namespace, see :mod:`forwarder.wireguard.recycle`)."""
     if prefer not in ("auto", "kernel", "wireguard-go"):
         raise InvalidArgument("prefer", f"must be auto, kernel or wireguard-go (got {prefer!r})")
     if prefer in ("auto", "kernel"):
@@ -79,7 +81,7 @@ async def detect_backend(
     log.info("wireguard_backend_selected", kind="wireguard-go", binary=path, reason=reason,
              version=version, tun_in_netns=tun_in_netns)
     return UserspaceBackend(binary=binary, pool_size=pool_size, pool_namespaces=pool_namespaces,
-                            tun_in_netns=tun_in_netns)
+                            tun_in_netns=tun_in_netns, reuse=reuse)
 
 
 async def wireguard_go_version(binary: str = WIREGUARD_GO) -> str:

@@ -11,7 +11,7 @@ import asyncio
 import time
 from dataclasses import replace
 
-from forwarder.kernel import FakeKernel, Netns
+from forwarder.kernel import FakeKernel, LinkStats, Netns
 from forwarder.wireguard.model import WgPeer, WgPeerStats
 from sdk.errors import DataplaneError
 
@@ -28,6 +28,8 @@ class FakeWireGuard:
         self.peers: dict[str, dict[str, WgPeer]] = {}
         self.fail: str | None = None
         self.calls: list[tuple[str, str]] = []  # (step, interface)
+        self.retired: list[tuple[str, str, str]] = []  # (interface, netns, its name there)
+        self.baselines: dict[str, LinkStats] = {}
 
     def _maybe_fail(self, step: str, ifname: str = "") -> None:
         self.calls.append((step, ifname))
@@ -75,6 +77,15 @@ class FakeWireGuard:
         self._maybe_fail("stats", ifname)
         await asyncio.sleep(0)  # a reading takes a turn of the loop, as a socket exchange does
         return [WgPeerStats(k, 5, 6, time.time() - 3) for k in self.peers[ifname]]
+
+    async def retire(self, ifname: str, netns: str, current: str) -> None:
+        """Recorded in ``retired``, then deleted."""
+        self.retired.append((ifname, netns, current))
+        await self.delete(ifname)
+
+    def baseline(self, ifname: str) -> LinkStats | None:
+        """From ``baselines`` (tests set them)."""
+        return self.baselines.get(ifname)
 
     async def delete(self, ifname: str) -> None:
         # Like stopping wireguard-go: the TUN goes away whatever it is called now.

@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
+from forwarder.kernel.port import LinkStats
 from sdk.errors import InvalidArgument
 
 from .keys import PrivateKey, parse_private_key, parse_public_key
@@ -85,9 +86,9 @@ class WireGuardBackend(Protocol):
         is left DOWN with no addresses. ``mtu`` is a hint: the MTU the caller will set next (a
         backend may have a device with that MTU ready; it sets nothing itself). ``netns`` is a
         hint too: the namespace the caller moves the interface into next; a backend may create
-        it there already (at ``mtu``, marked ``alias``, and so is any same-named companion it
-        keeps in the underlay; ``move`` to it then does nothing), which the caller sees by
-        looking for the interface in ``netns``. Otherwise ``alias`` is the caller's to set.
+        it there already, or hand out one kept there (at ``mtu``, marked ``alias``; ``move``
+        to it then does nothing), which the caller sees by looking for the interface in
+        ``netns``. Otherwise ``alias`` is the caller's to set.
         """
         ...
 
@@ -116,6 +117,18 @@ class WireGuardBackend(Protocol):
 
     async def delete(self, ifname: str) -> None:
         """Remove the interface and everything behind it; idempotent."""
+        ...
+
+    async def retire(self, ifname: str, netns: str, current: str) -> None:
+        """The vWire of ``ifname``, whose interface is in ``netns`` and named ``current`` now,
+        is closed: either remove it as :meth:`delete` does, or keep what is behind it (wiped:
+        no key, no port, no peer; the interface down, without addresses, under another name)
+        for a later ``create`` into ``netns``. Either way ``ifname`` is no longer this one's."""
+        ...
+
+    def baseline(self, ifname: str) -> LinkStats | None:
+        """The interface's counters when ``create`` handed it out (None: a new interface, at
+        0): a kept one's go on from its last vWire's."""
         ...
 
 

@@ -26,8 +26,10 @@ Contract:
   instances like any other.
 - Each pooled TUN carries the alias ``vwire-pool:<forwarder pid>``; :meth:`sweep` (the forwarder
   calls it at start, and the first refill of each underlay) deletes pooled TUNs whose pid is gone
-  (a crashed forwarder's: deleting the TUN ends its daemon), in the underlay and in every
-  workload namespace, and unlinks pooled daemons' sockets nobody answers on.
+  (a crashed forwarder's: deleting the TUN ends its daemon), in the underlay and, with
+  ``namespaces`` > 0 or ``sweep_namespaces`` (the backend keeps retired daemons' TUNs there,
+  marked alike), in every workload namespace, and unlinks pooled daemons' sockets nobody
+  answers on.
 - :meth:`close` stops the refills and every daemon still pooled. ``size`` 0 disables the pool.
 """
 
@@ -97,9 +99,11 @@ class DevicePool:
         start: Callable[[str, str | None], WgGoProcess],
         socket_dir: Path = SOCKET_DIR,
         namespaces: int = 0,
+        sweep_namespaces: bool = False,
     ) -> None:
         self.size = size
         self.namespaces = namespaces
+        self.sweep_namespaces = sweep_namespaces or namespaces > 0
         self.socket_dir = socket_dir
         self.kernel = kernel
         self._start = start  # makes an unstarted WgGoProcess for (ifname, underlay)
@@ -260,7 +264,7 @@ class DevicePool:
             clear_stale_socket(sock)  # only sockets nobody answers on
         removed = []
         places: list[str | None] = [underlay]
-        if self.namespaces > 0:  # pooled TUNs may have been moved into workload namespaces
+        if self.sweep_namespaces:  # pooled or retired TUNs may be in workload namespaces
             with contextlib.suppress(FabricError):
                 places += await self.kernel.list_namespaces()
         for netns in dict.fromkeys(places):

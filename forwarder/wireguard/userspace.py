@@ -41,6 +41,22 @@ Contract:
   restore. After ``RestartPolicy.max_attempts`` failed attempts it gives up (``restart_failed``).
 - ``delete`` is idempotent: stops the daemon (SIGTERM, SIGKILL after a timeout), awaits its
   supervisor, unlinks a stale socket. ``close`` deletes every interface this backend made.
+- ``retire`` (with ``reuse`` > 0, for a TUN made in its workload's namespace) keeps the daemon
+  instead: one UAPI set wipes it (all-zero private key, port 0, no peers), one kernel call takes
+  its TUN down, removes its addresses (its routes went with the link), renames it ``vwp<6 hex>``
+  and marks it ``vwire-pool:<forwarder pid>``, and the shadow is marked so too; its counters then
+  are kept as the next vWire's ``baseline``. At most ``reuse`` daemons are kept, each for at
+  most ``reuse_idle`` seconds (:mod:`.recycle`), watched like the others: one whose namespace
+  path names another namespace now is stopped, one that ends is not restarted and no longer
+  kept. A ``create`` into the same namespace at the same MTU takes a kept daemon (the one
+  started as ``ifname`` if there is one): one UAPI set (key, port), one rename of its TUN with
+  ``alias``; a kept daemon that fails there is stopped and the next one tried, then a new one
+  started. Anything ``retire`` cannot keep, or fails to wipe, it deletes.
+- A daemon's UAPI socket and shadow keep the name it started as, which a reused or pooled
+  daemon's interface no longer has; a restart starts the new daemon under that same name and
+  renames its TUN to the interface's. A ``create`` whose name is the socket of a daemon of ours
+  serving another vWire starts its daemon under a ``vwp`` name instead (one kept for another
+  namespace or MTU is stopped first).
 - Interface names are global (the socket directory is shared by all namespaces).
 """
 
@@ -56,7 +72,7 @@ from pathlib import Path
 
 import structlog
 
-from forwarder.kernel import KernelPort, real_kernel
+from forwarder.kernel import KernelPort, LinkStats, real_kernel
 from forwarder.kernel.netns import NsId, ns_id
 from sdk.errors import AlreadyExists, DataplaneError, FabricError, NotFound
 
@@ -71,8 +87,9 @@ from .model import (
     validate_peer,
 )
 from .netns import check_netns
-from .pool import DevicePool
+from .pool import POOL_ALIAS, DevicePool, pool_name
 from .process import WIREGUARD_GO, WgGoProcess, clear_stale_socket
+from .recycle import IdleDevices
 from .uapi import (
     SOCKET_DIR,
     UapiClient,
@@ -81,6 +98,7 @@ from .uapi import (
     peer_lines,
     removal_lines,
     socket_path,
+    wipe_lines,
 )
 
 log = structlog.get_logger()
@@ -91,6 +109,8 @@ log = structlog.get_logger()
 TUN_IN_NETNS_VERSIONS = frozenset({"v0.0.20220316", "0.0.20220316"})
 #: Seconds between checks that the namespaces of TUNs made in them are still there.
 NETNS_POLL = 0.5
+#: Seconds a retired daemon is kept for the next vWire of its namespace.
+REUSE_IDLE = 30.0
 
 EventCallback = Callable[[WgProcessEvent], None]
 
@@ -115,9 +135,16 @@ class _Device:
     mtu: int = 0  # its MTU outside the underlay, set again on restarts (0: in the underlay)
     shadow: bool = False  # TUN made in ``netns``; a same-named shadow in the underlay
     netns_id: NsId | None = None  # identity of ``netns`` when its TUN was made there
+    idle_name: str | None = None  # retired: its TUN's name in ``netns`` (None: in use)
+    baseline: LinkStats | None = None  # its TUN's counters when its vWire got it (None: 0)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     stopping: bool = False
     supervisor: asyncio.Task[None] | None = None
+
+
+def _idle_key(device: _Device) -> tuple[str | None, str | None, int]:
+    """Where a retired device can serve again: (underlay, namespace of its TUN, MTU)."""
+    return (device.underlay, device.netns, device.mtu)
 
 
 class UserspaceBackend:
@@ -138,6 +165,8 @@ class UserspaceBackend:
         pool_size: int = 0,
         pool_namespaces: int = 0,
         tun_in_netns: bool = False,
+        reuse: int = 0,
+        reuse_idle: float = REUSE_IDLE,
     ) -> None:
         self.binary = binary
         self.tun_in_netns = tun_in_netns
@@ -151,7 +180,8 @@ class UserspaceBackend:
         self._creating: set[str] = set()
         self._subscribers: list[EventCallback] = []
         self.pool = DevicePool(pool_size, self.kernel, self._process, socket_dir,
-                               namespaces=pool_namespaces)
+                               namespaces=pool_namespaces, sweep_namespaces=reuse > 0)
+        self.retired: IdleDevices[_Device] = IdleDevices(reuse, reuse_idle, self._stop_idle)
         self._netns_watch: asyncio.Task[None] | None = None
 
     # ---- events ---------------------------------------------------------------------------
@@ -183,52 +213,154 @@ class UserspaceBackend:
         key = validate_create(ifname, underlay_netns, private_key, listen_port)
         if ifname in self._devices or ifname in self._creating:
             raise AlreadyExists(f"ifname: wireguard interface {ifname} already exists")
-        if not clear_stale_socket(socket_path(ifname, self.socket_dir)):
+        holder = self._socket_holder(ifname)  # a daemon of ours started as ifname, kept on
+        if holder is not None and holder.idle_name is not None and not (
+                mtu is not None and netns is not None
+                and _idle_key(holder) == (underlay_netns, netns, mtu)):
+            self.retired.remove(holder)  # retired elsewhere: it must not keep the name
+            await self._stop_idle(holder)
+            holder = None
+        if holder is None and not clear_stale_socket(socket_path(ifname, self.socket_dir)):
             raise AlreadyExists(
                 f"ifname: a wireguard-go for {ifname} is already running (names are global "
                 "across namespaces): pick another name"
             )
         self._creating.add(ifname)  # reserved until registered or failed
         try:
-            ready = None if mtu is None else await self.pool.take(underlay_netns, mtu, netns)
-            where = underlay_netns if ready is None or ready.netns is None else ready.netns
-            shadow = (ready is None and self.tun_in_netns and mtu is not None
-                      and netns is not None and netns != underlay_netns)
-            if shadow:
-                assert mtu is not None and netns is not None
-                process = await self._start_in(ifname, underlay_netns, netns, mtu, alias)
-                where = netns
-            elif ready is None:
-                process = self._process(ifname, underlay_netns)
-                await process.start()
-            else:
-                process = ready.process
-            try:
-                port = await self._configure(process.ifname, key, listen_port, [])
-                if process.ifname != ifname:  # a pooled daemon: its TUN takes the name now
-                    await self.kernel.set_link(where, process.ifname, new_name=ifname,
-                                               alias=alias)
-            except BaseException:
-                await process.stop()
-                if shadow:
-                    await self._remove_shadow(underlay_netns, ifname)
-                raise
+            device = await self._reuse(ifname, underlay_netns, key, listen_port, mtu, netns,
+                                       alias)
+            if device is None:
+                # the name's socket is a daemon's serving another vWire: start under another
+                start_as = ifname if holder is None else pool_name()
+                device = await self._make(ifname, start_as, underlay_netns, key, listen_port,
+                                          mtu, netns, alias)
         finally:
             self._creating.discard(ifname)
-        device = _Device(ifname, underlay_netns, key, port, process, where, shadow=shadow,
-                         netns_id=ns_id(where) if shadow and where else None)
-        if shadow and self._netns_watch is None:
+        if device.shadow and self._netns_watch is None:
             self._netns_watch = asyncio.create_task(self._watch_namespaces(),
                                                     name="wg-netns-watch")
+        self._devices[ifname] = device
+        if device.supervisor is None:
+            device.supervisor = asyncio.create_task(
+                self._supervise(device), name=f"wg-supervisor-{ifname}"
+            )
+        log.info("wireguard_created", ifname=ifname, backend=self.kind,
+                 listen_port=device.listen_port, pooled=device.process.ifname != ifname,
+                 reused=device.baseline is not None, netns=device.netns)
+        return device.listen_port
+
+    async def _make(
+        self, ifname: str, start_as: str, underlay_netns: str | None, key: PrivateKey,
+        listen_port: int, mtu: int | None, netns: str | None, alias: str | None,
+    ) -> _Device:
+        """A device for ``ifname`` from a pooled daemon or a new one (started as
+        ``start_as``), configured and its TUN named ``ifname``; nothing is left on failure."""
+        ready = None if mtu is None else await self.pool.take(underlay_netns, mtu, netns)
+        where = underlay_netns if ready is None or ready.netns is None else ready.netns
+        shadow = (ready is None and self.tun_in_netns and mtu is not None
+                  and netns is not None and netns != underlay_netns)
+        if shadow:
+            assert mtu is not None and netns is not None
+            process = await self._start_in(start_as, underlay_netns, netns, mtu, alias)
+            where = netns
+        elif ready is None:
+            process = self._process(start_as, underlay_netns)
+            await process.start()
+        else:
+            process = ready.process
+        try:
+            port = await self._configure(process.ifname, key, listen_port, [])
+            if process.ifname != ifname:  # pooled, or started as another: its TUN's name now
+                await self.kernel.set_link(where, process.ifname, new_name=ifname, alias=alias)
+        except BaseException:
+            await process.stop()
+            if shadow:
+                await self._remove_shadow(underlay_netns, process.ifname)
+            raise
+        device = _Device(ifname, underlay_netns, key, port, process, where, shadow=shadow,
+                         netns_id=ns_id(where) if shadow and where else None)
         if where != underlay_netns:  # pooled there or made there, at this MTU (restarts too)
             device.mtu = mtu or 0
-        self._devices[ifname] = device
-        device.supervisor = asyncio.create_task(
-            self._supervise(device), name=f"wg-supervisor-{ifname}"
-        )
-        log.info("wireguard_created", ifname=ifname, backend=self.kind, listen_port=port,
-                 pooled=process.ifname != ifname, netns=where)
-        return port
+        return device
+
+    async def _reuse(
+        self, ifname: str, underlay_netns: str | None, key: PrivateKey, listen_port: int,
+        mtu: int | None, netns: str | None, alias: str | None,
+    ) -> _Device | None:
+        """A retired device of ``netns`` at ``mtu``, configured and its TUN named ``ifname``
+        (the one whose daemon was started as ``ifname`` if there is one); None if there is
+        none that works (one that fails is stopped)."""
+        if mtu is None or netns is None:
+            return None
+        where = (underlay_netns, netns, mtu)
+        while (device := self.retired.take(where, lambda d: d.process.ifname == ifname)):
+            assert device.idle_name is not None
+            try:
+                if ns_id(netns) != device.netns_id:
+                    raise NotFound(f"{netns} names another namespace than when it was retired")
+                async with device.lock:
+                    port = await self._configure(device.process.ifname, key, listen_port, [])
+                    await self.kernel.set_link(netns, device.idle_name, new_name=ifname,
+                                               alias=alias)
+            except FabricError as exc:
+                log.info("wireguard_retired_unusable", ifname=device.process.ifname,
+                         netns=netns, error=str(exc))
+                await self._stop_idle(device)
+                continue
+            device.ifname, device.private_key, device.listen_port = ifname, key, port
+            device.peers, device.idle_name = {}, None
+            return device
+        return None
+
+    def _socket_holder(self, name: str) -> _Device | None:
+        """The device (in use or retired) whose daemon was started as ``name``."""
+        for device in [*self._devices.values(), *self.retired.items()]:
+            if device.process.ifname == name:
+                return device
+        return None
+
+    async def retire(self, ifname: str, netns: str, current: str) -> None:
+        """Keep ``ifname``'s daemon for a later :meth:`create` into ``netns`` at its MTU
+        (module docstring), its TUN named ``current`` there now; otherwise delete it."""
+        validate_ifname(ifname)
+        device = self._devices.get(ifname)
+        if (device is None or not device.shadow or device.netns != netns or device.stopping
+                or device.process.returncode is not None or not self.retired.wants()):
+            await self.delete(ifname)
+            return
+        idle_name, mark = pool_name(), f"{POOL_ALIAS}{os.getpid()}"
+        try:
+            async with device.lock:
+                await self._uapi(device).set(wipe_lines())
+                device.baseline, _ = await asyncio.gather(
+                    self.kernel.reset_link(netns, current, new_name=idle_name, alias=mark),
+                    self.kernel.set_link(device.underlay, device.process.ifname, alias=mark))
+        except FabricError as exc:
+            log.info("wireguard_retire_failed", ifname=ifname, error=str(exc))
+            await self.delete(ifname)
+            return
+        if device.process.returncode is not None or device.stopping:
+            await self.delete(ifname)  # it ended meanwhile
+            return
+        device.peers, device.idle_name = {}, idle_name
+        self._devices.pop(ifname, None)
+        self.retired.put(_idle_key(device), device)
+        log.info("wireguard_retired", ifname=ifname, daemon=device.process.ifname,
+                 netns=netns, kept_as=idle_name)
+
+    def baseline(self, ifname: str) -> LinkStats | None:
+        """The counters ``ifname``'s TUN had when this vWire got it (None: a new TUN)."""
+        return self._device(ifname).baseline
+
+    async def _stop_idle(self, device: _Device) -> None:
+        """Stop a retired device's daemon and remove its shadow (its TUN ends with it)."""
+        device.stopping = True
+        async with device.lock:
+            await device.process.stop()
+            if device.supervisor is not None:
+                await device.supervisor
+            await self._remove_shadow(device.underlay, device.process.ifname)
+        log.info("wireguard_retired_stopped", daemon=device.process.ifname, netns=device.netns)
 
     async def _start_in(
         self, ifname: str, underlay: str | None, netns: str, mtu: int, alias: str | None
@@ -279,7 +411,8 @@ class UserspaceBackend:
         or at :meth:`close`."""
         while True:
             await asyncio.sleep(NETNS_POLL)
-            watched = [device for device in self._devices.values() if device.shadow]
+            watched = [device for device in [*self._devices.values(), *self.retired.items()]
+                       if device.shadow]
             if not watched:
                 self._netns_watch = None
                 return
@@ -361,9 +494,11 @@ class UserspaceBackend:
                 if device.supervisor is not None:
                     await device.supervisor
                 if device.shadow:
-                    await self._remove_shadow(device.underlay, ifname)
+                    await self._remove_shadow(device.underlay, device.process.ifname)
                 self._devices.pop(ifname, None)
             log.info("wireguard_deleted", ifname=ifname)
+        if self._socket_holder(ifname) is not None:
+            return  # the name's socket is a daemon's of ours, serving another vWire
         if not clear_stale_socket(socket_path(ifname, self.socket_dir)):
             log.warning("wireguard_delete_foreign_daemon", ifname=ifname)
 
@@ -385,6 +520,7 @@ class UserspaceBackend:
                 await self._netns_watch
             self._netns_watch = None
         await self.pool.close()
+        await self.retired.close()
         for ifname in list(self._devices):
             await self.delete(ifname)
 
@@ -456,6 +592,9 @@ class UserspaceBackend:
             code = await device.process.wait()
             if device.stopping:
                 return
+            if device.idle_name is not None:  # retired: not restarted, no longer kept
+                await self._forget_retired(device, code)
+                return
             detail = device.process.output_tail()
             log.warning(
                 "wireguard_go_exited",
@@ -469,6 +608,9 @@ class UserspaceBackend:
             async with device.lock:
                 if device.stopping:
                     return
+                if device.idle_name is not None:  # retired while it was ending
+                    await self._forget_retired(device, code)
+                    return
                 error = await self._restart(device)
             if error is not None:
                 log.error("wireguard_go_restart_failed", ifname=device.ifname, error=error)
@@ -476,6 +618,15 @@ class UserspaceBackend:
                 return
             log.info("wireguard_go_restarted", ifname=device.ifname, pid=device.process.pid)
             self._publish(WgProcessEvent(device.ifname, "restarted", code))
+
+    async def _forget_retired(self, device: _Device, code: int | None) -> None:
+        """A retired daemon that ended on its own (e.g. its namespace went): not kept."""
+        self.retired.remove(device)
+        device.stopping = True
+        log.info("wireguard_retired_exited", daemon=device.process.ifname, returncode=code,
+                 netns=device.netns)
+        clear_stale_socket(device.process.socket)
+        await self._remove_shadow(device.underlay, device.process.ifname)
 
     async def _restart(self, device: _Device) -> str | None:
         """Bring the daemon back with its configuration; the last error, or None on success."""
@@ -485,7 +636,7 @@ class UserspaceBackend:
                 return "interface is being deleted"
             if attempt:
                 await asyncio.sleep(self.restart.backoff * 2 ** (attempt - 1))  # backoff
-            process = self._process(device.ifname, device.underlay)
+            process = self._process(device.process.ifname, device.underlay)  # its socket
             try:
                 if device.shadow:  # its TUN went with the daemon: a new one where it was
                     assert device.netns is not None
@@ -494,7 +645,7 @@ class UserspaceBackend:
                     await process.start()
                 device.process = process
                 await self._configure(
-                    device.ifname,
+                    process.ifname,
                     device.private_key,
                     device.listen_port,
                     list(device.peers.values()),
@@ -505,10 +656,13 @@ class UserspaceBackend:
                     device.netns_id = ns_id(device.netns)  # where the path leads now
                 elif device.netns != device.underlay and device.netns is not None:
                     if device.mtu:  # the new daemon's TUN has its default MTU: set it first
-                        await self.kernel.set_link(device.underlay, device.ifname,
+                        await self.kernel.set_link(device.underlay, process.ifname,
                                                    mtu=device.mtu)
                         await self._daemon_sees(process, device.mtu)
-                    await self.kernel.move_link(device.underlay, device.ifname, device.netns)
+                    await self.kernel.move_link(device.underlay, process.ifname, device.netns)
+                if process.ifname != device.ifname:  # started as another name: the TUN's
+                    await self.kernel.set_link(device.netns, process.ifname,
+                                               new_name=device.ifname)
                 return None
             except FabricError as exc:
                 error = str(exc)

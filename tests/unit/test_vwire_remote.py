@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from forwarder.kernel import FakeKernel, Route
+from forwarder.kernel import FakeKernel, LinkStats, Route
 from forwarder.vwire import (
     Attachment,
     RemoteVWireSpec,
@@ -232,3 +232,47 @@ async def test_sweep_leaves_markers_it_cannot_have_written_and_what_live_owners_
     assert [x.connection_id for x in await sweep(kernel, backend)] == ["conn-r"]  # bogus stays
     assert [x.ifname for x in await find_leftovers(kernel)] == ["bogus"]
     assert item.owner == os.getpid()
+
+
+def ready_in_workload(ready: bool = True) -> RemotePreparation:
+    """The endpoint side's preparation: in the workload's namespace, kept at close if asked."""
+    return RemotePreparation("conn-r", PRIVATE, "eth0", 1440, NODE, 0, WORKLOAD,
+                             ready_in_workload=ready)
+
+
+async def test_a_side_prepared_ready_in_its_workload_is_retired_once_programmed(
+    kernel: FakeKernel, backend: FakeWireGuard
+) -> None:
+    """Closed, the endpoint side's interface goes to ``backend.retire`` with where it is and
+    what it is called now; the client side's, and one whose programming failed, are deleted."""
+    before = kernel.snapshot()
+    prepared = await prepare_remote(kernel, backend, ready_in_workload())
+    vwire = await program_remote(kernel, backend, spec(), prepared)
+    await vwire.close()
+    await vwire.close()
+    assert backend.retired == [(prepared.wg_name, WORKLOAD, "nsm0")]
+    assert kernel.snapshot() == before and backend.where == {}
+
+    backend.retired.clear()
+    vwire = await program_remote(kernel, backend, spec(), await prepare_remote(
+        kernel, backend, ready_in_workload(False)))
+    await vwire.close()
+    assert backend.retired == [] and kernel.snapshot() == before
+
+    kernel.fail_on("add_route", nth=1)
+    with pytest.raises(DataplaneError, match="injected"):
+        await program_remote(kernel, backend, spec(), await prepare_remote(
+            kernel, backend, ready_in_workload()))
+    assert backend.retired == [] and kernel.snapshot() == before
+
+
+async def test_counters_of_a_kept_interface_count_from_when_this_vwire_got_it(
+    kernel: FakeKernel, backend: FakeWireGuard
+) -> None:
+    prepared = await prepare_remote(kernel, backend, ready_in_workload())
+    backend.baselines[prepared.wg_name] = LinkStats(1000, 2000, 10, 20)  # its last vWire's
+    vwire = await program_remote(kernel, backend, spec(), prepared)
+    kernel.count_traffic(WORKLOAD, "nsm0", LinkStats(1500, 2600, 14, 29))
+    metrics = await vwire.metrics()
+    assert [metrics[f"workload_{kind}"] for kind in
+            ("rx_bytes", "tx_bytes", "rx_packets", "tx_packets")] == ["500", "600", "4", "9"]
