@@ -1,8 +1,10 @@
 """Connection benchmark: remote setup latency and heal times on a real fabric, against a raw peer.
 
 Run (root): ``python -m bench.connect [--sequential 100] [--concurrent 50] [--heal-trials 5]
-[--wireguard-pool N] [--wireguard-pool-endpoints M] [--no-prepare-ahead]
-[--wireguard-device per-vwire|shared] [--json]`` (``--wireguard-pool``: the forwarders keep N
+[--wireguard-pool N] [--wireguard-pool-endpoints M] [--wireguard-reuse K] [--no-prepare-ahead]
+[--wireguard-device per-vwire|shared] [--json]`` (``--wireguard-reuse``: the forwarders keep up
+to K daemons of closed endpoint-side vWires for the next, default as
+``VWIRE_FORWARDER_WIREGUARD_REUSE``; ``--wireguard-pool``: the forwarders keep N
 wireguard-go daemons started ahead, see ``VWIRE_FORWARDER_WIREGUARD_POOL``, and with
 ``--wireguard-pool-endpoints`` N more each in up to M endpoint namespaces, moved in, see
 ``VWIRE_FORWARDER_WIREGUARD_POOL_ENDPOINTS``; ``--no-prepare-ahead``: they program a tunnel only
@@ -83,7 +85,7 @@ from bench.common import (
     start_wireguard_go,
 )
 from bench.procstat import CpuMeter, busy_share, machine_ticks, pss_bytes, rss_bytes
-from forwarder.settings import WIREGUARD_DEVICES
+from forwarder.settings import WIREGUARD_DEVICES, ForwarderSettings
 from forwarder.wireguard.keys import generate_keypair
 from lab.clients import InProcessClients
 from lab.fabric import Client, Fabric
@@ -119,6 +121,7 @@ class Config:
     max_seconds: float = 300.0
     wireguard_pool: int = 0
     wireguard_pool_endpoints: int = 0
+    wireguard_reuse: int = ForwarderSettings().wireguard_reuse
     prepare_ahead: bool = True
     wireguard_device: str = "per-vwire"
 
@@ -494,6 +497,9 @@ def _parser() -> argparse.ArgumentParser:
                         default=defaults.wireguard_pool_endpoints,
                         help="the forwarders' VWIRE_FORWARDER_WIREGUARD_POOL_ENDPOINTS (endpoint "
                              "namespaces --wireguard-pool daemons are also kept ready in)")
+    parser.add_argument("--wireguard-reuse", type=int, default=defaults.wireguard_reuse,
+                        help="the forwarders' VWIRE_FORWARDER_WIREGUARD_REUSE (daemons of closed "
+                             "endpoint-side vWires kept for the next; 0: none)")
     parser.add_argument("--no-prepare-ahead", dest="prepare_ahead", action="store_false",
                         help="the forwarders' VWIRE_FORWARDER_PREPARE_AHEAD=false (a tunnel is "
                              "made only once the request's answer came)")
@@ -517,12 +523,14 @@ def main(argv: list[str] | None = None) -> int:
     if config.concurrent > 64:
         parser.error("--concurrent must be at most 64 (one channel, bounded in-flight calls)")
     require_root(parser)
-    if config.wireguard_pool < 0 or config.wireguard_pool_endpoints < 0:
-        parser.error("--wireguard-pool and --wireguard-pool-endpoints must be 0 or more")
+    if min(config.wireguard_pool, config.wireguard_pool_endpoints, config.wireguard_reuse) < 0:
+        parser.error("--wireguard-pool, --wireguard-pool-endpoints and --wireguard-reuse must "
+                     "be 0 or more")
     os.environ["VWIRE_FORWARDER_WIREGUARD_POOL"] = str(config.wireguard_pool)  # the forwarders'
     os.environ["VWIRE_FORWARDER_PREPARE_AHEAD"] = str(config.prepare_ahead).lower()
     os.environ["VWIRE_FORWARDER_WIREGUARD_POOL_ENDPOINTS"] = str(config.wireguard_pool_endpoints)
     os.environ["VWIRE_FORWARDER_WIREGUARD_DEVICE"] = config.wireguard_device
+    os.environ["VWIRE_FORWARDER_WIREGUARD_REUSE"] = str(config.wireguard_reuse)
     log.configure("warning", json=True)
     pid = os.getpid()
     topology = Topology(f"vwb{pid}-", Path(f"/var/run/vwire-bench/{pid}"))
