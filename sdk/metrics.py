@@ -71,6 +71,13 @@ ASYNCIO_TASKS = Gauge(
 )
 
 
+WIREGUARD_DAEMONS = Gauge(
+    "vwire_wireguard_daemons",
+    "wireguard-go daemons a forwarder runs: serving a vWire, or kept after its vWire closed",
+    ["state"],
+)
+
+
 def count_tasks(loop: asyncio.AbstractEventLoop) -> None:
     """Let ``vwire_process_asyncio_tasks`` count the tasks of ``loop`` when scraped (from the
     metrics thread: ``asyncio.all_tasks`` tolerates a loop changing its tasks meanwhile)."""

@@ -75,6 +75,7 @@ import structlog
 from forwarder.kernel import KernelPort, LinkStats, real_kernel
 from forwarder.kernel.netns import NsId, ns_id
 from sdk.errors import AlreadyExists, DataplaneError, FabricError, NotFound
+from sdk.metrics import WIREGUARD_DAEMONS
 
 from .inotify import DEFAULT_BUDGET, InotifyBudget
 from .keys import PrivateKey, parse_public_key
@@ -182,6 +183,9 @@ class UserspaceBackend:
         self.pool = DevicePool(pool_size, self.kernel, self._process, socket_dir,
                                namespaces=pool_namespaces, sweep_namespaces=reuse > 0)
         self.retired: IdleDevices[_Device] = IdleDevices(reuse, reuse_idle, self._stop_idle)
+        # len() of a dict or list is atomic: safe from the metrics thread
+        WIREGUARD_DAEMONS.labels("serving").set_function(lambda: len(self._devices))
+        WIREGUARD_DAEMONS.labels("kept").set_function(lambda: len(self.retired))
         self._netns_watch: asyncio.Task[None] | None = None
 
     # ---- events ---------------------------------------------------------------------------

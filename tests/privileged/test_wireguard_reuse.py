@@ -18,6 +18,7 @@ import re
 from collections.abc import AsyncIterator, Callable
 
 import pytest
+from prometheus_client import REGISTRY
 
 from forwarder.wireguard import UserspaceBackend, generate_keypair
 from forwarder.wireguard.uapi import SOCKET_DIR
@@ -82,6 +83,11 @@ async def up_as(a: Side, b: Side, be: UserspaceBackend, overlay: str, name: str)
     assert await ping(b.ns, a.overlay4)
 
 
+def daemons(state: str) -> float | None:
+    """``vwire_wireguard_daemons{state=...}`` now."""
+    return REGISTRY.get_sample_value("vwire_wireguard_daemons", {"state": state})
+
+
 def kept(be: UserspaceBackend) -> list[tuple[str, int | None]]:
     """(name of its TUN, pid) of every daemon kept."""
     return [(str(d.idle_name), d.process.pid) for d in be.retired.items()]
@@ -110,6 +116,7 @@ async def test_a_retired_daemon_is_wiped_then_serves_the_next_vwire_of_its_names
     [(idle, kept_pid)] = kept(backend)
     assert kept_pid == pid and pid is not None and process_alive(pid)
     assert a.ifname not in backend.interfaces()
+    assert (daemons("kept"), daemons("serving")) == (1, 1)  # b serves
     links = await sh("ip", "-o", "link", netns=overlay)
     assert "ep0" not in links and re.match(r"vwp[0-9a-f]{6}$", idle)
     shown = await sh("ip", "-o", "link", "show", idle, netns=overlay)
@@ -132,6 +139,7 @@ async def test_a_retired_daemon_is_wiped_then_serves_the_next_vwire_of_its_names
 
     c = await made_in(backend, underlay[0], overlay, 5)
     assert backend.pid(c.ifname) == pid and kept(backend) == []
+    assert (daemons("kept"), daemons("serving")) == (0, 4)
     assert socket.exists()
     shown = await sh("ip", "-d", "link", "show", c.ifname, netns=overlay)
     assert "vwire:test/5" in shown and f"mtu {MTU}" in shown and "state DOWN" in shown
