@@ -207,6 +207,8 @@ async def _make(
             where["netns"] = None  # not deleted: no longer ours, whatever it is called
         else:
             await backend.delete(wg_name)
+            if backend.kind != "kernel":  # its TUN ended with its daemon: nothing to look for
+                where["netns"] = None
 
     prepared.undo.push(f"delete wireguard {wg_name}", delete_or_retire)
     if hint is not None and await _made_in(kernel, hint, wg_name, prepared.mtu):

@@ -276,3 +276,16 @@ async def test_counters_of_a_kept_interface_count_from_when_this_vwire_got_it(
     metrics = await vwire.metrics()
     assert [metrics[f"workload_{kind}"] for kind in
             ("rx_bytes", "tx_bytes", "rx_packets", "tx_packets")] == ["500", "600", "4", "9"]
+
+
+async def test_close_does_not_look_for_a_userspace_interface_its_daemon_took_along(
+    kernel: FakeKernel, backend: FakeWireGuard
+) -> None:
+    """Only a kernel WireGuard link outlives its backend's delete: after a userspace one's (the
+    fake's, which deletes its link as a stopped daemon does) the close asks the kernel for
+    nothing more in the workload's namespace."""
+    vwire = await program_remote(kernel, backend, spec())
+    kernel.calls.clear()
+    await vwire.close()
+    assert [call for call in kernel.calls if call.startswith("delete_link")] == [
+        f"delete_link('{WORKLOAD}', 'nsm0')"]
