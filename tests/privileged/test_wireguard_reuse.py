@@ -13,9 +13,14 @@ overlay namespace per test for side A's interface.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
 from prometheus_client import REGISTRY
@@ -237,3 +242,58 @@ async def test_a_name_whose_socket_a_reused_daemon_holds_is_still_made_and_resta
     await backend.delete(c.ifname)
     assert restarted is not None and await gone(restarted)
     assert not (SOCKET_DIR / f"{a.ifname}.sock").exists()
+
+
+CRASHING_FORWARDER = """
+import asyncio, sys
+from forwarder.wireguard import UserspaceBackend, generate_keypair
+
+async def main(underlay, overlay, name):
+    be = UserspaceBackend(tun_in_netns=True, reuse=2)
+    private, _ = generate_keypair()
+    await be.create(name, underlay, private, 52799, mtu=1380, netns=overlay)
+    await be.retire(name, overlay, name)
+    kept = be.retired.items()[0]
+    print("KEPT", kept.process.pid, kept.idle_name, flush=True)
+    await asyncio.sleep(60)
+
+asyncio.run(main(*sys.argv[1:4]))
+"""
+
+
+async def test_a_killed_forwarders_kept_daemons_end_when_its_successor_sweeps(
+    underlay: tuple[str, str], netns: Callable[[str], str],
+) -> None:
+    """A forwarder killed with daemons kept leaves them running (nothing they print would
+    fail); the next one's sweep deletes their TUNs, marked with the dead pid, which ends them,
+    and their shadows."""
+    overlay, name = netns("ov"), wg_name()
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", CRASHING_FORWARDER, netns_path(underlay[0]), netns_path(overlay),
+        name, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        cwd=str(Path(__file__).resolve().parents[2]))
+    try:
+        assert child.stdout is not None
+        async with asyncio.timeout(30):
+            while not (line := (await child.stdout.readline()).decode()).startswith("KEPT"):
+                assert line, "the forwarder ended before it kept a daemon"
+        _, pid_text, idle = line.split()
+        daemon = int(pid_text)
+    finally:
+        child.kill()
+        await child.wait()
+        if "daemon" not in locals():  # it never said: end whatever it started
+            await asyncio.to_thread(subprocess.run, ["pkill", "-f", f"wireguard-go -f {name}"])
+    await asyncio.sleep(0.3)
+    assert process_alive(daemon), "the kept daemon should outlive its forwarder until a sweep"
+    assert idle in await sh("ip", "-o", "link", netns=overlay)
+    successor = UserspaceBackend(tun_in_netns=True, reuse=2)
+    try:  # the sweep ends the daemon; if it does not, the kill below does
+        removed = await successor.pool.sweep(netns_path(underlay[0]))
+        assert idle in removed and name in removed  # the TUN and the shadow
+        assert await gone(daemon), "its daemon ran on after its TUN was deleted"
+        assert name not in await sh("ip", "-o", "link", netns=underlay[0])
+    finally:
+        await successor.close()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(daemon, signal.SIGKILL)
