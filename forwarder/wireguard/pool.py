@@ -29,7 +29,8 @@ Contract:
   (a crashed forwarder's: deleting the TUN ends its daemon), in the underlay and, with
   ``namespaces`` > 0 or ``sweep_namespaces`` (the backend keeps retired daemons' TUNs there,
   marked alike), in every workload namespace, and unlinks pooled daemons' sockets nobody
-  answers on.
+  answers on, and those named like the links it deleted once their daemons ended (at most
+  ``SOCKET_GRACE`` seconds: a daemon ends with its TUN, a moment after).
 - :meth:`close` stops the refills and every daemon still pooled. ``size`` 0 disables the pool.
 """
 
@@ -56,6 +57,8 @@ log = structlog.get_logger()
 
 POOL_ALIAS = "vwire-pool:"
 _MAX_PAUSE = 5.0
+#: Seconds a sweep waits for the daemons of the links it deleted to end, to unlink their sockets.
+SOCKET_GRACE = 2.0
 
 
 POOL_PREFIX = "vwp"
@@ -269,9 +272,24 @@ class DevicePool:
                 places += await self.kernel.list_namespaces()
         for netns in dict.fromkeys(places):
             removed += await self._sweep_in(netns)
+        await self._clear_sockets(removed)
         if removed:
             log.info("wireguard_pool_leftovers_removed", underlay=underlay, links=removed)
         return removed
+
+    async def _clear_sockets(self, names: list[str]) -> None:
+        """Unlink the sockets named like the links just deleted (a pooled TUN, a kept daemon's
+        shadow) once their daemons, which end with their TUNs a moment later, are gone; at most
+        ``SOCKET_GRACE`` seconds in all."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SOCKET_GRACE
+        for name in names:
+            sock = self.socket_dir / f"{name}.sock"
+            while not clear_stale_socket(sock):
+                if loop.time() >= deadline:
+                    log.warning("wireguard_pool_socket_live", socket=str(sock))
+                    break
+                await asyncio.sleep(0.01)  # bounded: its daemon ends with its TUN
 
     async def _sweep_in(self, netns: str | None) -> list[str]:
         removed = []

@@ -306,6 +306,8 @@ class UserspaceBackend:
                     port = await self._configure(device.process.ifname, key, listen_port, [])
                     await self.kernel.set_link(netns, device.idle_name, new_name=ifname,
                                                alias=alias)
+                if device.stopping or device.process.returncode is not None:
+                    raise NotFound("its daemon ended meanwhile")
             except FabricError as exc:
                 log.info("wireguard_retired_unusable", ifname=device.process.ifname,
                          netns=netns, error=str(exc))

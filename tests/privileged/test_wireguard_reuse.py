@@ -27,6 +27,7 @@ from prometheus_client import REGISTRY
 
 from forwarder.wireguard import UserspaceBackend, generate_keypair
 from forwarder.wireguard.uapi import SOCKET_DIR
+from sdk.errors import AlreadyExists
 from tests.privileged.conftest import netns_path
 
 from .test_wireguard_userspace import (
@@ -207,6 +208,31 @@ async def test_off_it_is_deleted_and_kept_ones_end_in_time_or_with_their_namespa
         await brief.close()
 
 
+async def test_a_kept_daemon_that_cannot_be_taken_is_stopped_and_nothing_is_left(
+    backend: UserspaceBackend, underlay: tuple[str, str], netns: Callable[[str], str],
+) -> None:
+    """The name asked for is taken in the namespace: the kept daemon cannot be renamed to it,
+    so it is stopped, and a new daemon cannot have it either: the create fails naming it, and
+    neither daemon, TUN, shadow nor socket is left."""
+    overlay = netns("ov")
+    a = await made_in(backend, underlay[0], overlay, 1)
+    pid = backend.pid(a.ifname)
+    await backend.retire(a.ifname, netns_path(overlay), a.ifname)
+    taken = wg_name()
+    await sh("ip", "link", "add", taken, "type", "veth", "peer", "name", "probe1", netns=overlay)
+    private, _ = generate_keypair()
+    with pytest.raises(AlreadyExists, match=taken):
+        await backend.create(taken, netns_path(underlay[0]), private, next(PORTS), mtu=MTU,
+                             netns=netns_path(overlay))
+    assert pid is not None and await gone(pid)
+    assert kept(backend) == [] and backend.interfaces() == []
+    assert "vwp" not in await sh("ip", "-o", "link", netns=overlay)
+    assert a.ifname not in await sh("ip", "-o", "link", netns=underlay[0])
+    assert taken not in await sh("ip", "-o", "link", netns=underlay[0])
+    assert not (SOCKET_DIR / f"{a.ifname}.sock").exists()
+    assert not (SOCKET_DIR / f"{taken}.sock").exists()
+
+
 async def test_a_name_whose_socket_a_reused_daemon_holds_is_still_made_and_restarts_work(
     backend: UserspaceBackend, underlay: tuple[str, str], netns: Callable[[str], str],
 ) -> None:
@@ -293,6 +319,7 @@ async def test_a_killed_forwarders_kept_daemons_end_when_its_successor_sweeps(
         assert idle in removed and name in removed  # the TUN and the shadow
         assert await gone(daemon), "its daemon ran on after its TUN was deleted"
         assert name not in await sh("ip", "-o", "link", netns=underlay[0])
+        assert not (SOCKET_DIR / f"{name}.sock").exists()
     finally:
         await successor.close()
         with contextlib.suppress(ProcessLookupError):
