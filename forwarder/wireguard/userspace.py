@@ -50,8 +50,9 @@ Contract:
   path names another namespace now is stopped, one that ends is not restarted and no longer
   kept. A ``create`` into the same namespace at the same MTU takes a kept daemon (the one
   started as ``ifname`` if there is one): one UAPI set (key, port), one rename of its TUN with
-  ``alias``; a kept daemon that fails there is stopped and the next one tried, then a new one
-  started. Anything ``retire`` cannot keep, or fails to wipe, it deletes.
+  ``alias``, and ``alias`` on its shadow; a kept daemon that fails there is stopped and the
+  next one tried, then a new one started. Anything ``retire`` cannot keep, or fails to wipe,
+  it deletes.
 - A daemon's UAPI socket and shadow keep the name it started as, which a reused or pooled
   daemon's interface no longer has; a restart starts the new daemon under that same name and
   renames its TUN to the interface's. A ``create`` whose name is the socket of a daemon of ours
@@ -304,8 +305,11 @@ class UserspaceBackend:
                     raise NotFound(f"{netns} names another namespace than when it was retired")
                 async with device.lock:
                     port = await self._configure(device.process.ifname, key, listen_port, [])
-                    await self.kernel.set_link(netns, device.idle_name, new_name=ifname,
-                                               alias=alias)
+                    await asyncio.gather(  # the shadow says whose it is again, as a new one
+                        self.kernel.set_link(netns, device.idle_name, new_name=ifname,
+                                             alias=alias),
+                        self.kernel.set_link(device.underlay, device.process.ifname,
+                                             alias=alias))
                 if device.stopping or device.process.returncode is not None:
                     raise NotFound("its daemon ended meanwhile")
             except FabricError as exc:

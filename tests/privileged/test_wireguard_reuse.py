@@ -149,6 +149,7 @@ async def test_a_retired_daemon_is_wiped_then_serves_the_next_vwire_of_its_names
     assert socket.exists()
     shown = await sh("ip", "-d", "link", "show", c.ifname, netns=overlay)
     assert "vwire:test/5" in shown and f"mtu {MTU}" in shown and "state DOWN" in shown
+    assert "vwire:test/5" in await sh("ip", "-d", "link", "show", a.ifname, netns=a.ns)
     baseline = backend.baseline(c.ifname)
     assert baseline is not None and baseline.rx_packets > 0 and baseline.tx_packets > 0
     await up_as(c, b, backend, overlay, "ep1")  # a new key and port: echo passes again
