@@ -9,18 +9,25 @@ wireguard-go daemon is not counted: it is the "shadow" of a tunnel made in its w
 namespace (docs/dataplane.md), part of a live vWire, whose first build may have moved its tunnel
 instead (an endpoint's namespace is known only from its first answer); the shadow of a daemon
 that is gone is counted.
+
+Daemons a forwarder keeps after their vWires closed (or starts ahead), and their links, marked
+``vwire-pool:``, are not leaks but a cache bounded in number and time: they are counted apart
+(``kept``), and :func:`leaked` reports only more of them than the forwarders may keep
+(``VWIRE_FORWARDER_WIREGUARD_REUSE`` each).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 
 from api.proto.registry_pb2 import NetworkServiceEndpoint
+from forwarder.settings import ForwarderSettings
 from lab import network
 from lab.fabric import Fabric
 from lab.observe import wait_for
@@ -40,6 +47,8 @@ class Holdings:
     sockets: dict[str, int]
     wireguard: int
     records: tuple[str, ...]
+    kept: int = 0  #: kept (or pooled) daemons, not in ``wireguard``
+    kept_limit: int = 0  #: how many the forwarders may keep
     #: Link names per namespace, to say which ones are left over (not compared).
     link_names: dict[str, list[str]] = field(default_factory=dict, compare=False)
 
@@ -94,21 +103,29 @@ async def holdings(fabric: Fabric) -> Holdings:
     """A snapshot of what ``fabric`` holds now (see the module docstring)."""
     spaces = network.namespaces(fabric.topology)
     daemons = set(fabric.wireguard_processes().values())
-    names = {ns: _link_names(ns) for ns in spaces}
+    seen = {ns: _links(ns) for ns in spaces}
+    pooled = {name for links in seen.values() for name, mark in links if mark}
+    names = {ns: [name for name, mark in seen[ns] if not mark] for ns in spaces}
+    reuse = int(os.environ.get("VWIRE_FORWARDER_WIREGUARD_REUSE",
+                               ForwarderSettings().wireguard_reuse))
     return Holdings(
         links={ns: len([n for n in names[ns] if n not in daemons]) for ns in spaces},
         addresses={ns: _count(ns, "-o", "addr", "show") for ns in spaces},
         routes={ns: _count(ns, "route", "show", "table", "all") for ns in spaces},
         sockets={ns: await _sockets(ns) for ns in spaces},
-        wireguard=len(fabric.wireguard_processes()),
+        wireguard=len(daemons - pooled),
         records=await records(fabric),
         link_names=names,
+        kept=len(daemons & pooled),
+        kept_limit=reuse * len(fabric.nodes),
     )
 
 
-def _link_names(netns: str) -> list[str]:
+def _links(netns: str) -> list[tuple[str, bool]]:
+    """(name, marked ``vwire-pool:``) of every link of ``netns``."""
     lines = network.ip("-o", "link", "show", netns=netns).splitlines()
-    return [line.split(":")[1].strip().split("@")[0] for line in lines if line.count(":") > 1]
+    return [(line.split(":")[1].strip().split("@")[0], "alias vwire-pool:" in line)
+            for line in lines if line.count(":") > 1]
 
 
 def leaked(before: Holdings, after: Holdings) -> list[str]:
@@ -122,6 +139,9 @@ def leaked(before: Holdings, after: Holdings) -> list[str]:
                 found.append(f"{kind} in {ns}: {was.get(ns, 0)} -> {now.get(ns, 0)}{names}")
     if after.wireguard > before.wireguard:
         found.append(f"wireguard-go processes: {before.wireguard} -> {after.wireguard}")
+    if after.kept > after.kept_limit:
+        found.append(f"kept wireguard-go processes: {after.kept}, more than the forwarders' "
+                     f"{after.kept_limit}")
     if after.records != before.records:
         found.append(f"registry endpoints: {before.records} -> {after.records}")
     return found
