@@ -30,6 +30,7 @@ from forwarder.wireguard.uapi import SOCKET_DIR
 from sdk.errors import AlreadyExists
 from tests.privileged.conftest import netns_path
 
+from .test_wireguard_tun_in_netns import made_in as made_in_overlay
 from .test_wireguard_userspace import (
     Side,
     killed_and_restarted,
@@ -64,13 +65,10 @@ async def backend() -> AsyncIterator[UserspaceBackend]:
 
 async def made_in(be: UserspaceBackend, ns: str, overlay: str, n: int,
                   mtu: int = MTU) -> Side:
-    """Side ``n`` with its socket in ``ns``, its TUN in ``overlay`` (a new one or a kept one)."""
-    private, public = generate_keypair()
-    ifname = wg_name()
-    port = await be.create(ifname, netns_path(ns), private, next(PORTS), mtu=mtu,
-                           netns=netns_path(overlay), alias=f"vwire:test/{n}")
-    return Side(ns, ifname, private, public, port, f"192.0.2.{n}", f"fd00:0:1::{n}",
-                f"10.77.0.{n}", f"fd77::{n}")
+    """Side ``n`` on the next tunnel port, its TUN in ``overlay`` (a new one or a kept one),
+    marked ``vwire:test/<n>``."""
+    return await made_in_overlay(be, ns, overlay, n, port=next(PORTS), mtu=mtu,
+                                 alias=f"vwire:test/{n}")
 
 
 async def up_as(a: Side, b: Side, be: UserspaceBackend, overlay: str, name: str) -> None:

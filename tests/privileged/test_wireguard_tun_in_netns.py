@@ -84,11 +84,14 @@ async def links(netns: str) -> str:
     return await sh("ip", "-o", "link", netns=netns)
 
 
-async def made_in(be: UserspaceBackend, ns: str, overlay: str, n: int) -> Side:
-    """Side ``n`` with its socket in ``ns`` and its TUN made in ``overlay`` at :data:`MTU`."""
+async def made_in(be: UserspaceBackend, ns: str, overlay: str, n: int, *, port: int = 0,
+                  mtu: int = MTU, alias: str | None = None) -> Side:
+    """Side ``n`` with its socket in ``ns`` and its TUN made in ``overlay`` (or one kept there)
+    at ``mtu``, on ``port`` (0: the daemon's choice), marked ``alias``."""
     private, public = generate_keypair()
     ifname = wg_name()
-    port = await be.create(ifname, netns_path(ns), private, 0, mtu=MTU, netns=netns_path(overlay))
+    port = await be.create(ifname, netns_path(ns), private, port, mtu=mtu,
+                           netns=netns_path(overlay), alias=alias)
     return Side(ns, ifname, private, public, port, f"192.0.2.{n}", f"fd00:0:1::{n}",
                 f"10.77.0.{n}", f"fd77::{n}")
 
