@@ -5,7 +5,8 @@ A :class:`VWire` is returned by ``program_local``/``program_remote`` (and ``adop
 idempotent. ``metrics`` reads the counters of every interface as strings for a PathSegment's
 ``metrics`` map: ``<role>_rx_bytes``, ``<role>_tx_bytes``, ``<role>_rx_packets``,
 ``<role>_tx_packets`` per end (counted from when this vWire got the interface: a kept one's
-counters, which the kernel cannot reset, start at ``baselines``), ``mtu``, plus whatever the
+counters, which the kernel cannot reset, start at ``baselines``, until they are found lower than
+it: a new interface under that name, e.g. a restarted daemon's), ``mtu``, plus whatever the
 remote side adds (WireGuard handshake).
 """
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 
 from forwarder.kernel import KernelPort, LinkStats, Netns
 from forwarder.wireguard import WgPeer
@@ -75,6 +76,9 @@ class VWire:
         result = {"mtu": str(self.mtu)}
         for end, stats in zip(self.ends, found, strict=True):
             base = self.baselines.get(end, _ZERO)
+            if any(now < then for now, then in zip(astuple(stats), astuple(base), strict=True)):
+                del self.baselines[end]  # counting from 0 again: a new interface (a restart's)
+                base = _ZERO
             result[f"{end.role}_rx_bytes"] = str(stats.rx_bytes - base.rx_bytes)
             result[f"{end.role}_tx_bytes"] = str(stats.tx_bytes - base.tx_bytes)
             result[f"{end.role}_rx_packets"] = str(stats.rx_packets - base.rx_packets)

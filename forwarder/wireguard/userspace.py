@@ -135,7 +135,7 @@ class _Device:
     netns: str | None  # where the TUN link is now
     peers: dict[str, WgPeer] = field(default_factory=dict)
     mtu: int = 0  # its MTU outside the underlay, set again on restarts (0: in the underlay)
-    shadow: bool = False  # TUN made in ``netns``; a same-named shadow in the underlay
+    shadow: bool = False  # TUN made in ``netns``; a shadow named as its daemon in the underlay
     netns_id: NsId | None = None  # identity of ``netns`` when its TUN was made there
     idle_name: str | None = None  # retired: its TUN's name in ``netns`` (None: in use)
     baseline: LinkStats | None = None  # its TUN's counters when its vWire got it (None: 0)

@@ -276,6 +276,13 @@ async def test_counters_of_a_kept_interface_count_from_when_this_vwire_got_it(
     metrics = await vwire.metrics()
     assert [metrics[f"workload_{kind}"] for kind in
             ("rx_bytes", "tx_bytes", "rx_packets", "tx_packets")] == ["500", "600", "4", "9"]
+    # Its daemon restarted: a new TUN counts from 0, and so does the vWire from then on.
+    kernel.count_traffic(WORKLOAD, "nsm0", LinkStats(70, 80, 1, 2))
+    metrics = await vwire.metrics()
+    assert [metrics[f"workload_{kind}"] for kind in
+            ("rx_bytes", "tx_bytes", "rx_packets", "tx_packets")] == ["70", "80", "1", "2"]
+    kernel.count_traffic(WORKLOAD, "nsm0", LinkStats(1100, 2100, 11, 21))
+    assert (await vwire.metrics())["workload_rx_bytes"] == "1100"
 
 
 async def test_close_does_not_look_for_a_userspace_interface_its_daemon_took_along(
