@@ -158,9 +158,23 @@ class FakeKernel:
         if ns is None or name not in ns.links:
             return
         del ns.links[name]
+        self._drop_routes(ns, name)
+        ns.neighbours = [n for n in ns.neighbours if n.dev != name]
+
+    @staticmethod
+    def _drop_routes(ns: _FakeNs, name: str) -> None:
+        """The routes through ``name`` go (as with the link, or with it going down)."""
         ns.routes = [r for r in ns.routes if r.dev != name]
         ns.connected = [r for r in ns.connected if r.dev != name]
-        ns.neighbours = [n for n in ns.neighbours if n.dev != name]
+
+    def _check_rename(self, netns: Netns, link: _FakeLink, new_name: str) -> None:
+        """Refuse ``new_name`` for ``link`` as the kernel does: a bad name, a link that is up,
+        a name taken."""
+        self._check_name(new_name)
+        if link.up:
+            raise DataplaneError(f"rename {link.name}: Device or resource busy (errno 16)")
+        if new_name in self._space(netns).links:
+            raise AlreadyExists(f"rename {link.name} to {new_name}: File exists (errno 17)")
 
     @staticmethod
     def _check_name(name: str) -> None:
@@ -232,11 +246,7 @@ class FakeKernel:
         if mtu is not None and not 68 <= mtu <= 65535:
             raise InvalidArgument(f"set mtu of {name}", "the kernel rejected the value")
         if new_name is not None and new_name != name:
-            self._check_name(new_name)
-            if link.up:
-                raise DataplaneError(f"rename {name}: Device or resource busy (errno 16)")
-            if new_name in self._space(netns).links:
-                raise AlreadyExists(f"rename {name} to {new_name}: File exists (errno 17)")
+            self._check_rename(netns, link, new_name)
         link.mtu = mtu if mtu is not None else link.mtu
         link.alias = alias if alias is not None else link.alias
         link.up = up if up is not None else link.up
@@ -258,15 +268,11 @@ class FakeKernel:
                          alias: str) -> LinkStats:
         self._call("reset_link", netns, name)
         link = self._get(netns, name)
+        link.up = False  # first, as the kernel port does: a refused name leaves it down
         if new_name != name:
-            self._check_name(new_name)
-            if new_name in self._space(netns).links:
-                raise AlreadyExists(f"rename {name} to {new_name}: File exists (errno 17)")
-        ns = self._space(netns)
-        link.up = False
+            self._check_rename(netns, link, new_name)
         link.addresses.clear()
-        ns.routes = [r for r in ns.routes if r.dev != name]
-        ns.connected = [r for r in ns.connected if r.dev != name]
+        self._drop_routes(self._space(netns), name)
         link.alias = alias
         if new_name != name:
             self._rename(netns, link, new_name)
