@@ -20,17 +20,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 
 from api.proto.registry_pb2 import NetworkServiceEndpoint
-from forwarder.settings import ForwarderSettings
+from forwarder.settings import PREFIX, ForwarderSettings
 from lab import network
 from lab.fabric import Fabric
 from lab.observe import wait_for
+from sdk import settings
 from sdk.errors import FabricError
 from sdk.registry.client import RemoteRegistry
 from sdk.registry.core import Query, RegistryChain
@@ -106,8 +106,7 @@ async def holdings(fabric: Fabric) -> Holdings:
     seen = {ns: _links(ns) for ns in spaces}
     pooled = {name for links in seen.values() for name, mark in links if mark}
     names = {ns: [name for name, mark in seen[ns] if not mark] for ns in spaces}
-    reuse = int(os.environ.get("VWIRE_FORWARDER_WIREGUARD_REUSE",
-                               ForwarderSettings().wireguard_reuse))
+    reuse = settings.load(ForwarderSettings, PREFIX).wireguard_reuse  # the lab's forwarders'
     return Holdings(
         links={ns: len([n for n in names[ns] if n not in daemons]) for ns in spaces},
         addresses={ns: _count(ns, "-o", "addr", "show") for ns in spaces},
