@@ -26,16 +26,23 @@ and ``--heal-trials`` + 1 endpoints ``nse-<i>`` on n2 and n3 for the heal trials
   wireguard-go: each read from its CPU-time clock, so a daemon started during a setup counts in
   that setup; one that ended counts through its parent, once) and of this process (the client)
   per sequential setup (goal < 40 ms) and, apart, per close (each metered until ``SETTLE`` after
-  its reply, so work done behind the reply counts), and over the first burst; the burst's
-  **scaling efficiency** = (burst size * sequential CPU per setup / cores) / burst wall time
-  (1.0: the burst is as fast as the machine's CPU allows; goal ≥ 0.8), beside the share of the
-  machine's cores busy during the burst (every process and the kernel's threads: whether the
-  burst waited for CPU or for something else); memory at 0, one burst
-  and two bursts of live connections: RSS of n1's and n2's nsmgr + forwarder (goal < 150 MB at
-  100), how many wireguard-go run, and RSS and PSS per wireguard-go device (PSS shares the
-  binary's pages fairly). Memory is read at rest, ``MEMORY_REST`` seconds after the last call
-  (after a quiet second a process gives back the free heap a burst left, see ``sdk.heaptrim``);
-  the control plane's RSS right at a burst's end is printed too (``..._burst_end``);
+  its reply, so work done behind the reply counts);
+- **scaling**: ``SCALING_ROUNDS`` rounds after the bursts, each begun with every connection closed:
+  ``--concurrent`` setups one after the other, each left live (the burst's own work without its
+  concurrency: as in the burst, the live ones' daemons all run and only the first few setups find a
+  closed connection's kept daemon), then, all closed again, as many at once. A round's **scaling
+  efficiency** = (its serial CPU / cores) / its burst's wall time (1.0: the burst is as fast as the
+  machine's CPU allows); the median round's is held to the goal (≥ 0.8) and the worst round's is
+  printed, with the median against the one-by-one sequential setups' CPU per setup (stricter: those
+  may take a kept daemon), the CPU per setup of the serial setups and of the bursts, and the share
+  of the machine's cores busy during the bursts (every process and the kernel's threads: whether a
+  burst waited for CPU or for something else);
+- **memory** at 0, one burst and two bursts of live connections: RSS of n1's and n2's nsmgr +
+  forwarder (goal < 150 MB at 100), how many wireguard-go run, and RSS and PSS per wireguard-go
+  device (PSS shares the binary's pages fairly). Memory is read at rest, ``MEMORY_REST`` seconds
+  after the last call (after a quiet second a process gives back the free heap a burst left, see
+  ``sdk.heaptrim``); the control plane's RSS right at a burst's end is printed too
+  (``..._burst_end``);
 - the **peer**, in the same run and interleaved with the sequential setups (one every
   ``sequential / 20`` setups, so both see the same load): the same data plane made by hand
   without any negotiation — per side a ``wireguard-go`` started in the node namespace (waiting
@@ -67,6 +74,7 @@ import os
 import re
 import resource
 import signal
+import statistics
 import sys
 import time
 from collections.abc import Sequence
@@ -111,6 +119,7 @@ PEER_PORT = 41000
 SETUP_SERVICE = "bench-setup"
 SETUP_CIDRS = ("10.64.0.0/16", "fd00:64::/64")
 SETTLE = 0.05  # seconds a sequential setup or close is metered after its reply
+SCALING_ROUNDS = 3  # each a serial run and a burst: the efficiency is their median's
 
 
 @dataclass
@@ -127,6 +136,26 @@ class Config:
 
 
 @dataclass
+class ScalingRound:
+    """``count`` setups one after the other, each left live (the burst's work without its
+    concurrency), then, all closed, as many at once: CPU seconds of each by kind of process, the
+    burst's wall time and the share of the machine's cores busy during it."""
+
+    count: int
+    serial_cpu: dict[str, float]
+    burst_cpu: dict[str, float]
+    wall: float
+    busy: float
+
+    def efficiency(self, cpu_per_setup: float | None = None) -> float:
+        """The burst's wall time against ``count`` setups' CPU (the serial ones' by default)
+        spread over every core: 1.0 when the burst is as fast as the machine's CPU allows."""
+        if cpu_per_setup is None:
+            cpu_per_setup = sum(self.serial_cpu.values()) / self.count
+        return self.count * cpu_per_setup / (os.cpu_count() or 1) / self.wall
+
+
+@dataclass
 class Results:
     sequential: list[float] = field(default_factory=list)
     #: CPU seconds of the sequential setups, and of their closes, by kind of process
@@ -134,8 +163,7 @@ class Results:
     close_cpu: dict[str, float] = field(default_factory=dict)
     concurrent: list[float] = field(default_factory=list)
     concurrent_wall: float = 0.0
-    concurrent_cpu: dict[str, float] = field(default_factory=dict)
-    concurrent_busy: float = 0.0  # share of the machine's cores busy during the first burst
+    scaling: list[ScalingRound] = field(default_factory=list)
     second_burst: list[float] = field(default_factory=list)  # with the first burst still live
     failures: int = 0  # setups of the bursts that failed
     first_failure: str = ""
@@ -209,12 +237,9 @@ async def measure_setup(fabric: Fabric, config: Config, results: Results,
         if deadline.expired():
             return
         results.memory[0] = await memory_at_rest(fabric)
-        meter.start()
-        start, ticks = time.monotonic(), machine_ticks()
+        start = time.monotonic()
         results.concurrent = await _burst(clients, "con", config.concurrent, results)
         results.concurrent_wall = time.monotonic() - start
-        results.concurrent_busy = busy_share(ticks, machine_ticks())
-        results.concurrent_cpu = meter.stop()
         results.burst_end_memory[config.concurrent] = memory_now(fabric)
         results.memory[config.concurrent] = await memory_at_rest(fabric)
         if deadline.expired():
@@ -222,6 +247,37 @@ async def measure_setup(fabric: Fabric, config: Config, results: Results,
         results.second_burst = await _burst(clients, "cob", config.concurrent, results)
         results.burst_end_memory[2 * config.concurrent] = memory_now(fabric)
         results.memory[2 * config.concurrent] = await memory_at_rest(fabric)
+        progress(NAME, f"scaling: {SCALING_ROUNDS} rounds of {config.concurrent} setups one by "
+                       "one, then as many at once")
+        for round_ in range(SCALING_ROUNDS):
+            if deadline.expired():
+                return
+            results.scaling.append(await measure_scaling(clients, meter, f"r{round_}",
+                                                         config.concurrent, results))
+
+
+async def measure_scaling(clients: InProcessClients, meter: CpuMeter, prefix: str, count: int,
+                          results: Results) -> ScalingRound:
+    """One :class:`ScalingRound`, each half begun with every connection closed and metered
+    until ``SETTLE`` after its last reply."""
+    await _close_all(clients)
+    meter.start()
+    for i in range(count):
+        await clients.connect(SETUP_SERVICE, f"{prefix}s{i}")
+    await asyncio.sleep(SETTLE)
+    serial = meter.stop()
+    await _close_all(clients)
+    meter.start()
+    start, ticks = time.monotonic(), machine_ticks()
+    made = await _burst(clients, f"{prefix}b", count, results)
+    wall, busy = time.monotonic() - start, busy_share(ticks, machine_ticks())
+    await asyncio.sleep(SETTLE)
+    return ScalingRound(len(made), serial, meter.stop(), wall, busy)
+
+
+async def _close_all(clients: InProcessClients) -> None:
+    for client in list(clients.open):
+        await clients.close(client)
 
 
 async def memory_at_rest(fabric: Fabric) -> dict[str, list[int]]:
@@ -429,6 +485,12 @@ def metrics_of(results: Results) -> list[Metric]:
     return out
 
 
+def _per_kind(name: str, spent: dict[str, float], count: int) -> list[Metric]:
+    """``name``_<kind>: the CPU each kind of process ("wireguard-go", "nsmgr") spent per call."""
+    return [Metric(f"{name}_{kind.replace(' ', '_').replace('-', '_')}", ms(seconds / count), "ms")
+            for kind, seconds in sorted(spent.items())]
+
+
 def cost_metrics(results: Results) -> list[Metric]:
     """CPU per setup, the burst's scaling efficiency and memory at 0, one and two bursts."""
     out: list[Metric] = []
@@ -445,21 +507,9 @@ def cost_metrics(results: Results) -> list[Metric]:
             if peer:
                 out.append(Metric("cpu_per_setup_and_close_vs_raw_wireguard_go",
                                   round((cpu + close) / peer, 2), "x"))
-        for prefix, spent in (("setup", results.sequential_cpu), ("close", results.close_cpu)):
-            for kind, seconds in sorted(spent.items()):
-                name = kind.replace(" ", "_").replace("-", "_")
-                out.append(Metric(f"cpu_per_{prefix}_sequential_{name}", ms(seconds / count),
-                                  "ms"))
-    if results.concurrent and results.concurrent_wall:
-        burst_cpu = sum(results.concurrent_cpu.values()) / len(results.concurrent)
-        out.append(Metric("cpu_per_setup_concurrent", ms(burst_cpu), "ms"))
-        out.append(Metric("setup_concurrent_cores_busy", round(100 * results.concurrent_busy, 1),
-                          "%"))
-        if cpu:
-            ideal = len(results.concurrent) * cpu / (os.cpu_count() or 1)
-            out.append(Metric("concurrent_scaling_efficiency",
-                              round(ideal / results.concurrent_wall, 3), "",
-                              SCALING_GOAL, higher_is_better=True))
+        out += _per_kind("cpu_per_setup_sequential", results.sequential_cpu, count)
+        out += _per_kind("cpu_per_close_sequential", results.close_cpu, count)
+    out += burst_metrics(results, cpu)
     for live, memory in sorted(results.memory.items()):
         for node in ("n1", "n2"):
             goal = CONTROL_RSS_GOAL_MB if live >= 100 else None
@@ -476,6 +526,35 @@ def cost_metrics(results: Results) -> list[Metric]:
                               _mb(sum(daemons[0::2]) / count), "MB"))
             out.append(Metric(f"wireguard_go_pss_per_device_at_{live}",
                               _mb(sum(daemons[1::2]) / count), "MB"))
+    return out
+
+
+def burst_metrics(results: Results, sequential_cpu: float) -> list[Metric]:
+    """CPU per setup of the scaling rounds' bursts and serial setups, and the median round's
+    scaling efficiency (goal), the worst round's, and the median against the sequential setups'
+    CPU (stricter: those may take a closed connection's kept daemon, a burst's cannot)."""
+    rounds = [round_ for round_ in results.scaling if round_.count and round_.wall]
+    if not rounds:
+        return []
+    count = sum(round_.count for round_ in rounds)
+    serial_cpu: dict[str, float] = {}
+    burst_cpu: dict[str, float] = {}
+    for round_ in rounds:
+        _add(serial_cpu, round_.serial_cpu)
+        _add(burst_cpu, round_.burst_cpu)
+    efficiency = sorted(round_.efficiency() for round_ in rounds)
+    out = [Metric("cpu_per_setup_concurrent", ms(sum(burst_cpu.values()) / count), "ms"),
+           *_per_kind("cpu_per_setup_concurrent", burst_cpu, count),
+           Metric("cpu_per_setup_serial", ms(sum(serial_cpu.values()) / count), "ms"),
+           *_per_kind("cpu_per_setup_serial", serial_cpu, count),
+           Metric("setup_concurrent_cores_busy",
+                  round(100 * statistics.median(r.busy for r in rounds), 1), "%"),
+           Metric("concurrent_scaling_efficiency", round(statistics.median(efficiency), 3), "",
+                  SCALING_GOAL, higher_is_better=True),
+           Metric("concurrent_scaling_efficiency_worst", round(efficiency[0], 3), "")]
+    if sequential_cpu:
+        out.append(Metric("concurrent_scaling_vs_sequential", round(statistics.median(
+            round_.efficiency(sequential_cpu) for round_ in rounds), 3), ""))
     return out
 
 

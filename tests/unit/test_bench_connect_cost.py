@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from bench.connect import Results, cost_metrics
+from bench.connect import Results, ScalingRound, cost_metrics
 
 
 def test_setup_and_close_cpu_are_reported_apart_and_summed_against_the_peer() -> None:
@@ -34,12 +34,32 @@ def test_memory_at_rest_has_the_goal_and_the_burst_end_reading_is_beside_it() ->
     assert metrics["control_plane_rss_n1_at_100_burst_end"].goal is None
 
 
-def test_the_burst_reports_its_efficiency_and_how_busy_the_cores_were() -> None:
-    results = Results(sequential=[0.05] * 4, sequential_cpu={"forwarder": 0.16},  # 40 ms each
-                      concurrent=[0.5] * 50, concurrent_wall=1.0, concurrent_busy=0.934,
-                      concurrent_cpu={"forwarder": 1.5, "wireguard-go": 0.5})
-    figures = {metric.name: metric.value for metric in cost_metrics(results)}
-    assert figures["cpu_per_setup_concurrent"] == 40.0
-    assert figures["setup_concurrent_cores_busy"] == 93.4
+def _round(serial_ms: float, burst_ms: float, wall: float, busy: float) -> ScalingRound:
+    """A round of 50 setups costing ``serial_ms`` each one by one and ``burst_ms`` at once."""
+    return ScalingRound(50, {"forwarder": 50 * serial_ms / 1000},
+                        {"forwarder": 50 * burst_ms / 1000, "wireguard-go": 0.0}, wall, busy)
+
+
+def test_the_median_round_holds_the_scaling_goal_and_the_worst_is_printed_beside_it() -> None:
     cores = os.cpu_count() or 1
-    assert figures["concurrent_scaling_efficiency"] == round(50 * 0.04 / cores / 1.0, 3)
+    rounds = [_round(40, 30, 1.0, 0.9), _round(40, 50, 4.0, 0.5), _round(40, 40, 2.0, 0.95)]
+    results = Results(sequential=[0.05] * 4, sequential_cpu={"forwarder": 0.12},  # 30 ms each
+                      scaling=rounds)
+    metrics = {metric.name: metric for metric in cost_metrics(results)}
+    # each round: 50 serial setups' CPU over the cores, against the burst's wall time
+    assert metrics["concurrent_scaling_efficiency"].value == round(50 * 0.04 / cores / 2.0, 3)
+    assert metrics["concurrent_scaling_efficiency"].goal == 0.8
+    assert metrics["concurrent_scaling_efficiency_worst"].value == round(2.0 / cores / 4.0, 3)
+    assert metrics["concurrent_scaling_vs_sequential"].value == round(50 * 0.03 / cores / 2.0, 3)
+    assert metrics["cpu_per_setup_serial"].value == 40.0
+    assert metrics["cpu_per_setup_concurrent"].value == 40.0  # (30 + 50 + 40) / 3
+    assert metrics["cpu_per_setup_concurrent_forwarder"].value == 40.0
+    assert metrics["setup_concurrent_cores_busy"].value == 90.0  # the median round's
+
+
+def test_a_round_whose_burst_made_nothing_is_left_out() -> None:
+    results = Results(scaling=[ScalingRound(0, {}, {}, 0.5, 0.9), _round(20, 20, 1.0, 0.9)])
+    figures = {metric.name: metric.value for metric in cost_metrics(results)}
+    cores = os.cpu_count() or 1
+    assert figures["concurrent_scaling_efficiency"] == round(50 * 0.02 / cores / 1.0, 3)
+    assert "concurrent_scaling_vs_sequential" not in figures  # no sequential setups measured
