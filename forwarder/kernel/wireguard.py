@@ -207,6 +207,10 @@ class KernelBackend:
         await self._delete_link(ifname, self._netns.pop(ifname, None))
         log.info("wireguard_deleted", ifname=ifname)
 
+    async def reap(self, ifname: str) -> None:
+        """Nothing: a kernel device leaves nothing behind its link."""
+        validate_ifname(ifname)
+
     async def retire(self, ifname: str, netns: str, current: str) -> None:
         """Deleted: a kernel device costs nothing worth keeping."""
         await self.delete(ifname)

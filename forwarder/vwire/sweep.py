@@ -4,8 +4,11 @@ Everything the data plane creates carries the ``vwire:`` marker (:mod:`forwarder
 so at start the forwarder can list marked interfaces in its own and every other visible
 namespace (:func:`find_leftovers`), then either remove them (:func:`sweep`, which keeps the
 connection ids it is told to keep) or rebuild a handle to manage them again (:func:`adopt`).
-Removing an interface removes its addresses, routes and neighbours; a WireGuard interface is
-deleted through the backend first (stops wireguard-go, removes its stale control socket).
+Removing an interface removes its addresses, routes and neighbours. The WireGuard devices among
+them are deleted through the backend first (which stops a daemon it runs), then the interfaces,
+then the backend reaps each device (a previous run's daemon ends with its TUN and leaves its
+control socket, which the backend then unlinks): a device's interfaces (a TUN in a workload's
+namespace, its shadow in the underlay) are all deleted before its daemon is waited for.
 """
 
 from __future__ import annotations
@@ -63,16 +66,32 @@ async def find_leftovers(
     return found
 
 
-async def _remove(kernel: KernelPort, backend: WireGuardBackend | None, item: Leftover) -> None:
+def _check(item: Leftover, backend: WireGuardBackend | None) -> None:
+    """InvalidArgument for a marker's WireGuard name no forwarder wrote; FailedPrecondition for a
+    WireGuard interface without the backend to delete it with."""
     if item.wg_name is not None:
         validate_ifname(item.wg_name, "marker wg")
         if backend is None:
             raise FailedPrecondition(
                 f"sweep: {item.ifname} is a WireGuard interface: pass the WireGuard backend"
             )
-        await backend.delete(item.wg_name)
-    with suppress(NotFound):  # gone with its veth peer or with the WireGuard process
-        await kernel.delete_link(item.netns, item.ifname)
+
+
+async def _remove(kernel: KernelPort, backend: WireGuardBackend | None,
+                  items: list[Leftover]) -> None:
+    """Remove ``items`` (each :func:`_check`-ed): their WireGuard devices, then their links,
+    then the reaping of those devices (module docstring)."""
+    # _check let no WireGuard interface through without a backend
+    devices = list(dict.fromkeys(item.wg_name for item in items if item.wg_name is not None))
+    if backend is not None:
+        for name in devices:
+            await backend.delete(name)
+    for item in items:
+        with suppress(NotFound):  # gone with its veth peer or with the WireGuard process
+            await kernel.delete_link(item.netns, item.ifname)
+    if backend is not None:
+        for name in devices:
+            await backend.reap(name)
 
 
 async def sweep(
@@ -98,12 +117,13 @@ async def sweep(
             continue
         if item.connection_id not in keep:
             try:
-                await _remove(kernel, backend, item)
+                _check(item, backend)
             except InvalidArgument as exc:  # a marker no forwarder wrote (aliases are anyone's)
                 _log.warning("sweep_marker_invalid", netns=item.netns, ifname=item.ifname,
                              error=str(exc))
                 continue
             removed.append(item)
+    await _remove(kernel, backend, removed)
     return removed
 
 
@@ -118,8 +138,10 @@ def adopt(
     mine = [item for item in leftovers if item.connection_id == connection_id]
     if not mine:
         raise NotFound(f"connection_id: no leftover interfaces of connection {connection_id}")
+    for item in mine:
+        _check(item, backend)
     ends = tuple(End(item.ifname, item.netns, item.ifname) for item in mine)
     vwire = VWire(kernel, connection_id, min(item.mtu for item in mine), ends)
-    for item in mine:
-        vwire.undo.push(f"remove {item.ifname}", partial(_remove, kernel, backend, item))
+    vwire.undo.push(f"remove {', '.join(item.ifname for item in mine)}",
+                    partial(_remove, kernel, backend, mine))
     return vwire

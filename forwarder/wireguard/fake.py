@@ -29,6 +29,7 @@ class FakeWireGuard:
         self.fail: str | None = None
         self.calls: list[tuple[str, str]] = []  # (step, interface)
         self.retired: list[tuple[str, str, str]] = []  # (interface, netns, its name there)
+        self.reaped: list[str] = []
         self.baselines: dict[str, LinkStats] = {}
 
     def _maybe_fail(self, step: str, ifname: str = "") -> None:
@@ -82,6 +83,10 @@ class FakeWireGuard:
         """Recorded in ``retired``, then deleted."""
         self.retired.append((ifname, netns, current))
         await self.delete(ifname)
+
+    async def reap(self, ifname: str) -> None:
+        """Recorded in ``reaped``: a fake device leaves nothing behind its links."""
+        self.reaped.append(ifname)
 
     def baseline(self, ifname: str) -> LinkStats | None:
         """From ``baselines`` (tests set them)."""

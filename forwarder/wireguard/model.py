@@ -119,6 +119,13 @@ class WireGuardBackend(Protocol):
         """Remove the interface and everything behind it; idempotent."""
         ...
 
+    async def reap(self, ifname: str) -> None:
+        """The links of ``ifname``, which this backend does not run (a previous run made it),
+        were just deleted: remove what is left behind them once it has ended (a daemon ends
+        with its TUN, a moment after, and leaves its control socket). Nothing for an interface
+        this backend runs; idempotent."""
+        ...
+
     async def retire(self, ifname: str, netns: str, current: str) -> None:
         """The vWire of ``ifname``, whose interface is in ``netns`` and named ``current`` now,
         is closed: either remove it as :meth:`delete` does, or keep what is behind it (wiped:

@@ -50,15 +50,13 @@ from forwarder.kernel import KernelPort
 from sdk.aio import cancel_all
 from sdk.errors import FabricError, InvalidArgument, NotFound
 
-from .process import WgGoProcess, clear_stale_socket
+from .process import SOCKET_GRACE, WgGoProcess, clear_sockets_of_ending, clear_stale_socket
 from .uapi import SOCKET_DIR
 
 log = structlog.get_logger()
 
 POOL_ALIAS = "vwire-pool:"
 _MAX_PAUSE = 5.0
-#: Seconds a sweep waits for the daemons of the links it deleted to end, to unlink their sockets.
-SOCKET_GRACE = 2.0
 
 
 POOL_PREFIX = "vwp"
@@ -272,24 +270,12 @@ class DevicePool:
                 places += await self.kernel.list_namespaces()
         for netns in dict.fromkeys(places):
             removed += await self._sweep_in(netns)
-        await self._clear_sockets(removed)
+        for sock in await clear_sockets_of_ending(
+                [self.socket_dir / f"{name}.sock" for name in removed], SOCKET_GRACE):
+            log.warning("wireguard_pool_socket_live", socket=str(sock))
         if removed:
             log.info("wireguard_pool_leftovers_removed", underlay=underlay, links=removed)
         return removed
-
-    async def _clear_sockets(self, names: list[str]) -> None:
-        """Unlink the sockets named like the links just deleted (a pooled TUN, a kept daemon's
-        shadow) once their daemons, which end with their TUNs a moment later, are gone; at most
-        ``SOCKET_GRACE`` seconds in all."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + SOCKET_GRACE
-        for name in names:
-            sock = self.socket_dir / f"{name}.sock"
-            while not clear_stale_socket(sock):
-                if loop.time() >= deadline:
-                    log.warning("wireguard_pool_socket_live", socket=str(sock))
-                    break
-                await asyncio.sleep(0.01)  # bounded: its daemon ends with its TUN
 
     async def _sweep_in(self, netns: str | None) -> list[str]:
         removed = []

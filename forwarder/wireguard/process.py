@@ -11,7 +11,9 @@ Contract:
   instances ("too many open files") is :class:`ResourceExhausted` with the same advice.
 - :meth:`WgGoProcess.stop` sends SIGTERM, waits ``stop_timeout``, then SIGKILL; afterwards a stale
   socket (SIGKILL leaves one; connecting gives ECONNREFUSED) is unlinked. Idempotent.
-- :func:`clear_stale_socket` unlinks a socket nobody listens on and reports a live one.
+- :func:`clear_stale_socket` unlinks a socket nobody listens on and reports a live one;
+  :func:`clear_sockets_of_ending` does so for daemons about to end (their TUNs just deleted),
+  waiting for them at most ``within`` seconds in all, and names the sockets still answered.
 - The daemon's output is read continuously (a full pipe would block it) and logged at debug;
   its last ``TAIL_LINES`` lines, verbose ("DEBUG: ") ones included, are kept for exit and error
   reports (:meth:`WgGoProcess.output_tail`), without the goroutine start/stop lines (all but the
@@ -63,6 +65,8 @@ _TUN_STOPPED = "Routine: TUN reader - stopped"
 _CLOSING = "Device closing"
 #: The MTU wireguard-go gives the TUN it creates (it logs no update for it).
 WIREGUARD_GO_MTU = 1420
+#: Seconds to wait for the daemons of TUNs just deleted to end, to unlink their sockets.
+SOCKET_GRACE = 2.0
 
 
 def _short(line: str) -> str:
@@ -95,6 +99,22 @@ def clear_stale_socket(path: Path) -> bool:
     finally:
         probe.close()
     return False
+
+
+async def clear_sockets_of_ending(paths: list[Path], within: float) -> list[Path]:
+    """:func:`clear_stale_socket` for each of ``paths``, retried while its daemon, which ends
+    with its TUN a moment after the TUN is deleted, still answers; at most ``within`` seconds in
+    all. Returns the paths still answered on then."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    live = []
+    for path in paths:
+        while not clear_stale_socket(path):
+            if loop.time() >= deadline:
+                live.append(path)
+                break
+            await asyncio.sleep(0.01)  # bounded by the deadline
+    return live
 
 
 class WgGoProcess:

@@ -41,6 +41,8 @@ Contract:
   restore. After ``RestartPolicy.max_attempts`` failed attempts it gives up (``restart_failed``).
 - ``delete`` is idempotent: stops the daemon (SIGTERM, SIGKILL after a timeout), awaits its
   supervisor, unlinks a stale socket. ``close`` deletes every interface this backend made.
+  ``reap`` is for a daemon of a previous run (a killed forwarder's), which ``delete`` cannot
+  stop: once its links are deleted it ends with its TUN, and ``reap`` then unlinks its socket.
 - ``retire`` (with ``reuse`` > 0, for a TUN made in its workload's namespace) keeps the daemon
   instead: one UAPI set wipes it (all-zero private key, port 0, no peers), one kernel call takes
   its TUN down, removes its addresses (its routes went with the link), renames it ``vwp<6 hex>``
@@ -90,7 +92,13 @@ from .model import (
 )
 from .netns import check_netns
 from .pool import POOL_ALIAS, DevicePool, pool_name
-from .process import WIREGUARD_GO, WgGoProcess, clear_stale_socket
+from .process import (
+    SOCKET_GRACE,
+    WIREGUARD_GO,
+    WgGoProcess,
+    clear_sockets_of_ending,
+    clear_stale_socket,
+)
 from .recycle import IdleDevices
 from .uapi import (
     SOCKET_DIR,
@@ -328,6 +336,16 @@ class UserspaceBackend:
             if device.process.ifname == name:
                 return device
         return None
+
+    async def reap(self, ifname: str) -> None:
+        """Unlink the socket of a previous run's daemon of ``ifname`` once it ended with the
+        TUN just deleted (at most ``SOCKET_GRACE`` seconds); nothing for a name of ours."""
+        validate_ifname(ifname)
+        if ifname in self._devices or self._socket_holder(ifname) is not None:
+            return
+        for sock in await clear_sockets_of_ending([socket_path(ifname, self.socket_dir)],
+                                                  SOCKET_GRACE):
+            log.warning("wireguard_reap_daemon_live", socket=str(sock))
 
     async def retire(self, ifname: str, netns: str, current: str) -> None:
         """Keep ``ifname``'s daemon for a later :meth:`create` into ``netns`` at its MTU

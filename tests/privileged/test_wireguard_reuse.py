@@ -13,14 +13,9 @@ overlay namespace per test for side A's interface.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import re
-import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 
 import pytest
 from prometheus_client import REGISTRY
@@ -30,6 +25,7 @@ from forwarder.wireguard.uapi import SOCKET_DIR
 from sdk.errors import AlreadyExists
 from tests.privileged.conftest import netns_path
 
+from .crashed_forwarder import crashed_forwarder
 from .test_wireguard_tun_in_netns import made_in as made_in_overlay
 from .test_wireguard_userspace import (
     Side,
@@ -269,23 +265,6 @@ async def test_a_name_whose_socket_a_reused_daemon_holds_is_still_made_and_resta
     assert not (SOCKET_DIR / f"{a.ifname}.sock").exists()
 
 
-CRASHING_FORWARDER = """
-import asyncio, sys
-from forwarder.wireguard import UserspaceBackend, generate_keypair
-
-async def main(underlay, overlay, name):
-    be = UserspaceBackend(tun_in_netns=True, reuse=2)
-    private, _ = generate_keypair()
-    await be.create(name, underlay, private, 52799, mtu=1380, netns=overlay)
-    await be.retire(name, overlay, name)
-    kept = be.retired.items()[0]
-    print("KEPT", kept.process.pid, kept.idle_name, flush=True)
-    await asyncio.sleep(60)
-
-asyncio.run(main(*sys.argv[1:4]))
-"""
-
-
 async def test_a_killed_forwarders_kept_daemons_end_when_its_successor_sweeps(
     underlay: tuple[str, str], netns: Callable[[str], str],
 ) -> None:
@@ -293,33 +272,17 @@ async def test_a_killed_forwarders_kept_daemons_end_when_its_successor_sweeps(
     fail); the next one's sweep deletes their TUNs, marked with the dead pid, which ends them,
     and their shadows."""
     overlay, name = netns("ov"), wg_name()
-    child = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", CRASHING_FORWARDER, netns_path(underlay[0]), netns_path(overlay),
-        name, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-        cwd=str(Path(__file__).resolve().parents[2]))
-    try:
-        assert child.stdout is not None
-        async with asyncio.timeout(30):
-            while not (line := (await child.stdout.readline()).decode()).startswith("KEPT"):
-                assert line, "the forwarder ended before it kept a daemon"
-        _, pid_text, idle = line.split()
-        daemon = int(pid_text)
-    finally:
-        child.kill()
-        await child.wait()
-        if "daemon" not in locals():  # it never said: end whatever it started
-            await asyncio.to_thread(subprocess.run, ["pkill", "-f", f"wireguard-go -f {name}"])
-    await asyncio.sleep(0.3)
-    assert process_alive(daemon), "the kept daemon should outlive its forwarder until a sweep"
-    assert idle in await sh("ip", "-o", "link", netns=overlay)
-    successor = UserspaceBackend(tun_in_netns=True, reuse=2)
-    try:  # the sweep ends the daemon; if it does not, the kill below does
-        removed = await successor.pool.sweep(netns_path(underlay[0]))
-        assert idle in removed and name in removed  # the TUN and the shadow
-        assert await gone(daemon), "its daemon ran on after its TUN was deleted"
-        assert name not in await sh("ip", "-o", "link", netns=underlay[0])
-        assert not (SOCKET_DIR / f"{name}.sock").exists()
-    finally:
-        await successor.close()
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(daemon, signal.SIGKILL)
+    async with crashed_forwarder(netns_path(underlay[0]), netns_path(overlay), name,
+                                 retire=True) as (daemon, idle):
+        await asyncio.sleep(0.3)
+        assert process_alive(daemon), "the kept daemon should outlive its forwarder until a sweep"
+        assert idle in await sh("ip", "-o", "link", netns=overlay)
+        successor = UserspaceBackend(tun_in_netns=True, reuse=2)
+        try:
+            removed = await successor.pool.sweep(netns_path(underlay[0]))
+            assert idle in removed and name in removed  # the TUN and the shadow
+            assert await gone(daemon), "its daemon ran on after its TUN was deleted"
+            assert name not in await sh("ip", "-o", "link", netns=underlay[0])
+            assert not (SOCKET_DIR / f"{name}.sock").exists()
+        finally:
+            await successor.close()

@@ -17,6 +17,7 @@ from forwarder.vwire import (
     program_remote,
     sweep,
 )
+from forwarder.vwire.naming import marker
 from forwarder.vwire.remote import RemotePreparation, prepare_remote
 from forwarder.wireguard import generate_keypair
 from forwarder.wireguard.fake import FakeWireGuard
@@ -219,6 +220,36 @@ async def test_sweep_and_adopt_wireguard_leftovers(
     await program_remote(kernel, backend, spec())
     assert [x.connection_id for x in await sweep(kernel, backend)] == ["conn-r"]
     assert kernel.snapshot() == before and backend.where == {}
+
+
+async def test_a_swept_device_is_deleted_then_its_links_then_it_is_reaped(
+    kernel: FakeKernel, backend: FakeWireGuard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A previous run's daemon outlives ``delete`` (its backend is gone) and ends only with its
+    TUN: the backend reaps it once every link of the device, each swept, is deleted."""
+    await program_remote(kernel, backend, spec())
+    (item,) = await find_leftovers(kernel)
+    assert item.wg_name is not None
+    kernel.add_link(NODE, "shadow0", "tun")  # its shadow, marked alike
+    await kernel.set_link(NODE, "shadow0", alias=marker("conn-r", item.wg_name))
+    steps: list[str] = []
+
+    def record(target: object, name: str) -> None:
+        original = getattr(target, name)
+
+        async def call(*args: object) -> object:
+            steps.append(f"{name} {args[-1]}")
+            return await original(*args)
+        monkeypatch.setattr(target, name, call)
+
+    record(kernel, "delete_link")
+    record(backend, "delete")
+    record(backend, "reap")
+    swept = await sweep(kernel, backend)
+    assert sorted(x.ifname for x in swept) == ["nsm0", "shadow0"]
+    assert steps[0] == f"delete {item.wg_name}" and steps[-1] == f"reap {item.wg_name}"
+    assert set(steps[1:-1]) == {"delete_link nsm0", "delete_link shadow0"}  # the fake's too
+    assert backend.reaped == [item.wg_name]
 
 
 async def test_sweep_leaves_markers_it_cannot_have_written_and_what_live_owners_made(
