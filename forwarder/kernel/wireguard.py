@@ -19,7 +19,7 @@ import asyncio
 import base64
 import contextlib
 import os
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Collection, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -207,9 +207,10 @@ class KernelBackend:
         await self._delete_link(ifname, self._netns.pop(ifname, None))
         log.info("wireguard_deleted", ifname=ifname)
 
-    async def reap(self, ifname: str) -> None:
+    async def reap(self, ifnames: Collection[str]) -> None:
         """Nothing: a kernel device leaves nothing behind its link."""
-        validate_ifname(ifname)
+        for ifname in ifnames:
+            validate_ifname(ifname)
 
     async def retire(self, ifname: str, netns: str, current: str) -> None:
         """Deleted: a kernel device costs nothing worth keeping."""

@@ -90,8 +90,7 @@ async def _remove(kernel: KernelPort, backend: WireGuardBackend | None,
         with suppress(NotFound):  # gone with its veth peer or with the WireGuard process
             await kernel.delete_link(item.netns, item.ifname)
     if backend is not None:
-        for name in devices:
-            await backend.reap(name)
+        await backend.reap(devices)
 
 
 async def sweep(

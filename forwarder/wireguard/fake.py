@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Collection
 from dataclasses import replace
 
 from forwarder.kernel import FakeKernel, LinkStats, Netns
@@ -84,9 +85,9 @@ class FakeWireGuard:
         self.retired.append((ifname, netns, current))
         await self.delete(ifname)
 
-    async def reap(self, ifname: str) -> None:
+    async def reap(self, ifnames: Collection[str]) -> None:
         """Recorded in ``reaped``: a fake device leaves nothing behind its links."""
-        self.reaped.append(ifname)
+        self.reaped += ifnames
 
     def baseline(self, ifname: str) -> LinkStats | None:
         """From ``baselines`` (tests set them)."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
@@ -119,11 +120,11 @@ class WireGuardBackend(Protocol):
         """Remove the interface and everything behind it; idempotent."""
         ...
 
-    async def reap(self, ifname: str) -> None:
-        """The links of ``ifname``, which this backend does not run (a previous run made it),
-        were just deleted: remove what is left behind them once it has ended (a daemon ends
-        with its TUN, a moment after, and leaves its control socket). Nothing for an interface
-        this backend runs; idempotent."""
+    async def reap(self, ifnames: Collection[str]) -> None:
+        """The links of ``ifnames``, which this backend does not run (a previous run made them),
+        were just deleted: remove what is left behind them once they have ended (a daemon ends
+        with its TUN, a moment after, and leaves its control socket), waiting a bounded time for
+        all of them together. Nothing for an interface this backend runs; idempotent."""
         ...
 
     async def retire(self, ifname: str, netns: str, current: str) -> None:

@@ -69,7 +69,7 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -337,14 +337,15 @@ class UserspaceBackend:
                 return device
         return None
 
-    async def reap(self, ifname: str) -> None:
-        """Unlink the socket of a previous run's daemon of ``ifname`` once it ended with the
-        TUN just deleted (at most ``SOCKET_GRACE`` seconds); nothing for a name of ours."""
-        validate_ifname(ifname)
-        if ifname in self._devices or self._socket_holder(ifname) is not None:
-            return
-        for sock in await clear_sockets_of_ending([socket_path(ifname, self.socket_dir)],
-                                                  SOCKET_GRACE):
+    async def reap(self, ifnames: Collection[str]) -> None:
+        """Unlink the sockets of a previous run's daemons of ``ifnames`` once they ended with
+        the TUNs just deleted (at most ``SOCKET_GRACE`` seconds for all); nothing for names of
+        ours."""
+        theirs = [validate_ifname(name) for name in ifnames]
+        theirs = [name for name in theirs
+                  if name not in self._devices and self._socket_holder(name) is None]
+        for sock in await clear_sockets_of_ending(
+                [socket_path(name, self.socket_dir) for name in theirs], SOCKET_GRACE):
             log.warning("wireguard_reap_daemon_live", socket=str(sock))
 
     async def retire(self, ifname: str, netns: str, current: str) -> None:

@@ -247,7 +247,7 @@ async def test_a_swept_device_is_deleted_then_its_links_then_it_is_reaped(
     record(backend, "reap")
     swept = await sweep(kernel, backend)
     assert sorted(x.ifname for x in swept) == ["nsm0", "shadow0"]
-    assert steps[0] == f"delete {item.wg_name}" and steps[-1] == f"reap {item.wg_name}"
+    assert steps[0] == f"delete {item.wg_name}" and steps[-1] == f"reap {[item.wg_name]}"
     assert set(steps[1:-1]) == {"delete_link nsm0", "delete_link shadow0"}  # the fake's too
     assert backend.reaped == [item.wg_name]
 
