@@ -138,21 +138,24 @@ class Config:
 @dataclass
 class ScalingRound:
     """``count`` setups one after the other, each left live (the burst's work without its
-    concurrency), then, all closed, as many at once: CPU seconds of each by kind of process, the
-    burst's wall time and the share of the machine's cores busy during it."""
+    concurrency), then, all closed, as many at once (``made`` of them made): CPU seconds of
+    each by kind of process, the burst's wall time and the share of the machine's cores busy
+    during it."""
 
     count: int
+    made: int
     serial_cpu: dict[str, float]
     burst_cpu: dict[str, float]
     wall: float
     busy: float
 
     def efficiency(self, cpu_per_setup: float | None = None) -> float:
-        """The burst's wall time against ``count`` setups' CPU (the serial ones' by default)
-        spread over every core: 1.0 when the burst is as fast as the machine's CPU allows."""
+        """The burst's wall time against the CPU its ``made`` setups take (one of the serial
+        ones' each by default) spread over every core: 1.0 when the burst is as fast as the
+        machine's CPU allows."""
         if cpu_per_setup is None:
             cpu_per_setup = sum(self.serial_cpu.values()) / self.count
-        return self.count * cpu_per_setup / (os.cpu_count() or 1) / self.wall
+        return self.made * cpu_per_setup / (os.cpu_count() or 1) / self.wall
 
 
 @dataclass
@@ -272,7 +275,7 @@ async def measure_scaling(clients: InProcessClients, meter: CpuMeter, prefix: st
     made = await _burst(clients, f"{prefix}b", count, results)
     wall, busy = time.monotonic() - start, busy_share(ticks, machine_ticks())
     await asyncio.sleep(SETTLE)
-    return ScalingRound(len(made), serial, meter.stop(), wall, busy)
+    return ScalingRound(count, len(made), serial, meter.stop(), wall, busy)
 
 
 async def _close_all(clients: InProcessClients) -> None:
@@ -533,20 +536,20 @@ def burst_metrics(results: Results, sequential_cpu: float) -> list[Metric]:
     """CPU per setup of the scaling rounds' bursts and serial setups, and the median round's
     scaling efficiency (goal), the worst round's, and the median against the sequential setups'
     CPU (stricter: those may take a closed connection's kept daemon, a burst's cannot)."""
-    rounds = [round_ for round_ in results.scaling if round_.count and round_.wall]
+    rounds = [round_ for round_ in results.scaling if round_.made and round_.wall]
     if not rounds:
         return []
-    count = sum(round_.count for round_ in rounds)
+    serial, made = sum(r.count for r in rounds), sum(r.made for r in rounds)
     serial_cpu: dict[str, float] = {}
     burst_cpu: dict[str, float] = {}
     for round_ in rounds:
         _add(serial_cpu, round_.serial_cpu)
         _add(burst_cpu, round_.burst_cpu)
     efficiency = sorted(round_.efficiency() for round_ in rounds)
-    out = [Metric("cpu_per_setup_concurrent", ms(sum(burst_cpu.values()) / count), "ms"),
-           *_per_kind("cpu_per_setup_concurrent", burst_cpu, count),
-           Metric("cpu_per_setup_serial", ms(sum(serial_cpu.values()) / count), "ms"),
-           *_per_kind("cpu_per_setup_serial", serial_cpu, count),
+    out = [Metric("cpu_per_setup_concurrent", ms(sum(burst_cpu.values()) / made), "ms"),
+           *_per_kind("cpu_per_setup_concurrent", burst_cpu, made),
+           Metric("cpu_per_setup_serial", ms(sum(serial_cpu.values()) / serial), "ms"),
+           *_per_kind("cpu_per_setup_serial", serial_cpu, serial),
            Metric("setup_concurrent_cores_busy",
                   round(100 * statistics.median(r.busy for r in rounds), 1), "%"),
            Metric("concurrent_scaling_efficiency", round(statistics.median(efficiency), 3), "",

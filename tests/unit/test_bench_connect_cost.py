@@ -36,7 +36,7 @@ def test_memory_at_rest_has_the_goal_and_the_burst_end_reading_is_beside_it() ->
 
 def _round(serial_ms: float, burst_ms: float, wall: float, busy: float) -> ScalingRound:
     """A round of 50 setups costing ``serial_ms`` each one by one and ``burst_ms`` at once."""
-    return ScalingRound(50, {"forwarder": 50 * serial_ms / 1000},
+    return ScalingRound(50, 50, {"forwarder": 50 * serial_ms / 1000},
                         {"forwarder": 50 * burst_ms / 1000, "wireguard-go": 0.0}, wall, busy)
 
 
@@ -58,8 +58,20 @@ def test_the_median_round_holds_the_scaling_goal_and_the_worst_is_printed_beside
 
 
 def test_a_round_whose_burst_made_nothing_is_left_out() -> None:
-    results = Results(scaling=[ScalingRound(0, {}, {}, 0.5, 0.9), _round(20, 20, 1.0, 0.9)])
+    results = Results(scaling=[ScalingRound(50, 0, {"forwarder": 1.0}, {}, 0.5, 0.9),
+                               _round(20, 20, 1.0, 0.9)])
     figures = {metric.name: metric.value for metric in cost_metrics(results)}
     cores = os.cpu_count() or 1
     assert figures["concurrent_scaling_efficiency"] == round(50 * 0.02 / cores / 1.0, 3)
     assert "concurrent_scaling_vs_sequential" not in figures  # no sequential setups measured
+
+
+def test_a_burst_that_made_fewer_setups_is_held_to_the_cpu_of_those_it_made() -> None:
+    # 50 serial setups at 40 ms; the burst made 40 of its 50 in 1 s, spending 1.2 s of CPU
+    results = Results(scaling=[ScalingRound(50, 40, {"forwarder": 2.0}, {"forwarder": 1.2},
+                                            1.0, 0.9)])
+    figures = {metric.name: metric.value for metric in cost_metrics(results)}
+    cores = os.cpu_count() or 1
+    assert figures["concurrent_scaling_efficiency"] == round(40 * 0.04 / cores / 1.0, 3)
+    assert figures["cpu_per_setup_serial"] == 40.0
+    assert figures["cpu_per_setup_concurrent"] == 30.0
