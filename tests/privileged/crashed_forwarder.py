@@ -65,5 +65,6 @@ async def crashed_forwarder(underlay: str, overlay: str, name: str,
     try:
         yield daemon, tun
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(daemon, signal.SIGKILL)
+        with contextlib.suppress(OSError):  # ended already (its pid maybe another's now)
+            if Path(f"/proc/{daemon}/comm").read_text().strip() == "wireguard-go":
+                os.kill(daemon, signal.SIGKILL)
