@@ -51,7 +51,7 @@ from sdk.aio import cancel_all
 from sdk.errors import FabricError, InvalidArgument, NotFound
 
 from .process import SOCKET_GRACE, WgGoProcess, clear_sockets_of_ending, clear_stale_socket
-from .uapi import SOCKET_DIR
+from .uapi import SOCKET_DIR, socket_path
 
 log = structlog.get_logger()
 
@@ -271,7 +271,7 @@ class DevicePool:
         for netns in dict.fromkeys(places):
             removed += await self._sweep_in(netns)
         for sock in await clear_sockets_of_ending(
-                [self.socket_dir / f"{name}.sock" for name in removed], SOCKET_GRACE):
+                [socket_path(name, self.socket_dir) for name in removed], SOCKET_GRACE):
             log.warning("wireguard_pool_socket_live", socket=str(sock))
         if removed:
             log.info("wireguard_pool_leftovers_removed", underlay=underlay, links=removed)
